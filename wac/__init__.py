@@ -1,0 +1,1 @@
+"""wac: the command line, configuration and the generated API (wac.v1)."""
