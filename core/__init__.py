@@ -1,0 +1,1 @@
+"""The wac gRPC core: services, their rules and their stores."""

@@ -1,0 +1,1 @@
+"""Who is calling, and may they: principals, the method policy, the interceptor."""

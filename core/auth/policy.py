@@ -1,0 +1,96 @@
+"""Which callers may call which method: one table, checked by the interceptor.
+
+A method is open to subscribers (with an access token), to services holding
+one of its scopes (with an API key), or to nobody before login (public).
+Finer rules (a subscriber acts only on its own data and calls) live in the
+services, which know what "own" means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core import errors
+from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    public: bool = False
+    subscribers: bool = False
+    scopes: tuple[str, ...] = ()
+
+
+PUBLIC = Rule(public=True)
+SUBSCRIBER = Rule(subscribers=True)
+
+
+def _services(*scopes: str, subscribers: bool = False) -> Rule:
+    return Rule(subscribers=subscribers, scopes=scopes)
+
+
+RULES: dict[str, Rule] = {
+    "/wac.v1.IdentityService/Login": PUBLIC,
+    "/wac.v1.IdentityService/RefreshSession": PUBLIC,
+    "/wac.v1.IdentityService/Logout": SUBSCRIBER,
+    "/wac.v1.IdentityService/VerifyToken": _services("identity.verify"),
+    "/wac.v1.IdentityService/Authorize": _services("identity.verify"),
+    "/wac.v1.IdentityService/GetJwks": _services("identity.verify", subscribers=True),
+    "/wac.v1.IdentityService/CreateSubscriber": _services("subscribers.write"),
+    "/wac.v1.IdentityService/GetSubscriber": _services("subscribers.read", subscribers=True),
+    "/wac.v1.IdentityService/ListSubscribers": _services("subscribers.read"),
+    "/wac.v1.IdentityService/UpdateSubscriber": _services("subscribers.write"),
+    "/wac.v1.IdentityService/DeleteSubscriber": _services("subscribers.write"),
+    "/wac.v1.IdentityService/RevokeSessions": _services("subscribers.write"),
+    "/wac.v1.PresenceService/SetPresence": SUBSCRIBER,
+    "/wac.v1.PresenceService/GetPresence": _services("presence.read", subscribers=True),
+    "/wac.v1.PresenceService/BatchGetPresence": _services("presence.read", subscribers=True),
+    "/wac.v1.ContactsService/CreateContact": SUBSCRIBER,
+    "/wac.v1.ContactsService/GetContact": SUBSCRIBER,
+    "/wac.v1.ContactsService/ListContacts": SUBSCRIBER,
+    "/wac.v1.ContactsService/UpdateContact": SUBSCRIBER,
+    "/wac.v1.ContactsService/DeleteContact": SUBSCRIBER,
+    "/wac.v1.ContactsService/SearchDirectory": SUBSCRIBER,
+    "/wac.v1.ContactsService/ListConnectors": _services("connectors.admin"),
+    "/wac.v1.ContactsService/SyncConnector": _services("connectors.admin"),
+    "/wac.v1.CallsService/CreateCall": SUBSCRIBER,
+    "/wac.v1.CallsService/AnswerCall": SUBSCRIBER,
+    "/wac.v1.CallsService/RejectCall": SUBSCRIBER,
+    "/wac.v1.CallsService/HangupCall": _services("calls.write", subscribers=True),
+    "/wac.v1.CallsService/SendIceCandidate": SUBSCRIBER,
+    "/wac.v1.CallsService/Renegotiate": SUBSCRIBER,
+    "/wac.v1.CallsService/GetCall": _services("calls.read", subscribers=True),
+    "/wac.v1.CallsService/ListCalls": _services("calls.read", subscribers=True),
+    "/wac.v1.CallsService/GetIceServers": SUBSCRIBER,
+    "/wac.v1.EventsService/Subscribe": SUBSCRIBER,
+}
+
+# A method missing from the table is closed to everyone but admins: a new
+# RPC must be given a rule on purpose before anyone else can call it.
+DEFAULT = Rule()
+
+
+def rule_for(method: str) -> Rule:
+    return RULES.get(method, DEFAULT)
+
+
+def check(rule: Rule, principal: Principal | None, method: str) -> None:
+    """Raise the right status when the principal may not call the method."""
+    if rule.public:
+        return
+    if principal is None:
+        raise errors.unauthenticated(
+            "missing credentials: send 'authorization: Bearer <access token or API key>'"
+        )
+    if isinstance(principal, SubscriberPrincipal):
+        if rule.subscribers or "admin" in principal.permissions:
+            return
+        raise errors.permission_denied(f"{method.rsplit('/', 1)[-1]} is not open to subscribers")
+    if isinstance(principal, ServicePrincipal):
+        if "admin" in principal.scopes or any(s in principal.scopes for s in rule.scopes):
+            return
+        needed = " or ".join(rule.scopes) or "admin"
+        raise errors.permission_denied(
+            f"API key '{principal.key_name}' lacks the scope {needed} needed for "
+            f"{method.rsplit('/', 1)[-1]}"
+        )

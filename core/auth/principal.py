@@ -1,0 +1,82 @@
+"""The authenticated caller of one RPC.
+
+The interceptor resolves it once per call and puts it in a context variable,
+so servicers read ``current()`` instead of re-parsing metadata.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+from core import errors
+
+# Scopes an API key can carry. "admin" implies all others.
+SCOPES = frozenset(
+    {
+        "identity.verify",
+        "subscribers.read",
+        "subscribers.write",
+        "presence.read",
+        "calls.read",
+        "calls.write",
+        "connectors.admin",
+        "admin",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberPrincipal:
+    """A subscriber's device, proven by an access token."""
+
+    username: str
+    session_id: str
+    permissions: frozenset[str]
+    expires_at: float
+
+    def has(self, permission: str) -> bool:
+        return permission in self.permissions or "admin" in self.permissions
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """An operator system or gateway, proven by an API key."""
+
+    key_name: str
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+Principal = SubscriberPrincipal | ServicePrincipal
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "wac_principal", default=None
+)
+_client_address: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "wac_client_address", default=""
+)
+
+
+def set_current(principal: Principal | None, client_address: str) -> None:
+    _current.set(principal)
+    _client_address.set(client_address)
+
+
+def current() -> Principal | None:
+    """The caller, or None on public methods (Login, RefreshSession)."""
+    return _current.get()
+
+
+def client_address() -> str:
+    return _client_address.get()
+
+
+def subscriber() -> SubscriberPrincipal:
+    """The calling subscriber; methods only subscribers may call use this."""
+    principal = _current.get()
+    if not isinstance(principal, SubscriberPrincipal):
+        raise errors.permission_denied("this method is for subscribers: use an access token")
+    return principal

@@ -1,0 +1,1 @@
+"""The SQL database every store shares: engine, metadata and migrations."""

@@ -1,0 +1,39 @@
+"""Opening the database: SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default database: one SQLite file in the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / 'wac.sqlite3').resolve()}"
+
+
+def sync_url(url: str) -> str:
+    """The same database for synchronous tools (Alembic)."""
+    return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine tuned for its backend."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers run while one writer commits; NORMAL sync is
+            # durable across application crashes, which is what we need.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

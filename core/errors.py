@@ -1,0 +1,115 @@
+"""Canonical errors: every failure a client sees is a gRPC status with a
+precise message, and where a field is at fault, a google.rpc.BadRequest
+detail naming it. Envoy's transcoder turns the same status into SAPI's JSON
+error body, and the WAPI edge into a JSON-RPC error, so it is built once here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+
+class ApiError(Exception):
+    """A failure to report to the client as it is."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+        self.reason = reason
+
+    def status_details(self) -> bytes:
+        """The serialized google.rpc.Status for ``grpc-status-details-bin``."""
+        details: list[any_pb2.Any] = []
+        if self.field is not None:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=self.field, description=self.message
+                    )
+                ]
+            )
+            details.append(_pack(bad))
+        if self.retry_after is not None:
+            info = error_details_pb2.RetryInfo()
+            info.retry_delay.FromMilliseconds(int(self.retry_after * 1000))
+            details.append(_pack(info))
+        if self.reason is not None:
+            details.append(_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="wac")))
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+        return status.SerializeToString()
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def invalid(field: str, message: str) -> ApiError:
+    """INVALID_ARGUMENT naming the field, e.g. invalid("subscriber.email", "...")."""
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}", field=field)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def already_exists(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.ALREADY_EXISTS, message)
+
+
+def permission_denied(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
+def unauthenticated(message: str, reason: str | None = None) -> ApiError:
+    return ApiError(grpc.StatusCode.UNAUTHENTICATED, message, reason=reason)
+
+
+def failed_precondition(message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def exhausted(message: str, retry_after: float | None = None) -> ApiError:
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after=retry_after)
+
+
+def require(field: str, value: object) -> None:
+    """A REQUIRED field must be set."""
+    if value in ("", None, 0) or (isinstance(value, Sequence) and not isinstance(value, str) and not value):
+        raise invalid(field, "is required")
+
+
+def max_length(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise invalid(field, f"is {len(value)} characters long; at most {limit} are allowed")
+
+
+__all__ = [
+    "ApiError",
+    "already_exists",
+    "code_pb2",
+    "exhausted",
+    "failed_precondition",
+    "invalid",
+    "max_length",
+    "not_found",
+    "permission_denied",
+    "require",
+    "unauthenticated",
+]

@@ -1,0 +1,1 @@
+"""Per-session event logs, live devices, and the EventsService stream."""

@@ -1,0 +1,122 @@
+"""Which devices are online: the signal presence and calls build on.
+
+A device (session) is connected while it has at least one event stream open.
+When its last stream closes it stays online for a grace period, so a page
+reload or a network blip does not flap its presence or drop its calls; past
+the grace period it is lost, and the listeners are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger("wac.devices")
+
+DeviceListener = Callable[[str, str], Awaitable[None]]  # (username, session_id)
+
+
+class DeviceRegistry(Protocol):
+    async def stream_opened(self, username: str, session_id: str) -> None: ...
+
+    async def stream_closed(self, username: str, session_id: str) -> None: ...
+
+    async def ended(self, username: str, session_id: str) -> None:
+        """The session is over (logout, revocation): lost at once, no grace."""
+
+    async def online_devices(self, username: str) -> list[str]:
+        """The user's sessions that are connected or within their grace period."""
+
+    def on_online(self, listener: DeviceListener) -> None: ...
+
+    def on_lost(self, listener: DeviceListener) -> None: ...
+
+
+@dataclass(slots=True)
+class _Device:
+    streams: int = 0
+    grace: asyncio.TimerHandle | None = None
+    last_seen: float = 0.0
+
+
+class MemoryDeviceRegistry:
+    """The embedded registry: one process, timers on the event loop."""
+
+    def __init__(self, grace_period: float, clock: Callable[[], float] = time.time) -> None:
+        self._grace = grace_period
+        self._clock = clock
+        self._devices: dict[str, dict[str, _Device]] = {}
+        self._online: list[DeviceListener] = []
+        self._lost: list[DeviceListener] = []
+
+    def on_online(self, listener: DeviceListener) -> None:
+        self._online.append(listener)
+
+    def on_lost(self, listener: DeviceListener) -> None:
+        self._lost.append(listener)
+
+    async def stream_opened(self, username: str, session_id: str) -> None:
+        devices = self._devices.setdefault(username, {})
+        device = devices.get(session_id)
+        came_online = device is None
+        if device is None:
+            device = devices[session_id] = _Device()
+        if device.grace is not None:
+            device.grace.cancel()
+            device.grace = None
+        device.streams += 1
+        device.last_seen = self._clock()
+        if came_online:
+            await self._notify(self._online, username, session_id)
+
+    async def stream_closed(self, username: str, session_id: str) -> None:
+        device = self._devices.get(username, {}).get(session_id)
+        if device is None:
+            return
+        device.streams = max(0, device.streams - 1)
+        device.last_seen = self._clock()
+        if device.streams == 0 and device.grace is None:
+            loop = asyncio.get_running_loop()
+            device.grace = loop.call_later(
+                self._grace, lambda: asyncio.ensure_future(self._expire(username, session_id))
+            )
+
+    async def ended(self, username: str, session_id: str) -> None:
+        if self._drop(username, session_id):
+            await self._notify(self._lost, username, session_id)
+
+    async def online_devices(self, username: str) -> list[str]:
+        return list(self._devices.get(username, {}))
+
+    def last_seen(self, username: str) -> float:
+        devices = self._devices.get(username, {})
+        return max((d.last_seen for d in devices.values()), default=0.0)
+
+    async def _expire(self, username: str, session_id: str) -> None:
+        device = self._devices.get(username, {}).get(session_id)
+        if device is None or device.streams > 0:
+            return
+        self._drop(username, session_id)
+        await self._notify(self._lost, username, session_id)
+
+    def _drop(self, username: str, session_id: str) -> bool:
+        devices = self._devices.get(username)
+        if not devices or session_id not in devices:
+            return False
+        device = devices.pop(session_id)
+        if device.grace is not None:
+            device.grace.cancel()
+        if not devices:
+            del self._devices[username]
+        return True
+
+    async def _notify(self, listeners: list[DeviceListener], username: str, session_id: str) -> None:
+        for listener in listeners:
+            try:
+                await listener(username, session_id)
+            except Exception:
+                log.exception("device listener failed for %s/%s", username, session_id)

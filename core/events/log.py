@@ -1,0 +1,52 @@
+"""The per-session event log: the interface every implementation keeps.
+
+Each session has its own log; an event published to a subscriber is appended
+to the log of each of its open sessions with that session's next ``seq``. A
+reader resumes from the last seq it saw. The embedded implementation keeps
+logs in memory (``memory.py``); a distributed one keeps them where every core
+and edge can reach them, behind the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from wac.v1 import events_pb2
+
+
+class EventsExpired(Exception):
+    """The events after the requested seq are no longer kept."""
+
+
+class EventLog(Protocol):
+    async def open(self, session_id: str, username: str) -> None:
+        """Start keeping events for a session (idempotent)."""
+
+    async def close(self, session_id: str, final: events_pb2.Event | None = None) -> None:
+        """Stop routing new events to the session, after appending ``final``.
+
+        The session's events stay readable for the retention window, so a
+        client can still read why it was closed.
+        """
+
+    async def publish(self, usernames: Iterable[str], event: events_pb2.Event) -> None:
+        """Append the event to every open session of these subscribers."""
+
+    async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
+        """Append the event to these sessions' logs only."""
+
+    async def read(self, session_id: str, after_seq: int, limit: int = 500) -> list[events_pb2.Event]:
+        """The events after ``after_seq``, oldest first.
+
+        Raises EventsExpired when some of them are gone (past the retention
+        window, or the log does not know the seq at all).
+        """
+
+    async def wait(
+        self, session_id: str, after_seq: int, timeout: float, limit: int = 500
+    ) -> list[events_pb2.Event]:
+        """Like read, but waits up to ``timeout`` seconds for the first event."""
+
+    async def is_open(self, session_id: str) -> bool:
+        """Whether the session still receives new events."""

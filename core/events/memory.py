@@ -1,0 +1,150 @@
+"""The embedded event log: in memory, bounded in time and in count.
+
+Bounds: events older than ``retention`` seconds and beyond
+``max_events`` per session are dropped; a reader that needs them gets
+EventsExpired and reloads its state. Logs of sessions that nobody has read
+for longer than the retention window are dropped whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from core.events.log import EventsExpired
+from wac.v1 import events_pb2
+
+
+@dataclass(slots=True)
+class _SessionLog:
+    username: str
+    open: bool = True
+    next_seq: int = 1
+    # (seq, time, shared event without seq)
+    events: deque[tuple[int, float, events_pb2.Event]] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    readers: int = 0
+    last_read: float = 0.0
+
+
+class MemoryEventLog:
+    def __init__(
+        self,
+        *,
+        retention: float = 120.0,
+        max_events: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._retention = retention
+        self._max_events = max_events
+        self._clock = clock
+        self._logs: dict[str, _SessionLog] = {}
+        self._by_user: dict[str, set[str]] = {}
+
+    async def open(self, session_id: str, username: str) -> None:
+        log = self._logs.get(session_id)
+        if log is None:
+            self._logs[session_id] = _SessionLog(username=username, last_read=self._clock())
+            self._by_user.setdefault(username, set()).add(session_id)
+
+    async def close(self, session_id: str, final: events_pb2.Event | None = None) -> None:
+        log = self._logs.get(session_id)
+        if log is None or not log.open:
+            return
+        if final is not None:
+            self._append(log, final, self._clock())
+        log.open = False
+        self._unroute(session_id, log.username)
+
+    async def publish(self, usernames: Iterable[str], event: events_pb2.Event) -> None:
+        now = self._clock()
+        for username in usernames:
+            for session_id in tuple(self._by_user.get(username, ())):
+                self._append(self._logs[session_id], event, now)
+
+    async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
+        now = self._clock()
+        for session_id in session_ids:
+            log = self._logs.get(session_id)
+            if log is not None and log.open:
+                self._append(log, event, now)
+
+    async def read(self, session_id: str, after_seq: int, limit: int = 500) -> list[events_pb2.Event]:
+        log = self._logs.get(session_id)
+        now = self._clock()
+        if log is None:
+            if after_seq > 0:
+                raise EventsExpired(f"no events are kept for this session after seq {after_seq}")
+            return []
+        log.last_read = now
+        self._prune(log, now)
+        if after_seq >= log.next_seq:
+            raise EventsExpired(f"seq {after_seq} was never issued to this session (last is {log.next_seq - 1})")
+        first = log.events[0][0] if log.events else log.next_seq
+        if after_seq + 1 < first and after_seq != 0:
+            raise EventsExpired(f"events after seq {after_seq} are no longer kept (oldest kept is {first})")
+        out: list[events_pb2.Event] = []
+        start = max(0, after_seq + 1 - first)
+        for index in range(start, min(len(log.events), start + limit)):
+            seq, when, shared = log.events[index]
+            event = events_pb2.Event()
+            event.CopyFrom(shared)
+            event.seq = seq
+            event.time.FromNanoseconds(int(when * 1e9))
+            out.append(event)
+        return out
+
+    async def wait(
+        self, session_id: str, after_seq: int, timeout: float, limit: int = 500
+    ) -> list[events_pb2.Event]:
+        deadline = self._clock() + timeout
+        while True:
+            events = await self.read(session_id, after_seq, limit)
+            log = self._logs.get(session_id)
+            if events or log is None or not log.open:
+                return events
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return []
+            log.changed.clear()
+            log.readers += 1
+            try:
+                await asyncio.wait_for(log.changed.wait(), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                log.readers -= 1
+
+    async def is_open(self, session_id: str) -> bool:
+        log = self._logs.get(session_id)
+        return log is not None and log.open
+
+    def sweep(self) -> None:
+        """Drop the logs of sessions nobody read for a whole retention window."""
+        now = self._clock()
+        for session_id, log in tuple(self._logs.items()):
+            if log.readers == 0 and now - log.last_read > self._retention:
+                del self._logs[session_id]
+                self._unroute(session_id, log.username)
+
+    def _append(self, log: _SessionLog, event: events_pb2.Event, now: float) -> None:
+        log.events.append((log.next_seq, now, event))
+        log.next_seq += 1
+        if len(log.events) > self._max_events:
+            log.events.popleft()
+        log.changed.set()
+
+    def _prune(self, log: _SessionLog, now: float) -> None:
+        horizon = now - self._retention
+        while log.events and log.events[0][1] < horizon:
+            log.events.popleft()
+
+    def _unroute(self, session_id: str, username: str) -> None:
+        sessions = self._by_user.get(username)
+        if sessions is not None:
+            sessions.discard(session_id)
+            if not sessions:
+                del self._by_user[username]

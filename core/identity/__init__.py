@@ -1,0 +1,1 @@
+"""Identity (IdM): subscribers, passwords, sessions, tokens and API keys."""

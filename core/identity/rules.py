@@ -1,0 +1,127 @@
+"""Identity rules as pure functions: validation, permissions, throttling.
+
+Nothing here does I/O or reads the clock; callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from core import errors
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Deliberately simple: one @, a dot in the domain, no spaces. Deliverability
+# is the mail system's business; this catches typos and junk.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+MAX_DISPLAY_NAME = 128
+MIN_PASSWORD = 8
+MAX_PASSWORD = 256
+MAX_DEVICE_NAME = 128
+
+
+def check_username(field: str, username: str) -> None:
+    errors.require(field, username)
+    if not USERNAME.match(username):
+        raise errors.invalid(
+            field,
+            f"{username[:80]!r} is not a valid username: use 1 to 64 of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit",
+        )
+
+
+def check_email(field: str, email: str) -> None:
+    if email and (len(email) > 254 or not EMAIL.match(email)):
+        raise errors.invalid(field, f"{email[:80]!r} is not a valid e-mail address")
+
+
+def check_password(field: str, password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise errors.invalid(field, f"must be at least {MIN_PASSWORD} characters long")
+    if len(password) > MAX_PASSWORD:
+        raise errors.invalid(field, f"must be at most {MAX_PASSWORD} characters long")
+
+
+def check_roles(field: str, roles: Iterable[str], known: Mapping[str, object]) -> None:
+    for role in roles:
+        if role not in known:
+            raise errors.invalid(field, f"unknown role {role[:64]!r}; configured roles: {', '.join(sorted(known))}")
+
+
+def permissions_for(roles: Iterable[str], role_map: Mapping[str, Iterable[str]]) -> frozenset[str]:
+    """The union of the roles' permissions."""
+    granted: set[str] = set()
+    for role in roles:
+        granted.update(role_map.get(role, ()))
+    return frozenset(granted)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+def authorize(permissions: frozenset[str], action: str, target: str) -> Decision:
+    """May a subscriber with these permissions perform ``action`` on ``target``?
+
+    ``call.pstn`` alone allows any number; ``call.pstn:+34`` allows numbers
+    starting with +34. ``admin`` allows everything.
+    """
+    if "admin" in permissions:
+        return Decision(True)
+    if action == "call.pstn":
+        prefixes = [p.partition(":")[2] for p in permissions if p.startswith("call.pstn:")]
+        if "call.pstn" in permissions:
+            return Decision(True)
+        if not prefixes:
+            return Decision(False, "no call.pstn permission")
+        number = target.removeprefix("tel:")
+        if any(number.startswith(prefix) for prefix in prefixes):
+            return Decision(True)
+        return Decision(False, f"call.pstn is limited to numbers starting with {', '.join(sorted(prefixes))}")
+    if action in permissions:
+        return Decision(True)
+    return Decision(False, f"no {action} permission")
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleState:
+    failures: int
+    first_time: float
+    last_time: float
+    locked_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    after: int = 3
+    delay: float = 1.0
+    lock_after: int = 10
+    lock_seconds: float = 300.0
+    window: float = 900.0
+
+
+def throttle_wait(state: ThrottleState | None, policy: ThrottlePolicy, now: float) -> float:
+    """Seconds before the next login attempt is allowed (0: go ahead).
+
+    Past ``after`` failures each attempt must wait a delay doubling with each
+    failure (capped at a minute); past ``lock_after`` the key is locked.
+    """
+    if state is None or now - state.first_time > policy.window:
+        return 0.0
+    if state.locked_until > now:
+        return state.locked_until - now
+    if state.failures < policy.after:
+        return 0.0
+    delay = min(policy.delay * 2 ** (state.failures - policy.after), 60.0)
+    return max(0.0, state.last_time + delay - now)
+
+
+def record_failure(state: ThrottleState | None, policy: ThrottlePolicy, now: float) -> ThrottleState:
+    if state is None or now - state.first_time > policy.window:
+        return ThrottleState(failures=1, first_time=now, last_time=now)
+    failures = state.failures + 1
+    locked_until = now + policy.lock_seconds if failures >= policy.lock_after else state.locked_until
+    return ThrottleState(failures, state.first_time, now, locked_until)

@@ -1,0 +1,69 @@
+"""Identity tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
+
+from core.db.metadata import metadata
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("display_name", String(128), nullable=False, default=""),
+    Column("phone_numbers", Text, nullable=False, default="[]"),  # JSON list of E.164
+    Column("email", String(254), nullable=False, default=""),
+    Column("roles", Text, nullable=False, default="[]"),  # JSON list
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("create_time", Float, nullable=False),
+    Column("update_time", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("device_name", String(128), nullable=False, default=""),
+    Column("create_time", Float, nullable=False),
+    # The refresh token is "<session>.<generation>.<secret>"; only the hash of
+    # the current generation's secret is kept. An older generation presented
+    # again means the token was copied: the session is revoked.
+    Column("refresh_generation", Integer, nullable=False, default=0),
+    Column("refresh_hash", String(64), nullable=False),
+    Column("refresh_expire_time", Float, nullable=False),
+    Column("revoke_time", Float, nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+)
+Index("ix_sessions_revoke_time", sessions.c.revoke_time)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", Text, nullable=False),  # JSON list
+    Column("create_time", Float, nullable=False),
+    Column("revoke_time", Float, nullable=True),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(32), primary_key=True),
+    Column("private_jwk", Text, nullable=False),
+    Column("create_time", Float, nullable=False),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    # "user:<username>" or "addr:<client address>"
+    Column("key", String(160), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_time", Float, nullable=False),
+    Column("last_time", Float, nullable=False),
+    Column("locked_until", Float, nullable=False, default=0.0),
+)

@@ -1,0 +1,32 @@
+"""AIP-158 pagination: page sizes and opaque page tokens, one way for all."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from core import errors
+
+
+def page_size(requested: int, *, default: int = 100, maximum: int = 1000) -> int:
+    """0 means the default; a size above the maximum is clamped."""
+    if requested < 0:
+        raise errors.invalid("page_size", "must not be negative")
+    return min(requested or default, maximum)
+
+
+def encode_token(position: Any) -> str:
+    """An opaque token for the next page, from a JSON-able position."""
+    raw = json.dumps(position, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> Any:
+    """The position a token encodes; None for the first page."""
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid("page_token", "is not a page token this method returned") from None

@@ -1,0 +1,152 @@
+"""The composition root: builds every store, log and service from the
+configuration, once, and serves them on one grpc.aio server.
+
+The embedded or distributed implementation of each interface is chosen
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db.engine import create_engine
+from core.db.migrate import upgrade
+from core.events.devices import MemoryDeviceRegistry
+from core.events.memory import MemoryEventLog
+from core.events.servicer import EventsServicer
+from core.identity.servicer import IdentityServicer
+from core.identity.store import IdentityStore
+from core.interceptor import CoreInterceptor
+from wac.config import Config
+from wac.v1 import (
+    calls_pb2,
+    contacts_pb2,
+    events_pb2,
+    events_pb2_grpc,
+    identity_pb2,
+    identity_pb2_grpc,
+    presence_pb2,
+)
+
+log = logging.getLogger("wac.core")
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+SERVICE_NAMES = (
+    identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name,
+    contacts_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name,
+    calls_pb2.DESCRIPTOR.services_by_name["CallsService"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name,
+)
+
+
+@dataclass
+class Core:
+    """A running core: its server, its port, and what to close on stop."""
+
+    config: Config
+    engine: AsyncEngine
+    server: grpc.aio.Server
+    port: int
+    identity: IdentityServicer
+    events: MemoryEventLog
+    devices: MemoryDeviceRegistry
+    health: Any
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.config.core.shutdown_grace if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        for close in reversed(self.closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        await self.engine.dispose()
+
+
+async def build_core(config: Config, *, migrate: bool = True) -> Core:
+    """Open the database, wire every service and start serving."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        await asyncio.to_thread(upgrade, config.database_url)
+    engine = create_engine(config.database_url)
+
+    events = MemoryEventLog(
+        retention=config.events.retention, max_events=config.events.max_events_per_session
+    )
+    devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
+    identity = IdentityServicer(config, IdentityStore(engine), events, devices)
+    await identity.start()
+
+    server = grpc.aio.server(
+        interceptors=[CoreInterceptor(identity)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
+    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+
+    port = server.add_insecure_port(config.core.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.core.listen}: address in use or not local")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    core = Core(
+        config=config,
+        engine=engine,
+        server=server,
+        port=port,
+        identity=identity,
+        events=events,
+        devices=devices,
+        health=health_servicer,
+    )
+    core.closers.append(identity.stop)
+    core.background.append(asyncio.create_task(_sweep(events), name="event-log-sweep"))
+    log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
+    return core
+
+
+async def _sweep(events: MemoryEventLog) -> None:
+    while True:
+        await asyncio.sleep(30)
+        events.sweep()
+
+
+async def serve(config: Config) -> None:
+    """Run the core until SIGTERM or SIGINT, then drain and stop."""
+    core = await build_core(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("core stopping: draining calls for up to %.0f s", config.core.shutdown_grace)
+    await core.stop()

@@ -1,0 +1,217 @@
+"""The ``wac`` command.
+
+    wac run [--demo]            everything of the embedded default, supervised
+    wac core                    the gRPC core alone
+    wac migrate                 bring the database schema up to date
+    wac admin subscriber add USERNAME --password PASSWORD [--display-name NAME]
+                                [--phone E164]... [--email ADDR] [--role ROLE]...
+    wac admin subscriber list | passwd USERNAME --password P | disable USERNAME | enable USERNAME
+    wac admin apikey create NAME --scope SCOPE [--scope SCOPE]...
+
+Every command takes ``--config FILE`` (or ``WAC_CONFIG``); see
+``wac.example.toml`` for every key and its ``WAC_*`` override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from wac.config import Config, ConfigError, load_config
+
+DEMO_SUBSCRIBERS = (
+    ("alice", "Alice Liddell", "+34600111001"),
+    ("bob", "Bob Marley", "+34600111002"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wac", description="WebRTC Application Controller")
+    parser.add_argument("--config", help="TOML configuration file (default: $WAC_CONFIG, else built-in defaults)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run everything (core, WAPI edge, Envoy) supervised")
+    run.add_argument("--demo", action="store_true", help="create the demo subscribers alice and bob if missing")
+    commands.add_parser("core", help="run the gRPC core alone")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+
+    admin = commands.add_parser("admin", help="provisioning").add_subparsers(dest="object", required=True)
+    sub = admin.add_parser("subscriber", help="manage subscribers").add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="create a subscriber")
+    add.add_argument("username")
+    add.add_argument("--password", required=True)
+    add.add_argument("--display-name", default="")
+    add.add_argument("--phone", action="append", default=[])
+    add.add_argument("--email", default="")
+    add.add_argument("--role", action="append", default=[])
+    sub.add_parser("list", help="list subscribers")
+    passwd = sub.add_parser("passwd", help="set a password (ends the subscriber's sessions)")
+    passwd.add_argument("username")
+    passwd.add_argument("--password", required=True)
+    disable = sub.add_parser("disable", help="disable a subscriber (ends its sessions)")
+    disable.add_argument("username")
+    enable = sub.add_parser("enable", help="enable a disabled subscriber")
+    enable.add_argument("username")
+    apikey = admin.add_parser("apikey", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = apikey.add_parser("create", help="create an API key; it is printed once, on the last line")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", required=True)
+    return parser
+
+
+def _run(coro: Awaitable[int]) -> int:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
+    """Run an admin action against the database, the same validation as the API."""
+    from core.db.engine import create_engine
+    from core.db.migrate import upgrade
+    from core.events.devices import MemoryDeviceRegistry
+    from core.events.memory import MemoryEventLog
+    from core.identity.servicer import IdentityServicer
+    from core.identity.store import IdentityStore
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(upgrade, config.database_url)
+    engine = create_engine(config.database_url)
+    # A running core learns of revocations made here by its revocation poll.
+    identity = IdentityServicer(config, IdentityStore(engine), MemoryEventLog(), MemoryDeviceRegistry(0))
+    try:
+        return await action(identity)
+    finally:
+        await engine.dispose()
+
+
+async def _admin(config: Config, args: argparse.Namespace) -> int:
+    from wac.v1 import identity_pb2
+
+    async def act(identity: Any) -> int:
+        if args.object == "apikey":
+            key = await identity.create_api_key(args.name, args.scope)
+            print(f"API key '{args.name}' with scopes {', '.join(args.scope)}. It is shown only now:")
+            print(key)
+            return 0
+        if args.action == "add":
+            row = await identity.create(
+                identity_pb2.Subscriber(
+                    username=args.username,
+                    password=args.password,
+                    display_name=args.display_name,
+                    phone_numbers=args.phone,
+                    email=args.email,
+                    roles=args.role,
+                )
+            )
+            print(f"created subscriber {row.username} ({', '.join(row.roles)})")
+        elif args.action == "list":
+            from core.identity.store import IdentityStore
+
+            store: IdentityStore = identity._store
+            after = ""
+            while rows := await store.list_subscribers(after, 500):
+                for row in rows:
+                    state = "disabled" if row.disabled else "enabled"
+                    print(f"{row.username}\t{row.display_name}\t{','.join(row.phone_numbers)}\t{','.join(row.roles)}\t{state}")
+                after = rows[-1].username
+        elif args.action == "passwd":
+            await identity.update(identity_pb2.Subscriber(username=args.username, password=args.password), ["password"])
+            print(f"password of {args.username} changed; its sessions were ended")
+        elif args.action in ("disable", "enable"):
+            disabled = args.action == "disable"
+            await identity.update(identity_pb2.Subscriber(username=args.username, disabled=disabled), ["disabled"])
+            print(f"{args.username} {args.action}d")
+        return 0
+
+    return await _with_identity(config, act)
+
+
+async def _seed_demo(config: Config) -> int:
+    """Create alice and bob with fresh random passwords, once."""
+    from wac.v1 import identity_pb2
+
+    credentials = config.data_dir / "demo-credentials.txt"
+
+    async def act(identity: Any) -> int:
+        created = []
+        for username, name, phone in DEMO_SUBSCRIBERS:
+            if await identity._store.get_subscriber(username) is None:
+                password = secrets.token_urlsafe(9)
+                await identity.create(
+                    identity_pb2.Subscriber(
+                        username=username, password=password, display_name=name, phone_numbers=[phone]
+                    )
+                )
+                created.append(f"{username}\t{password}")
+        if created:
+            credentials.write_text("".join(f"{line}\n" for line in created))
+            credentials.chmod(0o600)
+            print("demo subscribers (username, password) — also kept in " + str(credentials))
+            for line in created:
+                print("  " + line)
+        elif credentials.exists():
+            print(f"demo subscribers exist; their passwords are in {credentials}")
+        return 0
+
+    return await _with_identity(config, act)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"wac: configuration error: {exc}", file=sys.stderr)
+        return 2
+    config_args = ["--config", args.config] if args.config else []
+    from core.errors import ApiError
+    from wac import logs
+
+    try:
+        if args.command == "core":
+            from core.server import serve
+
+            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core")
+            asyncio.run(serve(config))
+            return 0
+        if args.command == "migrate":
+            from core.db.migrate import upgrade
+
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            upgrade(config.database_url)
+            print(f"database at head: {config.database_url}")
+            return 0
+        if args.command == "admin":
+            return _run(_admin(config, args))
+        if args.command == "run":
+            from wac.supervisor import Supervisor
+
+            if args.demo:
+                _run(_seed_demo(config))
+            else:
+                from core.db.migrate import upgrade
+
+                config.data_dir.mkdir(parents=True, exist_ok=True)
+                upgrade(config.database_url)
+            return asyncio.run(Supervisor(available_roles(), config_args).run())
+    except ApiError as exc:
+        print(f"wac: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def available_roles() -> list[str]:
+    """The children of ``wac run``, in start order."""
+    return ["core"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Configuration: one TOML file, every key overridable from the environment.
+
+A key ``[section] key`` is overridden by ``WAC_SECTION_KEY`` (``data_dir`` by
+``WAC_DATA_DIR``). Lists in the environment are comma-separated. Nothing is
+required: the defaults run everything on one machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    listen: str = "127.0.0.1:50051"
+    # Empty: SQLite in the data directory. Otherwise an SQLAlchemy async URL,
+    # e.g. postgresql+asyncpg://wac@127.0.0.1/wac.
+    database_url: str = ""
+    shutdown_grace: float = 5.0
+    # Trusted hops (the WAPI edge, Envoy) pass the browser's address in this
+    # metadata key; login throttling per client address uses it.
+    client_address_header: str = "x-forwarded-for"
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    listen: str = "127.0.0.1:8081"
+    core_address: str = "127.0.0.1:50051"
+    max_message_bytes: int = 65536
+    max_batch: int = 20
+    rate_per_second: float = 50.0
+    rate_burst: int = 100
+    flood_close_after: int = 200
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    send_queue: int = 256
+    long_poll_seconds: float = 25.0
+
+
+@dataclass(frozen=True)
+class EnvoyConfig:
+    listen: str = "127.0.0.1:8080"
+    admin_port: int = 9901
+    log_level: str = "warning"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    # Signing keys are rotated this often; old keys keep verifying until the
+    # last token they signed has expired.
+    key_rotation_days: int = 30
+    issuer: str = "wac"
+    # Login throttling: after `throttle_after` failures in `throttle_window`
+    # seconds each further attempt waits `throttle_delay`; after
+    # `lock_after` failures the username (or address) is locked.
+    throttle_after: int = 3
+    throttle_delay: float = 1.0
+    lock_after: int = 10
+    lock_seconds: int = 300
+    throttle_window: int = 900
+    revocation_poll: float = 0.5
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    visibility: str = "contacts"
+    grace_period: float = 30.0
+    coalesce_ms: int = 250
+    max_note: int = 256
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    ring_timeout: float = 60.0
+    busy_on_busy: bool = False
+    max_sdp_bytes: int = 32768
+    max_candidates: int = 200
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    retention: float = 120.0
+    max_events_per_session: int = 10000
+
+
+@dataclass(frozen=True)
+class PhonesConfig:
+    default_region: str = "ES"
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl: int = 86400
+
+
+DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
+    "user": ("call.audio", "call.video", "presence.publish", "contacts.directory"),
+    "pstn": ("call.pstn",),
+    "admin": ("admin",),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("var")
+    core: CoreConfig = field(default_factory=CoreConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    phones: PhonesConfig = field(default_factory=PhonesConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
+    # Role name -> permissions. New subscribers get the "user" role.
+    roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    # Connector name -> its table, validated by the connectors package.
+    connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        from core.db.engine import sqlite_url
+
+        return self.core.database_url or sqlite_url(self.data_dir)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Turn a TOML or environment value into the field's declared type."""
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind in (int, float):
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if number < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if kind is Path:
+        return Path(str(value))
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover
+
+
+def _section(cls: type, table: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"[{prefix.lower()}] unknown key(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        env_name = f"WAC_{prefix}_{f.name}".upper()
+        if env_name in env:
+            values[f.name] = _coerce(env[env_name], hints[f.name], env_name)
+        elif f.name in table:
+            values[f.name] = _coerce(table[f.name], hints[f.name], f"[{prefix.lower()}] {f.name}")
+    return cls(**values)
+
+
+SECTIONS: dict[str, type] = {
+    "core": CoreConfig,
+    "edge": EdgeConfig,
+    "envoy": EnvoyConfig,
+    "identity": IdentityConfig,
+    "presence": PresenceConfig,
+    "calls": CallsConfig,
+    "events": EventsConfig,
+    "phones": PhonesConfig,
+    "ice": IceConfig,
+}
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (``--config``, else ``WAC_CONFIG``, else none) and the environment."""
+    env = os.environ if env is None else env
+    path = path or env.get("WAC_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    allowed = {*SECTIONS, "data_dir", "roles", "connectors"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {
+        name: _section(cls, raw.get(name, {}), env, name) for name, cls in SECTIONS.items()
+    }
+    values["data_dir"] = Path(env.get("WAC_DATA_DIR") or raw.get("data_dir") or "var")
+    roles = dict(DEFAULT_ROLES)
+    for role, table in raw.get("roles", {}).items():
+        perms = table.get("permissions") if isinstance(table, dict) else None
+        if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+            raise ConfigError(f"[roles.{role}] permissions: expected a list of strings")
+        roles[role] = tuple(perms)
+    values["roles"] = types.MappingProxyType(roles)
+    values["connectors"] = types.MappingProxyType(dict(raw.get("connectors", {})))
+    config = Config(**values)
+    if config.presence.visibility not in {"contacts", "domain"}:
+        raise ConfigError("[presence] visibility: must be 'contacts' or 'domain'")
+    return config

@@ -1,0 +1,101 @@
+"""``wac run``: the embedded default as supervised child processes.
+
+Each child is ``wac <role>`` with the same configuration. A child that dies
+is restarted with a growing delay; one that keeps dying (five times in a
+minute) stops everything with a clear message, rather than crash-looping.
+Ctrl-C or SIGTERM stops all children cleanly: SIGTERM, then SIGKILL after
+the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+@dataclass
+class Child:
+    role: str
+    argv: list[str]
+    process: asyncio.subprocess.Process | None = None
+    deaths: deque[float] = field(default_factory=deque)
+
+
+class Supervisor:
+    def __init__(self, roles: list[str], config_args: list[str], grace: float = 10.0) -> None:
+        self._children = [
+            Child(role, [sys.executable, "-m", "wac.cli", *config_args, role]) for role in roles
+        ]
+        self._grace = grace
+        self._stopping = asyncio.Event()
+        self.failure: str | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        watchers = []
+        for child in self._children:
+            await self._start(child)
+            # The core must be up before the edges connect to it; they retry
+            # anyway, this only keeps first-start logs quiet.
+            await asyncio.sleep(0.3)
+            watchers.append(asyncio.create_task(self._watch(child)))
+        await self._stopping.wait()
+        for watcher in watchers:
+            watcher.cancel()
+        await self._stop_all()
+        if self.failure:
+            print(f"wac: {self.failure}", file=sys.stderr)
+            return 1
+        return 0
+
+    async def _start(self, child: Child) -> None:
+        child.process = await asyncio.create_subprocess_exec(*child.argv)
+        print(f"wac: started {child.role} (pid {child.process.pid})", file=sys.stderr)
+
+    async def _watch(self, child: Child) -> None:
+        while not self._stopping.is_set():
+            assert child.process is not None
+            code = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            child.deaths.append(now)
+            while child.deaths and now - child.deaths[0] > RESTART_WINDOW:
+                child.deaths.popleft()
+            if len(child.deaths) >= MAX_RESTARTS:
+                self.failure = (
+                    f"{child.role} exited {len(child.deaths)} times within {RESTART_WINDOW:.0f} s "
+                    f"(last exit code {code}); stopping everything. See its log above."
+                )
+                self._stopping.set()
+                return
+            delay = 0.5 * 2 ** (len(child.deaths) - 1)
+            print(f"wac: {child.role} exited with code {code}; restarting in {delay:.1f} s", file=sys.stderr)
+            await asyncio.sleep(delay)
+            await self._start(child)
+
+    async def _stop_all(self) -> None:
+        running = [c for c in self._children if c.process and c.process.returncode is None]
+        for child in reversed(running):
+            assert child.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+        for child in running:
+            assert child.process is not None
+            try:
+                await asyncio.wait_for(child.process.wait(), self._grace)
+            except TimeoutError:
+                print(f"wac: {child.role} did not stop in {self._grace:.0f} s; killing it", file=sys.stderr)
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+                await child.process.wait()
