@@ -1,0 +1,1 @@
+"""Test support: real servers started and stopped by the tests."""
