@@ -1,0 +1,1 @@
+"""Unit tests of the pure rules: no server, no clock, no I/O."""
