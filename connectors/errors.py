@@ -1,0 +1,45 @@
+"""What can go wrong with a connector, typed so callers can tell it apart."""
+
+from __future__ import annotations
+
+import grpc
+
+from core.errors import ApiError
+
+
+class ConfigError(ValueError):
+    """A connector section is invalid; the message names the key."""
+
+
+class FetchError(Exception):
+    """A fetch failed. The message is safe to record and show: it never
+    holds a password or a token."""
+
+
+class PermanentFetchError(FetchError):
+    """A fetch failed in a way retrying will not mend; the schedule stops
+    running the connector until it is set up again."""
+
+
+class GrantRevoked(PermanentFetchError):
+    """The subscriber's Google grant is gone (revoked, expired or the
+    password changed): the link is broken until they link again."""
+
+    def __init__(self, username: str, detail: str = "") -> None:
+        message = f"the Google grant of {username} was revoked"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.username = username
+
+
+class AlreadyRunning(ApiError):
+    """A run of the connector is under way; SyncConnector answers ABORTED."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(grpc.StatusCode.ABORTED, f"connector {name} is already running")
+        self.name = name
+
+
+class UnknownConnector(ApiError):
+    def __init__(self, name: str) -> None:
+        super().__init__(grpc.StatusCode.NOT_FOUND, f"no connector named {name}")
+        self.name = name

@@ -1,0 +1,223 @@
+"""Running connectors: one run at a time per connector, each one recorded,
+and a schedule that the core starts.
+
+A run reads the connector's cursor, fetches, and writes the result with the
+next cursor in one transaction. A fetch or a write that fails is recorded
+as a FAILED run and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from connectors import schedule
+from connectors.base import Connector, FetchResult
+from connectors.errors import AlreadyRunning, FetchError, PermanentFetchError, UnknownConnector
+from core.directory.records import Checkpoint, Counts, RunState, SyncRunRecord
+from core.directory.store import DirectoryStore
+
+log = logging.getLogger("wac.connectors")
+
+FailureHook = Callable[[Connector, Exception], Awaitable[None]]
+"""Told of each failed run, e.g. to tell a subscriber their Google link broke."""
+
+
+class SyncRunner:
+    """Runs connectors on demand and on their schedules."""
+
+    def __init__(
+        self,
+        store: DirectoryStore,
+        connectors: Iterable[Connector] = (),
+        *,
+        on_failure: FailureHook | None = None,
+    ) -> None:
+        self._store = store
+        self._on_failure = on_failure
+        # One clock for deciding and recording, or a full run could be
+        # judged due by one and recorded by the other.
+        self._clock = store.clock
+        self._connectors: dict[str, Connector] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._scheduling = False
+        for connector in connectors:
+            self.add(connector)
+
+    def add(self, connector: Connector) -> None:
+        """Register a connector (replacing one of the same name); scheduled
+        at once if the schedule is running."""
+        self.remove(connector.name)
+        self._connectors[connector.name] = connector
+        self._locks.setdefault(connector.name, asyncio.Lock())
+        if self._scheduling:
+            self._start_loop(connector)
+
+    def remove(self, name: str) -> None:
+        """Stop scheduling a connector and forget it. A scheduled run under
+        way is cancelled (and recorded FAILED); one asked for by a caller
+        finishes."""
+        self._connectors.pop(name, None)
+        loop = self._loops.pop(name, None)
+        if loop is not None:
+            loop.cancel()
+
+    def connectors(self) -> list[Connector]:
+        return sorted(self._connectors.values(), key=lambda c: c.name)
+
+    def get(self, name: str) -> Connector:
+        try:
+            return self._connectors[name]
+        except KeyError:
+            raise UnknownConnector(name) from None
+
+    def is_running(self, name: str) -> bool:
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
+    async def run(self, name: str, full: bool = False) -> SyncRunRecord:
+        """Run a connector now and return the finished run, SUCCEEDED or FAILED.
+
+        Raises ``UnknownConnector``, or ``AlreadyRunning`` (ABORTED) if a run
+        of it is under way: a second run would only repeat the first.
+        """
+        run, _ = await self._run(name, full)
+        return run
+
+    async def _run(self, name: str, full: bool) -> tuple[SyncRunRecord, Exception | None]:
+        connector = self.get(name)
+        lock = self._locks[name]
+        if lock.locked():
+            raise AlreadyRunning(name)
+        async with lock:
+            state = await self._store.connector_state(name)
+            full = schedule.wants_full(
+                requested=full,
+                state=state,
+                now=self._clock(),
+                full_every=connector.schedule.full_every,
+            )
+            run = await self._store.start_run(name, full=full)
+            try:
+                result = await connector.fetch(state.cursor, full)
+                counts = await self._write(connector, result)
+            # The run has to be recorded whatever went wrong: anything but
+            # cancellation becomes a FAILED run.
+            except Exception as exc:
+                error = _describe(exc)
+                if isinstance(exc, FetchError):
+                    log.warning("sync of %s failed: %s", name, error)
+                else:
+                    log.exception("sync of %s failed unexpectedly", name)
+                failed = await self._store.finish_run(
+                    run.run_id, state=RunState.FAILED, error=error
+                )
+                if self._on_failure is not None:
+                    await self._report(connector, exc)
+                return failed, exc
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        self._store.finish_run(run.run_id, state=RunState.FAILED, error="cancelled")
+                    )
+                raise
+            done = await self._store.finish_run(
+                run.run_id,
+                state=RunState.SUCCEEDED,
+                counts=counts,
+                skipped=result.skipped,
+                full=result.full,
+            )
+            log.info(
+                "sync of %s: %s, +%d ~%d -%d, %d skipped",
+                name,
+                "full" if result.full else "incremental",
+                counts.added,
+                counts.updated,
+                counts.removed,
+                result.skipped,
+            )
+            return done, None
+
+    async def _write(self, connector: Connector, result: FetchResult) -> Counts:
+        checkpoint = Checkpoint(connector.name, result.cursor, full=result.full)
+        if result.full:
+            return await self._store.replace_source(
+                connector.source, result.records, checkpoint=checkpoint
+            )
+        return await self._store.apply_changes(
+            connector.source, result.records, result.deleted_ids, checkpoint=checkpoint
+        )
+
+    async def _report(self, connector: Connector, exc: Exception) -> None:
+        assert self._on_failure is not None
+        try:
+            await self._on_failure(connector, exc)
+        except Exception:
+            log.exception("failure hook for %s failed", connector.name)
+
+    # -- the schedule ---------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """Run every connector on its schedule until cancelled. Connectors
+        added meanwhile join the schedule; removed ones leave it."""
+        if self._scheduling:
+            raise RuntimeError("the schedule is already running")
+        self._scheduling = True
+        try:
+            for connector in list(self._connectors.values()):
+                self._start_loop(connector)
+            await asyncio.Event().wait()
+        finally:
+            self._scheduling = False
+            loops = list(self._loops.values())
+            self._loops.clear()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    def _start_loop(self, connector: Connector) -> None:
+        self._loops[connector.name] = asyncio.create_task(
+            self._loop(connector), name=f"connector {connector.name}"
+        )
+
+    async def _loop(self, connector: Connector) -> None:
+        name, interval = connector.name, connector.schedule.interval
+        last = await self._store.last_run(name)
+        delay = schedule.first_delay(last_run=last, now=self._clock(), interval=interval)
+        failures = 0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                run, error = await self._run(name, full=False)
+            except AlreadyRunning:
+                delay = interval  # someone asked for a run just now; that one counts
+                continue
+            except UnknownConnector:
+                return
+            except Exception:
+                # The store itself failed (the database is down): try again later.
+                log.exception("scheduled sync of %s could not run", name)
+                failures += 1
+                delay = schedule.retry_delay(failures=failures, interval=interval)
+                continue
+            if run.state is RunState.SUCCEEDED:
+                failures, delay = 0, interval
+            elif isinstance(error, PermanentFetchError):
+                log.warning("%s leaves the schedule until it is set up again", name)
+                self._loops.pop(name, None)
+                return
+            else:
+                failures += 1
+                delay = schedule.retry_delay(failures=failures, interval=interval)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, FetchError):
+        return str(exc)
+    # Unexpected errors are our bugs or the database's; their text names no
+    # secret (fetch errors from libraries are wrapped as FetchError first).
+    return f"{type(exc).__name__}: {exc}"

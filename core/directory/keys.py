@@ -1,0 +1,72 @@
+"""Search keys: what an entry can be found by, and what a query looks for.
+
+Pure functions. A key is a folded string; a query matches an entry when one
+of the query's keys is a prefix of one of the entry's keys, and matches it
+exactly when the two are equal.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from collections.abc import Iterable
+
+from core.directory.phone_keys import query_digits, search_keys
+
+MAX_KEY_LENGTH = 255
+
+_SPACES = re.compile(r"\s+")
+# Word boundaries inside a name: "Mary-Jane O'Neil" is found by "jane" and "neil".
+_WORD_BREAKS = re.compile("[\\s\\-'\u2019.,()/]+")
+
+
+def fold(text: str) -> str:
+    """Lower case without accents and with single spaces: "José  Núñez" → "jose nunez"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _SPACES.sub(" ", bare.casefold()).strip()
+
+
+def entry_keys(
+    display_name: str, emails: Iterable[str], phone_numbers: Iterable[str]
+) -> dict[str, str]:
+    """Each key of an entry with its kind (name, word, email, phone)."""
+    keys: dict[str, str] = {}
+
+    def add(key: str, kind: str) -> None:
+        key = key[:MAX_KEY_LENGTH]
+        if key and key not in keys:
+            keys[key] = kind
+
+    name = fold(display_name)
+    add(name, "name")
+    for word in _WORD_BREAKS.split(name):
+        add(word, "word")
+    for email in emails:
+        add(email.strip().lower(), "email")
+    for number in phone_numbers:
+        for key in search_keys(number):
+            add(key, "phone")
+    return keys
+
+
+def query_keys(query: str, region: str) -> tuple[str, ...]:
+    """The keys a query looks for: its folded text and, if it looks like a
+    phone number, the digit forms of it."""
+    keys = [fold(query)[:MAX_KEY_LENGTH], *query_digits(query, region)]
+    return tuple(dict.fromkeys(k for k in keys if k))
+
+
+def successor(prefix: str) -> str:
+    """The least string greater than every string starting with ``prefix``,
+    so that ``prefix <= key < successor(prefix)`` is a prefix test an index
+    can answer as a range scan (LIKE cannot on SQLite by default)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[i])
+        if code < sys.maxunicode:
+            # Surrogates cannot be stored as UTF-8; the next storable one is U+E000.
+            following = 0xE000 if 0xD7FF <= code < 0xE000 else code + 1
+            return prefix[:i] + chr(following)
+    # Only U+10FFFF characters: no string sorts above, so nothing is excluded.
+    return prefix + chr(sys.maxunicode)

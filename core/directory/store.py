@@ -1,0 +1,477 @@
+"""Directory storage: entries with their search keys, connector runs and
+cursors. SQL only (SQLAlchemy Core, the same statements on SQLite and
+PostgreSQL); it knows nothing of gRPC or of any connector's protocol.
+
+Every write to entries is one transaction: a reader sees a source either
+before or after a sync, never half of it, and a failure changes nothing.
+Writes to one source are serialised by the caller (the sync runner holds a
+lock per connector), which is why a diff read before the first write is safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from core.directory import tables as t
+from core.directory.keys import entry_keys, fold, query_keys, successor
+from core.directory.records import (
+    Checkpoint,
+    ConnectorState,
+    Counts,
+    DirectoryRecord,
+    RunState,
+    StoredEntry,
+    SyncRunRecord,
+)
+
+MAX_PAGE_SIZE = 1000
+# Bound on the values in one IN (...) list; SQLite allowed 999 parameters
+# before 3.32 and some builds still do.
+_CHUNK = 500
+_TOKEN_VERSION = 1
+
+
+class InvalidPageToken(ValueError):
+    """The page token is not one this search produced."""
+
+
+def record_digest(record: DirectoryRecord) -> str:
+    """A fingerprint of everything stored about a record."""
+    payload = json.dumps(
+        [
+            record.display_name,
+            list(record.phone_numbers),
+            list(record.emails),
+            record.department,
+            record.subscriber,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _dedupe(records: Iterable[DirectoryRecord]) -> dict[str, DirectoryRecord]:
+    # A source listing one id twice means the later one, as a re-read would.
+    return {r.entry_id: r for r in records}
+
+
+def _entry_values(source: str, record: DirectoryRecord, now: float) -> dict[str, Any]:
+    return {
+        "source": source,
+        "entry_id": record.entry_id,
+        "display_name": record.display_name,
+        "sort_name": fold(record.display_name)[:255],
+        "phone_numbers": json.dumps(list(record.phone_numbers)),
+        "emails": json.dumps(list(record.emails)),
+        "department": record.department,
+        "subscriber": record.subscriber,
+        "digest": record_digest(record),
+        "updated_at": now,
+    }
+
+
+def _stored(row: Any) -> StoredEntry:
+    m = row._mapping
+    record = DirectoryRecord(
+        entry_id=m["entry_id"],
+        display_name=m["display_name"],
+        phone_numbers=tuple(json.loads(m["phone_numbers"])),
+        emails=tuple(json.loads(m["emails"])),
+        department=m["department"],
+        subscriber=m["subscriber"],
+    )
+    return StoredEntry(source=m["source"], record=record, updated_at=m["updated_at"])
+
+
+def _run(row: Any) -> SyncRunRecord:
+    m = row._mapping
+    return SyncRunRecord(
+        run_id=m["id"],
+        connector=m["connector"],
+        state=RunState(m["state"]),
+        full=bool(m["full"]),
+        start_time=m["start_time"],
+        end_time=m["end_time"],
+        added=m["added"],
+        updated=m["updated"],
+        removed=m["removed"],
+        skipped=m["skipped"],
+        error=m["error"],
+    )
+
+
+def _encode_token(fingerprint: str, rank: int, sort_name: str, row_id: int) -> str:
+    raw = json.dumps([_TOKEN_VERSION, fingerprint, rank, sort_name, row_id], ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, fingerprint: str) -> tuple[int, str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, seen, rank, sort_name, row_id = json.loads(raw)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise InvalidPageToken("page_token is malformed") from exc
+    if version != _TOKEN_VERSION or seen != fingerprint:
+        raise InvalidPageToken("page_token belongs to another query")
+    if not (isinstance(rank, int) and isinstance(sort_name, str) and isinstance(row_id, int)):
+        raise InvalidPageToken("page_token is malformed")
+    return rank, sort_name, row_id
+
+
+class DirectoryStore:
+    """The shared directory on one SQL database."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The time source for every recorded time; the runner decides by it too."""
+        return self._clock
+
+    # -- entries ------------------------------------------------------------
+
+    async def replace_source(
+        self,
+        source: str,
+        records: Iterable[DirectoryRecord],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> Counts:
+        """Make ``records`` the source's whole content (a full sync): new ids
+        are added, changed ones updated, missing ones removed."""
+        incoming = _dedupe(records)
+        async with self._engine.begin() as conn:
+            existing = await self._digests(conn, source, None)
+            counts = await self._write(conn, source, incoming, existing, deleted=list(existing))
+            if checkpoint is not None:
+                await self._put_state(conn, checkpoint)
+        return counts
+
+    async def apply_changes(
+        self,
+        source: str,
+        upserts: Iterable[DirectoryRecord],
+        deleted_ids: Iterable[str],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> Counts:
+        """Add or update ``upserts`` and remove ``deleted_ids`` (an incremental sync)."""
+        incoming = _dedupe(upserts)
+        gone = [i for i in dict.fromkeys(deleted_ids) if i not in incoming]
+        async with self._engine.begin() as conn:
+            existing = await self._digests(conn, source, [*incoming, *gone])
+            counts = await self._write(conn, source, incoming, existing, deleted=gone)
+            if checkpoint is not None:
+                await self._put_state(conn, checkpoint)
+        return counts
+
+    async def upsert_entry(self, source: str, record: DirectoryRecord) -> bool:
+        """Add or update one entry; whether anything changed."""
+        counts = await self.apply_changes(source, [record], [])
+        return bool(counts.added or counts.updated)
+
+    async def delete_entry(self, source: str, entry_id: str) -> bool:
+        """Remove one entry; whether it was there."""
+        counts = await self.apply_changes(source, [], [entry_id])
+        return bool(counts.removed)
+
+    async def delete_source(self, source: str) -> int:
+        """Remove every entry of a source; how many there were."""
+        counts = await self.replace_source(source, [])
+        return counts.removed
+
+    async def get_entry(self, source: str, entry_id: str) -> StoredEntry | None:
+        e = t.directory_entries
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(e).where(e.c.source == source, e.c.entry_id == entry_id))
+            ).first()
+        return None if row is None else _stored(row)
+
+    async def count(self, source: str | None = None) -> int:
+        e = t.directory_entries
+        stmt = select(func.count()).select_from(e)
+        if source is not None:
+            stmt = stmt.where(e.c.source == source)
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def search(
+        self,
+        query: str,
+        page_size: int = 20,
+        page_token: str = "",
+        default_region: str = "ES",
+    ) -> tuple[list[StoredEntry], str]:
+        """Entries with a key starting with the query: exact matches first,
+        then by folded display name. Returns the page and the token for the
+        next one ("" on the last page).
+
+        Every step is a range scan of the key index, so the cost follows the
+        number of matches, not the size of the directory.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}, got {page_size}")
+        keys = query_keys(query, default_region)
+        if not keys:
+            return [], ""
+        fingerprint = hashlib.blake2b(
+            json.dumps([keys, default_region]).encode(), digest_size=8
+        ).hexdigest()
+
+        k, e = t.directory_keys, t.directory_entries
+        in_range = or_(*(and_(k.c.key >= q, k.c.key < successor(q)) for q in keys))
+        matches = (
+            select(
+                k.c.entry_row_id.label("row_id"),
+                func.min(case((k.c.key.in_(keys), 0), else_=1)).label("rank"),
+            )
+            .where(in_range)
+            .group_by(k.c.entry_row_id)
+            .subquery()
+        )
+        stmt = (
+            select(e, matches.c.rank)
+            .join(matches, e.c.id == matches.c.row_id)
+            .order_by(matches.c.rank, e.c.sort_name, e.c.id)
+            .limit(page_size + 1)
+        )
+        if page_token:
+            rank, sort_name, row_id = _decode_token(page_token, fingerprint)
+            # Keyset pagination, spelled out: row values compare on both
+            # backends but this form is plainer to read in a query plan.
+            stmt = stmt.where(
+                or_(
+                    matches.c.rank > rank,
+                    and_(
+                        matches.c.rank == rank,
+                        or_(
+                            e.c.sort_name > sort_name,
+                            and_(e.c.sort_name == sort_name, e.c.id > row_id),
+                        ),
+                    ),
+                )
+            )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        entries = [_stored(r) for r in rows[:page_size]]
+        if len(rows) <= page_size:
+            return entries, ""
+        last = rows[page_size - 1]._mapping
+        return entries, _encode_token(fingerprint, last["rank"], last["sort_name"], last["id"])
+
+    async def _digests(
+        self, conn: AsyncConnection, source: str, entry_ids: Sequence[str] | None
+    ) -> dict[str, tuple[int, str]]:
+        """entry_id → (row id, digest) for the source, or for some of its ids."""
+        e = t.directory_entries
+        base = select(e.c.entry_id, e.c.id, e.c.digest).where(e.c.source == source)
+        if entry_ids is None:
+            result = await conn.execute(base)
+            return {r.entry_id: (r.id, r.digest) for r in result}
+        found: dict[str, tuple[int, str]] = {}
+        for chunk in _chunks(list(entry_ids)):
+            result = await conn.execute(base.where(e.c.entry_id.in_(chunk)))
+            found.update({r.entry_id: (r.id, r.digest) for r in result})
+        return found
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        source: str,
+        incoming: dict[str, DirectoryRecord],
+        existing: dict[str, tuple[int, str]],
+        *,
+        deleted: Iterable[str],
+    ) -> Counts:
+        now = self._clock()
+        added: list[DirectoryRecord] = []
+        changed: list[tuple[int, DirectoryRecord]] = []
+        for entry_id, record in incoming.items():
+            if entry_id not in existing:
+                added.append(record)
+            elif existing[entry_id][1] != record_digest(record):
+                changed.append((existing[entry_id][0], record))
+        removed = [existing[i][0] for i in deleted if i in existing and i not in incoming]
+
+        e, k = t.directory_entries, t.directory_keys
+        for chunk in _chunks(removed):
+            await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
+            await conn.execute(delete(e).where(e.c.id.in_(chunk)))
+
+        if changed:
+            values = []
+            for row_id, record in changed:
+                row = _entry_values(source, record, now)
+                del row["source"], row["entry_id"]
+                values.append({"row_id": row_id, **row})
+            await conn.execute(
+                update(e)
+                .where(e.c.id == bindparam("row_id"))
+                .values({name: bindparam(name) for name in values[0] if name != "row_id"}),
+                values,
+            )
+            for chunk in _chunks([row_id for row_id, _ in changed]):
+                await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
+            await self._insert_keys(conn, changed)
+
+        if added:
+            result = await conn.execute(
+                insert(e).returning(e.c.id, sort_by_parameter_order=True),
+                [_entry_values(source, r, now) for r in added],
+            )
+            row_ids = result.scalars().all()
+            await self._insert_keys(conn, list(zip(row_ids, added, strict=True)))
+
+        return Counts(added=len(added), updated=len(changed), removed=len(removed))
+
+    @staticmethod
+    async def _insert_keys(
+        conn: AsyncConnection, rows: Sequence[tuple[int, DirectoryRecord]]
+    ) -> None:
+        values = [
+            {"entry_row_id": row_id, "key": key, "kind": kind}
+            for row_id, record in rows
+            for key, kind in entry_keys(
+                record.display_name, record.emails, record.phone_numbers
+            ).items()
+        ]
+        if values:
+            await conn.execute(insert(t.directory_keys), values)
+
+    # -- runs and cursors -----------------------------------------------------
+
+    async def start_run(self, connector: str, *, full: bool) -> SyncRunRecord:
+        """Record a run as RUNNING from now."""
+        r = t.sync_runs
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                insert(r)
+                .values(
+                    connector=connector,
+                    state=RunState.RUNNING.value,
+                    full=full,
+                    start_time=self._clock(),
+                    error="",
+                    added=0,
+                    updated=0,
+                    removed=0,
+                    skipped=0,
+                )
+                .returning(r)
+            )
+            return _run(result.one())
+
+    async def finish_run(
+        self,
+        run_id: int,
+        *,
+        state: RunState,
+        counts: Counts | None = None,
+        skipped: int = 0,
+        error: str = "",
+        full: bool | None = None,
+    ) -> SyncRunRecord:
+        """Record how a run ended. ``full`` corrects the kind of run when the
+        connector had to read everything after all (an expired sync token)."""
+        r = t.sync_runs
+        counts = counts or Counts()
+        values: dict[str, Any] = {
+            "state": state.value,
+            "end_time": self._clock(),
+            "added": counts.added,
+            "updated": counts.updated,
+            "removed": counts.removed,
+            "skipped": skipped,
+            "error": error,
+        }
+        if full is not None:
+            values["full"] = full
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(r).where(r.c.id == run_id).values(values).returning(r)
+            )
+            return _run(result.one())
+
+    async def last_run(self, connector: str) -> SyncRunRecord | None:
+        r = t.sync_runs
+        stmt = select(r).where(r.c.connector == connector).order_by(r.c.id.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else _run(row)
+
+    async def fail_interrupted_runs(self) -> int:
+        """Mark runs left RUNNING by a process that stopped as FAILED; call at
+        start-up, before any run begins."""
+        r = t.sync_runs
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(r)
+                .where(r.c.state == RunState.RUNNING.value)
+                .values(
+                    state=RunState.FAILED.value,
+                    end_time=self._clock(),
+                    error="interrupted: wac stopped during the run",
+                )
+            )
+            return result.rowcount or 0
+
+    async def connector_state(self, connector: str) -> ConnectorState:
+        s = t.connector_state
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(s).where(s.c.connector == connector))).first()
+        if row is None:
+            return ConnectorState()
+        m = row._mapping
+        cursor = None if m["cursor"] is None else json.loads(m["cursor"])
+        return ConnectorState(cursor=cursor, last_full_time=m["last_full_time"])
+
+    async def get_cursor(self, connector: str) -> dict[str, Any] | None:
+        return (await self.connector_state(connector)).cursor
+
+    async def put_cursor(
+        self, connector: str, cursor: dict[str, Any] | None, *, full: bool = False
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await self._put_state(conn, Checkpoint(connector, cursor, full))
+
+    async def forget_connector(self, connector: str) -> None:
+        """Drop a connector's cursor, so its next run reads everything."""
+        s = t.connector_state
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(s).where(s.c.connector == connector))
+
+    async def _put_state(self, conn: AsyncConnection, checkpoint: Checkpoint) -> None:
+        s = t.connector_state
+        cursor = None if checkpoint.cursor is None else json.dumps(checkpoint.cursor)
+        values: dict[str, Any] = {"cursor": cursor}
+        if checkpoint.full:
+            values["last_full_time"] = self._clock()
+        # Update-then-insert rather than an upsert: ON CONFLICT is spelled
+        # per dialect, and the caller's lock means no one races us here.
+        result = await conn.execute(
+            update(s).where(s.c.connector == checkpoint.connector).values(values)
+        )
+        if not result.rowcount:
+            await conn.execute(insert(s).values(connector=checkpoint.connector, **values))
