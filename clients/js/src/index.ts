@@ -1,0 +1,14 @@
+/** The wac JavaScript SDK. */
+export { Wac, endpoints } from "./wac.js";
+export type { WacOptions, WacEvents, SessionStore, SessionEndedInfo } from "./wac.js";
+export { WacError, Status, statusName } from "./errors.js";
+export type { StatusName } from "./errors.js";
+export { Call } from "./calls/call.js";
+export type { CallState, CallDirection, CallEvents, CallEndedInfo, MediaOptions, MediaKind } from "./calls/call.js";
+export type { WebRtcEnvironment } from "./calls/webrtc.js";
+export type { PresenceApi } from "./presence.js";
+export type { ContactsApi, PageOptions } from "./contacts.js";
+export type { ConnectionState, TransportPolicy } from "./transport/machine.js";
+export type { TransportKind } from "./transport/transport.js";
+export type { CallOptions } from "./rpc.js";
+export type * from "./gen/wac.js";

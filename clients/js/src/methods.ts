@@ -1,0 +1,23 @@
+import type { MethodName } from "./gen/wac.js";
+
+/**
+ * Methods the server may run twice without harm: a request to one of them
+ * that was in flight when the link dropped is sent again, once, on the next
+ * link. Every other request fails with UNAVAILABLE instead, because running
+ * it twice could do something twice (create two contacts, answer a call that
+ * was answered) or, for RefreshSession, revoke the session for token reuse.
+ */
+export const RETRYABLE_METHODS: ReadonlySet<MethodName> = new Set<MethodName>([
+  "PresenceService.SetPresence",
+  "PresenceService.GetPresence",
+  "PresenceService.BatchGetPresence",
+  "ContactsService.GetContact",
+  "ContactsService.ListContacts",
+  "ContactsService.UpdateContact",
+  "ContactsService.SearchDirectory",
+  "CallsService.HangupCall",
+  "CallsService.SendIceCandidate",
+  "CallsService.GetCall",
+  "CallsService.ListCalls",
+  "CallsService.GetIceServers",
+]);

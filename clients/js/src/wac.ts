@@ -1,0 +1,521 @@
+/**
+ * Wac: the SDK's one entry point. It keeps one logical connection to the
+ * WAPI (WebSocket, or HTTP when WebSockets are blocked), the session and its
+ * token refresh, the event stream, and the calls.
+ */
+import { Call, type CallHost, type MediaOptions } from "./calls/call.js";
+import { CallRegistry } from "./calls/registry.js";
+import { browserWebRtc, type WebRtcEnvironment } from "./calls/webrtc.js";
+import { type Clock, systemClock } from "./clock.js";
+import { ContactsApi } from "./contacts.js";
+import { Emitter } from "./emitter.js";
+import { Status, WacError, toWacError } from "./errors.js";
+import type {
+  ContactChanged,
+  Event as WacEvent,
+  MethodName,
+  Methods,
+  Presence,
+  Session,
+  SessionRevoked,
+} from "./gen/wac.js";
+import { RETRYABLE_METHODS } from "./methods.js";
+import { PresenceApi } from "./presence.js";
+import type { CallOptions } from "./rpc.js";
+import {
+  accessTokenUsable,
+  mergeSession,
+  parseDuration,
+  REFRESH_RETRY_MS,
+  refreshDelay,
+  refreshTokenUsable,
+} from "./session.js";
+import type { BackoffOptions } from "./transport/backoff.js";
+import { Connection } from "./transport/connection.js";
+import type { ConnectionState, TransportPolicy } from "./transport/machine.js";
+import type { TransportFactory, TransportKind } from "./transport/transport.js";
+
+/** Where a session may be kept across page loads: localStorage, sessionStorage, or your own. */
+export interface SessionStore {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export interface WacOptions {
+  /**
+   * The wac server: "https://wac.example.com" (WebSocket at /wapi, HTTP
+   * fallback at /wapi/http). Defaults to the page's own origin.
+   */
+  url?: string;
+  /** 'auto' (default): WebSocket, falling back to HTTP; or only one of them. */
+  transport?: TransportPolicy;
+  /** The device name sent at login, shown in session lists. */
+  deviceName?: string;
+  /** The default timeout of each request, in ms (15 000). */
+  requestTimeoutMs?: number;
+  /**
+   * Keep the session (its tokens) here, so that resume() can pick it up
+   * after a page load. Nothing is stored unless this is set.
+   */
+  storage?: SessionStore;
+  /** The key under which the session is stored ("wac.session"). */
+  storageKey?: string;
+  /** Reconnection backoff (initial 500 ms, doubling, capped at 30 s, 50% jitter). */
+  reconnect?: Partial<BackoffOptions>;
+  /** WebSocket failures in a row, before any success, after which 'auto' uses HTTP (3). */
+  fallbackAfter?: number;
+  /** Replaces the browser's WebRTC (tests, or a wrapped getUserMedia). */
+  webrtc?: WebRtcEnvironment;
+  /** @internal Test seams. */
+  clock?: Clock;
+  /** @internal */
+  random?: () => number;
+  /** @internal */
+  createTransport?: TransportFactory;
+}
+
+export interface SessionEndedInfo {
+  /** "logout", "revoked", "expired", "refresh_failed", or the server's sessionRevoked reason. */
+  reason: string;
+  error?: WacError;
+}
+
+export interface WacEvents {
+  /** The connection state changed; also announced by the four events below. */
+  state: ConnectionState;
+  connecting: void;
+  connected: void;
+  suspended: void;
+  disconnected: void;
+  /** A session began or its tokens were refreshed. */
+  session: Session;
+  /** The session is over: logged out, revoked, or could not be refreshed. */
+  sessionEnded: SessionEndedInfo;
+  /** A watched subscriber's presence changed. */
+  presence: Presence;
+  /** A contact changed on another device (or was deleted: `deleted` is true). */
+  contactChanged: ContactChanged;
+  /** A call is offered to this device. */
+  incomingCall: Call;
+  /** Events were lost while disconnected: reload presence and contacts. */
+  resync: void;
+  /** Every event of the session's stream, raw. */
+  event: WacEvent;
+  /** The connection fell back from WebSocket to HTTP. */
+  fallback: TransportKind;
+  /** Something failed that no caller awaits. */
+  error: WacError;
+}
+
+const LOGIN_TIMEOUT_MS = 30_000;
+const LOGOUT_TIMEOUT_MS = 5_000;
+const DEFAULT_STORAGE_KEY = "wac.session";
+
+export class Wac extends Emitter<WacEvents> {
+  static readonly WacError = WacError;
+  static readonly Status = Status;
+
+  /** The current session, or null when logged out. */
+  session: Session | null = null;
+  readonly presence: PresenceApi;
+  readonly contacts: ContactsApi;
+
+  private readonly connection: Connection;
+  private readonly calls = new CallRegistry();
+  private readonly clock: Clock;
+  private readonly options: WacOptions;
+  private refreshTimer: unknown = null;
+  private refreshing: Promise<Session> | null = null;
+  /** The server refused the access token: the next link authenticates by refreshing. */
+  private mustRefresh = false;
+  private refreshDue = false;
+  private iceCache: { servers: RTCIceServer[]; until: number } | null = null;
+  private webrtcEnv: WebRtcEnvironment | null = null;
+  private readonly detachNetworkListeners: () => void;
+
+  constructor(options: WacOptions = {}) {
+    super();
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+    const { wsUrl, httpUrl } = endpoints(options.url);
+    this.connection = new Connection({
+      wsUrl,
+      httpUrl,
+      transport: options.transport ?? "auto",
+      clock: this.clock,
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+      ...(options.reconnect ? { backoff: options.reconnect } : {}),
+      ...(options.fallbackAfter !== undefined ? { fallbackAfter: options.fallbackAfter } : {}),
+      ...(options.random ? { random: options.random } : {}),
+      ...(options.createTransport ? { createTransport: options.createTransport } : {}),
+    });
+    this.connection.accessToken = () =>
+      !this.mustRefresh && accessTokenUsable(this.session, this.clock.now()) ? this.session?.accessToken : undefined;
+    this.connection.handshake = () => this.authenticateLink();
+    this.connection.on("state", (state) => this.onConnectionState(state));
+    this.connection.on("event", (event) => this.onEvent(event));
+    this.connection.on("resync", () => this.onResync());
+    this.connection.on("authLost", () => this.onAuthLost());
+    this.connection.on("fallback", (kind) => this.emit("fallback", kind));
+    this.connection.on("error", (error) => this.emit("error", error));
+    const request = this.request.bind(this);
+    this.presence = new PresenceApi(request);
+    this.contacts = new ContactsApi(request);
+    this.detachNetworkListeners = this.listenToNetwork();
+  }
+
+  /** The connection state: connecting, connected, suspended or disconnected. */
+  get state(): ConnectionState {
+    return this.connection.state;
+  }
+
+  /** The transport in use: "websocket" or "http". */
+  get transport(): TransportKind {
+    return this.connection.transportKind;
+  }
+
+  /** The calls in progress on this device. */
+  get activeCalls(): Call[] {
+    return this.calls.live;
+  }
+
+  /**
+   * Logs in on a fresh connection, subscribes to events, and keeps the
+   * session refreshed until logout.
+   */
+  async login(username: string, password: string): Promise<Session> {
+    if (this.session) throw new WacError(Status.FAILED_PRECONDITION, "already logged in: log out first");
+    this.connection.stop();
+    this.connection.start();
+    let session: Session;
+    try {
+      const params = { username, password, ...(this.options.deviceName ? { deviceName: this.options.deviceName } : {}) };
+      session = await this.request("IdentityService.Login", params, { timeoutMs: LOGIN_TIMEOUT_MS });
+    } catch (error) {
+      this.connection.stop();
+      throw toWacError(error);
+    }
+    this.adoptSession(session);
+    this.connection.subscribeEvents();
+    return session;
+  }
+
+  /**
+   * Continues a session: the one given (tokens the application kept), or the
+   * one in `storage`. Returns it, or null if there is none usable; if the
+   * server turns it down, `sessionEnded` follows.
+   */
+  resume(session?: Session): Session | null {
+    if (this.session) return this.session;
+    const candidate = session ?? this.loadStoredSession();
+    const now = this.clock.now();
+    if (!candidate || (!accessTokenUsable(candidate, now) && !refreshTokenUsable(candidate, now))) {
+      if (!session) this.options.storage?.removeItem(this.storageKey);
+      return null;
+    }
+    this.mustRefresh = false;
+    this.adoptSession(candidate);
+    this.connection.stop();
+    this.connection.start();
+    this.connection.subscribeEvents();
+    return this.session;
+  }
+
+  /** Ends the session: hangs up calls, logs out on the server, disconnects. */
+  async logout(): Promise<void> {
+    if (!this.session) {
+      this.connection.stop();
+      return;
+    }
+    await Promise.allSettled(this.calls.live.map((call) => call.hangup()));
+    try {
+      await this.request("IdentityService.Logout", {}, { timeoutMs: LOGOUT_TIMEOUT_MS });
+    } catch {
+      // Best effort: the session ends here whatever the server said.
+    }
+    this.endSession({ reason: "logout" });
+  }
+
+  /** Sends any WAPI request on the session's connection. */
+  request<M extends MethodName>(method: M, params: Methods[M][0], options: CallOptions = {}): Promise<Methods[M][1]> {
+    if (this.connection.state === "disconnected") {
+      return Promise.reject(new WacError(Status.FAILED_PRECONDITION, "not connected: log in first"));
+    }
+    return this.connection.rpc.call(method, params, { retryable: RETRYABLE_METHODS.has(method), ...options });
+  }
+
+  /** The STUN and TURN servers for RTCPeerConnection, cached for half their lifetime. */
+  async iceServers(): Promise<RTCIceServer[]> {
+    const now = this.clock.now();
+    if (this.iceCache && this.iceCache.until > now) return this.iceCache.servers;
+    const response = await this.request("CallsService.GetIceServers", {});
+    const servers: RTCIceServer[] = (response.iceServers ?? []).map((server) => ({
+      urls: server.urls ?? [],
+      ...(server.username ? { username: server.username } : {}),
+      ...(server.credential ? { credential: server.credential } : {}),
+    }));
+    const ttl = parseDuration(response.ttl);
+    if (ttl) this.iceCache = { servers, until: now + ttl / 2 };
+    return servers;
+  }
+
+  /**
+   * Calls a wac username, or a "tel:" or "sip:" URI. Resolves once the server
+   * took the call; check `call.state` — a callee with no device online ends
+   * the call at once (reason UNAVAILABLE).
+   */
+  async call(target: string, media: MediaOptions = {}): Promise<Call> {
+    if (!this.session) throw new WacError(Status.FAILED_PRECONDITION, "not logged in");
+    const call = new Call(this.callHost, "outgoing", { callee: target, caller: this.session.subscriber?.username ?? "" });
+    const done = this.calls.beginCreate();
+    try {
+      await call.place(target, media);
+    } finally {
+      done();
+    }
+    return call;
+  }
+
+  /** Stops listening to the browser's network events; call when dropping the instance. */
+  dispose(): void {
+    this.detachNetworkListeners();
+    if (this.session) this.endSession({ reason: "disposed" });
+    this.connection.stop();
+  }
+
+  // ---- session ----
+
+  private get storageKey(): string {
+    return this.options.storageKey ?? DEFAULT_STORAGE_KEY;
+  }
+
+  private loadStoredSession(): Session | null {
+    const text = this.options.storage?.getItem(this.storageKey);
+    if (!text) return null;
+    try {
+      return JSON.parse(text) as Session;
+    } catch {
+      return null;
+    }
+  }
+
+  private adoptSession(session: Session): void {
+    this.session = mergeSession(this.session, session);
+    this.options.storage?.setItem(this.storageKey, JSON.stringify(this.session));
+    this.scheduleRefresh();
+    this.emit("session", this.session);
+  }
+
+  private scheduleRefresh(): void {
+    this.clock.clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.session) return;
+    const delay = refreshDelay(this.session, this.clock.now());
+    if (delay === null) return;
+    this.refreshTimer = this.clock.setTimeout(() => this.onRefreshDue(), delay);
+  }
+
+  private onRefreshDue(): void {
+    this.refreshTimer = null;
+    if (this.connection.state !== "connected") {
+      // The reconnection's handshake refreshes if the token expired meanwhile; else on connect.
+      this.refreshDue = true;
+      return;
+    }
+    this.refreshDue = false;
+    this.refresh(false).catch((error: WacError) => {
+      if (!this.session) return;
+      // Passing trouble: try again while the access token lasts; after that the
+      // server closes the link (4401) and the next link refreshes in its handshake.
+      this.clock.clearTimeout(this.refreshTimer);
+      this.refreshTimer = this.clock.setTimeout(() => this.onRefreshDue(), REFRESH_RETRY_MS);
+      this.emit("error", error);
+    });
+  }
+
+  /**
+   * Trades the refresh token for a new session. One at a time: a refresh
+   * token works once, and presenting it twice revokes the session.
+   */
+  private refresh(immediate: boolean): Promise<Session> {
+    if (this.refreshing) return this.refreshing;
+    const session = this.session;
+    if (!session || !refreshTokenUsable(session, this.clock.now())) {
+      const error = new WacError(Status.UNAUTHENTICATED, "the session expired");
+      this.endSession({ reason: "expired", error });
+      return Promise.reject(error);
+    }
+    const refreshing = this.connection.rpc
+      .call("IdentityService.RefreshSession", { refreshToken: session.refreshToken ?? "" }, { immediate })
+      .then(
+        (next) => {
+          if (this.session?.sessionId !== session.sessionId) throw new WacError(Status.CANCELLED, "the session ended");
+          this.mustRefresh = false;
+          this.adoptSession(next);
+          return this.session!;
+        },
+        (error: WacError) => {
+          if (error.code === Status.UNAUTHENTICATED || error.code === Status.PERMISSION_DENIED) {
+            this.endSession({ reason: "refresh_failed", error });
+          }
+          throw error;
+        },
+      )
+      .finally(() => {
+        this.refreshing = null;
+      });
+    this.refreshing = refreshing;
+    return refreshing;
+  }
+
+  /** The handshake of every new link: nothing before login; else prove the session. */
+  private async authenticateLink(): Promise<void> {
+    if (!this.session) return;
+    // A WebSocket presented the token in its URL, and HTTP sends it with each request.
+    if (!this.mustRefresh && accessTokenUsable(this.session, this.clock.now())) return;
+    await this.refresh(true);
+  }
+
+  private onAuthLost(): void {
+    if (!this.session) return;
+    // The next link opens without the token and refreshes the session first;
+    // if the refresh token is refused too, refresh() ends the session.
+    this.mustRefresh = true;
+    if (!refreshTokenUsable(this.session, this.clock.now())) {
+      this.endSession({ reason: "expired", error: new WacError(Status.UNAUTHENTICATED, "the session expired") });
+    }
+  }
+
+  private endSession(info: { reason: string; error?: WacError }): void {
+    if (!this.session) return;
+    this.session = null;
+    this.mustRefresh = false;
+    this.refreshDue = false;
+    this.iceCache = null;
+    this.clock.clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.options.storage?.removeItem(this.storageKey);
+    for (const call of this.calls.live) call.terminate("FAILED", info.error);
+    this.connection.unsubscribeEvents();
+    this.connection.stop(info.error ?? new WacError(Status.UNAUTHENTICATED, `the session ended: ${info.reason}`));
+    this.emit("sessionEnded", info);
+  }
+
+  // ---- connection ----
+
+  private onConnectionState(state: ConnectionState): void {
+    this.emit("state", state);
+    this.emit(state, undefined);
+    if (state !== "connected" || !this.session) return;
+    if (this.refreshDue) this.onRefreshDue();
+    for (const call of this.calls.live) call.handleReconnected();
+  }
+
+  private listenToNetwork(): () => void {
+    const target = globalThis as {
+      addEventListener?: (type: string, listener: () => void) => void;
+      removeEventListener?: (type: string, listener: () => void) => void;
+    };
+    if (typeof target.addEventListener !== "function" || typeof target.removeEventListener !== "function") {
+      return () => {};
+    }
+    const online = () => this.connection.wake();
+    const offline = () => this.connection.drop("the browser went offline");
+    target.addEventListener("online", online);
+    target.addEventListener("offline", offline);
+    return () => {
+      target.removeEventListener?.("online", online);
+      target.removeEventListener?.("offline", offline);
+    };
+  }
+
+  // ---- events ----
+
+  private onEvent(event: WacEvent): void {
+    this.emit("event", event);
+    if (event.presenceChanged) this.emit("presence", event.presenceChanged);
+    else if (event.contactChanged) this.emit("contactChanged", event.contactChanged);
+    else if (event.sessionRevoked) this.onSessionRevoked(event.sessionRevoked);
+    else if (event.callInvited) this.onCallInvited(event);
+    else this.routeCallEvent(event);
+  }
+
+  private onSessionRevoked(revoked: SessionRevoked): void {
+    if (revoked.sessionId && this.session?.sessionId && revoked.sessionId !== this.session.sessionId) return;
+    this.endSession({
+      reason: revoked.reason || "revoked",
+      error: new WacError(Status.UNAUTHENTICATED, `the session was revoked (${revoked.reason || "revoked"})`),
+    });
+  }
+
+  private onCallInvited(event: WacEvent): void {
+    const invited = event.callInvited!;
+    const callId = invited.call?.callId;
+    if (!callId || this.calls.get(callId) || invited.call?.state === "ENDED") return;
+    const call = new Call(this.callHost, "incoming", invited.call ?? {}, {
+      ...(invited.offer ? { offer: invited.offer } : {}),
+      ...(invited.callerDisplayName ? { callerDisplayName: invited.callerDisplayName } : {}),
+    });
+    this.calls.add(call, deliverCallEvent);
+    this.emit("incomingCall", call);
+  }
+
+  private routeCallEvent(event: WacEvent): void {
+    const callId =
+      event.callRinging?.call?.callId ??
+      event.callAnswered?.call?.callId ??
+      event.callUpdated?.call?.callId ??
+      event.iceCandidate?.callId ??
+      event.callEnded?.call?.callId;
+    if (!callId) return;
+    const call = this.calls.get(callId);
+    if (call) deliverCallEvent(call, event);
+    else this.calls.hold(callId, event);
+  }
+
+  /** Events were lost: calls that ended meanwhile are ended here too. */
+  private onResync(): void {
+    this.emit("resync", undefined);
+    for (const call of this.calls.live) {
+      if (!call.id) continue;
+      this.request("CallsService.GetCall", { callId: call.id })
+        .then((info) => {
+          if (info.state === "ENDED") call.handleEnded(info, info.endReason);
+        })
+        .catch((error: WacError) => {
+          if (error.code === Status.NOT_FOUND) call.handleEnded(undefined, "FAILED");
+        });
+    }
+  }
+
+  private readonly callHost: CallHost = {
+    request: (method, params, options) => this.request(method, params, options),
+    webrtc: () => (this.webrtcEnv ??= this.options.webrtc ?? browserWebRtc()),
+    iceServers: () => this.iceServers(),
+    username: () => this.session?.subscriber?.username,
+    register: (call) => this.calls.add(call, deliverCallEvent),
+    forget: (call) => this.calls.remove(call),
+  };
+}
+
+function deliverCallEvent(call: Call, event: WacEvent): void {
+  if (event.callRinging) call.handleRinging(event.callRinging.call);
+  else if (event.callAnswered) call.handleAnswered(event.callAnswered);
+  else if (event.callUpdated) call.handleUpdated(event.callUpdated);
+  else if (event.iceCandidate) call.handleIceCandidate(event.iceCandidate);
+  else if (event.callEnded) call.handleEnded(event.callEnded.call, event.callEnded.reason);
+}
+
+/** The WebSocket and HTTP endpoints of a wac server's base URL. */
+export function endpoints(url: string | undefined): { wsUrl: string; httpUrl: string } {
+  const origin = (globalThis as { location?: { origin?: string } }).location?.origin;
+  const base = new URL(url ?? origin ?? "", origin);
+  const path = base.pathname.replace(/\/+$/, "").replace(/\/wapi$/, "");
+  const secure = base.protocol === "https:" || base.protocol === "wss:";
+  const host = base.host;
+  return {
+    wsUrl: `${secure ? "wss" : "ws"}://${host}${path}/wapi`,
+    httpUrl: `${secure ? "https" : "http"}://${host}${path}/wapi/http`,
+  };
+}
