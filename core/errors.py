@@ -38,9 +38,7 @@ class ApiError(Exception):
         if self.field is not None:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=self.field, description=self.message
-                    )
+                    error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
                 ]
             )
             details.append(_pack(bad))

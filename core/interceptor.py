@@ -53,16 +53,27 @@ def _peer_host(context: grpc.aio.ServicerContext) -> str:
 class CoreInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
+        # grpc.aio asks for a handler on every call; the wrapped handler of a
+        # method never changes, so it is built once.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
         method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
         if handler is None or not method.startswith("/wac.v1."):
             return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rule = policy.rule_for(method)
         authenticator = self._authenticator
 
@@ -80,7 +91,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     await enter(context)
                     return await behavior(request, context)
-                except Exception as exc:  # noqa: BLE001 - mapped to a status below
+                except Exception as exc:
                     await _fail(context, method, exc)
                 finally:
                     _log_call(method, context, started)
@@ -99,7 +110,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                     await enter(context)
                     async for item in stream_behavior(request, context):
                         yield item
-                except Exception as exc:  # noqa: BLE001 - mapped to a status below
+                except Exception as exc:
                     await _fail(context, method, exc)
                 finally:
                     _log_call(method, context, started)

@@ -87,9 +87,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         await asyncio.to_thread(upgrade, config.database_url)
     engine = create_engine(config.database_url)
 
-    events = MemoryEventLog(
-        retention=config.events.retention, max_events=config.events.max_events_per_session
-    )
+    events = MemoryEventLog(retention=config.events.retention, max_events=config.events.max_events_per_session)
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
     identity = IdentityServicer(config, IdentityStore(engine), events, devices)
     await identity.start()

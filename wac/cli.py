@@ -20,7 +20,6 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from wac.config import Config, ConfigError, load_config
@@ -118,7 +117,9 @@ async def _admin(config: Config, args: argparse.Namespace) -> int:
             while rows := await store.list_subscribers(after, 500):
                 for row in rows:
                     state = "disabled" if row.disabled else "enabled"
-                    print(f"{row.username}\t{row.display_name}\t{','.join(row.phone_numbers)}\t{','.join(row.roles)}\t{state}")
+                    print(
+                        f"{row.username}\t{row.display_name}\t{','.join(row.phone_numbers)}\t{','.join(row.roles)}\t{state}"
+                    )
                 after = rows[-1].username
         elif args.action == "passwd":
             await identity.update(identity_pb2.Subscriber(username=args.username, password=args.password), ["password"])

@@ -217,9 +217,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {
-        name: _section(cls, raw.get(name, {}), env, name) for name, cls in SECTIONS.items()
-    }
+    values: dict[str, Any] = {name: _section(cls, raw.get(name, {}), env, name) for name, cls in SECTIONS.items()}
     values["data_dir"] = Path(env.get("WAC_DATA_DIR") or raw.get("data_dir") or "var")
     roles = dict(DEFAULT_ROLES)
     for role, table in raw.get("roles", {}).items():

@@ -31,9 +31,7 @@ class Child:
 
 class Supervisor:
     def __init__(self, roles: list[str], config_args: list[str], grace: float = 10.0) -> None:
-        self._children = [
-            Child(role, [sys.executable, "-m", "wac.cli", *config_args, role]) for role in roles
-        ]
+        self._children = [Child(role, [sys.executable, "-m", "wac.cli", *config_args, role]) for role in roles]
         self._grace = grace
         self._stopping = asyncio.Event()
         self.failure: str | None = None

@@ -79,9 +79,7 @@ def check(rule: Rule, principal: Principal | None, method: str) -> None:
     if rule.public:
         return
     if principal is None:
-        raise errors.unauthenticated(
-            "missing credentials: send 'authorization: Bearer <access token or API key>'"
-        )
+        raise errors.unauthenticated("missing credentials: send 'authorization: Bearer <access token or API key>'")
     if isinstance(principal, SubscriberPrincipal):
         if rule.subscribers or "admin" in principal.permissions:
             return
@@ -91,6 +89,5 @@ def check(rule: Rule, principal: Principal | None, method: str) -> None:
             return
         needed = " or ".join(rule.scopes) or "admin"
         raise errors.permission_denied(
-            f"API key '{principal.key_name}' lacks the scope {needed} needed for "
-            f"{method.rsplit('/', 1)[-1]}"
+            f"API key '{principal.key_name}' lacks the scope {needed} needed for {method.rsplit('/', 1)[-1]}"
         )

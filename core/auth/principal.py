@@ -52,12 +52,8 @@ class ServicePrincipal:
 
 Principal = SubscriberPrincipal | ServicePrincipal
 
-_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "wac_principal", default=None
-)
-_client_address: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "wac_client_address", default=""
-)
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("wac_principal", default=None)
+_client_address: contextvars.ContextVar[str] = contextvars.ContextVar("wac_client_address", default="")
 
 
 def set_current(principal: Principal | None, client_address: str) -> None:

@@ -30,8 +30,14 @@ class EventLog(Protocol):
         client can still read why it was closed.
         """
 
-    async def publish(self, usernames: Iterable[str], event: events_pb2.Event) -> None:
-        """Append the event to every open session of these subscribers."""
+    async def publish(
+        self,
+        usernames: Iterable[str],
+        event: events_pb2.Event,
+        exclude_session: str | None = None,
+    ) -> None:
+        """Append the event to every open session of these subscribers, but
+        ``exclude_session`` (the device that caused the event knows already)."""
 
     async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
         """Append the event to these sessions' logs only."""
@@ -43,9 +49,7 @@ class EventLog(Protocol):
         window, or the log does not know the seq at all).
         """
 
-    async def wait(
-        self, session_id: str, after_seq: int, timeout: float, limit: int = 500
-    ) -> list[events_pb2.Event]:
+    async def wait(self, session_id: str, after_seq: int, timeout: float, limit: int = 500) -> list[events_pb2.Event]:
         """Like read, but waits up to ``timeout`` seconds for the first event."""
 
     async def is_open(self, session_id: str) -> bool:

@@ -59,11 +59,17 @@ class MemoryEventLog:
         log.open = False
         self._unroute(session_id, log.username)
 
-    async def publish(self, usernames: Iterable[str], event: events_pb2.Event) -> None:
+    async def publish(
+        self,
+        usernames: Iterable[str],
+        event: events_pb2.Event,
+        exclude_session: str | None = None,
+    ) -> None:
         now = self._clock()
         for username in usernames:
             for session_id in tuple(self._by_user.get(username, ())):
-                self._append(self._logs[session_id], event, now)
+                if session_id != exclude_session:
+                    self._append(self._logs[session_id], event, now)
 
     async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
         now = self._clock()
@@ -97,9 +103,7 @@ class MemoryEventLog:
             out.append(event)
         return out
 
-    async def wait(
-        self, session_id: str, after_seq: int, timeout: float, limit: int = 500
-    ) -> list[events_pb2.Event]:
+    async def wait(self, session_id: str, after_seq: int, timeout: float, limit: int = 500) -> list[events_pb2.Event]:
         deadline = self._clock() + timeout
         while True:
             events = await self.read(session_id, after_seq, limit)

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import grpc
 from google.protobuf import empty_pb2
@@ -27,7 +27,6 @@ from core.auth.principal import (
     current,
 )
 from core.convert import timestamp
-from core.paging import decode_token, encode_token, page_size
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog
 from core.identity import apikeys, rules
@@ -35,6 +34,7 @@ from core.identity.passwords import hash_password, verify_password
 from core.identity.revocations import RevocationCache
 from core.identity.store import ApiKeyRow, Duplicate, IdentityStore, SessionRow, SubscriberRow
 from core.identity.tokens import KeyRing, TokenInvalid, new_private_key
+from core.paging import decode_token, encode_token, page_size
 from core.phones import InvalidPhoneNumber, normalize_e164
 from wac.config import Config
 from wac.v1 import events_pb2, identity_pb2, identity_pb2_grpc
@@ -49,6 +49,15 @@ UPDATABLE = ("display_name", "phone_numbers", "email", "roles", "disabled", "pas
 
 def _hash_refresh(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A subscriber as verification needs it, converted once."""
+
+    row: SubscriberRow
+    message: identity_pb2.Subscriber
+    permissions: frozenset[str]
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
@@ -82,7 +91,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
         self._subscriber_listeners: list[SubscriberListener] = []
         self._api_keys: dict[str, tuple[ServicePrincipal, float]] = {}
-        self._subscriber_cache: dict[str, tuple[SubscriberRow | None, float]] = {}
+        self._subscriber_cache: dict[str, tuple[_Known | None, float]] = {}
         self._key_reload_after = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -153,17 +162,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         revoked = self._revocations.reason(claims.session_id)
         if revoked is not None:
             return Reason.DISABLED if revoked in ("disabled", "deleted") else Reason.REVOKED
-        row = await self._cached_subscriber(claims.username)
-        if row is None or row.disabled:
+        known = await self._known_subscriber(claims.username)
+        if known is None or known.row.disabled:
             return Reason.DISABLED
         return SubscriberPrincipal(
             username=claims.username,
             session_id=claims.session_id,
-            permissions=rules.permissions_for(row.roles, self.role_map),
+            permissions=known.permissions,
             expires_at=claims.expires_at,
         )
 
-    async def _cached_subscriber(self, username: str) -> SubscriberRow | None:
+    async def _known_subscriber(self, username: str) -> _Known | None:
         # A one-second cache: verification stays a memory lookup under load,
         # and a disabled subscriber is refused within a second everywhere
         # (disabling also revokes the sessions, which is immediate locally).
@@ -172,10 +181,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if hit is not None and hit[1] > now:
             return hit[0]
         row = await self._store.get_subscriber(username)
+        known = None
+        if row is not None:
+            known = _Known(row, self._subscriber_pb(row), rules.permissions_for(row.roles, self.role_map))
         if len(self._subscriber_cache) > 100_000:
             self._subscriber_cache.clear()
-        self._subscriber_cache[username] = (row, now + 1.0)
-        return row
+        self._subscriber_cache[username] = (known, now + 1.0)
+        return known
 
     async def _api_key(self, key: str) -> ServicePrincipal:
         now = self._clock()
@@ -184,7 +196,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             return hit[0]
         parts = apikeys.split(key)
         row = await self._store.get_api_key(parts[0]) if parts else None
-        if parts is None or row is None or row.revoke_time is not None or not apikeys.matches(parts[1], row.secret_hash):
+        if (
+            parts is None
+            or row is None
+            or row.revoke_time is not None
+            or not apikeys.matches(parts[1], row.secret_hash)
+        ):
             raise errors.unauthenticated("unknown or revoked API key", reason="UNKNOWN_API_KEY")
         principal = ServicePrincipal(key_name=row.name, scopes=frozenset(row.scopes))
         if len(self._api_keys) > 10_000:
@@ -193,7 +210,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return principal
 
     # -- sessions -----------------------------------------------------
-    async def Login(self, request: identity_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> identity_pb2.Session:
+    async def Login(
+        self, request: identity_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.Session:
         errors.require("username", request.username)
         errors.require("password", request.password)
         errors.max_length("username", request.username, 64)
@@ -339,12 +358,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         verdict = await self._verify(request.token)
         if not isinstance(verdict, SubscriberPrincipal):
             return identity_pb2.VerifyTokenResponse(active=False, reason=verdict)
-        row = await self._cached_subscriber(verdict.username)
-        assert row is not None  # _verify checked it
+        known = await self._known_subscriber(verdict.username)
+        assert known is not None  # _verify checked it
         return identity_pb2.VerifyTokenResponse(
             active=True,
-            subscriber=self._subscriber_pb(row),
-            permissions=sorted(verdict.permissions),
+            subscriber=known.message,
+            permissions=known.message.permissions,
             session_id=verdict.session_id,
             expire_time=timestamp(verdict.expires_at),
         )
@@ -362,7 +381,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         decision = rules.authorize(verdict.permissions, request.action, request.target)
         return identity_pb2.AuthorizeResponse(allowed=decision.allowed, reason=decision.reason)
 
-    async def GetJwks(self, request: identity_pb2.GetJwksRequest, context: grpc.aio.ServicerContext) -> identity_pb2.Jwks:
+    async def GetJwks(
+        self, request: identity_pb2.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.Jwks:
         return identity_pb2.Jwks(keys=[identity_pb2.Jwk(**key) for key in self._keys.jwks()])
 
     # -- subscribers --------------------------------------------------
@@ -444,7 +465,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.GetSubscriberRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.Subscriber:
         principal = current()
-        if isinstance(principal, SubscriberPrincipal) and principal.username != request.username and not principal.has("admin"):
+        if (
+            isinstance(principal, SubscriberPrincipal)
+            and principal.username != request.username
+            and not principal.has("admin")
+        ):
             raise errors.permission_denied("subscribers may read only their own record")
         return self._subscriber_pb(await self._existing(request.username))
 
@@ -469,7 +494,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         changes: dict[str, object] = {}
         for path in paths:
             if path not in UPDATABLE:
-                raise errors.invalid("update_mask", f"field {path!r} cannot be updated; updatable: {', '.join(UPDATABLE)}")
+                raise errors.invalid(
+                    "update_mask", f"field {path!r} cannot be updated; updatable: {', '.join(UPDATABLE)}"
+                )
             field = f"subscriber.{path}"
             if path == "display_name":
                 errors.max_length(field, subscriber.display_name, rules.MAX_DISPLAY_NAME)
@@ -532,9 +559,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise errors.invalid("scope", f"unknown or missing scope(s) {unknown}; known: {', '.join(sorted(SCOPES))}")
         key_id, key, secret_hash = apikeys.new_key()
         try:
-            await self._store.create_api_key(
-                ApiKeyRow(key_id, name, secret_hash, tuple(scopes), self._clock(), None)
-            )
+            await self._store.create_api_key(ApiKeyRow(key_id, name, secret_hash, tuple(scopes), self._clock(), None))
         except Duplicate:
             raise errors.already_exists(f"an API key named '{name}' already exists") from None
         return key

@@ -106,9 +106,7 @@ class IdentityStore:
         values.pop("username")
         values.pop("create_time")
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(t.subscribers).where(t.subscribers.c.username == row.username).values(**values)
-            )
+            await conn.execute(update(t.subscribers).where(t.subscribers.c.username == row.username).values(**values))
 
     async def delete_subscriber(self, username: str) -> bool:
         async with self._engine.begin() as conn:
@@ -129,9 +127,7 @@ class IdentityStore:
             row = (await conn.execute(select(t.sessions).where(t.sessions.c.session_id == session_id))).first()
         return _session(row) if row else None
 
-    async def rotate_refresh(
-        self, session_id: str, generation: int, new_hash: str, expire_time: float
-    ) -> bool:
+    async def rotate_refresh(self, session_id: str, generation: int, new_hash: str, expire_time: float) -> bool:
         """Move the session to the next refresh generation, if it is still at
         ``generation`` and not revoked (compare-and-set: two racing refreshes
         with one token cannot both win)."""
@@ -178,9 +174,7 @@ class IdentityStore:
             return [(r[0], r[1], r[2] or "revoked", r[3]) for r in (await conn.execute(query)).all()]
 
     async def active_sessions(self, username: str) -> list[SessionRow]:
-        query = select(t.sessions).where(
-            t.sessions.c.username == username, t.sessions.c.revoke_time.is_(None)
-        )
+        query = select(t.sessions).where(t.sessions.c.username == username, t.sessions.c.revoke_time.is_(None))
         async with self._engine.connect() as conn:
             return [_session(r) for r in (await conn.execute(query)).all()]
 
@@ -252,9 +246,7 @@ class IdentityStore:
                     async with conn.begin_nested():
                         await conn.execute(insert(t.login_failures).values(key=key, **values))
                 except IntegrityError:
-                    await conn.execute(
-                        update(t.login_failures).where(t.login_failures.c.key == key).values(**values)
-                    )
+                    await conn.execute(update(t.login_failures).where(t.login_failures.c.key == key).values(**values))
 
     async def clear_throttle(self, key: str) -> None:
         async with self._engine.begin() as conn:
