@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run everything (core, WAPI edge, Envoy) supervised")
     run.add_argument("--demo", action="store_true", help="create the demo subscribers alice and bob if missing")
     commands.add_parser("core", help="run the gRPC core alone")
+    commands.add_parser("envoy", help="run the Envoy front door alone (SAPI, WAPI, gRPC on one port)")
     commands.add_parser("migrate", help="bring the database schema up to date")
 
     admin = commands.add_parser("admin", help="provisioning").add_subparsers(dest="object", required=True)
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core")
             asyncio.run(serve(config))
             return 0
+        if args.command == "envoy":
+            return _envoy(config)
         if args.command == "migrate":
             from core.db.migrate import upgrade
 
@@ -209,9 +212,45 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+# The supervisor does not restart a child that exits with this code: a
+# configuration that fails validation will fail again (sysexits' EX_CONFIG).
+EXIT_CONFIG = 78
+
+
+def _envoy(config: Config) -> int:
+    """Render and validate the front door's configuration, then become Envoy."""
+    from wac import envoy
+
+    try:
+        host, port = envoy.parse_address(config.envoy.listen, what="[envoy] listen")
+        text = envoy.render_config(
+            listen_host=host,
+            listen_port=port,
+            core_address=_connectable(config.core.listen),
+            edge_address=_connectable(config.edge.listen),
+            edge_http_address=_connectable(config.edge.http_listen),
+            admin_port=config.envoy.admin_port,
+        )
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        path = config.data_dir / "envoy.yaml"
+        path.write_text(text)
+        envoy.validate_config(path)
+        command = envoy.envoy_command(path, log_level=config.envoy.log_level)
+    except (ValueError, envoy.EnvoyError) as exc:
+        print(f"wac envoy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    os.execv(command[0], command)
+
+
+def _connectable(listen: str) -> str:
+    """Where to reach a server that listens on ``listen`` (0.0.0.0 means here)."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "", "[::]") else listen
+
+
 def available_roles() -> list[str]:
     """The children of ``wac run``, in start order."""
-    return ["core"]
+    return ["core", "envoy"]
 
 
 if __name__ == "__main__":

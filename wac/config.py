@@ -36,7 +36,10 @@ class CoreConfig:
 
 @dataclass(frozen=True)
 class EdgeConfig:
+    # WebSockets (the websockets library) on one port, plain HTTP (the
+    # fallback, the SDK and the demo, on aiohttp) on another; Envoy joins them.
     listen: str = "127.0.0.1:8081"
+    http_listen: str = "127.0.0.1:8082"
     core_address: str = "127.0.0.1:50051"
     max_message_bytes: int = 65536
     max_batch: int = 20

@@ -73,6 +73,7 @@ def render_config(
     listen_port: int = 8080,
     core_address: str = "127.0.0.1:50051",
     edge_address: str = "127.0.0.1:8081",
+    edge_http_address: str = "127.0.0.1:8082",
     admin_port: int = 9901,
     descriptor_path: str | Path = DEFAULT_DESCRIPTOR,
     openapi_path: str | Path = DEFAULT_OPENAPI,
@@ -89,6 +90,7 @@ def render_config(
     _check_port(admin_port, what="admin_port")
     core_host, core_port = parse_address(core_address, what="core_address")
     edge_host, edge_port = parse_address(edge_address, what="edge_address")
+    edge_http_host, edge_http_port = parse_address(edge_http_address, what="edge_http_address")
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
         listen_host=listen_host,
@@ -97,6 +99,8 @@ def render_config(
         core_port=core_port,
         edge_host=edge_host,
         edge_port=edge_port,
+        edge_http_host=edge_http_host,
+        edge_http_port=edge_http_port,
         admin_port=admin_port,
         # A JSON string is a valid YAML double-quoted scalar, so any path
         # (spaces, quotes, backslashes) survives.
@@ -160,9 +164,7 @@ def admin_state(admin_port: int, *, timeout: float = 1.0) -> str | None:
         return None
 
 
-def wait_until_live(
-    process: subprocess.Popen[bytes], admin_port: int, *, timeout: float = 30.0
-) -> None:
+def wait_until_live(process: subprocess.Popen[bytes], admin_port: int, *, timeout: float = 30.0) -> None:
     """Block until Envoy reports LIVE; raise EnvoyError if it exits or takes too long."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

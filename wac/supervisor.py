@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 MAX_RESTARTS = 5
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG: restarting cannot help
 RESTART_WINDOW = 60.0
 
 
@@ -65,6 +66,10 @@ class Supervisor:
             assert child.process is not None
             code = await child.process.wait()
             if self._stopping.is_set():
+                return
+            if code == EXIT_CONFIG:
+                self.failure = f"{child.role} refused its configuration (see above); stopping everything"
+                self._stopping.set()
                 return
             now = time.monotonic()
             child.deaths.append(now)

@@ -87,6 +87,8 @@ def front_door(
             listen_port=ports.listen,
             core_address=f"127.0.0.1:{ports.core}",
             edge_address=f"127.0.0.1:{ports.edge}",
+            # The stand-in edge answers plain HTTP and WebSockets on one port.
+            edge_http_address=f"127.0.0.1:{ports.edge}",
             admin_port=ports.admin,
             descriptor_path=descriptor,
             openapi_path=ROOT / "envoy" / "openapi.json",
