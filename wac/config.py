@@ -36,10 +36,7 @@ class CoreConfig:
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    # WebSockets (the websockets library) on one port, plain HTTP (the
-    # fallback, the SDK and the demo, on aiohttp) on another; Envoy joins them.
     listen: str = "127.0.0.1:8081"
-    http_listen: str = "127.0.0.1:8082"
     core_address: str = "127.0.0.1:50051"
     max_message_bytes: int = 65536
     max_batch: int = 20
@@ -50,6 +47,18 @@ class EdgeConfig:
     ping_timeout: float = 20.0
     send_queue: int = 256
     long_poll_seconds: float = 25.0
+    # The WAPI's HTTP side (POST /wapi/http, long polls, /sdk/ and the demo),
+    # beside the WebSocket on `listen`; Envoy routes to both.
+    http_listen: str = "127.0.0.1:8082"
+    # Deadline of every unary call to the core, in seconds (> 0): a core that
+    # is down or stuck answers UNAVAILABLE or DEADLINE_EXCEEDED, never a hang.
+    call_deadline: float = 10.0
+    # Frames executing at once on one WebSocket (>= 1); reading waits beyond.
+    max_inflight: int = 32
+    # Where /sdk/ and / are served from; empty: clients/js/dist and
+    # clients/js/demo of this checkout.
+    sdk_dir: str = ""
+    demo_dir: str = ""
 
 
 @dataclass(frozen=True)
