@@ -1,0 +1,91 @@
+"""`wac run`: the supervised embedded default starts, serves and stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.timing import seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    front, admin, core, edge, edge_http = free_ports(5)
+    env = {
+        **os.environ,
+        "WAC_DATA_DIR": str(tmp_path / "data"),
+        "WAC_ENVOY_LISTEN": f"127.0.0.1:{front}",
+        "WAC_ENVOY_ADMIN_PORT": str(admin),
+        "WAC_CORE_LISTEN": f"127.0.0.1:{core}",
+        "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
+        "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
+        "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
+    }
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wac.cli", "run", "--demo"], env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    try:
+        deadline = time.monotonic() + seconds(6)
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{front}/sapi/v1/jwks", timeout=1)
+                if answer.status_code == 401:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        output = log.read_text(errors="replace")
+        assert answer is not None and answer.status_code == 401, output
+        assert answer.json()["message"] == "missing credentials: send 'authorization: Bearer <access token or API key>'"
+        assert "alice\t" in output and "bob\t" in output, "demo passwords are printed on the first run"
+        credentials = (tmp_path / "data" / "demo-credentials.txt").read_text()
+        assert credentials.startswith("alice\t")
+        assert (tmp_path / "data" / "demo-credentials.txt").stat().st_mode & 0o077 == 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(seconds(4))
+    assert code == 0, log.read_text(errors="replace")
+    children = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True)
+    assert children.stdout == "", "no child outlives wac run"
+
+
+def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path) -> None:
+    front, core, edge, edge_http = free_ports(4)
+    env = {
+        **os.environ,
+        "WAC_DATA_DIR": str(tmp_path / "data"),
+        "WAC_ENVOY_LISTEN": f"127.0.0.1:{front}",
+        "WAC_ENVOY_LOG_LEVEL": "shouting",
+        "WAC_CORE_LISTEN": f"127.0.0.1:{core}",
+        "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
+        "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
+        "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "wac.cli", "run"], env=env, capture_output=True, text=True, timeout=seconds(6), cwd=ROOT
+    )
+    assert result.returncode == 1
+    assert "log_level must be one of" in result.stderr
+    assert "envoy refused its configuration" in result.stderr
