@@ -56,11 +56,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import phonenumbers
 
@@ -211,11 +213,7 @@ class _Section:
             return default
         if isinstance(value, str):
             value = [value]
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(v, str) and v for v in value)
-        ):
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise self.error(key, f"must be a non-empty list of strings, got {value!r}")
         return tuple(value)
 
@@ -233,18 +231,19 @@ class _Section:
             seconds = float(match.group(1)) * _UNITS[match.group(2)]
         if seconds is None or seconds < 0:
             hint = ', or "never"' if never else ""
-            raise self.error(
-                key, f'must be a duration like 900, "15m", "6h" or "1d"{hint}, got {value!r}'
-            )
+            raise self.error(key, f'must be a duration like 900, "15m", "6h" or "1d"{hint}, got {value!r}')
         return seconds
 
-    def url(
-        self, key: str, default: str | None = None, schemes: tuple[str, ...] = ("https", "http")
-    ) -> str:
+    def url(self, key: str, default: str | None = None) -> str:
+        """An https URL; plain http only to this machine (a local proxy or
+        stand-in), as OAuth 2.0 for loopback addresses allows."""
         value = self.string(key, default)
-        if not any(value.startswith(f"{s}://") for s in schemes):
-            raise self.error(key, f"must be a {' or '.join(schemes)} URL, got {value!r}")
-        return value
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and _is_loopback(parts.hostname):
+            return value
+        raise self.error(key, f"must be an https URL (http only on loopback), got {value!r}")
 
     def region(self, key: str) -> str:
         value = self.string(key, "ES").upper()
@@ -267,9 +266,7 @@ def parse_connectors(section: Mapping[str, Any]) -> dict[str, ConnectorConfig]:
 
 def parse_connector(name: str, table: Mapping[str, Any]) -> ConnectorConfig:
     if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", name):
-        raise ConfigError(
-            f"connectors.{name}: a connector name is lower-case letters, digits, - and _"
-        )
+        raise ConfigError(f"connectors.{name}: a connector name is lower-case letters, digits, - and _")
     section = _Section(f"connectors.{name}", table)
     kind = section.string("type")
     if kind == "ldap":
@@ -373,6 +370,15 @@ def _google(name: str, s: _Section) -> GoogleConfig:
         interval=_positive(s, "interval", 3600.0),
         full_every=s.duration("full_every", None, never=True),
     )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _positive(s: _Section, key: str, default: float) -> float:

@@ -43,3 +43,23 @@ class UnknownConnector(ApiError):
     def __init__(self, name: str) -> None:
         super().__init__(grpc.StatusCode.NOT_FOUND, f"no connector named {name}")
         self.name = name
+
+
+class LinkStateMismatch(ApiError):
+    """The callback's state is not one this subscriber started, or it expired:
+    a forged or replayed callback. INVALID_ARGUMENT naming the state."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "state: does not match a Google link this subscriber started, or it expired",
+            field="state",
+        )
+
+
+class LinkFailed(ApiError):
+    """Google refused the authorization code or could not be reached."""
+
+    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+        code = grpc.StatusCode.UNAVAILABLE if unavailable else grpc.StatusCode.FAILED_PRECONDITION
+        super().__init__(code, message)

@@ -78,18 +78,12 @@ class LdapConnector:
             marks = lower_keys(attributes).get(config.change_attribute.lower(), ())
             mark = change_mark(marks[0], config.change_attribute) if marks else None
             digest = attributes_digest(attributes)
-            if (
-                not full
-                and previous is not None
-                and previous.is_repeat(mapped.entry_id, mark, digest)
-            ):
+            if not full and previous is not None and previous.is_repeat(mapped.entry_id, mark, digest):
                 continue
             cursor.observe(mapped.entry_id, mark, digest)
             if mapped.record is None:
                 skipped += 1
-                log.debug(
-                    "%s: skipped %s: %s", self.name, mapped.entry_id or "an entry", mapped.reason
-                )
+                log.debug("%s: skipped %s: %s", self.name, mapped.entry_id or "an entry", mapped.reason)
                 # Changed into something unusable: it leaves the directory now,
                 # not at the next full run.
                 if not full and mapped.entry_id:
@@ -123,14 +117,10 @@ class LdapConnector:
                         paged_cookie=cookie,
                     )
                 except LDAPException as exc:
-                    raise FetchError(
-                        f"LDAP search of {config.base_dn} failed: {_reason(exc)}"
-                    ) from None
+                    raise FetchError(f"LDAP search of {config.base_dn} failed: {_reason(exc)}") from None
                 result = conn.result
                 if result["result"] != 0:
-                    detail = f"{result['description']}" + (
-                        f" ({result['message']})" if result["message"] else ""
-                    )
+                    detail = f"{result['description']}" + (f" ({result['message']})" if result["message"] else "")
                     raise FetchError(f"LDAP search of {config.base_dn} failed: {detail}")
                 for item in conn.response or ():
                     if item.get("type") == "searchResEntry":

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.config import AttributeMap
-from core.directory.phone_keys import InvalidPhoneNumber, normalize_e164
 from core.directory.records import DirectoryRecord
+from core.phones import InvalidPhoneNumber, normalize_e164
 
 RawAttributes = Mapping[str, Sequence[bytes]]
 
@@ -76,18 +76,14 @@ class Mapped:
     reason: str = ""
 
 
-def map_entry(
-    attributes: RawAttributes, mapping: AttributeMap, *, region: str, require_phone: bool
-) -> Mapped:
+def map_entry(attributes: RawAttributes, mapping: AttributeMap, *, region: str, require_phone: bool) -> Mapped:
     attrs = lower_keys(attributes)
     ident = entry_id(attrs, mapping)
     if not ident:
         return Mapped("", None, f"no {mapping.id}")
     name = _first(attrs, mapping.display)
     if not name:
-        name = " ".join(
-            p for p in (_first(attrs, [mapping.given]), _first(attrs, [mapping.family])) if p
-        )
+        name = " ".join(p for p in (_first(attrs, [mapping.given]), _first(attrs, [mapping.family])) if p)
     if not name:
         return Mapped(ident, None, "no usable name")
     phones: list[str] = []

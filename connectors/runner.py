@@ -112,17 +112,13 @@ class SyncRunner:
                     log.warning("sync of %s failed: %s", name, error)
                 else:
                     log.exception("sync of %s failed unexpectedly", name)
-                failed = await self._store.finish_run(
-                    run.run_id, state=RunState.FAILED, error=error
-                )
+                failed = await self._store.finish_run(run.run_id, state=RunState.FAILED, error=error)
                 if self._on_failure is not None:
                     await self._report(connector, exc)
                 return failed, exc
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(
-                        self._store.finish_run(run.run_id, state=RunState.FAILED, error="cancelled")
-                    )
+                    await asyncio.shield(self._store.finish_run(run.run_id, state=RunState.FAILED, error="cancelled"))
                 raise
             done = await self._store.finish_run(
                 run.run_id,
@@ -145,9 +141,7 @@ class SyncRunner:
     async def _write(self, connector: Connector, result: FetchResult) -> Counts:
         checkpoint = Checkpoint(connector.name, result.cursor, full=result.full)
         if result.full:
-            return await self._store.replace_source(
-                connector.source, result.records, checkpoint=checkpoint
-            )
+            return await self._store.replace_source(connector.source, result.records, checkpoint=checkpoint)
         return await self._store.apply_changes(
             connector.source, result.records, result.deleted_ids, checkpoint=checkpoint
         )
@@ -180,9 +174,7 @@ class SyncRunner:
             await asyncio.gather(*loops, return_exceptions=True)
 
     def _start_loop(self, connector: Connector) -> None:
-        self._loops[connector.name] = asyncio.create_task(
-            self._loop(connector), name=f"connector {connector.name}"
-        )
+        self._loops[connector.name] = asyncio.create_task(self._loop(connector), name=f"connector {connector.name}")
 
     async def _loop(self, connector: Connector) -> None:
         name, interval = connector.name, connector.schedule.interval

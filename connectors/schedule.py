@@ -10,9 +10,7 @@ from core.directory.records import ConnectorState, SyncRunRecord
 FIRST_RETRY = 30.0
 
 
-def wants_full(
-    *, requested: bool, state: ConnectorState, now: float, full_every: float | None
-) -> bool:
+def wants_full(*, requested: bool, state: ConnectorState, now: float, full_every: float | None) -> bool:
     """Whether the next run should read everything."""
     if requested or state.cursor is None:
         return True

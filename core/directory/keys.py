@@ -12,7 +12,7 @@ import sys
 import unicodedata
 from collections.abc import Iterable
 
-from core.directory.phone_keys import query_digits, search_keys
+from core.phones import query_digits, search_keys
 
 MAX_KEY_LENGTH = 255
 
@@ -28,9 +28,7 @@ def fold(text: str) -> str:
     return _SPACES.sub(" ", bare.casefold()).strip()
 
 
-def entry_keys(
-    display_name: str, emails: Iterable[str], phone_numbers: Iterable[str]
-) -> dict[str, str]:
+def entry_keys(display_name: str, emails: Iterable[str], phone_numbers: Iterable[str]) -> dict[str, str]:
     """Each key of an entry with its kind (name, word, email, phone)."""
     keys: dict[str, str] = {}
 
@@ -53,7 +51,7 @@ def entry_keys(
 
 def query_keys(query: str, region: str) -> tuple[str, ...]:
     """The keys a query looks for: its folded text and, if it looks like a
-    phone number, the digit forms of it."""
+    phone number, the digit prefixes ``core.phones`` derives from it."""
     keys = [fold(query)[:MAX_KEY_LENGTH], *query_digits(query, region)]
     return tuple(dict.fromkeys(k for k in keys if k))
 

@@ -49,9 +49,7 @@ def run_message(run: SyncRunRecord) -> contacts_pb2.SyncRun:
     return message
 
 
-def connector_message(
-    name: str, type_: str, last_run: SyncRunRecord | None
-) -> contacts_pb2.Connector:
+def connector_message(name: str, type_: str, last_run: SyncRunRecord | None) -> contacts_pb2.Connector:
     message = contacts_pb2.Connector(name=name, type=type_)
     if last_run is not None:
         message.last_run.CopyFrom(run_message(last_run))

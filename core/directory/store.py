@@ -10,8 +10,6 @@ lock per connector), which is why a diff read before the first write is safe.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import time
@@ -21,6 +19,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core import errors, paging
 from core.directory import tables as t
 from core.directory.keys import entry_keys, fold, query_keys, successor
 from core.directory.records import (
@@ -37,11 +36,6 @@ MAX_PAGE_SIZE = 1000
 # Bound on the values in one IN (...) list; SQLite allowed 999 parameters
 # before 3.32 and some builds still do.
 _CHUNK = 500
-_TOKEN_VERSION = 1
-
-
-class InvalidPageToken(ValueError):
-    """The page token is not one this search produced."""
 
 
 def record_digest(record: DirectoryRecord) -> str:
@@ -115,21 +109,13 @@ def _run(row: Any) -> SyncRunRecord:
     )
 
 
-def _encode_token(fingerprint: str, rank: int, sort_name: str, row_id: int) -> str:
-    raw = json.dumps([_TOKEN_VERSION, fingerprint, rank, sort_name, row_id], ensure_ascii=False)
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str, fingerprint: str) -> tuple[int, str, int]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        version, seen, rank, sort_name, row_id = json.loads(raw)
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise InvalidPageToken("page_token is malformed") from exc
-    if version != _TOKEN_VERSION or seen != fingerprint:
-        raise InvalidPageToken("page_token belongs to another query")
+def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
+    position = paging.decode_token(token)
+    if not (isinstance(position, list) and len(position) == 4 and position[0] == fingerprint):
+        raise errors.invalid("page_token", "belongs to another query")
+    _, rank, sort_name, row_id = position
     if not (isinstance(rank, int) and isinstance(sort_name, str) and isinstance(row_id, int)):
-        raise InvalidPageToken("page_token is malformed")
+        raise errors.invalid("page_token", "is not a page token this method returned")
     return rank, sort_name, row_id
 
 
@@ -204,9 +190,7 @@ class DirectoryStore:
     async def get_entry(self, source: str, entry_id: str) -> StoredEntry | None:
         e = t.directory_entries
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(e).where(e.c.source == source, e.c.entry_id == entry_id))
-            ).first()
+            row = (await conn.execute(select(e).where(e.c.source == source, e.c.entry_id == entry_id))).first()
         return None if row is None else _stored(row)
 
     async def count(self, source: str | None = None) -> int:
@@ -226,7 +210,8 @@ class DirectoryStore:
     ) -> tuple[list[StoredEntry], str]:
         """Entries with a key starting with the query: exact matches first,
         then by folded display name. Returns the page and the token for the
-        next one ("" on the last page).
+        next one ("" on the last page). A token from another query, or none
+        at all, is INVALID_ARGUMENT naming page_token.
 
         Every step is a range scan of the key index, so the cost follows the
         number of matches, not the size of the directory.
@@ -236,9 +221,7 @@ class DirectoryStore:
         keys = query_keys(query, default_region)
         if not keys:
             return [], ""
-        fingerprint = hashlib.blake2b(
-            json.dumps([keys, default_region]).encode(), digest_size=8
-        ).hexdigest()
+        fingerprint = hashlib.blake2b(json.dumps([keys, default_region]).encode(), digest_size=8).hexdigest()
 
         k, e = t.directory_keys, t.directory_entries
         in_range = or_(*(and_(k.c.key >= q, k.c.key < successor(q)) for q in keys))
@@ -258,7 +241,7 @@ class DirectoryStore:
             .limit(page_size + 1)
         )
         if page_token:
-            rank, sort_name, row_id = _decode_token(page_token, fingerprint)
+            rank, sort_name, row_id = _position(page_token, fingerprint)
             # Keyset pagination, spelled out: row values compare on both
             # backends but this form is plainer to read in a query plan.
             stmt = stmt.where(
@@ -279,7 +262,7 @@ class DirectoryStore:
         if len(rows) <= page_size:
             return entries, ""
         last = rows[page_size - 1]._mapping
-        return entries, _encode_token(fingerprint, last["rank"], last["sort_name"], last["id"])
+        return entries, paging.encode_token([fingerprint, last["rank"], last["sort_name"], last["id"]])
 
     async def _digests(
         self, conn: AsyncConnection, source: str, entry_ids: Sequence[str] | None
@@ -347,15 +330,11 @@ class DirectoryStore:
         return Counts(added=len(added), updated=len(changed), removed=len(removed))
 
     @staticmethod
-    async def _insert_keys(
-        conn: AsyncConnection, rows: Sequence[tuple[int, DirectoryRecord]]
-    ) -> None:
+    async def _insert_keys(conn: AsyncConnection, rows: Sequence[tuple[int, DirectoryRecord]]) -> None:
         values = [
             {"entry_row_id": row_id, "key": key, "kind": kind}
             for row_id, record in rows
-            for key, kind in entry_keys(
-                record.display_name, record.emails, record.phone_numbers
-            ).items()
+            for key, kind in entry_keys(record.display_name, record.emails, record.phone_numbers).items()
         ]
         if values:
             await conn.execute(insert(t.directory_keys), values)
@@ -409,9 +388,7 @@ class DirectoryStore:
         if full is not None:
             values["full"] = full
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(r).where(r.c.id == run_id).values(values).returning(r)
-            )
+            result = await conn.execute(update(r).where(r.c.id == run_id).values(values).returning(r))
             return _run(result.one())
 
     async def last_run(self, connector: str) -> SyncRunRecord | None:
@@ -450,9 +427,7 @@ class DirectoryStore:
     async def get_cursor(self, connector: str) -> dict[str, Any] | None:
         return (await self.connector_state(connector)).cursor
 
-    async def put_cursor(
-        self, connector: str, cursor: dict[str, Any] | None, *, full: bool = False
-    ) -> None:
+    async def put_cursor(self, connector: str, cursor: dict[str, Any] | None, *, full: bool = False) -> None:
         async with self._engine.begin() as conn:
             await self._put_state(conn, Checkpoint(connector, cursor, full))
 
@@ -470,8 +445,6 @@ class DirectoryStore:
             values["last_full_time"] = self._clock()
         # Update-then-insert rather than an upsert: ON CONFLICT is spelled
         # per dialect, and the caller's lock means no one races us here.
-        result = await conn.execute(
-            update(s).where(s.c.connector == checkpoint.connector).values(values)
-        )
+        result = await conn.execute(update(s).where(s.c.connector == checkpoint.connector).values(values))
         if not result.rowcount:
             await conn.execute(insert(s).values(connector=checkpoint.connector, **values))

@@ -24,7 +24,7 @@ def _binary(length: int) -> String:
     # only a prefix when strings compare by code point. SQLite's default
     # collation does; PostgreSQL's depends on the database locale, so the
     # column asks for "C" there. The queries stay the same on both.
-    return String(length).with_variant(String(length, collation="C"), "postgresql")  # type: ignore[return-value]
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 directory_entries = Table(

@@ -1,1 +1,1 @@
-"""Test support: real servers and stand-ins that tests and benches start."""
+"""Test support: real servers started and stopped by the tests."""

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.timing import seconds
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ldap"
 SCHEMAS = Path("/etc/ldap/schema")
 MODULES = Path("/usr/lib/ldap")
@@ -34,8 +36,6 @@ READER_DN = f"cn=reader,ou=services,{SUFFIX}"
 READER_PASSWORD = "reader-secret"  # as in fixtures/ldap/00-base.ldif
 PEOPLE_DN = f"ou=people,{SUFFIX}"
 
-# Every wait in here is a multiple of this; raise it on a slow machine.
-TIMEOUT_SCALE = float(os.environ.get("WAC_TEST_TIMEOUT_SCALE", "1"))
 
 _CONFIG = """\
 include {schemas}/core.schema
@@ -126,7 +126,7 @@ class Slapd:
                 stdin=subprocess.DEVNULL,
             )
             log.close()
-            if self._wait_ready(10 * TIMEOUT_SCALE):
+            if self._wait_ready(seconds(2)):
                 return
             self.stop()
         raise RuntimeError(f"slapd did not start: {self.log_tail()}")
@@ -160,7 +160,7 @@ class Slapd:
             return
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=5 * TIMEOUT_SCALE)
+            process.wait(timeout=seconds(1))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
