@@ -133,6 +133,7 @@ export class Wac extends Emitter<WacEvents> {
   private iceCache: { servers: RTCIceServer[]; until: number } | null = null;
   private webrtcEnv: WebRtcEnvironment | null = null;
   private readonly detachNetworkListeners: () => void;
+  private readonly callHost: CallHost;
 
   constructor(options: WacOptions = {}) {
     super();
@@ -163,6 +164,15 @@ export class Wac extends Emitter<WacEvents> {
     this.presence = new PresenceApi(request);
     this.contacts = new ContactsApi(request);
     this.detachNetworkListeners = this.listenToNetwork();
+    this.callHost = {
+      request: (method, params, options) => this.request(method, params, options),
+      clock: this.clock,
+      webrtc: () => (this.webrtcEnv ??= this.options.webrtc ?? browserWebRtc()),
+      iceServers: () => this.iceServers(),
+      username: () => this.session?.subscriber?.username,
+      register: (call) => this.calls.add(call, deliverCallEvent),
+      forget: (call) => this.calls.remove(call),
+    };
   }
 
   /** The connection state: connecting, connected, suspended or disconnected. */
@@ -310,6 +320,7 @@ export class Wac extends Emitter<WacEvents> {
   private scheduleRefresh(): void {
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
+    this.refreshDue = false; // the tokens are new: the next refresh is a full lifetime away
     if (!this.session) return;
     const delay = refreshDelay(this.session, this.clock.now());
     if (delay === null) return;
@@ -488,15 +499,6 @@ export class Wac extends Emitter<WacEvents> {
         });
     }
   }
-
-  private readonly callHost: CallHost = {
-    request: (method, params, options) => this.request(method, params, options),
-    webrtc: () => (this.webrtcEnv ??= this.options.webrtc ?? browserWebRtc()),
-    iceServers: () => this.iceServers(),
-    username: () => this.session?.subscriber?.username,
-    register: (call) => this.calls.add(call, deliverCallEvent),
-    forget: (call) => this.calls.remove(call),
-  };
 }
 
 function deliverCallEvent(call: Call, event: WacEvent): void {

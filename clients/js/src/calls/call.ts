@@ -20,6 +20,7 @@
  * does not depend on the WAPI link: a call survives a dropped socket, and
  * its events resume with the connection.
  */
+import type { Clock } from "../clock.js";
 import { Emitter } from "../emitter.js";
 import { Status, WacError, toWacError } from "../errors.js";
 import type {
@@ -71,6 +72,7 @@ export interface CallEvents {
 /** What a Call needs from the Wac that owns it. */
 export interface CallHost {
   request: Requester;
+  clock: Clock;
   webrtc(): WebRtcEnvironment;
   iceServers(): Promise<RTCIceServer[]>;
   /** The logged-in username, for endedBy on a local end. */
@@ -121,7 +123,7 @@ export class Call extends Emitter<CallEvents> {
   private ignoreOffer = false;
   private awaitingAnswer: Deferred | null = null;
   private restartingIce = false;
-  private iceTimer: ReturnType<typeof setTimeout> | null = null;
+  private iceTimer: unknown = null;
 
   /** @internal Made by Wac.call() and for callInvited events; not by applications. */
   constructor(
@@ -339,10 +341,15 @@ export class Call extends Emitter<CallEvents> {
         this.remoteOnHold = remoteHold;
         this.emit("remoteHold", remoteHold);
       }
-      await this.host.request("CallsService.Renegotiate", {
-        callId: this.id,
-        description: { type: "ANSWER", sdp: pc.localDescription?.sdp ?? "" },
-      });
+      // Not awaited: later events must not wait for the server's receipt.
+      this.host
+        .request("CallsService.Renegotiate", {
+          callId: this.id,
+          description: { type: "ANSWER", sdp: pc.localDescription?.sdp ?? "" },
+        })
+        .catch((error: unknown) => {
+          if (!this.hasEnded()) this.emit("error", toWacError(error));
+        });
     });
   }
 
@@ -433,7 +440,7 @@ export class Call extends Emitter<CallEvents> {
       const answered = new Promise<void>((resolve, reject) => {
         this.awaitingAnswer = { resolve, reject };
       });
-      const timer = setTimeout(() => {
+      const timer = this.host.clock.setTimeout(() => {
         this.awaitingAnswer?.reject(new WacError(Status.DEADLINE_EXCEEDED, "the other party did not answer the new offer"));
         this.awaitingAnswer = null;
         if (pc.signalingState === "have-local-offer") void pc.setLocalDescription({ type: "rollback" }).catch(() => {});
@@ -459,7 +466,7 @@ export class Call extends Emitter<CallEvents> {
         }
         throw wacError;
       } finally {
-        clearTimeout(timer);
+        this.host.clock.clearTimeout(timer);
         answered.catch(() => {});
       }
     };
@@ -539,13 +546,13 @@ export class Call extends Emitter<CallEvents> {
   }
 
   private onIceState(state: RTCIceConnectionState): void {
-    if (this.iceTimer) clearTimeout(this.iceTimer);
+    this.host.clock.clearTimeout(this.iceTimer);
     this.iceTimer = null;
     // Only the caller restarts ICE, so that the two sides never both do.
     if (this.direction !== "outgoing" || this.current !== "active") return;
     if (state === "failed") void this.restartIce().catch(() => {});
     else if (state === "disconnected") {
-      this.iceTimer = setTimeout(() => {
+      this.iceTimer = this.host.clock.setTimeout(() => {
         this.iceTimer = null;
         const now = this.peerConnection?.iceConnectionState;
         if (now === "disconnected" || now === "failed") void this.restartIce().catch(() => {});
@@ -593,7 +600,7 @@ export class Call extends Emitter<CallEvents> {
 
   /** Stops the media and closes the peer connection. */
   private release(): void {
-    if (this.iceTimer) clearTimeout(this.iceTimer);
+    this.host.clock.clearTimeout(this.iceTimer);
     this.iceTimer = null;
     this.awaitingAnswer?.reject(new WacError(Status.CANCELLED, "the call ended"));
     this.awaitingAnswer = null;

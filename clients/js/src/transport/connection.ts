@@ -127,8 +127,8 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   /** Closes the link and stops retrying; pending requests fail with `error`. */
   stop(error: WacError = new WacError(Status.CANCELLED, "disconnected")): void {
+    this.rpc.failAll(error); // first, so that closing the link does not fail them as UNAVAILABLE
     this.apply(this.machine.stop());
-    this.rpc.failAll(error);
   }
 
   /** Retries now if waiting to (e.g. the browser came back online). */
