@@ -50,7 +50,7 @@ export class WacError extends Error {
   readonly status: StatusName;
   /** The JSON-RPC error's data member, when the server sent one. */
   readonly data?: unknown;
-  /** The JSON-RPC error code when it was a protocol fault (-32700...-32600). */
+  /** The JSON-RPC error code when it was not a gRPC status (a protocol fault, a rate limit). */
   readonly jsonRpcCode?: number;
 
   constructor(code: number, message: string, options: { data?: unknown; jsonRpcCode?: number; cause?: unknown } = {}) {
@@ -63,10 +63,20 @@ export class WacError extends Error {
     if (options.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
   }
 
+  /** When the server asked to wait before trying again (rate limited), in ms. */
+  get retryAfterMs(): number | undefined {
+    return retryAfterMs(this.data);
+  }
+
   /** Whether this error has the given status, by name or number. */
   is(status: StatusName | number): boolean {
     return typeof status === "number" ? this.code === status : this.status === status;
   }
+}
+
+function retryAfterMs(data: unknown): number | undefined {
+  const seconds = data && typeof data === "object" ? (data as { retryAfter?: unknown }).retryAfter : undefined;
+  return typeof seconds === "number" && seconds >= 0 ? Math.ceil(seconds * 1000) : undefined;
 }
 
 /** The error member of a JSON-RPC response. */
@@ -96,6 +106,10 @@ export function errorFromJsonRpc(error: JsonRpcErrorObject): WacError {
   }
   const mapped = JSON_RPC_FAULTS[error.code];
   if (mapped !== undefined) return new WacError(mapped, message, { data, jsonRpcCode: error.code });
+  if (retryAfterMs(data) !== undefined) {
+    // The WAPI edge's rate limit (-32000 with data.retryAfter in seconds).
+    return new WacError(Status.RESOURCE_EXHAUSTED, message, { data, jsonRpcCode: error.code });
+  }
   // -32000..-32099 are implementation-defined server errors; anything else is unknown too.
   return new WacError(Status.UNKNOWN, message, { data, jsonRpcCode: error.code });
 }

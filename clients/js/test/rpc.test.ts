@@ -223,6 +223,14 @@ describe("error mapping", () => {
     }
   });
 
+  it("maps the edge's rate limit (-32000 with retryAfter) to RESOURCE_EXHAUSTED", () => {
+    const error = errorFromJsonRpc({ code: -32000, message: "rate limited", data: { retryAfter: 0.25 } });
+    assert.equal(error.status, "RESOURCE_EXHAUSTED");
+    assert.equal(error.jsonRpcCode, -32000);
+    assert.equal(error.retryAfterMs, 250);
+    assert.equal(errorFromJsonRpc({ code: 5, message: "x" }).retryAfterMs, undefined);
+  });
+
   it("maps HTTP statuses for the fallback transport", () => {
     assert.equal(statusFromHttp(401), Status.UNAUTHENTICATED);
     assert.equal(statusFromHttp(403), Status.PERMISSION_DENIED);

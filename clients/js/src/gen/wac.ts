@@ -539,7 +539,10 @@ export interface SessionRevoked {
 
 /** The request for Subscribe. */
 export interface SubscribeRequest {
-  /** The last seq the client saw; 0 for only new events. */
+  /**
+   * The last seq the client saw. 0 replays every event still kept for the
+   * session: all of them for a session that just logged in.
+   */
   afterSeq?: string;
 }
 
@@ -584,19 +587,21 @@ export interface GetSubscriberRequest {
   username?: string;
 }
 
-/** A public JSON Web Key (RFC 7517, RFC 8037). */
+/** A public JSON Web Key (RFC 7517, RFC 7518). */
 export interface Jwk {
-  /** The key type, "OKP" for Ed25519. */
+  /** The key type, "EC". */
   kty?: string;
-  /** The curve, "Ed25519". */
+  /** The curve, "P-256". */
   crv?: string;
-  /** The public key, base64url. */
+  /** The public point's x coordinate, base64url. */
   x?: string;
+  /** The public point's y coordinate, base64url. */
+  y?: string;
   /** The key id, matching the "kid" header of the tokens it signs. */
   kid?: string;
   /** The key use, "sig". */
   use?: string;
-  /** The algorithm, "EdDSA". */
+  /** The algorithm, "ES256". */
   alg?: string;
 }
 

@@ -96,8 +96,9 @@ export class HttpTransport implements Transport {
     if (looksLikeJsonRpcResponse(body)) {
       this.handler.onMessage(body);
     } else {
-      // A proxy's page or an empty body: answer each request from the HTTP status.
-      const error: JsonRpcErrorObject = { code: httpErrorCode(status), message: `HTTP ${status}` };
+      // The edge's own error ({"error": {...}}, e.g. 413), a proxy's page or an
+      // empty body: answer each request with it, or from the HTTP status.
+      const error: JsonRpcErrorObject = parseError(body) ?? { code: httpErrorCode(status), message: `HTTP ${status}` };
       const responses = requests
         .filter((r) => r.id !== undefined && r.id !== null)
         .map((r) => (status >= 200 && status < 300 ? { jsonrpc: "2.0", id: r.id, result: {} } : { jsonrpc: "2.0", id: r.id, error }));
