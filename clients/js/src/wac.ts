@@ -463,7 +463,7 @@ export class Wac extends Emitter<WacEvents> {
   private onCallInvited(event: WacEvent): void {
     const invited = event.callInvited!;
     const callId = invited.call?.callId;
-    if (!callId || this.calls.get(callId) || invited.call?.state === "ENDED") return;
+    if (!callId || this.calls.knows(callId) || invited.call?.state === "ENDED") return;
     const call = new Call(this.callHost, "incoming", invited.call ?? {}, {
       ...(invited.offer ? { offer: invited.offer } : {}),
       ...(invited.callerDisplayName ? { callerDisplayName: invited.callerDisplayName } : {}),

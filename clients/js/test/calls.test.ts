@@ -320,6 +320,9 @@ describe("calls", () => {
     await server.answer("CallsService.RejectCall", {});
     await declined;
     assert.deepEqual(server.link.last("CallsService.RejectCall").params, { callId: "c7", reason: "DECLINED" });
+    // A resync replays old invitations: an ended call does not ring again.
+    server.event({ callInvited: { call: { callId: "c6", caller: "bob", state: "RINGING" }, offer: { type: "OFFER", sdp: OFFER_SDP } } });
+    assert.equal(calls.length, 2);
   });
 });
 

@@ -258,6 +258,23 @@ describe("Wac", () => {
     void network;
   });
 
+  it("emits resync when the missed events are gone, and subscribes from 0", async () => {
+    const { wac, network, clock } = await loggedIn();
+    let resyncs = 0;
+    wac.on("resync", () => resyncs++);
+    network.current.event({ seq: "9" });
+    network.current.fail({ code: 1006, wasOpen: true });
+    await clock.advance(500);
+    network.current.accept();
+    await settle();
+    const subscribe = network.current.last("EventsService.Subscribe");
+    assert.deepEqual(subscribe.params, { afterSeq: "9" });
+    network.current.replyError(subscribe.id, 11, "too old", "OUT_OF_RANGE");
+    await settle();
+    assert.equal(resyncs, 1);
+    assert.deepEqual(network.current.last("EventsService.Subscribe").params, { afterSeq: "0" });
+  });
+
   it("fails requests made before login with FAILED_PRECONDITION", async () => {
     const { wac } = setup();
     await assert.rejects(wac.presence.get(["bob"]), (e: WacError) => e.status === "FAILED_PRECONDITION");

@@ -10,11 +10,14 @@ import type { Call } from "./call.js";
 
 /** At most this many events are held per unknown call. */
 const MAX_HELD_PER_CALL = 64;
+/** How many ended calls are remembered, so that a replayed invitation is not taken for a new call. */
+const MAX_REMEMBERED_ENDED = 256;
 
 export class CallRegistry {
   private readonly calls = new Map<string, Call>();
   private readonly held = new Map<string, WacEvent[]>();
   private creating = 0;
+  private readonly endedIds = new Set<string>();
 
   /** The calls not ended yet. */
   get live(): Call[] {
@@ -46,7 +49,20 @@ export class CallRegistry {
   }
 
   remove(call: Call): void {
-    if (this.calls.get(call.id) === call) this.calls.delete(call.id);
+    if (this.calls.get(call.id) !== call) return;
+    this.calls.delete(call.id);
+    this.endedIds.add(call.id);
+    if (this.endedIds.size > MAX_REMEMBERED_ENDED) {
+      this.endedIds.delete(this.endedIds.values().next().value as string);
+    }
+  }
+
+  /**
+   * Whether a call is known here, live or ended. After a resync the server
+   * replays the events it still keeps, invitations to calls long over included.
+   */
+  knows(callId: string): boolean {
+    return this.calls.has(callId) || this.endedIds.has(callId);
   }
 
   /** Holds an event of an unknown call if a CreateCall is under way; returns whether it did. */

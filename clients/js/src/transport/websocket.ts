@@ -23,7 +23,12 @@ export interface WebSocketTransportOptions {
   clock?: Clock;
 }
 
-export const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
+/**
+ * A healthy server answers the upgrade in well under a second even on a slow
+ * mobile link; three timed-out attempts (the 'auto' fallback's default) plus
+ * their backoff must fit within the 30 s a login waits.
+ */
+export const DEFAULT_OPEN_TIMEOUT_MS = 8_000;
 
 const OPEN = 1;
 
