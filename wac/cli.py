@@ -2,6 +2,7 @@
 
     wac run [--demo]            everything of the embedded default, supervised
     wac core                    the gRPC core alone
+    wac edge                    the WAPI edge alone (WebSocket and HTTP)
     wac migrate                 bring the database schema up to date
     wac admin subscriber add USERNAME --password PASSWORD [--display-name NAME]
                                 [--phone E164]... [--email ADDR] [--role ROLE]...
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run everything (core, WAPI edge, Envoy) supervised")
     run.add_argument("--demo", action="store_true", help="create the demo subscribers alice and bob if missing")
     commands.add_parser("core", help="run the gRPC core alone")
+    commands.add_parser("edge", help="run the WAPI edge alone (JSON-RPC over WebSocket and HTTP)")
     commands.add_parser("envoy", help="run the Envoy front door alone (SAPI, WAPI, gRPC on one port)")
     commands.add_parser("migrate", help="bring the database schema up to date")
 
@@ -182,6 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core")
             asyncio.run(serve(config))
             return 0
+        if args.command == "edge":
+            from edges.wapi.server import serve as serve_edge
+
+            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "edge")
+            try:
+                asyncio.run(serve_edge(config))
+            except ConfigError as exc:
+                print(f"wac edge: configuration error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            return 0
         if args.command == "envoy":
             return _envoy(config)
         if args.command == "migrate":
@@ -250,7 +262,7 @@ def _connectable(listen: str) -> str:
 
 def available_roles() -> list[str]:
     """The children of ``wac run``, in start order."""
-    return ["core", "envoy"]
+    return ["core", "edge", "envoy"]
 
 
 if __name__ == "__main__":

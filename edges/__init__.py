@@ -1,0 +1,1 @@
+"""Edges: translators between client protocols and the core's gRPC API."""

@@ -1,0 +1,172 @@
+"""The edge's one gRPC channel to the core, generic calls over it, and the
+translation of a gRPC status into a JSON-RPC error.
+
+Calls are made by method path with the message classes from the method
+table, so no generated stub is involved. Every unary call has a deadline: a
+core that is down or stuck yields UNAVAILABLE or DEADLINE_EXCEEDED with a
+clear message, never a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from edges.wapi.methods import Method
+from edges.wapi.rpc import RpcError
+
+log = logging.getLogger("wac.edge")
+
+Metadata = tuple[tuple[str, str], ...]
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_CHANNEL_OPTIONS = [
+    # Reconnect quickly once a restarted core is back: the default backoff
+    # starts at 1 s and grows to 2 min, during which every call fails.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # Events carry SDPs (32 KiB at most); a result can be a page of 1000
+    # subscribers. The core sends up to 4 MiB.
+    ("grpc.max_receive_message_length", 4 << 20),
+]
+
+
+def call_metadata(token: str | None, address: str) -> Metadata:
+    """What the core needs to know about the caller: its credential and its address."""
+    metadata: list[tuple[str, str]] = []
+    if token:
+        metadata.append(("authorization", f"Bearer {token}"))
+    if address:
+        metadata.append(("x-forwarded-for", address))
+    return tuple(metadata)
+
+
+class CoreClient:
+    """One channel to the core, shared by every connection of the edge.
+
+    Bounds: ``deadline`` (seconds, > 0) applies to every unary call.
+    """
+
+    def __init__(self, address: str, *, deadline: float) -> None:
+        if deadline <= 0:
+            raise ValueError("deadline must be positive")
+        self.address = address
+        self._deadline = deadline
+        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._streams: dict[str, grpc.aio.UnaryStreamMultiCallable] = {}
+
+    async def call(self, method: Method, request: Message, metadata: Metadata) -> Message:
+        """One unary call; raises RpcError with the core's status on failure."""
+        callable_ = self._unary.get(method.path)
+        if callable_ is None:
+            callable_ = self._channel.unary_unary(
+                method.path,
+                request_serializer=method.request_type.SerializeToString,
+                response_deserializer=method.response_type.FromString,
+            )
+            self._unary[method.path] = callable_
+        try:
+            response: Message = await callable_(request, metadata=metadata, timeout=self._deadline)
+        except grpc.aio.AioRpcError as exc:
+            raise status_error(
+                method.name, exc.code(), exc.details(), exc.trailing_metadata(), self._deadline
+            ) from None
+        return response
+
+    def stream(self, method: Method, request: Message, metadata: Metadata) -> grpc.aio.UnaryStreamCall:
+        """Open a server stream. It has no deadline: a subscription lasts as long as its client."""
+        callable_ = self._streams.get(method.path)
+        if callable_ is None:
+            callable_ = self._channel.unary_stream(
+                method.path,
+                request_serializer=method.request_type.SerializeToString,
+                response_deserializer=method.response_type.FromString,
+            )
+            self._streams[method.path] = callable_
+        return callable_(request, metadata=metadata)
+
+    async def stream_error(self, method: Method, call: grpc.aio.UnaryStreamCall) -> RpcError | None:
+        """The error a finished stream ended with, or None if it ended OK."""
+        code = await call.code()
+        if code == grpc.StatusCode.OK:
+            return None
+        return status_error(method.name, code, await call.details(), await call.trailing_metadata())
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def status_error(
+    method: str,
+    code: grpc.StatusCode,
+    details: str | None,
+    trailing: Iterable[tuple[str, Any]] | None,
+    deadline: float | None = None,
+) -> RpcError:
+    """A gRPC status as a JSON-RPC error: code = the status number, message = the core's.
+
+    The google.rpc.Status details in ``grpc-status-details-bin`` become
+    ``data``: BadRequest field violations as ``fieldViolations``, RetryInfo as
+    ``retryDelay`` (a proto3 JSON duration, "1.500s"), ErrorInfo as
+    ``reason``. A status without details did not come from the core's own
+    error mapping but from the transport (the core is down, the deadline
+    passed, the method is not served): its message is written here, and the
+    transport's own text, which can name internal addresses, only goes to
+    the log.
+    """
+    status = _status_details(trailing)
+    data: dict[str, Any] = {"status": code.name}
+    message = (status.message if status is not None else "") or details or ""
+    if status is not None:
+        _add_details(status, data)
+    elif code == grpc.StatusCode.UNAVAILABLE:
+        log.warning("core unavailable", extra={"method": method, "detail": details})
+        message = "the wac core is unavailable; try again shortly"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        limit = f" within {deadline:g} s" if deadline else " in time"
+        message = f"the wac core did not answer{limit}"
+    elif code == grpc.StatusCode.UNIMPLEMENTED:
+        message = f"{method} is not implemented by this core"
+    elif code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL) and not message.startswith("internal error"):
+        log.warning("core call failed", extra={"method": method, "code": code.name, "detail": details})
+        message = "internal error in the wac core"
+    return RpcError(code.value[0], message or code.name.lower().replace("_", " "), data)
+
+
+def _status_details(trailing: Iterable[tuple[str, Any]] | None) -> status_pb2.Status | None:
+    for key, value in trailing or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except Exception:
+                return None
+    return None
+
+
+def _add_details(status: status_pb2.Status, data: dict[str, Any]) -> None:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            data.setdefault("fieldViolations", []).extend(
+                {"field": v.field, "description": v.description} for v in bad.field_violations
+            )
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            data["retryDelay"] = retry.retry_delay.ToJsonString()
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            data["reason"] = info.reason
+            if info.domain:
+                data["domain"] = info.domain
+            if info.metadata:
+                data["metadata"] = dict(info.metadata)

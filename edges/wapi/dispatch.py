@@ -1,0 +1,57 @@
+"""From a JSON-RPC request to a core call and back, shared by both adapters.
+
+The adapters decide which credential a call carries and what happens to the
+connection afterwards; this module only resolves the method, translates
+params and result, and makes the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from google.protobuf.message import Message
+
+from edges.wapi import methods
+from edges.wapi.core_client import CoreClient, call_metadata
+from edges.wapi.methods import Method, MethodTable
+from edges.wapi.rpc import INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError
+
+log = logging.getLogger("wac.edge")
+
+
+class Dispatcher:
+    """The method table and the core client, used by every connection."""
+
+    def __init__(self, table: MethodTable, client: CoreClient) -> None:
+        self.table = table
+        self.client = client
+
+    def resolve(self, request: Request) -> tuple[Method, Message]:
+        """The method and its request message; RpcError -32601 or -32602."""
+        method = self.table.get(request.method)
+        if method is None:
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f'unknown method "{request.method[:100]}"; methods are named "<Service>.<Method>", '
+                'e.g. "IdentityService.Login"',
+            )
+        if method.client_streaming:
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f"{method.name} streams from the client, which the WAPI does not carry",
+            )
+        return method, method.parse_params(request.params)
+
+    async def call(self, method: Method, message: Message, credential: str | None, address: str) -> dict[str, Any]:
+        """One unary call; the result as proto3 JSON, or RpcError."""
+        response = await self.client.call(method, message, call_metadata(credential, address))
+        return methods.to_json(response)
+
+
+def internal_error(where: str, exc: BaseException) -> RpcError:
+    """An edge bug, logged with a reference the client also gets, never a trace."""
+    ref = secrets.token_hex(4)
+    log.error("internal error in %s (ref %s)", where, ref, exc_info=exc)
+    return RpcError(INTERNAL_ERROR, f"internal error (ref {ref}); the operator's log has the details")

@@ -1,0 +1,295 @@
+"""The HTTP adapter, for networks that block WebSockets, and the static files.
+
+The websockets library serves only the GET of an upgrade, so this part runs
+on aiohttp, a well-kept asyncio HTTP server already in the lock, on its own
+port (``edge.http_listen``):
+
+* ``POST /wapi/http``: a JSON-RPC request or batch in the body, its
+  response in the reply (200), or 204 when it held only notifications. The
+  token travels as ``Authorization: Bearer``; Login and RefreshSession need
+  none and return the session as their result. When the core refuses the
+  token itself (revoked, expired) the reply is 401 with the same JSON-RPC
+  body: the HTTP form of the WebSocket's close 4401.
+* ``GET /wapi/http/events?afterSeq=N``: a long poll on the session's event
+  stream, answered ``{"events": [...]}`` as soon as one event arrives (after
+  a 20 ms window that gathers the ones right behind it), or empty after
+  ``long_poll_seconds``. The events are the very ones the WebSocket
+  delivers, with the same seq: a client switches between the two freely.
+* ``GET /sdk/<file>`` from the JS SDK's dist/ and ``GET /`` (and the
+  demo's assets) from its demo/, when built.
+
+Errors other than a JSON-RPC response are ``{"error": {"code", "message",
+"data"}}``, the JSON-RPC error object, with the gRPC code matching the
+HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from edges.wapi import methods, rpc
+from edges.wapi.core_client import call_metadata
+from edges.wapi.dispatch import Dispatcher, internal_error
+from edges.wapi.rpc import RpcError
+from edges.wapi.session import RateLimiter, Verdict, not_logged_in, token_refused
+
+log = logging.getLogger("wac.edge")
+
+RPC_PATH = "/wapi/http"
+EVENTS_PATH = "/wapi/http/events"
+EVENTS_METHOD = "EventsService.Subscribe"
+
+# After the first event of a poll, wait this long for the ones right behind
+# it (a call's ringing and answer, a burst of presence), so that a burst
+# costs one round trip instead of one per event.
+GATHER_WINDOW = 0.02
+MAX_EVENTS_PER_POLL = 500
+# Per-address rate limiters kept before idle ones are forgotten.
+MAX_LIMITERS = 10_000
+
+HINT = "send 'Authorization: Bearer <access token>' (IdentityService.Login returns one)"
+
+# google.rpc.Code's own HTTP mapping, both ways.
+_HTTP_FOR_CODE = {
+    1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,
+    9: 400, 10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401,
+}  # fmt: skip
+_CODE_FOR_HTTP = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 8, 429: 8, 499: 1, 501: 12, 503: 14, 504: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_message_bytes: int
+    max_batch: int
+    rate_per_second: float
+    rate_burst: int
+    long_poll_seconds: float
+
+
+def json_error(status: int, code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
+    body = RpcError(code, message, data).to_json()
+    return web.json_response({"error": body}, status=status, dumps=rpc.encode)  # type: ignore[arg-type]
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    return credential.strip()
+
+
+def client_address(request: web.Request) -> str:
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    return forwarded or request.remote or ""
+
+
+class HttpEdge:
+    """The aiohttp application of the edge. ``stop_polls`` answers held polls at once."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        limits: HttpLimits,
+        *,
+        sdk_dir: Path,
+        demo_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._limits = limits
+        self._sdk_dir = sdk_dir
+        self._demo_dir = demo_dir
+        self._clock = clock
+        self._limiters: dict[str, RateLimiter] = {}
+        self._stopping: asyncio.Future[None] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self._limits.max_message_bytes, middlewares=[self._errors])
+        app.router.add_post(RPC_PATH, self._rpc)
+        app.router.add_get(EVENTS_PATH, self._events)
+        app.router.add_get("/sdk/{name:.+}", self._sdk)
+        app.router.add_get("/", self._demo)
+        app.router.add_get("/{path:.+}", self._demo)
+        return app
+
+    def stop_polls(self) -> None:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_future()
+        if not self._stopping.done():
+            self._stopping.set_result(None)
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(
+                413, 8, f"request body too large: at most {self._limits.max_message_bytes} bytes are allowed"
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return json_error(exc.status, _CODE_FOR_HTTP.get(exc.status, 2), exc.reason.lower())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ref = secrets.token_hex(4)
+            log.error("internal error in %s %s (ref %s)", request.method, request.path, ref, exc_info=exc)
+            return json_error(500, 13, f"internal error (ref {ref}); the operator's log has the details")
+
+    # -- JSON-RPC over POST --------------------------------------------
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        frame = rpc.parse(body, max_batch=self._limits.max_batch)
+        token = bearer(request)
+        address = client_address(request)
+        limiter = self._limiter(address)
+        replies: dict[int, dict[str, Any]] = {}
+        admitted: list[tuple[int, rpc.Request]] = []
+        for index, item in enumerate(frame.items):
+            decision = limiter.check(self._clock())
+            if decision.verdict is not Verdict.ADMIT:
+                replies[index] = rpc.error(item.id, rpc.rate_limited(max(decision.retry_after, 1e-3)))
+            elif isinstance(item, rpc.Request):
+                admitted.append((index, item))
+        outcomes = await asyncio.gather(*(self._execute(r, token, address) for _, r in admitted))
+        refused = False
+        for (index, _), (response, token_dead) in zip(admitted, outcomes, strict=True):
+            replies[index] = response
+            refused = refused or token_dead
+        text = frame.response(replies)
+        if text is None:
+            return web.Response(status=204)
+        return web.Response(status=401 if refused else 200, text=text, content_type="application/json")
+
+    async def _execute(self, request: rpc.Request, token: str | None, address: str) -> tuple[dict[str, Any], bool]:
+        credential: str | None = None
+        try:
+            method, message = self._dispatcher.resolve(request)
+            if method.server_streaming:
+                raise RpcError(
+                    rpc.METHOD_NOT_FOUND,
+                    f"{method.name} is a stream; over HTTP, long-poll GET {EVENTS_PATH}?afterSeq=N",
+                )
+            credential = None if method.opens_session else token
+            if credential is None and not method.opens_session:
+                raise not_logged_in(HINT)
+            result = await self._dispatcher.call(method, message, credential, address)
+            return rpc.result(request.id, result), False
+        except RpcError as failure:
+            return rpc.error(request.id, failure), token_refused(failure, credential)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return rpc.error(request.id, internal_error(request.method, exc)), False
+
+    def _limiter(self, address: str) -> RateLimiter:
+        limiter = self._limiters.get(address)
+        if limiter is None:
+            if len(self._limiters) >= MAX_LIMITERS:
+                # Forgetting a limiter hands its address a full bucket: a
+                # bounded table matters more than an exact count under churn.
+                self._limiters.clear()
+            limiter = RateLimiter(
+                rate=self._limits.rate_per_second,
+                burst=self._limits.rate_burst,
+                # An HTTP client has no socket to close; it is only refused.
+                flood_after=1 << 30,
+                now=self._clock(),
+            )
+            self._limiters[address] = limiter
+        return limiter
+
+    # -- long-polled events --------------------------------------------
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        query = request.rel_url.query
+        unknown = set(query) - {"afterSeq", "after_seq"}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            return json_error(400, 3, f"unknown query parameter(s): {names}; only afterSeq is accepted")
+        after = query.get("afterSeq", query.get("after_seq", "0"))
+        if not after.isdigit() or len(after) > 19:
+            return json_error(400, 3, f"afterSeq must be a non-negative integer, got {after[:40]!r}")
+        token = bearer(request)
+        if token is None:
+            error = not_logged_in(HINT)
+            return json_error(401, error.code, error.message, dict(error.data or {}))
+        method = self._dispatcher.table.get(EVENTS_METHOD)
+        if method is None:  # pragma: no cover - the contract has it
+            return json_error(501, 12, f"{EVENTS_METHOD} is not in this edge's contract")
+        message = method.parse_params({"afterSeq": after})
+        call = self._dispatcher.client.stream(method, message, call_metadata(token, client_address(request)))
+        try:
+            events, failure = await self._poll(call)
+            if failure is None and call.done():
+                failure = await self._dispatcher.client.stream_error(method, call)
+        finally:
+            call.cancel()
+        if failure is not None and not events:
+            status = _HTTP_FOR_CODE.get(failure.code, 500)
+            return json_error(status, failure.code, failure.message, dict(failure.data or {}))
+        return web.json_response({"events": [methods.to_json(e) for e in events]}, dumps=rpc.encode)
+
+    async def _poll(self, call: grpc.aio.UnaryStreamCall) -> tuple[list[Any], RpcError | None]:
+        """Read until the first event (or the poll time), then whatever follows within the window."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_future()
+        events: list[Any] = []
+        first = asyncio.ensure_future(call.read())
+        try:
+            done, _ = await asyncio.wait(
+                {first, self._stopping}, timeout=self._limits.long_poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if first not in done:
+                return events, None
+            message = first.result()
+        except grpc.aio.AioRpcError:
+            return events, None  # the caller reads the status
+        finally:
+            if not first.done():
+                first.cancel()
+        if message is grpc.aio.EOF:
+            return events, None
+        events.append(message)
+        try:
+            async with asyncio.timeout(GATHER_WINDOW):
+                while len(events) < MAX_EVENTS_PER_POLL:
+                    message = await call.read()
+                    if message is grpc.aio.EOF:
+                        break
+                    events.append(message)
+        except (TimeoutError, grpc.aio.AioRpcError):
+            pass
+        return events, None
+
+    # -- static files --------------------------------------------------
+    async def _sdk(self, request: web.Request) -> web.StreamResponse:
+        return self._file(self._sdk_dir, request.match_info["name"], "the JS SDK", "npm run build")
+
+    async def _demo(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info.get("path", "") or "index.html"
+        if path == "wapi" or path.startswith(("wapi/", "sapi/")):
+            return json_error(404, 5, f"no such path: /{path}")
+        return self._file(self._demo_dir, path, "the demo", "npm run build")
+
+    @staticmethod
+    def _file(root: Path, relative: str, what: str, build: str) -> web.StreamResponse:
+        if not root.is_dir():
+            return json_error(404, 5, f"{what} is not built: run `{build}` in clients/js ({root} is missing)")
+        base = root.resolve()
+        target = (base / relative).resolve()
+        if not target.is_relative_to(base) or not target.is_file():
+            return json_error(404, 5, f"no such file in {what}: {relative[:200]}")
+        return web.FileResponse(target)

@@ -1,0 +1,221 @@
+"""JSON-RPC 2.0 messages: parse and validate what a client sends, build what
+the edge answers. Pure code: no I/O, no gRPC, no clock.
+
+One incoming text (a WebSocket frame or an HTTP body) is a single message or
+a batch. ``parse`` turns it into a ``Frame``: the requests to execute, in
+order, and the errors already known (malformed items), each with the id to
+answer. The adapters execute the requests and hand the replies back to
+``Frame.response`` to get the text to send, or None when nothing is owed
+(only notifications, or only client responses).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# The codes JSON-RPC 2.0 reserves, and the one server error the edge adds.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+RATE_LIMITED = -32000
+
+JsonId = str | int | float | None
+
+_REQUEST_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+_RESPONSE_MEMBERS = frozenset({"jsonrpc", "result", "error", "id"})
+
+
+@dataclass(frozen=True, slots=True)
+class RpcError(Exception):
+    """A JSON-RPC error object: a JSON-RPC code (negative) or a gRPC status number."""
+
+    code: int
+    message: str
+    data: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data:
+            error["data"] = dict(self.data)
+        return error
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One valid request, or a notification when ``notification`` is true."""
+
+    method: str
+    params: Mapping[str, Any]
+    id: JsonId = None
+    notification: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An item that failed validation, answered with ``error`` under ``id``."""
+
+    error: RpcError
+    id: JsonId = None
+
+
+Item = Request | Invalid
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What one incoming text holds: its items, in order, and whether it was a batch."""
+
+    items: tuple[Item, ...]
+    batch: bool = False
+
+    @property
+    def requests(self) -> tuple[Request, ...]:
+        return tuple(item for item in self.items if isinstance(item, Request))
+
+    def response(self, replies: Mapping[int, dict[str, Any]]) -> str | None:
+        """The text answering this frame.
+
+        ``replies`` maps the index of a Request in ``items`` to its response
+        object (from ``result`` or ``error``); a notification is never
+        answered, whatever ``replies`` holds. Invalid items without a reply
+        get their own error. Returns None when nothing is owed.
+        """
+        out: list[dict[str, Any]] = []
+        for index, item in enumerate(self.items):
+            if isinstance(item, Request) and item.notification:
+                continue
+            if index in replies:
+                out.append(replies[index])
+            elif isinstance(item, Invalid):
+                out.append(error(item.id, item.error))
+        if not out:
+            return None
+        return encode(out if self.batch else out[0])
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, whatever Python's json module accepts.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse(text: str | bytes, *, max_batch: int) -> Frame:
+    """Parse and validate one incoming text.
+
+    Never raises: every defect becomes an ``Invalid`` item carrying the
+    precise JSON-RPC error, with the request's id when it could be read.
+    A batch longer than ``max_batch`` (at least 1) is refused whole.
+    """
+    try:
+        message = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: deeply nested arrays, which a 64 KiB frame can hold.
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deeply nested"
+        return Frame((Invalid(RpcError(PARSE_ERROR, f"parse error: {detail}")),))
+    if isinstance(message, list):
+        if not message:
+            return Frame((Invalid(RpcError(INVALID_REQUEST, "invalid request: empty batch")),))
+        if len(message) > max_batch:
+            return Frame(
+                (
+                    Invalid(
+                        RpcError(
+                            INVALID_REQUEST,
+                            f"invalid request: batch of {len(message)} requests; at most {max_batch} are allowed",
+                        )
+                    ),
+                )
+            )
+        items = tuple(item for item in map(_item, message) if item is not None)
+        return Frame(items, batch=True)
+    item = _item(message)
+    return Frame(() if item is None else (item,))
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int)
+
+
+def _item(message: Any) -> Item | None:
+    """Validate one request object; None for a client's response (never answered)."""
+    if not isinstance(message, dict):
+        kind = type(message).__name__ if message is not None else "null"
+        return Invalid(RpcError(INVALID_REQUEST, f"invalid request: expected an object, got {_json_kind(kind)}"))
+    has_id = "id" in message
+    request_id = message.get("id")
+    if has_id and not _valid_id(request_id):
+        return Invalid(RpcError(INVALID_REQUEST, "invalid request: id must be a string, a number or null"))
+    if _is_response(message):
+        # A response to a request of ours; the edge sends none, so there is
+        # nothing to match it with, and answering a response could loop.
+        return None
+    if message.get("jsonrpc") != "2.0":
+        if "jsonrpc" not in message:
+            problem = 'missing "jsonrpc": "2.0"'
+        else:
+            problem = f'"jsonrpc" must be "2.0", got {json.dumps(message["jsonrpc"])[:40]}'
+        return Invalid(RpcError(INVALID_REQUEST, f"invalid request: {problem}"), request_id)
+    unknown = set(message) - _REQUEST_MEMBERS
+    if unknown:
+        names = ", ".join(sorted(f'"{name}"' for name in unknown))
+        return Invalid(RpcError(INVALID_REQUEST, f"invalid request: unknown member {names}"), request_id)
+    method = message.get("method")
+    if method is None:
+        return Invalid(RpcError(INVALID_REQUEST, 'invalid request: missing "method"'), request_id)
+    if not isinstance(method, str) or not method:
+        return Invalid(RpcError(INVALID_REQUEST, 'invalid request: "method" must be a non-empty string'), request_id)
+    params = message.get("params", {})
+    if isinstance(params, list):
+        # Valid JSON-RPC, but a protobuf message has named fields only.
+        return Invalid(
+            RpcError(INVALID_PARAMS, "invalid params: params must be an object (by name), not an array"),
+            request_id,
+        )
+    if not isinstance(params, dict):
+        return Invalid(RpcError(INVALID_REQUEST, 'invalid request: "params" must be an object'), request_id)
+    return Request(method=method, params=params, id=request_id, notification=not has_id)
+
+
+def _is_response(message: dict[str, Any]) -> bool:
+    return (
+        "method" not in message
+        and ("result" in message or "error" in message)
+        and set(message) <= _RESPONSE_MEMBERS
+        and message.get("jsonrpc") == "2.0"
+    )
+
+
+def _json_kind(python_type: str) -> str:
+    return {"str": "a string", "int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}.get(
+        python_type, python_type
+    )
+
+
+def result(request_id: JsonId, value: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def error(request_id: JsonId, failure: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": failure.to_json()}
+
+
+def notification(method: str, params: Any) -> str:
+    return encode({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def encode(message: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def rate_limited(retry_after: float) -> RpcError:
+    return RpcError(RATE_LIMITED, "rate limited", {"retryAfter": round(retry_after, 3)})
+

@@ -1,0 +1,183 @@
+"""The composition root of the WAPI edge: one gRPC channel to the core, the
+WebSocket server (websockets) and the HTTP server (aiohttp), in one process.
+
+``start_edge`` returns a running ``Edge`` with its actual ports (config may
+say port 0); ``serve`` runs one until SIGTERM or SIGINT, then closes every
+socket with 1001 (going away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from websockets.asyncio.server import Server
+from websockets.asyncio.server import serve as ws_serve
+
+from edges.wapi.core_client import CoreClient
+from edges.wapi.dispatch import Dispatcher
+from edges.wapi.http import HttpEdge, HttpLimits
+from edges.wapi.methods import MethodTable
+from edges.wapi.ws import WsLimits, make_handler, process_request
+from wac.config import Config, ConfigError, EdgeConfig
+
+log = logging.getLogger("wac.edge")
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SDK_DIR = ROOT / "clients" / "js" / "dist"
+DEFAULT_DEMO_DIR = ROOT / "clients" / "js" / "demo"
+
+# Incoming frames websockets buffers before it stops reading the socket. The
+# edge reads promptly (bounded by max_inflight), so a few suffice, and each
+# may be max_message_bytes long: this bounds the memory a client can pin.
+MAX_QUEUE = 4
+# The write buffer's high-water mark; beyond it a send waits, and the outbox
+# (send_queue messages) takes the excess until it too is full (close 4408).
+WRITE_LIMIT = 32 * 1024
+# Wait this long for a client's close frame before dropping the TCP connection.
+CLOSE_TIMEOUT = 5.0
+# Answered long polls and closing sockets get this long on shutdown.
+HTTP_SHUTDOWN_TIMEOUT = 2.0
+
+
+def split_address(address: str, what: str) -> tuple[str, int]:
+    """"host:port" or "[v6]:port", port 0 meaning any free port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"[edge] {what}: expected host:port, got {address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def check_limits(edge: EdgeConfig) -> None:
+    """The documented bounds of the [edge] keys (README: Configuration)."""
+    problems = []
+    if edge.max_message_bytes < 1024:
+        problems.append("max_message_bytes must be at least 1024")
+    if not 1 <= edge.max_batch <= 1000:
+        problems.append("max_batch must be 1 to 1000")
+    if edge.rate_per_second <= 0:
+        problems.append("rate_per_second must be positive")
+    if edge.rate_burst < 1:
+        problems.append("rate_burst must be at least 1")
+    if edge.flood_close_after < 1:
+        problems.append("flood_close_after must be at least 1")
+    if edge.send_queue < 1:
+        problems.append("send_queue must be at least 1")
+    if edge.max_inflight < 1:
+        problems.append("max_inflight must be at least 1")
+    if edge.call_deadline <= 0:
+        problems.append("call_deadline must be positive")
+    if edge.long_poll_seconds <= 0:
+        problems.append("long_poll_seconds must be positive")
+    if problems:
+        raise ConfigError("[edge] " + "; ".join(problems))
+
+
+@dataclass
+class Edge:
+    """A running edge. ``stop`` is idempotent."""
+
+    ws_server: Server
+    http_runner: web.AppRunner
+    http: HttpEdge
+    client: CoreClient
+    ws_port: int
+    http_port: int
+    _stopped: bool = False
+
+    @property
+    def connections(self) -> int:
+        """Open WebSocket connections."""
+        return len(self.ws_server.connections)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        # Close every socket with 1001 (going away), answer held polls now.
+        self.ws_server.close()
+        self.http.stop_polls()
+        await self.ws_server.wait_closed()
+        await self.http_runner.cleanup()
+        await self.client.close()
+
+
+async def start_edge(config: Config) -> Edge:
+    """Connect to the core and start both servers on the configured addresses."""
+    edge = config.edge
+    check_limits(edge)
+    ws_host, ws_port = split_address(edge.listen, "listen")
+    http_host, http_port = split_address(edge.http_listen, "http_listen")
+
+    client = CoreClient(edge.core_address, deadline=edge.call_deadline)
+    dispatcher = Dispatcher(MethodTable.for_package(), client)
+    ws_limits = WsLimits(
+        max_batch=edge.max_batch,
+        rate_per_second=edge.rate_per_second,
+        rate_burst=edge.rate_burst,
+        flood_close_after=edge.flood_close_after,
+        send_queue=edge.send_queue,
+        max_inflight=edge.max_inflight,
+    )
+    ws_server = await ws_serve(
+        make_handler(dispatcher, ws_limits),
+        ws_host,
+        ws_port,
+        process_request=process_request,
+        # Frames are small JSON: compression would cost two zlib contexts
+        # (tens of KiB) per connection for little gain.
+        compression=None,
+        max_size=edge.max_message_bytes,
+        max_queue=MAX_QUEUE,
+        write_limit=WRITE_LIMIT,
+        ping_interval=edge.ping_interval or None,
+        ping_timeout=edge.ping_timeout or None,
+        close_timeout=CLOSE_TIMEOUT,
+        server_header=None,
+    )
+    http = HttpEdge(
+        dispatcher,
+        HttpLimits(
+            max_message_bytes=edge.max_message_bytes,
+            max_batch=edge.max_batch,
+            rate_per_second=edge.rate_per_second,
+            rate_burst=edge.rate_burst,
+            long_poll_seconds=edge.long_poll_seconds,
+        ),
+        sdk_dir=Path(edge.sdk_dir) if edge.sdk_dir else DEFAULT_SDK_DIR,
+        demo_dir=Path(edge.demo_dir) if edge.demo_dir else DEFAULT_DEMO_DIR,
+    )
+    runner = web.AppRunner(http.app(), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, http_host, http_port)
+        await site.start()
+    except BaseException:
+        ws_server.close()
+        await ws_server.wait_closed()
+        await runner.cleanup()
+        await client.close()
+        raise
+    bound_ws = ws_server.sockets[0].getsockname()[1]
+    bound_http = runner.addresses[0][1]
+    log.info(
+        "edge listening",
+        extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
+    )
+    return Edge(ws_server, runner, http, client, bound_ws, bound_http)
+
+
+async def serve(config: Config) -> None:
+    """Run the edge until SIGTERM or SIGINT, then close every socket with 1001."""
+    edge = await start_edge(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("edge stopping")
+    await edge.stop()

@@ -1,0 +1,462 @@
+"""The WebSocket adapter: one ``WapiConnection`` per socket at ``/wapi``.
+
+It reads text frames, runs them through ``rpc`` and the dispatcher, and
+writes replies and event notifications through a bounded outbox. Every
+decision about the protocol is made in ``rpc``, ``session`` and
+``methods``; this module only moves frames and owns the socket's life.
+
+Guarantees:
+
+* Each frame gets exactly the answer JSON-RPC 2.0 prescribes (none for
+  notifications), and a bad frame never closes the socket.
+* Requests in flight on one socket at the same time may complete in any
+  order; a client that needs ordering waits for each response. At most
+  ``max_inflight`` frames run at once; reading pauses beyond that.
+* A subscription's result is sent before its first notification, and
+  notifications keep the order of the stream.
+* The outbox holds at most ``send_queue`` messages: a client that does not
+  read is closed with 4408 rather than grow the edge's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+from google.protobuf.message import Message
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as HttpRequest
+from websockets.http11 import Response as HttpResponse
+
+from edges.wapi import methods, rpc
+from edges.wapi.core_client import call_metadata
+from edges.wapi.dispatch import Dispatcher, internal_error
+from edges.wapi.methods import Method
+from edges.wapi.rpc import RpcError
+from edges.wapi.session import Binding, RateLimiter, Verdict, token_refused
+
+log = logging.getLogger("wac.edge")
+
+PATH = "/wapi"
+
+# Close codes; edges/README.md has the table for clients.
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+UNAUTHENTICATED = 4401
+TOO_SLOW = 4408
+
+# How long a new subscription may stay silent before it counts as accepted.
+# The core reports a refused Subscribe (OUT_OF_RANGE, UNAUTHENTICATED) at
+# once, but sends nothing at all for an accepted one until its first event:
+# gRPC sends response headers with the first message. Should the core send
+# its headers on acceptance, the wait ends at once, with no change here.
+SUBSCRIBE_SETTLE = 0.25
+
+NOTIFICATION = "event"
+HINT = (
+    "call IdentityService.Login or IdentityService.RefreshSession on this socket, "
+    "or connect with ?access_token=<access token>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WsLimits:
+    """Per-connection bounds, from the edge configuration."""
+
+    max_batch: int
+    rate_per_second: float
+    rate_burst: int
+    flood_close_after: int
+    send_queue: int
+    max_inflight: int
+    subscribe_settle: float = SUBSCRIBE_SETTLE
+
+
+def process_request(connection: ServerConnection, request: HttpRequest) -> HttpResponse | None:
+    """Accept the upgrade at /wapi only; anything else is a plain 404."""
+    if urlsplit(request.path).path != PATH:
+        return connection.respond(404, f"not found: the WAPI WebSocket is at {PATH}\n")
+    return None
+
+
+def client_address(headers: Headers, peer: Any) -> str:
+    """The browser's address: the first X-Forwarded-For entry (Envoy sets it), else the peer."""
+    forwarded = headers.get("X-Forwarded-For", "")
+    first = forwarded.split(",")[0].strip()
+    if first:
+        return first
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""
+
+
+def make_handler(
+    dispatcher: Dispatcher, limits: WsLimits, clock: Callable[[], float] = time.monotonic
+) -> Callable[[ServerConnection], Any]:
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None  # the handshake is complete
+        query = parse_qs(urlsplit(ws.request.path).query)
+        token = (query.get("access_token") or [""])[0]
+        address = client_address(ws.request.headers, ws.remote_address)
+        await WapiConnection(ws, dispatcher, limits, Binding(token), address, clock).run()
+
+    return handler
+
+
+class _Close:
+    """An outbox marker: close the socket once everything before it is sent."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class _Outcome:
+    """A request's response, and what to do once it has been queued."""
+
+    __slots__ = ("after", "response")
+
+    def __init__(self, response: dict[str, Any], after: Callable[[], None] | None = None) -> None:
+        self.response = response
+        self.after = after
+
+
+class _Subscription:
+    __slots__ = ("call", "method", "task")
+
+    def __init__(self, method: Method, call: grpc.aio.UnaryStreamCall) -> None:
+        self.method = method
+        self.call = call
+        self.task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        self.call.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class WapiConnection:
+    """One WebSocket: its binding, its rate limiter, its outbox, its subscription."""
+
+    __slots__ = (
+        "_address",
+        "_binding",
+        "_clock",
+        "_closer",
+        "_closing",
+        "_dispatcher",
+        "_finisher",
+        "_inflight",
+        "_limiter",
+        "_limits",
+        "_outbox",
+        "_subscription",
+        "_writer",
+        "_ws",
+    )
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        dispatcher: Dispatcher,
+        limits: WsLimits,
+        binding: Binding,
+        address: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ws = ws
+        self._dispatcher = dispatcher
+        self._limits = limits
+        self._binding = binding
+        self._address = address
+        self._clock = clock
+        self._limiter = RateLimiter(
+            rate=limits.rate_per_second,
+            burst=limits.rate_burst,
+            flood_after=limits.flood_close_after,
+            now=clock(),
+        )
+        self._outbox: deque[str | _Close] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._finisher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._subscription: _Subscription | None = None
+
+    async def run(self) -> None:
+        try:
+            async for message in self._ws:
+                if self._closing:
+                    continue  # a close is under way: drain, execute nothing more
+                if len(self._inflight) >= self._limits.max_inflight:
+                    await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._frame(message))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        self._closing = True
+        tasks = [*self._inflight]
+        if self._subscription is not None:
+            self._subscription.cancel()
+            if self._subscription.task is not None:
+                tasks.append(self._subscription.task)
+        for task in tasks:
+            task.cancel()
+        if self._finisher is not None:
+            tasks.append(self._finisher)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # The writer may still hold a close marker; it starts the closer.
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
+
+    # -- incoming ------------------------------------------------------
+    async def _frame(self, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                await self._binary()
+            else:
+                await self._text(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an edge bug: tell the client, keep no trace on the wire
+            failure = internal_error("websocket frame", exc)
+            self._send(rpc.encode(rpc.error(None, failure)))
+            self._close_after_send(INTERNAL_ERROR, "internal error")
+
+    async def _binary(self) -> None:
+        if not self._admit(None):
+            return
+        error = RpcError(rpc.INVALID_REQUEST, "invalid request: binary frames are not supported; send JSON as text")
+        self._send(rpc.encode(rpc.error(None, error)))
+
+    async def _text(self, text: str) -> None:
+        frame = rpc.parse(text, max_batch=self._limits.max_batch)
+        replies: dict[int, dict[str, Any]] = {}
+        admitted: list[tuple[int, rpc.Request]] = []
+        for index, item in enumerate(frame.items):
+            item_id = item.id
+            verdict = self._check_rate()
+            if verdict is None:
+                return  # flood: the socket is closing
+            if verdict > 0:
+                replies[index] = rpc.error(item_id, rpc.rate_limited(verdict))
+            elif isinstance(item, rpc.Request):
+                admitted.append((index, item))
+        outcomes = await asyncio.gather(*(self._execute(request) for _, request in admitted))
+        for (index, _), outcome in zip(admitted, outcomes, strict=True):
+            replies[index] = outcome.response
+        text_out = frame.response(replies)
+        if text_out is not None:
+            self._send(text_out)
+        for outcome in outcomes:
+            if outcome.after is not None:
+                outcome.after()
+
+    def _admit(self, request_id: rpc.JsonId) -> bool:
+        verdict = self._check_rate()
+        if verdict is None:
+            return False
+        if verdict > 0:
+            self._send(rpc.encode(rpc.error(request_id, rpc.rate_limited(verdict))))
+            return False
+        return True
+
+    def _check_rate(self) -> float | None:
+        """0 to admit, the retry delay to reject, None when the flood closes the socket."""
+        decision = self._limiter.check(self._clock())
+        if decision.verdict is Verdict.CLOSE:
+            self._abort(POLICY_VIOLATION, "flood: too many requests")
+            return None
+        if decision.verdict is Verdict.REJECT:
+            return max(decision.retry_after, 1e-3)
+        return 0.0
+
+    async def _execute(self, request: rpc.Request) -> _Outcome:
+        credential: str | None = None
+        try:
+            method, message = self._dispatcher.resolve(request)
+            credential = self._binding.credential_for(method, hint=HINT)
+            if method.server_streaming:
+                return await self._subscribe(request, method, message, credential)
+            result = await self._dispatcher.call(method, message, credential, self._address)
+            if method.opens_session:
+                self._binding.bind(result)
+            return _Outcome(rpc.result(request.id, result))
+        except RpcError as failure:
+            after = None
+            if token_refused(failure, credential):
+                # The token is dead (revoked, expired): answer, then close, so
+                # that the client logs in again instead of retrying.
+                self._closing_soon()
+                after = self._unauthenticated
+            return _Outcome(rpc.error(request.id, failure), after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return _Outcome(rpc.error(request.id, internal_error(request.method, exc)))
+
+    def _unauthenticated(self) -> None:
+        self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session's token was refused")
+
+    def _closing_soon(self) -> None:
+        # Frames that arrive after a fatal answer are not executed.
+        self._closing = True
+
+    # -- subscriptions -------------------------------------------------
+    async def _subscribe(
+        self, request: rpc.Request, method: Method, message: Message, credential: str | None
+    ) -> _Outcome:
+        call = self._dispatcher.client.stream(method, message, call_metadata(credential, self._address))
+        try:
+            failure = await self._settle(method, call)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if failure is not None:
+            call.cancel()
+            raise failure
+        if self._subscription is not None:
+            self._subscription.cancel()  # one subscription per socket: the new one replaces it
+        subscription = _Subscription(method, call)
+        self._subscription = subscription
+
+        def start() -> None:
+            if self._subscription is subscription and not self._closing:
+                subscription.task = asyncio.create_task(self._pump(subscription))
+            else:
+                subscription.cancel()
+
+        return _Outcome(rpc.result(request.id, {}), start)
+
+    async def _settle(self, method: Method, call: grpc.aio.UnaryStreamCall) -> RpcError | None:
+        """Wait until the core has accepted or refused the stream (see SUBSCRIBE_SETTLE)."""
+        try:
+            # Cancelling this wait leaves the call intact: each waiter has its own future.
+            await asyncio.wait_for(call.initial_metadata(), self._limits.subscribe_settle)
+        except TimeoutError:
+            return None
+        if call.done():
+            return await self._dispatcher.client.stream_error(method, call)
+        return None
+
+    async def _pump(self, subscription: _Subscription) -> None:
+        call = subscription.call
+        try:
+            async for message in call:
+                self._send(rpc.notification(NOTIFICATION, methods.to_json(message)))
+                if _ends_session(message):
+                    self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session was revoked")
+                    return
+            failure = await self._dispatcher.client.stream_error(subscription.method, call)
+        except grpc.aio.AioRpcError as exc:
+            failure = await self._dispatcher.client.stream_error(subscription.method, call)
+            if failure is None:  # pragma: no cover - an AioRpcError always has a status
+                failure = RpcError(exc.code().value[0], exc.details() or "stream failed")
+        if self._subscription is not subscription or self._closing:
+            return
+        if failure is None or failure.code == UNAUTHENTICATED_STATUS:
+            # The core ends a session's stream only when the session is over.
+            self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session ended")
+        else:
+            # The core restarted or failed: the client reconnects and resumes
+            # from its last seq, which loses nothing.
+            self._close_after_send(INTERNAL_ERROR, _reason(f"event stream failed: {failure.message}"))
+
+    # -- outgoing ------------------------------------------------------
+    def _send(self, text: str) -> None:
+        if self._closer is not None:
+            return
+        if len(self._outbox) >= self._limits.send_queue:
+            self._abort(TOO_SLOW, "too slow to read: send queue full; reconnect and resume")
+            return
+        self._outbox.append(text)
+        self._wake_writer()
+
+    def _close_after_send(self, code: int, reason: str) -> None:
+        """Close once the requests in flight are answered and everything queued has gone out.
+
+        A Logout answered while its own sessionRevoked event races it, for
+        one, still gets its response. In-flight calls end within the call
+        deadline, so the close waits no longer than that.
+        """
+        self._closing = True
+        if self._closer is not None or self._finisher is not None:
+            return
+        current = asyncio.current_task()
+        pending = [task for task in self._inflight if task is not current]
+        self._finisher = asyncio.create_task(self._close_when_answered(pending, _Close(code, reason)))
+
+    async def _close_when_answered(self, pending: list[asyncio.Task[None]], marker: _Close) -> None:
+        if pending:
+            await asyncio.wait(pending)
+        if self._closer is None:
+            self._outbox.append(marker)
+            self._wake_writer()
+
+    def _abort(self, code: int, reason: str) -> None:
+        """Close now, dropping whatever is queued."""
+        self._closing = True
+        if self._closer is not None:
+            return
+        self._outbox.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.create_task(self._ws.close(code, reason))
+
+    def _wake_writer(self) -> None:
+        # The writer exists only while there is something to send, so an idle
+        # connection costs no task.
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._outbox:
+                item = self._outbox.popleft()
+                if isinstance(item, _Close):
+                    self._outbox.clear()
+                    if self._closer is None:
+                        self._closer = asyncio.create_task(self._ws.close(item.code, item.reason))
+                    return
+                await self._ws.send(item)
+        except ConnectionClosed:
+            self._outbox.clear()
+        finally:
+            self._writer = None
+
+
+UNAUTHENTICATED_STATUS = grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
+def _ends_session(message: Message) -> bool:
+    """Whether an event says its session is over (wac.v1.Event.session_revoked)."""
+    field = message.DESCRIPTOR.fields_by_name.get("session_revoked")
+    return field is not None and message.HasField("session_revoked")
+
+
+def _reason(text: str) -> str:
+    # A close reason is at most 123 bytes of UTF-8.
+    encoded = text.encode()
+    if len(encoded) <= 123:
+        return text
+    return encoded[:120].decode(errors="ignore") + "..."
