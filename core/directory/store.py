@@ -10,10 +10,12 @@ lock per connector), which is why a diff read before the first write is safe.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
@@ -36,6 +38,8 @@ MAX_PAGE_SIZE = 1000
 # Bound on the values in one IN (...) list; SQLite allowed 999 parameters
 # before 3.32 and some builds still do.
 _CHUNK = 500
+# Writes of more entries than this prepare their rows off the event loop.
+_THREAD_THRESHOLD = 200
 
 
 def record_digest(record: DirectoryRecord) -> str:
@@ -77,6 +81,43 @@ def _entry_values(source: str, record: DirectoryRecord, now: float) -> dict[str,
         "digest": record_digest(record),
         "updated_at": now,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rows a write inserts and updates, and every written entry's keys."""
+
+    added: list[dict[str, Any]]
+    changed: list[dict[str, Any]]  # with "row_id"
+    keys: dict[str, dict[str, str]]  # entry_id -> key -> kind
+
+
+def _plan(
+    source: str,
+    incoming: dict[str, DirectoryRecord],
+    existing: dict[str, tuple[int, str]],
+    now: float,
+) -> _Plan:
+    added: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    keys: dict[str, dict[str, str]] = {}
+    for entry_id, record in incoming.items():
+        values = _entry_values(source, record, now)
+        if entry_id in existing:
+            row_id, digest = existing[entry_id]
+            if digest == values["digest"]:
+                continue  # unchanged: not rewritten, not counted
+            changed.append({"row_id": row_id, **values})
+        else:
+            added.append(values)
+        keys[entry_id] = entry_keys(record.display_name, record.emails, record.phone_numbers)
+    return _Plan(added, changed, keys)
+
+
+async def _insert_keys(conn: AsyncConnection, rows: Sequence[tuple[int, dict[str, str]]]) -> None:
+    values = [{"entry_row_id": row_id, "key": key, "kind": kind} for row_id, keys in rows for key, kind in keys.items()]
+    if values:
+        await conn.execute(insert(t.directory_keys), values)
 
 
 def _stored(row: Any) -> StoredEntry:
@@ -289,55 +330,49 @@ class DirectoryStore:
         deleted: Iterable[str],
     ) -> Counts:
         now = self._clock()
-        added: list[DirectoryRecord] = []
-        changed: list[tuple[int, DirectoryRecord]] = []
-        for entry_id, record in incoming.items():
-            if entry_id not in existing:
-                added.append(record)
-            elif existing[entry_id][1] != record_digest(record):
-                changed.append((existing[entry_id][0], record))
-        removed = [existing[i][0] for i in deleted if i in existing and i not in incoming]
+        gone = [existing[i][0] for i in deleted if i in existing and i not in incoming]
+        if len(incoming) > _THREAD_THRESHOLD:
+            # Digests, folding and phone parsing cost about 100 µs an entry:
+            # a big sync prepares its rows in a worker thread so that the
+            # core's event loop keeps serving calls meanwhile.
+            plan = await asyncio.to_thread(_plan, source, incoming, existing, now)
+        else:
+            plan = _plan(source, incoming, existing, now)
 
         e, k = t.directory_entries, t.directory_keys
-        for chunk in _chunks(removed):
+        for chunk in _chunks(gone):
             await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
             await conn.execute(delete(e).where(e.c.id.in_(chunk)))
 
-        if changed:
-            values = []
-            for row_id, record in changed:
-                row = _entry_values(source, record, now)
-                del row["source"], row["entry_id"]
-                values.append({"row_id": row_id, **row})
+        if plan.changed:
             await conn.execute(
                 update(e)
                 .where(e.c.id == bindparam("row_id"))
-                .values({name: bindparam(name) for name in values[0] if name != "row_id"}),
-                values,
+                .values({name: bindparam(name) for name in plan.changed[0] if name != "row_id"}),
+                plan.changed,
             )
-            for chunk in _chunks([row_id for row_id, _ in changed]):
+            for chunk in _chunks([row["row_id"] for row in plan.changed]):
                 await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
-            await self._insert_keys(conn, changed)
+            await _insert_keys(conn, [(row["row_id"], plan.keys[row["entry_id"]]) for row in plan.changed])
 
-        if added:
-            result = await conn.execute(
-                insert(e).returning(e.c.id, sort_by_parameter_order=True),
-                [_entry_values(source, r, now) for r in added],
-            )
-            row_ids = result.scalars().all()
-            await self._insert_keys(conn, list(zip(row_ids, added, strict=True)))
+        if plan.added:
+            # A plain executemany, then the ids read back: RETURNING with the
+            # ids in parameter order falls back to one INSERT per row on SQLite.
+            await conn.execute(insert(e), plan.added)
+            ids = await self._row_ids(conn, source, [row["entry_id"] for row in plan.added])
+            await _insert_keys(conn, [(ids[row["entry_id"]], plan.keys[row["entry_id"]]) for row in plan.added])
 
-        return Counts(added=len(added), updated=len(changed), removed=len(removed))
+        return Counts(added=len(plan.added), updated=len(plan.changed), removed=len(gone))
 
     @staticmethod
-    async def _insert_keys(conn: AsyncConnection, rows: Sequence[tuple[int, DirectoryRecord]]) -> None:
-        values = [
-            {"entry_row_id": row_id, "key": key, "kind": kind}
-            for row_id, record in rows
-            for key, kind in entry_keys(record.display_name, record.emails, record.phone_numbers).items()
-        ]
-        if values:
-            await conn.execute(insert(t.directory_keys), values)
+    async def _row_ids(conn: AsyncConnection, source: str, entry_ids: Sequence[str]) -> dict[str, int]:
+        e = t.directory_entries
+        base = select(e.c.entry_id, e.c.id).where(e.c.source == source)
+        if len(entry_ids) > _CHUNK:
+            # Many ids: one scan of the source beats many IN lists.
+            return {r.entry_id: r.id for r in await conn.execute(base)}
+        result = await conn.execute(base.where(e.c.entry_id.in_(entry_ids)))
+        return {r.entry_id: r.id for r in result}
 
     # -- runs and cursors -----------------------------------------------------
 
