@@ -78,7 +78,7 @@ class HttpLimits:
 
 def json_error(status: int, code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
     body = RpcError(code, message, data).to_json()
-    return web.json_response({"error": body}, status=status, dumps=rpc.encode)  # type: ignore[arg-type]
+    return web.json_response({"error": body}, status=status, dumps=rpc.encode)
 
 
 def bearer(request: web.Request) -> str | None:

@@ -1,0 +1,54 @@
+"""edges.wapi.core_client: gRPC statuses as JSON-RPC errors."""
+
+from __future__ import annotations
+
+import grpc
+
+from core import errors
+from edges.wapi.core_client import call_metadata, status_error
+
+
+def trailer(error: errors.ApiError) -> tuple[tuple[str, bytes], ...]:
+    return (("grpc-status-details-bin", error.status_details()),)
+
+
+def test_core_error_keeps_message_and_details() -> None:
+    bad = errors.invalid("subscriber.email", "is not an e-mail address")
+    failure = status_error("M.N", bad.code, bad.message, trailer(bad))
+    assert failure.code == 3
+    assert failure.message == "subscriber.email: is not an e-mail address"
+    assert failure.data == {
+        "status": "INVALID_ARGUMENT",
+        "fieldViolations": [{"field": "subscriber.email", "description": "subscriber.email: is not an e-mail address"}],
+    }
+    slow = errors.exhausted("too many", retry_after=1.5)
+    assert status_error("M.N", slow.code, slow.message, trailer(slow)).data == {
+        "status": "RESOURCE_EXHAUSTED",
+        "retryDelay": "1.500s",
+    }
+    gone = errors.unauthenticated("revoked", reason="REVOKED")
+    assert status_error("M.N", gone.code, gone.message, trailer(gone)).data == {
+        "status": "UNAUTHENTICATED",
+        "reason": "REVOKED",
+        "domain": "wac",
+    }
+
+
+def test_transport_failures_get_a_clear_message_without_internals() -> None:
+    down = status_error("A.B", grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; 10.1.2.3:50051", ())
+    assert (down.code, down.message) == (14, "the wac core is unavailable; try again shortly")
+    late = status_error("A.B", grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", (), 10)
+    assert (late.code, late.message) == (4, "the wac core did not answer within 10 s")
+    missing = status_error("A.B", grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ())
+    assert (missing.code, missing.message) == (12, "A.B is not implemented by this core")
+    crash = status_error("A.B", grpc.StatusCode.UNKNOWN, "Exception calling application: boom", ())
+    assert crash.message == "internal error in the wac core"
+    ref = status_error("A.B", grpc.StatusCode.INTERNAL, "internal error (ref 1234abcd); see the log", ())
+    assert ref.message.startswith("internal error (ref 1234abcd)")
+    garbled = status_error("A.B", grpc.StatusCode.NOT_FOUND, "no such", (("grpc-status-details-bin", b"\xff\x00"),))
+    assert (garbled.code, garbled.message) == (5, "no such")
+
+
+def test_call_metadata() -> None:
+    assert call_metadata("t", "203.0.113.9") == (("authorization", "Bearer t"), ("x-forwarded-for", "203.0.113.9"))
+    assert call_metadata(None, "") == ()

@@ -1,0 +1,83 @@
+"""edges.wapi.methods: the table comes from the descriptors, for any service."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import Message
+
+from edges.wapi.core_client import CoreClient
+from edges.wapi.dispatch import Dispatcher
+from edges.wapi.methods import MethodTable, wac_services
+from edges.wapi.rpc import Request, RpcError
+
+TABLE = MethodTable.for_package()
+
+
+def test_every_method_of_every_service() -> None:
+    expected = {f"{s.name}.{m.name}" for s in wac_services() for m in s.methods}
+    assert {method.name for method in TABLE} == expected
+    assert {"IdentityService.Login", "PresenceService.SetPresence", "CallsService.CreateCall"} <= expected
+    subscribe = TABLE.get("EventsService.Subscribe")
+    assert subscribe is not None and subscribe.path == "/wac.v1.EventsService/Subscribe"
+    assert {m.name for m in TABLE if m.server_streaming} == {"EventsService.Subscribe"}
+    assert {m.name for m in TABLE if m.opens_session} == {"IdentityService.Login", "IdentityService.RefreshSession"}
+
+
+def test_params_errors_name_the_field() -> None:
+    update = TABLE.get("IdentityService.UpdateSubscriber")
+    assert update is not None
+    cases = {
+        '"nope"': {"nope": 1},
+        "subscriber.displayNam": {"subscriber": {"displayNam": "x"}},
+        "phoneNumbers": {"subscriber": {"phoneNumbers": "x"}},
+        "updateMask": {"updateMask": 3},
+    }
+    for words, params in cases.items():
+        with pytest.raises(RpcError) as raised:
+            update.parse_params(params)
+        assert raised.value.code == -32602
+        assert words.strip('"').split(".")[-1] in raised.value.message
+        assert "\n" not in raised.value.message
+
+
+def new_service_pool() -> descriptor_pool.DescriptorPool:
+    """A service no edge code has heard of, as a .proto file would add it."""
+    pool = descriptor_pool.DescriptorPool()
+    proto = descriptor_pb2.FileDescriptorProto(name="test/v1/echo.proto", package="test.v1", syntax="proto3")
+    message = proto.message_type.add(name="Shout")
+    message.field.add(name="loud_text", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)  # fmt: skip
+    service = proto.service.add(name="EchoService")
+    service.method.add(name="Echo", input_type=".test.v1.Shout", output_type=".test.v1.Shout")
+    service.method.add(name="Many", input_type=".test.v1.Shout", output_type=".test.v1.Shout", server_streaming=True)
+    pool.Add(proto)
+    return pool
+
+
+async def test_a_new_method_is_reachable_with_no_edge_change() -> None:
+    service = new_service_pool().FindServiceByName("test.v1.EchoService")
+    table = MethodTable([service])
+    echo = table.get("EchoService.Echo")
+    assert echo is not None and echo.path == "/test.v1.EchoService/Echo" and not echo.server_streaming
+    assert table.get("EchoService.Many").server_streaming  # type: ignore[union-attr]
+
+    async def shout(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        message: Message = echo.request_type.FromString(request)
+        message.loud_text = message.loud_text.upper()  # type: ignore[attr-defined]
+        return message.SerializeToString()
+
+    server = grpc.aio.server()
+    handlers = {"Echo": grpc.unary_unary_rpc_method_handler(shout)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.v1.EchoService", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = CoreClient(f"127.0.0.1:{port}", deadline=5)
+    try:
+        dispatcher = Dispatcher(table, client)
+        method, message = dispatcher.resolve(Request("EchoService.Echo", {"loud_text": "hi"}, 1))
+        assert await dispatcher.call(method, message, None, "") == {"loudText": "HI"}
+    finally:
+        await client.close()
+        await server.stop(None)
