@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 
 import ldap3
 import pytest
@@ -221,3 +222,12 @@ async def test_anonymous_bind(slapd: Slapd, store: DirectoryStore) -> None:
 async def _id_of(store: DirectoryStore, query: str) -> str:
     entries, _ = await store.search(query, page_size=1)
     return entries[0].record.entry_id
+
+
+async def test_fails_over_to_the_next_url(slapd: Slapd, store: DirectoryStore) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"ldap://127.0.0.1:{s.getsockname()[1]}"
+    run = await runner_for(store, ldap_config(slapd, urls=[dead, slapd.url], timeout=2)).run("corp")
+    assert run.state is RunState.SUCCEEDED, run.error
+    assert run.added == USABLE
