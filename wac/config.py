@@ -72,6 +72,10 @@ class EnvoyConfig:
 class IdentityConfig:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
+    # Seconds during which the refresh token just replaced is still accepted
+    # (once more rotating the session) instead of counting as stolen: a
+    # client whose refresh answer was lost with its connection retries.
+    refresh_reuse_grace: float = 10.0
     # Signing keys are rotated this often; old keys keep verifying until the
     # last token they signed has expired.
     key_rotation_days: int = 30

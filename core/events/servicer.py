@@ -46,7 +46,12 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                     yield event
                     after = event.seq
                 if not pending and not await self._events.is_open(session):
-                    return
+                    # Closed: deliver whatever was appended up to the close
+                    # (the final sessionRevoked), then end.
+                    pending = await self._events.read(session, after)
+                    if not pending:
+                        return
+                    continue
                 try:
                     pending = await self._events.wait(session, after, WAKE_SECONDS)
                 except EventsExpired as exc:

@@ -296,15 +296,25 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise errors.unauthenticated("unknown refresh token", reason="UNKNOWN_SESSION")
         if session.revoke_time is not None:
             raise errors.unauthenticated(f"the session was ended ({session.revoke_reason})", reason="REVOKED")
-        if generation < session.refresh_generation:
+        presented = _hash_refresh(secret)
+        retried = (
+            generation == session.refresh_generation - 1
+            and presented == session.previous_refresh_hash
+            and session.rotate_time is not None
+            and now - session.rotate_time <= self._config.identity.refresh_reuse_grace
+        )
+        if generation < session.refresh_generation and not retried:
             # A used refresh token came back: someone holds a copy. End the
             # session so that neither copy can go on.
             await self._revoke(session.username, [session.session_id], "refresh_token_reused")
             raise errors.unauthenticated(
                 "this refresh token was already used; the session is revoked", reason="REFRESH_TOKEN_REUSED"
             )
-        if generation != session.refresh_generation or _hash_refresh(secret) != session.refresh_hash:
+        if not retried and (generation != session.refresh_generation or presented != session.refresh_hash):
             raise errors.unauthenticated("unknown refresh token", reason="UNKNOWN_SESSION")
+        # A retry within the grace rotates from the current generation, so
+        # the answer that was lost becomes useless too.
+        generation = session.refresh_generation
         if session.refresh_expire_time <= now:
             raise errors.unauthenticated("the refresh token has expired; log in again", reason="EXPIRED")
         row = await self._store.get_subscriber(session.username)
@@ -312,7 +322,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise errors.unauthenticated("the subscriber is disabled", reason="DISABLED")
         new_secret = secrets.token_urlsafe(32)
         refresh_expire = now + self._config.identity.refresh_token_ttl
-        if not await self._store.rotate_refresh(session_id, generation, _hash_refresh(new_secret), refresh_expire):
+        if not await self._store.rotate_refresh(session_id, generation, _hash_refresh(new_secret), refresh_expire, now):
             raise errors.unauthenticated(
                 "this refresh token was already used; the session is revoked", reason="REFRESH_TOKEN_REUSED"
             )

@@ -43,6 +43,8 @@ class SessionRow:
     refresh_expire_time: float
     revoke_time: float | None
     revoke_reason: str | None
+    previous_refresh_hash: str | None = None
+    rotate_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,9 @@ class IdentityStore:
             row = (await conn.execute(select(t.sessions).where(t.sessions.c.session_id == session_id))).first()
         return _session(row) if row else None
 
-    async def rotate_refresh(self, session_id: str, generation: int, new_hash: str, expire_time: float) -> bool:
+    async def rotate_refresh(
+        self, session_id: str, generation: int, new_hash: str, expire_time: float, now: float
+    ) -> bool:
         """Move the session to the next refresh generation, if it is still at
         ``generation`` and not revoked (compare-and-set: two racing refreshes
         with one token cannot both win)."""
@@ -141,6 +145,8 @@ class IdentityStore:
                 )
                 .values(
                     refresh_generation=generation + 1,
+                    previous_refresh_hash=t.sessions.c.refresh_hash,
+                    rotate_time=now,
                     refresh_hash=new_hash,
                     refresh_expire_time=expire_time,
                 )
@@ -278,4 +284,6 @@ def _session_values(row: SessionRow) -> dict[str, object]:
         "refresh_expire_time": row.refresh_expire_time,
         "revoke_time": row.revoke_time,
         "revoke_reason": row.revoke_reason,
+        "previous_refresh_hash": row.previous_refresh_hash,
+        "rotate_time": row.rotate_time,
     }

@@ -33,6 +33,11 @@ sessions = Table(
     Column("refresh_generation", Integer, nullable=False, default=0),
     Column("refresh_hash", String(64), nullable=False),
     Column("refresh_expire_time", Float, nullable=False),
+    # The previous generation's hash and when it was replaced: a client whose
+    # refresh answer was lost in a dropped connection may present the old
+    # token once more within a short grace (identity.refresh_reuse_grace).
+    Column("previous_refresh_hash", String(64), nullable=True),
+    Column("rotate_time", Float, nullable=True),
     Column("revoke_time", Float, nullable=True),
     Column("revoke_reason", String(32), nullable=True),
 )

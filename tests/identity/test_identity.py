@@ -221,25 +221,51 @@ async def test_disabled_subscriber(core: Core, channel, stub, gateway, admin) ->
     assert "disabled" in err.value.details()
 
 
-async def test_reused_refresh_token_revokes_the_session(core: Core, channel, stub, gateway) -> None:
+async def test_reused_refresh_token_revokes_the_session(tmp_path: Path) -> None:
+    async with (
+        running_core(tmp_path, {"WAC_IDENTITY_REFRESH_REUSE_GRACE": "0"}) as core,
+        grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel,
+    ):
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        gateway = await api_key(core, "gw", "identity.verify")
+        await add_subscriber(core, "alice")
+        session = await login(channel, "alice")
+        renewed = await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
+        assert renewed.session_id == session.session_id
+        assert renewed.refresh_token != session.refresh_token
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "already used" in err.value.details()
+        # The thief's copy and the owner's both stop working.
+        verdict = await stub.VerifyToken(
+            identity_pb2.VerifyTokenRequest(token=renewed.access_token), metadata=md(gateway)
+        )
+        assert (verdict.active, verdict.reason) == (False, Reason.REVOKED)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=renewed.refresh_token))
+        for bad in ("garbage", f"{session.session_id}.x.y", "nosuchsession.0.secret"):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=bad))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_lost_refresh_answer_may_be_retried_within_the_grace(core: Core, channel, stub, gateway) -> None:
     await add_subscriber(core, "alice")
     session = await login(channel, "alice")
-    renewed = await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
-    assert renewed.session_id == session.session_id
-    assert renewed.refresh_token != session.refresh_token
+    lost = await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
+    retried = await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
+    assert retried.session_id == session.session_id
+    assert (
+        await stub.VerifyToken(identity_pb2.VerifyTokenRequest(token=retried.access_token), metadata=md(gateway))
+    ).active
+    assert lost.refresh_token != retried.refresh_token
+    # Older generations than the one just replaced are theft, grace or not.
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=session.refresh_token))
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "already used" in err.value.details()
-    # The thief's copy and the owner's both stop working.
-    verdict = await stub.VerifyToken(identity_pb2.VerifyTokenRequest(token=renewed.access_token), metadata=md(gateway))
+    verdict = await stub.VerifyToken(identity_pb2.VerifyTokenRequest(token=retried.access_token), metadata=md(gateway))
     assert (verdict.active, verdict.reason) == (False, Reason.REVOKED)
-    with pytest.raises(grpc.aio.AioRpcError):
-        await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=renewed.refresh_token))
-    for bad in ("garbage", f"{session.session_id}.x.y", "nosuchsession.0.secret"):
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=bad))
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_api_keys_and_scopes(core: Core, stub, gateway) -> None:
