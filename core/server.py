@@ -19,6 +19,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.calls.handler import CallHandler
+from core.calls.servicer import CallsServicer
+from core.calls.store import CallStore
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.events.devices import MemoryDeviceRegistry
@@ -30,6 +33,7 @@ from core.interceptor import CoreInterceptor
 from wac.config import Config
 from wac.v1 import (
     calls_pb2,
+    calls_pb2_grpc,
     contacts_pb2,
     events_pb2,
     events_pb2_grpc,
@@ -91,6 +95,17 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
     identity = IdentityServicer(config, IdentityStore(engine), events, devices)
     await identity.start()
+    calls = CallHandler(
+        store=CallStore(engine),
+        events=events,
+        devices=devices,
+        subscribers=IdentityStore(engine),
+        config=config.calls,
+        ice_config=config.ice,
+        device_grace=config.presence.grace_period,
+        on_call_state=None,  # presence's set_in_call, once presence is served
+    )
+    await calls.start()
 
     server = grpc.aio.server(
         interceptors=[CoreInterceptor(identity)],
@@ -104,6 +119,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     )
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
     events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices), server)
+    calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -127,6 +143,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         health=health_servicer,
     )
     core.closers.append(identity.stop)
+    core.closers.append(calls.stop)
     core.background.append(asyncio.create_task(_sweep(events), name="event-log-sweep"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
     return core

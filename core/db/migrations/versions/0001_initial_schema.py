@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:15:28.201856
+Create Date: 2026-11-26 08:38:10.581353
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = '0001'
 down_revision = None
@@ -28,6 +29,31 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('key_id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('name', name=op.f('uq_api_keys_name'))
     )
+    op.create_table('calls',
+    sa.Column('call_id', sa.String(length=32), nullable=False),
+    sa.Column('caller', sa.String(length=64), nullable=False),
+    sa.Column('callee', sa.String(length=256), nullable=False),
+    sa.Column('caller_device', sa.String(length=64), nullable=False),
+    sa.Column('callee_device', sa.String(length=64), nullable=True),
+    sa.Column('media_audio', sa.Boolean(), nullable=False),
+    sa.Column('media_video', sa.Boolean(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('create_time', sa.Float(), nullable=False),
+    sa.Column('answer_time', sa.Float(), nullable=True),
+    sa.Column('end_time', sa.Float(), nullable=True),
+    sa.Column('end_reason', sa.String(length=32), nullable=True),
+    sa.Column('ended_by', sa.String(length=64), nullable=True),
+    sa.Column('end_detail', sa.Text(), nullable=False),
+    sa.Column('offered_devices', sa.Text(), nullable=False),
+    sa.Column('snapshot', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('call_id', name=op.f('pk_calls'))
+    )
+    with op.batch_alter_table('calls', schema=None) as batch_op:
+        batch_op.create_index('ix_calls_callee_create_time', ['callee', 'create_time', 'call_id'], unique=False)
+        batch_op.create_index('ix_calls_caller_create_time', ['caller', 'create_time', 'call_id'], unique=False)
+        batch_op.create_index('ix_calls_create_time', ['create_time', 'call_id'], unique=False)
+        batch_op.create_index('ix_calls_state', ['state'], unique=False)
+
     op.create_table('connector_state',
     sa.Column('connector', sa.String(length=160), nullable=False),
     sa.Column('cursor', sa.Text(), nullable=True),
@@ -81,6 +107,8 @@ def upgrade() -> None:
     sa.Column('refresh_generation', sa.Integer(), nullable=False),
     sa.Column('refresh_hash', sa.String(length=64), nullable=False),
     sa.Column('refresh_expire_time', sa.Float(), nullable=False),
+    sa.Column('previous_refresh_hash', sa.String(length=64), nullable=True),
+    sa.Column('rotate_time', sa.Float(), nullable=True),
     sa.Column('revoke_time', sa.Float(), nullable=True),
     sa.Column('revoke_reason', sa.String(length=32), nullable=True),
     sa.PrimaryKeyConstraint('session_id', name=op.f('pk_sessions'))
@@ -159,5 +187,12 @@ def downgrade() -> None:
     op.drop_table('google_link_requests')
     op.drop_table('directory_entries')
     op.drop_table('connector_state')
+    with op.batch_alter_table('calls', schema=None) as batch_op:
+        batch_op.drop_index('ix_calls_state')
+        batch_op.drop_index('ix_calls_create_time')
+        batch_op.drop_index('ix_calls_caller_create_time')
+        batch_op.drop_index('ix_calls_callee_create_time')
+
+    op.drop_table('calls')
     op.drop_table('api_keys')
     # ### end Alembic commands ###

@@ -1,0 +1,155 @@
+"""Calls storage: call rows and the snapshots of live calls. SQL only; it
+knows nothing of gRPC or of the signalling rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, tuple_, union_all, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Select
+
+from core.calls import tables as t
+from core.calls.machine import CallInfo, CallState, EndReason, Media
+
+_LIVE_STATES = (CallState.RINGING.value, CallState.ACTIVE.value)
+
+
+@dataclass(frozen=True, slots=True)
+class CallWrite:
+    """One call row to write: a new call (insert) or a call's new state."""
+
+    call: CallInfo
+    snapshot: Mapping[str, Any] | None
+    new: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCall:
+    """A call row: the call, and the machine snapshot while it is live."""
+
+    call: CallInfo
+    snapshot: dict[str, Any] | None
+
+
+def _values(call: CallInfo, snapshot: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        "caller": call.caller,
+        "callee": call.callee,
+        "caller_device": call.caller_device,
+        "callee_device": call.callee_device,
+        "media_audio": call.media.audio,
+        "media_video": call.media.video,
+        "state": call.state.value,
+        "create_time": call.create_time,
+        "answer_time": call.answer_time,
+        "end_time": call.end_time,
+        "end_reason": call.end_reason.value if call.end_reason else None,
+        "ended_by": call.ended_by,
+        "end_detail": call.end_detail,
+        "offered_devices": json.dumps(list(call.offered_devices)),
+        "snapshot": json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else None,
+    }
+
+
+def _call(row: Any) -> CallInfo:
+    m = row._mapping
+    return CallInfo(
+        call_id=m["call_id"],
+        caller=m["caller"],
+        caller_device=m["caller_device"],
+        callee=m["callee"],
+        state=CallState(m["state"]),
+        media=Media(audio=bool(m["media_audio"]), video=bool(m["media_video"])),
+        offered_devices=tuple(json.loads(m["offered_devices"])),
+        callee_device=m["callee_device"],
+        create_time=m["create_time"],
+        answer_time=m["answer_time"],
+        end_time=m["end_time"],
+        end_reason=EndReason(m["end_reason"]) if m["end_reason"] else None,
+        ended_by=m["ended_by"],
+        end_detail=m["end_detail"] or "",
+    )
+
+
+# One statement for every update: executemany binds each row's values.
+_UPDATE = update(t.calls).where(t.calls.c.call_id == bindparam("key"))
+
+
+class CallStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def write_batch(self, writes: Sequence[CallWrite]) -> None:
+        """Write several calls in one transaction: all of them or none.
+
+        Each call appears at most once; new calls are inserted, the others
+        updated.
+        """
+        inserts = [{"call_id": w.call.call_id, **_values(w.call, w.snapshot)} for w in writes if w.new]
+        updates = [{"key": w.call.call_id, **_values(w.call, w.snapshot)} for w in writes if not w.new]
+        async with self._engine.begin() as conn:
+            if inserts:
+                await conn.execute(insert(t.calls), inserts)
+            if updates:
+                await conn.execute(_UPDATE, updates)
+
+    async def get(self, call_id: str) -> StoredCall | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(t.calls).where(t.calls.c.call_id == call_id))).first()
+        if row is None:
+            return None
+        raw = row._mapping["snapshot"]
+        return StoredCall(_call(row), json.loads(raw) if raw else None)
+
+    async def live_snapshots(self) -> list[tuple[str, dict[str, Any]]]:
+        """(call id, snapshot) of every call that has not ended."""
+        query = select(t.calls.c.call_id, t.calls.c.snapshot).where(t.calls.c.state.in_(_LIVE_STATES))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(r[0], json.loads(r[1])) for r in rows if r[1]]
+
+    async def list_calls(
+        self,
+        *,
+        party: str | None,
+        state: CallState | None,
+        before: tuple[float, str] | None,
+        limit: int,
+    ) -> list[CallInfo]:
+        """Calls newest first (create time, then call id, both descending).
+
+        ``party`` keeps the calls it placed or received; ``before`` is the
+        (create time, call id) of the last call of the previous page.
+        """
+        c = t.calls.c
+        where = []
+        if state is not None:
+            where.append(c.state == state.value)
+        if before is not None:
+            time, call_id = before
+            # A row value: the database seeks in the index instead of filtering.
+            where.append(tuple_(c.create_time, c.call_id) < tuple_(time, call_id))
+        order = (c.create_time.desc(), c.call_id.desc())
+        query: Select[Any]
+        if party is None:
+            query = select(t.calls).where(*where).order_by(*order).limit(limit)
+        else:
+            # Two index walks (as caller, as callee) merged: an OR would make
+            # the database sort every call of the subscriber for each page.
+            # A subscriber never calls itself, so the halves are disjoint.
+            halves = [
+                select(t.calls).where(column == party, *where).order_by(*order).limit(limit).subquery()
+                for column in (c.caller, c.callee)
+            ]
+            merged = union_all(*(select(h) for h in halves)).subquery()
+            query = (
+                select(merged)
+                .order_by(merged.c.create_time.desc(), merged.c.call_id.desc())
+                .limit(limit)
+            )
+        async with self._engine.connect() as conn:
+            return [_call(r) for r in (await conn.execute(query)).all()]

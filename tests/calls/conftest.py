@@ -1,0 +1,25 @@
+"""Fixtures for the calls suite: a real core with subscribers, per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from tests.calls.support import World, open_world
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with open_world(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def world_with(
+    tmp_path: Path,
+) -> Callable[[Mapping[str, str]], AbstractAsyncContextManager[World]]:
+    """A world with configuration overrides: ``async with world_with({...}) as world``."""
+    return lambda env: open_world(tmp_path, env)
