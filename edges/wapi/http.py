@@ -164,7 +164,10 @@ class HttpEdge:
                 replies[index] = rpc.error(item.id, rpc.rate_limited(max(decision.retry_after, 1e-3)))
             elif isinstance(item, rpc.Request):
                 admitted.append((index, item))
-        outcomes = await asyncio.gather(*(self._execute(r, token, address) for _, r in admitted))
+        if len(admitted) == 1:
+            outcomes = [await self._execute(admitted[0][1], token, address)]
+        else:
+            outcomes = await asyncio.gather(*(self._execute(r, token, address) for _, r in admitted))
         refused = False
         for (index, _), (response, token_dead) in zip(admitted, outcomes, strict=True):
             replies[index] = response

@@ -173,6 +173,10 @@ async def start_edge(config: Config) -> Edge:
 
 async def serve(config: Config) -> None:
     """Run the edge until SIGTERM or SIGINT, then close every socket with 1001."""
+    if not log.isEnabledFor(logging.DEBUG):
+        # websockets logs every connection at INFO: thousands of lines an
+        # hour for nothing an operator acts on.
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
     edge = await start_edge(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

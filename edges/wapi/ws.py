@@ -262,7 +262,10 @@ class WapiConnection:
                 replies[index] = rpc.error(item_id, rpc.rate_limited(verdict))
             elif isinstance(item, rpc.Request):
                 admitted.append((index, item))
-        outcomes = await asyncio.gather(*(self._execute(request) for _, request in admitted))
+        if len(admitted) == 1:  # the common case, without gather's extra task
+            outcomes = [await self._execute(admitted[0][1])]
+        else:
+            outcomes = await asyncio.gather(*(self._execute(request) for _, request in admitted))
         for (index, _), outcome in zip(admitted, outcomes, strict=True):
             replies[index] = outcome.response
         text_out = frame.response(replies)
@@ -418,6 +421,7 @@ class WapiConnection:
         self._closing = True
         if self._closer is not None:
             return
+        log.info("closing a websocket", extra={"code": code, "reason": reason, "client": self._address})
         self._outbox.clear()
         if self._writer is not None:
             self._writer.cancel()

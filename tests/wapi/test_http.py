@@ -15,7 +15,7 @@ from core.server import Core
 from edges.wapi.server import Edge
 from tests.support.timing import seconds
 from tests.wapi.conftest import EdgeFactory
-from tests.wapi.support import PASSWORD, wapi
+from tests.wapi.support import PASSWORD, free_port, wapi
 from tests.wapi.test_events import assert_contiguous, collect, numbers, publish
 
 pytestmark = pytest.mark.usefixtures("alice")
@@ -252,3 +252,29 @@ async def test_missing_builds_are_a_clear_404(start: EdgeFactory, tmp_path: Path
             response = await http.get(path)
             assert response.status_code == 404
             assert "not built" in json.loads(response.text)["error"]["message"]
+
+
+async def test_rate_limit_applies_per_client_address(start: EdgeFactory) -> None:
+    edge = await start(rate_per_second=1, rate_burst=2)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=seconds()) as http:
+        batch = [rpc("No.Such", None, n) for n in range(3)]
+        replies = (await http.post("/wapi/http", json=batch, headers={"X-Forwarded-For": "192.0.2.1"})).json()
+        assert [r["error"]["code"] for r in replies] == [-32601, -32601, -32000]
+        assert replies[-1]["error"]["data"]["retryAfter"] > 0
+        other = (await http.post("/wapi/http", json=rpc("No.Such"), headers={"X-Forwarded-For": "192.0.2.2"})).json()
+        assert other["error"]["code"] == -32601
+
+
+async def test_core_down_is_14(start: EdgeFactory) -> None:
+    edge = await start(core_address=f"127.0.0.1:{free_port()}")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=seconds()) as http:
+        body = rpc("IdentityService.Login", {"username": "alice", "password": PASSWORD})
+        response = await http.post("/wapi/http", json=body)
+        assert response.status_code == 200 and response.json()["error"]["code"] == 14
+        polled = await http.get("/wapi/http/events", headers={"Authorization": "Bearer whatever"})
+        assert polled.status_code == 503
+        assert polled.json()["error"] == {
+            "code": 14,
+            "message": "the wac core is unavailable; try again shortly",
+            "data": {"status": "UNAVAILABLE"},
+        }
