@@ -1,0 +1,101 @@
+"""The whole front door for end-to-end tests: a real core and edge in this
+process and a real Envoy in front of them, on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.server import Core, build_core
+from edges.wapi.server import Edge, start_edge
+from tests.support.core import test_config
+from tests.support.timing import seconds
+from wac import envoy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+
+
+@dataclass
+class Stack:
+    core: Core
+    edge: Edge
+    port: int  # Envoy's front door
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/wapi"
+
+
+def require_envoy() -> None:
+    try:
+        envoy.envoy_binary()
+    except envoy.EnvoyError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs Envoy: {error}")
+        pytest.skip(str(error))
+    if not (ROOT / "build" / "wac.pb").is_file():
+        pytest.fail("build/wac.pb is missing: run make setup first")
+
+
+@asynccontextmanager
+async def running_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Stack]:
+    """Core, edge and Envoy; everything is stopped on exit, even on failure."""
+    require_envoy()
+    core = await build_core(test_config(data_dir, env))
+    edge_env = {
+        "WAC_EDGE_LISTEN": "127.0.0.1:0",
+        "WAC_EDGE_HTTP_LISTEN": "127.0.0.1:0",
+        "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core.port}",
+        **(env or {}),
+    }
+    edge: Edge | None = None
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        edge = await start_edge(test_config(data_dir, edge_env))
+        listen, admin = free_port(), free_port()
+        config = data_dir / "envoy.yaml"
+        config.write_text(
+            envoy.render_config(
+                listen_port=listen,
+                core_address=f"127.0.0.1:{core.port}",
+                edge_address=f"127.0.0.1:{edge.ws_port}",
+                edge_http_address=f"127.0.0.1:{edge.http_port}",
+                admin_port=admin,
+            )
+        )
+        log = data_dir / "envoy.log"
+        process = spawn(envoy.envoy_command(config, log_level="warning", concurrency=1), log)
+        try:
+            await asyncio.to_thread(envoy.wait_until_live, process, admin, timeout=seconds(6))
+        except envoy.EnvoyError as error:
+            raise AssertionError(f"{error}\n{log.read_text(errors='replace')}") from error
+        yield Stack(core=core, edge=edge, port=listen)
+    finally:
+        if process is not None:
+            await asyncio.to_thread(envoy.stop_envoy, process, grace=seconds())
+        if edge is not None:
+            await edge.stop()
+        await core.stop(0.2)
