@@ -22,24 +22,34 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.calls.handler import CallHandler
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
+from core.contacts.directory import Directory
+from core.contacts.service import AddressBook
+from core.contacts.servicer import ContactsServicer
+from core.contacts.store import SqlContactsStore
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
+from core.directory.store import DirectoryStore
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from core.events.servicer import EventsServicer
 from core.identity.servicer import IdentityServicer
 from core.identity.store import IdentityStore
 from core.interceptor import CoreInterceptor
+from core.presence.service import PresenceService
+from core.presence.servicer import PresenceServicer
+from core.presence.store import SqlPresenceStore
 from wac.config import Config
 from wac.v1 import (
     calls_pb2,
     calls_pb2_grpc,
     contacts_pb2,
+    contacts_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     identity_pb2,
     identity_pb2_grpc,
     presence_pb2,
+    presence_pb2_grpc,
 )
 
 log = logging.getLogger("wac.core")
@@ -67,6 +77,8 @@ class Core:
     events: MemoryEventLog
     devices: MemoryDeviceRegistry
     health: Any
+    presence: PresenceService | None = None
+    contacts: AddressBook | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -95,15 +107,37 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
     identity = IdentityServicer(config, IdentityStore(engine), events, devices)
     await identity.start()
+    subscribers = IdentityStore(engine)
+    contacts_store = SqlContactsStore(engine)
+    presence = PresenceService(
+        SqlPresenceStore(engine),
+        events,
+        contacts_store,
+        subscribers,
+        visibility=config.presence.visibility,
+        coalesce_interval=config.presence.coalesce_ms / 1000,
+        max_note=config.presence.max_note,
+        device_retention=config.identity.refresh_token_ttl,
+    )
+    region = config.phones.default_region
+    book = AddressBook(contacts_store, events, subscribers, default_region=region)
+    directory = Directory(DirectoryStore(engine), subscribers, default_region=region)
+    devices.on_online(presence.device_online)
+    devices.on_lost(presence.device_lost)
+    book.on_links_changed(presence.links_changed)
+    for listener in (presence.subscriber_changed, book.subscriber_changed, directory.subscriber_changed):
+        identity.on_subscriber_changed(listener)
+    await presence.start()
+    await directory.start()
     calls = CallHandler(
         store=CallStore(engine),
         events=events,
         devices=devices,
-        subscribers=IdentityStore(engine),
+        subscribers=subscribers,
         config=config.calls,
         ice_config=config.ice,
         device_grace=config.presence.grace_period,
-        on_call_state=None,  # presence's set_in_call, once presence is served
+        on_call_state=presence.set_in_call,
     )
     await calls.start()
 
@@ -119,6 +153,8 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     )
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
     events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices), server)
+    presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
+    contacts_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(book, directory), server)
     calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls), server)
 
     health_servicer = health.aio.HealthServicer()
@@ -141,8 +177,11 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         events=events,
         devices=devices,
         health=health_servicer,
+        presence=presence,
+        contacts=book,
     )
     core.closers.append(identity.stop)
+    core.closers.append(presence.stop)
     core.closers.append(calls.stop)
     core.background.append(asyncio.create_task(_sweep(events), name="event-log-sweep"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")

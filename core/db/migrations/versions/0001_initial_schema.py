@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:38:10.581353
+Create Date: 2026-11-26 09:02:16.204422
 """
 
 from __future__ import annotations
@@ -60,6 +60,24 @@ def upgrade() -> None:
     sa.Column('last_full_time', sa.Float(), nullable=True),
     sa.PrimaryKeyConstraint('connector', name=op.f('pk_connector_state'))
     )
+    op.create_table('contacts',
+    sa.Column('contact_id', sa.String(length=32), nullable=False),
+    sa.Column('owner', sa.String(length=64), nullable=False),
+    sa.Column('display_name', sa.String(length=128), nullable=False),
+    sa.Column('sort_name', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('phone_numbers', sa.Text(), nullable=False),
+    sa.Column('emails', sa.Text(), nullable=False),
+    sa.Column('subscriber', sa.String(length=64), nullable=False),
+    sa.Column('favorite', sa.Boolean(), nullable=False),
+    sa.Column('notes', sa.Text(), nullable=False),
+    sa.Column('create_time', sa.Float(), nullable=False),
+    sa.Column('update_time', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('contact_id', name=op.f('pk_contacts'))
+    )
+    with op.batch_alter_table('contacts', schema=None) as batch_op:
+        batch_op.create_index('ix_contacts_owner_sort', ['owner', 'sort_name', 'contact_id'], unique=False)
+        batch_op.create_index('ix_contacts_subscriber_owner', ['subscriber', 'owner'], unique=False)
+
     op.create_table('directory_entries',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('source', sa.String(length=160), nullable=False),
@@ -99,6 +117,19 @@ def upgrade() -> None:
     sa.Column('locked_until', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_login_failures'))
     )
+    op.create_table('presence_devices',
+    sa.Column('session_id', sa.String(length=64), nullable=False),
+    sa.Column('username', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
+    sa.Column('updated_at', sa.Float(), nullable=False),
+    sa.Column('connected', sa.Boolean(), nullable=False),
+    sa.Column('last_seen', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('session_id', name=op.f('pk_presence_devices'))
+    )
+    with op.batch_alter_table('presence_devices', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_presence_devices_username'), ['username'], unique=False)
+
     op.create_table('sessions',
     sa.Column('session_id', sa.String(length=64), nullable=False),
     sa.Column('username', sa.String(length=64), nullable=False),
@@ -182,10 +213,19 @@ def downgrade() -> None:
         batch_op.drop_index('ix_sessions_revoke_time')
 
     op.drop_table('sessions')
+    with op.batch_alter_table('presence_devices', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_presence_devices_username'))
+
+    op.drop_table('presence_devices')
     op.drop_table('login_failures')
     op.drop_table('google_links')
     op.drop_table('google_link_requests')
     op.drop_table('directory_entries')
+    with op.batch_alter_table('contacts', schema=None) as batch_op:
+        batch_op.drop_index('ix_contacts_subscriber_owner')
+        batch_op.drop_index('ix_contacts_owner_sort')
+
+    op.drop_table('contacts')
     op.drop_table('connector_state')
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.drop_index('ix_calls_state')

@@ -1,0 +1,2 @@
+"""Contacts: each subscriber's personal address book, and the shared
+directory of subscribers and connector entries it searches."""

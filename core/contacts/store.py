@@ -1,0 +1,178 @@
+"""Contacts storage: each subscriber's address book, and the links from
+contacts to subscribers that presence visibility reads.
+
+SQL only (SQLAlchemy Core, the same statements on SQLite and PostgreSQL);
+it knows nothing of gRPC or of validation. Every query names its owner, so
+one subscriber's contact ids mean nothing in another's book.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.contacts import tables as t
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    contact_id: str
+    owner: str
+    display_name: str
+    sort_name: str
+    phone_numbers: tuple[str, ...]
+    emails: tuple[str, ...]
+    subscriber: str
+    favorite: bool
+    notes: str
+    create_time: float
+    update_time: float
+
+
+class ContactsStore(Protocol):
+    async def create(self, row: ContactRow, *, limit: int) -> bool:
+        """Insert the row unless the owner has ``limit`` contacts already."""
+
+    async def get(self, owner: str, contact_id: str) -> ContactRow | None: ...
+
+    async def update(self, row: ContactRow) -> bool:
+        """Replace the owner's contact; whether it was there."""
+
+    async def delete(self, owner: str, contact_id: str) -> ContactRow | None:
+        """Remove the owner's contact; the row removed, if any."""
+
+    async def page(self, owner: str, after: tuple[str, str] | None, limit: int) -> list[ContactRow]:
+        """The owner's contacts after ``(sort_name, contact_id)``, in that order."""
+
+    async def unlink(self, subscriber: str, now: float) -> list[ContactRow]:
+        """Clear every link to a deleted subscriber; the contacts changed."""
+
+    async def owners_linking(self, subject: str) -> set[str]: ...
+
+    async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]: ...
+
+
+def _row(record: object) -> ContactRow:
+    m = record._mapping  # type: ignore[attr-defined]
+    return ContactRow(
+        contact_id=m["contact_id"],
+        owner=m["owner"],
+        display_name=m["display_name"],
+        sort_name=m["sort_name"],
+        phone_numbers=tuple(json.loads(m["phone_numbers"])),
+        emails=tuple(json.loads(m["emails"])),
+        subscriber=m["subscriber"],
+        favorite=bool(m["favorite"]),
+        notes=m["notes"],
+        create_time=m["create_time"],
+        update_time=m["update_time"],
+    )
+
+
+def _values(row: ContactRow) -> dict[str, object]:
+    return {
+        "contact_id": row.contact_id,
+        "owner": row.owner,
+        "display_name": row.display_name,
+        "sort_name": row.sort_name,
+        "phone_numbers": json.dumps(list(row.phone_numbers)),
+        "emails": json.dumps(list(row.emails)),
+        "subscriber": row.subscriber,
+        "favorite": row.favorite,
+        "notes": row.notes,
+        "create_time": row.create_time,
+        "update_time": row.update_time,
+    }
+
+
+class SqlContactsStore:
+    """Address books in the core's SQL database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(self, row: ContactRow, *, limit: int) -> bool:
+        c = t.contacts
+        async with self._engine.begin() as conn:
+            # Counted in the inserting transaction; the handler serialises
+            # one owner's creates on a core, so the bound holds there.
+            count = (await conn.execute(select(func.count()).select_from(c).where(c.c.owner == row.owner))).scalar_one()
+            if count >= limit:
+                return False
+            await conn.execute(insert(c).values(_values(row)))
+        return True
+
+    async def get(self, owner: str, contact_id: str) -> ContactRow | None:
+        c = t.contacts
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(select(c).where(c.c.owner == owner, c.c.contact_id == contact_id))).first()
+        return _row(found) if found else None
+
+    async def update(self, row: ContactRow) -> bool:
+        c = t.contacts
+        values = _values(row)
+        for key in ("contact_id", "owner", "create_time"):
+            values.pop(key)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(c).where(c.c.owner == row.owner, c.c.contact_id == row.contact_id).values(values)
+            )
+        return bool(result.rowcount)
+
+    async def delete(self, owner: str, contact_id: str) -> ContactRow | None:
+        c = t.contacts
+        where = and_(c.c.owner == owner, c.c.contact_id == contact_id)
+        async with self._engine.begin() as conn:
+            found = (await conn.execute(select(c).where(where))).first()
+            if found is None:
+                return None
+            await conn.execute(delete(c).where(where))
+        return _row(found)
+
+    async def page(self, owner: str, after: tuple[str, str] | None, limit: int) -> list[ContactRow]:
+        c = t.contacts
+        query = select(c).where(c.c.owner == owner)
+        if after is not None:
+            sort_name, contact_id = after
+            query = query.where(
+                or_(
+                    c.c.sort_name > sort_name,
+                    and_(c.c.sort_name == sort_name, c.c.contact_id > contact_id),
+                )
+            )
+        query = query.order_by(c.c.sort_name, c.c.contact_id).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_row(r) for r in (await conn.execute(query)).all()]
+
+    async def unlink(self, subscriber: str, now: float) -> list[ContactRow]:
+        c = t.contacts
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(select(c).where(c.c.subscriber == subscriber))).all()
+            found = [_row(r) for r in rows]
+            if found:
+                await conn.execute(update(c).where(c.c.subscriber == subscriber).values(subscriber="", update_time=now))
+        return [replace(r, subscriber="", update_time=now) for r in found]
+
+    async def owners_linking(self, subject: str) -> set[str]:
+        c = t.contacts
+        query = select(c.c.owner).where(c.c.subscriber == subject).distinct()
+        async with self._engine.connect() as conn:
+            return set((await conn.execute(query)).scalars().all())
+
+    async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]:
+        c = t.contacts
+        names = [s for s in dict.fromkeys(subjects) if s]
+        found: set[str] = set()
+        async with self._engine.connect() as conn:
+            for start in range(0, len(names), _CHUNK):
+                chunk = names[start : start + _CHUNK]
+                query = select(c.c.subscriber).where(c.c.subscriber.in_(chunk), c.c.owner == owner).distinct()
+                found.update((await conn.execute(query)).scalars().all())
+        return found

@@ -1,0 +1,374 @@
+"""The presence handler: devices come and go, publish, join calls; watchers
+hear of it. The rules are in ``rules.py``, SQL in ``store.py``, who may see
+whom in ``visibility.py``; this module sequences them.
+
+Flow of one change. Whatever changes a subscriber's presence (a device
+publishing, connecting or lost, a call starting or ending) takes that
+subscriber's lock, writes the device row, re-aggregates from the rows and,
+if the aggregate differs from the last one, offers it to the coalescer. An
+emission looks up the subject's watchers (see ``Visibility.watchers_of``)
+and appends one ``presenceChanged`` event to their sessions' logs, so a
+change costs one query plus one append per watcher session. Bursts are
+coalesced per subject: at most one emission per ``coalesce_interval``, the
+latest state winning, so no watcher gets more than one event per subject
+per interval.
+
+What is per process. The device rows are in SQL, shared by any core that
+opens the same database. The coalescer and its timer, the in-call flags,
+the set of online subscribers, the last aggregate of each subject and the
+display-name cache live in this object: the embedded deployment (one core).
+A distributed deployment keeps the same store and event-log interfaces and
+moves these into shared services: each subject's changes go to one owner
+core (consistent hashing of the username over the live cores, or a lease
+per subject in Redis) which alone coalesces and emits for it, with its
+timers; the in-call flags and the online set become Redis sets (the calls
+service and the device registry write them); device rows carry the core
+that serves the device and a heartbeat, so that a crashed core's devices
+are swept by the others instead of by :meth:`PresenceService.start`; and
+the emission appends to the distributed event log every edge reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core import errors
+from core.events.log import EventLog
+from core.presence.messages import presence_message
+from core.presence.rules import (
+    Aggregate,
+    Coalescer,
+    Status,
+    VisibilityPolicy,
+    aggregate,
+    presence_changed,
+)
+from core.presence.store import PresenceStore
+from core.presence.visibility import LinkIndex, Visibility
+from wac.v1 import events_pb2
+
+log = logging.getLogger("wac.presence")
+
+MAX_BATCH = 500
+MAX_USERNAME = 64
+# Display names are cached this long; a change made on this core is seen at
+# once (identity tells us), one made on another core within this time.
+NAME_TTL = 60.0
+_MAX_CACHED_NAMES = 100_000
+
+
+class Named(Protocol):
+    @property
+    def display_name(self) -> str: ...
+
+
+class SubscriberLookup(Protocol):
+    """Where subscribers' existence and display names come from (identity's store)."""
+
+    async def get_subscriber(self, username: str) -> Named | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceView:
+    """A subscriber's presence as a reader gets it."""
+
+    username: str
+    display_name: str
+    state: Aggregate
+
+
+@dataclass(slots=True)
+class _Subject:
+    """What this core remembers of one subscriber's presence."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    state: Aggregate | None = None  # the last aggregate computed
+    version: int = 0  # bumped with each aggregate worth an event
+    published: int = 0  # the version watchers last heard of
+
+
+class PresenceService:
+    """Presence for one core; see the module docstring for what is shared."""
+
+    def __init__(
+        self,
+        store: PresenceStore,
+        events: EventLog,
+        links: LinkIndex,
+        subscribers: SubscriberLookup,
+        *,
+        visibility: str = "contacts",
+        coalesce_interval: float = 0.25,
+        max_note: int = 256,
+        device_retention: float = 30 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``coalesce_interval`` (seconds, > 0) bounds events per watcher and
+        subject; ``max_note`` bounds a published note in characters;
+        ``device_retention`` is how long a disconnected device's published
+        status is kept for its return (a refresh token's lifetime)."""
+        self._store = store
+        self._events = events
+        self._subscribers = subscribers
+        self._clock = clock
+        self._max_note = max_note
+        self._device_retention = device_retention
+        self._coalescer: Coalescer[str, int] = Coalescer(interval=max(coalesce_interval, 0.001))
+        self._subjects: dict[str, _Subject] = {}
+        self._online: dict[str, set[str]] = {}  # username -> sessions online on this core
+        self._in_call: set[str] = set()
+        self._names: dict[str, tuple[str, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline = 0.0
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.visibility = Visibility(visibility, links, self._online.keys)
+
+    # -- lifecycle ----------------------------------------------------
+    async def start(self) -> None:
+        """Start from a clean slate: no device is connected to a core that
+        just started (embedded: this is the only core)."""
+        stale = await self._store.disconnect_all()
+        if stale:
+            log.info("presence: %d device(s) of the previous run marked offline", stale)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in tuple(self._flushes):
+            task.cancel()
+        await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    # -- what changes presence ----------------------------------------
+    async def publish(self, username: str, session_id: str, status: Status, note: str) -> PresenceView:
+        """A device publishes its status and note (SetPresence); returns the
+        subscriber's aggregate. OFFLINE makes the device invisible."""
+        errors.max_length("note", note, self._max_note)
+
+        async def write(now: float) -> None:
+            connected = session_id in self._online.get(username, ())
+            await self._store.publish(username, session_id, status, note, now, connected=connected)
+
+        state = await self._apply(username, write)
+        return PresenceView(username, await self._display_name(username) or username, state)
+
+    async def set_in_call(self, username: str, in_call: bool) -> None:
+        """Whether the subscriber has at least one active call now.
+
+        While true the subscriber reads BUSY with reason IN_CALL (unless
+        DO_NOT_DISTURB or offline); after, its published status again. The
+        calls service calls this when a call of the subscriber is answered
+        and when its last call ends; repeating a value is harmless.
+        """
+        if in_call == (username in self._in_call):
+            return
+        if in_call:
+            self._in_call.add(username)
+        else:
+            self._in_call.discard(username)
+        await self._apply(username)
+
+    async def device_online(self, username: str, session_id: str) -> None:
+        """DeviceRegistry listener: the device opened its first event stream."""
+        self._online.setdefault(username, set()).add(session_id)
+
+        async def write(now: float) -> None:
+            await self._store.device_online(username, session_id, now)
+
+        await self._apply(username, write)
+
+    async def device_lost(self, username: str, session_id: str) -> None:
+        """DeviceRegistry listener: the device is gone (grace period over,
+        logout or revocation)."""
+        sessions = self._online.get(username)
+        if sessions is not None:
+            sessions.discard(session_id)
+            if not sessions:
+                del self._online[username]
+
+        async def write(now: float) -> None:
+            await self._store.device_lost(session_id, now)
+            await self._store.prune(username, now - self._device_retention)
+
+        await self._apply(username, write)
+
+    async def subscriber_changed(self, username: str, row: Named | None) -> None:
+        """Identity listener: a renamed subscriber's watchers hear the new
+        name; a deleted one's devices are forgotten."""
+        if row is None:
+            self._names.pop(username, None)
+            self._subjects.pop(username, None)
+            self._in_call.discard(username)
+            await self._store.forget(username)
+            return
+        name = row.display_name or username
+        cached = self._names.get(username)
+        self._names[username] = (name, self._clock() + NAME_TTL)
+        subject = self._subjects.get(username)
+        if cached is not None and cached[0] != name and subject is not None and subject.state:
+            await self._apply(username, force=True)
+
+    async def links_changed(self, owner: str, added: Collection[str], removed: Collection[str]) -> None:
+        """Contacts listener: ``owner`` now links ``added`` (and no longer
+        ``removed``). A newly visible subscriber's presence is sent to the
+        owner's devices at once, so their view needs no reload."""
+        if self.visibility.policy is not VisibilityPolicy.CONTACTS:
+            return
+        for subject in added:
+            if subject == owner:
+                continue
+            view = await self._view(subject)
+            if view is not None:
+                event = events_pb2.Event(
+                    presence_changed=presence_message(view.username, view.display_name, view.state)
+                )
+                await self._events.publish([owner], event)
+
+    # -- reads --------------------------------------------------------
+    async def read(self, viewer: str | None, username: str) -> PresenceView:
+        """One subscriber's presence. ``viewer`` is the calling subscriber,
+        None for a trusted service. PERMISSION_DENIED when hidden from the
+        viewer (before existence is checked: a hidden name reveals nothing),
+        NOT_FOUND when no such subscriber."""
+        errors.require("username", username)
+        errors.max_length("username", username, MAX_USERNAME)
+        if viewer is not None and not await self.visibility.may_see(viewer, username):
+            raise errors.permission_denied(
+                f"the presence of '{username}' is not visible to you: it is visible "
+                f"through a contact linked to that subscriber"
+            )
+        view = await self._view(username)
+        if view is None:
+            raise errors.not_found(f"subscriber '{username}' does not exist")
+        return view
+
+    async def read_many(self, viewer: str | None, usernames: Iterable[str]) -> list[PresenceView]:
+        """Several subscribers' presence in request order; hidden and unknown
+        ones are left out."""
+        names = list(usernames)
+        if not names:
+            raise errors.invalid("usernames", "is required")
+        if len(names) > MAX_BATCH:
+            raise errors.invalid("usernames", f"has {len(names)} usernames; at most {MAX_BATCH} are allowed")
+        for index, name in enumerate(names):
+            errors.require(f"usernames[{index}]", name)
+            errors.max_length(f"usernames[{index}]", name, MAX_USERNAME)
+        wanted = list(dict.fromkeys(names))
+        if viewer is not None:
+            visible = await self.visibility.visible_among(viewer, wanted)
+            wanted = [name for name in wanted if name in visible]
+        devices = await self._store.devices_of(wanted)
+        now = self._clock()
+        out: list[PresenceView] = []
+        for name in wanted:
+            display_name = await self._display_name(name)
+            if display_name is None:
+                continue
+            state = aggregate(devices.get(name, ()), in_call=name in self._in_call, now=now)
+            out.append(PresenceView(name, display_name, state))
+        return out
+
+    async def may_see(self, viewer: str, subject: str) -> bool:
+        """Whether the subscriber ``viewer`` may see ``subject``'s presence."""
+        return await self.visibility.may_see(viewer, subject)
+
+    async def _view(self, username: str) -> PresenceView | None:
+        display_name = await self._display_name(username)
+        if display_name is None:
+            return None
+        devices = await self._store.devices(username)
+        state = aggregate(devices, in_call=username in self._in_call, now=self._clock())
+        return PresenceView(username, display_name, state)
+
+    async def _display_name(self, username: str) -> str | None:
+        now = self._clock()
+        hit = self._names.get(username)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        row = await self._subscribers.get_subscriber(username)
+        if row is None:
+            self._names.pop(username, None)
+            return None
+        if len(self._names) >= _MAX_CACHED_NAMES:
+            self._names.clear()
+        name = row.display_name or username
+        self._names[username] = (name, now + NAME_TTL)
+        return name
+
+    # -- change, coalescing, emission ---------------------------------
+    async def _apply(
+        self,
+        username: str,
+        write: Callable[[float], Awaitable[None]] | None = None,
+        *,
+        force: bool = False,
+    ) -> Aggregate:
+        """Write (under the subject's lock), re-aggregate, and offer a real
+        change to the coalescer. Returns the new aggregate."""
+        subject = self._subjects.setdefault(username, _Subject())
+        async with subject.lock:
+            now = self._clock()
+            if write is not None:
+                await write(now)
+            devices = await self._store.devices(username)
+            now = self._clock()
+            state = aggregate(devices, in_call=username in self._in_call, now=now)
+            changed = force or presence_changed(subject.state, state)
+            subject.state = state
+            if not changed:
+                return state
+            subject.version += 1
+            if self._coalescer.offer(username, subject.version, now):
+                await self._emit(username, subject)
+            else:
+                self._schedule()
+            return state
+
+    async def _emit(self, username: str, subject: _Subject) -> None:
+        """Tell the subject's watchers its latest state. Called with the
+        subject's lock held, so emissions of one subject never reorder."""
+        if subject.published >= subject.version or subject.state is None:
+            return
+        version, state = subject.version, subject.state
+        display_name = await self._display_name(username)
+        if display_name is None:
+            return
+        watchers = await self.visibility.watchers_of(username)
+        event = events_pb2.Event(presence_changed=presence_message(username, display_name, state))
+        await self._events.publish(watchers, event)
+        subject.published = version
+
+    def _schedule(self) -> None:
+        deadline = self._coalescer.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None:
+            if self._timer_deadline <= deadline:
+                return
+            self._timer.cancel()
+        delay = max(0.0, deadline - self._clock())
+        self._timer_deadline = deadline
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        for username, _version in self._coalescer.due(self._clock()):
+            task = asyncio.create_task(self._flush(username), name=f"presence-flush-{username}")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        self._schedule()
+
+    async def _flush(self, username: str) -> None:
+        subject = self._subjects.get(username)
+        if subject is None:
+            return
+        try:
+            async with subject.lock:
+                await self._emit(username, subject)
+        except Exception:
+            log.exception("presence: emitting the held change of %s failed", username)

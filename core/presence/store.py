@@ -1,0 +1,164 @@
+"""Presence storage: what each device published and whether it is connected.
+
+SQL only (SQLAlchemy Core, the same statements on SQLite and PostgreSQL);
+it knows nothing of gRPC, of events or of the aggregation rule. Rows are
+shared through the database, so every core reading them sees the same
+devices; see ``service.py`` for what stays per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Protocol
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from core.presence import tables as t
+from core.presence.rules import DeviceStatus, Status
+
+# Bound on the values in one IN (...) list (old SQLite builds allow 999).
+_CHUNK = 500
+
+
+class PresenceStore(Protocol):
+    async def device_online(self, username: str, session_id: str, now: float) -> None:
+        """The device connected: AVAILABLE if it never published, else as published."""
+
+    async def device_lost(self, session_id: str, now: float) -> None:
+        """The device disconnected; its published status is kept for a reconnect."""
+
+    async def publish(
+        self, username: str, session_id: str, status: Status, note: str, now: float, *, connected: bool
+    ) -> None:
+        """Record the device's published status; ``connected`` applies to a new row only."""
+
+    async def devices(self, username: str) -> list[DeviceStatus]:
+        """The subscriber's known devices."""
+
+    async def devices_of(self, usernames: Collection[str]) -> dict[str, list[DeviceStatus]]:
+        """The known devices of several subscribers (absent ones have none)."""
+
+    async def disconnect_all(self) -> int:
+        """Mark every device disconnected (an embedded core at start-up)."""
+
+    async def prune(self, username: str, before: float) -> int:
+        """Forget the subscriber's devices disconnected since before ``before``."""
+
+    async def forget(self, username: str) -> None:
+        """Forget every device of a deleted subscriber."""
+
+
+def _device(row: object) -> DeviceStatus:
+    m = row._mapping  # type: ignore[attr-defined]
+    return DeviceStatus(
+        device=m["session_id"],
+        status=Status(m["status"]),
+        note=m["note"],
+        updated_at=m["updated_at"],
+        connected=bool(m["connected"]),
+        last_seen=m["last_seen"],
+    )
+
+
+class SqlPresenceStore:
+    """Presence rows in the core's SQL database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def device_online(self, username: str, session_id: str, now: float) -> None:
+        d = t.presence_devices
+        async with self._engine.begin() as conn:
+            found = await conn.execute(
+                update(d).where(d.c.session_id == session_id).values(connected=True, last_seen=now)
+            )
+            if not found.rowcount:
+                await self._insert_or_update(
+                    conn,
+                    {
+                        "session_id": session_id,
+                        "username": username,
+                        "status": Status.AVAILABLE.value,
+                        "note": "",
+                        "updated_at": now,
+                        "connected": True,
+                        "last_seen": now,
+                    },
+                    {"connected": True, "last_seen": now},
+                )
+
+    async def device_lost(self, session_id: str, now: float) -> None:
+        d = t.presence_devices
+        async with self._engine.begin() as conn:
+            await conn.execute(update(d).where(d.c.session_id == session_id).values(connected=False, last_seen=now))
+
+    async def publish(
+        self, username: str, session_id: str, status: Status, note: str, now: float, *, connected: bool
+    ) -> None:
+        d = t.presence_devices
+        published = {"status": status.value, "note": note, "updated_at": now}
+        async with self._engine.begin() as conn:
+            found = await conn.execute(update(d).where(d.c.session_id == session_id).values(published))
+            if not found.rowcount:
+                row = {
+                    "session_id": session_id,
+                    "username": username,
+                    **published,
+                    "connected": connected,
+                    # Publishing is not being seen online: a device that
+                    # never connected has no last-seen time.
+                    "last_seen": now if connected else 0.0,
+                }
+                await self._insert_or_update(conn, row, published)
+
+    async def devices(self, username: str) -> list[DeviceStatus]:
+        d = t.presence_devices
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(d).where(d.c.username == username))).all()
+        return [_device(r) for r in rows]
+
+    async def devices_of(self, usernames: Collection[str]) -> dict[str, list[DeviceStatus]]:
+        d = t.presence_devices
+        names = list(dict.fromkeys(usernames))
+        found: dict[str, list[DeviceStatus]] = {}
+        async with self._engine.connect() as conn:
+            for start in range(0, len(names), _CHUNK):
+                chunk = names[start : start + _CHUNK]
+                for row in (await conn.execute(select(d).where(d.c.username.in_(chunk)))).all():
+                    found.setdefault(row.username, []).append(_device(row))
+        return found
+
+    async def disconnect_all(self) -> int:
+        d = t.presence_devices
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(d).where(d.c.connected.is_(True)).values(connected=False))
+        return result.rowcount or 0
+
+    async def prune(self, username: str, before: float) -> int:
+        d = t.presence_devices
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(d).where(and_(d.c.username == username, d.c.connected.is_(False), d.c.last_seen < before))
+            )
+        return result.rowcount or 0
+
+    async def forget(self, username: str) -> None:
+        d = t.presence_devices
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(d).where(d.c.username == username))
+
+    @staticmethod
+    async def _insert_or_update(
+        conn: AsyncConnection, row: Mapping[str, object], on_conflict: Mapping[str, object]
+    ) -> None:
+        # Update-then-insert rather than an upsert (ON CONFLICT is spelled per
+        # dialect). Within one core a per-subscriber lock orders the writes;
+        # the savepoint covers another core inserting the same row first.
+        d = t.presence_devices
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(d).values(row))
+        except IntegrityError:
+            await conn.execute(update(d).where(d.c.session_id == row["session_id"]).values(on_conflict))

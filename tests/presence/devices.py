@@ -1,0 +1,166 @@
+"""A logged-in device for presence and contacts tests: its stubs, and its
+event stream read into a queue in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from argon2 import PasswordHasher
+from google.rpc import error_details_pb2, status_pb2
+
+from core.identity import passwords
+from core.server import Core
+from tests.support.core import login
+from tests.support.timing import seconds
+from wac.v1 import (
+    contacts_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    identity_pb2,
+    identity_pb2_grpc,
+    presence_pb2,
+    presence_pb2_grpc,
+)
+
+Status = presence_pb2.Presence.Status
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests log in many devices; argon2's cost is identity's concern
+    and is tested there, so hash with the cheapest parameters here."""
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+def md(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields a google.rpc.BadRequest detail names."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    return [v.field for v in bad.field_violations]
+    return []
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float | None = None) -> None:
+    """Wait until ``check`` holds, polling; fail after ``timeout``."""
+    deadline = time.monotonic() + (timeout if timeout is not None else seconds())
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+class Device:
+    """One session of a subscriber, with an optional open event stream."""
+
+    def __init__(self, core: Core, channel: grpc.aio.Channel, session: identity_pb2.Session) -> None:
+        self.core = core
+        self.session = session
+        self.username = session.subscriber.username
+        self.metadata = md(session.access_token)
+        self.presence = presence_pb2_grpc.PresenceServiceStub(channel)
+        self.contacts = contacts_pb2_grpc.ContactsServiceStub(channel)
+        self.identity = identity_pb2_grpc.IdentityServiceStub(channel)
+        self._events = events_pb2_grpc.EventsServiceStub(channel)
+        self.queue: asyncio.Queue[events_pb2.Event] = asyncio.Queue()
+        self.last_seq = 0
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def login(cls, core: Core, channel: grpc.aio.Channel, username: str, *, connect: bool = True) -> Device:
+        device = cls(core, channel, await login(channel, username))
+        if connect:
+            await device.connect()
+        return device
+
+    async def online(self) -> bool:
+        return self.session.session_id in await self.core.devices.online_devices(self.username)
+
+    async def connect(self) -> None:
+        """Open the event stream and wait until the core counts the device online."""
+        self._call = self._events.Subscribe(
+            events_pb2.SubscribeRequest(after_seq=self.last_seq), metadata=self.metadata
+        )
+        self._reader = asyncio.create_task(self._read(self._call))
+        await eventually(self.online)
+
+    async def disconnect(self) -> None:
+        """Close the event stream (the device stays online for the grace period)."""
+        if self._call is not None:
+            self._call.cancel()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._call = self._reader = None
+
+    async def _read(self, call: Any) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for event in call:
+                self.last_seq = event.seq
+                self.queue.put_nowait(event)
+
+    async def set(self, status: Any, note: str = "") -> presence_pb2.Presence:
+        return await self.presence.SetPresence(
+            presence_pb2.SetPresenceRequest(status=status, note=note), metadata=self.metadata
+        )
+
+    async def get(self, username: str) -> presence_pb2.Presence:
+        return await self.presence.GetPresence(
+            presence_pb2.GetPresenceRequest(username=username), metadata=self.metadata
+        )
+
+    async def next_event(self, kind: str, timeout: float | None = None) -> events_pb2.Event:
+        """The next event with ``kind`` set, skipping others."""
+        deadline = time.monotonic() + (timeout if timeout is not None else seconds())
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.username}: no {kind} event in time")
+            try:
+                event = await asyncio.wait_for(self.queue.get(), remaining)
+            except TimeoutError:
+                raise AssertionError(f"{self.username}: no {kind} event in time") from None
+            if event.HasField(kind):
+                return event
+
+    async def next_presence(self, username: str, timeout: float | None = None) -> presence_pb2.Presence:
+        """The next presenceChanged of ``username``, skipping others."""
+        while True:
+            event = await self.next_event("presence_changed", timeout)
+            if event.presence_changed.username == username:
+                return event.presence_changed
+
+    async def presence_until(self, username: str, status: int) -> presence_pb2.Presence:
+        """Skip presenceChanged events of ``username`` until one has ``status``."""
+        while True:
+            presence = await self.next_presence(username)
+            if presence.status == status:
+                return presence
+
+    async def drain(self, quiet: float = 0.08) -> list[events_pb2.Event]:
+        """Every event until none has come for ``quiet`` timeouts (0.4 s unscaled)."""
+        quiet = seconds(quiet)
+        out: list[events_pb2.Event] = []
+        while True:
+            try:
+                out.append(await asyncio.wait_for(self.queue.get(), quiet))
+            except TimeoutError:
+                return out
+
+    async def logout(self) -> None:
+        await self.identity.Logout(identity_pb2.LogoutRequest(), metadata=self.metadata)
