@@ -303,16 +303,6 @@ def field_by_path(
     return next(f for f in catalogue.messages[message].field if f.name == last)
 
 
-def json_path(catalogue: Catalogue, message: str, dotted: str) -> str:
-    """The JSON form of a dotted field path: subscriber.user_name is subscriber.userName."""
-    names = []
-    for name in dotted.split("."):
-        field = next(f for f in catalogue.messages[message].field if f.name == name)
-        names.append(json_name(field))
-        message = field.type_name
-    return ".".join(names)
-
-
 def is_query_field(field: descriptor_pb2.FieldDescriptorProto) -> bool:
     """Whether the transcoder can fill the field from a query parameter."""
     if field.type == FDP.TYPE_MESSAGE:
@@ -326,9 +316,14 @@ def operation_object(catalogue: Catalogue, op: Operation) -> tuple[str, Schema]:
     path = op.template
     parameters: list[Schema] = []
     for variable in variables:
-        name = json_path(catalogue, request, variable)
-        path = re.sub(r"\{" + re.escape(variable) + r"(=[^}]*)?\}", "{" + name + "}", path)
         field = field_by_path(catalogue, request, variable)
+        # Named after the field itself, not its dotted path: PATCH
+        # /subscribers/{subscriber.username} would be a second path for
+        # /subscribers/{username}, which OpenAPI forbids (templated paths of
+        # the same hierarchy are identical), and a dotted name is no
+        # identifier in the languages clients are generated in.
+        name = json_name(field)
+        path = re.sub(r"\{" + re.escape(variable) + r"(=[^}]*)?\}", "{" + name + "}", path)
         parameter: Schema = {
             "name": name,
             "in": "path",
@@ -379,6 +374,9 @@ def operation_object(catalogue: Catalogue, op: Operation) -> tuple[str, Schema]:
             if "REQUIRED" in behaviors(field):
                 parameter["required"] = True
             parameters.append(parameter)
+    names = [p["name"] for p in parameters]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{op.service}.{op.method.name}: two parameters named alike in {names}")
     if parameters:
         operation["parameters"] = parameters
 
