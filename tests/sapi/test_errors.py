@@ -165,3 +165,25 @@ async def test_headers_grpc_would_refuse_are_not_a_500(sapi: Sapi, name: str, va
     response = await gateway.post("/sapi/v1/identity:verify", json={"token": "a.b.c"}, headers={name: value})
     assert response.status_code == 200, response.text
     assert response.json()["reason"] == "MALFORMED"
+
+
+async def test_a_body_naming_another_subscriber_than_the_path_is_400(stack: Stack, sapi: Sapi) -> None:
+    """The path says whom a request is about; a body may repeat it, not contradict it."""
+    await add_subscriber(stack.core, "alice", display_name="Alice")
+    await add_subscriber(stack.core, "bob", display_name="Bob")
+    operator = await sapi("subscribers.read", "subscribers.write")
+    mask = {"updateMask": "displayName"}
+
+    contradicted = await operator.patch(
+        "/sapi/v1/subscribers/alice", params=mask, json={"username": "bob", "displayName": "Mallory"}
+    )
+    body = assert_error(contradicted, 400, 3)
+    assert "alice" in body["message"] and "bob" in body["message"]
+    assert_error(await operator.post("/sapi/v1/subscribers/alice:revokeSessions", json={"username": "bob"}), 400, 3)
+    for name, display_name in (("alice", "Alice"), ("bob", "Bob")):
+        assert (await operator.get(f"/sapi/v1/subscribers/{name}")).json()["displayName"] == display_name
+
+    repeated = await operator.patch(
+        "/sapi/v1/subscribers/alice", params=mask, json={"username": "alice", "displayName": "Alice L."}
+    )
+    assert (repeated.status_code, repeated.json()["displayName"]) == (200, "Alice L."), repeated.text
