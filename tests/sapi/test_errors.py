@@ -187,3 +187,26 @@ async def test_a_body_naming_another_subscriber_than_the_path_is_400(stack: Stac
         "/sapi/v1/subscribers/alice", params=mask, json={"username": "alice", "displayName": "Alice L."}
     )
     assert (repeated.status_code, repeated.json()["displayName"]) == (200, "Alice L."), repeated.text
+
+
+async def test_a_query_parameter_cannot_redirect_the_path(stack: Stack, sapi: Sapi) -> None:
+    """The transcoder would let ?username=bob override /subscribers/alice;
+    a parameter naming a field the path sets is not bound, so the path wins."""
+    await add_subscriber(stack.core, "alice", display_name="Alice")
+    await add_subscriber(stack.core, "bob", display_name="Bob")
+    operator = await sapi("subscribers.read", "subscribers.write", "presence.read", "calls.read")
+
+    read = await operator.get("/sapi/v1/subscribers/alice", params={"username": "bob"})
+    assert (read.status_code, read.json()["username"]) == (200, "alice"), read.text
+    presence = await operator.get("/sapi/v1/subscribers/alice/presence", params={"username": "bob"})
+    assert (presence.status_code, presence.json()["username"]) == (200, "alice"), presence.text
+    patched = await operator.patch(
+        "/sapi/v1/subscribers/alice",
+        params={"updateMask": "displayName", "subscriber.username": "bob"},
+        json={"displayName": "Alice L."},
+    )
+    assert (patched.status_code, patched.json()["username"]) == (200, "alice"), patched.text
+    assert (await operator.get("/sapi/v1/subscribers/bob")).json()["displayName"] == "Bob"
+    for name in ("callId", "call_id"):
+        body = assert_error(await operator.get("/sapi/v1/calls/no-such-call", params={name: "other"}), 404, 5)
+        assert "no-such-call" in body["message"]
