@@ -22,7 +22,10 @@ def sync_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     """An async engine tuned for its backend."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A fixed pool: each aiosqlite connection is a thread with its own
+        # PRAGMAs, so opening overflow connections under load and closing
+        # them again costs more than the queries they serve.
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=16, max_overflow=0, pool_timeout=30)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:

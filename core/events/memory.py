@@ -25,7 +25,10 @@ class _SessionLog:
     next_seq: int = 1
     # (seq, time, shared event without seq)
     events: deque[tuple[int, float, events_pb2.Event]] = field(default_factory=deque)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Futures of readers waiting for the next event. A bare future with a
+    # timer handle is much cheaper than asyncio.wait_for, which makes a task
+    # per wake-up; with thousands of idle streams that is most of the cost.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
     readers: int = 0
     last_read: float = 0.0
 
@@ -58,6 +61,9 @@ class MemoryEventLog:
             self._append(log, final, self._clock())
         log.open = False
         self._unroute(session_id, log.username)
+        waiters, log.waiters = log.waiters, []
+        for waiter in waiters:
+            _wake(waiter)
 
     async def publish(
         self,
@@ -113,14 +119,20 @@ class MemoryEventLog:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return []
-            log.changed.clear()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(remaining, _wake, waiter)
+            log.waiters.append(waiter)
             log.readers += 1
             try:
-                await asyncio.wait_for(log.changed.wait(), remaining)
-            except TimeoutError:
-                pass
+                await waiter
             finally:
+                timer.cancel()
                 log.readers -= 1
+                if not waiter.done():
+                    waiter.cancel()
+                if waiter in log.waiters:
+                    log.waiters.remove(waiter)
 
     async def is_open(self, session_id: str) -> bool:
         log = self._logs.get(session_id)
@@ -139,7 +151,9 @@ class MemoryEventLog:
         log.next_seq += 1
         if len(log.events) > self._max_events:
             log.events.popleft()
-        log.changed.set()
+        waiters, log.waiters = log.waiters, []
+        for waiter in waiters:
+            _wake(waiter)
 
     def _prune(self, log: _SessionLog, now: float) -> None:
         horizon = now - self._retention
@@ -152,3 +166,8 @@ class MemoryEventLog:
             sessions.discard(session_id)
             if not sessions:
                 del self._by_user[username]
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
