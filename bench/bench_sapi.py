@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,15 @@ class RssSampler:
         return self.peak
 
 
+def envoy_connections(admin_port: int) -> tuple[int, int]:
+    """Connections Envoy accepted from clients and opened to the core so far
+    (keep-alive means a handful per load, not one per request)."""
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=(downstream_cx_total|wac_core.upstream_cx_total)$"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        stats = dict(line.split(": ", 1) for line in response.read().decode().splitlines() if ": " in line)
+    return int(stats["http.front_door.downstream_cx_total"]), int(stats["cluster.wac_core.upstream_cx_total"])
+
+
 def cli(env: dict[str, str], *argv: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "wac.cli", *argv], env=env, cwd=ROOT, check=True, capture_output=True, text=True
@@ -267,17 +277,20 @@ def main() -> int:
                 for name, (mode, port) in loads.items():
                     peak = measure(mode, port, key, token, args, core.pid, front.pid, totals[name])
                     peak_rss = max(peak_rss, peak)
+            connections = envoy_connections(admin_port)
         finally:
             for process in (front, core):
                 process.terminate()
             for process in (front, core):
                 process.wait(10)
 
-    report(args, totals, idle_rss, peak_rss)
+    report(args, totals, idle_rss, peak_rss, connections)
     return 0
 
 
-def report(args: argparse.Namespace, totals: dict[str, Totals], idle_rss: int, peak_rss: int) -> None:
+def report(
+    args: argparse.Namespace, totals: dict[str, Totals], idle_rss: int, peak_rss: int, connections: tuple[int, int]
+) -> None:
     workers = args.envoy_concurrency or os.cpu_count()
     print(
         f"identity:verify / VerifyToken, concurrency {args.concurrency}, {args.rounds} x {args.seconds:.0f} s each, "
@@ -310,6 +323,11 @@ def report(args: argparse.Namespace, totals: dict[str, Totals], idle_rss: int, p
     verdict = "met" if p99 <= TARGET_P99 else "MISSED"
     print(f"REST / gRPC p99:        {p99:.2f}x (target <= {TARGET_P99}x: {verdict})")
     print(f"Envoy RSS: idle {idle_rss / 1024:.1f} MiB, peak under load {peak_rss / 1024:.1f} MiB")
+    requests = sum(len(load.latencies) for name, load in totals.items() if "Envoy" in name)
+    print(
+        f"Envoy connections: {connections[0]:,} from clients, {connections[1]:,} to the core, "
+        f"for {requests:,} timed requests (and the warm-up's)"
+    )
 
 
 if __name__ == "__main__":
