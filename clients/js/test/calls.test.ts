@@ -210,6 +210,7 @@ describe("calls", () => {
     const reply = server.link.last("CallsService.Renegotiate");
     assert.equal(reply.params.description.type, "ANSWER");
     assert.deepEqual(holds, [true]);
+    server.link.reply(reply.id, { callId: "c2" }); // our next offer waits for this receipt
 
     // We put the call on hold: a sendonly offer, done when the answer comes.
     let held = false;
@@ -254,11 +255,52 @@ describe("calls", () => {
     server.event({ callUpdated: { call: { callId: "c3" }, description: { type: "OFFER", sdp: OFFER_SDP } } });
     server.link.reply(ours.id, { callId: "c3" });
     await settle();
+    server.link.reply(server.link.last("CallsService.Renegotiate").id, { callId: "c3" }); // our answer to Bob's
+    await settle();
     const sent = server.link.requests("CallsService.Renegotiate").map((r) => r.params.description.type);
     assert.deepEqual(sent, ["OFFER", "ANSWER", "OFFER"], "answered Bob's offer, then offered again");
     server.link.reply(server.link.last("CallsService.Renegotiate").id, { callId: "c3" });
     server.event({ callUpdated: { call: { callId: "c3" }, description: { type: "ANSWER", sdp: ANSWER_SDP } } });
     await hold;
+    assert.equal(pc.signalingState, "stable");
+    const hangup = call!.hangup();
+    await server.answer("CallsService.HangupCall", {});
+    await hangup;
+  });
+
+  it("waits for the caller's offer when the server settles glare against ours (callee), then offers again", async () => {
+    const { wac, server } = await loggedIn();
+    let call: Call | undefined;
+    wac.on("incomingCall", (c) => (call = c));
+    server.event({ callInvited: { call: { callId: "c5", caller: "bob", state: "RINGING" }, offer: { type: "OFFER", sdp: OFFER_SDP } } });
+    const answering = call!.answer();
+    await server.answer("CallsService.GetIceServers", ICE);
+    await server.answer("CallsService.AnswerCall", { callId: "c5", state: "ACTIVE" });
+    await answering;
+    const pc = lastPc();
+
+    let held = false;
+    const hold = call!.hold().then(() => (held = true));
+    await settle();
+    // The caller's offer reached the server first: ours is refused, and theirs follows.
+    const ours = server.link.last("CallsService.Renegotiate");
+    server.link.replyError(ours.id, 9, "renegotiation glare: the caller's offer wins; answer it and retry", "FAILED_PRECONDITION");
+    await settle();
+    assert.equal(held, false, "still holding: the caller's offer is on its way");
+    server.event({ callUpdated: { call: { callId: "c5" }, description: { type: "OFFER", sdp: OFFER_SDP } } });
+    await settle();
+    const answer = server.link.last("CallsService.Renegotiate");
+    assert.equal(answer.params.description.type, "ANSWER");
+    assert.equal(server.link.requests("CallsService.Renegotiate").length, 2, "no new offer before the server took our answer");
+    server.link.reply(answer.id, { callId: "c5" });
+    await settle();
+    const again = server.link.last("CallsService.Renegotiate");
+    assert.equal(again.params.description.type, "OFFER");
+    assert.match(again.params.description.sdp, /a=sendonly/);
+    server.link.reply(again.id, { callId: "c5" });
+    server.event({ callUpdated: { call: { callId: "c5" }, description: { type: "ANSWER", sdp: ANSWER_SDP } } });
+    await hold;
+    assert.equal(call!.onHold, true);
     assert.equal(pc.signalingState, "stable");
     const hangup = call!.hangup();
     await server.answer("CallsService.HangupCall", {});

@@ -85,6 +85,8 @@ export interface CallHost {
 
 /** How long a renegotiation waits for the other party's answer. */
 export const ANSWER_TIMEOUT_MS = 15_000;
+/** How many times one renegotiation offers when offers collide. */
+const MAX_OFFER_ATTEMPTS = 3;
 /** How long ICE may stay 'disconnected' before the caller restarts it. */
 export const ICE_DISCONNECTED_GRACE_MS = 2_000;
 
@@ -122,6 +124,8 @@ export class Call extends Emitter<CallEvents> {
   private makingOffer = false;
   private ignoreOffer = false;
   private awaitingAnswer: Deferred | null = null;
+  /** Our latest answer to the other party's offer, until the server took it. */
+  private answerSent: Promise<void> = Promise.resolve();
   private restartingIce = false;
   private iceTimer: unknown = null;
 
@@ -329,7 +333,9 @@ export class Call extends Emitter<CallEvents> {
       this.ignoreOffer = this.direction === "outgoing" && collision; // the caller is impolite
       if (this.ignoreOffer) return;
       if (collision) {
-        await pc.setLocalDescription({ type: "rollback" });
+        // Ours gives way. An offer already set is rolled back; one still being
+        // made finds the peer connection in have-remote-offer and is made again.
+        if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
         this.awaitingAnswer?.reject(new WacError(Status.ABORTED, "our offer collided with the other party's"));
         this.awaitingAnswer = null;
       }
@@ -341,15 +347,19 @@ export class Call extends Emitter<CallEvents> {
         this.remoteOnHold = remoteHold;
         this.emit("remoteHold", remoteHold);
       }
-      // Not awaited: later events must not wait for the server's receipt.
-      this.host
+      // Not awaited: later events must not wait for the server's receipt
+      // (our next offer does: see renegotiate).
+      this.answerSent = this.host
         .request("CallsService.Renegotiate", {
           callId: this.id,
           description: { type: "ANSWER", sdp: pc.localDescription?.sdp ?? "" },
         })
-        .catch((error: unknown) => {
-          if (!this.hasEnded()) this.emit("error", toWacError(error));
-        });
+        .then(
+          () => {},
+          (error: unknown) => {
+            if (!this.hasEnded()) this.emit("error", toWacError(error));
+          },
+        );
     });
   }
 
@@ -430,47 +440,76 @@ export class Call extends Emitter<CallEvents> {
   /**
    * Sends a new offer made after `change`, and waits for the answer. Runs
    * after earlier renegotiations; on a collision that rolled ours back
-   * (polite side), runs once more after the other party's offer.
+   * (polite side), runs again after the other party's offer.
+   *
+   * Glare is settled by the server too: the caller's offer wins, and the
+   * callee's Renegotiate fails with FAILED_PRECONDITION "renegotiation
+   * glare" while the caller's is outstanding. The callee then waits for the
+   * caller's offer, which is on its way: answering it rolls ours back
+   * (ABORTED), and ours is made again.
    */
   private renegotiate(change: () => void, offerOptions: RTCOfferOptions = {}): Promise<void> {
-    const run = async (retry: boolean): Promise<void> => {
+    const run = async (attempt: number): Promise<void> => {
       const pc = this.peerConnection;
       if (!pc || this.current === "ended") throw new WacError(Status.FAILED_PRECONDITION, "the call is not set up");
+      // An offer can only be made from "stable": let the other party's offer,
+      // if one is being answered right now, finish first.
+      for (let i = 0; i < 3 && pc.signalingState === "have-remote-offer"; i += 1) await this.eventChain;
+      // Requests may complete in any order: our answer to their offer must be
+      // in before our own offer, or the server still sees theirs outstanding.
+      await this.answerSent;
       change();
+      let deferred!: Deferred;
       const answered = new Promise<void>((resolve, reject) => {
-        this.awaitingAnswer = { resolve, reject };
+        deferred = { resolve, reject };
       });
+      // Awaited only once the offer is out: a rejection before then is not unhandled.
+      answered.catch(() => {});
+      this.awaitingAnswer = deferred;
+      // The other party's offer came in meanwhile (and took over), or ours was rolled back.
+      const superseded = () => this.awaitingAnswer !== deferred || pc.signalingState !== "have-local-offer";
       const timer = this.host.clock.setTimeout(() => {
-        this.awaitingAnswer?.reject(new WacError(Status.DEADLINE_EXCEEDED, "the other party did not answer the new offer"));
-        this.awaitingAnswer = null;
+        deferred.reject(new WacError(Status.DEADLINE_EXCEEDED, "the other party did not answer the new offer"));
+        if (this.awaitingAnswer === deferred) this.awaitingAnswer = null;
         if (pc.signalingState === "have-local-offer") void pc.setLocalDescription({ type: "rollback" }).catch(() => {});
       }, ANSWER_TIMEOUT_MS);
       try {
         this.makingOffer = true;
         try {
           await pc.setLocalDescription(await pc.createOffer(offerOptions));
+        } catch (error) {
+          // createOffer or setLocalDescription in have-remote-offer: a collision, not a failure.
+          if (superseded()) throw new WacError(Status.ABORTED, "the other party's offer came first", { cause: error });
+          throw error;
         } finally {
           this.makingOffer = false;
         }
-        if (pc.signalingState !== "have-local-offer") throw new WacError(Status.ABORTED, "our offer was rolled back");
-        await this.host.request("CallsService.Renegotiate", {
-          callId: this.id,
-          description: { type: "OFFER", sdp: pc.localDescription?.sdp ?? "" },
-        });
+        if (superseded()) throw new WacError(Status.ABORTED, "our offer was rolled back");
+        try {
+          await this.host.request("CallsService.Renegotiate", {
+            callId: this.id,
+            description: { type: "OFFER", sdp: pc.localDescription?.sdp ?? "" },
+          });
+        } catch (error) {
+          const wacError = toWacError(error);
+          if (superseded()) throw new WacError(Status.ABORTED, "the other party's offer came first", { cause: wacError });
+          // The caller's offer is coming: `answered` fails with ABORTED once it is answered.
+          if (!(this.direction === "incoming" && isGlare(wacError))) throw wacError;
+        }
         await answered;
       } catch (error) {
         const wacError = toWacError(error);
-        if (wacError.code === Status.ABORTED && !retry) {
+        if (wacError.code === Status.ABORTED && attempt < MAX_OFFER_ATTEMPTS) {
           await this.eventChain; // the other party's offer is answered first
-          return run(true);
+          return run(attempt + 1);
         }
         throw wacError;
       } finally {
         this.host.clock.clearTimeout(timer);
-        answered.catch(() => {});
+        if (this.awaitingAnswer === deferred) this.awaitingAnswer = null;
       }
     };
-    const result = this.negotiationChain.then(() => run(false));
+    const result = this.negotiationChain.then(() => run(1));
     this.negotiationChain = result.catch(() => {});
     return result;
   }
@@ -618,6 +657,11 @@ export class Call extends Emitter<CallEvents> {
 function wants(option: boolean | MediaTrackConstraints | undefined, byDefault: boolean, stream: MediaStream | undefined, kind: MediaKind): boolean {
   if (stream) return stream.getTracks().some((t) => t.kind === kind);
   return option === undefined ? byDefault : Boolean(option);
+}
+
+/** The server's answer to the callee's offer while the caller's is outstanding. */
+function isGlare(error: WacError): boolean {
+  return error.code === Status.FAILED_PRECONDITION && /\bglare\b/i.test(error.message);
 }
 
 /** Hangup and reject race the other party and the server: "already ended" is fine. */
