@@ -1,0 +1,679 @@
+// The demo softphone: plain DOM code on top of the SDK, to read alongside
+// clients/js/README.md. Everything it does goes through one Wac instance.
+//
+// Query parameters: ?transport=auto|websocket|http (the SDK's option) and
+// ?user=NAME (fills the login form).
+//
+// For tests and the curious, window.wacDemo holds the Wac instance (`wac`),
+// the call shown in the call panel (`call`, kept after it ends), and each
+// call's end (`ended`: {callId, direction, peer, reason, endedBy}).
+import { Wac, WacError } from "/sdk/wac.js";
+
+const params = new URLSearchParams(location.search);
+const TRANSPORTS = ["auto", "websocket", "http"];
+const transport = TRANSPORTS.includes(params.get("transport")) ? params.get("transport") : "auto";
+
+const STATUS_TEXT = {
+  AVAILABLE: "Available",
+  AWAY: "Away",
+  BUSY: "Busy",
+  DO_NOT_DISTURB: "Do not disturb",
+  OFFLINE: "Offline",
+};
+const END_TEXT = {
+  COMPLETED: "Call ended",
+  REJECTED: "Declined",
+  BUSY: "Busy",
+  CANCELLED: "Cancelled",
+  NO_ANSWER: "No answer",
+  ANSWERED_ELSEWHERE: "Answered on another device",
+  FAILED: "Call failed",
+  UNAVAILABLE: "Not reachable",
+  OPERATOR: "Ended by an operator",
+};
+const CONNECTION_TEXT = {
+  connecting: "Connecting…",
+  connected: "Connected",
+  suspended: "Reconnecting…",
+  disconnected: "Disconnected",
+};
+const USERNAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const PHONE_NUMBER = /^\+?[\d\s().-]{3,}$/;
+
+const wac = new Wac({
+  transport,
+  deviceName: browserName(),
+  // Per tab: a reload keeps the session, and two tabs can be two users.
+  storage: sessionStorage,
+});
+
+const demo = { wac, call: null, ended: [], dial, answer };
+window.wacDemo = demo;
+
+// ---- DOM helpers ----
+
+const byTestId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+
+/** Makes an element: el("button", {type: "button", onclick}, "Call"). Text is never parsed as HTML. */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
+  return node;
+}
+
+function describe(error) {
+  if (error instanceof WacError) return `${error.message} (${error.status})`;
+  return error instanceof Error ? error.message : String(error);
+}
+
+let errorTimer = null;
+function showError(error) {
+  const banner = byTestId("error");
+  banner.textContent = describe(error);
+  banner.hidden = false;
+  clearTimeout(errorTimer);
+  errorTimer = setTimeout(() => (banner.hidden = true), 10_000);
+  console.warn("wac demo:", error);
+}
+
+function clearError() {
+  byTestId("error").hidden = true;
+}
+
+/** Runs an action from a button or form; its failure goes to the banner. */
+async function act(action) {
+  try {
+    return await action();
+  } catch (error) {
+    showError(error);
+    return undefined;
+  }
+}
+
+function browserName() {
+  const agent = navigator.userAgent;
+  const name = /Firefox\//.test(agent) ? "Firefox" : /Edg\//.test(agent) ? "Edge" : /Chrom/.test(agent) ? "Chrome" : /Safari\//.test(agent) ? "Safari" : "a browser";
+  return `${name} (wac demo)`;
+}
+
+const me = () => wac.session?.subscriber?.username ?? "";
+
+// ---- connection and session ----
+
+function renderConnection() {
+  const node = byTestId("connection-state");
+  node.dataset.state = wac.state;
+  node.dataset.transport = wac.transport;
+  const over = wac.state === "connected" ? ` · ${wac.transport === "http" ? "HTTP" : "WebSocket"}` : "";
+  node.querySelector(".label").textContent = CONNECTION_TEXT[wac.state] + over;
+}
+
+wac.on("state", renderConnection);
+wac.on("fallback", renderConnection);
+wac.on("sessionEnded", ({ reason }) => {
+  if (reason !== "logout") showLogin(`Your session ended (${reason}). Please log in again.`);
+});
+wac.on("error", (error) => console.warn("wac:", error));
+
+async function login(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const button = byTestId("login-submit");
+  const message = byTestId("login-error");
+  message.hidden = true;
+  button.disabled = true;
+  try {
+    await wac.login(form.username.value.trim(), form.password.value);
+    form.password.value = "";
+    await enterPhone();
+  } catch (error) {
+    message.textContent = describe(error);
+    message.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function enterPhone() {
+  clearError();
+  document.getElementById("login-view").hidden = true;
+  document.getElementById("phone-view").hidden = false;
+  document.querySelector(".whoami").hidden = false;
+  const name = wac.session?.subscriber?.displayName;
+  byTestId("me").textContent = name && name !== me() ? `${name} (${me()})` : me();
+  renderCall();
+  await Promise.all([act(loadMyPresence), act(loadContacts), act(loadHistory)]);
+}
+
+function showLogin(message) {
+  for (const call of [...ringing.keys()]) removeIncoming(call);
+  document.getElementById("phone-view").hidden = true;
+  document.querySelector(".whoami").hidden = true;
+  document.getElementById("login-view").hidden = false;
+  const note = byTestId("login-error");
+  note.textContent = message ?? "";
+  note.hidden = !message;
+  const username = byTestId("login-username");
+  if (!username.value && params.get("user")) username.value = params.get("user");
+  (username.value ? byTestId("login-password") : username).focus();
+}
+
+async function logout() {
+  await wac.logout();
+  showLogin();
+}
+
+// ---- presence ----
+
+/** The last presence seen per username (from reads and from events). */
+const presences = new Map();
+
+async function loadMyPresence() {
+  const mine = await wac.presence.get(me());
+  if (mine) onPresence(mine);
+}
+
+async function setPresence(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  await act(async () => onPresence(await wac.presence.set(form.status.value, form.note.value.trim())));
+}
+
+function onPresence(presence) {
+  if (!presence?.username) return;
+  presences.set(presence.username, presence);
+  if (presence.username === me()) {
+    const form = byTestId("presence-form");
+    const status = presence.status ?? "OFFLINE";
+    // The aggregate of all my devices. A call makes it BUSY for a while: that
+    // is not what this device published, so the selector keeps its choice.
+    if (presence.reason !== "IN_CALL" && document.activeElement !== form.status && status in STATUS_TEXT) {
+      form.status.value = status;
+    }
+    byTestId("my-presence").textContent = `Others see: ${presenceText(presence)}`;
+  }
+  const selector = `[data-subscriber="${CSS.escape(presence.username)}"] [data-testid="presence-dot"]`;
+  for (const dot of document.querySelectorAll(selector)) paintDot(dot, presence);
+}
+
+function presenceText(presence) {
+  if (!presence) return "presence not shared with you";
+  const status = presence.status ?? "OFFLINE";
+  let text = STATUS_TEXT[status] ?? status;
+  if (presence.reason === "IN_CALL") text += " (in a call)";
+  if (presence.note) text += ` — ${presence.note}`;
+  return text;
+}
+
+function paintDot(dot, presence) {
+  dot.dataset.status = presence?.status ?? "UNKNOWN";
+  const text = presenceText(presence);
+  dot.setAttribute("aria-label", text);
+  dot.title = text;
+  const label = dot.parentElement?.querySelector(".presence-text");
+  if (label) label.textContent = text;
+}
+
+wac.on("presence", onPresence);
+
+// ---- contacts ----
+
+let contacts = [];
+
+async function loadContacts() {
+  contacts = await wac.contacts.all();
+  renderContacts();
+  const usernames = [...new Set(contacts.map((c) => c.subscriber).filter(Boolean))];
+  if (usernames.length) for (const presence of await wac.presence.get(usernames)) onPresence(presence);
+}
+
+function renderContacts() {
+  const list = byTestId("contacts-list");
+  list.replaceChildren(
+    ...[...contacts]
+      .sort((a, b) => Number(Boolean(b.favorite)) - Number(Boolean(a.favorite)))
+      .map(contactItem),
+  );
+  byTestId("contacts-empty").hidden = contacts.length > 0;
+  renderDirectoryButtons();
+}
+
+function contactItem(contact) {
+  const target = contact.subscriber || contact.phoneNumbers?.[0];
+  const detail = contact.subscriber ? `@${contact.subscriber}` : contact.phoneNumbers?.join(", ") || contact.emails?.join(", ") || "";
+  const dot = el("span", { class: "dot", role: "img", "data-testid": "presence-dot" });
+  const item = el(
+    "li",
+    { "data-testid": "contact", dataset: { contactId: contact.contactId, subscriber: contact.subscriber || undefined } },
+    contact.subscriber ? dot : el("span", { class: "dot none", "aria-hidden": "true" }),
+    el(
+      "div",
+      { class: "who" },
+      el("span", { class: "name" }, contact.displayName || contact.subscriber || "?"),
+      el("span", { class: "detail" }, detail),
+      contact.subscriber ? el("span", { class: "presence-text" }) : null,
+    ),
+    el(
+      "div",
+      { class: "actions" },
+      target ? el("button", { type: "button", "data-testid": "contact-call", onclick: () => act(() => dial(target)) }, "Call") : null,
+      el(
+        "button",
+        {
+          type: "button",
+          class: "icon",
+          "data-testid": "contact-favorite",
+          "aria-pressed": String(Boolean(contact.favorite)),
+          "aria-label": `Favorite: ${contact.displayName}`,
+          onclick: () => act(() => toggleFavorite(contact)),
+        },
+        contact.favorite ? "★" : "☆",
+      ),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "icon",
+          "data-testid": "contact-delete",
+          "aria-label": `Delete ${contact.displayName}`,
+          onclick: () => act(() => deleteContact(contact)),
+        },
+        "✕",
+      ),
+    ),
+  );
+  if (contact.subscriber) paintDot(dot, presences.get(contact.subscriber));
+  return item;
+}
+
+async function addContact(fields) {
+  const created = await wac.contacts.create(fields);
+  contacts = [...contacts.filter((c) => c.contactId !== created.contactId), created];
+  renderContacts();
+  // Adding someone makes their presence visible (under the "contacts" policy).
+  if (created.subscriber) onPresence((await wac.presence.get(created.subscriber)) ?? { username: created.subscriber });
+  return created;
+}
+
+async function addContactByHand(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const fields = { displayName: form.displayName.value.trim() };
+  if (form.subscriber.value.trim()) fields.subscriber = form.subscriber.value.trim();
+  if (form.phone.value.trim()) fields.phoneNumbers = [form.phone.value.trim()];
+  const created = await act(() => addContact(fields));
+  if (created) form.reset();
+}
+
+async function toggleFavorite(contact) {
+  const updated = await wac.contacts.update({ contactId: contact.contactId, favorite: !contact.favorite }, ["favorite"]);
+  contacts = contacts.map((c) => (c.contactId === updated.contactId ? updated : c));
+  renderContacts();
+}
+
+async function deleteContact(contact) {
+  await wac.contacts.delete(contact.contactId);
+  contacts = contacts.filter((c) => c.contactId !== contact.contactId);
+  renderContacts();
+}
+
+// Another device of mine changed my contacts: simplest is to read them again.
+wac.on("contactChanged", () => act(loadContacts));
+// Events were lost while away: reload what they would have told.
+wac.on("resync", () => {
+  act(loadMyPresence);
+  act(loadContacts);
+});
+
+// ---- directory ----
+
+let directoryEntries = [];
+
+async function searchDirectory(event) {
+  event.preventDefault();
+  const query = event.currentTarget.query.value.trim();
+  if (!query) return;
+  await act(async () => showDirectory((await wac.contacts.search(query, { pageSize: 20 })).entries ?? [], query));
+}
+
+function showDirectory(entries, query) {
+  directoryEntries = entries;
+  const list = byTestId("directory-results");
+  if (!entries.length) {
+    list.replaceChildren(el("li", { class: "muted" }, `Nobody found for “${query}”.`));
+    return;
+  }
+  list.replaceChildren(
+    ...entries.map((entry) => {
+      const target = entry.subscriber || entry.phoneNumbers?.[0];
+      const detail = [entry.subscriber ? `@${entry.subscriber}` : "", entry.department, entry.phoneNumbers?.[0]].filter(Boolean).join(" · ");
+      return el(
+        "li",
+        { "data-testid": "directory-entry", dataset: { entryId: entry.entryId, subscriber: entry.subscriber || undefined } },
+        el("div", { class: "who" }, el("span", { class: "name" }, entry.displayName || entry.subscriber || "?"), el("span", { class: "detail" }, detail)),
+        el(
+          "div",
+          { class: "actions" },
+          target ? el("button", { type: "button", "data-testid": "directory-call", onclick: () => act(() => dial(target)) }, "Call") : null,
+          el("button", { type: "button", "data-testid": "directory-add", onclick: () => act(() => addFromDirectory(entry)) }, "Add"),
+        ),
+      );
+    }),
+  );
+  renderDirectoryButtons();
+}
+
+/** "Add" becomes "Added" for entries already in the contacts. */
+function renderDirectoryButtons() {
+  for (const item of byTestId("directory-results").querySelectorAll('[data-testid="directory-entry"]')) {
+    const entry = directoryEntries.find((e) => e.entryId === item.dataset.entryId);
+    const known = entry && contacts.some((c) => (entry.subscriber ? c.subscriber === entry.subscriber : c.displayName === entry.displayName));
+    const button = byTestId("directory-add", item);
+    button.disabled = Boolean(known);
+    button.textContent = known ? "Added" : "Add";
+  }
+}
+
+function addFromDirectory(entry) {
+  const fields = { displayName: entry.displayName || entry.subscriber };
+  if (entry.subscriber) fields.subscriber = entry.subscriber;
+  if (entry.phoneNumbers?.length) fields.phoneNumbers = entry.phoneNumbers;
+  if (entry.emails?.length) fields.emails = entry.emails;
+  return addContact(fields);
+}
+
+// ---- calls ----
+
+let current = null; // the call in the call panel
+const ringing = new Map(); // incoming calls not answered yet → their list item
+let clockTimer = null;
+
+/**
+ * What to call for what was typed: a tel:/sip: URI as it is; a number or a
+ * name through the contacts and the directory (a wac user's number reaches
+ * them in the browser); else a username as it is.
+ */
+async function resolveTarget(text) {
+  const typed = text.trim();
+  if (/^(tel|sips?):/i.test(typed)) return typed;
+  const lower = typed.toLowerCase();
+  const contact = contacts.find((c) => c.subscriber === lower || c.displayName?.toLowerCase() === lower);
+  if (contact?.subscriber) return contact.subscriber;
+  if (contact?.phoneNumbers?.length) return telUri(contact.phoneNumbers[0]);
+  const isNumber = PHONE_NUMBER.test(typed);
+  if (USERNAME.test(typed) && !isNumber) return typed;
+  const { entries = [] } = await wac.contacts.search(typed, { pageSize: 10 });
+  const people = entries.filter((e) => e.subscriber);
+  const exact = people.find((e) => e.displayName?.toLowerCase() === lower || e.subscriber === lower);
+  if (exact) return exact.subscriber;
+  if (people.length === 1) return people[0].subscriber;
+  if (isNumber) return telUri(typed);
+  if (people.length > 1) {
+    showDirectory(entries, typed);
+    throw new Error(`Several people match “${typed}”: pick one in the directory.`);
+  }
+  throw new Error(`Nobody called “${typed}” in the directory.`);
+}
+
+function telUri(number) {
+  return `tel:${number.replace(/[\s().-]/g, "")}`;
+}
+
+/** Places a call from the dial box, the contacts, the directory or the history. */
+async function dial(text, { video = byTestId("dial-video").checked } = {}) {
+  if (current && current.state !== "ended") await current.hangup();
+  clearError();
+  const target = await resolveTarget(text);
+  showPending(target);
+  try {
+    const call = await wac.call(target, { audio: true, video });
+    track(call);
+    show(call);
+    return call;
+  } catch (error) {
+    showPending(null);
+    throw error;
+  }
+}
+
+async function dialFromForm(event) {
+  event.preventDefault();
+  await act(() => dial(event.currentTarget.target.value));
+}
+
+wac.on("incomingCall", (call) => {
+  track(call);
+  if (byTestId("auto-answer").checked && (!current || current.state === "ended")) {
+    act(() => answer(call));
+    return;
+  }
+  const video = Boolean(call.info.media?.video);
+  const item = el(
+    "li",
+    { class: "card ringing", "data-testid": "incoming-call", dataset: { callId: call.id, caller: call.peer } },
+    el("p", {}, el("b", { "data-testid": "incoming-caller" }, call.callerDisplayName || call.peer), ` is calling${video ? " (video)" : ""}…`),
+    el("button", { type: "button", class: "primary", "data-testid": "answer", onclick: () => act(() => answer(call)) }, "Answer"),
+    el("button", { type: "button", class: "danger", "data-testid": "reject", onclick: () => act(() => reject(call)) }, "Decline"),
+  );
+  ringing.set(call, item);
+  byTestId("incoming-calls").append(item);
+});
+
+function removeIncoming(call) {
+  ringing.get(call)?.remove();
+  ringing.delete(call);
+}
+
+async function answer(call) {
+  removeIncoming(call);
+  if (current && current !== call && current.state !== "ended") await current.hangup();
+  show(call);
+  await call.answer({ audio: true, video: Boolean(call.info.media?.video) });
+  renderCall();
+}
+
+async function reject(call) {
+  removeIncoming(call);
+  await call.reject();
+  await loadHistory();
+}
+
+async function hangup() {
+  if (!current) return;
+  await current.hangup();
+  await loadHistory(); // the call ended here at once; the server has recorded it now
+}
+
+/** Before CreateCall answers there is no Call object yet: show who is being called. */
+function showPending(target) {
+  const panel = byTestId("call-panel");
+  if (target === null) {
+    renderCall();
+    return;
+  }
+  current = null;
+  panel.dataset.state = "calling";
+  delete panel.dataset.endReason;
+  byTestId("call-peer").textContent = nameOf(target);
+  byTestId("call-status").textContent = "Calling…";
+}
+
+/** Follows a call from its start (placed, or offered to this device) to its end. */
+function track(call) {
+  const ifShown = (action) => (...args) => call === current && action(...args);
+  call.on("state", ifShown(renderCall));
+  call.on("remoteHold", ifShown(renderCall));
+  call.on("remoteStream", ifShown((stream) => playIn(byTestId("remote-video"), stream)));
+  call.on("ended", (info) => onEnded(call, info));
+  if (call.ended) onEnded(call, call.ended); // ended at once: nobody to reach
+}
+
+function onEnded(call, info) {
+  removeIncoming(call);
+  if (demo.ended.some((e) => e.callId === call.id && e.direction === call.direction)) return;
+  demo.ended.push({ callId: call.id, direction: call.direction, peer: call.peer, reason: info.reason, endedBy: info.endedBy ?? "" });
+  if (call === current) renderCall();
+  // A local end is recorded once its request is answered (see hangup and reject).
+  if (info.endedBy !== me() && wac.session) act(loadHistory);
+}
+
+/** Puts a call in the call panel. */
+function show(call) {
+  current = call;
+  demo.call = call;
+  if (call.remoteStream) playIn(byTestId("remote-video"), call.remoteStream);
+  watchMedia(call);
+  renderCall();
+}
+
+/** The peer connection exists once the call is placed or answered. */
+function watchMedia(call) {
+  if (call.peerConnection) {
+    call.peerConnection.addEventListener("connectionstatechange", renderCall);
+    return;
+  }
+  if (call.state !== "ended") setTimeout(() => watchMedia(call), 100);
+}
+
+function playIn(video, stream) {
+  if (video.srcObject !== stream) video.srcObject = stream;
+  // Autoplay with sound needs a user gesture; clicking Call or Answer was one.
+  video.play?.().catch(() => {});
+}
+
+function renderCall() {
+  const panel = byTestId("call-panel");
+  const call = current;
+  const state = call?.state ?? "idle";
+  panel.dataset.state = state;
+  const media = call?.peerConnection?.connectionState ?? "new";
+  panel.dataset.media = state === "ended" ? "closed" : media;
+  if (call?.ended) panel.dataset.endReason = call.ended.reason;
+  else delete panel.dataset.endReason;
+  byTestId("call-peer").textContent = call ? call.callerDisplayName || nameOf(call.peer) : "No call";
+  byTestId("call-status").textContent = callStatus(call, media);
+
+  const live = state === "active";
+  const button = (id, enabled, text) => {
+    const node = byTestId(id);
+    node.disabled = !enabled;
+    if (text) node.textContent = text;
+  };
+  button("mute", live, live && call.isMuted("audio") ? "Unmute" : "Mute");
+  button("camera", live && hasTrack(call, "video"), live && call.isMuted("video") ? "Camera on" : "Camera off");
+  button("hold", live, live && call.onHold ? "Resume" : "Hold");
+  button("hangup", state === "calling" || state === "ringing" || live);
+  byTestId("mute").setAttribute("aria-pressed", String(live && call.isMuted("audio")));
+  byTestId("camera").setAttribute("aria-pressed", String(live && call.isMuted("video")));
+  byTestId("hold").setAttribute("aria-pressed", String(live && call.onHold));
+
+  const local = byTestId("local-video");
+  const stream = state === "ended" ? null : call?.localStream ?? null;
+  if (local.srcObject !== stream) local.srcObject = stream;
+  if (!call || state === "ended") byTestId("remote-video").srcObject = null;
+  panel.classList.toggle("has-video", Boolean(stream && hasTrack(call, "video")) || live);
+
+  clearInterval(clockTimer);
+  if (live) clockTimer = setInterval(() => (byTestId("call-status").textContent = callStatus(current, current?.peerConnection?.connectionState)), 1000);
+}
+
+function callStatus(call, media) {
+  if (!call) return "Idle";
+  if (call.state === "ended") {
+    const { reason, endedBy } = call.ended ?? {};
+    const by = endedBy && endedBy !== me() && endedBy !== "wac" ? ` by ${endedBy}` : "";
+    return `${END_TEXT[reason] ?? reason}${by} (${reason})`;
+  }
+  if (call.state === "calling") return "Calling…";
+  if (call.state === "ringing") return call.direction === "outgoing" ? "Ringing…" : "Answering…";
+  const parts = [media === "connected" ? `In call ${elapsed(call)}` : "Connecting media…"];
+  if (call.onHold) parts.push("on hold");
+  if (call.remoteOnHold) parts.push(`${call.peer} put you on hold`);
+  if (call.isMuted("audio")) parts.push("muted");
+  return parts.join(" · ");
+}
+
+function elapsed(call) {
+  const since = Date.parse(call.info.answerTime ?? "");
+  if (Number.isNaN(since)) return "";
+  const seconds = Math.max(0, Math.round((Date.now() - since) / 1000));
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+}
+
+/** A username as the contacts or the directory name it. */
+function nameOf(username) {
+  const known = contacts.find((c) => c.subscriber === username) ?? directoryEntries.find((e) => e.subscriber === username);
+  return known?.displayName || username;
+}
+
+function hasTrack(call, kind) {
+  return Boolean(call?.localStream?.getTracks().some((t) => t.kind === kind));
+}
+
+async function toggleHold() {
+  if (!current) return;
+  byTestId("hold").disabled = true; // until the other side answered the new offer
+  try {
+    await (current.onHold ? current.resume() : current.hold());
+  } finally {
+    renderCall();
+  }
+}
+
+function toggleMute(kind) {
+  if (!current) return;
+  if (current.isMuted(kind)) current.unmute(kind);
+  else current.mute(kind);
+  renderCall();
+}
+
+// ---- history ----
+
+async function loadHistory() {
+  const { calls = [] } = await wac.request("CallsService.ListCalls", { pageSize: 15 });
+  const rows = calls.map(historyRow);
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No calls yet.")));
+  byTestId("call-history").replaceChildren(...rows);
+}
+
+function historyRow(info) {
+  const outgoing = info.caller === me();
+  const peer = (outgoing ? info.callee : info.caller) ?? "";
+  const when = new Date(info.createTime ?? Date.now());
+  const today = when.toDateString() === new Date().toDateString();
+  let result = info.state === "ENDED" ? END_TEXT[info.endReason] ?? info.endReason : info.state === "ACTIVE" ? "In progress" : "Ringing";
+  if (info.endReason === "COMPLETED" && info.duration) result += ` · ${Math.round(parseFloat(info.duration))} s`;
+  return el(
+    "tr",
+    { "data-testid": "history-row", dataset: { callId: info.callId, reason: info.endReason ?? info.state } },
+    el("td", {}, el("time", { datetime: when.toISOString() }, today ? when.toLocaleTimeString() : when.toLocaleString())),
+    el("td", {}, el("span", { class: "direction", "aria-label": outgoing ? "outgoing" : "incoming" }, outgoing ? "↗ " : "↙ "), nameOf(peer), info.media?.video ? " (video)" : ""),
+    el("td", {}, result),
+    el("td", {}, el("button", { type: "button", class: "link", onclick: () => act(() => dial(peer)) }, "Call back")),
+  );
+}
+
+// ---- wiring ----
+
+byTestId("login-form").addEventListener("submit", login);
+byTestId("logout").addEventListener("click", () => act(logout));
+byTestId("presence-form").addEventListener("submit", setPresence);
+byTestId("presence-status").addEventListener("change", () => byTestId("presence-form").requestSubmit());
+byTestId("contact-form").addEventListener("submit", addContactByHand);
+byTestId("directory-form").addEventListener("submit", searchDirectory);
+byTestId("dial-form").addEventListener("submit", dialFromForm);
+byTestId("mute").addEventListener("click", () => toggleMute("audio"));
+byTestId("camera").addEventListener("click", () => toggleMute("video"));
+byTestId("hold").addEventListener("click", () => act(toggleHold));
+byTestId("hangup").addEventListener("click", () => act(hangup));
+byTestId("history-refresh").addEventListener("click", () => act(loadHistory));
+
+renderConnection();
+if (wac.resume()) act(enterPhone);
+else showLogin();
