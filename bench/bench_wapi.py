@@ -429,11 +429,24 @@ async def worker(port: int, first: int, count: int) -> None:
     while line := (await reader.readline()).decode().strip():
         if line == "report":
             print(json.dumps({"arrivals": arrivals}), flush=True)
+        elif line.startswith("count "):
+            print(json.dumps({"count": len(arrivals.get(line.removeprefix("count "), []))}), flush=True)
         elif line == "quit":
             break
     for client in clients:
         with contextlib.suppress(Exception):
             await client.close()
+
+
+async def quiesce(pids: list[int], *, busy: float = 0.05, limit: float = 120.0) -> float:
+    """Seconds until every process used less than ``busy`` of a CPU over one second."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        before = [cpu_seconds(pid) for pid in pids]
+        await asyncio.sleep(1.0)
+        if all(cpu_seconds(pid) - used < busy for pid, used in zip(pids, before, strict=True)):
+            break
+    return time.perf_counter() - started
 
 
 async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[object]], list[list[object]], bool]:
@@ -469,32 +482,57 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
                     print(f"worker: {status['failed']} connections failed, e.g. {status['failures']}", flush=True)
             ramp = time.perf_counter() - started
             print(f"connected and subscribed: {ready} in {ramp:.1f} s", flush=True)
-            await asyncio.sleep(5)  # let both settle (presence coalescing, allocator)
+            # Idle means idle: wait until neither process still works through
+            # the ramp-up (presence writes, coalescing) before measuring.
+            quiet = await quiesce([stack.edge.pid, stack.core.pid])
+            print(f"settled after {quiet:.0f} s", flush=True)
             edge_after, core_after = rss_kib(stack.edge.pid), rss_kib(stack.core.pid)
             per_edge = (edge_after - edge_before) / max(ready, 1)
             per_core = (core_after - core_before) / max(ready, 1)
             ramp_cpu = (cpu_seconds(stack.edge.pid) - edge_cpu, cpu_seconds(stack.core.pid) - core_cpu)
 
-            fan_cpu = (cpu_seconds(stack.edge.pid), cpu_seconds(stack.core.pid))
+            async def collect() -> dict[str, list[float]]:
+                arrivals: dict[str, list[float]] = {}
+                for process in workers:
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.write(b"report\n")
+                    await process.stdin.drain()
+                    for note, times in json.loads(await process.stdout.readline())["arrivals"].items():
+                        arrivals.setdefault(note, []).extend(times)
+                return arrivals
+
+            async def count(note: str) -> int:
+                total = 0
+                for process in workers:
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.write(f"count {note}\n".encode())
+                    await process.stdin.drain()
+                    total += json.loads(await process.stdout.readline())["count"]
+                return total
+
+            # One change at a time: the next starts once every socket has
+            # the last one and both processes are idle again, so that each
+            # measures a fan-out on its own, not a queue of them.
             sent: dict[str, float] = {}
+            fan_cpu = (0.0, 0.0)
             for change in range(args.changes):
                 note = f"change-{change}"
-                sent[note] = time.monotonic()
                 status = "AWAY" if change % 2 == 0 else "AVAILABLE"
+                cpu = (cpu_seconds(stack.edge.pid), cpu_seconds(stack.core.pid))
+                sent[note] = time.monotonic()
                 await subject.call("PresenceService.SetPresence", {"status": status, "note": note})
-                await asyncio.sleep(max(1.5, args.changes and 1.5))
-            fan_cpu = (cpu_seconds(stack.edge.pid) - fan_cpu[0], cpu_seconds(stack.core.pid) - fan_cpu[1])
-            delays: list[float] = []
-            delivered = dict.fromkeys(sent, 0)
-            for process in workers:
-                assert process.stdin is not None and process.stdout is not None
-                process.stdin.write(b"report\n")
-                await process.stdin.drain()
-                report = json.loads(await process.stdout.readline())
-                for note, times in report["arrivals"].items():
-                    if note in sent:
-                        delivered[note] += len(times)
-                        delays += [t - sent[note] for t in times]
+                for _ in range(120):  # 30 s at most
+                    await asyncio.sleep(0.25)
+                    if await count(note) >= ready:
+                        break
+                fan_cpu = (
+                    fan_cpu[0] + cpu_seconds(stack.edge.pid) - cpu[0],
+                    fan_cpu[1] + cpu_seconds(stack.core.pid) - cpu[1],
+                )
+                await quiesce([stack.edge.pid, stack.core.pid], limit=10)
+            arrivals = await collect()
+            delays = [t - sent[note] for note in sent for t in arrivals.get(note, [])]
+            delivered = {note: len(arrivals.get(note, [])) for note in sent}
         memory = [
             ["edge (wac edge)", edge_before, edge_after, per_edge],
             ["core (wac core)", core_before, core_after, per_core],

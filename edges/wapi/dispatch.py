@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from edges.wapi import methods
 from edges.wapi.core_client import CoreClient, call_metadata
-from edges.wapi.methods import Method, MethodTable
+from edges.wapi.methods import Method, MethodTable, StreamJson
 from edges.wapi.rpc import INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError
 
 log = logging.getLogger("wac.edge")
@@ -27,6 +27,8 @@ class Dispatcher:
     def __init__(self, table: MethodTable, client: CoreClient) -> None:
         self.table = table
         self.client = client
+        # Shared by every connection: a fan-out is converted once.
+        self.stream_json = StreamJson()
 
     def resolve(self, request: Request) -> tuple[Method, Message]:
         """The method and its request message; RpcError -32601 or -32602."""

@@ -15,6 +15,8 @@ port (``edge.http_listen``):
   a 20 ms window that gathers the ones right behind it), or empty after
   ``long_poll_seconds``. The events are the very ones the WebSocket
   delivers, with the same seq: a client switches between the two freely.
+* ``GET /oauth2/google/callback``: the page that hands Google's answer to
+  the app (``oauth2.py``).
 * ``GET /sdk/<file>`` from the JS SDK's dist/ and ``GET /`` (and the
   demo's assets) from its demo/, when built.
 
@@ -37,7 +39,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from edges.wapi import methods, rpc
+from edges.wapi import methods, oauth2, rpc
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.rpc import RpcError
@@ -117,6 +119,7 @@ class HttpEdge:
         app = web.Application(client_max_size=self._limits.max_message_bytes, middlewares=[self._errors])
         app.router.add_post(RPC_PATH, self._rpc)
         app.router.add_get(EVENTS_PATH, self._events)
+        app.router.add_get(oauth2.GOOGLE_CALLBACK_PATH, oauth2.google_callback)
         app.router.add_get("/sdk/{name:.+}", self._sdk)
         app.router.add_get("/", self._demo)
         app.router.add_get("/{path:.+}", self._demo)

@@ -18,15 +18,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from edges.wapi.rpc import INVALID_PARAMS, RpcError
+from edges.wapi.rpc import INVALID_PARAMS, RpcError, encode
 
 PACKAGE = "wac.v1"
 SESSION_MESSAGE = f"{PACKAGE}.Session"
@@ -70,6 +71,74 @@ def _describe(exc: json_format.ParseError) -> str:
 def to_json(message: Message) -> dict[str, Any]:
     """Proto3 JSON, lowerCamelCase names."""
     return json_format.MessageToDict(message)
+
+
+# proto3 JSON writes these as strings, the other integers as numbers.
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+class StreamJson:
+    """The proto3 JSON text of stream messages, converted once per payload.
+
+    A fan-out hands the same event to thousands of sessions, identical but
+    for the ``seq`` each session's log gave it. The JSON of everything but
+    ``seq`` is kept for the last ``size`` payloads (>= 1), so each copy costs
+    a serialization and a lookup instead of a conversion, which is most of
+    the edge's work per event. The text equals ``encode(to_json(message))``.
+    """
+
+    __slots__ = ("_cache", "_seq_fields", "_size")
+
+    def __init__(self, size: int = 64) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._size = size
+        self._cache: OrderedDict[tuple[str, bytes], str] = OrderedDict()
+        self._seq_fields: dict[str, FieldDescriptor | None] = {}
+
+    def text(self, message: Message) -> str:
+        descriptor = message.DESCRIPTOR
+        try:
+            field = self._seq_fields[descriptor.full_name]
+        except KeyError:
+            field = self._seq_fields[descriptor.full_name] = _leading_seq(descriptor)
+        if field is None:
+            return encode(to_json(message))
+        seq = getattr(message, "seq")  # noqa: B009 - a field found by name
+        message.ClearField("seq")
+        key = (descriptor.full_name, message.SerializeToString(deterministic=True))
+        rest = self._cache.get(key)
+        if rest is None:
+            rest = encode(to_json(message))
+            self._cache[key] = rest
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        setattr(message, "seq", seq)  # noqa: B010 - the message is the caller's
+        if seq == 0:
+            return rest
+        head = f'{{"{field.json_name}":"{seq}"'
+        return head + ("}" if rest == "{}" else "," + rest[1:])
+
+
+def _leading_seq(descriptor: Any) -> FieldDescriptor | None:
+    """The message's int64 ``seq`` field, if it has the lowest field number:
+    proto3 JSON writes fields in number order, so it comes first."""
+    field = descriptor.fields_by_name.get("seq")
+    if field is None or field.type not in _INT64_TYPES or field.is_repeated:
+        return None
+    if field.number != min(f.number for f in descriptor.fields):
+        return None
+    return field
 
 
 def wac_services(package: str = PACKAGE) -> list[ServiceDescriptor]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: json.loads and json.dumps with options build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def parse(text: str | bytes, *, max_batch: int) -> Frame:
     """Parse and validate one incoming text.
 
@@ -112,7 +117,9 @@ def parse(text: str | bytes, *, max_batch: int) -> Frame:
     A batch longer than ``max_batch`` (at least 1) is refused whole.
     """
     try:
-        message = json.loads(text, parse_constant=_reject_constant)
+        message = _DECODER.decode(text if isinstance(text, str) else text.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Frame((Invalid(RpcError(PARSE_ERROR, "parse error: the body is not UTF-8")),))
     except (ValueError, RecursionError) as exc:
         # RecursionError: deeply nested arrays, which a 64 KiB frame can hold.
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deeply nested"
@@ -212,8 +219,14 @@ def notification(method: str, params: Any) -> str:
     return encode({"jsonrpc": "2.0", "method": method, "params": params})
 
 
-def encode(message: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+def notification_text(method: str, params_json: str) -> str:
+    """A notification whose params are already JSON text."""
+    return f'{{"jsonrpc":"2.0","method":{encode(method)},"params":{params_json}}}'
+
+
+def encode(value: Any) -> str:
+    """Compact JSON, UTF-8 characters as they are."""
+    return _ENCODER.encode(value)
 
 
 def rate_limited(retry_after: float) -> RpcError:

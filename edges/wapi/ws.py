@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
-from edges.wapi import methods, rpc
+from edges.wapi import rpc
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.methods import Method
@@ -364,9 +364,10 @@ class WapiConnection:
 
     async def _pump(self, subscription: _Subscription) -> None:
         call = subscription.call
+        stream_json = self._dispatcher.stream_json
         try:
-            async for message in call:
-                self._send(rpc.notification(NOTIFICATION, methods.to_json(message)))
+            while (message := await call.read()) is not grpc.aio.EOF:
+                self._send(rpc.notification_text(NOTIFICATION, stream_json.text(message)))
                 if _ends_session(message):
                     self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session was revoked")
                     return
@@ -375,6 +376,11 @@ class WapiConnection:
             failure = await self._dispatcher.client.stream_error(subscription.method, call)
             if failure is None:  # pragma: no cover - an AioRpcError always has a status
                 failure = RpcError(exc.code().value[0], exc.details() or "stream failed")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an edge bug: logged with a reference, the socket closed
+            call.cancel()
+            failure = internal_error(subscription.method.name, exc)
         if self._subscription is not subscription or self._closing:
             return
         if failure is None or failure.code == UNAUTHENTICATED_STATUS:

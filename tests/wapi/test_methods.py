@@ -81,3 +81,27 @@ async def test_a_new_method_is_reachable_with_no_edge_change() -> None:
     finally:
         await client.close()
         await server.stop(None)
+
+
+def test_stream_json_equals_the_plain_conversion() -> None:
+    from edges.wapi.methods import StreamJson, to_json
+    from edges.wapi.rpc import encode
+    from wac.v1 import events_pb2, identity_pb2, presence_pb2
+
+    presence = presence_pb2.Presence(username="bob", status=presence_pb2.Presence.AWAY, note="é \"quoted\"")
+    shared = events_pb2.Event(presence_changed=presence)
+    shared.time.FromSeconds(1_800_000_000)
+    messages = [
+        *(events_pb2.Event(seq=n, time=shared.time, presence_changed=presence) for n in (1, 2, 9_007_199_254_740_993)),
+        events_pb2.Event(seq=0, presence_changed=presence),  # seq 0 is omitted
+        events_pb2.Event(seq=5),  # nothing but seq
+        events_pb2.Event(),
+        events_pb2.Event(seq=7, session_revoked=events_pb2.SessionRevoked(session_id="s", reason="logout")),
+        identity_pb2.Subscriber(username="no-seq-field"),
+    ]
+    converter = StreamJson(size=2)
+    for _ in range(2):  # cold, then from the cache
+        for message in messages:
+            before = message.SerializeToString()
+            assert converter.text(message) == encode(to_json(message))
+            assert message.SerializeToString() == before  # seq restored
