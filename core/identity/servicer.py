@@ -149,7 +149,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise errors.unauthenticated(_INACTIVE_MESSAGES[verdict], reason=Reason.Name(verdict))
         return await self._api_key(bearer)
 
-    async def _verify(self, token: str) -> SubscriberPrincipal | int:
+    async def _verify(self, token: str) -> SubscriberPrincipal | identity_pb2.VerifyTokenResponse.Reason:
         """The principal of a valid token, or the Reason it is not active."""
         try:
             claims = self._keys.verify(token)
@@ -575,7 +575,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return key
 
 
-_INACTIVE_MESSAGES = {
+_INACTIVE_MESSAGES: dict[identity_pb2.VerifyTokenResponse.Reason, str] = {
     Reason.MALFORMED: "the access token is malformed",
     Reason.INVALID_SIGNATURE: "the access token's signature is invalid",
     Reason.EXPIRED: "the access token has expired; refresh the session",

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -157,7 +157,7 @@ class IdentityStore:
         self, *, reason: str, now: float, session_id: str | None = None, username: str | None = None
     ) -> list[str]:
         """Revoke one session or all of a subscriber's; returns the ids revoked."""
-        where = [t.sessions.c.revoke_time.is_(None)]
+        where: list[ColumnElement[bool]] = [t.sessions.c.revoke_time.is_(None)]
         if session_id is not None:
             where.append(t.sessions.c.session_id == session_id)
         if username is not None:

@@ -119,7 +119,7 @@ class KeyRing:
             self._verified.popitem(last=False)
         return claims
 
-    def jwks(self) -> list[dict[str, str]]:
+    def jwks(self) -> list[dict[str, Any]]:
         """The public keys, for GetJwks."""
         return [key.as_dict(private=False) for key in self._keys.values()]
 
