@@ -66,7 +66,7 @@ def test_every_annotated_method_has_its_operation(document: dict[str, Any]) -> N
     assert document["openapi"].startswith("3.")
     assert paths["/sapi/v1/jwks"]["get"]["operationId"] == "IdentityService_GetJwks"
     assert "post" in paths["/sapi/v1/identity:verify"]
-    assert "patch" in paths["/sapi/v1/subscribers/{subscriber.username}"]
+    assert "patch" in paths["/sapi/v1/subscribers/{username}"]
     assert "delete" in paths["/sapi/v1/subscribers/{username}"]
     assert "post" in paths["/sapi/v1/calls/{callId}:hangup"]
     assert "get" in paths["/sapi/v1/subscribers/{username}/presence"]
@@ -82,9 +82,9 @@ def test_parameters(document: dict[str, Any]) -> None:
     assert query["state"]["schema"] == {"$ref": "#/components/schemas/Call.State"}
     assert all(p["in"] == "query" for p in query.values())
 
-    update = document["paths"]["/sapi/v1/subscribers/{subscriber.username}"]["patch"]
+    update = document["paths"]["/sapi/v1/subscribers/{username}"]["patch"]
     by_name = {p["name"]: p for p in update["parameters"]}
-    assert by_name["subscriber.username"]["in"] == "path"
+    assert by_name["username"]["in"] == "path"
     assert by_name["updateMask"] == {
         "name": "updateMask",
         "in": "query",
