@@ -5,15 +5,19 @@ from __future__ import annotations
 from google.protobuf import duration_pb2, timestamp_pb2
 
 
+# Times are stored as float seconds, which hold microseconds exactly; going
+# to nanoseconds would print float noise ("...37.320010752Z") in every JSON.
+
+
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     if seconds is None:
         return None
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
+    ts.FromMicroseconds(round(seconds * 1e6))
     return ts
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
     value = duration_pb2.Duration()
-    value.FromNanoseconds(int(seconds * 1e9))
+    value.FromMicroseconds(round(seconds * 1e6))
     return value

@@ -105,7 +105,7 @@ class MemoryEventLog:
             event = events_pb2.Event()
             event.CopyFrom(shared)
             event.seq = seq
-            event.time.FromNanoseconds(int(when * 1e9))
+            event.time.FromMicroseconds(round(when * 1e6))
             out.append(event)
         return out
 
