@@ -205,7 +205,7 @@ async def test_dead_peer_is_closed(start: EdgeFactory) -> None:
 
 
 async def test_live_peer_is_kept(start: EdgeFactory) -> None:
-    edge = await start(ping_interval=0.05, ping_timeout=0.1)
+    edge = await start(ping_interval=0.05, ping_timeout=seconds(0.1))
     async with wapi(edge, ping_interval=None) as client:
         await client.login("alice")
         await asyncio.sleep(0.4)
