@@ -12,6 +12,7 @@ reason, so a laptop without OpenLDAP still runs the rest.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,7 +32,6 @@ MODULES = Path("/usr/lib/ldap")
 
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
-ROOT_PASSWORD = "root-secret"
 READER_DN = f"cn=reader,ou=services,{SUFFIX}"
 READER_PASSWORD = "reader-secret"  # as in fixtures/ldap/00-base.ldif
 PEOPLE_DN = f"ou=people,{SUFFIX}"
@@ -93,6 +93,10 @@ class Slapd:
         self.binary = binary
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        # Its own root password: the readiness check binds with it, so it
+        # cannot mistake another test session's slapd that took the port
+        # first (same fixtures, same DNs) for this one.
+        self.root_password = secrets.token_urlsafe(16)
         (directory / "data").mkdir(parents=True, exist_ok=True)
         modules = ""
         # Debian builds the mdb backend as a module; a static build has it in.
@@ -106,7 +110,7 @@ class Slapd:
                 modules=modules,
                 suffix=SUFFIX,
                 root_dn=ROOT_DN,
-                root_password=ROOT_PASSWORD,
+                root_password=self.root_password,
             )
         )
 
@@ -145,12 +149,12 @@ class Slapd:
                 continue
             # Listening; a root bind proves the database is open too.
             result = subprocess.run(
-                ["ldapwhoami", "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD],
+                ["ldapwhoami", "-x", "-H", self.url, "-D", ROOT_DN, "-w", self.root_password],
                 capture_output=True,
                 check=False,
             )
             if result.returncode == 0:
-                return True
+                return self.process.poll() is None
             time.sleep(0.01)
         return False
 
@@ -170,7 +174,7 @@ class Slapd:
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def _tool(self, tool: str, *args: str, ldif: str | None = None) -> None:
-        command = [tool, "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD, *args]
+        command = [tool, "-x", "-H", self.url, "-D", ROOT_DN, "-w", self.root_password, *args]
         result = subprocess.run(command, input=ldif, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr.strip()}")
