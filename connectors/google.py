@@ -22,12 +22,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from authlib.common.security import generate_token
-from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from authlib.deprecate import AuthlibDeprecationWarning
 
 from connectors.base import FetchResult, Schedule
 from connectors.config import GoogleConfig
@@ -36,6 +38,13 @@ from connectors.google_links import BROKEN, GoogleLink, GoogleLinkStore, Pending
 from connectors.google_people import PERSON_FIELDS, map_person
 from core.directory.records import DirectoryRecord
 from core.directory.store import DirectoryStore
+
+with warnings.catch_warnings():
+    # Authlib 1.9 warns on import, always, that its httpx integration is to
+    # use the "httpx2" package: nothing a wac operator can act on, and the
+    # integration's API is the same.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 log = logging.getLogger("wac.connectors.google")
 
@@ -64,6 +73,16 @@ def _oauth_reason(exc: OAuthError) -> str:
     return f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
 
 
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """A link under way: the consent page, its one-time state, and until
+    when ``GoogleLinker.complete`` accepts that state."""
+
+    url: str
+    state: str
+    expire_time: float
+
+
 class GoogleLinker:
     """Links and unlinks subscribers' Google accounts."""
 
@@ -80,18 +99,22 @@ class GoogleLinker:
         self._directory = directory
         self._clock = clock
 
+    @property
+    def links(self) -> GoogleLinkStore:
+        return self._links
+
     async def authorization_url(self, username: str) -> str:
         """The Google consent page to send the subscriber to. Its callback
         brings back a code and the state, which ``complete`` checks."""
+        return (await self.authorize(username)).url
+
+    async def authorize(self, username: str) -> Authorization:
+        """Start a link for ``username``: the consent page with its state."""
         state = secrets.token_urlsafe(32)
         verifier = generate_token(64)  # RFC 7636: 43 to 128 unreserved characters
+        expire_time = self._clock() + self._config.link_timeout
         await self._links.add_pending(
-            PendingLink(
-                state=state,
-                username=username,
-                code_verifier=verifier,
-                expire_time=self._clock() + self._config.link_timeout,
-            )
+            PendingLink(state=state, username=username, code_verifier=verifier, expire_time=expire_time)
         )
         async with _client(self._config) as client:
             url, _ = client.create_authorization_url(
@@ -103,7 +126,7 @@ class GoogleLinker:
                 access_type="offline",
                 prompt="consent",
             )
-        return str(url)
+        return Authorization(url=str(url), state=state, expire_time=expire_time)
 
     async def complete(self, username: str, state: str, code: str) -> GoogleLink:
         """Finish a link from the callback's ``state`` and ``code``.

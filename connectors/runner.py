@@ -65,6 +65,16 @@ class SyncRunner:
         if loop is not None:
             loop.cancel()
 
+    async def idle(self, name: str) -> None:
+        """Wait until no run of the connector is under way: after ``remove``,
+        a run asked for by a caller finishes and a scheduled one unwinds, and
+        no new one can start. Call it before removing the connector's entries,
+        or a run that was writing them could bring them back."""
+        lock = self._locks.get(name)
+        if lock is not None:
+            async with lock:
+                pass
+
     def connectors(self) -> list[Connector]:
         return sorted(self._connectors.values(), key=lambda c: c.name)
 

@@ -19,10 +19,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors import errors as connector_errors
+from connectors.base import Connector
+from connectors.runner import SyncRunner
+from connectors.setup import Configured, configured, google_linker
 from core.calls.handler import CallHandler
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.contacts.directory import Directory
+from core.contacts.google import GoogleContacts
 from core.contacts.service import AddressBook
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
@@ -38,7 +43,7 @@ from core.interceptor import CoreInterceptor
 from core.presence.service import PresenceService
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
-from wac.config import Config
+from wac.config import Config, ConfigError
 from wac.v1 import (
     calls_pb2,
     calls_pb2_grpc,
@@ -98,6 +103,8 @@ class Core:
 
 async def build_core(config: Config, *, migrate: bool = True) -> Core:
     """Open the database, wire every service and start serving."""
+    # A bad connector section stops the start before anything is opened.
+    wanted = _configured_connectors(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         await asyncio.to_thread(upgrade, config.database_url)
@@ -121,14 +128,22 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     )
     region = config.phones.default_region
     book = AddressBook(contacts_store, events, subscribers, default_region=region)
-    directory = Directory(DirectoryStore(engine), subscribers, default_region=region)
+    directory_store = DirectoryStore(engine)
+    directory = Directory(directory_store, subscribers, default_region=region)
+    runner, google = _connectors(wanted, directory_store, events)
     devices.on_online(presence.device_online)
     devices.on_lost(presence.device_lost)
     book.on_links_changed(presence.links_changed)
     for listener in (presence.subscriber_changed, book.subscriber_changed, directory.subscriber_changed):
         identity.on_subscriber_changed(listener)
+    if google is not None:
+        identity.on_subscriber_changed(google.subscriber_changed)
     await presence.start()
     await directory.start()
+    # Runs left RUNNING by a core that stopped are over; then the schedule may start.
+    await directory_store.fail_interrupted_runs()
+    if google is not None:
+        await google.start()
     calls = CallHandler(
         store=CallStore(engine),
         events=events,
@@ -154,7 +169,9 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
     events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices), server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
-    contacts_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(book, directory), server)
+    contacts_pb2_grpc.add_ContactsServiceServicer_to_server(
+        ContactsServicer(book, directory, connectors=runner, runs=directory_store, google=google), server
+    )
     calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls), server)
 
     health_servicer = health.aio.HealthServicer()
@@ -183,9 +200,39 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     core.closers.append(identity.stop)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
+    if google is not None:
+        core.closers.append(google.stop)
     core.background.append(asyncio.create_task(_sweep(events), name="event-log-sweep"))
+    core.background.append(asyncio.create_task(runner.run_forever(), name="connector-schedule"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
     return core
+
+
+def _configured_connectors(config: Config) -> Configured:
+    """The [connectors.NAME] sections, checked: a bad one is a ConfigError naming its key."""
+    try:
+        return configured(config.connectors)
+    except connector_errors.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _connectors(
+    wanted: Configured, directory: DirectoryStore, events: MemoryEventLog
+) -> tuple[SyncRunner, GoogleContacts | None]:
+    """The LDAP connectors on one runner, and the Google link flow if a
+    Google section is configured (its subscribers' connectors join the
+    runner as they link)."""
+    google: GoogleContacts | None = None
+
+    async def on_failure(connector: Connector, exc: Exception) -> None:
+        # Of all failures, only a refused Google grant concerns a subscriber.
+        if google is not None:
+            await google.connector_failed(connector, exc)
+
+    runner = SyncRunner(directory, wanted.ldap, on_failure=on_failure)
+    if wanted.google is not None:
+        google = GoogleContacts(google_linker(wanted.google, directory), runner, directory, events)
+    return runner, google
 
 
 async def _sweep(events: MemoryEventLog) -> None:

@@ -68,15 +68,17 @@ class Directory:
         # The store wants one writer per source at a time.
         self._mirror_lock = asyncio.Lock()
 
-    async def search(self, query: str, size: int, token: str) -> tuple[list[StoredEntry], str]:
-        """One page of entries matching a prefix of a name, an e-mail address
-        or a phone number in any common form; exact matches first."""
+    async def search(self, viewer: str, query: str, size: int, token: str) -> tuple[list[StoredEntry], str]:
+        """One page of the entries ``viewer`` may find matching a prefix of
+        a name, an e-mail address or a phone number in any common form; exact
+        matches first. Another subscriber's imported contacts are not among
+        them (``core.directory.sources``)."""
         query = query.strip()
         errors.require("query", query)
         errors.max_length("query", query, MAX_QUERY)
         limit = page_size(size, default=20, maximum=100)
         # The store checks the page token (INVALID_ARGUMENT naming page_token).
-        return await self._store.search(query, limit, token, self._region)
+        return await self._store.search(query, limit, token, self._region, viewer=viewer)
 
     async def start(self) -> int:
         """Fill the mirror from the subscriber table if it is empty (a new

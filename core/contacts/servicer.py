@@ -12,9 +12,11 @@ from google.protobuf import empty_pb2
 from core import errors
 from core.auth.principal import subscriber
 from core.contacts.directory import Directory
-from core.contacts.messages import contact_message
+from core.contacts.google import GoogleContacts
+from core.contacts.messages import contact_message, google_link_message
 from core.contacts.rules import EDITABLE
 from core.contacts.service import AddressBook
+from core.convert import timestamp
 from core.directory.messages import connector_message, entry_message, run_message
 from core.directory.records import SyncRunRecord
 from wac.v1 import contacts_pb2, contacts_pb2_grpc
@@ -58,11 +60,13 @@ class ContactsServicer(contacts_pb2_grpc.ContactsServiceServicer):
         *,
         connectors: ConnectorRunner | None = None,
         runs: LastRuns | None = None,
+        google: GoogleContacts | None = None,
     ) -> None:
         self._book = book
         self._directory = directory
         self._connectors = connectors
         self._runs = runs
+        self._google = google
 
     async def CreateContact(
         self, request: contacts_pb2.CreateContactRequest, context: grpc.aio.ServicerContext
@@ -108,9 +112,12 @@ class ContactsServicer(contacts_pb2_grpc.ContactsServiceServicer):
     async def SearchDirectory(
         self, request: contacts_pb2.SearchDirectoryRequest, context: grpc.aio.ServicerContext
     ) -> contacts_pb2.SearchDirectoryResponse:
-        if not subscriber().has("contacts.directory"):
+        principal = subscriber()
+        if not principal.has("contacts.directory"):
             raise errors.permission_denied("searching the directory needs the contacts.directory permission")
-        entries, token = await self._directory.search(request.query, request.page_size, request.page_token)
+        entries, token = await self._directory.search(
+            principal.username, request.query, request.page_size, request.page_token
+        )
         return contacts_pb2.SearchDirectoryResponse(entries=[entry_message(e) for e in entries], next_page_token=token)
 
     async def ListConnectors(
@@ -132,6 +139,46 @@ class ContactsServicer(contacts_pb2_grpc.ContactsServiceServicer):
             raise _no_connectors()
         errors.require("name", request.name)
         return run_message(await self._connectors.run(request.name, request.full))
+
+    async def CreateGoogleLinkAuthorization(
+        self, request: contacts_pb2.CreateGoogleLinkAuthorizationRequest, context: grpc.aio.ServicerContext
+    ) -> contacts_pb2.GoogleLinkAuthorization:
+        authorization = await self._google_contacts().authorize(subscriber().username)
+        return contacts_pb2.GoogleLinkAuthorization(
+            authorization_uri=authorization.url,
+            state=authorization.state,
+            expire_time=timestamp(authorization.expire_time),
+        )
+
+    async def CompleteGoogleLink(
+        self, request: contacts_pb2.CompleteGoogleLinkRequest, context: grpc.aio.ServicerContext
+    ) -> contacts_pb2.GoogleLink:
+        principal = subscriber()
+        status = await self._google_contacts().complete(
+            principal.username, principal.session_id, request.state, request.code
+        )
+        return google_link_message(status.link, status.last_run)
+
+    async def GetGoogleLink(
+        self, request: contacts_pb2.GetGoogleLinkRequest, context: grpc.aio.ServicerContext
+    ) -> contacts_pb2.GoogleLink:
+        status = await self._google_contacts().get(subscriber().username)
+        return google_link_message(status.link, status.last_run)
+
+    async def DeleteGoogleLink(
+        self, request: contacts_pb2.DeleteGoogleLinkRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        principal = subscriber()
+        await self._google_contacts().delete(principal.username, principal.session_id)
+        return empty_pb2.Empty()
+
+    def _google_contacts(self) -> GoogleContacts:
+        if self._google is None:
+            raise errors.ApiError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                'Google contacts are not enabled in this core: configure a [connectors.NAME] section of type "google"',
+            )
+        return self._google
 
 
 def _no_connectors() -> errors.ApiError:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from core.convert import duration, timestamp
 from core.directory.records import RunState, StoredEntry, SyncRunRecord
 from wac.v1 import contacts_pb2
 
@@ -29,12 +27,10 @@ def entry_message(entry: StoredEntry) -> contacts_pb2.DirectoryEntry:
 
 
 def run_message(run: SyncRunRecord) -> contacts_pb2.SyncRun:
-    start = Timestamp()
-    start.FromNanoseconds(int(run.start_time * 1e9))
     message = contacts_pb2.SyncRun(
         connector=run.connector,
         state=_RUN_STATES[run.state],
-        start_time=start,
+        start_time=timestamp(run.start_time),
         added=run.added,
         updated=run.updated,
         removed=run.removed,
@@ -43,9 +39,7 @@ def run_message(run: SyncRunRecord) -> contacts_pb2.SyncRun:
         full=run.full,
     )
     if run.duration is not None:
-        duration = Duration()
-        duration.FromNanoseconds(int(run.duration * 1e9))
-        message.duration.CopyFrom(duration)
+        message.duration.CopyFrom(duration(run.duration))
     return message
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from core import errors, paging
 from core.directory import tables as t
@@ -33,6 +34,7 @@ from core.directory.records import (
     StoredEntry,
     SyncRunRecord,
 )
+from core.directory.sources import PERSONAL_KINDS, personal_source
 
 MAX_PAGE_SIZE = 1000
 # Bound on the values in one IN (...) list; SQLite allowed 999 parameters
@@ -150,6 +152,14 @@ def _run(row: Any) -> SyncRunRecord:
     )
 
 
+def _visible_to(viewer: str) -> ColumnElement[bool]:
+    """The SQL form of ``sources.visible_to``: shared sources and the viewer's own."""
+    e = t.directory_entries
+    shared = and_(*(e.c.source.not_like(f"{kind}:%") for kind in PERSONAL_KINDS))
+    own = e.c.source.in_([personal_source(kind, viewer) for kind in PERSONAL_KINDS])
+    return or_(shared, own)
+
+
 def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
     position = paging.decode_token(token)
     if not (isinstance(position, list) and len(position) == 4 and position[0] == fingerprint):
@@ -248,11 +258,16 @@ class DirectoryStore:
         page_size: int = 20,
         page_token: str = "",
         default_region: str = "ES",
+        *,
+        viewer: str | None = None,
     ) -> tuple[list[StoredEntry], str]:
         """Entries with a key starting with the query: exact matches first,
         then by folded display name. Returns the page and the token for the
         next one ("" on the last page). A token from another query, or none
         at all, is INVALID_ARGUMENT naming page_token.
+
+        With a ``viewer``, personal sources other than the viewer's own are
+        left out (``core.directory.sources``); without one, nothing is.
 
         Every step is a range scan of the key index, so the cost follows the
         number of matches, not the size of the directory.
@@ -262,7 +277,7 @@ class DirectoryStore:
         keys = query_keys(query, default_region)
         if not keys:
             return [], ""
-        fingerprint = hashlib.blake2b(json.dumps([keys, default_region]).encode(), digest_size=8).hexdigest()
+        fingerprint = hashlib.blake2b(json.dumps([keys, default_region, viewer]).encode(), digest_size=8).hexdigest()
 
         k, e = t.directory_keys, t.directory_entries
         in_range = or_(*(and_(k.c.key >= q, k.c.key < successor(q)) for q in keys))
@@ -281,6 +296,8 @@ class DirectoryStore:
             .order_by(matches.c.rank, e.c.sort_name, e.c.id)
             .limit(page_size + 1)
         )
+        if viewer is not None:
+            stmt = stmt.where(_visible_to(viewer))
         if page_token:
             rank, sort_name, row_id = _position(page_token, fingerprint)
             # Keyset pagination, spelled out: row values compare on both

@@ -351,9 +351,17 @@ async def test_existing_subscribers_are_mirrored_at_start(tmp_path: Path) -> Non
         assert await directory.count("wac") == 1
 
 
-async def test_connectors_are_unimplemented_without_connectors(core: Core, channel: grpc.aio.Channel) -> None:
+async def test_without_connectors_the_list_is_empty_and_google_unimplemented(
+    core: Core, channel: grpc.aio.Channel, alice: Device
+) -> None:
     stub = contacts_pb2_grpc.ContactsServiceStub(channel)
     admin = md(await api_key(core, "ops", "connectors.admin"))
+    listed = await stub.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=admin)
+    assert list(listed.connectors) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=admin)
+        await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp"), metadata=admin)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.contacts.GetGoogleLink(contacts_pb2.GetGoogleLinkRequest(), metadata=alice.metadata)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "google" in (err.value.details() or "")

@@ -8,6 +8,7 @@ export type { CallState, CallDirection, CallEvents, CallEndedInfo, MediaOptions,
 export type { WebRtcEnvironment } from "./calls/webrtc.js";
 export type { PresenceApi } from "./presence.js";
 export type { ContactsApi, PageOptions } from "./contacts.js";
+export type { GoogleLinkApi, GoogleLinkCallback, LinkEnvironment, LinkPopup } from "./google-link.js";
 export type { ConnectionState, TransportPolicy } from "./transport/machine.js";
 export type { TransportKind } from "./transport/transport.js";
 export type { CallOptions } from "./rpc.js";

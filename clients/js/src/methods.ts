@@ -15,6 +15,7 @@ export const RETRYABLE_METHODS: ReadonlySet<MethodName> = new Set<MethodName>([
   "ContactsService.ListContacts",
   "ContactsService.UpdateContact",
   "ContactsService.SearchDirectory",
+  "ContactsService.GetGoogleLink",
   "CallsService.HangupCall",
   "CallsService.SendIceCandidate",
   "CallsService.GetCall",

@@ -13,12 +13,14 @@ import { Status, WacError, toWacError } from "./errors.js";
 import type {
   ContactChanged,
   Event as WacEvent,
+  GoogleLinkChanged,
   MethodName,
   Methods,
   Presence,
   Session,
   SessionRevoked,
 } from "./gen/wac.js";
+import { GoogleLinkApi } from "./google-link.js";
 import { RETRYABLE_METHODS } from "./methods.js";
 import { PresenceApi } from "./presence.js";
 import type { CallOptions } from "./rpc.js";
@@ -96,6 +98,8 @@ export interface WacEvents {
   presence: Presence;
   /** A contact changed on another device (or was deleted: `deleted` is true). */
   contactChanged: ContactChanged;
+  /** The Google link changed on another device, or broke (`link.state` "BROKEN": link again). */
+  googleLink: GoogleLinkChanged;
   /** A call is offered to this device. */
   incomingCall: Call;
   /** Events were lost while disconnected: reload presence and contacts. */
@@ -120,6 +124,7 @@ export class Wac extends Emitter<WacEvents> {
   session: Session | null = null;
   readonly presence: PresenceApi;
   readonly contacts: ContactsApi;
+  readonly googleLink: GoogleLinkApi;
 
   private readonly connection: Connection;
   private readonly calls = new CallRegistry();
@@ -163,6 +168,7 @@ export class Wac extends Emitter<WacEvents> {
     const request = this.request.bind(this);
     this.presence = new PresenceApi(request);
     this.contacts = new ContactsApi(request);
+    this.googleLink = new GoogleLinkApi(request, this.clock);
     this.detachNetworkListeners = this.listenToNetwork();
     this.callHost = {
       request: (method, params, options) => this.request(method, params, options),
@@ -447,6 +453,7 @@ export class Wac extends Emitter<WacEvents> {
     this.emit("event", event);
     if (event.presenceChanged) this.emit("presence", event.presenceChanged);
     else if (event.contactChanged) this.emit("contactChanged", event.contactChanged);
+    else if (event.googleLinkChanged) this.emit("googleLink", event.googleLinkChanged);
     else if (event.sessionRevoked) this.onSessionRevoked(event.sessionRevoked);
     else if (event.callInvited) this.onCallInvited(event);
     else this.routeCallEvent(event);

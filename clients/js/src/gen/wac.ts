@@ -230,6 +230,17 @@ export type SessionDescription_Type =
 
 // ---- wac/v1/contacts.proto ----
 
+/** The request for CompleteGoogleLink. */
+export interface CompleteGoogleLinkRequest {
+  /**
+   * The state the callback received; it must be one the caller started
+   * with CreateGoogleLinkAuthorization, and is good once.
+   */
+  state?: string;
+  /** The authorization code the callback received. */
+  code?: string;
+}
+
 /** A Connector imports directory entries from an outside system. */
 export interface Connector {
   /** The connector's name in the configuration file. */
@@ -271,11 +282,17 @@ export interface CreateContactRequest {
   contact?: Contact;
 }
 
+/** The request for CreateGoogleLinkAuthorization. */
+export type CreateGoogleLinkAuthorizationRequest = Record<string, never>;
+
 /** The request for DeleteContact. */
 export interface DeleteContactRequest {
   /** The contact's id. */
   contactId?: string;
 }
+
+/** The request for DeleteGoogleLink. */
+export type DeleteGoogleLinkRequest = Record<string, never>;
 
 /**
  * A DirectoryEntry is a searchable person: a wac subscriber or an entry
@@ -306,6 +323,62 @@ export interface GetContactRequest {
   /** The contact's id. */
   contactId?: string;
 }
+
+/** The request for GetGoogleLink. */
+export type GetGoogleLinkRequest = Record<string, never>;
+
+/**
+ * A GoogleLink connects a subscriber's Google account to wac: its contacts
+ * are imported into the directory as source "google:<username>", where only
+ * that subscriber finds them.
+ */
+export interface GoogleLink {
+  /** The subscriber whose link this is. */
+  username?: string;
+  /** Whether the link works. */
+  state?: GoogleLink_State;
+  /** Why a broken link broke, as Google said it; empty while linked. */
+  reason?: string;
+  /** When the subscriber first linked the account. */
+  createTime?: string;
+  /** When the link last changed: linked again, broke, or refreshed its token. */
+  updateTime?: string;
+  /** The latest import of the contacts, if any. */
+  lastRun?: SyncRun;
+}
+
+/**
+ * A GoogleLinkAuthorization is a link to a Google account under way: the
+ * consent page to open, and how long its callback is accepted.
+ */
+export interface GoogleLinkAuthorization {
+  /**
+   * Google's consent page. Open it in a window; Google sends the browser
+   * back to wac's /oauth2/google/callback when the user has decided.
+   */
+  authorizationUri?: string;
+  /**
+   * The state the callback brings back, so that the app can tell this
+   * authorization's callback from another's. It is also in
+   * authorization_uri.
+   */
+  state?: string;
+  /** After this time CompleteGoogleLink refuses the state. */
+  expireTime?: string;
+}
+
+/** Whether the link works. */
+export type GoogleLink_State =
+  /** Not set. */
+  | "STATE_UNSPECIFIED"
+  /** The grant works; contacts are imported on schedule. */
+  | "LINKED"
+  /**
+   * Google refused the grant (revoked by the user, expired, or the
+   * account's password changed). Imports stop and the entries already
+   * imported stay until the subscriber links again or unlinks.
+   */
+  | "BROKEN";
 
 /** The request for ListConnectors. */
 export type ListConnectorsRequest = Record<string, never>;
@@ -514,6 +587,24 @@ export interface Event {
    * (oneof payload: at most one member is set)
    */
   sessionRevoked?: SessionRevoked;
+  /**
+   * This subscriber's Google link changed: linked or unlinked on another
+   * device, or broken because Google refused the grant.
+   *
+   * (oneof payload: at most one member is set)
+   */
+  googleLinkChanged?: GoogleLinkChanged;
+}
+
+/** A subscriber's Google link changed. */
+export interface GoogleLinkChanged {
+  /**
+   * The link as it is now (only username when deleted). A link whose state
+   * is BROKEN needs the subscriber to link again.
+   */
+  link?: GoogleLink;
+  /** Whether the link was removed. */
+  deleted?: boolean;
 }
 
 /** An ICE candidate from the other party. */
@@ -880,12 +971,40 @@ export interface Methods {
   "CallsService.Renegotiate": [RenegotiateRequest, Call];
   /** SendIceCandidate relays a trickled ICE candidate to the other party. */
   "CallsService.SendIceCandidate": [SendIceCandidateRequest, SendIceCandidateResponse];
+  /**
+   * CompleteGoogleLink finishes the caller's link with the code and state
+   * the callback received, replacing any link the caller had. The first
+   * import starts at once, in the background. INVALID_ARGUMENT naming state
+   * if the caller did not start this authorization, already used it, or it
+   * expired; FAILED_PRECONDITION if Google refused the code; UNAVAILABLE if
+   * Google could not be reached.
+   */
+  "ContactsService.CompleteGoogleLink": [CompleteGoogleLinkRequest, GoogleLink];
   /** CreateContact adds a contact to the caller's address book. */
   "ContactsService.CreateContact": [CreateContactRequest, Contact];
+  /**
+   * CreateGoogleLinkAuthorization starts linking the caller's Google
+   * account. The app opens authorization_uri, Google's consent page; Google
+   * then sends the browser to wac's /oauth2/google/callback with a code and
+   * this authorization's state, which the app passes to CompleteGoogleLink
+   * before expire_time. UNIMPLEMENTED if Google contacts are not configured.
+   */
+  "ContactsService.CreateGoogleLinkAuthorization": [CreateGoogleLinkAuthorizationRequest, GoogleLinkAuthorization];
   /** DeleteContact removes one of the caller's contacts. */
   "ContactsService.DeleteContact": [DeleteContactRequest, Empty];
+  /**
+   * DeleteGoogleLink unlinks the caller's Google account: it revokes the
+   * grant at Google and removes the imported entries from the directory.
+   * NOT_FOUND if the caller has not linked a Google account.
+   */
+  "ContactsService.DeleteGoogleLink": [DeleteGoogleLinkRequest, Empty];
   /** GetContact reads one of the caller's contacts. */
   "ContactsService.GetContact": [GetContactRequest, Contact];
+  /**
+   * GetGoogleLink reads the caller's link and its latest import. NOT_FOUND
+   * if the caller has not linked a Google account.
+   */
+  "ContactsService.GetGoogleLink": [GetGoogleLinkRequest, GoogleLink];
   /** ListConnectors reports each configured connector and its last run. */
   "ContactsService.ListConnectors": [ListConnectorsRequest, ListConnectorsResponse];
   /** ListContacts lists the caller's contacts ordered by display name. */

@@ -1,0 +1,52 @@
+"""The connectors a configuration asks for, built the same way for the core
+and for ``wac connectors``.
+
+Every ``[connectors.NAME]`` section is checked here, before anything runs:
+a bad one is a ``ConfigError`` naming its key. LDAP sections become
+connectors at once; the Google section (at most one) becomes a linker, and
+each subscriber who links an account gets a connector of their own
+("google:<username>").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.config import GoogleConfig, LdapConfig, parse_connectors
+from connectors.errors import ConfigError
+from connectors.google import GoogleLinker
+from connectors.google_links import GoogleLinkStore
+from connectors.ldap import LdapConnector
+from connectors.secrets import TokenCipher
+from core.directory.store import DirectoryStore
+
+
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """What the ``[connectors]`` table holds, checked."""
+
+    ldap: tuple[LdapConnector, ...]
+    google: GoogleConfig | None
+
+
+def configured(tables: Mapping[str, Any]) -> Configured:
+    """Parse and check every connector section; ``ConfigError`` names the key at fault."""
+    configs = parse_connectors(tables)
+    google = [c for c in configs.values() if isinstance(c, GoogleConfig)]
+    if len(google) > 1:
+        # One Google project serves every subscriber; two would make two
+        # connectors for one link.
+        raise ConfigError(
+            f"connectors.{google[1].name}.type: only one google connector may be configured, "
+            f"and connectors.{google[0].name} is one"
+        )
+    ldap = tuple(LdapConnector(c) for c in configs.values() if isinstance(c, LdapConfig))
+    return Configured(ldap=ldap, google=google[0] if google else None)
+
+
+def google_linker(config: GoogleConfig, directory: DirectoryStore) -> GoogleLinker:
+    """The linker for the Google section, its tokens sealed under its key."""
+    links = GoogleLinkStore(directory.engine, TokenCipher(config.token_key), clock=directory.clock)
+    return GoogleLinker(config, links, directory, clock=directory.clock)

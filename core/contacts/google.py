@@ -1,0 +1,139 @@
+"""Google contacts as ContactsService offers them to each subscriber: start
+and finish linking an account, read and remove the link, and tell the
+subscriber's devices when it changes or breaks.
+
+OAuth2 and the link storage are ``connectors.google``; the imports run on
+the ``SyncRunner``, one connector per linked subscriber, source
+"google:<username>". This module sequences them and owns no protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from connectors.base import Connector
+from connectors.errors import AlreadyRunning, GrantRevoked, UnknownConnector
+from connectors.google import Authorization, GoogleLinker, connector_name
+from connectors.google_links import LINKED, GoogleLink
+from connectors.runner import SyncRunner
+from core import errors
+from core.contacts.messages import google_link_changed, google_link_deleted
+from core.directory.records import SyncRunRecord
+from core.directory.store import DirectoryStore
+from core.events.log import EventLog
+
+log = logging.getLogger("wac.contacts")
+
+# Bounds on what a callback hands over; Google's are far shorter.
+MAX_STATE = 128
+MAX_CODE = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """A subscriber's link and its latest import."""
+
+    link: GoogleLink
+    last_run: SyncRunRecord | None
+
+
+class GoogleContacts:
+    """The link flow of every subscriber; each call acts on one subscriber's link."""
+
+    def __init__(self, linker: GoogleLinker, runner: SyncRunner, runs: DirectoryStore, events: EventLog) -> None:
+        self._linker = linker
+        self._links = linker.links
+        self._runner = runner
+        self._runs = runs
+        self._events = events
+        self._imports: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        """Give every working link its connector; how many there are. Broken
+        links wait for their subscriber to link again."""
+        usernames = await self._links.usernames(LINKED)
+        for username in usernames:
+            self._runner.add(self._linker.connector(username))
+        return len(usernames)
+
+    async def stop(self) -> None:
+        for task in list(self._imports):
+            task.cancel()
+        await asyncio.gather(*self._imports, return_exceptions=True)
+
+    async def authorize(self, username: str) -> Authorization:
+        return await self._linker.authorize(username)
+
+    async def complete(self, username: str, session_id: str, state: str, code: str) -> LinkStatus:
+        """Exchange the callback's code for a grant bound to ``username``,
+        then import the contacts in the background."""
+        errors.require("state", state)
+        errors.max_length("state", state, MAX_STATE)
+        errors.require("code", code)
+        errors.max_length("code", code, MAX_CODE)
+        link = await self._linker.complete(username, state, code)
+        name = connector_name(username)
+        self._runner.add(self._linker.connector(username))
+        task = asyncio.create_task(self._first_import(name), name=f"first import of {name}")
+        self._imports.add(task)
+        task.add_done_callback(self._imports.discard)
+        status = LinkStatus(link, await self._runs.last_run(name))
+        await self._events.publish([username], google_link_changed(status.link, status.last_run), session_id)
+        return status
+
+    async def get(self, username: str) -> LinkStatus:
+        link = await self._links.get(username)
+        if link is None:
+            raise _not_linked()
+        return LinkStatus(link, await self._runs.last_run(connector_name(username)))
+
+    async def delete(self, username: str, session_id: str) -> None:
+        """Unlink: revoke the grant at Google, remove the imported entries."""
+        if not await self._unlink(username):
+            raise _not_linked()
+        await self._events.publish([username], google_link_deleted(username), session_id)
+
+    async def connector_failed(self, connector: Connector, exc: Exception) -> None:
+        """The runner's failure hook: a refused grant is told to its subscriber
+        on every device, as their link changed to BROKEN."""
+        if not isinstance(exc, GrantRevoked):
+            return
+        link = await self._links.get(exc.username)
+        if link is None:
+            return
+        last_run = await self._runs.last_run(connector.name)
+        await self._events.publish([exc.username], google_link_changed(link, last_run))
+        log.info("told %s their Google link broke", exc.username)
+
+    async def subscriber_changed(self, username: str, row: object | None) -> None:
+        """Identity listener: a deleted subscriber's grant is revoked and their
+        imported contacts go with them."""
+        if row is not None:
+            return
+        try:
+            await self._unlink(username)
+        except Exception:
+            log.exception("unlinking the Google account of deleted subscriber %s failed", username)
+
+    async def _unlink(self, username: str) -> bool:
+        if await self._links.get(username) is None:
+            return False
+        name = connector_name(username)
+        self._runner.remove(name)
+        # A run writing the entries now would bring them back after unlink.
+        await self._runner.idle(name)
+        return await self._linker.unlink(username)
+
+    async def _first_import(self, name: str) -> None:
+        try:
+            await self._runner.run(name, full=True)
+        except (AlreadyRunning, UnknownConnector):
+            pass  # the schedule got there first, or the link went meanwhile
+        except Exception:
+            log.exception("first import of %s could not run", name)
+
+
+def _not_linked() -> errors.ApiError:
+    return errors.not_found("you have not linked a Google account")
