@@ -84,9 +84,7 @@ def normalize_e164(raw: str, default_region: str = "ES") -> str:
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
-        raise InvalidPhoneNumber(
-            raw, _PARSE_ERRORS.get(exc.error_type, "is not a phone number")
-        ) from exc
+        raise InvalidPhoneNumber(raw, _PARSE_ERRORS.get(exc.error_type, "is not a phone number")) from exc
     if not phonenumbers.is_valid_number(number):
         reason = phonenumbers.is_possible_number_with_reason(number)
         national = number.country_code == phonenumbers.country_code_for_region(region)
@@ -95,9 +93,7 @@ def normalize_e164(raw: str, default_region: str = "ES") -> str:
             if reason is not ValidationResult.TOO_SHORT:
                 problem += "; numbers of other countries need a + and their country code"
         else:
-            problem = _LENGTH_ERRORS.get(reason) or (
-                f"is not a valid number for country code +{number.country_code}"
-            )
+            problem = _LENGTH_ERRORS.get(reason) or (f"is not a valid number for country code +{number.country_code}")
         raise InvalidPhoneNumber(raw, problem)
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
