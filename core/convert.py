@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-
 # Times are stored as float seconds, which hold microseconds exactly; going
 # to nanoseconds would print float noise ("...37.320010752Z") in every JSON.
 

@@ -67,7 +67,7 @@ def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         code = process.wait(seconds(4))
     assert code == 0, log.read_text(errors="replace")
-    children = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True)
+    children = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], check=False, capture_output=True, text=True)
     assert children.stdout == "", "no child outlives wac run"
 
 
@@ -84,7 +84,13 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "wac.cli", "run"], env=env, capture_output=True, text=True, timeout=seconds(6), cwd=ROOT
+        [sys.executable, "-m", "wac.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds(6),
+        cwd=ROOT,
+        check=False,
     )
     assert result.returncode == 1
     assert "log_level must be one of" in result.stderr
