@@ -39,9 +39,6 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                 f"{exc}; reload your state and subscribe again with after_seq 0",
                 reason="EVENTS_EXPIRED",
             ) from None
-        # Headers now: the edge learns the subscription was accepted without
-        # waiting for a first event (a refusal above is a status instead).
-        await context.send_initial_metadata(())
         await self._devices.stream_opened(principal.username, session)
         try:
             while True:
