@@ -9,7 +9,6 @@ as a FAILED run and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -43,6 +42,7 @@ class SyncRunner:
         self._connectors: dict[str, Connector] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
+        self._retired: set[asyncio.Task[None]] = set()
         self._scheduling = False
         for connector in connectors:
             self.add(connector)
@@ -64,6 +64,10 @@ class SyncRunner:
         loop = self._loops.pop(name, None)
         if loop is not None:
             loop.cancel()
+            # Kept until it has unwound, so that stopping the schedule waits
+            # for it too instead of leaving it mid-write on a closing store.
+            self._retired.add(loop)
+            loop.add_done_callback(self._retired.discard)
 
     async def idle(self, name: str) -> None:
         """Wait until no run of the connector is under way: after ``remove``,
@@ -126,10 +130,9 @@ class SyncRunner:
                 if self._on_failure is not None:
                     await self._report(connector, exc)
                 return failed, exc
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._store.finish_run(run.run_id, state=RunState.FAILED, error="cancelled"))
-                raise
+            # A cancelled run (the core stopping) stays RUNNING here: writing
+            # from a cancelled task can outlive the database it writes to,
+            # and the next start marks it failed (fail_interrupted_runs).
             done = await self._store.finish_run(
                 run.run_id,
                 state=RunState.SUCCEEDED,
@@ -177,7 +180,7 @@ class SyncRunner:
             await asyncio.Event().wait()
         finally:
             self._scheduling = False
-            loops = list(self._loops.values())
+            loops = [*self._loops.values(), *self._retired]
             self._loops.clear()
             for loop in loops:
                 loop.cancel()

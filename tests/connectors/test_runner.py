@@ -149,6 +149,7 @@ async def test_connectors_join_and_leave_the_schedule(store: DirectoryStore) -> 
         await asyncio.sleep(0.01)
     assert len(c.calls) == 1
     runner.remove("late")
+    await runner.idle("late")
     assert runner.connectors() == []
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
