@@ -165,14 +165,18 @@ async def link(device: Device) -> contacts_pb2.GoogleLink:
     return await imported(device)
 
 
-async def imported(device: Device, after_run: int = 0) -> contacts_pb2.GoogleLink:
+async def imported(device: Device, after_run: float = 0) -> contacts_pb2.GoogleLink:
     """The link once an import (started after ``after_run`` seconds) has finished."""
     found: list[contacts_pb2.GoogleLink] = []
 
     async def done() -> bool:
         current = await get_link(device)
         run = current.last_run
-        if not current.HasField("last_run") or run.state == SyncRun.RUNNING or run.start_time.seconds < after_run:
+        if (
+            not current.HasField("last_run")
+            or run.state == SyncRun.RUNNING
+            or run.start_time.ToMicroseconds() / 1e6 < after_run
+        ):
             return False
         found.append(current)
         return True
@@ -308,7 +312,7 @@ async def test_a_revoked_grant_is_told_and_linking_again_mends_it(stack: Stack) 
     assert len(await search(alice, "friend")) == 2
 
     stack.google.put_person("people/c0100", "Friend Newer", ["+34611009999"])
-    relinked_at = int(time.time())
+    relinked_at = time.time()
     code, state = code_and_state(await consent((await authorize(alice)).authorization_uri))
     assert (await complete(alice, code, state)).state == GoogleLink.LINKED
     mended = await imported(alice, after_run=relinked_at)
