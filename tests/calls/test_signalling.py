@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import pytest
 
 from tests.calls.support import (
     ANSWER,
@@ -479,8 +478,6 @@ async def test_operator_hangup_and_reads(world: World) -> None:
 async def test_presence_reads_in_call_while_active(world: World) -> None:
     from wac.v1 import presence_pb2, presence_pb2_grpc
 
-    if getattr(world.core, "presence", None) is None:
-        pytest.skip("this build of the core does not serve presence yet")
     alice, bob = await world.device("alice"), await world.device("bob")
     reader = await world.service("wallboard", "presence.read")
     presence = presence_pb2_grpc.PresenceServiceStub(world.channel)

@@ -123,8 +123,6 @@ async def test_presence(stack: Stack, sapi: Sapi, core_channel: grpc.aio.Channel
 
 
 async def test_presence_shows_an_active_call(devices: tuple[Device, Device], stack: Stack, sapi: Sapi) -> None:
-    if getattr(stack.core, "presence", None) is None:
-        pytest.skip("this core does not serve PresenceService")
     alice, bob = devices
     await active_call(alice, bob)
     reader = await sapi("presence.read")

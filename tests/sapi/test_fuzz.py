@@ -144,9 +144,4 @@ def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
 
 @schema.parametrize()
 def test_sapi_conforms_to_its_openapi_document(case: schemathesis.Case, front_door: FrontDoor) -> None:
-    if case.operation.path.startswith("/sapi/v1/connectors") and not front_door.serves_connectors:
-        pytest.xfail(
-            "core bug: without a connector runner the core answers 501 UNIMPLEMENTED, "
-            "a status the document does not list, instead of an empty list and 404"
-        )
     case.call_and_validate(base_url=front_door.url, headers=front_door.headers, checks=CHECKS)
