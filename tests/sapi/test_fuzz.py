@@ -38,7 +38,6 @@ from tests.sapi.support import active_call, online, sapi_stack
 from tests.support.core import add_subscriber, api_key
 from tests.support.stack import Stack
 from tests.support.timing import seconds
-from wac.v1 import contacts_pb2, contacts_pb2_grpc
 
 T = TypeVar("T")
 
@@ -81,7 +80,6 @@ class LoopThread:
 class FrontDoor:
     url: str
     headers: dict[str, str]
-    serves_connectors: bool
 
 
 async def populate(stack: Stack, channel: grpc.aio.Channel) -> list[Device]:
@@ -97,17 +95,6 @@ async def populate(stack: Stack, channel: grpc.aio.Channel) -> list[Device]:
     await alice.hangup(ended.call_id)
     await active_call(carol, dave)
     return devices
-
-
-async def serves_connectors(channel: grpc.aio.Channel, key: str) -> bool:
-    """Whether the core implements ContactsService's connector methods."""
-    contacts = contacts_pb2_grpc.ContactsServiceStub(channel)
-    try:
-        metadata = (("authorization", f"Bearer {key}"),)
-        await contacts.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=metadata)
-    except grpc.aio.AioRpcError as error:
-        return error.code() != grpc.StatusCode.UNIMPLEMENTED
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +118,6 @@ def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
         yield FrontDoor(
             url=stack.url,
             headers={"Authorization": f"Bearer {key}"},
-            serves_connectors=background.run(serves_connectors(channel, key)),
         )
     finally:
         for device in devices:
