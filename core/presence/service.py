@@ -43,6 +43,7 @@ from core.presence.messages import presence_message
 from core.presence.rules import (
     Aggregate,
     Coalescer,
+    DeviceStatus,
     Status,
     VisibilityPolicy,
     aggregate,
@@ -90,6 +91,13 @@ class _Subject:
     state: Aggregate | None = None  # the last aggregate computed
     version: int = 0  # bumped with each aggregate worth an event
     published: int = 0  # the version watchers last heard of
+    heard: Aggregate | None = None  # the state watchers last heard
+    renamed: bool = False  # watchers must hear the new display name
+    # The device rows behind ``state``. Only a write changes them, and every
+    # write goes through this subject's lock, so an in-call flip (no write)
+    # re-aggregates from here instead of re-reading the rows: two of the
+    # four presence updates of each call setup would otherwise be a query.
+    devices: list[DeviceStatus] | None = None
 
 
 class PresenceService:
@@ -315,13 +323,16 @@ class PresenceService:
             now = self._clock()
             if write is not None:
                 await write(now)
-            devices = await self._store.devices(username)
+            devices = subject.devices
+            if write is not None or devices is None:
+                devices = subject.devices = await self._store.devices(username)
             now = self._clock()
             state = aggregate(devices, in_call=username in self._in_call, now=now)
             changed = force or presence_changed(subject.state, state)
             subject.state = state
             if not changed:
                 return state
+            subject.renamed = subject.renamed or force
             subject.version += 1
             if self._coalescer.offer(username, subject.version, now):
                 await self._emit(username, subject)
@@ -335,6 +346,11 @@ class PresenceService:
         if subject.published >= subject.version or subject.state is None:
             return
         version, state = subject.version, subject.state
+        if not subject.renamed and subject.heard is not None and not presence_changed(subject.heard, state):
+            # Changed and changed back within one coalescing window (a short
+            # call, a quick away): watchers already have this state.
+            subject.published = version
+            return
         display_name = await self._display_name(username)
         if display_name is None:
             return
@@ -342,6 +358,8 @@ class PresenceService:
         event = events_pb2.Event(presence_changed=presence_message(username, display_name, state))
         await self._events.publish(watchers, event)
         subject.published = version
+        subject.heard = state
+        subject.renamed = False
 
     def _schedule(self) -> None:
         deadline = self._coalescer.next_deadline()
