@@ -111,6 +111,7 @@ class Stack:
         from core.contacts.store import ContactRow, SqlContactsStore
         from core.db.engine import create_engine
         from core.db.migrate import upgrade
+        from core.db.work import dispose
         from core.identity.store import IdentityStore, SubscriberRow
         from wac.config import load_config
 
@@ -126,7 +127,7 @@ class Stack:
         for index in range(watchers):
             row = ContactRow(f"c{index}", watcher(index), "Subject", "subject", (), (), SUBJECT, False, "", now, now)
             await contacts.create(row, limit=10)
-        await engine.dispose()
+        await dispose(engine)
 
     async def start(self) -> None:
         if self.core is None:

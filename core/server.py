@@ -33,6 +33,7 @@ from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
+from core.db.work import dispose
 from core.directory.store import DirectoryStore
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
@@ -98,7 +99,7 @@ class Core:
             result = close()
             if asyncio.iscoroutine(result):
                 await result
-        await self.engine.dispose()
+        await dispose(self.engine)
 
 
 async def build_core(config: Config, *, migrate: bool = True) -> Core:

@@ -89,6 +89,7 @@ async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]
     """Run an admin action against the database, the same validation as the API."""
     from core.db.engine import create_engine
     from core.db.migrate import upgrade
+    from core.db.work import dispose
     from core.events.devices import MemoryDeviceRegistry
     from core.events.memory import MemoryEventLog
     from core.identity.servicer import IdentityServicer
@@ -102,7 +103,7 @@ async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]
     try:
         return await action(identity)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 async def _admin(config: Config, args: argparse.Namespace) -> int:
@@ -163,6 +164,7 @@ async def _connectors(config: Config, args: argparse.Namespace) -> int:
     from connectors.setup import configured, google_linker
     from core.db.engine import create_engine
     from core.db.migrate import upgrade
+    from core.db.work import dispose
     from core.directory.records import RunState
     from core.directory.store import DirectoryStore
 
@@ -209,7 +211,7 @@ async def _connectors(config: Config, args: argparse.Namespace) -> int:
             return 1
         return 0
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def _describe_run(run: SyncRunRecord) -> str:

@@ -8,12 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, union_all, update
+from sqlalchemy import Connection, bindparam, insert, select, tuple_, union_all, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
 from core.calls import tables as t
 from core.calls.machine import CallInfo, CallState, EndReason, Media
+from core.db.work import work_for
 
 _LIVE_STATES = (CallState.RINGING.value, CallState.ACTIVE.value)
 
@@ -75,13 +76,17 @@ def _call(row: Any) -> CallInfo:
     )
 
 
-# One statement for every update: executemany binds each row's values.
+# One statement for every batch: executemany binds each row's values.
+_INSERT = insert(t.calls)
 _UPDATE = update(t.calls).where(t.calls.c.call_id == bindparam("key"))
 
 
 class CallStore:
+    """Each method is one unit of work (``core.db.work``): a call setup
+    writes three or four times."""
+
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._work = work_for(engine)
 
     async def write_batch(self, writes: Sequence[CallWrite]) -> None:
         """Write several calls in one transaction: all of them or none.
@@ -91,15 +96,18 @@ class CallStore:
         """
         inserts = [{"call_id": w.call.call_id, **_values(w.call, w.snapshot)} for w in writes if w.new]
         updates = [{"key": w.call.call_id, **_values(w.call, w.snapshot)} for w in writes if not w.new]
-        async with self._engine.begin() as conn:
+
+        def run(conn: Connection) -> None:
             if inserts:
-                await conn.execute(insert(t.calls), inserts)
+                conn.execute(_INSERT, inserts)
             if updates:
-                await conn.execute(_UPDATE, updates)
+                conn.execute(_UPDATE, updates)
+
+        await self._work.write(run)
 
     async def get(self, call_id: str) -> StoredCall | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(t.calls).where(t.calls.c.call_id == call_id))).first()
+        stmt = select(t.calls).where(t.calls.c.call_id == call_id)
+        row = await self._work.read(lambda conn: conn.execute(stmt).first())
         if row is None:
             return None
         raw = row._mapping["snapshot"]
@@ -108,8 +116,7 @@ class CallStore:
     async def live_snapshots(self) -> list[tuple[str, dict[str, Any]]]:
         """(call id, snapshot) of every call that has not ended."""
         query = select(t.calls.c.call_id, t.calls.c.snapshot).where(t.calls.c.state.in_(_LIVE_STATES))
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._work.read(lambda conn: conn.execute(query).all())
         return [(r[0], json.loads(r[1])) for r in rows if r[1]]
 
     async def list_calls(
@@ -146,10 +153,5 @@ class CallStore:
                 for column in (c.caller, c.callee)
             ]
             merged = union_all(*(select(h) for h in halves)).subquery()
-            query = (
-                select(merged)
-                .order_by(merged.c.create_time.desc(), merged.c.call_id.desc())
-                .limit(limit)
-            )
-        async with self._engine.connect() as conn:
-            return [_call(r) for r in (await conn.execute(query)).all()]
+            query = select(merged).order_by(merged.c.create_time.desc(), merged.c.call_id.desc()).limit(limit)
+        return await self._work.read(lambda conn: [_call(r) for r in conn.execute(query)])

@@ -13,10 +13,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.contacts import tables as t
+from core.db.work import work_for
 
 _CHUNK = 500
 
@@ -97,6 +98,7 @@ class SqlContactsStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._work = work_for(engine)
 
     async def create(self, row: ContactRow, *, limit: int) -> bool:
         c = t.contacts
@@ -163,16 +165,20 @@ class SqlContactsStore:
     async def owners_linking(self, subject: str) -> set[str]:
         c = t.contacts
         query = select(c.c.owner).where(c.c.subscriber == subject).distinct()
-        async with self._engine.connect() as conn:
-            return set((await conn.execute(query)).scalars().all())
+        # Read on every presence change: one unit of work (core.db.work).
+        return await self._work.read(lambda conn: set(conn.execute(query).scalars()))
 
     async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]:
         c = t.contacts
         names = [s for s in dict.fromkeys(subjects) if s]
-        found: set[str] = set()
-        async with self._engine.connect() as conn:
+
+        def run(conn: Connection) -> set[str]:
+            found: set[str] = set()
             for start in range(0, len(names), _CHUNK):
                 chunk = names[start : start + _CHUNK]
                 query = select(c.c.subscriber).where(c.c.subscriber.in_(chunk), c.c.owner == owner).distinct()
-                found.update((await conn.execute(query)).scalars().all())
-        return found
+                found.update(conn.execute(query).scalars())
+            return found
+
+        # Read on every presence read: one unit of work (core.db.work).
+        return await self._work.read(run)

@@ -19,6 +19,18 @@ def sync_url(url: str) -> str:
     return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
 
 
+def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection's settings (a "connect" event listener)."""
+    # WAL lets readers run while one writer commits; NORMAL sync is
+    # durable across application crashes, which is what we need.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine tuned for its backend."""
     if url.startswith("sqlite"):
@@ -27,16 +39,6 @@ def create_engine(url: str) -> AsyncEngine:
         # them again costs more than the queries they serve.
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=16, max_overflow=0, pool_timeout=30)
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers run while one writer commits; NORMAL sync is
-            # durable across application crashes, which is what we need.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
+        event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

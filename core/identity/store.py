@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.db.work import work_for
 from core.identity import tables as t
 from core.identity.rules import ThrottleState
 
@@ -79,6 +80,7 @@ def _session(row: object) -> SessionRow:
 class IdentityStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._work = work_for(engine)
 
     # -- subscribers --------------------------------------------------
     async def create_subscriber(self, row: SubscriberRow) -> None:
@@ -89,8 +91,9 @@ class IdentityStore:
             raise Duplicate(row.username) from None
 
     async def get_subscriber(self, username: str) -> SubscriberRow | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(t.subscribers).where(t.subscribers.c.username == username))).first()
+        stmt = select(t.subscribers).where(t.subscribers.c.username == username)
+        # Read for every token verification past the cache: one unit of work.
+        row = await self._work.read(lambda conn: conn.execute(stmt).first())
         return _subscriber(row) if row else None
 
     async def list_subscribers(self, after: str, limit: int) -> list[SubscriberRow]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.db.work import work_for
 from core.presence import tables as t
 from core.presence.rules import DeviceStatus, Status
 
@@ -63,19 +64,19 @@ def _device(row: object) -> DeviceStatus:
 
 
 class SqlPresenceStore:
-    """Presence rows in the core's SQL database."""
+    """Presence rows in the core's SQL database. Each method is one unit of
+    work (``core.db.work``): presence changes with every call and device."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._work = work_for(engine)
 
     async def device_online(self, username: str, session_id: str, now: float) -> None:
         d = t.presence_devices
-        async with self._engine.begin() as conn:
-            found = await conn.execute(
-                update(d).where(d.c.session_id == session_id).values(connected=True, last_seen=now)
-            )
+
+        def run(conn: Connection) -> None:
+            found = conn.execute(update(d).where(d.c.session_id == session_id).values(connected=True, last_seen=now))
             if not found.rowcount:
-                await self._insert_or_update(
+                _insert_or_update(
                     conn,
                     {
                         "session_id": session_id,
@@ -89,18 +90,21 @@ class SqlPresenceStore:
                     {"connected": True, "last_seen": now},
                 )
 
+        await self._work.write(run)
+
     async def device_lost(self, session_id: str, now: float) -> None:
         d = t.presence_devices
-        async with self._engine.begin() as conn:
-            await conn.execute(update(d).where(d.c.session_id == session_id).values(connected=False, last_seen=now))
+        stmt = update(d).where(d.c.session_id == session_id).values(connected=False, last_seen=now)
+        await self._work.write(lambda conn: conn.execute(stmt))
 
     async def publish(
         self, username: str, session_id: str, status: Status, note: str, now: float, *, connected: bool
     ) -> None:
         d = t.presence_devices
         published = {"status": status.value, "note": note, "updated_at": now}
-        async with self._engine.begin() as conn:
-            found = await conn.execute(update(d).where(d.c.session_id == session_id).values(published))
+
+        def run(conn: Connection) -> None:
+            found = conn.execute(update(d).where(d.c.session_id == session_id).values(published))
             if not found.rowcount:
                 row = {
                     "session_id": session_id,
@@ -111,54 +115,52 @@ class SqlPresenceStore:
                     # never connected has no last-seen time.
                     "last_seen": now if connected else 0.0,
                 }
-                await self._insert_or_update(conn, row, published)
+                _insert_or_update(conn, row, published)
+
+        await self._work.write(run)
 
     async def devices(self, username: str) -> list[DeviceStatus]:
         d = t.presence_devices
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(d).where(d.c.username == username))).all()
-        return [_device(r) for r in rows]
+        stmt = select(d).where(d.c.username == username)
+        return await self._work.read(lambda conn: [_device(r) for r in conn.execute(stmt)])
 
     async def devices_of(self, usernames: Collection[str]) -> dict[str, list[DeviceStatus]]:
         d = t.presence_devices
         names = list(dict.fromkeys(usernames))
-        found: dict[str, list[DeviceStatus]] = {}
-        async with self._engine.connect() as conn:
+
+        def run(conn: Connection) -> dict[str, list[DeviceStatus]]:
+            found: dict[str, list[DeviceStatus]] = {}
             for start in range(0, len(names), _CHUNK):
                 chunk = names[start : start + _CHUNK]
-                for row in (await conn.execute(select(d).where(d.c.username.in_(chunk)))).all():
+                for row in conn.execute(select(d).where(d.c.username.in_(chunk))):
                     found.setdefault(row.username, []).append(_device(row))
-        return found
+            return found
+
+        return await self._work.read(run)
 
     async def disconnect_all(self) -> int:
         d = t.presence_devices
-        async with self._engine.begin() as conn:
-            result = await conn.execute(update(d).where(d.c.connected.is_(True)).values(connected=False))
-        return result.rowcount or 0
+        stmt = update(d).where(d.c.connected.is_(True)).values(connected=False)
+        return await self._work.write(lambda conn: conn.execute(stmt).rowcount or 0)
 
     async def prune(self, username: str, before: float) -> int:
         d = t.presence_devices
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                delete(d).where(and_(d.c.username == username, d.c.connected.is_(False), d.c.last_seen < before))
-            )
-        return result.rowcount or 0
+        stmt = delete(d).where(and_(d.c.username == username, d.c.connected.is_(False), d.c.last_seen < before))
+        return await self._work.write(lambda conn: conn.execute(stmt).rowcount or 0)
 
     async def forget(self, username: str) -> None:
         d = t.presence_devices
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(d).where(d.c.username == username))
+        stmt = delete(d).where(d.c.username == username)
+        await self._work.write(lambda conn: conn.execute(stmt))
 
-    @staticmethod
-    async def _insert_or_update(
-        conn: AsyncConnection, row: Mapping[str, object], on_conflict: Mapping[str, object]
-    ) -> None:
-        # Update-then-insert rather than an upsert (ON CONFLICT is spelled per
-        # dialect). Within one core a per-subscriber lock orders the writes;
-        # the savepoint covers another core inserting the same row first.
-        d = t.presence_devices
-        try:
-            async with conn.begin_nested():
-                await conn.execute(insert(d).values(row))
-        except IntegrityError:
-            await conn.execute(update(d).where(d.c.session_id == row["session_id"]).values(on_conflict))
+
+def _insert_or_update(conn: Connection, row: Mapping[str, object], on_conflict: Mapping[str, object]) -> None:
+    # Update-then-insert rather than an upsert (ON CONFLICT is spelled per
+    # dialect). Within one core a per-subscriber lock orders the writes;
+    # the savepoint covers another core inserting the same row first.
+    d = t.presence_devices
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(d).values(row))
+    except IntegrityError:
+        conn.execute(update(d).where(d.c.session_id == row["session_id"]).values(on_conflict))

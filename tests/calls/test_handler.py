@@ -17,6 +17,7 @@ from core.calls.machine import CallState, DescriptionType, EndReason, Media, Ses
 from core.calls.store import CallStore
 from core.db.engine import create_engine, sqlite_url
 from core.db.migrate import upgrade
+from core.db.work import dispose
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from tests.calls.support import SDP, eventually
@@ -77,7 +78,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         yield rig_
     finally:
         await rig_.handler.stop()
-        await engine.dispose()
+        await dispose(engine)
 
 
 async def test_in_call_presence_follows_active_calls(rig: Rig) -> None:

@@ -14,6 +14,7 @@ from core.calls import tables as t
 from core.calls.machine import CallInfo, CallState, EndReason, Media
 from core.calls.store import CallStore, CallWrite
 from core.db.engine import create_engine, sqlite_url
+from core.db.work import dispose
 
 _BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("WAC_TEST_POSTGRES_URL") else [])
 
@@ -30,7 +31,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(lambda sync: t.calls.drop(sync, checkfirst=True))
-        await engine.dispose()
+        await dispose(engine)
 
 
 def call(call_id: str, caller: str, callee: str, when: float, state: CallState = CallState.RINGING) -> CallInfo:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 09:02:16.204422
+Create Date: 2026-11-26 11:17:12.964748
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_directory_entries')),
     sa.UniqueConstraint('source', 'entry_id', name=op.f('uq_directory_entries_source_entry_id'))
     )
+    with op.batch_alter_table('directory_entries', schema=None) as batch_op:
+        batch_op.create_index('ix_directory_entries_sort_name', ['sort_name', 'id'], unique=False)
+
     op.create_table('google_link_requests',
     sa.Column('state', sa.String(length=64), nullable=False),
     sa.Column('username', sa.String(length=64), nullable=False),
@@ -183,15 +186,28 @@ def upgrade() -> None:
     with op.batch_alter_table('sync_runs', schema=None) as batch_op:
         batch_op.create_index('ix_sync_runs_connector_id', ['connector', 'id'], unique=False)
 
+    op.create_table('directory_key_prefixes',
+    sa.Column('entry_row_id', sa.Integer(), nullable=False),
+    sa.Column('prefix', sa.String(length=3).with_variant(sa.String(length=3, collation='C'), 'postgresql'), nullable=False),
+    sa.Column('sort_name', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
+    sa.ForeignKeyConstraint(['entry_row_id'], ['directory_entries.id'], name=op.f('fk_directory_key_prefixes_entry_row_id_directory_entries'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('entry_row_id', 'prefix', name=op.f('pk_directory_key_prefixes')),
+    sqlite_with_rowid=False
+    )
+    with op.batch_alter_table('directory_key_prefixes', schema=None) as batch_op:
+        batch_op.create_index('ix_directory_key_prefixes_prefix', ['prefix', 'sort_name', 'entry_row_id'], unique=False)
+
     op.create_table('directory_keys',
     sa.Column('entry_row_id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
     sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('sort_name', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
     sa.ForeignKeyConstraint(['entry_row_id'], ['directory_entries.id'], name=op.f('fk_directory_keys_entry_row_id_directory_entries'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('entry_row_id', 'key', name=op.f('pk_directory_keys'))
+    sa.PrimaryKeyConstraint('entry_row_id', 'key', name=op.f('pk_directory_keys')),
+    sqlite_with_rowid=False
     )
     with op.batch_alter_table('directory_keys', schema=None) as batch_op:
-        batch_op.create_index('ix_directory_keys_key', ['key'], unique=False)
+        batch_op.create_index('ix_directory_keys_key', ['key', 'sort_name', 'entry_row_id'], unique=False)
 
     # ### end Alembic commands ###
 
@@ -202,6 +218,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_directory_keys_key')
 
     op.drop_table('directory_keys')
+    with op.batch_alter_table('directory_key_prefixes', schema=None) as batch_op:
+        batch_op.drop_index('ix_directory_key_prefixes_prefix')
+
+    op.drop_table('directory_key_prefixes')
     with op.batch_alter_table('sync_runs', schema=None) as batch_op:
         batch_op.drop_index('ix_sync_runs_connector_id')
 
@@ -220,6 +240,9 @@ def downgrade() -> None:
     op.drop_table('login_failures')
     op.drop_table('google_links')
     op.drop_table('google_link_requests')
+    with op.batch_alter_table('directory_entries', schema=None) as batch_op:
+        batch_op.drop_index('ix_directory_entries_sort_name')
+
     op.drop_table('directory_entries')
     with op.batch_alter_table('contacts', schema=None) as batch_op:
         batch_op.drop_index('ix_contacts_subscriber_owner')

@@ -1,0 +1,119 @@
+"""Units of database work that cost one hop, for the hot paths.
+
+Through aiosqlite every statement is four round trips between the event
+loop and the connection's thread (cursor, execute, fetch, close), plus one
+for the commit and one for the pool's reset, and each round trip hands the
+GIL over twice. On a call setup that was a millisecond of the core's CPU,
+more than the SQL itself. A unit of work is a plain function over a
+synchronous connection, run in one transaction:
+
+- embedded (SQLite): in a thread of a small pool of its own, one hop for the
+  whole unit. Writes go through a single thread, so this core's writers
+  queue in memory instead of on SQLite's file lock.
+- distributed (PostgreSQL): through the async engine's ``run_sync``;
+  asyncpg is natively asynchronous and needs no thread.
+
+Everything else keeps using the async engine directly: this is for the
+statements that run on every call and every presence change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db.engine import set_sqlite_pragmas, sync_url
+
+T = TypeVar("T")
+_READERS = 3
+
+
+class Work(Protocol):
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a connection; nothing it does is committed."""
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction, committed when it returns."""
+
+    def close(self) -> None:
+        """Release connections and threads; later units fail."""
+
+
+class ThreadedWork:
+    """SQLite: units run on a synchronous engine in threads of their own."""
+
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_sync_engine(
+            sync_url(url),
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=_READERS + 1,
+            max_overflow=0,
+        )
+        event.listen(self._engine, "connect", set_sqlite_pragmas)
+        self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="wac-db-read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="wac-db-write")
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, fn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, fn)
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        with self._engine.connect() as conn:
+            return fn(conn)
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return fn(conn)
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        self._engine.dispose()
+
+
+class AsyncWork:
+    """Any other database: units run through the async engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(fn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(fn)
+
+    def close(self) -> None:
+        pass
+
+
+_work: weakref.WeakKeyDictionary[AsyncEngine, Work] = weakref.WeakKeyDictionary()
+
+
+def work_for(engine: AsyncEngine) -> Work:
+    """The unit-of-work runner of ``engine``'s database (one per engine)."""
+    work = _work.get(engine)
+    if work is None:
+        url = engine.url.render_as_string(hide_password=False)
+        work = ThreadedWork(url) if engine.dialect.name == "sqlite" else AsyncWork(engine)
+        _work[engine] = work
+    return work
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close ``engine`` and its unit-of-work runner."""
+    work = _work.pop(engine, None)
+    if work is not None:
+        await asyncio.to_thread(work.close)
+    await engine.dispose()
