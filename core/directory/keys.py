@@ -15,6 +15,15 @@ from collections.abc import Iterable
 from core.phones import query_digits, search_keys
 
 MAX_KEY_LENGTH = 255
+# The first one to PREFIX_LENGTH characters of every name, word and e-mail
+# key are also stored on their own, in display-name order, so that a short
+# query with thousands of matches reads its page off an index instead of
+# sorting them all. Phone keys are left out: their digits have nothing to do
+# with the name order, so their matches are spread evenly along it and a walk
+# in that order finds a page soon enough, with no rows to store.
+PREFIX_LENGTH = 3
+# What a phone key ("+34600111222", "600111222") can start with.
+_PHONE_START = re.compile(r"\+?[0-9]*")
 
 _SPACES = re.compile(r"\s+")
 # Word boundaries inside a name: "Mary-Jane O'Neil" is found by "jane" and "neil".
@@ -42,11 +51,29 @@ def entry_keys(display_name: str, emails: Iterable[str], phone_numbers: Iterable
     for word in _WORD_BREAKS.split(name):
         add(word, "word")
     for email in emails:
-        add(email.strip().lower(), "email")
+        # Folded like the query is, or "josé@…" would not be found by "jose@".
+        add(fold(email), "email")
     for number in phone_numbers:
         for key in search_keys(number):
             add(key, "phone")
     return keys
+
+
+def key_prefixes(keys: dict[str, str]) -> set[str]:
+    """The distinct first 1 to ``PREFIX_LENGTH`` characters of the keys
+    (from ``entry_keys``) other than phone numbers."""
+    return {
+        key[:length]
+        for key, kind in keys.items()
+        if kind != "phone"
+        for length in range(1, min(len(key), PREFIX_LENGTH) + 1)
+    }
+
+
+def prefixes_cover(query_key: str) -> bool:
+    """Whether every key starting with ``query_key`` has its prefixes stored
+    (``key_prefixes``): true unless it could be the start of a phone key."""
+    return not _PHONE_START.fullmatch(query_key)
 
 
 def query_keys(query: str, region: str) -> tuple[str, ...]:

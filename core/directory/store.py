@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.elements import ColumnElement
 
 from core import errors, paging
+from core.directory import search as s
 from core.directory import tables as t
-from core.directory.keys import entry_keys, fold, query_keys, successor
+from core.directory.keys import entry_keys, fold, key_prefixes, query_keys
 from core.directory.records import (
     Checkpoint,
     ConnectorState,
@@ -34,7 +34,6 @@ from core.directory.records import (
     StoredEntry,
     SyncRunRecord,
 )
-from core.directory.sources import PERSONAL_KINDS, personal_source
 
 MAX_PAGE_SIZE = 1000
 # Bound on the values in one IN (...) list; SQLite allowed 999 parameters
@@ -92,6 +91,7 @@ class _Plan:
     added: list[dict[str, Any]]
     changed: list[dict[str, Any]]  # with "row_id"
     keys: dict[str, dict[str, str]]  # entry_id -> key -> kind
+    prefixes: dict[str, set[str]]  # entry_id -> the keys' first characters
 
 
 def _plan(
@@ -103,6 +103,7 @@ def _plan(
     added: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     keys: dict[str, dict[str, str]] = {}
+    prefixes: dict[str, set[str]] = {}
     for entry_id, record in incoming.items():
         values = _entry_values(source, record, now)
         if entry_id in existing:
@@ -113,13 +114,34 @@ def _plan(
         else:
             added.append(values)
         keys[entry_id] = entry_keys(record.display_name, record.emails, record.phone_numbers)
-    return _Plan(added, changed, keys)
+        prefixes[entry_id] = key_prefixes(keys[entry_id])
+    return _Plan(added, changed, keys, prefixes)
 
 
-async def _insert_keys(conn: AsyncConnection, rows: Sequence[tuple[int, dict[str, str]]]) -> None:
-    values = [{"entry_row_id": row_id, "key": key, "kind": kind} for row_id, keys in rows for key, kind in keys.items()]
-    if values:
-        await conn.execute(insert(t.directory_keys), values)
+async def _insert_keys(conn: AsyncConnection, plan: _Plan, rows: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Insert the keys and key prefixes of the entries ``rows`` (row id, entry values)."""
+    keys: list[dict[str, Any]] = []
+    prefixes: list[dict[str, Any]] = []
+    for row_id, values in rows:
+        entry_id, sort_name = values["entry_id"], values["sort_name"]
+        keys += (
+            {"entry_row_id": row_id, "key": key, "kind": kind, "sort_name": sort_name}
+            for key, kind in plan.keys[entry_id].items()
+        )
+        prefixes += (
+            {"entry_row_id": row_id, "prefix": prefix, "sort_name": sort_name} for prefix in plan.prefixes[entry_id]
+        )
+    if keys:
+        await conn.execute(insert(t.directory_keys), keys)
+    if prefixes:
+        await conn.execute(insert(t.directory_key_prefixes), prefixes)
+
+
+async def _delete_keys(conn: AsyncConnection, row_ids: Sequence[int]) -> None:
+    k, p = t.directory_keys, t.directory_key_prefixes
+    for chunk in _chunks(row_ids):
+        await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
+        await conn.execute(delete(p).where(p.c.entry_row_id.in_(chunk)))
 
 
 def _stored(row: Any) -> StoredEntry:
@@ -152,22 +174,20 @@ def _run(row: Any) -> SyncRunRecord:
     )
 
 
-def _visible_to(viewer: str) -> ColumnElement[bool]:
-    """The SQL form of ``sources.visible_to``: shared sources and the viewer's own."""
-    e = t.directory_entries
-    shared = and_(*(e.c.source.not_like(f"{kind}:%") for kind in PERSONAL_KINDS))
-    own = e.c.source.in_([personal_source(kind, viewer) for kind in PERSONAL_KINDS])
-    return or_(shared, own)
-
-
 def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
     position = paging.decode_token(token)
     if not (isinstance(position, list) and len(position) == 4 and position[0] == fingerprint):
         raise errors.invalid("page_token", "belongs to another query")
     _, rank, sort_name, row_id = position
-    if not (isinstance(rank, int) and isinstance(sort_name, str) and isinstance(row_id, int)):
+    if not (rank in (0, 1) and isinstance(sort_name, str) and isinstance(row_id, int)):
         raise errors.invalid("page_token", "is not a page token this method returned")
     return rank, sort_name, row_id
+
+
+async def _first(conn: AsyncConnection, pages: Sequence[Any], limit: int) -> list[Any]:
+    """The first ``limit`` distinct entries of ordered pages, in (sort_name, id) order."""
+    rows = {row.id: row for row in await conn.execute(s.entries_of(pages))}
+    return sorted(rows.values(), key=lambda row: (row.sort_name, row.id))[:limit]
 
 
 class DirectoryStore:
@@ -269,8 +289,9 @@ class DirectoryStore:
         With a ``viewer``, personal sources other than the viewer's own are
         left out (``core.directory.sources``); without one, nothing is.
 
-        Every step is a range scan of the key index, so the cost follows the
-        number of matches, not the size of the directory.
+        Each rank is read a page at a time in display-name order, from an
+        index wherever the matches are many (``core.directory.search``), so
+        the cost follows the page size, not the number of matches.
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}, got {page_size}")
@@ -278,49 +299,32 @@ class DirectoryStore:
         if not keys:
             return [], ""
         fingerprint = hashlib.blake2b(json.dumps([keys, default_region, viewer]).encode(), digest_size=8).hexdigest()
-
-        k, e = t.directory_keys, t.directory_entries
-        in_range = or_(*(and_(k.c.key >= q, k.c.key < successor(q)) for q in keys))
-        matches = (
-            select(
-                k.c.entry_row_id.label("row_id"),
-                func.min(case((k.c.key.in_(keys), 0), else_=1)).label("rank"),
-            )
-            .where(in_range)
-            .group_by(k.c.entry_row_id)
-            .subquery()
-        )
-        stmt = (
-            select(e, matches.c.rank)
-            .join(matches, e.c.id == matches.c.row_id)
-            .order_by(matches.c.rank, e.c.sort_name, e.c.id)
-            .limit(page_size + 1)
-        )
-        if viewer is not None:
-            stmt = stmt.where(_visible_to(viewer))
+        rank, position = 0, None
         if page_token:
             rank, sort_name, row_id = _position(page_token, fingerprint)
-            # Keyset pagination, spelled out: row values compare on both
-            # backends but this form is plainer to read in a query plan.
-            stmt = stmt.where(
-                or_(
-                    matches.c.rank > rank,
-                    and_(
-                        matches.c.rank == rank,
-                        or_(
-                            e.c.sort_name > sort_name,
-                            and_(e.c.sort_name == sort_name, e.c.id > row_id),
-                        ),
-                    ),
-                )
-            )
+            position = (sort_name, row_id)
+
+        # One more than the page, to know whether there is a next one.
+        want = page_size + 1
+        found: list[tuple[int, Any]] = []  # (rank, entry row)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        entries = [_stored(r) for r in rows[:page_size]]
-        if len(rows) <= page_size:
+            if rank == 0:
+                exact = [s.exact_page(key, position, want, viewer) for key in keys]
+                found += ((0, row) for row in await _first(conn, exact, want))
+            if len(found) < want:
+                after = position if rank == 1 else None
+                limit = want - len(found)
+                counts = (await conn.execute(s.prefix_rows(keys))).one()
+                prefixed = [
+                    s.prefix_page(key, count, keys, after, limit, viewer)
+                    for key, count in zip(keys, counts, strict=True)
+                ]
+                found += ((1, row) for row in await _first(conn, prefixed, limit))
+        entries = [_stored(row) for _, row in found[:page_size]]
+        if len(found) <= page_size:
             return entries, ""
-        last = rows[page_size - 1]._mapping
-        return entries, paging.encode_token([fingerprint, last["rank"], last["sort_name"], last["id"]])
+        last_rank, last = found[page_size - 1]
+        return entries, paging.encode_token([fingerprint, last_rank, last.sort_name, last.id])
 
     async def _digests(
         self, conn: AsyncConnection, source: str, entry_ids: Sequence[str] | None
@@ -356,9 +360,9 @@ class DirectoryStore:
         else:
             plan = _plan(source, incoming, existing, now)
 
-        e, k = t.directory_entries, t.directory_keys
+        e = t.directory_entries
+        await _delete_keys(conn, gone)
         for chunk in _chunks(gone):
-            await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
             await conn.execute(delete(e).where(e.c.id.in_(chunk)))
 
         if plan.changed:
@@ -368,16 +372,15 @@ class DirectoryStore:
                 .values({name: bindparam(name) for name in plan.changed[0] if name != "row_id"}),
                 plan.changed,
             )
-            for chunk in _chunks([row["row_id"] for row in plan.changed]):
-                await conn.execute(delete(k).where(k.c.entry_row_id.in_(chunk)))
-            await _insert_keys(conn, [(row["row_id"], plan.keys[row["entry_id"]]) for row in plan.changed])
+            await _delete_keys(conn, [row["row_id"] for row in plan.changed])
+            await _insert_keys(conn, plan, [(row["row_id"], row) for row in plan.changed])
 
         if plan.added:
             # A plain executemany, then the ids read back: RETURNING with the
             # ids in parameter order falls back to one INSERT per row on SQLite.
             await conn.execute(insert(e), plan.added)
             ids = await self._row_ids(conn, source, [row["entry_id"] for row in plan.added])
-            await _insert_keys(conn, [(ids[row["entry_id"]], plan.keys[row["entry_id"]]) for row in plan.added])
+            await _insert_keys(conn, plan, [(ids[row["entry_id"]], row) for row in plan.added])
 
         return Counts(added=len(plan.added), updated=len(plan.changed), removed=len(gone))
 

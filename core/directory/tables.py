@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 
 from core.db.metadata import metadata
+from core.directory.keys import PREFIX_LENGTH
 
 
 def _binary(length: int) -> String:
@@ -45,6 +46,8 @@ directory_entries = Table(
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("source", "entry_id"),
 )
+# Display-name order, for reading a page of a broad phone prefix's matches.
+Index("ix_directory_entries_sort_name", directory_entries.c.sort_name, directory_entries.c.id)
 
 directory_keys = Table(
     "directory_keys",
@@ -57,9 +60,37 @@ directory_keys = Table(
     ),
     Column("key", _binary(255), primary_key=True),
     Column("kind", String(8), nullable=False),  # name, word, email, phone
+    # The entry's sort_name again: the matches of one key then come out of
+    # the index below in display-name order, a page without a sort.
+    Column("sort_name", _binary(255), nullable=False),
+    # On SQLite the rows live in the primary key's B-tree, one tree fewer to write.
+    sqlite_with_rowid=False,
 )
 # The search index: every lookup is an equality or a range on key.
-Index("ix_directory_keys_key", directory_keys.c.key)
+Index("ix_directory_keys_key", directory_keys.c.key, directory_keys.c.sort_name, directory_keys.c.entry_row_id)
+
+# The first 1 to keys.PREFIX_LENGTH characters of every key of an entry, once
+# each: a query that short (or the start of a longer one) reads its matches
+# in display-name order from the index, however many there are.
+directory_key_prefixes = Table(
+    "directory_key_prefixes",
+    metadata,
+    Column(
+        "entry_row_id",
+        Integer,
+        ForeignKey("directory_entries.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("prefix", _binary(PREFIX_LENGTH), primary_key=True),
+    Column("sort_name", _binary(255), nullable=False),
+    sqlite_with_rowid=False,
+)
+Index(
+    "ix_directory_key_prefixes_prefix",
+    directory_key_prefixes.c.prefix,
+    directory_key_prefixes.c.sort_name,
+    directory_key_prefixes.c.entry_row_id,
+)
 
 sync_runs = Table(
     "sync_runs",

@@ -96,6 +96,14 @@ async def test_search_by_name_email_phone(engine: AsyncEngine) -> None:
     assert await names(store, "zzz") == []
 
 
+async def test_an_address_with_accents_is_found_by_its_own_prefix(engine: AsyncEngine) -> None:
+    store = DirectoryStore(engine)
+    await store.replace_source("ldap:corp", [person("5", "José Núñez", email="José.Núñez@Empresa.es")])
+    # Typed as stored, or without the accents: the query is folded, and so is the key.
+    assert await names(store, "josé.nú") == ["José Núñez"]
+    assert await names(store, "JOSE.NUNEZ@EMPRESA.ES") == ["José Núñez"]
+
+
 async def test_search_pages(engine: AsyncEngine) -> None:
     store = DirectoryStore(engine)
     people = [person(str(i), f"Person {i:03d}", f"+3461200{i:04d}") for i in range(25)]
