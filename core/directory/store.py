@@ -184,10 +184,11 @@ def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
     return rank, sort_name, row_id
 
 
-async def _first(conn: AsyncConnection, pages: Sequence[Any], limit: int) -> list[Any]:
-    """The first ``limit`` distinct entries of ordered pages, in (sort_name, id) order."""
-    rows = {row.id: row for row in await conn.execute(s.entries_of(pages))}
-    return sorted(rows.values(), key=lambda row: (row.sort_name, row.id))[:limit]
+async def _first(conn: AsyncConnection, stmt: Any, values: dict[str, Any]) -> list[Any]:
+    """The first ``values["limit"]`` distinct entries that ``stmt``'s pages
+    hold, in (sort_name, id) order."""
+    rows = {row.id: row for row in await conn.execute(stmt, values)}
+    return sorted(rows.values(), key=lambda row: (row.sort_name, row.id))[: values["limit"]]
 
 
 class DirectoryStore:
@@ -307,19 +308,17 @@ class DirectoryStore:
         # One more than the page, to know whether there is a next one.
         want = page_size + 1
         found: list[tuple[int, Any]] = []  # (rank, entry row)
+        after, seen = position is not None, viewer is not None
         async with self._engine.connect() as conn:
             if rank == 0:
-                exact = [s.exact_page(key, position, want, viewer) for key in keys]
-                found += ((0, row) for row in await _first(conn, exact, want))
+                values = s.parameters(keys, position, want, viewer)
+                found += ((0, row) for row in await _first(conn, s.exact_statement(len(keys), after, seen), values))
             if len(found) < want:
-                after = position if rank == 1 else None
-                limit = want - len(found)
-                counts = (await conn.execute(s.prefix_rows(keys))).one()
-                prefixed = [
-                    s.prefix_page(key, count, keys, after, limit, viewer)
-                    for key, count in zip(keys, counts, strict=True)
-                ]
-                found += ((1, row) for row in await _first(conn, prefixed, limit))
+                after = after and rank == 1
+                values = s.parameters(keys, position if after else None, want - len(found), viewer)
+                counts = (await conn.execute(s.count_statement(len(keys)), values)).one()
+                ways = tuple(s.way(key, count) for key, count in zip(keys, counts, strict=True))
+                found += ((1, row) for row in await _first(conn, s.prefix_statement(ways, after, seen), values))
         entries = [_stored(row) for _, row in found[:page_size]]
         if len(found) <= page_size:
             return entries, ""

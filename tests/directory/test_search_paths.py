@@ -103,33 +103,51 @@ async def test_exact_matches_come_first_then_by_display_name(engine: AsyncEngine
     assert all(n.startswith("Anabel") for n in names[len(exact) :])
 
 
-def _plan_of(engine: AsyncEngine, stmt: Any) -> str:
-    sql = stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+def _plan_of(engine: AsyncEngine, stmt: Any, keys: tuple[str, ...], position: Any, viewer: str | None) -> str:
+    bound = stmt.params(search.parameters(keys, position, 21, viewer))
+    sql = bound.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
     return f"EXPLAIN QUERY PLAN {sql}"
 
 
+AFTER = ("ana x", 3)
+
+
 @pytest.mark.parametrize(
-    ("name", "stmt", "index"),
+    ("stmt", "keys", "position", "viewer", "index"),
     [
-        ("exact", search.exact_page("ana", ("ana x", 3), 21, "bob"), "ix_directory_keys_key"),
-        ("probe", search.prefix_rows(("an", "6")), "ix_directory_keys_key"),
-        ("narrow", search.narrow_prefix_page("anab", ("anab",), None, 21, "bob"), "ix_directory_keys_key"),
-        ("short", search.broad_prefix_page("an", ("an",), ("ana x", 3), 21, "bob"), "ix_directory_key_prefixes"),
-        ("long", search.broad_prefix_page("anab", ("anab",), None, 21, None), "ix_directory_key_prefixes"),
-        ("phone", search.broad_prefix_page("+346", ("+346",), None, 21, "bob"), "ix_directory_entries_sort_name"),
+        (search.exact_statement(1, True, True), ("ana",), AFTER, "bob", "ix_directory_keys_key"),
+        (search.count_statement(2), ("an", "6"), None, None, "ix_directory_keys_key"),
+        (search.prefix_statement(("sorted",), False, True), ("anab",), None, "bob", "ix_directory_keys_key"),
+        (search.prefix_statement(("prefixes",), True, True), ("an",), AFTER, "bob", "ix_directory_key_prefixes"),
+        (search.prefix_statement(("prefixes, checked",), False, False), ("anab",), None, None, "ix_directory_key_p"),
+        (search.prefix_statement(("entries",), False, True), ("+346",), None, "bob", "ix_directory_entries_sort"),
     ],
+    ids=["exact", "count", "sorted", "prefixes", "prefixes, checked", "entries"],
 )
-async def test_each_way_reads_an_index(engine: AsyncEngine, name: str, stmt: Any, index: str) -> None:
+async def test_each_way_reads_an_index(
+    engine: AsyncEngine, stmt: Any, keys: tuple[str, ...], position: Any, viewer: str | None, index: str
+) -> None:
     if engine.dialect.name != "sqlite":
         pytest.skip("the plan is checked on SQLite")
     async with engine.connect() as conn:
-        plan = [str(row[-1]) for row in await conn.execute(text(_plan_of(engine, stmt)))]
+        plan = [str(row[-1]) for row in await conn.execute(text(_plan_of(engine, stmt, keys, position, viewer)))]
     reads = [step for step in plan if step.startswith(("SEARCH", "SCAN directory_"))]
     assert index in reads[0], plan
     # No table is read whole: the walk follows an index, every other read is
     # a probe of a key, one row (or a few) at a time.
     assert all("USING" in step for step in reads), plan
     assert all(step.startswith("SEARCH") for step in reads[1:]), plan
-    if name != "narrow":
+
+
+async def test_a_way_that_reads_in_order_does_not_sort(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan is checked on SQLite")
+    for stmt, keys, viewer in [
+        (search.exact_statement(2, True, True), ("34611", "+34611"), "bob"),
+        (search.prefix_statement(("prefixes", "entries"), True, True), ("an", "6"), "bob"),
+        (search.prefix_statement(("prefixes, checked",), True, False), ("anab",), None),
+    ]:
+        async with engine.connect() as conn:
+            plan = [str(row[-1]) for row in await conn.execute(text(_plan_of(engine, stmt, keys, AFTER, viewer)))]
         # In index order: a page costs its own rows, not every match's.
         assert not [step for step in plan if "TEMP B-TREE" in step], plan
