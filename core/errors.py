@@ -35,6 +35,10 @@ class ApiError(Exception):
 
     def status_details(self) -> bytes:
         """The serialized google.rpc.Status for ``grpc-status-details-bin``."""
+        return self.status().SerializeToString()
+
+    def status(self) -> status_pb2.Status:
+        """The failure as a google.rpc.Status, with its details."""
         details: list[any_pb2.Any] = []
         if self.field is not None:
             bad = error_details_pb2.BadRequest(
@@ -49,8 +53,7 @@ class ApiError(Exception):
             details.append(_pack(info))
         if self.reason is not None:
             details.append(_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="wac")))
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        return status.SerializeToString()
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
 
 def _pack(message: Message) -> any_pb2.Any:

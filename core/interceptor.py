@@ -120,7 +120,32 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        if handler.stream_stream is not None:
+            bidi_behavior = handler.stream_stream
+
+            async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                started = time.perf_counter()
+                try:
+                    await enter(context)
+                    async for item in bidi_behavior(requests, context):
+                        yield item
+                except Exception as exc:
+                    await _fail(context, method, exc)
+                finally:
+                    _log_call(method, context, started)
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidi,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client streaming alone: no wac method has it, and one added later is
+        # closed until it is wrapped here (never served without a policy).
+        return grpc.stream_unary_rpc_method_handler(_unimplemented)
+
+
+async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "client-streaming methods are not served")
 
 
 async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:

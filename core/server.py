@@ -168,7 +168,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         ],
     )
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
-    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices), server)
+    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices, identity.authenticate), server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
     contacts_pb2_grpc.add_ContactsServiceServicer_to_server(
         ContactsServicer(book, directory, connectors=runner, runs=directory_store, google=google), server

@@ -1,44 +1,98 @@
-"""EventsService: a session's events as a server stream."""
+"""EventsService: a session's events as a server stream (Subscribe), and
+many sessions' streams over one (StreamEvents, for edges)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+from google.protobuf import empty_pb2
+from google.rpc import status_pb2
 
 from core import errors
-from core.auth.principal import subscriber
+from core.auth import policy
+from core.auth.principal import Principal, SubscriberPrincipal, set_current, subscriber
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog, EventsExpired
 from wac.v1 import events_pb2, events_pb2_grpc
+
+log = logging.getLogger("wac.events")
 
 # A waiting stream wakes this often even with nothing to send, so that a
 # session closed elsewhere or a cancelled call is noticed promptly.
 WAKE_SECONDS = 15.0
 
+SUBSCRIBE = "/wac.v1.EventsService/Subscribe"
+# Bounds of one StreamEvents stream: live subscriptions, and deliveries
+# waiting for the stream (beyond which subscriptions wait; their events
+# stay in the session logs meanwhile, so a slow edge loses nothing).
+MAX_SUBSCRIPTIONS = 200_000
+MAX_QUEUED = 4096
+# One response carries at most this many deliveries or about this many bytes
+# (an event with an SDP is up to 32 KiB; the edge accepts 4 MiB).
+MAX_BATCH = 512
+MAX_BATCH_BYTES = 1 << 20
+
+Delivery = events_pb2.StreamEventsResponse.Delivery
+
 
 class EventsServicer(events_pb2_grpc.EventsServiceServicer):
-    def __init__(self, events: EventLog, devices: DeviceRegistry) -> None:
+    def __init__(
+        self,
+        events: EventLog,
+        devices: DeviceRegistry,
+        authenticate: Callable[[str], Awaitable[Principal]],
+    ) -> None:
         self._events = events
         self._devices = devices
+        self._authenticate = authenticate
 
     async def Subscribe(
         self, request: events_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[events_pb2.Event]:
         principal = subscriber()
-        if request.after_seq < 0:
-            raise errors.invalid("after_seq", "must not be negative")
-        session = principal.session_id
-        await self._events.open(session, principal.username)
-        after = request.after_seq
+        pending = await self._open(principal, request.after_seq)
+        async for event in self._follow(principal, request.after_seq, pending):
+            yield event
+
+    async def StreamEvents(
+        self,
+        requests: AsyncIterator[events_pb2.StreamEventsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[events_pb2.StreamEventsResponse]:
+        stream = _Stream(self)
+        reader = asyncio.create_task(stream.read(requests), name="events-stream-requests")
         try:
-            pending = await self._events.read(session, after)
+            while True:
+                response = await stream.next_response()
+                if response is None:
+                    return
+                yield response
+        finally:
+            reader.cancel()
+            await stream.close()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    # -- one session's stream, shared by both methods ---------------------
+    async def _open(self, principal: SubscriberPrincipal, after_seq: int) -> list[events_pb2.Event]:
+        """Validate and open the session's log; its first events. Raises the
+        status the stream is refused with."""
+        if after_seq < 0:
+            raise errors.invalid("after_seq", "must not be negative")
+        await self._events.open(principal.session_id, principal.username)
+        try:
+            return await self._events.read(principal.session_id, after_seq)
         except EventsExpired as exc:
-            raise errors.ApiError(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"{exc}; reload your state and subscribe again with after_seq 0",
-                reason="EVENTS_EXPIRED",
-            ) from None
+            raise _expired(exc) from None
+
+    async def _follow(
+        self, principal: SubscriberPrincipal, after: int, pending: list[events_pb2.Event]
+    ) -> AsyncIterator[events_pb2.Event]:
+        """The session's events from ``pending`` on, until the session ends."""
+        session = principal.session_id
         await self._devices.stream_opened(principal.username, session)
         try:
             while True:
@@ -57,10 +111,106 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                 except EventsExpired as exc:
                     # The reader fell so far behind that its next events were
                     # dropped: end the stream with the reason in-band.
-                    raise errors.ApiError(
-                        grpc.StatusCode.OUT_OF_RANGE,
-                        f"{exc}; reload your state and subscribe again with after_seq 0",
-                        reason="EVENTS_EXPIRED",
-                    ) from None
+                    raise _expired(exc) from None
         finally:
             await self._devices.stream_closed(principal.username, session)
+
+    async def _attachment(self, attach: events_pb2.StreamEventsRequest.Attach, out: _Stream) -> None:
+        """One subscription of a StreamEvents stream, from Attach to its end."""
+        key = attach.subscription
+        try:
+            if not attach.access_token:
+                raise errors.unauthenticated("attach carries no access_token")
+            principal = await self._authenticate(attach.access_token)
+            policy.check(policy.rule_for(SUBSCRIBE), principal, SUBSCRIBE)
+            if not isinstance(principal, SubscriberPrincipal):
+                raise errors.permission_denied("an event stream is a session's: attach with an access token")
+            set_current(principal, attach.client_address)
+            pending = await self._open(principal, attach.after_seq)
+            await out.put(Delivery(subscription=key, accepted=empty_pb2.Empty()))
+            async for event in self._follow(principal, attach.after_seq, pending):
+                await out.put(Delivery(subscription=key, event=event))
+            await out.put(Delivery(subscription=key, ended=status_pb2.Status()))
+        except errors.ApiError as exc:
+            await out.put(Delivery(subscription=key, ended=exc.status()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ref = secrets.token_hex(4)
+            log.exception("internal error in a StreamEvents subscription (ref %s)", ref)
+            message = f"internal error (ref {ref}); the operator's log has the details"
+            await out.put(Delivery(subscription=key, ended=status_pb2.Status(code=13, message=message)))
+        finally:
+            out.finished(key)
+
+
+class _Stream:
+    """The subscriptions of one StreamEvents call and their outgoing queue."""
+
+    def __init__(self, servicer: EventsServicer) -> None:
+        self._servicer = servicer
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        # None marks the end of the requests: the edge half-closed.
+        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue(MAX_QUEUED)
+
+    async def read(self, requests: AsyncIterator[events_pb2.StreamEventsRequest]) -> None:
+        async for request in requests:
+            action = request.WhichOneof("action")
+            if action == "attach":
+                self._attach(request.attach)
+            elif action == "detach":
+                task = self._tasks.pop(request.detach.subscription, None)
+                if task is not None:
+                    task.cancel()
+        await self._queue.put(None)
+
+    def _attach(self, attach: events_pb2.StreamEventsRequest.Attach) -> None:
+        key = attach.subscription
+        if key in self._tasks:
+            failure = errors.invalid("attach.subscription", f"subscription {key} is already live on this stream")
+            self._queue.put_nowait(Delivery(subscription=key, ended=failure.status()))
+            return
+        if len(self._tasks) >= MAX_SUBSCRIPTIONS:
+            failure = errors.exhausted(f"this stream has {MAX_SUBSCRIPTIONS} subscriptions, the most it may have")
+            self._queue.put_nowait(Delivery(subscription=key, ended=failure.status()))
+            return
+        self._tasks[key] = asyncio.create_task(self._servicer._attachment(attach, self))
+
+    async def put(self, delivery: Delivery) -> None:
+        await self._queue.put(delivery)
+
+    def finished(self, key: int) -> None:
+        task = self._tasks.get(key)
+        if task is asyncio.current_task():
+            del self._tasks[key]
+
+    async def next_response(self) -> events_pb2.StreamEventsResponse | None:
+        """The next batch of deliveries, or None once the requests ended."""
+        first = await self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        size = first.ByteSize()
+        while not self._queue.empty() and len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
+            item = self._queue.get_nowait()
+            if item is None:
+                self._queue.put_nowait(None)  # end after this batch
+                break
+            batch.append(item)
+            size += item.ByteSize()
+        return events_pb2.StreamEventsResponse(deliveries=batch)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _expired(exc: EventsExpired) -> errors.ApiError:
+    return errors.ApiError(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"{exc}; reload your state and subscribe again with after_seq 0",
+        reason="EVENTS_EXPIRED",
+    )

@@ -52,6 +52,8 @@ const WELL_KNOWN = {
   ".google.protobuf.DoubleValue": "number | null",
   ".google.protobuf.Int64Value": "string | null",
   ".google.protobuf.UInt64Value": "string | null",
+  // google.rpc.Status in proto3 JSON (details are Any).
+  ".google.rpc.Status": '{ code?: number; message?: string; details?: { "@type": string; [key: string]: unknown }[] }',
 };
 
 const SCALARS = {

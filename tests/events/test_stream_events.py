@@ -1,0 +1,202 @@
+"""EventsService.StreamEvents against a real core: many sessions' event
+streams over one gRPC stream, each attachment authorised by its own token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+
+from core.server import Core
+from tests.support.core import add_subscriber, api_key, login
+from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc, presence_pb2, presence_pb2_grpc
+
+Request = events_pb2.StreamEventsRequest
+Delivery = events_pb2.StreamEventsResponse.Delivery
+Status = presence_pb2.Presence.Status
+
+
+class Mux:
+    """One StreamEvents call: attach and detach, and the deliveries by subscription."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents()
+        self.deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for response in self.call:
+            for delivery in response.deliveries:
+                self.deliveries.put_nowait(delivery)
+
+    async def attach(self, key: int, token: str, after_seq: int = 0) -> None:
+        await self.call.write(Request(attach=Request.Attach(subscription=key, access_token=token, after_seq=after_seq)))
+
+    async def detach(self, key: int) -> None:
+        await self.call.write(Request(detach=Request.Detach(subscription=key)))
+
+    async def next(self) -> Delivery:
+        return await asyncio.wait_for(self.deliveries.get(), 5)
+
+    async def presence_note(self, key: int, note: str) -> events_pb2.Event:
+        """The event to ``key`` that carries this presence note (opening a
+        stream brings the device online, which is an event of its own first)."""
+        while True:
+            event = (await self.next_for(key, "event")).event
+            if event.presence_changed.note == note:
+                return event
+
+    async def next_for(self, key: int, outcome: str) -> Delivery:
+        """The next delivery to ``key`` with this outcome (skipping others' deliveries)."""
+        while True:
+            delivery = await self.next()
+            if delivery.subscription == key and delivery.WhichOneof("outcome") == outcome:
+                return delivery
+
+
+@asynccontextmanager
+async def mux(channel: grpc.aio.Channel) -> AsyncIterator[Mux]:
+    stream = Mux(channel)
+    try:
+        yield stream
+    finally:
+        stream.call.cancel()
+        await asyncio.gather(stream.reader, return_exceptions=True)
+
+
+def md(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def set_status(channel: grpc.aio.Channel, token: str, status: int, note: str = "") -> None:
+    await presence_pb2_grpc.PresenceServiceStub(channel).SetPresence(
+        presence_pb2.SetPresenceRequest(status=status, note=note), metadata=md(token)
+    )
+
+
+async def test_two_sessions_on_one_stream_each_get_their_own_events(core: Core, channel: grpc.aio.Channel) -> None:
+    await add_subscriber(core, "alice")
+    await add_subscriber(core, "bob")
+    alice, bob = await login(channel, "alice"), await login(channel, "bob")
+    async with mux(channel) as stream:
+        await stream.attach(1, alice.access_token)
+        await stream.attach(2, bob.access_token)
+        accepted = {(await stream.next()).subscription for _ in range(2)}
+        assert accepted == {1, 2}
+        await set_status(channel, alice.access_token, Status.AWAY, "lunch")
+        event = await stream.presence_note(1, "lunch")
+        assert event.presence_changed.username == "alice"
+        assert event.seq >= 1
+        # Bob does not see alice (not a contact): none of his events is hers.
+        await set_status(channel, bob.access_token, Status.BUSY, "meeting")
+        seen: list[str] = []
+        while "meeting" not in seen:
+            change = (await stream.next_for(2, "event")).event.presence_changed
+            assert change.username == "bob"
+            seen.append(change.note)
+
+
+async def test_a_bad_token_is_refused_with_its_status_and_the_stream_carries_on(
+    core: Core, channel: grpc.aio.Channel
+) -> None:
+    await add_subscriber(core, "alice")
+    alice = await login(channel, "alice")
+    async with mux(channel) as stream:
+        await stream.attach(7, "not.a.token")
+        refused = await stream.next()
+        assert refused.subscription == 7
+        assert refused.WhichOneof("outcome") == "ended"
+        assert refused.ended.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+        assert refused.ended.message
+        await stream.attach(8, "")
+        empty = await stream.next()
+        assert (empty.subscription, empty.ended.code) == (8, grpc.StatusCode.UNAUTHENTICATED.value[0])
+        # An API key is not a session: no event stream for it.
+        key = await api_key(core, "gateway", "identity.verify")
+        await stream.attach(9, key)
+        service = await stream.next()
+        assert (service.subscription, service.ended.code) == (9, grpc.StatusCode.PERMISSION_DENIED.value[0])
+        await stream.attach(10, alice.access_token)
+        assert (await stream.next()).WhichOneof("outcome") == "accepted"
+
+
+async def test_a_duplicate_subscription_key_and_an_expired_seq_are_refused(
+    core: Core, channel: grpc.aio.Channel
+) -> None:
+    await add_subscriber(core, "alice")
+    alice = await login(channel, "alice")
+    async with mux(channel) as stream:
+        await stream.attach(1, alice.access_token)
+        assert (await stream.next()).WhichOneof("outcome") == "accepted"
+        await stream.attach(1, alice.access_token)
+        duplicate = await stream.next_for(1, "ended")
+        assert (duplicate.subscription, duplicate.ended.code) == (1, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        assert "already live" in duplicate.ended.message
+        await stream.attach(2, alice.access_token, after_seq=1000)
+        expired = await stream.next_for(2, "ended")
+        assert (expired.subscription, expired.ended.code) == (2, grpc.StatusCode.OUT_OF_RANGE.value[0])
+        assert "reload your state" in expired.ended.message
+        await stream.attach(3, alice.access_token, after_seq=-1)
+        negative = await stream.next_for(3, "ended")
+        assert (negative.subscription, negative.ended.code) == (3, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+
+
+async def test_resume_after_detach_gets_the_missed_events_once(core: Core, channel: grpc.aio.Channel) -> None:
+    await add_subscriber(core, "alice")
+    alice = await login(channel, "alice")
+    async with mux(channel) as stream:
+        await stream.attach(1, alice.access_token)
+        assert (await stream.next()).WhichOneof("outcome") == "accepted"
+        await set_status(channel, alice.access_token, Status.AWAY, "one")
+        first = await stream.presence_note(1, "one")
+        await stream.detach(1)
+        await set_status(channel, alice.access_token, Status.BUSY, "two")
+        await asyncio.sleep(0.4)  # past the presence coalescing window
+        await set_status(channel, alice.access_token, Status.DO_NOT_DISTURB, "three")
+        await asyncio.sleep(0.4)
+        await stream.attach(2, alice.access_token, after_seq=first.seq)
+        assert (await stream.next()).WhichOneof("outcome") == "accepted"
+        notes = []
+        seqs = []
+        while "three" not in notes:
+            event = (await stream.next_for(2, "event")).event
+            notes.append(event.presence_changed.note)
+            seqs.append(event.seq)
+        assert "one" not in notes
+        assert seqs == list(range(first.seq + 1, first.seq + 1 + len(seqs)))
+
+
+async def test_revocation_ends_the_subscription_with_ok_after_the_revoked_event(
+    core: Core, channel: grpc.aio.Channel
+) -> None:
+    await add_subscriber(core, "alice")
+    alice = await login(channel, "alice")
+    async with mux(channel) as stream:
+        await stream.attach(5, alice.access_token)
+        assert (await stream.next()).WhichOneof("outcome") == "accepted"
+        await identity_pb2_grpc.IdentityServiceStub(channel).Logout(
+            identity_pb2.LogoutRequest(), metadata=md(alice.access_token)
+        )
+        outcomes = []
+        while not outcomes or outcomes[-1] != "ended":
+            delivery = await stream.next()
+            assert delivery.subscription == 5
+            outcomes.append(delivery.WhichOneof("outcome"))
+            if outcomes[-1] == "ended":
+                assert delivery.ended.code == 0
+            else:
+                last_event = delivery.event
+        assert last_event.WhichOneof("payload") == "session_revoked"
+
+
+async def test_the_stream_ends_when_the_edge_stops_writing(core: Core, channel: grpc.aio.Channel) -> None:
+    await add_subscriber(core, "alice")
+    alice = await login(channel, "alice")
+    stream = Mux(channel)
+    await stream.attach(1, alice.access_token)
+    assert (await stream.next()).WhichOneof("outcome") == "accepted"
+    await stream.call.done_writing()
+    await asyncio.wait_for(stream.reader, 5)
+    assert await stream.call.code() == grpc.StatusCode.OK
