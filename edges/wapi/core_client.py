@@ -10,7 +10,7 @@ clear message, never a hang.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
@@ -37,6 +37,10 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
 def call_metadata(token: str | None, address: str) -> Metadata:
     """What the core needs to know about the caller: its credential and its address."""
     metadata: list[tuple[str, str]] = []
@@ -57,7 +61,7 @@ class CoreClient:
         if deadline <= 0:
             raise ValueError("deadline must be positive")
         self.address = address
-        self._deadline = deadline
+        self.deadline = deadline
         self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._streams: dict[str, grpc.aio.UnaryStreamMultiCallable] = {}
@@ -73,11 +77,9 @@ class CoreClient:
             )
             self._unary[method.path] = callable_
         try:
-            response: Message = await callable_(request, metadata=metadata, timeout=self._deadline)
+            response: Message = await callable_(request, metadata=metadata, timeout=self.deadline)
         except grpc.aio.AioRpcError as exc:
-            raise status_error(
-                method.name, exc.code(), exc.details(), exc.trailing_metadata(), self._deadline
-            ) from None
+            raise status_error(method.name, exc.code(), exc.details(), exc.trailing_metadata(), self.deadline) from None
         return response
 
     def stream(self, method: Method, request: Message, metadata: Metadata) -> grpc.aio.UnaryStreamCall:
@@ -91,6 +93,17 @@ class CoreClient:
             )
             self._streams[method.path] = callable_
         return callable_(request, metadata=metadata)
+
+    def stream_stream(
+        self, path: str, response_type: type[Message], requests: AsyncIterator[Message]
+    ) -> grpc.aio.StreamStreamCall:
+        """Open a bidirectional stream fed from ``requests``; no deadline."""
+        callable_ = self._channel.stream_stream(
+            path,
+            request_serializer=_serialize,
+            response_deserializer=response_type.FromString,
+        )
+        return callable_(requests)
 
     async def stream_error(self, method: Method, call: grpc.aio.UnaryStreamCall) -> RpcError | None:
         """The error a finished stream ended with, or None if it ended OK."""

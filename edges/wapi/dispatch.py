@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from edges.wapi import methods
 from edges.wapi.core_client import CoreClient, call_metadata
+from edges.wapi.event_streams import EventStreams
 from edges.wapi.methods import Method, MethodTable, StreamJson
 from edges.wapi.rpc import INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError
 
@@ -27,6 +28,8 @@ class Dispatcher:
     def __init__(self, table: MethodTable, client: CoreClient) -> None:
         self.table = table
         self.client = client
+        # The sockets' event subscriptions, over one stream to the core.
+        self.events = EventStreams(client, deadline=client.deadline)
         # Shared by every connection: a fan-out is converted once.
         self.stream_json = StreamJson()
 

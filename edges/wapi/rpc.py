@@ -231,4 +231,3 @@ def encode(value: Any) -> str:
 
 def rate_limited(retry_after: float) -> RpcError:
     return RpcError(RATE_LIMITED, "rate limited", {"retryAfter": round(retry_after, 3)})
-

@@ -20,6 +20,7 @@ from websockets.asyncio.server import serve as ws_serve
 
 from edges.wapi.core_client import CoreClient
 from edges.wapi.dispatch import Dispatcher
+from edges.wapi.event_streams import EventStreams
 from edges.wapi.http import HttpEdge, HttpLimits
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, process_request
@@ -45,7 +46,7 @@ HTTP_SHUTDOWN_TIMEOUT = 2.0
 
 
 def split_address(address: str, what: str) -> tuple[str, int]:
-    """"host:port" or "[v6]:port", port 0 meaning any free port."""
+    """ "host:port" or "[v6]:port", port 0 meaning any free port."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"[edge] {what}: expected host:port, got {address!r}")
@@ -85,6 +86,7 @@ class Edge:
     http_runner: web.AppRunner
     http: HttpEdge
     client: CoreClient
+    events: EventStreams
     ws_port: int
     http_port: int
     _stopped: bool = False
@@ -103,6 +105,7 @@ class Edge:
         self.http.stop_polls()
         await self.ws_server.wait_closed()
         await self.http_runner.cleanup()
+        await self.events.close()
         await self.client.close()
 
 
@@ -160,6 +163,7 @@ async def start_edge(config: Config) -> Edge:
         ws_server.close()
         await ws_server.wait_closed()
         await runner.cleanup()
+        await dispatcher.events.close()
         await client.close()
         raise
     bound_ws = ws_server.sockets[0].getsockname()[1]
@@ -168,7 +172,7 @@ async def start_edge(config: Config) -> Edge:
         "edge listening",
         extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
     )
-    return Edge(ws_server, runner, http, client, bound_ws, bound_http)
+    return Edge(ws_server, runner, http, client, dispatcher.events, bound_ws, bound_http)
 
 
 async def serve(config: Config) -> None:

@@ -14,8 +14,9 @@ Guarantees:
   ``max_inflight`` frames run at once; reading pauses beyond that.
 * A subscription's result is sent before its first notification, and
   notifications keep the order of the stream.
-* The outbox holds at most ``send_queue`` messages: a client that does not
-  read is closed with 4408 rather than grow the edge's memory.
+* The outbox holds at most ``send_queue`` messages while the client's
+  socket is backed up, and never more than ``BURST`` times that: a client
+  that does not read is closed with 4408 rather than grow the edge's memory.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ TOO_SLOW = 4408
 SUBSCRIBE_SETTLE = 0.25
 
 NOTIFICATION = "event"
+EVENTS_METHOD = "EventsService.Subscribe"
+# The outbox takes up to BURST x send_queue messages while the client's
+# socket still drains (see WapiConnection._backed_up).
+BURST = 4
 HINT = (
     "call IdentityService.Login or IdentityService.RefreshSession on this socket, "
     "or connect with ?access_token=<access token>"
@@ -134,15 +139,47 @@ class _Outcome:
 
 
 class _Subscription:
-    __slots__ = ("call", "method", "task")
+    """A socket's event subscription: the sink its events arrive at.
 
-    def __init__(self, method: Method, call: grpc.aio.UnaryStreamCall) -> None:
+    Events that arrive before the subscription's result is queued are held,
+    so that the result always precedes the first notification.
+    """
+
+    __slots__ = ("call", "connection", "end", "held", "key", "method", "task")
+
+    def __init__(self, connection: WapiConnection, method: Method) -> None:
+        self.connection = connection
         self.method = method
-        self.call = call
+        self.held: list[Message] | None = []
+        self.end: tuple[RpcError | None] | None = None  # an end that arrived while held
+        self.key: int | None = None  # on the shared event stream
+        self.call: grpc.aio.UnaryStreamCall | None = None  # a stream of its own
         self.task: asyncio.Task[None] | None = None
 
+    def event(self, message: Message) -> None:
+        if self.held is not None:
+            self.held.append(message)
+        else:
+            self.connection._notify(self, message)
+
+    def ended(self, failure: RpcError | None) -> None:
+        if self.held is not None:
+            self.end = (failure,)
+        else:
+            self.connection._subscription_ended(self, failure)
+
+    def start(self) -> None:
+        held, self.held = self.held or [], None
+        for message in held:
+            self.connection._notify(self, message)
+        if self.end is not None:
+            self.connection._subscription_ended(self, self.end[0])
+
     def cancel(self) -> None:
-        self.call.cancel()
+        if self.key is not None:
+            self.connection._dispatcher.events.unsubscribe(self.key)
+        if self.call is not None:
+            self.call.cancel()
         if self.task is not None:
             self.task.cancel()
 
@@ -155,6 +192,7 @@ class WapiConnection:
         "_binding",
         "_clock",
         "_closer",
+        "_closer_queued",
         "_closing",
         "_dispatcher",
         "_finisher",
@@ -191,6 +229,7 @@ class WapiConnection:
         self._outbox: deque[str | _Close] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._closer_queued = False  # a close marker ends the outbox: queue nothing more
         self._finisher: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -329,6 +368,30 @@ class WapiConnection:
     async def _subscribe(
         self, request: rpc.Request, method: Method, message: Message, credential: str | None
     ) -> _Outcome:
+        subscription = _Subscription(self, method)
+        if method.name == EVENTS_METHOD:
+            # The session's events: over the edge's one stream to the core.
+            after_seq = getattr(message, "after_seq")  # noqa: B009 - SubscribeRequest's field
+            subscription.key = await self._dispatcher.events.subscribe(
+                credential or "", after_seq, self._address, subscription
+            )
+        else:
+            await self._open_stream(subscription, message, credential)
+        if self._subscription is not None:
+            self._subscription.cancel()  # one subscription per socket: the new one replaces it
+        self._subscription = subscription
+
+        def start() -> None:
+            if self._subscription is subscription and not self._closing:
+                subscription.start()
+            else:
+                subscription.cancel()
+
+        return _Outcome(rpc.result(request.id, {}), start)
+
+    async def _open_stream(self, subscription: _Subscription, message: Message, credential: str | None) -> None:
+        """Any other server-streaming method: a gRPC stream of its own, pumped into the sink."""
+        method = subscription.method
         call = self._dispatcher.client.stream(method, message, call_metadata(credential, self._address))
         try:
             failure = await self._settle(method, call)
@@ -338,18 +401,8 @@ class WapiConnection:
         if failure is not None:
             call.cancel()
             raise failure
-        if self._subscription is not None:
-            self._subscription.cancel()  # one subscription per socket: the new one replaces it
-        subscription = _Subscription(method, call)
-        self._subscription = subscription
-
-        def start() -> None:
-            if self._subscription is subscription and not self._closing:
-                subscription.task = asyncio.create_task(self._pump(subscription))
-            else:
-                subscription.cancel()
-
-        return _Outcome(rpc.result(request.id, {}), start)
+        subscription.call = call
+        subscription.task = asyncio.create_task(self._pump(subscription, call))
 
     async def _settle(self, method: Method, call: grpc.aio.UnaryStreamCall) -> RpcError | None:
         """Wait until the core has accepted or refused the stream (see SUBSCRIBE_SETTLE)."""
@@ -362,25 +415,32 @@ class WapiConnection:
             return await self._dispatcher.client.stream_error(method, call)
         return None
 
-    async def _pump(self, subscription: _Subscription) -> None:
-        call = subscription.call
-        stream_json = self._dispatcher.stream_json
+    async def _pump(self, subscription: _Subscription, call: grpc.aio.UnaryStreamCall) -> None:
+        method = subscription.method
         try:
             while (message := await call.read()) is not grpc.aio.EOF:
-                self._send(rpc.notification_text(NOTIFICATION, stream_json.text(message)))
-                if _ends_session(message):
-                    self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session was revoked")
-                    return
-            failure = await self._dispatcher.client.stream_error(subscription.method, call)
+                subscription.event(message)
+            failure = await self._dispatcher.client.stream_error(method, call)
         except grpc.aio.AioRpcError as exc:
-            failure = await self._dispatcher.client.stream_error(subscription.method, call)
+            failure = await self._dispatcher.client.stream_error(method, call)
             if failure is None:  # pragma: no cover - an AioRpcError always has a status
                 failure = RpcError(exc.code().value[0], exc.details() or "stream failed")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an edge bug: logged with a reference, the socket closed
             call.cancel()
-            failure = internal_error(subscription.method.name, exc)
+            failure = internal_error(method.name, exc)
+        subscription.ended(failure)
+
+    def _notify(self, subscription: _Subscription, message: Message) -> None:
+        if self._subscription is not subscription or self._closing:
+            return
+        self._send(rpc.notification_text(NOTIFICATION, self._dispatcher.stream_json.text(message)))
+        if _ends_session(message):
+            subscription.cancel()
+            self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session was revoked")
+
+    def _subscription_ended(self, subscription: _Subscription, failure: RpcError | None) -> None:
         if self._subscription is not subscription or self._closing:
             return
         if failure is None or failure.code == UNAUTHENTICATED_STATUS:
@@ -393,13 +453,33 @@ class WapiConnection:
 
     # -- outgoing ------------------------------------------------------
     def _send(self, text: str) -> None:
-        if self._closer is not None:
+        if self._closer is not None or self._closer_queued:
             return
-        if len(self._outbox) >= self._limits.send_queue:
-            self._abort(TOO_SLOW, "too slow to read: send queue full; reconnect and resume")
-            return
+        queued = len(self._outbox)
+        if queued >= self._limits.send_queue:
+            if self._backed_up():
+                self._abort(TOO_SLOW, "too slow to read: send queue full; reconnect and resume")
+                return
+            if queued >= BURST * self._limits.send_queue:
+                # A burst bigger than the client may take at once (a long
+                # resume): the first send_queue messages go out, then 4408;
+                # the client resumes from there, a step further each time.
+                while len(self._outbox) > self._limits.send_queue:
+                    self._outbox.pop()
+                self._outbox.append(_Close(TOO_SLOW, "too much at once: reconnect and resume"))
+                self._closer_queued = self._closing = True
+                self._wake_writer()
+                return
         self._outbox.append(text)
         self._wake_writer()
+
+    def _backed_up(self) -> bool:
+        """Whether the client is not reading: bytes wait in user space only
+        once the kernel's socket buffer is full. A burst (one batch of
+        events from the core, a resume) fills the outbox before the writer
+        runs at all; that is not a slow client."""
+        transport = self._ws.transport
+        return transport is None or transport.get_write_buffer_size() > 0
 
     def _close_after_send(self, code: int, reason: str) -> None:
         """Close once the requests in flight are answered and everything queued has gone out.

@@ -76,9 +76,10 @@ async def test_every_service_answers_cleanly(edge: Edge) -> None:
             if "error" in response:
                 error = response["error"]
                 assert 0 < error["code"] <= 16, response  # a gRPC status, never an edge failure
-                assert error["data"]["status"] == grpc.StatusCode(
-                    next(c for c in grpc.StatusCode if c.value[0] == error["code"])
-                ).name
+                assert (
+                    error["data"]["status"]
+                    == grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == error["code"])).name
+                )
             else:
                 assert isinstance(response["result"], dict)
 
@@ -100,6 +101,14 @@ async def test_unimplemented_method_passes_through_as_12(start: EdgeFactory, cor
             }
     finally:
         await server.stop(None)
+
+
+async def test_the_edges_own_event_stream_is_not_callable_over_wapi(edge: Edge) -> None:
+    async with wapi(edge) as client:
+        await client.login("alice")
+        error = await client.error("EventsService.StreamEvents", {"attach": {"subscription": "1"}})
+        assert error["code"] == -32601
+        assert "streams from the client" in error["message"]
 
 
 async def test_notification_is_executed_but_not_answered(edge: Edge) -> None:
