@@ -44,6 +44,7 @@ from core.interceptor import CoreInterceptor
 from core.presence.service import PresenceService
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
+from wac.collector import tend as collector_tend
 from wac.config import Config, ConfigError
 from wac.v1 import (
     calls_pb2,
@@ -249,6 +250,8 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    collector = asyncio.create_task(collector_tend(), name="gc")
     await stop.wait()
+    collector.cancel()
     log.info("core stopping: draining calls for up to %.0f s", config.core.shutdown_grace)
     await core.stop()

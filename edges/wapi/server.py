@@ -24,6 +24,7 @@ from edges.wapi.event_streams import EventStreams
 from edges.wapi.http import HttpEdge, HttpLimits
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, process_request
+from wac.collector import tend as collector_tend
 from wac.config import Config, ConfigError, EdgeConfig
 
 log = logging.getLogger("wac.edge")
@@ -186,6 +187,8 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    collector = asyncio.create_task(collector_tend(), name="gc")
     await stop.wait()
+    collector.cancel()
     log.info("edge stopping")
     await edge.stop()
