@@ -7,9 +7,12 @@ GIL over twice. On a call setup that was a millisecond of the core's CPU,
 more than the SQL itself. A unit of work is a plain function over a
 synchronous connection, run in one transaction:
 
-- embedded (SQLite): in a thread of a small pool of its own, one hop for the
-  whole unit. Writes go through a single thread, so this core's writers
-  queue in memory instead of on SQLite's file lock.
+- embedded (SQLite): a write runs in a thread of its own, one hop for the
+  whole unit; one thread, so this core's writers queue in memory instead of
+  on SQLite's file lock. A read runs right on the event loop: in WAL mode a
+  reader never waits for a writer, and the units that read are point
+  lookups of a few rows, cheaper than the thread hop itself (handing a
+  job to a waiting thread costs a GIL handover, 100 µs and more under load).
 - distributed (PostgreSQL): through the async engine's ``run_sync``;
   asyncpg is natively asynchronous and needs no thread.
 
@@ -32,7 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db.engine import set_sqlite_pragmas, sync_url
 
 T = TypeVar("T")
-_READERS = 3
 
 
 class Work(Protocol):
@@ -46,22 +48,21 @@ class Work(Protocol):
         """Release connections and threads; later units fail."""
 
 
-class ThreadedWork:
-    """SQLite: units run on a synchronous engine in threads of their own."""
+class SqliteWork:
+    """SQLite: units run on a synchronous engine, writes in a thread of their own."""
 
     def __init__(self, url: str) -> None:
         self._engine: Engine = create_sync_engine(
             sync_url(url),
             connect_args={"timeout": 30, "check_same_thread": False},
-            pool_size=_READERS + 1,
+            pool_size=2,  # the loop's reads and the writer thread
             max_overflow=0,
         )
         event.listen(self._engine, "connect", set_sqlite_pragmas)
-        self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="wac-db-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wac-db-write")
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, fn)
+        return self._read(fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, fn)
@@ -75,7 +76,6 @@ class ThreadedWork:
             return fn(conn)
 
     def close(self) -> None:
-        self._readers.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._engine.dispose()
 
@@ -106,7 +106,7 @@ def work_for(engine: AsyncEngine) -> Work:
     work = _work.get(engine)
     if work is None:
         url = engine.url.render_as_string(hide_password=False)
-        work = ThreadedWork(url) if engine.dialect.name == "sqlite" else AsyncWork(engine)
+        work = SqliteWork(url) if engine.dialect.name == "sqlite" else AsyncWork(engine)
         _work[engine] = work
     return work
 
