@@ -280,6 +280,33 @@ async def test_a_burst_reaches_a_watcher_as_its_first_and_last_change(core: Core
         assert events[-1].note == "change 10"
 
 
+async def test_a_change_undone_within_the_window_reaches_no_watcher(core: Core, channel: grpc.aio.Channel) -> None:
+    await users(core, "alice", "bob")
+    bob = await Device.login(core, channel, "bob")
+    await link(bob, "alice")
+    alice = await Device.login(core, channel, "alice")
+    await bob.presence_until("alice", Status.AVAILABLE)
+    await asyncio.sleep(0.3)  # past the coalescing interval of that change
+    await bob.drain(0.02)
+
+    started = time.monotonic()
+    await alice.set(Status.AWAY, "out")  # heard at once
+    await alice.set(Status.BUSY, "meeting")  # held for the window ...
+    await alice.set(Status.AWAY, "out")  # ... and undone within it
+    undone = time.monotonic() - started
+    await asyncio.sleep(0.3)
+    await alice.set(Status.DO_NOT_DISTURB, "focus")
+
+    events = [e.presence_changed for e in await bob.drain(0.4) if e.presence_changed.username == "alice"]
+    if undone < 0.25:
+        assert [(p.status, p.note) for p in events] == [
+            (Status.AWAY, "out"),
+            (Status.DO_NOT_DISTURB, "focus"),
+        ]
+    else:  # a very slow machine: the window passed mid-burst; still in order, the last one last
+        assert events[0].status == Status.AWAY and events[-1].status == Status.DO_NOT_DISTURB
+
+
 # --- Requests and permissions. -------------------------------------------------
 
 
