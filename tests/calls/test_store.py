@@ -1,10 +1,8 @@
-"""The calls store on SQLite, and on PostgreSQL when WAC_TEST_POSTGRES_URL
-names a database to use (the calls table is created and dropped there)."""
+"""The calls store on SQLite and on PostgreSQL (a fresh database per test)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,21 +14,16 @@ from core.calls.store import CallStore, CallWrite
 from core.db.engine import create_engine, sqlite_url
 from core.db.work import dispose
 
-_BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("WAC_TEST_POSTGRES_URL") else [])
 
-
-@pytest.fixture(params=_BACKENDS)
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CallStore]:
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else os.environ["WAC_TEST_POSTGRES_URL"]
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     engine = create_engine(url)
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: t.calls.drop(sync, checkfirst=True))
         await conn.run_sync(t.calls.create)
     try:
         yield CallStore(engine)
     finally:
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: t.calls.drop(sync, checkfirst=True))
         await dispose(engine)
 
 

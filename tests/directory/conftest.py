@@ -1,9 +1,8 @@
-"""A fresh directory database per test: SQLite in a temp dir, and also
-PostgreSQL when WAC_TEST_POSTGRES_URL names an empty database to use."""
+"""A fresh directory database per test: SQLite in a temp dir, and an empty
+database of the session's PostgreSQL server."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,15 +13,12 @@ import core.directory.tables  # noqa: F401  (registers the tables on the metadat
 from core.db.engine import create_engine, sqlite_url
 from core.db.metadata import metadata
 
-_BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("WAC_TEST_POSTGRES_URL") else [])
 
-
-@pytest.fixture(params=_BACKENDS)
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else os.environ["WAC_TEST_POSTGRES_URL"]
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     engine = create_engine(url)
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
         await conn.run_sync(metadata.create_all)
     try:
         yield engine

@@ -1,0 +1,218 @@
+"""A private PostgreSQL server for tests.
+
+Each ``Postgres`` runs ``initdb`` into a temp dir, then ``postgres`` in the
+foreground as a child of the test, listening on 127.0.0.1 at a free port and
+on a unix socket in its own dir, with fsync off (nothing here must survive a
+crash). It is always stopped. The machine's own cluster (Debian's "main"),
+if any, is neither needed nor touched.
+
+PostgreSQL refuses to run as root and CI runs as root: there the temp dir
+belongs to the ``postgres`` system user and both programs run as that user.
+
+Under CI=true a missing PostgreSQL fails the test; elsewhere it skips with
+the reason, so a laptop without PostgreSQL still runs the rest.
+
+Fixtures: ``postgres_server`` (one per session) and ``postgres_url`` (a
+fresh empty database per test, dropped after it).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.timing import seconds
+
+_DEBIAN = Path("/usr/lib/postgresql")
+_SYSTEM_USER = "postgres"  # created by Debian's postgresql-common
+
+
+def postgres_bin_dir() -> Path | None:
+    """The directory holding initdb and postgres: Debian's newest, else PATH's."""
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", path.name)) or (0,)
+
+    candidates = sorted(_DEBIAN.glob("*/bin"), key=lambda p: version(p.parent), reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    for directory in candidates:
+        if all(os.access(directory / name, os.X_OK) for name in ("initdb", "postgres")):
+            return directory
+    return None
+
+
+def require_postgres() -> Path:
+    """The binaries' directory; fails under CI and skips elsewhere if PostgreSQL is missing."""
+    directory = postgres_bin_dir()
+    reason = "PostgreSQL is not installed (apt-get install postgresql)"
+    if directory is not None and os.geteuid() == 0:
+        try:
+            pwd.getpwnam(_SYSTEM_USER)
+        except KeyError:
+            directory, reason = None, f"running as root and there is no '{_SYSTEM_USER}' user to run PostgreSQL as"
+    if directory is not None:
+        return directory
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + "; CI must install it in .ci/run")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Postgres:
+    """One PostgreSQL server with its cluster in ``directory``."""
+
+    def __init__(self, directory: Path, bin_dir: Path) -> None:
+        self.directory = directory
+        self.bin_dir = bin_dir
+        self.data = directory / "data"
+        self.sockets = directory / "sockets"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        # A superuser name of its own: connecting as it cannot reach another
+        # session's server that took the port first.
+        self.user = f"wac_{secrets.token_hex(4)}"
+        self.sockets.mkdir(parents=True, exist_ok=True)
+        self._as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(_SYSTEM_USER)
+            for path in (directory, self.sockets):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            # Popen switches user itself rather than through runuser, so that
+            # signals reach postgres and not a wrapper in between.
+            self._as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def initdb(self) -> None:
+        command = [
+            str(self.bin_dir / "initdb"),
+            *("-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8"),
+            # C collation, like SQLite's byte order; no fsync for a throwaway cluster.
+            *("--no-locale", "--no-sync"),
+        ]
+        result = subprocess.run(
+            command, cwd=self.directory, capture_output=True, text=True, check=False, **self._as_user
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
+
+    def start(self) -> None:
+        for _ in range(3):  # a free port can be taken between finding and binding it
+            self.port = _free_port()
+            log = (self.directory / "postgres.log").open("ab")
+            self.process = subprocess.Popen(
+                [
+                    str(self.bin_dir / "postgres"),
+                    *("-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets)),
+                    *("-c", "listen_addresses=127.0.0.1"),
+                    *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+                ],
+                cwd=self.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **self._as_user,
+            )
+            log.close()
+            if self._wait_ready(seconds(2)):
+                return
+            self.stop()
+        raise RuntimeError(f"postgres did not start: {self.log_tail()}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False  # typically: the port was taken
+            try:
+                # The unix socket is in our own dir, so an answer there is
+                # from this server; it opens after the TCP port is bound.
+                with self.connect(host=str(self.sockets)):
+                    return self.process.poll() is None
+            except psycopg.OperationalError:
+                time.sleep(0.02)
+        return False
+
+    def connect(self, database: str = "postgres", host: str = "127.0.0.1") -> psycopg.Connection[Any]:
+        """A synchronous autocommit connection as the superuser."""
+        return psycopg.connect(
+            host=host, port=self.port, user=self.user, dbname=database, autocommit=True, connect_timeout=2
+        )
+
+    def create_database(self) -> str:
+        """A new empty database; its name."""
+        name = f"test_{secrets.token_hex(6)}"
+        with self.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.connect() as conn:
+            # FORCE: a pool the test left open must not keep the database alive.
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients.
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=seconds(1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_tail(self) -> str:
+        path = self.directory / "postgres.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One PostgreSQL server for the whole session."""
+    bin_dir = require_postgres()
+    # Not pytest's tmp_path: that is private to root (postgres must enter
+    # it) and deep enough to exceed the 107-byte limit of a socket path.
+    directory = Path(tempfile.mkdtemp(prefix="wac-pg-"))
+    server = Postgres(directory, bin_dir)
+    try:
+        server.initdb()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Postgres) -> Iterator[str]:
+    """A fresh empty database of this test's own: its postgresql+asyncpg:// URL."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
