@@ -19,6 +19,7 @@ import grpc
 from core import errors
 from core.auth import policy
 from core.auth.principal import Principal, set_current
+from core.nul import nul_field
 
 log = logging.getLogger("wac.rpc")
 
@@ -83,6 +84,12 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             policy.check(rule, principal, method)
             set_current(principal, address or _peer_host(context))
 
+        def check(request: Any) -> None:
+            # Refused here once, for every method: PostgreSQL cannot bind U+0000 (see core/nul.py).
+            field = nul_field(request)
+            if field is not None:
+                raise errors.invalid(field, "must not contain NUL characters (U+0000)")
+
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
 
@@ -90,6 +97,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 try:
                     await enter(context)
+                    check(request)
                     return await behavior(request, context)
                 except Exception as exc:
                     await _fail(context, method, exc)
@@ -108,6 +116,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 try:
                     await enter(context)
+                    check(request)
                     async for item in stream_behavior(request, context):
                         yield item
                 except Exception as exc:
