@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+# The width of an entry's id, display name and department columns.
+MAX_TEXT = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,31 @@ class DirectoryRecord:
     emails: tuple[str, ...]
     department: str = ""
     subscriber: str = ""
+
+
+def storable_text(text: str, limit: int | None = MAX_TEXT) -> str:
+    """``text`` as a column holds it on every backend: without NUL characters
+    (PostgreSQL refuses them) and cut to ``limit`` characters (PostgreSQL
+    refuses longer values where SQLite kept them, so one odd LDAP or Google
+    entry failed the whole sync on PostgreSQL only)."""
+    return text.replace("\x00", "")[:limit]
+
+
+def storable(record: DirectoryRecord) -> DirectoryRecord:
+    """``record`` as the directory stores it, the same on SQLite and PostgreSQL.
+    An id is cut like a name: ids that long are not seen in practice, and
+    deletes and lookups cut theirs alike, so a cut id still matches. Phone
+    numbers and e-mails are JSON in unbounded columns; the subscriber is a
+    username, validated where it is made, and is never cut into another."""
+    return replace(
+        record,
+        entry_id=storable_text(record.entry_id),
+        display_name=storable_text(record.display_name),
+        phone_numbers=tuple(storable_text(p, None) for p in record.phone_numbers),
+        emails=tuple(storable_text(e, None) for e in record.emails),
+        department=storable_text(record.department),
+        subscriber=storable_text(record.subscriber, None),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ from core.directory.records import (
     RunState,
     StoredEntry,
     SyncRunRecord,
+    storable,
+    storable_text,
 )
 
 MAX_PAGE_SIZE = 1000
@@ -66,7 +68,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 
 def _dedupe(records: Iterable[DirectoryRecord]) -> dict[str, DirectoryRecord]:
     # A source listing one id twice means the later one, as a re-read would.
-    return {r.entry_id: r for r in records}
+    return {r.entry_id: r for r in map(storable, records)}
 
 
 def _entry_values(source: str, record: DirectoryRecord, now: float) -> dict[str, Any]:
@@ -236,7 +238,7 @@ class DirectoryStore:
     ) -> Counts:
         """Add or update ``upserts`` and remove ``deleted_ids`` (an incremental sync)."""
         incoming = _dedupe(upserts)
-        gone = [i for i in dict.fromkeys(deleted_ids) if i not in incoming]
+        gone = [i for i in dict.fromkeys(map(storable_text, deleted_ids)) if i not in incoming]
         async with self._engine.begin() as conn:
             existing = await self._digests(conn, source, [*incoming, *gone])
             counts = await self._write(conn, source, incoming, existing, deleted=gone)
@@ -262,7 +264,8 @@ class DirectoryStore:
     async def get_entry(self, source: str, entry_id: str) -> StoredEntry | None:
         e = t.directory_entries
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(e).where(e.c.source == source, e.c.entry_id == entry_id))).first()
+            where = (e.c.source == source, e.c.entry_id == storable_text(entry_id))
+            row = (await conn.execute(select(e).where(*where))).first()
         return None if row is None else _stored(row)
 
     async def count(self, source: str | None = None) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 
 from core.db.metadata import metadata
 from core.directory.keys import PREFIX_LENGTH
+from core.directory.records import MAX_TEXT
 
 
 def _binary(length: int) -> String:
@@ -33,12 +34,12 @@ directory_entries = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(160), nullable=False),  # "wac", "ldap:<name>", "google:<user>"
-    Column("entry_id", String(255), nullable=False),
-    Column("display_name", String(255), nullable=False),
+    Column("entry_id", String(MAX_TEXT), nullable=False),
+    Column("display_name", String(MAX_TEXT), nullable=False),
     Column("sort_name", _binary(255), nullable=False),  # folded display name, for ordering
     Column("phone_numbers", Text, nullable=False, default="[]"),  # JSON list of E.164
     Column("emails", Text, nullable=False, default="[]"),  # JSON list
-    Column("department", String(255), nullable=False, default=""),
+    Column("department", String(MAX_TEXT), nullable=False, default=""),
     Column("subscriber", String(64), nullable=False, default=""),
     # A digest of the fields above: a sync compares it to tell an unchanged
     # entry from an updated one without loading every row's columns.

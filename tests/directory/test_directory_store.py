@@ -150,3 +150,22 @@ async def test_runs_and_cursor(engine: AsyncEngine) -> None:
     assert await store.fail_interrupted_runs() == 1
     last = await store.last_run("corp")
     assert last is not None and last.state is RunState.FAILED and "interrupted" in last.error
+
+
+async def test_values_too_long_or_with_nul_are_stored_alike_on_both_backends(engine: AsyncEngine) -> None:
+    # PostgreSQL refuses what SQLite kept: a 300-character name failed a whole sync there.
+    store = DirectoryStore(engine)
+    odd = DirectoryRecord(
+        entry_id="x" * 300,
+        display_name="Ana\x00 " + "A" * 300,
+        phone_numbers=("+34612345678",),
+        emails=("ana\x00@example.org",),
+        department="Sales\x00",
+    )
+    assert await store.replace_source("ldap:corp", [odd]) == Counts(added=1)
+    stored = await store.get_entry("ldap:corp", "x" * 300)
+    assert stored is not None
+    assert stored.record.display_name == ("Ana " + "A" * 300)[:255]
+    assert (stored.record.department, stored.record.emails) == ("Sales", ("ana@example.org",))
+    assert await names(store, "ana") == [stored.record.display_name]
+    assert await store.apply_changes("ldap:corp", [], ["x" * 300]) == Counts(removed=1)
