@@ -4,6 +4,7 @@ database of the session's PostgreSQL server."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,19 @@ from core.db.metadata import metadata
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    async with _fresh(url) as engine:
+        yield engine
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """SQLite only: for what is specific to it (its query plans)."""
+    async with _fresh(sqlite_url(tmp_path)) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def _fresh(url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

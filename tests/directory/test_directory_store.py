@@ -122,10 +122,8 @@ async def test_search_pages(engine: AsyncEngine) -> None:
         await store.search("p", page_size=10, page_token="not a token")
 
 
-async def test_search_uses_the_key_index(engine: AsyncEngine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the plan is checked on SQLite")
-    async with engine.connect() as conn:
+async def test_search_uses_the_key_index(sqlite_engine: AsyncEngine) -> None:
+    async with sqlite_engine.connect() as conn:
         plan = await conn.execute(
             text("EXPLAIN QUERY PLAN SELECT entry_row_id FROM directory_keys WHERE key >= 'ab' AND key < 'ac'")
         )
