@@ -93,7 +93,12 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
     ) -> AsyncIterator[events_pb2.Event]:
         """The session's events from ``pending`` on, until the session ends."""
         session = principal.session_id
-        await self._devices.stream_opened(principal.username, session)
+        # A stream that reaches here after its session ended (a Subscribe
+        # authenticated just before a logout) delivers the final events but
+        # must not bring the device back online for a grace period.
+        online = await self._events.is_open(session)
+        if online:
+            await self._devices.stream_opened(principal.username, session)
         try:
             while True:
                 for event in pending:
@@ -113,7 +118,8 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                     # dropped: end the stream with the reason in-band.
                     raise _expired(exc) from None
         finally:
-            await self._devices.stream_closed(principal.username, session)
+            if online:
+                await self._devices.stream_closed(principal.username, session)
 
     async def _attachment(self, attach: events_pb2.StreamEventsRequest.Attach, out: _Stream) -> None:
         """One subscription of a StreamEvents stream, from Attach to its end."""
