@@ -34,7 +34,6 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -47,7 +46,9 @@ from argon2 import PasswordHasher
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+
+from common import free_port  # noqa: E402
 
 from core.db.engine import create_engine  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
@@ -78,11 +79,6 @@ SDP = (
     "a=fmtp:111 minptime=10;useinbandfec=1\r\n"
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -43,7 +42,9 @@ from argon2 import PasswordHasher
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+
+from common import free_port  # noqa: E402
 
 from core.contacts.store import ContactRow, SqlContactsStore  # noqa: E402
 from core.db.engine import create_engine  # noqa: E402
@@ -110,11 +111,6 @@ FAMILY = [
 def watcher_name(index: int) -> str:
     return f"w{index:05d}"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(samples: list[float], q: float) -> float:

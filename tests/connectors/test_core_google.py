@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from tests.presence.devices import Device, cheap_password_hashing, eventually, f
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.core import test_config as config_for
 from tests.support.google_standin import GoogleStandIn
+from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.support import wapi
 from wac import envoy
@@ -41,11 +41,6 @@ CLIENT_SECRET = "client-secret-xyz"
 GoogleLink = contacts_pb2.GoogleLink
 SyncRun = contacts_pb2.SyncRun
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

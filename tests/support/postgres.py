@@ -24,10 +24,8 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.timing import seconds
+from tests.support.server import LocalServer
 
 _DEBIAN = Path("/usr/lib/postgresql")
 _SYSTEM_USER = "postgres"  # created by Debian's postgresql-common
@@ -73,22 +71,18 @@ def require_postgres() -> Path:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Postgres:
+class Postgres(LocalServer):
     """One PostgreSQL server with its cluster in ``directory``."""
 
+    name = "postgres"
+    # PostgreSQL's "fast" shutdown: it does not wait for clients.
+    stop_signal = signal.SIGINT
+
     def __init__(self, directory: Path, bin_dir: Path) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.bin_dir = bin_dir
         self.data = directory / "data"
         self.sockets = directory / "sockets"
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
         # A superuser name of its own: connecting as it cannot reach another
         # session's server that took the port first.
         self.user = f"wac_{secrets.token_hex(4)}"
@@ -118,43 +112,25 @@ class Postgres:
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
 
-    def start(self) -> None:
-        for _ in range(3):  # a free port can be taken between finding and binding it
-            self.port = _free_port()
-            log = (self.directory / "postgres.log").open("ab")
-            self.process = subprocess.Popen(
-                [
-                    str(self.bin_dir / "postgres"),
-                    *("-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets)),
-                    *("-c", "listen_addresses=127.0.0.1"),
-                    *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
-                ],
-                cwd=self.directory,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                **self._as_user,
-            )
-            log.close()
-            if self._wait_ready(seconds(2)):
-                return
-            self.stop()
-        raise RuntimeError(f"postgres did not start: {self.log_tail()}")
+    def command(self) -> list[str]:
+        return [
+            str(self.bin_dir / "postgres"),
+            *("-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets)),
+            *("-c", "listen_addresses=127.0.0.1"),
+            *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+        ]
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                return False  # typically: the port was taken
-            try:
-                # The unix socket is in our own dir, so an answer there is
-                # from this server; it opens after the TCP port is bound.
-                with self.connect(host=str(self.sockets)):
-                    return self.process.poll() is None
-            except psycopg.OperationalError:
-                time.sleep(0.02)
-        return False
+    def popen_options(self) -> dict[str, Any]:
+        return {"cwd": self.directory, **self._as_user}
+
+    def ready(self) -> bool:
+        try:
+            # The unix socket is in our own dir, so an answer there is from
+            # this server; it opens after the TCP port is bound.
+            with self.connect(host=str(self.sockets)):
+                return True
+        except psycopg.OperationalError:
+            return False
 
     def connect(self, database: str = "postgres", host: str = "127.0.0.1") -> psycopg.Connection[Any]:
         """A synchronous autocommit connection as the superuser."""
@@ -173,22 +149,6 @@ class Postgres:
         with self.connect() as conn:
             # FORCE: a pool the test left open must not keep the database alive.
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients.
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=seconds(1))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log_tail(self) -> str:
-        path = self.directory / "postgres.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
 
 @pytest.fixture(scope="session")

@@ -14,17 +14,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support.timing import seconds
+from tests.support.server import LocalServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ldap"
 SCHEMAS = Path("/etc/ldap/schema")
@@ -79,20 +77,14 @@ def require_slapd() -> str:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Slapd:
+class Slapd(LocalServer):
     """One slapd process with its data in ``directory``."""
 
+    name = "slapd"
+
     def __init__(self, directory: Path, binary: str) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.binary = binary
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
         # Its own root password: the readiness check binds with it, so it
         # cannot mistake another test session's slapd that took the port
         # first (same fixtures, same DNs) for this one.
@@ -118,60 +110,23 @@ class Slapd:
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}/"
 
-    def start(self) -> None:
-        for _ in range(3):  # a free port can be taken between finding and binding it
-            self.port = _free_port()
-            log = (self.directory / "slapd.log").open("ab")
-            # -d keeps slapd in the foreground as our child; level 0 logs nothing.
-            self.process = subprocess.Popen(
-                [self.binary, "-d", "0", "-h", self.url, "-f", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            log.close()
-            if self._wait_ready(seconds(2)):
-                return
-            self.stop()
-        raise RuntimeError(f"slapd did not start: {self.log_tail()}")
+    def command(self) -> list[str]:
+        # -d keeps slapd in the foreground as our child; level 0 logs nothing.
+        return [self.binary, "-d", "0", "-h", self.url, "-f", str(self.config)]
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    pass
-            except OSError:
-                time.sleep(0.01)
-                continue
-            # Listening; a root bind proves the database is open too.
-            result = subprocess.run(
-                ["ldapwhoami", "-x", "-H", self.url, "-D", ROOT_DN, "-w", self.root_password],
-                capture_output=True,
-                check=False,
-            )
-            if result.returncode == 0:
-                return self.process.poll() is None
-            time.sleep(0.01)
-        return False
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
+    def ready(self) -> bool:
         try:
-            process.wait(timeout=seconds(1))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log_tail(self) -> str:
-        path = self.directory / "slapd.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+        # Listening; a root bind proves the database is open too.
+        result = subprocess.run(
+            ["ldapwhoami", "-x", "-H", self.url, "-D", ROOT_DN, "-w", self.root_password],
+            capture_output=True,
+            check=False,
+        )
+        return result.returncode == 0
 
     def _tool(self, tool: str, *args: str, ldif: str | None = None) -> None:
         command = [tool, "-x", "-H", self.url, "-D", ROOT_DN, "-w", self.root_password, *args]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -17,16 +16,11 @@ import pytest
 from core.server import Core, build_core
 from edges.wapi.server import Edge, start_edge
 from tests.support.core import test_config
+from tests.support.server import free_port
 from tests.support.timing import seconds
 from wac import envoy
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -15,8 +15,9 @@ from websockets.asyncio.client import connect
 
 from core.server import Core
 from edges.wapi.server import Edge
+from tests.support.server import free_port
 from tests.support.timing import seconds
-from tests.wapi.support import PASSWORD, WapiClient, close_code, free_port
+from tests.wapi.support import PASSWORD, WapiClient, close_code
 from tests.wapi.test_events import collect, numbers, publish
 from wac import envoy
 

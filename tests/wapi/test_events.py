@@ -17,9 +17,10 @@ from websockets.exceptions import ConnectionClosed
 from core.server import Core
 from edges.wapi.server import Edge
 from tests.support.core import api_key
+from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.conftest import EdgeFactory
-from tests.wapi.support import WapiClient, close_code, eventually, free_port, wapi
+from tests.wapi.support import WapiClient, close_code, eventually, wapi
 from wac.v1 import events_pb2, presence_pb2
 
 pytestmark = pytest.mark.usefixtures("alice")

@@ -13,9 +13,10 @@ import pytest
 
 from core.server import Core
 from edges.wapi.server import Edge
+from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.conftest import EdgeFactory
-from tests.wapi.support import PASSWORD, free_port, wapi
+from tests.wapi.support import PASSWORD, wapi
 from tests.wapi.test_events import assert_contiguous, collect, numbers, publish
 
 pytestmark = pytest.mark.usefixtures("alice")

@@ -13,9 +13,10 @@ from core.server import Core
 from edges.wapi.methods import MethodTable
 from edges.wapi.server import Edge
 from tests.support.core import api_key
+from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.conftest import EdgeFactory
-from tests.wapi.support import PASSWORD, close_code, free_port, wapi
+from tests.wapi.support import PASSWORD, close_code, wapi
 
 pytestmark = pytest.mark.usefixtures("alice")
 

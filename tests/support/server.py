@@ -1,0 +1,86 @@
+"""A real server the tests run as a child process on 127.0.0.1 (slapd,
+PostgreSQL): started at a free port, proven ready by a probe that only this
+instance can answer, and always stopped."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.timing import seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalServer:
+    """Subclasses say how to run the server and how to tell it is ready."""
+
+    name = "server"  # for messages and the log file's name
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        """The server's command line, listening on ``self.port``."""
+        raise NotImplementedError
+
+    def popen_options(self) -> dict[str, Any]:
+        """Extra subprocess.Popen arguments (a user to run as, a directory)."""
+        return {}
+
+    def ready(self) -> bool:
+        """One readiness probe: True once the server answers."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        for _ in range(3):  # a free port can be taken between finding and binding it
+            self.port = free_port()
+            with (self.directory / f"{self.name}.log").open("ab") as log:
+                self.process = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    **self.popen_options(),
+                )
+            if self._wait_ready(seconds(2)):
+                return
+            self.stop()
+        raise RuntimeError(f"{self.name} did not start: {self.log_tail()}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False  # typically: the port was taken
+            if self.ready():
+                return self.process.poll() is None
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(self.stop_signal)
+        try:
+            process.wait(timeout=seconds(1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_tail(self) -> str:
+        path = self.directory / f"{self.name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
