@@ -6,10 +6,8 @@ and a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,9 +27,9 @@ from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.core import test_config as config_for
 from tests.support.google_standin import GoogleStandIn
 from tests.support.server import free_port
+from tests.support.stack import front_door
 from tests.support.timing import seconds
 from tests.wapi.support import wapi
-from wac import envoy
 from wac.v1 import contacts_pb2, contacts_pb2_grpc, identity_pb2, identity_pb2_grpc
 
 __all__ = ["cheap_password_hashing"]
@@ -40,7 +38,6 @@ CLIENT_ID = "1234-wac.apps.googleusercontent.com"
 CLIENT_SECRET = "client-secret-xyz"
 GoogleLink = contacts_pb2.GoogleLink
 SyncRun = contacts_pb2.SyncRun
-
 
 
 @dataclass
@@ -379,40 +376,12 @@ async def test_the_methods_over_the_wapi(stack: Stack) -> None:
         assert (linked["username"], linked["state"]) == ("alice", "LINKED")
 
 
-def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as sink:
-        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-
-
 async def test_the_callback_through_the_front_door(stack: Stack, tmp_path: Path) -> None:
     """Google sends the browser to the public address: Envoy's "/" route to the edge."""
-    try:
-        envoy.envoy_binary()
-    except envoy.EnvoyError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Envoy: {error}")
-        pytest.skip(str(error))
-    listen, admin = free_port(), free_port()
-    config = tmp_path / "envoy.yaml"
-    config.write_text(
-        envoy.render_config(
-            listen_port=listen,
-            core_address=f"127.0.0.1:{stack.core.port}",
-            edge_address=f"127.0.0.1:{stack.edge.ws_port}",
-            edge_http_address=f"127.0.0.1:{stack.edge.http_port}",
-            admin_port=admin,
-        )
-    )
-    log = tmp_path / "envoy.log"
-    process = spawn(envoy.envoy_command(config, log_level="warning", concurrency=1), log)
-    try:
-        await asyncio.to_thread(envoy.wait_until_live, process, admin, timeout=seconds(6))
-        async with httpx.AsyncClient(timeout=seconds()) as http:
-            page = await http.get(f"http://127.0.0.1:{listen}/oauth2/google/callback?code=4/abc&state=s1")
-            refused = await http.get(f"http://127.0.0.1:{listen}/oauth2/google/callback")
-    finally:
-        await asyncio.to_thread(envoy.stop_envoy, process, grace=seconds())
-    assert page.status_code == 200, log.read_text(errors="replace")
+    async with front_door(stack.core.port, stack.edge, tmp_path) as port, httpx.AsyncClient(timeout=seconds()) as http:
+        page = await http.get(f"http://127.0.0.1:{port}/oauth2/google/callback?code=4/abc&state=s1")
+        refused = await http.get(f"http://127.0.0.1:{port}/oauth2/google/callback")
+    assert page.status_code == 200, (tmp_path / "envoy.log").read_text(errors="replace")
     assert "wac.googleLink" in page.text and "4/abc" not in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'none'; script-src 'sha256-")
     assert page.headers["cache-control"] == "no-store"

@@ -12,7 +12,6 @@ core of tests/conftest.py by accident.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from websockets.asyncio.server import serve
 
 from tests.envoy.stubs import StubIdentity, echo, name_the_path
+from tests.support.system import missing
 from tests.support.timing import TIMEOUT
 from wac import envoy
 from wac.v1 import identity_pb2_grpc
@@ -50,9 +50,7 @@ def envoy_path() -> str:
     try:
         return envoy.envoy_binary()
     except envoy.EnvoyError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Envoy: {error}")
-        pytest.skip(str(error))
+        missing(f"Envoy is not available: {error}")
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,7 @@ def ports() -> Ports:
 
 
 @pytest.fixture(scope="module")
-def front_door(
-    envoy_path: str, ports: Ports, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def front_door(envoy_path: str, ports: Ports, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A running Envoy for the module; yields its base URL and always stops it."""
     descriptor = ROOT / "build" / "wac.pb"
     if not descriptor.is_file():

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalServer:
+class LocalServer(ABC):
     """Subclasses say how to run the server and how to tell it is ready."""
 
     name = "server"  # for messages and the log file's name
@@ -31,17 +32,17 @@ class LocalServer:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
     def command(self) -> list[str]:
         """The server's command line, listening on ``self.port``."""
-        raise NotImplementedError
 
     def popen_options(self) -> dict[str, Any]:
         """Extra subprocess.Popen arguments (a user to run as, a directory)."""
         return {}
 
+    @abstractmethod
     def ready(self) -> bool:
         """One readiness probe: True once the server answers."""
-        raise NotImplementedError
 
     def start(self) -> None:
         for _ in range(3):  # a free port can be taken between finding and binding it

@@ -4,7 +4,6 @@ process and a real Envoy in front of them, on free 127.0.0.1 ports."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from core.server import Core, build_core
 from edges.wapi.server import Edge, start_edge
 from tests.support.core import test_config
 from tests.support.server import free_port
+from tests.support.system import missing
 from tests.support.timing import seconds
 from wac import envoy
 
@@ -43,15 +43,45 @@ class Stack:
         return f"ws://127.0.0.1:{self.port}/wapi"
 
 
-def require_envoy() -> None:
+def require_envoy() -> str:
+    """The Envoy binary (see system.missing), and the descriptor set it transcodes with."""
     try:
-        envoy.envoy_binary()
+        binary = envoy.envoy_binary()
     except envoy.EnvoyError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Envoy: {error}")
-        pytest.skip(str(error))
+        missing(f"Envoy is not available: {error}")
     if not (ROOT / "build" / "wac.pb").is_file():
         pytest.fail("build/wac.pb is missing: run make setup first")
+    return binary
+
+
+@asynccontextmanager
+async def front_door(core_port: int, edge: Edge, directory: Path) -> AsyncIterator[int]:
+    """A real Envoy in front of a core and an edge; yields its listening port.
+
+    Its config and log are written in ``directory``; a failure to start
+    shows the log."""
+    require_envoy()
+    listen, admin = free_port(), free_port()
+    config = directory / "envoy.yaml"
+    config.write_text(
+        envoy.render_config(
+            listen_port=listen,
+            core_address=f"127.0.0.1:{core_port}",
+            edge_address=f"127.0.0.1:{edge.ws_port}",
+            edge_http_address=f"127.0.0.1:{edge.http_port}",
+            admin_port=admin,
+        )
+    )
+    log = directory / "envoy.log"
+    process = spawn(envoy.envoy_command(config, log_level="warning", concurrency=1), log)
+    try:
+        try:
+            await asyncio.to_thread(envoy.wait_until_live, process, admin, timeout=seconds(6))
+        except envoy.EnvoyError as error:
+            raise AssertionError(f"{error}\n{log.read_text(errors='replace')}") from error
+        yield listen
+    finally:
+        await asyncio.to_thread(envoy.stop_envoy, process, grace=seconds())
 
 
 @asynccontextmanager
@@ -66,30 +96,11 @@ async def running_stack(data_dir: Path, env: Mapping[str, str] | None = None) ->
         **(env or {}),
     }
     edge: Edge | None = None
-    process: subprocess.Popen[bytes] | None = None
     try:
         edge = await start_edge(test_config(data_dir, edge_env))
-        listen, admin = free_port(), free_port()
-        config = data_dir / "envoy.yaml"
-        config.write_text(
-            envoy.render_config(
-                listen_port=listen,
-                core_address=f"127.0.0.1:{core.port}",
-                edge_address=f"127.0.0.1:{edge.ws_port}",
-                edge_http_address=f"127.0.0.1:{edge.http_port}",
-                admin_port=admin,
-            )
-        )
-        log = data_dir / "envoy.log"
-        process = spawn(envoy.envoy_command(config, log_level="warning", concurrency=1), log)
-        try:
-            await asyncio.to_thread(envoy.wait_until_live, process, admin, timeout=seconds(6))
-        except envoy.EnvoyError as error:
-            raise AssertionError(f"{error}\n{log.read_text(errors='replace')}") from error
-        yield Stack(core=core, edge=edge, port=listen)
+        async with front_door(core.port, edge, data_dir) as port:
+            yield Stack(core=core, edge=edge, port=port)
     finally:
-        if process is not None:
-            await asyncio.to_thread(envoy.stop_envoy, process, grace=seconds())
         if edge is not None:
             await edge.stop()
         await core.stop(0.2)

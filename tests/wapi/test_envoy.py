@@ -4,8 +4,6 @@ edge's WebSocket port, /wapi/http and /sdk/ to its HTTP port."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,54 +13,18 @@ from websockets.asyncio.client import connect
 
 from core.server import Core
 from edges.wapi.server import Edge
-from tests.support.server import free_port
+from tests.support.stack import front_door as envoy_in_front
 from tests.support.timing import seconds
 from tests.wapi.support import PASSWORD, WapiClient, close_code
 from tests.wapi.test_events import collect, numbers, publish
-from wac import envoy
 
 pytestmark = pytest.mark.usefixtures("alice")
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as sink:
-        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-
 
 @pytest.fixture
 async def front_door(edge: Edge, core: Core, tmp_path: Path) -> AsyncIterator[int]:
     """A real Envoy in front of the test's core and edge; its listening port."""
-    try:
-        envoy.envoy_binary()
-    except envoy.EnvoyError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs Envoy: {error}")
-        pytest.skip(str(error))
-    if not (ROOT / "build" / "wac.pb").is_file():
-        pytest.fail("build/wac.pb is missing: run python tools/gen_proto.py first")
-    listen, admin = free_port(), free_port()
-    config = tmp_path / "envoy.yaml"
-    config.write_text(
-        envoy.render_config(
-            listen_port=listen,
-            core_address=f"127.0.0.1:{core.port}",
-            edge_address=f"127.0.0.1:{edge.ws_port}",
-            edge_http_address=f"127.0.0.1:{edge.http_port}",
-            admin_port=admin,
-        )
-    )
-    log = tmp_path / "envoy.log"
-    process = spawn(envoy.envoy_command(config, log_level="warning", concurrency=1), log)
-    try:
-        try:
-            await asyncio.to_thread(envoy.wait_until_live, process, admin, timeout=seconds(6))
-        except envoy.EnvoyError as error:
-            raise AssertionError(f"{error}\n{log.read_text(errors='replace')}") from error
-        yield listen
-    finally:
-        await asyncio.to_thread(envoy.stop_envoy, process, grace=seconds())
+    async with envoy_in_front(core.port, edge, tmp_path) as port:
+        yield port
 
 
 async def test_websocket_through_envoy(front_door: int, core: Core) -> None:
