@@ -84,15 +84,22 @@ class AsyncWork:
     """Any other database: units run through the async engine."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        # Weak: this object is the engine's value in _work, keyed weakly by it.
+        self._engine = weakref.ref(engine)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        async with self._engine.connect() as conn:
+        async with self._live().connect() as conn:
             return await conn.run_sync(fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        async with self._engine.begin() as conn:
+        async with self._live().begin() as conn:
             return await conn.run_sync(fn)
+
+    def _live(self) -> AsyncEngine:
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("the engine of this unit-of-work runner was discarded")
+        return engine
 
     def close(self) -> None:
         pass

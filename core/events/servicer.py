@@ -17,6 +17,7 @@ from core.auth import policy
 from core.auth.principal import Principal, SubscriberPrincipal, set_current, subscriber
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog, EventsExpired
+from core.nul import nul_field
 from wac.v1 import events_pb2, events_pb2_grpc
 
 log = logging.getLogger("wac.events")
@@ -125,6 +126,10 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         """One subscription of a StreamEvents stream, from Attach to its end."""
         key = attach.subscription
         try:
+            # The interceptor checks unary requests; a stream's requests are checked here.
+            field = nul_field(attach)
+            if field is not None:
+                raise errors.invalid(f"attach.{field}", "must not contain NUL characters (U+0000)")
             if not attach.access_token:
                 raise errors.unauthenticated("attach carries no access_token")
             principal = await self._authenticate(attach.access_token)

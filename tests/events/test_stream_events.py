@@ -115,6 +115,10 @@ async def test_a_bad_token_is_refused_with_its_status_and_the_stream_carries_on(
         assert refused.WhichOneof("outcome") == "ended"
         assert refused.ended.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
         assert refused.ended.message
+        await stream.attach(11, "a\x00b")
+        nul = await stream.next()
+        assert (nul.subscription, nul.ended.code) == (11, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        assert nul.ended.message == "attach.access_token: must not contain NUL characters (U+0000)"
         await stream.attach(8, "")
         empty = await stream.next()
         assert (empty.subscription, empty.ended.code) == (8, grpc.StatusCode.UNAUTHENTICATED.value[0])
