@@ -168,22 +168,23 @@ class _Stream:
         async for request in requests:
             action = request.WhichOneof("action")
             if action == "attach":
-                self._attach(request.attach)
+                await self._attach(request.attach)
             elif action == "detach":
                 task = self._tasks.pop(request.detach.subscription, None)
                 if task is not None:
                     task.cancel()
         await self._queue.put(None)
 
-    def _attach(self, attach: events_pb2.StreamEventsRequest.Attach) -> None:
+    async def _attach(self, attach: events_pb2.StreamEventsRequest.Attach) -> None:
         key = attach.subscription
+        refusal = None
         if key in self._tasks:
-            failure = errors.invalid("attach.subscription", f"subscription {key} is already live on this stream")
-            self._queue.put_nowait(Delivery(subscription=key, ended=failure.status()))
-            return
-        if len(self._tasks) >= MAX_SUBSCRIPTIONS:
-            failure = errors.exhausted(f"this stream has {MAX_SUBSCRIPTIONS} subscriptions, the most it may have")
-            self._queue.put_nowait(Delivery(subscription=key, ended=failure.status()))
+            refusal = errors.invalid("attach.subscription", f"subscription {key} is already live on this stream")
+        elif len(self._tasks) >= MAX_SUBSCRIPTIONS:
+            refusal = errors.exhausted(f"this stream has {MAX_SUBSCRIPTIONS} subscriptions, the most it may have")
+        if refusal is not None:
+            # Waits when the queue is full: the edge's requests then wait too.
+            await self._queue.put(Delivery(subscription=key, ended=refusal.status()))
             return
         self._tasks[key] = asyncio.create_task(self._servicer._attachment(attach, self))
 
