@@ -8,6 +8,12 @@ from typing import Any
 
 from core import errors
 
+# Every token this module encodes is far shorter (the longest, a directory
+# search position, holds a fingerprint and a 255-character name); anything
+# longer is refused before it is decoded, so a forged token costs no more
+# than a real one.
+MAX_TOKEN_CHARS = 2048
+
 
 def page_size(requested: int, *, default: int = 100, maximum: int = 1000) -> int:
     """0 means the default; a size above the maximum is clamped."""
@@ -26,7 +32,15 @@ def decode_token(token: str) -> Any:
     """The position a token encodes; None for the first page."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _not_ours()
     try:
         return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, UnicodeDecodeError):
-        raise errors.invalid("page_token", "is not a page token this method returned") from None
+    # RecursionError: even within the size bound, JSON nested a thousand
+    # levels deep exhausts the decoder's recursion limit.
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _not_ours() from None
+
+
+def _not_ours() -> errors.ApiError:
+    return errors.invalid("page_token", "is not a page token this method returned")

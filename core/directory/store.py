@@ -178,11 +178,20 @@ def _run(row: Any) -> SyncRunRecord:
 
 def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
     position = paging.decode_token(token)
-    if not (isinstance(position, list) and len(position) == 4 and position[0] == fingerprint):
-        raise errors.invalid("page_token", "belongs to another query")
-    _, rank, sort_name, row_id = position
-    if not (rank in (0, 1) and isinstance(sort_name, str) and isinstance(row_id, int)):
+    if not (isinstance(position, list) and len(position) == 4):
         raise errors.invalid("page_token", "is not a page token this method returned")
+    token_fingerprint, rank, sort_name, row_id = position
+    # bool is an int to isinstance, and True == 1: refuse it by type.
+    if not (
+        isinstance(token_fingerprint, str)
+        and type(rank) is int
+        and rank in (0, 1)
+        and isinstance(sort_name, str)
+        and type(row_id) is int
+    ):
+        raise errors.invalid("page_token", "is not a page token this method returned")
+    if token_fingerprint != fingerprint:
+        raise errors.invalid("page_token", "belongs to another query")
     return rank, sort_name, row_id
 
 
