@@ -21,6 +21,9 @@ SCOPES = frozenset(
         "calls.read",
         "calls.write",
         "connectors.admin",
+        # wac's own hops (the WAPI edge, Envoy): opens StreamEvents, and
+        # vouches for the client address it forwards (x-wac-hop).
+        "hop",
         "admin",
     }
 )
