@@ -87,6 +87,11 @@ def failed_precondition(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def aborted(message: str) -> ApiError:
+    """A concurrent change won; the caller may retry."""
+    return ApiError(grpc.StatusCode.ABORTED, message)
+
+
 def exhausted(message: str, retry_after: float | None = None) -> ApiError:
     return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after=retry_after)
 

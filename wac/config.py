@@ -32,6 +32,25 @@ class CoreConfig:
     # Trusted hops (the WAPI edge, Envoy) pass the browser's address in this
     # metadata key; login throttling per client address uses it.
     client_address_header: str = "x-forwarded-for"
+    # The hop key: the API key (scope "hop") wac's own hops present to the
+    # core and to each other (StreamEvents, x-wac-hop). Empty: the file
+    # hop.key in data_dir, which the core creates (0600) on start. Set it
+    # (`wac admin apikey create hop --scope hop`) when the core and the edge
+    # or Envoy run on different machines.
+    hop_key: str = ""
+    # Peer addresses (exact IPs) whose client_address_header is believed
+    # without the hop key. Anyone else's forwarded address is ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Token bucket per caller on native gRPC (a subscriber session, an API
+    # key, or the peer address on public methods): sustained calls per
+    # second and burst; beyond: RESOURCE_EXHAUSTED with a retry delay.
+    # The hop key is exempt (the edge limits each socket itself).
+    rate_per_second: float = 50.0
+    rate_burst: int = 100
+    # The same for API keys (operator systems, which may verify a token per
+    # request of their own); 0: API keys are not limited.
+    api_key_rate_per_second: float = 0.0
+    api_key_rate_burst: int = 1000
 
 
 @dataclass(frozen=True)
@@ -59,13 +78,42 @@ class EdgeConfig:
     # clients/js/demo of this checkout.
     sdk_dir: str = ""
     demo_dir: str = ""
+    # WAPI connections (open WebSockets plus HTTP fallback requests being
+    # answered) one client address may hold at once (>= 1); beyond: the
+    # upgrade or request is refused with 429 and a JSON error.
+    max_connections_per_address: int = 64
+    # Seconds a WebSocket may stay open without authenticating (a Login or
+    # RefreshSession, or a call accepted with its access token) (> 0);
+    # then it is closed with 4401.
+    auth_deadline: float = 10.0
+    # Bytes (UTF-8) of outgoing messages queued for one slow reader (>= 65536,
+    # so that any one event fits); beyond, as beyond send_queue messages:
+    # close 4408.
+    send_queue_bytes: int = 1048576
+    # Seconds an HTTP connection on http_listen may take to send a request's
+    # headers (and its body), counted from its opening or its previous
+    # answer; an idle keep-alive connection is closed after it too (> 0).
+    header_timeout: float = 10.0
+    # Browser Origins allowed to use the WAPI (WebSocket upgrade and HTTP
+    # fallback); requests without Origin (non-browser clients) always pass.
+    # Empty: the front door's own origin (http://127.0.0.1:<envoy port>,
+    # http://localhost:<envoy port>) and the edge's http_listen origin.
+    # "*" allows any. Others are refused with 403 and a JSON error.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class EnvoyConfig:
     listen: str = "127.0.0.1:8080"
-    admin_port: int = 9901
+    # 0: Envoy's admin interface (it can stop Envoy and dump its state) is a
+    # unix socket, envoy-admin.sock in the data dir, mode 0600: only wac's
+    # user reaches it. A port opens it on 127.0.0.1 to every local user.
+    admin_port: int = 0
     log_level: str = "warning"
+    # Ceiling on open client connections (each WebSocket is one); `wac envoy`
+    # lowers it further to fit Envoy's file-descriptor limit (half of
+    # RLIMIT_NOFILE less 256), so a flood meets refusals, not EMFILE.
+    max_connections: int = 50000
 
 
 @dataclass(frozen=True)
@@ -80,6 +128,12 @@ class IdentityConfig:
     # last token they signed has expired.
     key_rotation_days: int = 30
     issuer: str = "wac"
+    # 32 random bytes in base64 (openssl rand -base64 32), best given as
+    # WAC_IDENTITY_KEY_SEAL_SECRET: the private signing keys are stored
+    # sealed under it (AES-256-GCM) and clear ones are sealed at the next
+    # start. Empty: stored in clear. Once sealed, the core does not start
+    # without the same secret. Never logged (nor in this dataclass's repr).
+    key_seal_secret: str = field(default="", repr=False)
     # Login throttling: after `throttle_after` failures in `throttle_window`
     # seconds each further attempt waits `throttle_delay`; after
     # `lock_after` failures the username (or address) is locked.
@@ -111,6 +165,14 @@ class CallsConfig:
 class EventsConfig:
     retention: float = 120.0
     max_events_per_session: int = 10000
+    # Bounds of the edge-internal StreamEvents (hop key only): sessions
+    # attached to one stream, streams open at once per caller, deliveries
+    # waiting for a stream, and seconds a full stream may go without
+    # taking any before it is ended with RESOURCE_EXHAUSTED.
+    max_attachments_per_stream: int = 20000
+    max_streams_per_peer: int = 8
+    stream_send_queue: int = 4096
+    stream_stall_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -224,9 +286,14 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     raw: dict[str, Any] = {}
     if path:
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            raw = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            # TOML is UTF-8 by definition; name the spot, not the codec's internals.
+            raise ConfigError(f"config file {path} is not valid UTF-8 (byte offset {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     allowed = {*SECTIONS, "data_dir", "roles", "connectors"}

@@ -1,10 +1,16 @@
-"""Revoked sessions, known to every core within a second, with no database
-query per verification.
+"""Which sessions and API keys may still be used, known to every core within
+a second, with no database query per verification.
 
-Each core keeps the set in memory: its own revocations are added at once,
-and a poll every ``interval`` seconds reads the revocations made by other
-cores (one indexed query per poll, not per call). Entries are forgotten once
-no token of theirs can still be unexpired.
+Each core keeps in memory the sessions that were issued and not revoked,
+the sessions that were revoked, and the API keys that were revoked or
+rotated. Its own changes are added at once; a poll every ``interval``
+seconds reads what other cores (and the admin CLI) did (a few indexed
+queries per poll, not per call). Entries are forgotten once no token of
+theirs can still be unexpired.
+
+A token whose session this core has not heard of costs one lookup, rate
+limited and remembered (bounded): it is a session another core created
+since the last poll, or a token minted outside wac with a stolen key.
 """
 
 from __future__ import annotations
@@ -12,11 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from core.identity.store import IdentityStore
 
 log = logging.getLogger("wac.identity")
+
+# Lookups of unknown session ids: a burst, refilled at a rate per second.
+# Legitimate ones are rare (a login on another core less than a poll ago);
+# beyond the budget an unknown session is refused without a query.
+LOOKUP_BURST = 20
+LOOKUP_RATE = 10.0
+# Session ids found not to exist, remembered so that a replayed forged
+# token costs no further lookup.
+MAX_UNKNOWN = 10_000
+# A revoked or rotated API key stays listed this long after its end, so
+# that a key cached before the end is refused whatever the cache's age.
+KEY_END_KEEP = 300.0
 
 
 class RevocationCache:
@@ -33,6 +52,15 @@ class RevocationCache:
         self._keep_for = keep_for
         self._clock = clock
         self._revoked: dict[str, tuple[str, float]] = {}
+        # Session id -> until when a token of it may be valid (its refresh
+        # token's expiry plus a token lifetime).
+        self._live: dict[str, float] = {}
+        self._unknown: OrderedDict[str, None] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[bool]] = {}
+        self._budget = float(LOOKUP_BURST)
+        self._budget_time = clock()
+        # API key id -> when it stops (stopped) working.
+        self._key_ends: dict[str, float] = {}
         self._since = 0.0
         self._listeners: list[Callable[[str, str, str], Awaitable[None]]] = []
 
@@ -41,35 +69,117 @@ class RevocationCache:
         first seen by polling, i.e. made by another core or the admin CLI."""
         self._listeners.append(listener)
 
+    # -- sessions -----------------------------------------------------
     def reason(self, session_id: str) -> str | None:
         entry = self._revoked.get(session_id)
         return entry[0] if entry else None
 
     def add(self, session_id: str, reason: str, when: float) -> None:
         self._revoked[session_id] = (reason, when)
+        self._live.pop(session_id, None)
 
+    def issued(self, session_id: str, until: float) -> None:
+        """A session exists whose tokens may be valid until ``until``."""
+        if session_id not in self._revoked:
+            self._live[session_id] = max(until, self._live.get(session_id, 0.0))
+            self._unknown.pop(session_id, None)
+
+    async def is_issued(self, session_id: str) -> bool:
+        """Was this session issued by wac and not revoked? From memory, or
+        one rate-limited lookup for a session not heard of yet."""
+        until = self._live.get(session_id)
+        if until is not None and until > self._clock():
+            return True
+        if session_id in self._unknown or session_id in self._revoked:
+            return False
+        pending = self._lookups.get(session_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if not self._spend():
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._lookups[session_id] = future
+        try:
+            found = await self._look_up(session_id)
+            future.set_result(found)
+            return found
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._lookups[session_id]
+
+    async def _look_up(self, session_id: str) -> bool:
+        row = await self._store.get_session(session_id)
+        now = self._clock()
+        if row is not None and row.revoke_time is not None:
+            self.add(session_id, row.revoke_reason or "revoked", row.revoke_time)
+            return False
+        if row is not None and row.refresh_expire_time + self._keep_for > now:
+            self.issued(session_id, row.refresh_expire_time + self._keep_for)
+            return True
+        self._unknown[session_id] = None
+        if len(self._unknown) > MAX_UNKNOWN:
+            self._unknown.popitem(last=False)
+        return False
+
+    def _spend(self) -> bool:
+        now = self._clock()
+        self._budget = min(float(LOOKUP_BURST), self._budget + (now - self._budget_time) * LOOKUP_RATE)
+        self._budget_time = now
+        if self._budget < 1.0:
+            return False
+        self._budget -= 1.0
+        return True
+
+    # -- API keys -----------------------------------------------------
+    def key_end(self, key_id: str) -> float | None:
+        """When the API key stops (stopped) working, if that is known."""
+        return self._key_ends.get(key_id)
+
+    def key_ends(self, key_id: str, when: float) -> None:
+        current = self._key_ends.get(key_id)
+        self._key_ends[key_id] = when if current is None else min(current, when)
+
+    # -- loading and polling ------------------------------------------
     async def load(self) -> None:
-        """Read every revocation whose tokens may still be unexpired."""
+        """Read every revocation whose tokens may still be unexpired, the
+        sessions that may still mint tokens, and the API keys' ends."""
         now = self._clock()
         for session_id, _, reason, when in await self._store.revoked_since(now - self._keep_for):
             self._revoked[session_id] = (reason, when)
+        for session_id, refresh_expire in await self._store.live_sessions(now - self._keep_for):
+            self.issued(session_id, refresh_expire + self._keep_for)
+        for key_id, end in await self._store.api_key_ends_since(now - KEY_END_KEEP):
+            self.key_ends(key_id, end)
         self._since = now
 
     async def poll(self) -> None:
-        # Overlap the window by a second: a revocation committed by another
+        # Overlap the window by a second: a change committed by another
         # core with a slightly earlier timestamp must not slip between polls.
         since = self._since - 1.0
         started = self._clock()
+        for session_id, refresh_expire in await self._store.sessions_created_since(since):
+            self.issued(session_id, refresh_expire + self._keep_for)
         for session_id, username, reason, when in await self._store.revoked_since(since):
             if session_id not in self._revoked:
-                self._revoked[session_id] = (reason, when)
+                self.add(session_id, reason, when)
                 for listener in self._listeners:
                     await listener(username, session_id, reason)
+        for key_id, end in await self._store.api_key_ends_since(since):
+            self.key_ends(key_id, end)
         self._since = started
         horizon = started - self._keep_for
         for session_id, (_, when) in tuple(self._revoked.items()):
             if when < horizon:
                 del self._revoked[session_id]
+        for session_id, until in tuple(self._live.items()):
+            if until < started:
+                del self._live[session_id]
+        for key_id, end in tuple(self._key_ends.items()):
+            if end < started - KEY_END_KEEP:
+                del self._key_ends[key_id]
 
     async def run(self) -> None:
         while True:

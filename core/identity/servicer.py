@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import grpc
 from google.protobuf import empty_pb2
@@ -29,14 +30,14 @@ from core.auth.principal import (
 from core.convert import timestamp
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog
-from core.identity import apikeys, rules
+from core.identity import apikeys, rules, sealing, service_keys
 from core.identity.passwords import hash_password, verify_password
 from core.identity.revocations import RevocationCache
 from core.identity.store import ApiKeyRow, Duplicate, IdentityStore, SessionRow, SubscriberRow
 from core.identity.tokens import KeyRing, TokenInvalid, new_private_key
 from core.paging import decode_token, encode_token, page_size
 from core.phones import InvalidPhoneNumber, normalize_e164
-from wac.config import Config
+from wac.config import Config, ConfigError
 from wac.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 
 log = logging.getLogger("wac.identity")
@@ -60,6 +61,28 @@ class _Known:
     permissions: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class _KnownKey:
+    """An API key as authentication needs it, read at most once a minute
+    (revocations and rotations reach it sooner, through the poll)."""
+
+    principal: ServicePrincipal
+    key_id: str
+    end: float | None
+    read_until: float
+
+
+# How long an API key's row is trusted before it is read again. Its end is
+# polled separately (RevocationCache), so this bounds nothing but reads.
+API_KEY_CACHE = 60.0
+# Last uses of API keys are written in the background, this often at most.
+API_KEY_USE_FLUSH = 60.0
+# A rotated key's default grace: a day to roll the new key out.
+DEFAULT_ROTATION_GRACE = 24 * 3600.0
+# iat may lie this far ahead of our clock (another core's clock may run ahead).
+IAT_LEEWAY = 30.0
+
+
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(
         self,
@@ -75,7 +98,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._events = events
         self._devices = devices
         self._clock = clock
-        self._keys = KeyRing(config.identity.issuer)
+        self._keys = KeyRing(config.identity.issuer, max_lifetime=self._ttl)
+        # Raises ConfigError for a malformed secret, before anything starts.
+        self._seal = sealing.cipher_for(config.identity.key_seal_secret)
         self._revocations = RevocationCache(
             store,
             interval=config.identity.revocation_poll,
@@ -90,7 +115,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             window=config.identity.throttle_window,
         )
         self._subscriber_listeners: list[SubscriberListener] = []
-        self._api_keys: dict[str, tuple[ServicePrincipal, float]] = {}
+        self._api_keys: dict[str, _KnownKey] = {}
+        self._api_key_used: dict[str, float] = {}
         self._subscriber_cache: dict[str, tuple[_Known | None, float]] = {}
         self._key_reload_after = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,11 +127,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         await self._revocations.load()
         self._revocations.on_revoked_elsewhere(self._revoked_elsewhere)
         self._tasks.append(asyncio.create_task(self._revocations.run(), name="revocation-poll"))
+        self._tasks.append(asyncio.create_task(self._record_api_key_uses(), name="api-key-uses"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_api_key_uses()
 
     def on_subscriber_changed(self, listener: SubscriberListener) -> None:
         self._subscriber_listeners.append(listener)
@@ -115,20 +143,33 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return self._config.roles
 
     async def _ensure_signing_key(self) -> None:
-        rows = await self._store.signing_keys()
+        rows = await self._opened_signing_keys(seal_clear=True)
         now = self._clock()
         rotate_after = self._config.identity.key_rotation_days * 86400
         if not rows or now - max(r[2] for r in rows) > rotate_after:
             kid, jwk = new_private_key()
-            await self._store.add_signing_key(kid, jwk, now)
+            await self._store.add_signing_key(kid, sealing.seal(self._seal, kid, jwk) if self._seal else jwk, now)
             log.info("generated signing key %s", kid)
             # Keys older than a rotation plus a token lifetime sign nothing
             # that is still valid: drop them.
             stale = [r[0] for r in rows if now - r[2] > rotate_after + self._ttl + 60]
             if stale:
                 await self._store.drop_signing_keys(stale)
-            rows = await self._store.signing_keys()
+            rows = await self._opened_signing_keys(seal_clear=False)
         self._keys.load(rows)
+
+    async def _opened_signing_keys(self, *, seal_clear: bool) -> list[tuple[str, str, float]]:
+        """The signing keys with their private JWKs opened. ConfigError when
+        they are sealed and the secret is missing or wrong. ``seal_clear``:
+        seal in place the keys stored in clear, when a secret is configured."""
+        opened = []
+        for kid, stored, create_time in await self._store.signing_keys():
+            jwk = sealing.open_key(self._seal, kid, stored)
+            if seal_clear and self._seal is not None and not sealing.is_sealed(stored):
+                await self._store.replace_signing_key(kid, sealing.seal(self._seal, kid, jwk))
+                log.info("sealed signing key %s", kid)
+            opened.append((kid, jwk, create_time))
+        return opened
 
     async def _reload_keys_for(self, token_error: TokenInvalid) -> bool:
         """A token with an unknown kid may come from a key another core just
@@ -137,7 +178,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if token_error.reason != "UNKNOWN_KEY" or now < self._key_reload_after:
             return False
         self._key_reload_after = now + 1.0
-        self._keys.load(await self._store.signing_keys())
+        try:
+            self._keys.load(await self._opened_signing_keys(seal_clear=False))
+        except ConfigError as exc:
+            # Another core sealed a key under a secret this one lacks: keep
+            # verifying with the keys already loaded.
+            log.error("signing keys not reloaded: %s", exc)
+            return False
         return True
 
     # -- authentication (the interceptor calls this) -------------------
@@ -157,11 +204,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             if await self._reload_keys_for(exc):
                 return await self._verify(token)
             return Reason.MALFORMED if exc.reason == "MALFORMED" else Reason.INVALID_SIGNATURE
-        if claims.expires_at <= self._clock():
+        now = self._clock()
+        if claims.expires_at <= now:
             return Reason.EXPIRED
+        if claims.issued_at > now + IAT_LEEWAY:
+            return Reason.MALFORMED
         revoked = self._revocations.reason(claims.session_id)
         if revoked is not None:
             return Reason.DISABLED if revoked in ("disabled", "deleted") else Reason.REVOKED
+        # A session never issued (a token minted with a stolen key) counts as
+        # revoked: from memory, or one bounded lookup for a session too new.
+        if not await self._revocations.is_issued(claims.session_id):
+            return Reason.REVOKED
         known = await self._known_subscriber(claims.username)
         if known is None or known.row.disabled:
             return Reason.DISABLED
@@ -190,24 +244,46 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return known
 
     async def _api_key(self, key: str) -> ServicePrincipal:
-        now = self._clock()
-        hit = self._api_keys.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        parts = apikeys.split(key)
-        row = await self._store.get_api_key(parts[0]) if parts else None
-        if (
-            parts is None
-            or row is None
-            or row.revoke_time is not None
-            or not apikeys.matches(parts[1], row.secret_hash)
-        ):
+        known = await self._known_api_key(key)
+        if known is None:
             raise errors.unauthenticated("unknown or revoked API key", reason="UNKNOWN_API_KEY")
-        principal = ServicePrincipal(key_name=row.name, scopes=frozenset(row.scopes))
-        if len(self._api_keys) > 10_000:
-            self._api_keys.clear()
-        self._api_keys[key] = (principal, now + 5.0)
-        return principal
+        # A dict write; the database hears of it at most once a minute.
+        self._api_key_used[known.key_id] = self._clock()
+        return known.principal
+
+    async def _known_api_key(self, key: str) -> _KnownKey | None:
+        """The key if it authenticates now: from memory, its row read at
+        most once a minute; its end (revoked, or rotated and past its grace)
+        known on every core within a poll."""
+        now = self._clock()
+        known = self._api_keys.get(key)
+        if known is None or known.read_until <= now:
+            known = None
+            parts = apikeys.split(key)
+            row = await self._store.get_api_key(parts[0]) if parts else None
+            if parts is None or row is None or not apikeys.matches(parts[1], row.secret_hash):
+                return None
+            principal = ServicePrincipal(key_name=row.name, scopes=frozenset(row.scopes))
+            known = _KnownKey(principal, row.key_id, row.revoke_time, now + API_KEY_CACHE)
+            if len(self._api_keys) > 10_000:
+                self._api_keys.clear()
+            self._api_keys[key] = known
+        ends = [end for end in (known.end, self._revocations.key_end(known.key_id)) if end is not None]
+        if ends and min(ends) <= now:
+            return None
+        return known
+
+    async def _record_api_key_uses(self) -> None:
+        while True:
+            await asyncio.sleep(API_KEY_USE_FLUSH)
+            try:
+                await self._flush_api_key_uses()
+            except Exception:
+                log.exception("recording API keys' last use failed; retrying")
+
+    async def _flush_api_key_uses(self) -> None:
+        used, self._api_key_used = self._api_key_used, {}
+        await self._store.record_api_key_use(used)
 
     # -- sessions -----------------------------------------------------
     async def Login(
@@ -271,6 +347,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         now: float,
     ) -> identity_pb2.Session:
         token, expires = self._keys.sign(row.username, session_id, now, self._ttl)
+        # Verification on this core knows the session at once (others poll).
+        self._revocations.issued(session_id, refresh_expire + self._ttl + 60)
         return identity_pb2.Session(
             session_id=session_id,
             access_token=token,
@@ -562,17 +640,92 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     # -- API keys (admin CLI) -----------------------------------------
     async def create_api_key(self, name: str, scopes: list[str]) -> str:
-        if not name or len(name) > 64:
-            raise errors.invalid("name", "must be 1 to 64 characters")
-        unknown = [s for s in scopes if s not in SCOPES]
-        if unknown or not scopes:
-            raise errors.invalid("scope", f"unknown or missing scope(s) {unknown}; known: {', '.join(sorted(SCOPES))}")
+        _check_api_key(name, scopes)
         key_id, key, secret_hash = apikeys.new_key()
         try:
             await self._store.create_api_key(ApiKeyRow(key_id, name, secret_hash, tuple(scopes), self._clock(), None))
         except Duplicate:
             raise errors.already_exists(f"an API key named '{name}' already exists") from None
         return key
+
+    async def list_api_keys(self) -> list[ApiKeyRow]:
+        """Every key, live, rotated or revoked, by name then age."""
+        return await self._store.list_api_keys()
+
+    async def revoke_api_key(self, name: str) -> int:
+        """End every key named ``name`` now (a rotated one's grace too).
+        Other cores refuse it from their next revocation poll."""
+        now = self._clock()
+        ended = await self._store.end_api_keys(name, now)
+        if not ended:
+            raise errors.not_found(f"no API key named '{name[:64]}' is live")
+        for key_id in ended:
+            self._revocations.key_ends(key_id, now)
+        log.info("API key revoked", extra={"api_key": name})
+        return len(ended)
+
+    async def rotate_api_key(self, name: str, grace: float = DEFAULT_ROTATION_GRACE) -> str:
+        """A new key for ``name`` with the same scopes; the one it replaces
+        keeps working ``grace`` seconds more. Returns the new key (to show once)."""
+        if not 0 <= grace <= 90 * 86400:
+            raise errors.invalid("grace", "must be 0 to 7776000 seconds (90 days)")
+        live = [row for row in await self._store.list_api_keys() if row.name == name and row.revoke_time is None]
+        if not live:
+            raise errors.not_found(f"no API key named '{name[:64]}' is live")
+        now = self._clock()
+        key_id, key, secret_hash = apikeys.new_key()
+        row = ApiKeyRow(key_id, name, secret_hash, live[0].scopes, now, None)
+        try:
+            ended = await self._store.replace_api_key(row, now + grace, require_live=True)
+        except Duplicate:
+            raise errors.aborted(f"API key '{name}' was changed meanwhile; try again") from None
+        if ended is None:
+            raise errors.aborted(f"API key '{name}' was changed meanwhile; try again")
+        for old in ended:
+            self._revocations.key_ends(old, now + grace)
+        log.info("API key rotated", extra={"api_key": name, "grace": grace})
+        return key
+
+    async def provision_service_key(self, name: str, scopes: list[str], path: Path) -> str:
+        """The API key of a wac-internal service, kept only in ``path``
+        (mode 0600, in the data dir), never printed or logged.
+
+        The key in the file is returned while it authenticates with exactly
+        these scopes; otherwise a new key is made under ``name`` (ending
+        every earlier key of that name at once) and written to the file."""
+        _check_api_key(name, scopes)
+        current = service_keys.read_key(path)
+        if current is not None:
+            known = await self._known_api_key(current)
+            if (
+                known is not None
+                and known.end is None
+                and known.principal.key_name == name
+                and known.principal.scopes == frozenset(scopes)
+            ):
+                return current
+        now = self._clock()
+        key_id, key, secret_hash = apikeys.new_key()
+        row = ApiKeyRow(key_id, name, secret_hash, tuple(scopes), now, None)
+        # Keys of this name still in a rotation's grace end now too.
+        for old in await self._store.end_api_keys(name, now):
+            self._revocations.key_ends(old, now)
+        try:
+            await self._store.replace_api_key(row, now, require_live=False)
+        except Duplicate:
+            # Another core provisioned the same service at the same moment.
+            raise errors.aborted(f"service key '{name}' was provisioned meanwhile; try again") from None
+        await asyncio.to_thread(service_keys.write_key, path, key)
+        log.info("provisioned service key", extra={"api_key": name, "path": str(path)})
+        return key
+
+
+def _check_api_key(name: str, scopes: list[str]) -> None:
+    if not name or len(name) > 64:
+        raise errors.invalid("name", "must be 1 to 64 characters")
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise errors.invalid("scope", f"unknown or missing scope(s) {unknown}; known: {', '.join(sorted(SCOPES))}")
 
 
 _INACTIVE_MESSAGES: dict[identity_pb2.VerifyTokenResponse.Reason, str] = {

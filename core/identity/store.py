@@ -4,10 +4,10 @@ failures. SQL only; it knows nothing of gRPC or of the rules."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +18,10 @@ from core.identity.rules import ThrottleState
 
 class Duplicate(Exception):
     """The row's key is taken."""
+
+
+class ThrottleContention(Exception):
+    """A login-throttle row kept changing under a compare-and-set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class ApiKeyRow:
     scopes: tuple[str, ...]
     create_time: float
     revoke_time: float | None
+    last_used_time: float | None = None
 
 
 def _subscriber(row: object) -> SubscriberRow:
@@ -75,6 +80,31 @@ def _subscriber(row: object) -> SubscriberRow:
 
 def _session(row: object) -> SessionRow:
     return SessionRow(**row._mapping)  # type: ignore[attr-defined]
+
+
+def _api_key(row: object) -> ApiKeyRow:
+    m = row._mapping  # type: ignore[attr-defined]
+    return ApiKeyRow(
+        key_id=m["key_id"],
+        name=m["name"],
+        secret_hash=m["secret_hash"],
+        scopes=tuple(json.loads(m["scopes"])),
+        create_time=m["create_time"],
+        revoke_time=m["revoke_time"],
+        last_used_time=m["last_used_time"],
+    )
+
+
+def _api_key_values(row: ApiKeyRow) -> dict[str, object]:
+    return {
+        "key_id": row.key_id,
+        "name": row.name,
+        "secret_hash": row.secret_hash,
+        "scopes": json.dumps(list(row.scopes)),
+        "create_time": row.create_time,
+        "revoke_time": row.revoke_time,
+        "last_used_time": row.last_used_time,
+    }
 
 
 class IdentityStore:
@@ -182,6 +212,23 @@ class IdentityStore:
         async with self._engine.connect() as conn:
             return [(r[0], r[1], r[2] or "revoked", r[3]) for r in (await conn.execute(query)).all()]
 
+    async def live_sessions(self, after: float) -> list[tuple[str, float]]:
+        """(session id, refresh expiry) of unrevoked sessions whose refresh
+        token expires after ``after``: those that may still mint tokens."""
+        c = t.sessions.c
+        query = select(c.session_id, c.refresh_expire_time).where(
+            c.revoke_time.is_(None), c.refresh_expire_time > after
+        )
+        async with self._engine.connect() as conn:
+            return [(r[0], r[1]) for r in (await conn.execute(query)).all()]
+
+    async def sessions_created_since(self, since: float) -> list[tuple[str, float]]:
+        """(session id, refresh expiry) of unrevoked sessions created at or after ``since``."""
+        c = t.sessions.c
+        query = select(c.session_id, c.refresh_expire_time).where(c.create_time >= since, c.revoke_time.is_(None))
+        async with self._engine.connect() as conn:
+            return [(r[0], r[1]) for r in (await conn.execute(query)).all()]
+
     async def active_sessions(self, username: str) -> list[SessionRow]:
         query = select(t.sessions).where(t.sessions.c.username == username, t.sessions.c.revoke_time.is_(None))
         async with self._engine.connect() as conn:
@@ -189,35 +236,69 @@ class IdentityStore:
 
     # -- API keys -----------------------------------------------------
     async def create_api_key(self, row: ApiKeyRow) -> None:
+        """Insert a key; Duplicate when its name has a live key (no end set)."""
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(t.api_keys).values(
-                        key_id=row.key_id,
-                        name=row.name,
-                        secret_hash=row.secret_hash,
-                        scopes=json.dumps(list(row.scopes)),
-                        create_time=row.create_time,
-                        revoke_time=row.revoke_time,
-                    )
-                )
+                await conn.execute(insert(t.api_keys).values(**_api_key_values(row)))
         except IntegrityError:
             raise Duplicate(row.name) from None
 
     async def get_api_key(self, key_id: str) -> ApiKeyRow | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(t.api_keys).where(t.api_keys.c.key_id == key_id))).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return ApiKeyRow(
-            key_id=m["key_id"],
-            name=m["name"],
-            secret_hash=m["secret_hash"],
-            scopes=tuple(json.loads(m["scopes"])),
-            create_time=m["create_time"],
-            revoke_time=m["revoke_time"],
-        )
+        return _api_key(row) if row is not None else None
+
+    async def list_api_keys(self) -> list[ApiKeyRow]:
+        """Every key, by name then age (there are tens, not thousands)."""
+        query = select(t.api_keys).order_by(t.api_keys.c.name, t.api_keys.c.create_time)
+        async with self._engine.connect() as conn:
+            return [_api_key(r) for r in (await conn.execute(query)).all()]
+
+    async def end_api_keys(self, name: str, end: float, *, live_only: bool = False) -> list[str]:
+        """Make the keys named ``name`` stop working at ``end`` (keeping an
+        earlier end already set); ``live_only``: only the one without an end.
+        Returns the key ids changed."""
+        c = t.api_keys.c
+        where: list[ColumnElement[bool]] = [c.name == name]
+        where.append(c.revoke_time.is_(None) if live_only else or_(c.revoke_time.is_(None), c.revoke_time > end))
+        async with self._engine.begin() as conn:
+            ids = [r[0] for r in (await conn.execute(select(c.key_id).where(*where))).all()]
+            if ids:
+                await conn.execute(update(t.api_keys).where(c.key_id.in_(ids)).values(revoke_time=end))
+        return ids
+
+    async def replace_api_key(self, row: ApiKeyRow, old_end: float, *, require_live: bool) -> list[str] | None:
+        """In one transaction, end the live key named ``row.name`` at
+        ``old_end`` and insert ``row``. ``require_live``: do nothing and
+        return None when there is no live key of that name. Returns the
+        key ids ended."""
+        c = t.api_keys.c
+        async with self._engine.begin() as conn:
+            live = select(c.key_id).where(c.name == row.name, c.revoke_time.is_(None))
+            ids = [r[0] for r in (await conn.execute(live)).all()]
+            if require_live and not ids:
+                return None
+            if ids:
+                await conn.execute(update(t.api_keys).where(c.key_id.in_(ids)).values(revoke_time=old_end))
+            await conn.execute(insert(t.api_keys).values(**_api_key_values(row)))
+        return ids
+
+    async def api_key_ends_since(self, since: float) -> list[tuple[str, float]]:
+        """(key id, end) of keys whose end is at or after ``since`` (ends in
+        the future included: rotated keys in their grace period)."""
+        c = t.api_keys.c
+        query = select(c.key_id, c.revoke_time).where(c.revoke_time >= since)
+        async with self._engine.connect() as conn:
+            return [(r[0], r[1]) for r in (await conn.execute(query)).all()]
+
+    async def record_api_key_use(self, used: Mapping[str, float]) -> None:
+        """Store each key's last use (the caller batches: once a minute)."""
+        if not used:
+            return
+        c = t.api_keys.c
+        async with self._engine.begin() as conn:
+            for key_id, when in used.items():
+                await conn.execute(update(t.api_keys).where(c.key_id == key_id).values(last_used_time=when))
 
     # -- signing keys -------------------------------------------------
     async def signing_keys(self) -> list[tuple[str, str, float]]:
@@ -228,6 +309,13 @@ class IdentityStore:
     async def add_signing_key(self, kid: str, private_jwk: str, now: float) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(insert(t.signing_keys).values(kid=kid, private_jwk=private_jwk, create_time=now))
+
+    async def replace_signing_key(self, kid: str, private_jwk: str) -> None:
+        """Store a key's private JWK in another form (sealed)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(t.signing_keys).where(t.signing_keys.c.kid == kid).values(private_jwk=private_jwk)
+            )
 
     async def drop_signing_keys(self, kids: Sequence[str]) -> None:
         async with self._engine.begin() as conn:
@@ -241,21 +329,52 @@ class IdentityStore:
             return None
         return ThrottleState(row.failures, row.first_time, row.last_time, row.locked_until)
 
-    async def put_throttle_state(self, key: str, state: ThrottleState) -> None:
-        values = {
-            "failures": state.failures,
-            "first_time": state.first_time,
-            "last_time": state.last_time,
-            "locked_until": state.locked_until,
-        }
-        async with self._engine.begin() as conn:
-            result = await conn.execute(update(t.login_failures).where(t.login_failures.c.key == key).values(**values))
-            if not result.rowcount:
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(insert(t.login_failures).values(key=key, **values))
-                except IntegrityError:
-                    await conn.execute(update(t.login_failures).where(t.login_failures.c.key == key).values(**values))
+    async def change_throttle_state(
+        self, key: str, change: Callable[[ThrottleState | None], ThrottleState | None], *, tries: int = 50
+    ) -> tuple[ThrottleState | None, ThrottleState | None]:
+        """Apply ``change`` to a key's state atomically: (state read, state
+        stored). ``change`` returning its argument writes nothing.
+
+        A compare-and-set: the row is written only if it still holds what was
+        read (an insert only if there was none), else read again. No update
+        is lost between concurrent logins on this core or on several cores
+        sharing the database, on SQLite and PostgreSQL alike. Raises
+        ThrottleContention after ``tries`` lost races."""
+        c = t.login_failures.c
+        for _ in range(tries):
+            old = await self.throttle_state(key)
+            new = change(old)
+            if new == old:
+                return old, old
+            assert new is not None  # change only ever adds or removes a failure
+            values = {
+                "failures": new.failures,
+                "first_time": new.first_time,
+                "last_time": new.last_time,
+                "locked_until": new.locked_until,
+            }
+            async with self._engine.begin() as conn:
+                if old is None:
+                    try:
+                        async with conn.begin_nested():
+                            await conn.execute(insert(t.login_failures).values(key=key, **values))
+                    except IntegrityError:
+                        continue  # another attempt created it first
+                    return old, new
+                result = await conn.execute(
+                    update(t.login_failures)
+                    .where(
+                        c.key == key,
+                        c.failures == old.failures,
+                        c.first_time == old.first_time,
+                        c.last_time == old.last_time,
+                        c.locked_until == old.locked_until,
+                    )
+                    .values(**values)
+                )
+            if result.rowcount:
+                return old, new
+        raise ThrottleContention(key)
 
     async def clear_throttle(self, key: str) -> None:
         async with self._engine.begin() as conn:

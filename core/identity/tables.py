@@ -42,16 +42,34 @@ sessions = Table(
     Column("revoke_reason", String(32), nullable=True),
 )
 Index("ix_sessions_revoke_time", sessions.c.revoke_time)
+# Each core's poll learns the sessions other cores created since its last poll.
+Index("ix_sessions_create_time", sessions.c.create_time)
 
 api_keys = Table(
     "api_keys",
     metadata,
     Column("key_id", String(32), primary_key=True),
-    Column("name", String(64), nullable=False, unique=True),
+    # Several rows may share a name (a key revoked, or rotated and in its
+    # grace period, beside its successor); one only is live (see below).
+    Column("name", String(64), nullable=False),
     Column("secret_hash", String(64), nullable=False),
     Column("scopes", Text, nullable=False),  # JSON list
     Column("create_time", Float, nullable=False),
+    # When the key stops working: now for a revocation, the end of the grace
+    # period for a rotated key (in the future until then).
     Column("revoke_time", Float, nullable=True),
+    # Written in the background at most once a minute per key.
+    Column("last_used_time", Float, nullable=True),
+)
+Index("ix_api_keys_name", api_keys.c.name)
+Index("ix_api_keys_revoke_time", api_keys.c.revoke_time)
+# At most one key per name without an end: the one `wac admin apikey` shows as live.
+Index(
+    "uq_api_keys_live_name",
+    api_keys.c.name,
+    unique=True,
+    sqlite_where=api_keys.c.revoke_time.is_(None),
+    postgresql_where=api_keys.c.revoke_time.is_(None),
 )
 
 signing_keys = Table(

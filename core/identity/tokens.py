@@ -4,6 +4,10 @@ ES256 is what every gateway's JOSE library verifies. Verifying an ECDSA
 signature costs about a tenth of a millisecond, so tokens already verified
 are remembered (bounded); expiry and revocation are still checked on every
 call, from memory.
+
+A signature alone does not make a token ours: its lifetime (``exp - iat``)
+must not exceed the configured access-token lifetime, so that a token
+minted with a stolen key cannot be made to outlive a revocation by months.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,8 +54,11 @@ def new_private_key() -> tuple[str, str]:
 class KeyRing:
     """The keys that sign (the newest) and verify (all kept) access tokens."""
 
-    def __init__(self, issuer: str, cache_size: int = 50_000) -> None:
+    def __init__(self, issuer: str, max_lifetime: float, cache_size: int = 50_000) -> None:
         self._issuer = issuer
+        # wac signs with iat and exp whole seconds apart by the TTL; a second
+        # more allows for their rounding.
+        self._max_lifetime = max_lifetime + 1.0
         self._keys: dict[str, ECKey] = {}
         self._signing_kid = ""
         self._verified: OrderedDict[str, Claims] = OrderedDict()
@@ -108,12 +116,17 @@ class KeyRing:
                 username=str(body["sub"]),
                 session_id=str(body["sid"]),
                 expires_at=float(body["exp"]),
-                issued_at=float(body.get("iat", 0)),
+                issued_at=float(body["iat"]),
             )
         except (KeyError, TypeError, ValueError):
-            raise TokenInvalid("MALFORMED", "the token lacks the sub, sid or exp claim") from None
+            raise TokenInvalid("MALFORMED", "the token lacks the sub, sid, iat or exp claim") from None
         if body.get("iss") != self._issuer:
             raise TokenInvalid("INVALID_SIGNATURE", "the token was issued by someone else")
+        # NaN compares false with everything: it would never expire.
+        if not (math.isfinite(claims.expires_at) and math.isfinite(claims.issued_at)):
+            raise TokenInvalid("MALFORMED", "the token's iat and exp must be numbers")
+        if claims.expires_at - claims.issued_at > self._max_lifetime:
+            raise TokenInvalid("MALFORMED", "the token's lifetime exceeds the access-token lifetime")
         self._verified[token] = claims
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
