@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from core import errors
+from core import errors, undecodable
 from core.auth import policy
 from core.auth.principal import Principal, set_current
 from core.nul import nul_field
@@ -85,6 +85,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             set_current(principal, address or _peer_host(context))
 
         def check(request: Any) -> None:
+            undecodable.refuse(request)
             # Refused here once, for every method: PostgreSQL cannot bind U+0000 (see core/nul.py).
             field = nul_field(request)
             if field is not None:
@@ -106,7 +107,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=undecodable.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -126,7 +127,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=undecodable.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
@@ -136,7 +137,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 try:
                     await enter(context)
-                    async for item in bidi_behavior(requests, context):
+                    async for item in bidi_behavior(undecodable.refusing(requests), context):
                         yield item
                 except Exception as exc:
                     await _fail(context, method, exc)
@@ -145,7 +146,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.stream_stream_rpc_method_handler(
                 bidi,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=undecodable.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         # Client streaming alone: no wac method has it, and one added later is

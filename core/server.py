@@ -44,6 +44,7 @@ from core.interceptor import CoreInterceptor
 from core.presence.service import PresenceService
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
+from wac import datadir
 from wac.collector import tend as collector_tend
 from wac.config import Config, ConfigError
 from wac.v1 import (
@@ -107,9 +108,11 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     """Open the database, wire every service and start serving."""
     # A bad connector section stops the start before anything is opened.
     wanted = _configured_connectors(config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # The database in it holds the private signing keys: wac's user only.
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if migrate:
         await asyncio.to_thread(upgrade, config.database_url)
+    datadir.tighten_files(config.data_dir)
     engine = create_engine(config.database_url)
 
     events = MemoryEventLog(retention=config.events.retention, max_events=config.events.max_events_per_session)
@@ -166,6 +169,9 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC sets SO_REUSEPORT by default, so a second core on the same
+            # port bound beside the live one and took half its connections.
+            ("grpc.so_reuseport", 0),
         ],
     )
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
@@ -180,7 +186,11 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
 
-    port = server.add_insecure_port(config.core.listen)
+    try:
+        port = server.add_insecure_port(config.core.listen)
+    except RuntimeError:
+        # grpc.aio raises a bare "Failed to bind"; the port is the useful part.
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {config.core.listen}: address in use or not local")
     await server.start()
@@ -244,7 +254,13 @@ async def _sweep(events: MemoryEventLog) -> None:
 
 
 async def serve(config: Config) -> None:
-    """Run the core until SIGTERM or SIGINT, then drain and stop."""
+    """Run the core until SIGTERM or SIGINT, then drain and stop.
+
+    One core per data dir: a second one would mark the live core's devices
+    offline and run the same call timers. The lock is held until this
+    process ends, however it ends.
+    """
+    lock = datadir.lock(config.data_dir, datadir.CORE_LOCK, what="core")
     core = await build_core(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -255,3 +271,4 @@ async def serve(config: Config) -> None:
     collector.cancel()
     log.info("core stopping: draining calls for up to %.0f s", config.core.shutdown_grace)
     await core.stop()
+    lock.close()

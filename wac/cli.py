@@ -22,11 +22,14 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wac import datadir
 from wac.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -254,13 +257,28 @@ async def _seed_demo(config: Config) -> int:
     return await _with_identity(config, act)
 
 
+# Commands that serve until stopped: a hangup of their terminal (SIGHUP)
+# must not kill them, and in `wac run` it must not kill the supervisor and
+# orphan its children with their ports. Nothing reloads: a new configuration
+# takes a restart.
+LONG_RUNNING = ("run", "core", "edge", "envoy")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # First, so that nothing this process or its children (Envoy included)
+    # writes in the data dir is readable by other users.
+    datadir.private_umask()
     args = _parser().parse_args(argv)
+    if args.command in LONG_RUNNING:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(args.config)
+        datadir.prepare(config.data_dir)
     except ConfigError as exc:
+        # EX_CONFIG: `wac run` stops instead of restarting a child that
+        # will fail the same way.
         print(f"wac: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     config_args = ["--config", args.config] if args.config else []
     from core.errors import ApiError
     from wac import logs
@@ -274,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(serve(config))
             except ConfigError as exc:
                 print(f"wac core: configuration error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            except OSError as exc:
+                # The port is taken (gRPC's port reuse is off): another
+                # program has it, and a restart would meet it again.
+                print(f"wac core: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
             return 0
         if args.command == "edge":
@@ -302,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from wac.supervisor import Supervisor
 
+            try:
+                # Held until this process ends; the core child takes its own.
+                run_lock = datadir.lock(config.data_dir, datadir.RUN_LOCK, what="wac run")
+            except ConfigError as exc:
+                print(f"wac: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
             if args.demo:
                 _run(_seed_demo(config))
             else:
@@ -309,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 config.data_dir.mkdir(parents=True, exist_ok=True)
                 upgrade(config.database_url)
-            return asyncio.run(Supervisor(available_roles(), config_args).run())
+            try:
+                return asyncio.run(Supervisor(available_roles(), config_args).run())
+            finally:
+                run_lock.close()
     except ApiError as exc:
         print(f"wac: {exc.message}", file=sys.stderr)
         return 1
@@ -329,15 +361,22 @@ def _envoy(config: Config) -> int:
 
     try:
         host, port = envoy.parse_address(config.envoy.listen, what="[envoy] listen")
+        # Envoy inherits the raised limit, and the connection ceiling
+        # rendered below is sized to it.
+        envoy.raise_fd_limit()
+        admin_socket = None if config.envoy.admin_port else config.data_dir / ADMIN_SOCKET
+        if admin_socket is not None:
+            _clear_stale_socket(admin_socket)
         text = envoy.render_config(
             listen_host=host,
             listen_port=port,
             core_address=_connectable(config.core.listen),
             edge_address=_connectable(config.edge.listen),
             edge_http_address=_connectable(config.edge.http_listen),
-            admin_port=config.envoy.admin_port,
+            admin_port=config.envoy.admin_port or 9901,
+            admin_socket=admin_socket,
+            max_connections=config.envoy.max_connections,
         )
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         path = config.data_dir / "envoy.yaml"
         path.write_text(text)
         envoy.validate_config(path)
@@ -346,6 +385,29 @@ def _envoy(config: Config) -> int:
         print(f"wac envoy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     os.execv(command[0], command)
+
+
+# Envoy's admin interface, in the data dir, when [envoy] admin_port is 0.
+ADMIN_SOCKET = "envoy-admin.sock"
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove the admin socket a killed Envoy left behind; refuse if an Envoy still answers on it.
+
+    Envoy cannot bind a unix socket whose file exists."""
+    import socket
+
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise ValueError(f"another Envoy is running on {path} (same data dir); stop it first")
 
 
 def _connectable(listen: str) -> str:

@@ -6,14 +6,15 @@ the exact version the configuration is written for (1.40).
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import json
 import re
+import resource
 import shutil
+import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from string import Template
 
@@ -26,6 +27,21 @@ LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 # Host names and IP literals only: the value lands unquoted in YAML.
 _HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+# Connections Envoy may hold by default (each WebSocket is one); lowered to
+# fit the file-descriptor limit, see connection_budget.
+MAX_CONNECTIONS = 50000
+# Descriptors kept apart from client connections: listeners, the admin
+# socket, logs, DNS, the workers' event fds, and the core's HTTP/2 connections.
+FD_RESERVE = 256
+# Below this the front door is not worth running; a limit this low only
+# exists in a broken environment, and Envoy then fails loudly on its own.
+MIN_CONNECTIONS = 16
+# The admin socket's permissions: wac's user only (0600, in decimal because
+# Envoy's YAML has no octal).
+ADMIN_SOCKET_MODE = 0o600
+# sockaddr_un.sun_path holds 108 bytes with its NUL.
+_MAX_SOCKET_PATH = 107
 
 
 class EnvoyError(RuntimeError):
@@ -75,10 +91,17 @@ def render_config(
     edge_address: str = "127.0.0.1:8081",
     edge_http_address: str = "127.0.0.1:8082",
     admin_port: int = 9901,
+    admin_socket: str | Path | None = None,
+    max_connections: int | None = None,
     descriptor_path: str | Path = DEFAULT_DESCRIPTOR,
     openapi_path: str | Path = DEFAULT_OPENAPI,
 ) -> str:
     """Fill in envoy/envoy.yaml.tmpl and return the YAML text.
+
+    The admin interface listens on admin_socket (a unix socket, mode 0600)
+    when one is given, else on 127.0.0.1:admin_port. max_connections is the
+    ceiling on client connections; it is lowered to fit this process's
+    file-descriptor limit (see connection_budget), which Envoy inherits.
 
     Paths are made absolute, because Envoy resolves relative ones against its
     own working directory, not the caller's. Nothing is checked on disk here;
@@ -87,7 +110,18 @@ def render_config(
     if not _HOST.match(listen_host):
         raise ValueError(f"listen_host must be a host name or IP address, got {listen_host!r}")
     _check_port(listen_port, what="listen_port")
-    _check_port(admin_port, what="admin_port")
+    if admin_socket is None:
+        _check_port(admin_port, what="admin_port")
+        admin_address = f"socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}"
+    else:
+        socket_path = str(Path(admin_socket).resolve())
+        if len(socket_path.encode()) > _MAX_SOCKET_PATH:
+            raise ValueError(
+                f"admin socket path {socket_path} is longer than a unix socket allows "
+                f"({_MAX_SOCKET_PATH} bytes): use a shorter data_dir"
+            )
+        admin_address = f"pipe: {{ path: {json.dumps(socket_path)}, mode: {ADMIN_SOCKET_MODE} }}"
+    connections = connection_budget(MAX_CONNECTIONS if max_connections is None else max_connections)
     core_host, core_port = parse_address(core_address, what="core_address")
     edge_host, edge_port = parse_address(edge_address, what="edge_address")
     edge_http_host, edge_http_port = parse_address(edge_http_address, what="edge_http_address")
@@ -101,7 +135,8 @@ def render_config(
         edge_port=edge_port,
         edge_http_host=edge_http_host,
         edge_http_port=edge_http_port,
-        admin_port=admin_port,
+        admin_address=admin_address,
+        max_connections=connections,
         # A JSON string is a valid YAML double-quoted scalar, so any path
         # (spaces, quotes, backslashes) survives.
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
@@ -151,29 +186,89 @@ def envoy_command(
     return command
 
 
-def admin_state(admin_port: int, *, timeout: float = 1.0) -> str | None:
-    """Envoy's server state from its admin /ready ("LIVE" once serving), or None if unreachable."""
-    url = f"http://127.0.0.1:{admin_port}/ready"
+def connection_budget(ceiling: int = MAX_CONNECTIONS) -> int:
+    """How many client connections Envoy may accept without running out of descriptors.
+
+    Each client connection costs one descriptor, and one more upstream while
+    it is a WebSocket or a long poll to the edge; FD_RESERVE is kept for the
+    rest. Past the budget the overload manager refuses new connections,
+    which a flood meets instead of EMFILE on every accept (an Envoy out of
+    descriptors also fails the upgrades of legitimate clients).
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max(MIN_CONNECTIONS, ceiling)
+    return max(MIN_CONNECTIONS, min(ceiling, (soft - FD_RESERVE) // 2))
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (Envoy inherits it); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still stops at the kernel's nr_open.
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.read().decode().strip()
-    except urllib.error.HTTPError as error:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: how wac reaches Envoy's admin interface."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def admin_request(admin: int | str | Path, path: str, *, method: str = "GET", timeout: float = 1.0) -> tuple[int, str]:
+    """One request to Envoy's admin interface (a port on 127.0.0.1, or a unix socket path)."""
+    if isinstance(admin, int):
+        connection: http.client.HTTPConnection = http.client.HTTPConnection("127.0.0.1", admin, timeout=timeout)
+    else:
+        connection = _UnixHTTPConnection(str(admin), timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def admin_state(admin: int | str | Path, *, timeout: float = 1.0) -> str | None:
+    """Envoy's server state from its admin /ready ("LIVE" once serving), or None if unreachable."""
+    try:
         # /ready answers 503 with the state while Envoy is still initialising.
-        return error.read().decode().strip()
-    except OSError:
+        _status, body = admin_request(admin, "/ready", timeout=timeout)
+    except (OSError, http.client.HTTPException):
         return None
+    return body.strip()
 
 
-def wait_until_live(process: subprocess.Popen[bytes], admin_port: int, *, timeout: float = 30.0) -> None:
-    """Block until Envoy reports LIVE; raise EnvoyError if it exits or takes too long."""
+def wait_until_live(process: subprocess.Popen[bytes], admin: int | str | Path, *, timeout: float = 30.0) -> None:
+    """Block until Envoy reports LIVE; raise EnvoyError if it exits or takes too long.
+
+    admin is the admin port on 127.0.0.1 or the admin socket's path."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise EnvoyError(f"Envoy exited with code {process.returncode} before it was ready")
-        if admin_state(admin_port) == "LIVE":
+        if admin_state(admin) == "LIVE":
             return
         time.sleep(0.05)
-    raise EnvoyError(f"Envoy was not LIVE on admin port {admin_port} after {timeout:.0f}s")
+    raise EnvoyError(f"Envoy was not LIVE on admin {admin} after {timeout:.0f}s")
 
 
 def stop_envoy(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:

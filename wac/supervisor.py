@@ -3,8 +3,13 @@
 Each child is ``wac <role>`` with the same configuration. A child that dies
 is restarted with a growing delay; one that keeps dying (five times in a
 minute) stops everything with a clear message, rather than crash-looping.
+A child that exits cleanly (code 0: Envoy after an admin /quitquitquit) is
+restarted with the same delay but never counts as a death, so repeated
+clean exits cannot stop everything. Exit code 78 (EX_CONFIG) stops
+everything at once: restarting cannot fix a configuration.
 Ctrl-C or SIGTERM stops all children cleanly: SIGTERM, then SIGKILL after
-the grace period.
+the grace period. SIGHUP is ignored (by the children too): a closed
+terminal must not kill the supervisor and orphan its children.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from dataclasses import dataclass, field
 MAX_RESTARTS = 5
 EXIT_CONFIG = 78  # sysexits' EX_CONFIG: restarting cannot help
 RESTART_WINDOW = 60.0
+# Restart delays double from RESTART_DELAY up to MAX_RESTART_DELAY seconds.
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
 
 
 @dataclass
@@ -28,12 +36,26 @@ class Child:
     argv: list[str]
     process: asyncio.subprocess.Process | None = None
     deaths: deque[float] = field(default_factory=deque)
+    # Clean exits in the window: they slow restarts down, never stop them.
+    clean_exits: deque[float] = field(default_factory=deque)
 
 
 class Supervisor:
-    def __init__(self, roles: list[str], config_args: list[str], grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        roles: list[str],
+        config_args: list[str],
+        grace: float = 10.0,
+        *,
+        restart_delay: float = RESTART_DELAY,
+        max_restart_delay: float = MAX_RESTART_DELAY,
+        start_gap: float = 0.3,
+    ) -> None:
         self._children = [Child(role, [sys.executable, "-m", "wac.cli", *config_args, role]) for role in roles]
         self._grace = grace
+        self._restart_delay = restart_delay
+        self._max_restart_delay = max_restart_delay
+        self._start_gap = start_gap
         self._stopping = asyncio.Event()
         self.failure: str | None = None
 
@@ -41,12 +63,16 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
+        # A handler rather than SIG_IGN, to say so in the log; the children
+        # ignore it themselves (wac.cli), as a terminal hangup reaches the
+        # whole process group.
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
         watchers = []
         for child in self._children:
             await self._start(child)
             # The core must be up before the edges connect to it; they retry
             # anyway, this only keeps first-start logs quiet.
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(self._start_gap)
             watchers.append(asyncio.create_task(self._watch(child)))
         await self._stopping.wait()
         for watcher in watchers:
@@ -56,6 +82,9 @@ class Supervisor:
             print(f"wac: {self.failure}", file=sys.stderr)
             return 1
         return 0
+
+    def _hangup(self) -> None:
+        print("wac: SIGHUP ignored (nothing reloads; restart wac run to apply a new configuration)", file=sys.stderr)
 
     async def _start(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(*child.argv)
@@ -72,9 +101,12 @@ class Supervisor:
                 self._stopping.set()
                 return
             now = time.monotonic()
-            child.deaths.append(now)
-            while child.deaths and now - child.deaths[0] > RESTART_WINDOW:
-                child.deaths.popleft()
+            # Code 0 is a requested stop (Envoy's /quitquitquit, reachable by
+            # whoever reaches its admin interface): not a crash.
+            (child.clean_exits if code == 0 else child.deaths).append(now)
+            for recent in (child.deaths, child.clean_exits):
+                while recent and now - recent[0] > RESTART_WINDOW:
+                    recent.popleft()
             if len(child.deaths) >= MAX_RESTARTS:
                 self.failure = (
                     f"{child.role} exited {len(child.deaths)} times within {RESTART_WINDOW:.0f} s "
@@ -82,7 +114,8 @@ class Supervisor:
                 )
                 self._stopping.set()
                 return
-            delay = 0.5 * 2 ** (len(child.deaths) - 1)
+            exits = len(child.deaths) + len(child.clean_exits)
+            delay = min(self._max_restart_delay, self._restart_delay * 2 ** (exits - 1))
             print(f"wac: {child.role} exited with code {code}; restarting in {delay:.1f} s", file=sys.stderr)
             await asyncio.sleep(delay)
             await self._start(child)
