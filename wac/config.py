@@ -134,14 +134,30 @@ class IdentityConfig:
     # start. Empty: stored in clear. Once sealed, the core does not start
     # without the same secret. Never logged (nor in this dataclass's repr).
     key_seal_secret: str = field(default="", repr=False)
-    # Login throttling: after `throttle_after` failures in `throttle_window`
-    # seconds each further attempt waits `throttle_delay`; after
-    # `lock_after` failures the username (or address) is locked.
+    # Login throttling, per (username, client address) pair and per client
+    # address: after `throttle_after` failures in `throttle_window` seconds
+    # each further attempt waits `throttle_delay` (doubling, at most 60 s)
+    # or is refused with RESOURCE_EXHAUSTED; after `lock_after` failures the
+    # pair (or address) is locked for `lock_seconds`. Ranges: see _RANGES.
     throttle_after: int = 3
     throttle_delay: float = 1.0
     lock_after: int = 10
     lock_seconds: int = 300
     throttle_window: int = 900
+    # Failures for a username from any address only slow its logins (the
+    # same doubling delay, at most this many seconds, 0: off) and never
+    # refuse them: a stranger cannot lock its owner out.
+    username_max_delay: float = 5.0
+    # argon2 checks (64 MiB each) running at once in this core (1..256);
+    # logins waiting for one (0..10000); logins in flight per client
+    # address (1..1000). Beyond either bound: RESOURCE_EXHAUSTED at once.
+    max_password_checks: int = 4
+    password_check_queue: int = 64
+    max_logins_per_address: int = 2
+    # Seconds a session must wait between two rotations of its refresh
+    # token (0: no limit); a retry answered within refresh_reuse_grace
+    # does not rotate and is not limited. Beyond: RESOURCE_EXHAUSTED.
+    refresh_min_interval: float = 1.0
     revocation_poll: float = 0.5
 
 
@@ -260,10 +276,43 @@ def _section(cls: type, table: Mapping[str, Any], env: Mapping[str, str], prefix
     for f in dataclasses.fields(cls):
         env_name = f"WAC_{prefix}_{f.name}".upper()
         if env_name in env:
-            values[f.name] = _coerce(env[env_name], hints[f.name], env_name)
+            values[f.name] = _ranged(prefix.lower(), f.name, env[env_name], hints[f.name], env_name)
         elif f.name in table:
-            values[f.name] = _coerce(table[f.name], hints[f.name], f"[{prefix.lower()}] {f.name}")
+            where = f"[{prefix.lower()}] {f.name}"
+            values[f.name] = _ranged(prefix.lower(), f.name, table[f.name], hints[f.name], where)
     return cls(**values)
+
+
+# Allowed ranges (inclusive) of numeric keys whose nonsense values would
+# silently disable a defence or stall it: a throttle after 0 failures, a
+# delay of 1e12 s, a window of 0 s. Keys not listed only refuse negatives.
+_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("identity", "throttle_after"): (1, 10_000),
+    ("identity", "throttle_delay"): (0.001, 3600),
+    ("identity", "lock_after"): (1, 100_000),
+    ("identity", "lock_seconds"): (1, 604_800),
+    ("identity", "throttle_window"): (1, 604_800),
+    ("identity", "username_max_delay"): (0, 300),
+    ("identity", "max_password_checks"): (1, 256),
+    ("identity", "password_check_queue"): (0, 10_000),
+    ("identity", "max_logins_per_address"): (1, 1000),
+    ("identity", "refresh_min_interval"): (0, 3600),
+}
+
+
+def _ranged(section: str, key: str, value: Any, kind: Any, where: str) -> Any:
+    """_coerce, then the key's range from _RANGES (naming it, negatives too)."""
+    bounds = _RANGES.get((section, key))
+    if bounds is None:
+        return _coerce(value, kind, where)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    # Written as "not inside" so that NaN, which compares false, is refused too.
+    if not bounds[0] <= number <= bounds[1]:
+        raise ConfigError(f"{where}: must be between {bounds[0]:g} and {bounds[1]:g}, got {value!r}")
+    return number
 
 
 SECTIONS: dict[str, type] = {

@@ -23,11 +23,21 @@ port (``edge.http_listen``):
 Errors other than a JSON-RPC response are ``{"error": {"code", "message",
 "data"}}``, the JSON-RPC error object, with the gRPC code matching the
 HTTP status.
+
+The WAPI paths (``/wapi/http``, ``/wapi/http/events``) admit a browser only
+from an allowed Origin (403 otherwise) and count each request being answered
+against its address's connections, with the WebSocket's (429 beyond).
+Logins and refreshes in one batch run one after another. Every answer
+carries ``X-Content-Type-Options``, ``X-Frame-Options`` and
+``Referrer-Policy``, and a Content-Security-Policy: the demo's lets it load
+its own files and open WebSockets, the rest's lets nothing run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import secrets
 import time
@@ -40,6 +50,7 @@ import grpc
 from aiohttp import web
 
 from edges.wapi import methods, oauth2, rpc
+from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.rpc import RpcError
@@ -60,6 +71,35 @@ MAX_EVENTS_PER_POLL = 500
 MAX_LIMITERS = 10_000
 
 HINT = "send 'Authorization: Bearer <access token>' (IdentityService.Login returns one)"
+# afterSeq is an int64 on the wire.
+MAX_SEQ = (1 << 63) - 1
+
+# The demo's policy: its own scripts, styles and files, WebSockets to any
+# host (the WAPI may be on another port than the page), the empty data:
+# favicon, and the one inline handler of index.html (the "SDK did not load"
+# banner), by its hash. tests/wapi/test_abuse.py checks these against
+# index.html's handlers.
+DEMO_INLINE_HANDLERS = ("document.getElementById('boot-error').hidden = false",)
+
+
+def csp_hash(code: str) -> str:
+    """A CSP source for one inline script or handler."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
+
+
+DEMO_CSP = (
+    "default-src 'self'; "
+    f"script-src 'self' 'unsafe-hashes' {' '.join(map(csp_hash, DEMO_INLINE_HANDLERS))}; "
+    "img-src 'self' data:; connect-src 'self' ws: wss:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Everything else (the SDK, JSON answers) runs nothing and loads nothing.
+LOCKED_CSP = "default-src 'none'; frame-ancestors 'none'"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 # google.rpc.Code's own HTTP mapping, both ways.
 _HTTP_FOR_CODE = {
@@ -76,6 +116,9 @@ class HttpLimits:
     rate_per_second: float
     rate_burst: int
     long_poll_seconds: float
+    # Seconds a request's body may take to arrive (its headers are timed by
+    # aiohttp's keep-alive timer, set to the same value in server.py).
+    header_timeout: float = 10.0
 
 
 def json_error(status: int, code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
@@ -102,6 +145,7 @@ class HttpEdge:
         self,
         dispatcher: Dispatcher,
         limits: HttpLimits,
+        gate: Admission,
         *,
         sdk_dir: Path,
         demo_dir: Path,
@@ -109,6 +153,7 @@ class HttpEdge:
     ) -> None:
         self._dispatcher = dispatcher
         self._limits = limits
+        self._gate = gate
         self._sdk_dir = sdk_dir
         self._demo_dir = demo_dir
         self._clock = clock
@@ -116,7 +161,8 @@ class HttpEdge:
         self._stopping: asyncio.Future[None] | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._limits.max_message_bytes, middlewares=[self._errors])
+        app = web.Application(client_max_size=self._limits.max_message_bytes, middlewares=[self._errors, self._admit])
+        app.on_response_prepare.append(_security_headers)
         app.router.add_post(RPC_PATH, self._rpc)
         app.router.add_get(EVENTS_PATH, self._events)
         app.router.add_get(oauth2.GOOGLE_CALLBACK_PATH, oauth2.google_callback)
@@ -145,6 +191,8 @@ class HttpEdge:
             if exc.status < 400:
                 raise
             return json_error(exc.status, _CODE_FOR_HTTP.get(exc.status, 2), exc.reason.lower())
+        except RpcError as exc:  # a request the edge could not read
+            return json_error(400, 3, exc.message, dict(exc.data or {}))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -152,9 +200,35 @@ class HttpEdge:
             log.error("internal error in %s %s (ref %s)", request.method, request.path, ref, exc_info=exc)
             return json_error(500, 13, f"internal error (ref {ref}); the operator's log has the details")
 
+    @web.middleware
+    async def _admit(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The WAPI's requests: an allowed Origin (403), and a slot of the address (429)."""
+        if request.path not in _WAPI_PATHS:
+            return await handler(request)
+        origin = request.headers.get("Origin")
+        if not self._gate.origins.allows(origin):
+            return json_error(403, 7, refusal_message(origin or ""))
+        address = client_address(request)
+        slots = self._gate.slots
+        if not slots.acquire(address):
+            return json_error(429, 8, f"too many connections from your address: at most {slots.per_address} at once")
+        try:
+            return await handler(request)
+        finally:
+            slots.release(address)
+
     # -- JSON-RPC over POST --------------------------------------------
     async def _rpc(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            # A body that trickles in holds a connection slot: bounded like headers.
+            async with asyncio.timeout(self._limits.header_timeout):
+                body = await request.read()
+        except TimeoutError:
+            late = json_error(408, 4, f"request body not received within {self._limits.header_timeout:g} s")
+            late.force_close()
+            return late
         frame = rpc.parse(body, max_batch=self._limits.max_batch)
         token = bearer(request)
         address = client_address(request)
@@ -168,9 +242,11 @@ class HttpEdge:
             elif isinstance(item, rpc.Request):
                 admitted.append((index, item))
         if len(admitted) == 1:
-            outcomes = [await self._execute(admitted[0][1], token, address)]
+            outcomes = [await self._execute(admitted[0][1], token, address, None)]
         else:
-            outcomes = await asyncio.gather(*(self._execute(r, token, address) for _, r in admitted))
+            # Logins and refreshes of the batch take turns on this lock, in order.
+            turns = asyncio.Lock()
+            outcomes = await asyncio.gather(*(self._execute(r, token, address, turns) for _, r in admitted))
         refused = False
         for (index, _), (response, token_dead) in zip(admitted, outcomes, strict=True):
             replies[index] = response
@@ -180,7 +256,9 @@ class HttpEdge:
             return web.Response(status=204)
         return web.Response(status=401 if refused else 200, text=text, content_type="application/json")
 
-    async def _execute(self, request: rpc.Request, token: str | None, address: str) -> tuple[dict[str, Any], bool]:
+    async def _execute(
+        self, request: rpc.Request, token: str | None, address: str, turns: asyncio.Lock | None
+    ) -> tuple[dict[str, Any], bool]:
         credential: str | None = None
         try:
             method, message = self._dispatcher.resolve(request)
@@ -192,7 +270,13 @@ class HttpEdge:
             credential = None if method.opens_session else token
             if credential is None and not method.opens_session:
                 raise not_logged_in(HINT)
-            result = await self._dispatcher.call(method, message, credential, address)
+            if method.opens_session and turns is not None:
+                # One after another: the core's throttle counts each failure
+                # before the next attempt is checked.
+                async with turns:
+                    result = await self._dispatcher.call(method, message, credential, address)
+            else:
+                result = await self._dispatcher.call(method, message, credential, address)
             return rpc.result(request.id, result), False
         except RpcError as failure:
             return rpc.error(request.id, failure), token_refused(failure, credential)
@@ -226,8 +310,9 @@ class HttpEdge:
             names = ", ".join(sorted(unknown))
             return json_error(400, 3, f"unknown query parameter(s): {names}; only afterSeq is accepted")
         after = query.get("afterSeq", query.get("after_seq", "0"))
-        if not after.isdigit() or len(after) > 19:
-            return json_error(400, 3, f"afterSeq must be a non-negative integer, got {after[:40]!r}")
+        # isdigit() alone admits "²" and other Unicode digits.
+        if not (after.isascii() and after.isdigit()) or len(after) > 19 or int(after) > MAX_SEQ:
+            return json_error(400, 3, f"afterSeq must be an integer from 0 to {MAX_SEQ}, got {after[:40]!r}")
         token = bearer(request)
         if token is None:
             error = not_logged_in(HINT)
@@ -288,14 +373,40 @@ class HttpEdge:
         path = request.match_info.get("path", "") or "index.html"
         if path == "wapi" or path.startswith(("wapi/", "sapi/")):
             return json_error(404, 5, f"no such path: /{path}")
-        return self._file(self._demo_dir, path, "the demo", "npm run build")
+        response = self._file(self._demo_dir, path, "the demo", "npm run build")
+        response.headers["Content-Security-Policy"] = DEMO_CSP
+        return response
 
     @staticmethod
     def _file(root: Path, relative: str, what: str, build: str) -> web.StreamResponse:
         if not root.is_dir():
             return json_error(404, 5, f"{what} is not built: run `{build}` in clients/js ({root} is missing)")
+        if "\x00" in relative or not relative.isprintable() or not _utf8(relative):
+            # NUL, control characters, or bytes that were not UTF-8
+            # (aiohttp keeps them as surrogates): no file has such a name.
+            return json_error(404, 5, f"no such file in {what}")
         base = root.resolve()
         target = (base / relative).resolve()
         if not target.is_relative_to(base) or not target.is_file():
             return json_error(404, 5, f"no such file in {what}: {relative[:200]}")
         return web.FileResponse(target)
+
+
+_WAPI_PATHS = frozenset({RPC_PATH, EVENTS_PATH})
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: no sniffing, no framing, no referrer; a page with its
+    own policy (the demo, the OAuth2 callback) keeps it, the rest runs nothing."""
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    headers.setdefault("Content-Security-Policy", LOCKED_CSP)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -18,14 +18,16 @@ from aiohttp import web
 from websockets.asyncio.server import Server
 from websockets.asyncio.server import serve as ws_serve
 
+from edges.wapi.admission import Admission, ConnectionSlots, OriginPolicy, origin_of
 from edges.wapi.core_client import CoreClient
 from edges.wapi.dispatch import Dispatcher
 from edges.wapi.event_streams import EventStreams
 from edges.wapi.http import HttpEdge, HttpLimits
 from edges.wapi.methods import MethodTable
-from edges.wapi.ws import WsLimits, make_handler, process_request
+from edges.wapi.ws import WsLimits, make_handler, make_process_request
 from wac.collector import tend as collector_tend
 from wac.config import Config, ConfigError, EdgeConfig
+from wac.hopkey import read_hop_key
 
 log = logging.getLogger("wac.edge")
 
@@ -44,6 +46,11 @@ WRITE_LIMIT = 32 * 1024
 CLOSE_TIMEOUT = 5.0
 # Answered long polls and closing sockets get this long on shutdown.
 HTTP_SHUTDOWN_TIMEOUT = 2.0
+# Seconds to wait for the core to write the hop key (data_dir/hop.key).
+HOP_KEY_WAIT = 30.0
+# The smallest send_queue_bytes: any one event (a 32 KiB offer in its JSON)
+# must fit, or a resume could never get past it.
+MIN_SEND_QUEUE_BYTES = 65536
 
 
 def split_address(address: str, what: str) -> tuple[str, int]:
@@ -75,8 +82,24 @@ def check_limits(edge: EdgeConfig) -> None:
         problems.append("call_deadline must be positive")
     if edge.long_poll_seconds <= 0:
         problems.append("long_poll_seconds must be positive")
+    if edge.max_connections_per_address < 1:
+        problems.append("max_connections_per_address must be at least 1")
+    if edge.auth_deadline <= 0:
+        problems.append("auth_deadline must be positive")
+    if edge.send_queue_bytes < MIN_SEND_QUEUE_BYTES:
+        problems.append(f"send_queue_bytes must be at least {MIN_SEND_QUEUE_BYTES}")
+    if edge.header_timeout <= 0:
+        problems.append("header_timeout must be positive")
     if problems:
         raise ConfigError("[edge] " + "; ".join(problems))
+
+
+def default_origins(config: Config, http_host: str, http_port: int) -> tuple[str, ...]:
+    """The front door's own origin and the edge's HTTP origin (which serves the demo)."""
+    envoy_host, envoy_port = split_address(config.envoy.listen, "the front door's address ([envoy] listen)")
+    # A front door on a wildcard address is reached as localhost at least.
+    envoy_host = envoy_host if origin_of(envoy_host, envoy_port) else "127.0.0.1"
+    return (*origin_of(envoy_host, envoy_port), *origin_of(http_host, http_port))
 
 
 @dataclass
@@ -117,7 +140,9 @@ async def start_edge(config: Config) -> Edge:
     ws_host, ws_port = split_address(edge.listen, "listen")
     http_host, http_port = split_address(edge.http_listen, "http_listen")
 
-    client = CoreClient(edge.core_address, deadline=edge.call_deadline)
+    # The core may write the hop key a moment after it starts (wac run).
+    hop_key = await asyncio.to_thread(read_hop_key, config, HOP_KEY_WAIT)
+    client = CoreClient(edge.core_address, deadline=edge.call_deadline, hop_key=hop_key)
     dispatcher = Dispatcher(MethodTable.for_package(), client)
     ws_limits = WsLimits(
         max_batch=edge.max_batch,
@@ -126,12 +151,20 @@ async def start_edge(config: Config) -> Edge:
         flood_close_after=edge.flood_close_after,
         send_queue=edge.send_queue,
         max_inflight=edge.max_inflight,
+        send_queue_bytes=edge.send_queue_bytes,
+        auth_deadline=edge.auth_deadline,
     )
+    # One count for both adapters: an address's sockets and HTTP requests.
+    slots = ConnectionSlots(edge.max_connections_per_address)
+    # Filled in below once the HTTP port is bound (it may be port 0); no
+    # connection is served before start_edge returns.
+    origins = OriginPolicy(())
+    gate = Admission(slots, origins)
     ws_server = await ws_serve(
         make_handler(dispatcher, ws_limits),
         ws_host,
         ws_port,
-        process_request=process_request,
+        process_request=make_process_request(gate),
         # Frames are small JSON: compression would cost two zlib contexts
         # (tens of KiB) per connection for little gain.
         compression=None,
@@ -151,11 +184,22 @@ async def start_edge(config: Config) -> Edge:
             rate_per_second=edge.rate_per_second,
             rate_burst=edge.rate_burst,
             long_poll_seconds=edge.long_poll_seconds,
+            header_timeout=edge.header_timeout,
         ),
+        gate,
         sdk_dir=Path(edge.sdk_dir) if edge.sdk_dir else DEFAULT_SDK_DIR,
         demo_dir=Path(edge.demo_dir) if edge.demo_dir else DEFAULT_DEMO_DIR,
     )
-    runner = web.AppRunner(http.app(), access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(
+        http.app(),
+        access_log=None,
+        shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+        # aiohttp's keep-alive timer runs from a connection's opening (and
+        # from each answer) until a whole request has arrived, and partial
+        # headers do not reset it: it is the header timeout that stops a
+        # slowloris, and it also closes idle keep-alive connections.
+        keepalive_timeout=edge.header_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, http_host, http_port)
@@ -169,6 +213,7 @@ async def start_edge(config: Config) -> Edge:
         raise
     bound_ws = ws_server.sockets[0].getsockname()[1]
     bound_http = runner.addresses[0][1]
+    gate.origins = OriginPolicy(edge.allowed_origins or default_origins(config, http_host, bound_http))
     log.info(
         "edge listening",
         extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},

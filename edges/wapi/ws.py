@@ -14,14 +14,24 @@ Guarantees:
   ``max_inflight`` frames run at once; reading pauses beyond that.
 * A subscription's result is sent before its first notification, and
   notifications keep the order of the stream.
-* The outbox holds at most ``send_queue`` messages while the client's
-  socket is backed up, and never more than ``BURST`` times that: a client
-  that does not read is closed with 4408 rather than grow the edge's memory.
+* The outbox holds at most ``send_queue`` messages and ``send_queue_bytes``
+  bytes while the client's socket is backed up, and never more than
+  ``BURST`` times either: a client that does not read is closed with 4408
+  rather than grow the edge's memory.
+* A socket that has not authenticated within ``auth_deadline`` seconds (a
+  Login or RefreshSession, or a call the core accepted with its token) is
+  closed with 4401. An address holds at most ``max_connections_per_address``
+  connections, and a page from an Origin not allowed gets no socket: both
+  are refused at the upgrade (429, 403) with a JSON error body.
+* Methods that open a session (Login, RefreshSession) run one at a time
+  per socket, in the order they arrived, even inside one batch: the core's
+  login throttle then sees each failure before the next attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import time
 from collections import deque
@@ -39,6 +49,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
 from edges.wapi import rpc
+from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.methods import Method
@@ -84,14 +95,47 @@ class WsLimits:
     flood_close_after: int
     send_queue: int
     max_inflight: int
+    send_queue_bytes: int = 1 << 20
+    auth_deadline: float = 10.0
     subscribe_settle: float = SUBSCRIBE_SETTLE
 
 
-def process_request(connection: ServerConnection, request: HttpRequest) -> HttpResponse | None:
-    """Accept the upgrade at /wapi only; anything else is a plain 404."""
-    if urlsplit(request.path).path != PATH:
-        return connection.respond(404, f"not found: the WAPI WebSocket is at {PATH}\n")
-    return None
+def make_process_request(gate: Admission) -> Callable[[ServerConnection, HttpRequest], HttpResponse | None]:
+    """The upgrade's checks, in order: the path (404), the Origin (403), the
+    address's connection count (429); refusals carry a JSON error.
+
+    The slot taken here is given back when the TCP connection is gone,
+    whatever happened in between (a failed handshake included).
+    """
+
+    def process_request(connection: ServerConnection, request: HttpRequest) -> HttpResponse | None:
+        if urlsplit(request.path).path != PATH:
+            return connection.respond(404, f"not found: the WAPI WebSocket is at {PATH}\n")
+        origin = request.headers.get("Origin")
+        if not gate.origins.allows(origin):
+            return _json_refusal(connection, http.HTTPStatus.FORBIDDEN, 7, refusal_message(origin or ""))
+        address = client_address(request.headers, connection.remote_address)
+        if not gate.slots.acquire(address):
+            log.info("refused a websocket: too many connections", extra={"client": address})
+            return _json_refusal(
+                connection,
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                8,
+                f"too many connections from your address: at most {gate.slots.per_address} at once",
+            )
+        connection.connection_lost_waiter.add_done_callback(lambda _: gate.slots.release(address))
+        return None
+
+    return process_request
+
+
+def _json_refusal(connection: ServerConnection, status: http.HTTPStatus, code: int, message: str) -> HttpResponse:
+    """A refused upgrade: the HTTP fallback's JSON error object, with the gRPC code."""
+    body = rpc.encode({"error": {"code": code, "message": message}}) + "\n"
+    response = connection.respond(status, body)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
 
 
 def client_address(headers: Headers, peer: Any) -> str:
@@ -112,6 +156,7 @@ def make_handler(
         assert ws.request is not None  # the handshake is complete
         query = parse_qs(urlsplit(ws.request.path).query)
         token = (query.get("access_token") or [""])[0]
+        # The very address process_request counted the connection under.
         address = client_address(ws.request.headers, ws.remote_address)
         await WapiConnection(ws, dispatcher, limits, Binding(token), address, clock).run()
 
@@ -189,6 +234,7 @@ class WapiConnection:
 
     __slots__ = (
         "_address",
+        "_auth_timer",
         "_binding",
         "_clock",
         "_closer",
@@ -200,6 +246,8 @@ class WapiConnection:
         "_limiter",
         "_limits",
         "_outbox",
+        "_queued_bytes",
+        "_session_lock",
         "_subscription",
         "_writer",
         "_ws",
@@ -227,6 +275,7 @@ class WapiConnection:
             now=clock(),
         )
         self._outbox: deque[str | _Close] = deque()
+        self._queued_bytes = 0  # UTF-8 bytes of the texts in the outbox
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._closer_queued = False  # a close marker ends the outbox: queue nothing more
@@ -234,8 +283,13 @@ class WapiConnection:
         self._closing = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._subscription: _Subscription | None = None
+        # Made on the first Login or RefreshSession: most sockets log in once.
+        self._session_lock: asyncio.Lock | None = None
+        # Pending until the socket authenticates; None once it has.
+        self._auth_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
+        self._auth_timer = asyncio.get_running_loop().call_later(self._limits.auth_deadline, self._auth_expired)
         try:
             async for message in self._ws:
                 if self._closing:
@@ -252,6 +306,7 @@ class WapiConnection:
 
     async def _teardown(self) -> None:
         self._closing = True
+        self._authenticated()  # nothing left to time
         tasks = [*self._inflight]
         if self._subscription is not None:
             self._subscription.cancel()
@@ -339,10 +394,14 @@ class WapiConnection:
             method, message = self._dispatcher.resolve(request)
             credential = self._binding.credential_for(method, hint=HINT)
             if method.server_streaming:
-                return await self._subscribe(request, method, message, credential)
-            result = await self._dispatcher.call(method, message, credential, self._address)
+                outcome = await self._subscribe(request, method, message, credential)
+                self._authenticated()  # the core accepted the token
+                return outcome
             if method.opens_session:
-                self._binding.bind(result)
+                result = await self._open_session(method, message)
+            else:
+                result = await self._dispatcher.call(method, message, credential, self._address)
+            self._authenticated()  # a session opened, or the core accepted the token
             return _Outcome(rpc.result(request.id, result))
         except RpcError as failure:
             after = None
@@ -356,6 +415,35 @@ class WapiConnection:
             raise
         except Exception as exc:
             return _Outcome(rpc.error(request.id, internal_error(request.method, exc)))
+
+    async def _open_session(self, method: Method, message: Message) -> dict[str, Any]:
+        """Login or RefreshSession, one at a time on this socket, in arrival order.
+
+        Run concurrently (a batch of 20 Logins), every attempt would reach
+        the password check before the first failure was counted; in turn,
+        the throttle refuses the attempts beyond its limit.
+        """
+        if self._session_lock is None:
+            self._session_lock = asyncio.Lock()  # FIFO: waiters proceed in arrival order
+        async with self._session_lock:
+            result = await self._dispatcher.call(method, message, None, self._address)
+            self._binding.bind(result)
+        return result
+
+    def _authenticated(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        if self._closing:
+            return
+        log.info("closing a websocket that did not authenticate", extra={"client": self._address})
+        # Requests in flight (a slow Login) are answered first, then the close.
+        self._close_after_send(
+            UNAUTHENTICATED, _reason(f"unauthenticated: no login within {self._limits.auth_deadline:g} s")
+        )
 
     def _unauthenticated(self) -> None:
         self._close_after_send(UNAUTHENTICATED, "unauthenticated: the session's token was refused")
@@ -455,22 +543,42 @@ class WapiConnection:
     def _send(self, text: str) -> None:
         if self._closer is not None or self._closer_queued:
             return
+        limits = self._limits
+        size = _utf8_size(text)
         queued = len(self._outbox)
-        if queued >= self._limits.send_queue:
+        queued_bytes = self._queued_bytes + size
+        if queued >= limits.send_queue or queued_bytes > limits.send_queue_bytes:
             if self._backed_up():
                 self._abort(TOO_SLOW, "too slow to read: send queue full; reconnect and resume")
                 return
-            if queued >= BURST * self._limits.send_queue:
+            if queued >= BURST * limits.send_queue or queued_bytes > BURST * limits.send_queue_bytes:
                 # A burst bigger than the client may take at once (a long
-                # resume): the first send_queue messages go out, then 4408;
-                # the client resumes from there, a step further each time.
-                while len(self._outbox) > self._limits.send_queue:
-                    self._outbox.pop()
-                self._outbox.append(_Close(TOO_SLOW, "too much at once: reconnect and resume"))
+                # resume): the first send_queue messages (send_queue_bytes)
+                # go out, then 4408; the client resumes from there, a step
+                # further each time (the first message always goes).
+                outbox = self._outbox
+                while len(outbox) > 1 and (
+                    len(outbox) > limits.send_queue or self._queued_bytes > limits.send_queue_bytes
+                ):
+                    dropped = outbox.pop()
+                    if isinstance(dropped, str):
+                        self._queued_bytes -= _utf8_size(dropped)
+                log.info(
+                    "closing a websocket",
+                    extra={
+                        "code": TOO_SLOW,
+                        "reason": "burst",
+                        "client": self._address,
+                        "queued_bytes": queued_bytes,
+                        "queued": queued + 1,
+                    },
+                )
+                outbox.append(_Close(TOO_SLOW, "too much at once: reconnect and resume"))
                 self._closer_queued = self._closing = True
                 self._wake_writer()
                 return
         self._outbox.append(text)
+        self._queued_bytes = queued_bytes
         self._wake_writer()
 
     def _backed_up(self) -> bool:
@@ -507,8 +615,18 @@ class WapiConnection:
         self._closing = True
         if self._closer is not None:
             return
-        log.info("closing a websocket", extra={"code": code, "reason": reason, "client": self._address})
+        log.info(
+            "closing a websocket",
+            extra={
+                "code": code,
+                "reason": reason,
+                "client": self._address,
+                "queued_bytes": self._queued_bytes,
+                "queued": len(self._outbox),
+            },
+        )
         self._outbox.clear()
+        self._queued_bytes = 0
         if self._writer is not None:
             self._writer.cancel()
         self._closer = asyncio.create_task(self._ws.close(code, reason))
@@ -525,12 +643,15 @@ class WapiConnection:
                 item = self._outbox.popleft()
                 if isinstance(item, _Close):
                     self._outbox.clear()
+                    self._queued_bytes = 0
                     if self._closer is None:
                         self._closer = asyncio.create_task(self._ws.close(item.code, item.reason))
                     return
+                self._queued_bytes -= _utf8_size(item)
                 await self._ws.send(item)
         except ConnectionClosed:
             self._outbox.clear()
+            self._queued_bytes = 0
         finally:
             self._writer = None
 
@@ -542,6 +663,12 @@ def _ends_session(message: Message) -> bool:
     """Whether an event says its session is over (wac.v1.Event.session_revoked)."""
     field = message.DESCRIPTOR.fields_by_name.get("session_revoked")
     return field is not None and message.HasField("session_revoked")
+
+
+def _utf8_size(text: str) -> int:
+    # isascii() is O(1) in CPython (the string knows its kind): nearly every
+    # message is ASCII, and only the rest pay for an encode.
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _reason(text: str) -> str:
