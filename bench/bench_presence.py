@@ -1,8 +1,8 @@
 """Presence fan-out and directory search over real gRPC, the core in its own
 process (``wac core``).
 
-1. Fan-out: one subscriber is linked from the contacts of --watchers
-   subscribers, each with an event stream open (in --workers client
+1. Fan-out: one subscriber's contacts link --watchers subscribers (its
+   consent that they see it), each with an event stream open (in --workers client
    processes). The subject changes status --changes times, each change after
    the coalescing interval, and every watcher stamps the event's arrival.
    Reported: the delay from SetPresence to arrival at each watcher, and until
@@ -142,7 +142,7 @@ def person(index: int) -> DirectoryRecord:
 
 
 async def populate(url: str, watchers: int, entries: int) -> float:
-    """Subscribers, the watchers' contacts of the subject, directory entries.
+    """Subscribers, the subject's contacts of the watchers, directory entries.
     Returns the seconds the directory took to fill."""
     engine = create_engine(url)
     cheap_hash = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
@@ -153,9 +153,10 @@ async def populate(url: str, watchers: int, entries: int) -> float:
             SubscriberRow(username, username.title(), (), "", ("user",), False, cheap_hash, now, now)
         )
     for index in range(watchers):
+        name = watcher_name(index)
         await contacts.create(
-            ContactRow(f"c{index}", watcher_name(index), "Subject", "subject", (), (), SUBJECT, False, "", now, now),
-            limit=10,
+            ContactRow(f"c{index}", SUBJECT, name.title(), name, (), (), name, False, "", now, now),
+            limit=watchers,
         )
     started = time.perf_counter()
     directory = DirectoryStore(engine)

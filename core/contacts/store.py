@@ -1,5 +1,6 @@
 """Contacts storage: each subscriber's address book, and the links from
-contacts to subscribers that presence visibility reads.
+contacts to subscribers that presence visibility reads (an owner's link to
+a subscriber lets that subscriber see the owner's presence).
 
 SQL only (SQLAlchemy Core, the same statements on SQLite and PostgreSQL);
 it knows nothing of gRPC or of validation. Every query names its owner, so
@@ -55,9 +56,11 @@ class ContactsStore(Protocol):
     async def unlink(self, subscriber: str, now: float) -> list[ContactRow]:
         """Clear every link to a deleted subscriber; the contacts changed."""
 
-    async def owners_linking(self, subject: str) -> set[str]: ...
+    async def linked_by(self, owner: str) -> set[str]:
+        """The subscribers that ``owner``'s contacts link."""
 
-    async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]: ...
+    async def owners_among(self, subject: str, owners: Collection[str]) -> set[str]:
+        """Those of ``owners`` with a contact linking ``subject``."""
 
 
 def _row(record: object) -> ContactRow:
@@ -162,21 +165,24 @@ class SqlContactsStore:
                 await conn.execute(update(c).where(c.c.subscriber == subscriber).values(subscriber="", update_time=now))
         return [replace(r, subscriber="", update_time=now) for r in found]
 
-    async def owners_linking(self, subject: str) -> set[str]:
+    async def linked_by(self, owner: str) -> set[str]:
         c = t.contacts
-        query = select(c.c.owner).where(c.c.subscriber == subject).distinct()
+        # A range of ix_contacts_owner_subscriber: at most max_contacts rows,
+        # so the watchers of one subject are bounded by its own book.
+        query = select(c.c.subscriber).where(c.c.owner == owner, c.c.subscriber != "").distinct()
         # Read on every presence change: one unit of work (core.db.work).
         return await self._work.read(lambda conn: set(conn.execute(query).scalars()))
 
-    async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]:
+    async def owners_among(self, subject: str, owners: Collection[str]) -> set[str]:
         c = t.contacts
-        names = [s for s in dict.fromkeys(subjects) if s]
+        names = [s for s in dict.fromkeys(owners) if s]
 
         def run(conn: Connection) -> set[str]:
             found: set[str] = set()
             for start in range(0, len(names), _CHUNK):
                 chunk = names[start : start + _CHUNK]
-                query = select(c.c.subscriber).where(c.c.subscriber.in_(chunk), c.c.owner == owner).distinct()
+                # Probes of ix_contacts_subscriber_owner (subscriber, owner).
+                query = select(c.c.owner).where(c.c.subscriber == subject, c.c.owner.in_(chunk)).distinct()
                 found.update(conn.execute(query).scalars())
             return found
 

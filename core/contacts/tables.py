@@ -24,7 +24,9 @@ contacts = Table(
     Column("phone_numbers", Text, nullable=False, default="[]"),  # JSON list of E.164
     Column("emails", Text, nullable=False, default="[]"),  # JSON list
     # The linked wac subscriber, "" for none. Under the "contacts" visibility
-    # policy a link lets the owner see that subscriber's presence.
+    # policy a link is the owner's consent: the linked subscriber may see the
+    # owner's presence (never the other way: that would let anyone grant
+    # themselves sight of anyone by adding them).
     Column("subscriber", String(64), nullable=False, default=""),
     Column("favorite", Boolean, nullable=False, default=False),
     Column("notes", Text, nullable=False, default=""),
@@ -33,6 +35,8 @@ contacts = Table(
 )
 # ListContacts: one owner's contacts in display-name order, a range scan.
 Index("ix_contacts_owner_sort", contacts.c.owner, contacts.c.sort_name, contacts.c.contact_id)
-# The presence reverse index: who watches a subscriber is an equality scan
-# on subscriber; "may owner see subject" is one probe of the same index.
+# "May viewer see subject" is one probe (subscriber=viewer, owner=subject).
 Index("ix_contacts_subscriber_owner", contacts.c.subscriber, contacts.c.owner)
+# Who watches a subject (the subscribers its own contacts link), on every
+# presence change: an index-only range.
+Index("ix_contacts_owner_subscriber", contacts.c.owner, contacts.c.subscriber)

@@ -40,10 +40,12 @@ with one entry per subject instead of one per pair; a new watcher reads the
 current state when it subscribes, so it needs no event of its own.
 
 **Visibility.** A subscriber always sees itself. Under the "contacts"
-policy a subscriber sees the subscribers linked from its own contacts
-(``Contact.subscriber``); under "domain" every subscriber of the deployment
-sees every other, like a company directory. Services with the presence
-scope are the servicer's business, not a visibility policy.
+policy the subject consents: a viewer sees a subject only when the subject's
+own contacts link the viewer (``Contact.subscriber``). Adding someone to
+your own contacts grants you nothing, or anyone could see anyone. Under
+"domain" every subscriber of the deployment sees every other, like a company
+directory. Services with the presence scope are the servicer's business, not
+a visibility policy.
 """
 
 from __future__ import annotations
@@ -184,18 +186,20 @@ def may_see(
     viewer: str,
     subject: str,
     policy: VisibilityPolicy | str,
-    viewer_contacts_subscribers: Collection[str],
+    subject_contacts_subscribers: Collection[str],
 ) -> bool:
     """Whether ``viewer`` may see ``subject``'s presence.
 
-    ``viewer_contacts_subscribers`` are the subscribers linked from the
-    viewer's contacts. ValueError for an unknown policy name.
+    ``subject_contacts_subscribers`` are the subscribers linked from the
+    *subject's* contacts (a caller that knows only whether the subject links
+    the viewer may pass ``{viewer}`` or nothing). The viewer's own contacts
+    are deliberately not an argument. ValueError for an unknown policy name.
     """
     if viewer == subject:
         return True
     if VisibilityPolicy(policy) is VisibilityPolicy.DOMAIN:
         return True
-    return subject in viewer_contacts_subscribers
+    return viewer in subject_contacts_subscribers
 
 
 K = TypeVar("K")

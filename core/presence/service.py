@@ -223,19 +223,18 @@ class PresenceService:
 
     async def links_changed(self, owner: str, added: Collection[str], removed: Collection[str]) -> None:
         """Contacts listener: ``owner`` now links ``added`` (and no longer
-        ``removed``). A newly visible subscriber's presence is sent to the
-        owner's devices at once, so their view needs no reload."""
+        ``removed``), so ``added`` may now see the owner. The owner's presence
+        is sent to their devices at once, so their view needs no reload;
+        ``removed`` simply hear no more."""
         if self.visibility.policy is not VisibilityPolicy.CONTACTS:
             return
-        for subject in added:
-            if subject == owner:
-                continue
-            view = await self._view(subject)
-            if view is not None:
-                event = events_pb2.Event(
-                    presence_changed=presence_message(view.username, view.display_name, view.state)
-                )
-                await self._events.publish([owner], event)
+        watchers = [name for name in added if name != owner]
+        if not watchers:
+            return
+        view = await self._view(owner)
+        if view is not None:
+            event = events_pb2.Event(presence_changed=presence_message(view.username, view.display_name, view.state))
+            await self._events.publish(watchers, event)
 
     # -- reads --------------------------------------------------------
     async def read(self, viewer: str | None, username: str) -> PresenceView:
@@ -246,10 +245,8 @@ class PresenceService:
         errors.require("username", username)
         errors.max_length("username", username, MAX_USERNAME)
         if viewer is not None and not await self.visibility.may_see(viewer, username):
-            raise errors.permission_denied(
-                f"the presence of '{username}' is not visible to you: it is visible "
-                f"through a contact linked to that subscriber"
-            )
+            # Saying how access is granted would only help those not granted it.
+            raise errors.permission_denied(f"the presence of '{username}' is not visible to you")
         view = await self._view(username)
         if view is None:
             raise errors.not_found(f"subscriber '{username}' does not exist")

@@ -1,11 +1,13 @@
 """Who may see whose presence, and who is to hear of a change.
 
-The rule itself is :func:`core.presence.rules.may_see`; this module answers
-the same questions in bulk against where the facts live: the contacts that
-link subscribers (through a :class:`LinkIndex`, which the contacts store
+The rule itself is :func:`core.presence.rules.may_see`: under "contacts" a
+subject's own contacts say who may see it. This module answers the same
+questions in bulk against where the facts live: the contacts that link
+subscribers (through a :class:`LinkIndex`, which the contacts store
 implements) and the subscribers online right now. The cost of a change is
-proportional to its watchers: under "contacts" one indexed query for the
-owners whose contacts link the subject, under "domain" the online set.
+proportional to its watchers: under "contacts" one indexed range of the
+subject's own contacts (bounded by the size of an address book), under
+"domain" the online set.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from core.presence.rules import VisibilityPolicy, may_see
 class LinkIndex(Protocol):
     """Which subscribers' contacts link which subscribers."""
 
-    async def owners_linking(self, subject: str) -> set[str]:
-        """The subscribers with a contact linking ``subject``."""
+    async def linked_by(self, owner: str) -> set[str]:
+        """The subscribers that ``owner``'s contacts link."""
 
-    async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]:
-        """Those of ``subjects`` that a contact of ``owner`` links."""
+    async def owners_among(self, subject: str, owners: Collection[str]) -> set[str]:
+        """Those of ``owners`` with a contact linking ``subject``."""
 
 
 class Visibility:
@@ -49,11 +51,12 @@ class Visibility:
 
     async def visible_among(self, viewer: str, subjects: Collection[str]) -> set[str]:
         """Those of ``subjects`` whose presence ``viewer`` may see."""
-        linked: Collection[str] = ()
+        consenting: Collection[str] = ()
         if self.policy is VisibilityPolicy.CONTACTS:
             others = [s for s in subjects if s != viewer]
-            linked = await self._links.linked_among(viewer, others) if others else set()
-        return {s for s in subjects if may_see(viewer, s, self.policy, linked)}
+            consenting = await self._links.owners_among(viewer, others) if others else set()
+        # Of each subject's contacts only the link to the viewer matters here.
+        return {s for s in subjects if may_see(viewer, s, self.policy, (viewer,) if s in consenting else ())}
 
     async def watchers_of(self, subject: str) -> set[str]:
         """The subscribers to tell when ``subject``'s presence changes
@@ -61,6 +64,6 @@ class Visibility:
         if self.policy is VisibilityPolicy.DOMAIN:
             watchers = set(self._online())
         else:
-            watchers = await self._links.owners_linking(subject)
+            watchers = await self._links.linked_by(subject)
         watchers.add(subject)
         return watchers

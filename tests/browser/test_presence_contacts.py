@@ -8,9 +8,17 @@ from tests.browser.support import Demo, ms
 
 
 async def test_contact_from_directory_shows_live_presence(demo: Demo) -> None:
-    # Presence visibility is "contacts" (the default): alice sees bob once she adds him.
+    # Presence visibility is "contacts" (the default): alice sees bob once bob
+    # has added her (his consent), and shows him once she adds him.
     alice = await demo.phone("alice")
     bob = await demo.phone("bob")
+
+    await bob.testid("directory-query").fill("alice")
+    await bob.testid("directory-search").click()
+    consent = bob.page.locator('[data-testid="directory-entry"][data-subscriber="alice"]')
+    await expect(consent).to_be_visible(timeout=ms())
+    await consent.get_by_test_id("directory-add").click()
+    await expect(consent.get_by_test_id("directory-add")).to_have_text("Added", timeout=ms())
 
     await alice.testid("directory-query").fill("bob")
     await alice.testid("directory-search").click()

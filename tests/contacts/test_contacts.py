@@ -268,10 +268,12 @@ async def test_deleting_a_subscriber_unlinks_the_contacts(core: Core, channel: g
     admin = md(await api_key(core, "provisioning", "subscribers.write"))
     await alice.identity.DeleteSubscriber(identity_pb2.DeleteSubscriberRequest(username="bob"), metadata=admin)
     assert (await get(alice, made.contact_id)).subscriber == ""
-    # A new subscriber of the same name is nobody's contact.
+    # A new subscriber of the same name is nobody's contact: alice's old
+    # link does not let the new bob see her presence.
     await add_subscriber(core, "bob")
+    bob = await Device.login(core, channel, "bob", connect=False)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await alice.get("bob")
+        await bob.get("alice")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -57,7 +57,12 @@ async def test_presence_contacts_and_directory(world: World) -> None:
     listed = await book.ListContacts(contacts_pb2.ListContactsRequest(), metadata=alice.metadata)
     assert [c.contact_id for c in listed.contacts] == [made.contact_id]
 
-    # Presence: Bob publishes, Alice (who has him as a contact) reads it back.
+    # Presence: Bob lets Alice see him (she is among his contacts), publishes,
+    # and Alice reads it back.
+    await contacts(bob).CreateContact(
+        contacts_pb2.CreateContactRequest(contact=Contact(display_name="Alice", subscriber="alice")),
+        metadata=bob.metadata,
+    )
     mine = await presence(bob).SetPresence(
         presence_pb2.SetPresenceRequest(status=Status.AWAY, note="lunch"), metadata=bob.metadata
     )

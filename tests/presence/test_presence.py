@@ -31,6 +31,8 @@ async def core_with(tmp_path: Path, **env: str) -> AsyncIterator[tuple[Core, grp
 
 
 async def link(device: Device, username: str) -> contacts_pb2.Contact:
+    """The device's subscriber adds ``username`` as a contact: under the
+    "contacts" policy, its consent that ``username`` sees its presence."""
     return await device.contacts.CreateContact(
         contacts_pb2.CreateContactRequest(
             contact=contacts_pb2.Contact(display_name=username.title(), subscriber=username)
@@ -98,7 +100,7 @@ async def test_a_device_goes_offline_after_the_grace_period_and_keeps_its_status
         await users(core, "alice", "bob")
         alice = await Device.login(core, channel, "alice")
         bob = await Device.login(core, channel, "bob")
-        await link(bob, "alice")
+        await link(alice, "bob")
         await alice.set(Status.AWAY, "gone fishing")
         await bob.presence_until("alice", Status.AWAY)
 
@@ -121,7 +123,7 @@ async def test_a_reconnect_within_the_grace_period_does_not_flap(tmp_path: Path)
         await users(core, "alice", "bob")
         alice = await Device.login(core, channel, "alice")
         bob = await Device.login(core, channel, "bob")
-        await link(bob, "alice")
+        await link(alice, "bob")
         await bob.drain()
         await alice.disconnect()
         await alice.connect()
@@ -131,8 +133,8 @@ async def test_a_reconnect_within_the_grace_period_does_not_flap(tmp_path: Path)
 async def test_logout_and_revocation_are_offline_at_once(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob")
     bob = await Device.login(core, channel, "bob")
-    await link(bob, "alice")
     alice = await Device.login(core, channel, "alice")
+    await link(alice, "bob")
     await bob.presence_until("alice", Status.AVAILABLE)
     await alice.logout()
     assert (await bob.presence_until("alice", Status.OFFLINE)).status == Status.OFFLINE
@@ -153,8 +155,8 @@ async def test_logout_and_revocation_are_offline_at_once(core: Core, channel: gr
 async def test_in_a_call_reads_busy_then_returns_to_the_published_status(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob")
     bob = await Device.login(core, channel, "bob")
-    await link(bob, "alice")
     alice = await Device.login(core, channel, "alice")
+    await link(alice, "bob")
     await alice.set(Status.AWAY, "coffee")
     await bob.presence_until("alice", Status.AWAY)
 
@@ -188,7 +190,7 @@ async def test_do_not_disturb_and_offline_stay_as_they_are_in_a_call(core: Core,
 # --- Visibility. ----------------------------------------------------------------
 
 
-async def test_contacts_policy_shows_only_linked_subscribers(core: Core, channel: grpc.aio.Channel) -> None:
+async def test_contacts_policy_shows_a_subject_only_to_those_it_links(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob", "carol")
     alice = await Device.login(core, channel, "alice")
     bob = await Device.login(core, channel, "bob")
@@ -203,7 +205,7 @@ async def test_contacts_policy_shows_only_linked_subscribers(core: Core, channel
     )
     assert [p.username for p in batch.presences] == ["bob"]
 
-    contact = await link(bob, "alice")
+    contact = await link(alice, "bob")  # alice consents to bob seeing her
     shown = await bob.presence_until("alice", Status.AVAILABLE)  # at once, on linking
     assert shown.display_name == "Alice Example"
     assert (await bob.get("alice")).status == Status.AVAILABLE
@@ -211,6 +213,9 @@ async def test_contacts_policy_shows_only_linked_subscribers(core: Core, channel
         presence_pb2.BatchGetPresenceRequest(usernames=["carol", "alice", "bob", "alice"]), metadata=bob.metadata
     )
     assert [p.username for p in batch.presences] == ["alice", "bob"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.get("bob")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, "the consent is one-way"
 
     await carol.drain(0.02)
     await alice.set(Status.BUSY, "deadline")
@@ -218,8 +223,8 @@ async def test_contacts_policy_shows_only_linked_subscribers(core: Core, channel
     assert (await alice.presence_until("alice", Status.BUSY)).note == "deadline", "its own devices hear it"
     assert [e for e in await carol.drain() if e.presence_changed.username == "alice"] == []
 
-    await bob.contacts.DeleteContact(
-        contacts_pb2.DeleteContactRequest(contact_id=contact.contact_id), metadata=bob.metadata
+    await alice.contacts.DeleteContact(
+        contacts_pb2.DeleteContactRequest(contact_id=contact.contact_id), metadata=alice.metadata
     )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await bob.get("alice")
@@ -227,6 +232,45 @@ async def test_contacts_policy_shows_only_linked_subscribers(core: Core, channel
     await bob.drain(0.02)
     await alice.set(Status.AVAILABLE)
     assert [e for e in await bob.drain() if e.presence_changed.username == "alice"] == []
+
+
+async def test_linking_someone_grants_no_sight_of_them(core: Core, channel: grpc.aio.Channel) -> None:
+    """Issue 14, item 6: a subscriber refused dave's presence added dave as
+    a contact and then saw his status, note and live changes."""
+    await users(core, "dave", "mallory")
+    dave = await Device.login(core, channel, "dave")
+    mallory = await Device.login(core, channel, "mallory")
+    await dave.set(Status.AWAY, "at the dentist")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await mallory.get("dave")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.value.details() == "the presence of 'dave' is not visible to you", "it does not say how to get access"
+    assert "contact" not in err.value.details()
+
+    await link(mallory, "dave")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await mallory.get("dave")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    batch = await mallory.presence.BatchGetPresence(
+        presence_pb2.BatchGetPresenceRequest(usernames=["dave", "mallory"]), metadata=mallory.metadata
+    )
+    assert [p.username for p in batch.presences] == ["mallory"]
+
+    # No live change reaches mallory either. dave's device hearing his change
+    # proves it was emitted (to all its watchers in one append); mallory's
+    # own change, published after, is a later event in her stream, so every
+    # event of dave's meant for her would come before it.
+    await dave.set(Status.BUSY, "root canal")
+    await dave.presence_until("dave", Status.BUSY)
+    await mallory.set(Status.AWAY, "sentinel")
+    seen: list[str] = []
+    while True:
+        event = (await mallory.next_event("presence_changed")).presence_changed
+        if event.username == "mallory" and event.note == "sentinel":
+            break
+        seen.append(event.username)
+    assert "dave" not in seen
 
 
 async def test_domain_policy_shows_everyone(tmp_path: Path) -> None:
@@ -257,8 +301,8 @@ async def test_domain_policy_shows_everyone(tmp_path: Path) -> None:
 async def test_a_burst_reaches_a_watcher_as_its_first_and_last_change(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob")
     bob = await Device.login(core, channel, "bob")
-    await link(bob, "alice")
     alice = await Device.login(core, channel, "alice")
+    await link(alice, "bob")
     await bob.presence_until("alice", Status.AVAILABLE)
     await asyncio.sleep(0.3)  # past the coalescing interval of that change
     await bob.drain(0.02)
@@ -283,8 +327,8 @@ async def test_a_burst_reaches_a_watcher_as_its_first_and_last_change(core: Core
 async def test_a_change_undone_within_the_window_reaches_no_watcher(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob")
     bob = await Device.login(core, channel, "bob")
-    await link(bob, "alice")
     alice = await Device.login(core, channel, "alice")
+    await link(alice, "bob")
     await bob.presence_until("alice", Status.AVAILABLE)
     await asyncio.sleep(0.3)  # past the coalescing interval of that change
     await bob.drain(0.02)
@@ -379,8 +423,8 @@ async def test_a_service_with_presence_read_sees_anyone(core: Core, channel: grp
 async def test_a_renamed_subscriber_is_announced(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob")
     bob = await Device.login(core, channel, "bob")
-    await link(bob, "alice")
-    await Device.login(core, channel, "alice")
+    alice = await Device.login(core, channel, "alice")
+    await link(alice, "bob")
     await bob.presence_until("alice", Status.AVAILABLE)
     await core.identity.update(
         identity_pb2.Subscriber(username="alice", display_name="Alice Renamed"),

@@ -16,26 +16,34 @@ class Links:
         self.links = links
         self.queries = 0
 
-    async def owners_linking(self, subject: str) -> set[str]:
+    async def linked_by(self, owner: str) -> set[str]:
         self.queries += 1
-        return {owner for owner, linked in self.links.items() if subject in linked}
+        return set(self.links.get(owner, set()))
 
-    async def linked_among(self, owner: str, subjects: Collection[str]) -> set[str]:
+    async def owners_among(self, subject: str, owners: Collection[str]) -> set[str]:
         self.queries += 1
-        return self.links.get(owner, set()) & set(subjects)
+        return {owner for owner in owners if subject in self.links.get(owner, set())}
 
 
 LINKS = {"bob": {"alice", "carol"}, "carol": {"alice"}, "dave": set()}
 
 
-async def test_contacts_policy_follows_links_one_way() -> None:
+async def test_contacts_policy_follows_the_subjects_links_one_way() -> None:
     links = Links(LINKS)
     visibility = Visibility("contacts", links, lambda: {"zed"})
-    assert await visibility.may_see("bob", "alice")
-    assert not await visibility.may_see("alice", "bob"), "links are one-way"
+    # bob links alice: alice may see bob (bob's consent), bob may not see alice.
+    assert await visibility.may_see("alice", "bob")
+    assert not await visibility.may_see("bob", "alice"), "linking alice grants bob nothing"
     assert await visibility.may_see("dave", "dave"), "everyone sees themselves"
-    assert await visibility.visible_among("bob", ["alice", "bob", "dave", "nobody"]) == {"alice", "bob"}
-    assert await visibility.watchers_of("alice") == {"alice", "bob", "carol"}
+    assert await visibility.visible_among("alice", ["bob", "carol", "alice", "dave", "nobody"]) == {
+        "alice",
+        "bob",
+        "carol",
+    }
+    assert await visibility.visible_among("bob", ["alice", "carol", "dave"]) == set()
+    # Watchers of a subject: those its own contacts link.
+    assert await visibility.watchers_of("bob") == {"bob", "alice", "carol"}
+    assert await visibility.watchers_of("alice") == {"alice"}, "being linked by others gives no watchers"
     assert await visibility.watchers_of("dave") == {"dave"}
 
 

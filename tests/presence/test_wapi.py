@@ -53,9 +53,13 @@ async def test_a_watcher_sees_presence_through_the_wapi(core: Core, edge: Edge) 
             {"contact": {"displayName": "Alice", "subscriber": "alice", "phoneNumbers": ["600 111 222"]}},
         )
         assert contact["phoneNumbers"] == ["+34600111222"]
+        error = await bob.error("PresenceService.GetPresence", {"username": "alice"})
+        assert error["data"]["status"] == "PERMISSION_DENIED", "adding alice grants bob nothing"
         await bob.result("EventsService.Subscribe", {})
 
         await alice.login("alice")
+        # alice adds bob: her consent that bob sees her presence.
+        await alice.result("ContactsService.CreateContact", {"contact": {"displayName": "Bob", "subscriber": "bob"}})
         await alice.result("EventsService.Subscribe", {})
         await presence_until(bob, "alice", "AVAILABLE")
         mine = await alice.result("PresenceService.SetPresence", {"status": "AWAY", "note": "lunch"})

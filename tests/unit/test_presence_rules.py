@@ -184,11 +184,22 @@ def test_a_subscriber_always_sees_itself(policy: VisibilityPolicy) -> None:
     assert may_see("alice", "alice", policy, set())
 
 
-def test_contacts_policy_shows_subscribers_linked_from_the_viewers_contacts() -> None:
-    assert may_see("alice", "bob", VisibilityPolicy.CONTACTS, {"bob", "carol"})
-    assert not may_see("alice", "dave", VisibilityPolicy.CONTACTS, {"bob", "carol"})
-    # Visibility is the viewer's contacts, not the subject's.
-    assert not may_see("bob", "alice", "contacts", set())
+def test_contacts_policy_shows_a_subject_to_those_its_own_contacts_link() -> None:
+    # bob's contacts link alice and carol: bob consents to both seeing him.
+    bobs_contacts = {"alice", "carol"}
+    assert may_see("alice", "bob", VisibilityPolicy.CONTACTS, bobs_contacts)
+    assert may_see("carol", "bob", "contacts", bobs_contacts)
+    assert not may_see("dave", "bob", VisibilityPolicy.CONTACTS, bobs_contacts)
+
+
+def test_linking_someone_from_your_own_contacts_grants_you_nothing() -> None:
+    # The attack of issue 14 (item 6): dave's contacts do not link alice, so
+    # however alice's own contacts link dave, she does not see him.
+    daves_contacts: set[str] = {"erin"}
+    assert not may_see("alice", "dave", VisibilityPolicy.CONTACTS, daves_contacts)
+    # The rule is one-way: alice linking bob lets bob see alice, not the reverse.
+    assert may_see("bob", "alice", "contacts", {"bob"})
+    assert not may_see("alice", "bob", "contacts", set())
 
 
 def test_domain_policy_shows_everybody() -> None:

@@ -296,7 +296,8 @@ async function addContact(fields) {
   const created = await wac.contacts.create(fields);
   contacts = [...contacts.filter((c) => c.contactId !== created.contactId), created];
   renderContacts();
-  // Adding someone makes their presence visible (under the "contacts" policy).
+  // Their presence shows if they have added you (the "contacts" policy is
+  // the subject's consent); otherwise it arrives when they do.
   if (created.subscriber) onPresence((await wac.presence.get(created.subscriber)) ?? { username: created.subscriber });
   return created;
 }
