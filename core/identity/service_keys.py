@@ -48,4 +48,3 @@ def write_key(path: Path, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
         raise
-
