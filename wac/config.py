@@ -175,6 +175,11 @@ class CallsConfig:
     busy_on_busy: bool = False
     max_sdp_bytes: int = 32768
     max_candidates: int = 200
+    # Bounds against call bombing, far above what a softphone does: live
+    # (ringing or active) calls one subscriber has placed, and calls ringing
+    # at one callee at once. Beyond them CreateCall is RESOURCE_EXHAUSTED.
+    max_calls_per_caller: int = 4
+    max_ringing_per_callee: int = 8
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("identity", "password_check_queue"): (0, 10_000),
     ("identity", "max_logins_per_address"): (1, 1000),
     ("identity", "refresh_min_interval"): (0, 3600),
+    ("calls", "max_calls_per_caller"): (1, 1000),
+    ("calls", "max_ringing_per_callee"): (1, 1000),
 }
 
 

@@ -103,6 +103,15 @@ class ThrottlePolicy:
     window: float = 900.0
 
 
+# The doubling delay stops growing here (2**30 s is already beyond any cap;
+# an unbounded exponent would overflow a float).
+_MAX_DOUBLINGS = 30
+
+
+def _doubled(policy: ThrottlePolicy, failures: int) -> float:
+    return float(policy.delay * 2 ** min(failures - policy.after, _MAX_DOUBLINGS))
+
+
 def throttle_wait(state: ThrottleState | None, policy: ThrottlePolicy, now: float) -> float:
     """Seconds before the next login attempt is allowed (0: go ahead).
 
@@ -115,13 +124,57 @@ def throttle_wait(state: ThrottleState | None, policy: ThrottlePolicy, now: floa
         return state.locked_until - now
     if state.failures < policy.after:
         return 0.0
-    delay = min(policy.delay * 2 ** (state.failures - policy.after), 60.0)
+    delay = min(_doubled(policy, state.failures), 60.0)
     return max(0.0, state.last_time + delay - now)
 
 
-def record_failure(state: ThrottleState | None, policy: ThrottlePolicy, now: float) -> ThrottleState:
+def record_failure(
+    state: ThrottleState | None, policy: ThrottlePolicy, now: float, *, lock: bool = True
+) -> ThrottleState:
+    """The state after one more failure; ``lock=False`` for keys that only
+    slow (a username-wide count must never lock its owner out)."""
     if state is None or now - state.first_time > policy.window:
         return ThrottleState(failures=1, first_time=now, last_time=now)
     failures = state.failures + 1
-    locked_until = now + policy.lock_seconds if failures >= policy.lock_after else state.locked_until
+    locks = lock and failures >= policy.lock_after
+    locked_until = now + policy.lock_seconds if locks else state.locked_until
     return ThrottleState(failures, state.first_time, now, locked_until)
+
+
+def reserve(state: ThrottleState | None, policy: ThrottlePolicy, now: float) -> ThrottleState | None:
+    """The state with this attempt counted as a failure before its password
+    is checked, or ``state`` unchanged when the key must wait.
+
+    Counting first is what makes the throttle hold under concurrency: the
+    store writes this only if the state is still the one it read, so each
+    concurrent attempt sees the ones before it (the success undoes it).
+    """
+    if throttle_wait(state, policy, now) > 0:
+        return state
+    return record_failure(state, policy, now)
+
+
+def forgive(state: ThrottleState | None, policy: ThrottlePolicy) -> ThrottleState | None:
+    """Undo one reserved failure (the attempt succeeded or was never
+    evaluated); a lock that this attempt's count set is lifted with it."""
+    if state is None or state.failures <= 0:
+        return state
+    failures = state.failures - 1
+    locked_until = state.locked_until if failures >= policy.lock_after else 0.0
+    return ThrottleState(failures, state.first_time, state.last_time, locked_until)
+
+
+def username_delay(state: ThrottleState | None, policy: ThrottlePolicy, now: float, cap: float) -> float:
+    """Seconds a login for a username waits because of failures for it from
+    any address (``state`` as before this attempt). Never a refusal: at most
+    ``cap`` seconds, so an attacker elsewhere cannot lock the owner out."""
+    if cap <= 0 or state is None or now - state.first_time > policy.window or state.failures < policy.after:
+        return 0.0
+    return min(_doubled(policy, state.failures), cap)
+
+
+def refresh_wait(last_rotation: float | None, min_interval: float, now: float) -> float:
+    """Seconds before a session may rotate its refresh token again (0: now)."""
+    if last_rotation is None or min_interval <= 0:
+        return 0.0
+    return max(0.0, last_rotation + min_interval - now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,9 +32,17 @@ from core.convert import timestamp
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog
 from core.identity import apikeys, rules, sealing, service_keys
+from core.identity.limits import Busy, PasswordChecks, SessionLocks
 from core.identity.passwords import hash_password, verify_password
 from core.identity.revocations import RevocationCache
-from core.identity.store import ApiKeyRow, Duplicate, IdentityStore, SessionRow, SubscriberRow
+from core.identity.store import (
+    ApiKeyRow,
+    Duplicate,
+    IdentityStore,
+    SessionRow,
+    SubscriberRow,
+    ThrottleContention,
+)
 from core.identity.tokens import KeyRing, TokenInvalid, new_private_key
 from core.paging import decode_token, encode_token, page_size
 from core.phones import InvalidPhoneNumber, normalize_e164
@@ -83,6 +92,20 @@ DEFAULT_ROTATION_GRACE = 24 * 3600.0
 IAT_LEEWAY = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class _RefreshAnswer:
+    """The answer to a refresh with one token, kept for the reuse grace."""
+
+    asked_generation: int
+    asked_hash: str
+    generation: int  # the session's generation after this answer
+    session: identity_pb2.Session
+    until: float
+
+    def answers(self, generation: int, presented: str, now: float) -> bool:
+        return generation == self.asked_generation and presented == self.asked_hash and now <= self.until
+
+
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(
         self,
@@ -114,6 +137,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             lock_seconds=config.identity.lock_seconds,
             window=config.identity.throttle_window,
         )
+        # Public so that tests (and a future metric) can see how many
+        # password checks run at once.
+        self.password_checks = PasswordChecks(
+            total=config.identity.max_password_checks,
+            per_address=config.identity.max_logins_per_address,
+            queue=config.identity.password_check_queue,
+        )
+        self._refresh_locks = SessionLocks()
+        # session id -> the last rotation's answer, handed again to a racing
+        # or retried refresh with the same token within refresh_reuse_grace.
+        self._refresh_answers: dict[str, _RefreshAnswer] = {}
         self._subscriber_listeners: list[SubscriberListener] = []
         self._api_keys: dict[str, _KnownKey] = {}
         self._api_key_used: dict[str, float] = {}
@@ -294,28 +328,19 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         errors.max_length("username", request.username, 64)
         errors.max_length("password", request.password, rules.MAX_PASSWORD)
         errors.max_length("device_name", request.device_name, rules.MAX_DEVICE_NAME)
-        now = self._clock()
-        keys = [f"user:{request.username}"]
-        if client_address():
-            keys.append(f"addr:{client_address()}")
-        for key in keys:
-            wait = rules.throttle_wait(await self._store.throttle_state(key), self._throttle, now)
-            if wait > 0:
-                what = "this username" if key.startswith("user:") else "this client address"
-                raise errors.exhausted(
-                    f"too many failed logins for {what}; try again in {int(wait) + 1} s",
-                    retry_after=wait,
-                )
-        row = await self._store.get_subscriber(request.username)
-        ok = await verify_password(row.password_hash if row else None, request.password)
-        if not ok or row is None:
-            for key in keys:
-                state = rules.record_failure(await self._store.throttle_state(key), self._throttle, now)
-                await self._store.put_throttle_state(key, state)
-            raise errors.unauthenticated("wrong username or password", reason="BAD_CREDENTIALS")
+        username = request.username
+        # Empty only for in-process calls; such logins share one address key.
+        address = client_address() or "unknown"
+        try:
+            async with self.password_checks.admit(username, address):
+                row, now = await self._check_password(username, address, request.password)
+        except Busy as busy:
+            self._login_failed(username, address, "busy")
+            raise errors.exhausted(
+                f"{busy.what}; try again in {math.ceil(busy.retry_after)} s", busy.retry_after
+            ) from None
         if row.disabled:
             raise errors.permission_denied(f"subscriber '{row.username}' is disabled")
-        await self._store.clear_throttle(keys[0])
         session_id = secrets.token_urlsafe(16)
         secret = secrets.token_urlsafe(32)
         refresh_expire = now + self._config.identity.refresh_token_ttl
@@ -335,6 +360,71 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         await self._events.open(session_id, row.username)
         log.info("login", extra={"username": row.username, "session": session_id})
         return self._session(row, session_id, request.device_name, 0, secret, refresh_expire, now)
+
+    async def _check_password(self, username: str, address: str, password: str) -> tuple[SubscriberRow, float]:
+        """The subscriber whose password this is, through the throttle.
+
+        Each attempt is counted as a failure before its check, atomically
+        (see rules.reserve), on three keys: the (username, address) pair and
+        the address, which refuse past their limits, and the username, which
+        only slows. A success takes its count back.
+        """
+        now = self._clock()
+        pair, addr, user = f"pair:{address}|{username}", f"addr:{address}", f"user:{username}"
+        reserved: list[str] = []
+        try:
+            for key, what in ((pair, "this username from this client address"), (addr, "this client address")):
+                before, _ = await self._throttle_change(key, lambda s: rules.reserve(s, self._throttle, now))
+                wait = rules.throttle_wait(before, self._throttle, now)
+                if wait > 0:
+                    locked = before is not None and before.locked_until > now
+                    self._login_failed(username, address, "locked" if locked else "throttled")
+                    raise errors.exhausted(
+                        f"too many failed logins for {what}; try again in {math.ceil(wait)} s", retry_after=wait
+                    )
+                reserved.append(key)
+            before, _ = await self._throttle_change(
+                user, lambda s: rules.record_failure(s, self._throttle, now, lock=False)
+            )
+            reserved.append(user)
+            delay = rules.username_delay(before, self._throttle, now, self._config.identity.username_max_delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with self.password_checks.slot():
+                row = await self._store.get_subscriber(username)
+                ok = await verify_password(row.password_hash if row else None, password)
+        except BaseException:
+            # Refused, busy or cancelled before an answer: the attempt was
+            # never judged, so it is not a failure.
+            await asyncio.shield(self._forgive(reserved))
+            raise
+        if not ok or row is None:
+            self._login_failed(username, address, "unknown username" if row is None else "wrong password")
+            raise errors.unauthenticated("wrong username or password", reason="BAD_CREDENTIALS")
+        # The right password: the pair starts afresh; the address and the
+        # username keep the failures of others, less this attempt.
+        await self._store.clear_throttle(pair)
+        await self._forgive([addr, user])
+        return row, now
+
+    async def _throttle_change(
+        self, key: str, change: Callable[[rules.ThrottleState | None], rules.ThrottleState | None]
+    ) -> tuple[rules.ThrottleState | None, rules.ThrottleState | None]:
+        try:
+            return await self._store.change_throttle_state(key, change)
+        except ThrottleContention:
+            raise errors.ApiError(
+                grpc.StatusCode.UNAVAILABLE, "too many concurrent logins for this account; try again"
+            ) from None
+
+    async def _forgive(self, keys: list[str]) -> None:
+        for key in keys:
+            await self._throttle_change(key, lambda s: rules.forgive(s, self._throttle))
+
+    def _login_failed(self, username: str, address: str, reason: str) -> None:
+        # Never the password; the JSON formatter escapes whatever the
+        # username holds.
+        log.warning("login failed", extra={"username": username[:64], "client_address": address, "reason": reason})
 
     def _session(
         self,
@@ -368,13 +458,31 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not session_id or not generation_text.isdigit() or not secret or len(request.refresh_token) > 512:
             raise errors.unauthenticated("malformed refresh token", reason="MALFORMED")
         generation = int(generation_text)
+        # One refresh per session at a time in this core: a racing refresh
+        # with the same token waits and is handed the winner's answer (the
+        # conditional update in rotate_refresh settles races between cores).
+        async with self._refresh_locks.hold(session_id):
+            return await self._refresh(session_id, generation, _hash_refresh(secret))
+
+    async def _refresh(self, session_id: str, generation: int, presented: str) -> identity_pb2.Session:
         session = await self._store.get_session(session_id)
         now = self._clock()
         if session is None:
             raise errors.unauthenticated("unknown refresh token", reason="UNKNOWN_SESSION")
         if session.revoke_time is not None:
             raise errors.unauthenticated(f"the session was ended ({session.revoke_reason})", reason="REVOKED")
-        presented = _hash_refresh(secret)
+        answered = self._refresh_answers.get(session_id)
+        if (
+            answered is not None
+            and answered.answers(generation, presented, now)
+            and session.refresh_generation == answered.generation
+        ):
+            # The same question within the grace (a race lost to the winner,
+            # or a client retrying a lost answer): the same answer, so that
+            # whichever copy the client keeps stays the current one.
+            answer = identity_pb2.Session()
+            answer.CopyFrom(answered.session)
+            return answer
         retried = (
             generation == session.refresh_generation - 1
             and presented == session.previous_refresh_hash
@@ -390,22 +498,54 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         if not retried and (generation != session.refresh_generation or presented != session.refresh_hash):
             raise errors.unauthenticated("unknown refresh token", reason="UNKNOWN_SESSION")
-        # A retry within the grace rotates from the current generation, so
-        # the answer that was lost becomes useless too.
-        generation = session.refresh_generation
+        # A retry within the grace whose answer this core does not hold (it
+        # was given by another core, or before a restart) rotates from the
+        # current generation, so the answer that was lost becomes useless.
+        asked_generation, generation = generation, session.refresh_generation
         if session.refresh_expire_time <= now:
             raise errors.unauthenticated("the refresh token has expired; log in again", reason="EXPIRED")
+        wait = rules.refresh_wait(session.rotate_time, self._config.identity.refresh_min_interval, now)
+        if wait > 0:
+            raise errors.exhausted(
+                f"this session was refreshed moments ago; try again in {math.ceil(wait)} s", retry_after=wait
+            )
         row = await self._store.get_subscriber(session.username)
         if row is None or row.disabled:
             raise errors.unauthenticated("the subscriber is disabled", reason="DISABLED")
         new_secret = secrets.token_urlsafe(32)
         refresh_expire = now + self._config.identity.refresh_token_ttl
         if not await self._store.rotate_refresh(session_id, generation, _hash_refresh(new_secret), refresh_expire, now):
-            raise errors.unauthenticated(
-                "this refresh token was already used; the session is revoked", reason="REFRESH_TOKEN_REUSED"
+            # Another core rotated it between our read and our write: nothing
+            # is revoked, and the same token is accepted once more within
+            # the grace.
+            raise errors.ApiError(
+                grpc.StatusCode.ABORTED,
+                "this session was refreshed at the same moment elsewhere; retry with the same refresh token",
+                reason="REFRESH_RACE",
             )
         await self._events.open(session_id, row.username)
-        return self._session(row, session_id, session.device_name, generation + 1, new_secret, refresh_expire, now)
+        answer = self._session(row, session_id, session.device_name, generation + 1, new_secret, refresh_expire, now)
+        self._remember_refresh(
+            session_id,
+            _RefreshAnswer(
+                asked_generation,
+                presented,
+                generation + 1,
+                answer,
+                now + self._config.identity.refresh_reuse_grace,
+            ),
+            now,
+        )
+        return answer
+
+    def _remember_refresh(self, session_id: str, answer: _RefreshAnswer, now: float) -> None:
+        if len(self._refresh_answers) >= 10_000:
+            # Answers live for the grace only: drop the stale, and everything
+            # if a flood of live ones remains (a retry then rotates again).
+            self._refresh_answers = {k: v for k, v in self._refresh_answers.items() if v.until >= now}
+            if len(self._refresh_answers) >= 10_000:
+                self._refresh_answers.clear()
+        self._refresh_answers[session_id] = answer
 
     async def Logout(self, request: identity_pb2.LogoutRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         principal = current()
