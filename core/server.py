@@ -23,6 +23,7 @@ from connectors import errors as connector_errors
 from connectors.base import Connector
 from connectors.runner import SyncRunner
 from connectors.setup import Configured, configured, google_linker
+from core.auth.rates import RateTable
 from core.calls.handler import CallHandler
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
@@ -37,14 +38,14 @@ from core.db.work import dispose
 from core.directory.store import DirectoryStore
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
-from core.events.servicer import EventsServicer
+from core.events.servicer import EventsServicer, StreamLimits
 from core.identity.servicer import IdentityServicer
 from core.identity.store import IdentityStore
-from core.interceptor import CoreInterceptor
+from core.interceptor import CoreInterceptor, Forwarding
 from core.presence.service import PresenceService
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
-from wac import datadir
+from wac import datadir, hopkey
 from wac.collector import tend as collector_tend
 from wac.config import Config, ConfigError
 from wac.v1 import (
@@ -87,6 +88,9 @@ class Core:
     health: Any
     presence: PresenceService | None = None
     contacts: AddressBook | None = None
+    # The hop key this core trusts (see wac/hopkey.py), and StreamEvents.
+    hop_key: str = ""
+    event_streams: EventsServicer | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -117,8 +121,19 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
 
     events = MemoryEventLog(retention=config.events.retention, max_events=config.events.max_events_per_session)
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
-    identity = IdentityServicer(config, IdentityStore(engine), events, devices)
-    await identity.start()
+    try:
+        identity = IdentityServicer(config, IdentityStore(engine), events, devices)
+        await identity.start()
+    except ConfigError:
+        # A seal secret malformed, missing or wrong for the sealed signing
+        # keys stops the start; what was opened is closed.
+        await dispose(engine)
+        raise
+    # The edge and Envoy present this key: on StreamEvents, and in x-wac-hop
+    # beside a client's credential to vouch for its forwarded address.
+    hop_key = config.core.hop_key or await identity.provision_service_key(
+        hopkey.NAME, [hopkey.SCOPE], hopkey.hop_key_path(config)
+    )
     subscribers = IdentityStore(engine)
     contacts_store = SqlContactsStore(engine)
     presence = PresenceService(
@@ -162,7 +177,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     await calls.start()
 
     server = grpc.aio.server(
-        interceptors=[CoreInterceptor(identity)],
+        interceptors=[_interceptor(config, identity, hop_key)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
@@ -175,7 +190,8 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         ],
     )
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
-    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(events, devices, identity.authenticate), server)
+    event_streams = EventsServicer(events, devices, identity.authenticate, _stream_limits(config))
+    events_pb2_grpc.add_EventsServiceServicer_to_server(event_streams, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
     contacts_pb2_grpc.add_ContactsServiceServicer_to_server(
         ContactsServicer(book, directory, connectors=runner, runs=directory_store, google=google), server
@@ -208,6 +224,8 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         health=health_servicer,
         presence=presence,
         contacts=book,
+        hop_key=hop_key,
+        event_streams=event_streams,
     )
     core.closers.append(identity.stop)
     core.closers.append(presence.stop)
@@ -218,6 +236,38 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     core.background.append(asyncio.create_task(runner.run_forever(), name="connector-schedule"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
     return core
+
+
+def _interceptor(config: Config, identity: IdentityServicer, hop_key: str) -> CoreInterceptor:
+    core = config.core
+    if core.rate_per_second <= 0 or core.rate_burst < 1 or core.api_key_rate_burst < 1:
+        raise ConfigError("[core] rate_per_second must be positive, rate_burst and api_key_rate_burst at least 1")
+    forwarding = Forwarding(
+        hop_key=hop_key, trusted_proxies=frozenset(core.trusted_proxies), header=core.client_address_header.lower()
+    )
+    return CoreInterceptor(
+        identity,
+        forwarding=forwarding,
+        subscriber_rates=RateTable(rate=core.rate_per_second, burst=core.rate_burst),
+        # A rate of 0 leaves API keys unlimited (RateTable then keeps nothing).
+        api_key_rates=RateTable(rate=core.api_key_rate_per_second, burst=core.api_key_rate_burst),
+    )
+
+
+def _stream_limits(config: Config) -> StreamLimits:
+    events = config.events
+    if events.max_attachments_per_stream < 1 or events.max_streams_per_peer < 1 or events.stream_send_queue < 1:
+        raise ConfigError(
+            "[events] max_attachments_per_stream, max_streams_per_peer and stream_send_queue must be at least 1"
+        )
+    if events.stream_stall_seconds <= 0:
+        raise ConfigError("[events] stream_stall_seconds must be positive")
+    return StreamLimits(
+        max_attachments=events.max_attachments_per_stream,
+        max_streams=events.max_streams_per_peer,
+        send_queue=events.stream_send_queue,
+        stall_seconds=events.stream_stall_seconds,
+    )
 
 
 def _configured_connectors(config: Config) -> Configured:
