@@ -50,8 +50,11 @@ class Supervisor:
         restart_delay: float = RESTART_DELAY,
         max_restart_delay: float = MAX_RESTART_DELAY,
         start_gap: float = 0.3,
+        program: list[str] | None = None,
     ) -> None:
-        self._children = [Child(role, [sys.executable, "-m", "wac.cli", *config_args, role]) for role in roles]
+        """Each child runs ``program + [role]`` (default: ``wac CONFIG_ARGS ROLE``)."""
+        program = program if program is not None else [sys.executable, "-m", "wac.cli", *config_args]
+        self._children = [Child(role, [*program, role]) for role in roles]
         self._grace = grace
         self._restart_delay = restart_delay
         self._max_restart_delay = max_restart_delay
@@ -62,7 +65,7 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self.stop)
         # A handler rather than SIG_IGN, to say so in the log; the children
         # ignore it themselves (wac.cli), as a terminal hangup reaches the
         # whole process group.
@@ -82,6 +85,10 @@ class Supervisor:
             print(f"wac: {self.failure}", file=sys.stderr)
             return 1
         return 0
+
+    def stop(self) -> None:
+        """Stop every child and return from run (what SIGINT and SIGTERM do)."""
+        self._stopping.set()
 
     def _hangup(self) -> None:
         print("wac: SIGHUP ignored (nothing reloads; restart wac run to apply a new configuration)", file=sys.stderr)
