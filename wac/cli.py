@@ -8,6 +8,7 @@
                                 [--phone E164]... [--email ADDR] [--role ROLE]...
     wac admin subscriber list | passwd USERNAME --password P | disable USERNAME | enable USERNAME
     wac admin apikey create NAME --scope SCOPE [--scope SCOPE]...
+    wac admin apikey list | revoke NAME | rotate NAME [--grace SECONDS]
     wac connectors sync NAME [--full]   run one connector now (no running core needed)
     wac connectors list                 each connector and its last run
 
@@ -74,6 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     create = apikey.add_parser("create", help="create an API key; it is printed once, on the last line")
     create.add_argument("name")
     create.add_argument("--scope", action="append", required=True)
+    apikey.add_parser("list", help="every key: name, id, scopes, created, last used, revoked or rotated")
+    revoke = apikey.add_parser("revoke", help="end the key named NAME now, on every core within a second")
+    revoke.add_argument("name")
+    rotate = apikey.add_parser(
+        "rotate",
+        help="a new key for NAME, same scopes, printed once on the last line; the old one works --grace s more",
+    )
+    rotate.add_argument("name")
+    rotate.add_argument(
+        "--grace",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds the replaced key keeps working (default 86400; 0 ends it now)",
+    )
 
     connectors = commands.add_parser("connectors", help="directory connectors (LDAP, Google contacts)")
     connector_actions = connectors.add_subparsers(dest="action", required=True)
@@ -101,9 +116,9 @@ async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]
     config.data_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(upgrade, config.database_url)
     engine = create_engine(config.database_url)
-    # A running core learns of revocations made here by its revocation poll.
-    identity = IdentityServicer(config, IdentityStore(engine), MemoryEventLog(), MemoryDeviceRegistry(0))
     try:
+        # A running core learns of revocations made here by its revocation poll.
+        identity = IdentityServicer(config, IdentityStore(engine), MemoryEventLog(), MemoryDeviceRegistry(0))
         return await action(identity)
     finally:
         await dispose(engine)
@@ -114,10 +129,7 @@ async def _admin(config: Config, args: argparse.Namespace) -> int:
 
     async def act(identity: Any) -> int:
         if args.object == "apikey":
-            key = await identity.create_api_key(args.name, args.scope)
-            print(f"API key '{args.name}' with scopes {', '.join(args.scope)}. It is shown only now:")
-            print(key)
-            return 0
+            return await _apikey(identity, args)
         if args.action == "add":
             row = await identity.create(
                 identity_pb2.Subscriber(
@@ -152,6 +164,40 @@ async def _admin(config: Config, args: argparse.Namespace) -> int:
         return 0
 
     return await _with_identity(config, act)
+
+
+async def _apikey(identity: Any, args: argparse.Namespace) -> int:
+    """``wac admin apikey``: a new key is printed once, alone on the last line."""
+    if args.action == "create":
+        key = await identity.create_api_key(args.name, args.scope)
+        print(f"API key '{args.name}' with scopes {', '.join(args.scope)}. It is shown only now:")
+        print(key)
+    elif args.action == "list":
+        now = time.time()
+        print("NAME\tKEY ID\tSCOPES\tCREATED\tLAST USED\tREVOKED")
+        for row in await identity.list_api_keys():
+            if row.revoke_time is None:
+                state = "-"
+            elif row.revoke_time > now:
+                state = f"rotated, works until {_utc(row.revoke_time)}"
+            else:
+                state = _utc(row.revoke_time)
+            used = _utc(row.last_used_time) if row.last_used_time is not None else "never"
+            print(f"{row.name}\t{row.key_id}\t{','.join(row.scopes)}\t{_utc(row.create_time)}\t{used}\t{state}")
+    elif args.action == "revoke":
+        count = await identity.revoke_api_key(args.name)
+        keys = "its key" if count == 1 else f"its {count} keys"
+        print(f"API key '{args.name}' revoked ({keys}); every running core refuses it within a second")
+    elif args.action == "rotate":
+        key = await identity.rotate_api_key(args.name, args.grace)
+        until = _utc(time.time() + args.grace)
+        print(f"API key '{args.name}' rotated; the previous key works until {until}. The new one is shown only now:")
+        print(key)
+    return 0
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
 
 
 async def _connectors(config: Config, args: argparse.Namespace) -> int:
@@ -319,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"database at head: {config.database_url}")
             return 0
         if args.command == "admin":
-            return _run(_admin(config, args))
+            try:
+                return _run(_admin(config, args))
+            except ConfigError as exc:
+                # identity.key_seal_secret malformed: a message, not a traceback.
+                print(f"wac: configuration error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
         if args.command == "connectors":
             return _run(_connectors(config, args))
         if args.command == "run":
