@@ -427,6 +427,7 @@ def _envoy(config: Config) -> int:
             admin_port=config.envoy.admin_port or 9901,
             admin_socket=admin_socket,
             max_connections=config.envoy.max_connections,
+            upgrades_per_address=config.envoy.upgrades_per_address,
         )
         path = config.data_dir / "envoy.yaml"
         path.write_text(text)

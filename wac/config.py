@@ -114,6 +114,9 @@ class EnvoyConfig:
     # lowers it further to fit Envoy's file-descriptor limit (half of
     # RLIMIT_NOFILE less 256), so a flood meets refusals, not EMFILE.
     max_connections: int = 50000
+    # New WebSockets (upgrade requests) one client address may open per
+    # minute at the front door; beyond: 429 until the minute is over. 0: no limit.
+    upgrades_per_address: int = 120
 
 
 @dataclass(frozen=True)

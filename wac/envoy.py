@@ -93,6 +93,7 @@ def render_config(
     admin_port: int = 9901,
     admin_socket: str | Path | None = None,
     max_connections: int | None = None,
+    upgrades_per_address: int = 120,
     descriptor_path: str | Path = DEFAULT_DESCRIPTOR,
     openapi_path: str | Path = DEFAULT_OPENAPI,
 ) -> str:
@@ -102,6 +103,8 @@ def render_config(
     when one is given, else on 127.0.0.1:admin_port. max_connections is the
     ceiling on client connections; it is lowered to fit this process's
     file-descriptor limit (see connection_budget), which Envoy inherits.
+    upgrades_per_address is how many WebSockets one client address may open
+    a minute (0: no limit).
 
     Paths are made absolute, because Envoy resolves relative ones against its
     own working directory, not the caller's. Nothing is checked on disk here;
@@ -122,6 +125,8 @@ def render_config(
             )
         admin_address = f"pipe: {{ path: {json.dumps(socket_path)}, mode: {ADMIN_SOCKET_MODE} }}"
     connections = connection_budget(MAX_CONNECTIONS if max_connections is None else max_connections)
+    if upgrades_per_address < 0:
+        raise ValueError(f"upgrades_per_address must be 0 (no limit) or more, got {upgrades_per_address}")
     core_host, core_port = parse_address(core_address, what="core_address")
     edge_host, edge_port = parse_address(edge_address, what="edge_address")
     edge_http_host, edge_http_port = parse_address(edge_http_address, what="edge_http_address")
@@ -137,6 +142,10 @@ def render_config(
         edge_http_port=edge_http_port,
         admin_address=admin_address,
         max_connections=connections,
+        upgrades_per_address=upgrades_per_address,
+        # A token bucket needs at least one token, even when not enforced.
+        upgrade_tokens=max(1, upgrades_per_address),
+        upgrade_limit_enforced=100 if upgrades_per_address else 0,
         # A JSON string is a valid YAML double-quoted scalar, so any path
         # (spaces, quotes, backslashes) survives.
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
