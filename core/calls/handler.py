@@ -40,6 +40,12 @@ Access rules (the machine then checks which *device* may act):
   could never be detected as lost.
 - A subscriber cannot call itself, not even another of its devices: a call's
   parties are told apart by username.
+- A caller has at most ``calls.max_calls_per_caller`` live calls placed, and
+  at most ``calls.max_ringing_per_callee`` calls ring at one callee; beyond
+  them CreateCall is RESOURCE_EXHAUSTED (the rule is the machine's). The
+  counts are this core's live calls, and a call counts from the moment it
+  passes the check (before its row is written), so concurrent CreateCalls
+  cannot all slip under the bound.
 """
 
 from __future__ import annotations
@@ -170,6 +176,12 @@ class CallHandler:
         self._by_device: dict[str, set[str]] = {}
         # username -> its ACTIVE calls: busy-on-busy and in-call presence
         self._active: dict[str, set[str]] = {}
+        # The bounds on creation: caller -> its live calls placed, callee ->
+        # the calls ringing at it. A call enters both when it passes the
+        # check in create(), and leaves them when it ends (the callee's also
+        # when it is answered).
+        self._placed: dict[str, set[str]] = {}
+        self._ringing_at: dict[str, set[str]] = {}
         self._timers: dict[tuple[str, TimerKind], asyncio.TimerHandle] = {}
         self._display_names: dict[str, tuple[str, float]] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
@@ -256,6 +268,8 @@ class CallHandler:
             raise errors.not_found(f"subscriber '{callee}' does not exist")
         await self._require_online(who)
         display_name = await self._display_name(who.username)
+        # From reading the counts to reserving the call in them there is no
+        # await: no other CreateCall can run in between.
         machine, effects = _checked(
             lambda: CallMachine.create(
                 call_id=secrets.token_urlsafe(16),
@@ -271,8 +285,14 @@ class CallHandler:
                 ring_timeout=self._config.ring_timeout,
                 max_ice_candidates=self._config.max_candidates,
                 max_sdp_bytes=self._config.max_sdp_bytes,
+                caller_live_calls=len(self._placed.get(who.username, ())),
+                callee_ringing_calls=len(self._ringing_at.get(callee, ())),
+                max_calls_per_caller=self._config.max_calls_per_caller,
+                max_ringing_per_callee=self._config.max_ringing_per_callee,
             )
         )
+        if machine.state is not CallState.ENDED:
+            self._count(machine.info())
         return await self._run(self._begin(machine, effects, display_name))
 
     async def answer(
@@ -422,7 +442,11 @@ class CallHandler:
         async with self._locks.hold(machine.call_id):
             call = machine.info()
             live = call.state is not CallState.ENDED
-            await self._writer.write(CallWrite(call, machine.snapshot() if live else None, new=True))
+            try:
+                await self._writer.write(CallWrite(call, machine.snapshot() if live else None, new=True))
+            except BaseException:
+                self._uncount(call)  # not stored, so not placed: it frees its place
+                raise
             if live:
                 self._adopt(machine)
             await self._carry_out(machine, effects, CallState.RINGING, display_name)
@@ -446,6 +470,8 @@ class CallHandler:
             elif isinstance(effect, CancelTimer):
                 self._disarm(call_id, effect.kind)
         call = machine.info()
+        if was is CallState.RINGING and call.state is not CallState.RINGING:
+            _discard(self._ringing_at, call.callee, call_id)
         if was is not CallState.ACTIVE and call.state is CallState.ACTIVE:
             self._mark_active(call)
             for username in (call.caller, call.callee):
@@ -465,12 +491,24 @@ class CallHandler:
     def _adopt(self, machine: CallMachine) -> None:
         call = machine.info()
         self._live[call.call_id] = machine
+        self._count(call)
         for device in (call.caller_device, *call.offered_devices):
             self._by_device.setdefault(device, set()).add(call.call_id)
+
+    def _count(self, call: CallInfo) -> None:
+        """A live call in the bounds' counts (idempotent)."""
+        self._placed.setdefault(call.caller, set()).add(call.call_id)
+        if call.state is CallState.RINGING:
+            self._ringing_at.setdefault(call.callee, set()).add(call.call_id)
+
+    def _uncount(self, call: CallInfo) -> None:
+        _discard(self._placed, call.caller, call.call_id)
+        _discard(self._ringing_at, call.callee, call.call_id)
 
     def _forget(self, machine: CallMachine) -> None:
         call = machine.info()
         self._live.pop(call.call_id, None)
+        self._uncount(call)
         for kind in TimerKind:
             self._disarm(call.call_id, kind)
         for device in (call.caller_device, *call.offered_devices):
@@ -615,6 +653,14 @@ class CallHandler:
     async def _run(self, work: Coroutine[Any, Any, T]) -> T:
         # Shielded: the transition completes even if the RPC is cancelled.
         return await asyncio.shield(self._spawn(work))
+
+
+def _discard(index: dict[str, set[str]], key: str, call_id: str) -> None:
+    calls = index.get(key)
+    if calls is not None:
+        calls.discard(call_id)
+        if not calls:
+            del index[key]
 
 
 def _lost(device: str) -> Step:

@@ -38,6 +38,15 @@ of truth. The caller's own device is never offered the call. A subscriber
 cannot call itself (INVALID_ARGUMENT). The offer must be a plausible SDP
 offer and the media must include audio or video.
 
+**Bounds on creation** (against call bombing: thousands of ringing calls
+with large offers at one callee). A caller with ``max_calls_per_caller``
+live calls placed (ringing or active) is refused another, whatever its
+callee; a call that would ring at a callee with ``max_ringing_per_callee``
+calls ringing already is refused, so the callee's devices get at most that
+many invitations at once. Both are RESOURCE_EXHAUSTED, and the counts are
+the servicer's input, like ``callee_busy``. A call that ends at once rings
+nobody and is not refused for the callee's bound.
+
 **Answer.** Only a device the call was offered to, and that still rings, may
 answer. The first answer wins: the call becomes ACTIVE, the caller's device
 gets CallAnswered, every other still-ringing device gets CallEnded with
@@ -115,7 +124,9 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 __all__ = [
+    "DEFAULT_MAX_CALLS_PER_CALLER",
     "DEFAULT_MAX_ICE_CANDIDATES",
+    "DEFAULT_MAX_RINGING_PER_CALLEE",
     "DEFAULT_MAX_SDP_BYTES",
     "DEFAULT_RING_TIMEOUT",
     "ENDED_BY_OPERATOR",
@@ -152,6 +163,8 @@ __all__ = [
 DEFAULT_RING_TIMEOUT: Final = 60.0
 DEFAULT_MAX_ICE_CANDIDATES: Final = 200
 DEFAULT_MAX_SDP_BYTES: Final = 32 * 1024
+DEFAULT_MAX_CALLS_PER_CALLER: Final = 4
+DEFAULT_MAX_RINGING_PER_CALLEE: Final = 8
 MAX_CANDIDATE_BYTES: Final = 1024
 ENDED_BY_WAC: Final = "wac"
 ENDED_BY_OPERATOR: Final = "operator"
@@ -255,6 +268,10 @@ def _precondition(message: str) -> CallError:
 
 def _denied(message: str) -> CallError:
     return CallError(ErrorCode.PERMISSION_DENIED, message)
+
+
+def _exhausted(message: str) -> CallError:
+    return CallError(ErrorCode.RESOURCE_EXHAUSTED, message)
 
 
 # --- Values. -----------------------------------------------------------------
@@ -559,15 +576,24 @@ class CallMachine:
         ring_timeout: float = DEFAULT_RING_TIMEOUT,
         max_ice_candidates: int = DEFAULT_MAX_ICE_CANDIDATES,
         max_sdp_bytes: int = DEFAULT_MAX_SDP_BYTES,
+        caller_live_calls: int = 0,
+        callee_ringing_calls: int = 0,
+        max_calls_per_caller: int = DEFAULT_MAX_CALLS_PER_CALLER,
+        max_ringing_per_callee: int = DEFAULT_MAX_RINGING_PER_CALLEE,
     ) -> tuple[CallMachine, list[Effect]]:
         """Offer a call; the machine and the effects of its first transition.
 
         ``online_devices`` are the callee's online sessions now; they become
         the offered devices. ``callee_busy`` says the callee is in another
         call. ``ring_timeout`` (seconds, > 0) bounds the ringing.
+        ``caller_live_calls`` are the calls the caller has placed that are
+        ringing or active now, ``callee_ringing_calls`` the calls ringing at
+        the callee now; the two maxima (>= 1) bound them.
         """
         if ring_timeout <= 0:
             raise ValueError("ring_timeout must be positive")
+        if max_calls_per_caller < 1 or max_ringing_per_callee < 1:
+            raise ValueError("max_calls_per_caller and max_ringing_per_callee must be at least 1")
         if not callee:
             raise _invalid("callee", "is required")
         if callee == caller:
@@ -589,6 +615,16 @@ class CallMachine:
             early = (EndReason.BUSY, "the callee is in another call")
         else:
             early = None
+        if caller_live_calls >= max_calls_per_caller:
+            raise _exhausted(
+                f"you have {caller_live_calls} calls ringing or active; at most "
+                f"{max_calls_per_caller} are allowed: end one before placing another"
+            )
+        if early is None and callee_ringing_calls >= max_ringing_per_callee:
+            raise _exhausted(
+                f"the callee has {callee_ringing_calls} calls ringing already; at most "
+                f"{max_ringing_per_callee} may ring at once: try again later"
+            )
         machine = cls(
             call_id=call_id,
             caller=caller,

@@ -226,6 +226,51 @@ def test_create_needs_a_positive_ring_timeout() -> None:
         ring(ring_timeout=0)
 
 
+def test_a_caller_at_its_bound_of_live_calls_is_refused() -> None:
+    """Issue 14, item 8 (call bombing): the caller's side of the bound."""
+    machine, _ = ring(caller_live_calls=3, max_calls_per_caller=4)
+    assert machine.state is CallState.RINGING
+    for live in (4, 5):
+        with pytest.raises(CallError) as raised:
+            ring(caller_live_calls=live, max_calls_per_caller=4)
+        assert raised.value.code is ErrorCode.RESOURCE_EXHAUSTED
+        assert raised.value.message == (
+            f"you have {live} calls ringing or active; at most 4 are allowed: end one before placing another"
+        )
+    # Whatever the callee: a call that would end at once is refused too.
+    with pytest.raises(CallError) as raised:
+        ring((), caller_live_calls=4, max_calls_per_caller=4)
+    assert raised.value.code is ErrorCode.RESOURCE_EXHAUSTED
+
+
+def test_a_callee_at_its_bound_of_ringing_calls_gets_no_more_invitations() -> None:
+    """Issue 14, item 8 (call bombing): the callee's side of the bound."""
+    machine, effects = ring(callee_ringing_calls=7, max_ringing_per_callee=8)
+    assert isinstance(deliveries(effects)[0].event, CallInvited)
+    with pytest.raises(CallError) as raised:
+        ring(callee_ringing_calls=8, max_ringing_per_callee=8)
+    assert raised.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert raised.value.message == (
+        "the callee has 8 calls ringing already; at most 8 may ring at once: try again later"
+    )
+    # A call that rings nobody (no device online) is not refused for it.
+    machine, _ = ring((), callee_ringing_calls=8, max_ringing_per_callee=8)
+    assert machine.end_reason is EndReason.UNAVAILABLE
+
+
+def test_the_bounds_are_checked_after_the_arguments() -> None:
+    with pytest.raises(CallError) as raised:
+        ring(callee="alice", caller_live_calls=9, callee_ringing_calls=9)
+    assert raised.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_the_bounds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_calls_per_caller"):
+        ring(max_calls_per_caller=0)
+    with pytest.raises(ValueError, match="max_ringing_per_callee"):
+        ring(max_ringing_per_callee=0)
+
+
 def test_video_only_media_is_accepted() -> None:
     machine, _ = ring(media=Media(audio=False, video=True))
     assert machine.info().media == Media(audio=False, video=True)
