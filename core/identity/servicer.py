@@ -167,7 +167,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._flush_api_key_uses()
+        try:
+            await self._flush_api_key_uses()
+        except Exception:
+            # A last use lost costs nothing; a stop that fails does.
+            log.warning("API keys' last use not recorded at stop", exc_info=True)
 
     def on_subscriber_changed(self, listener: SubscriberListener) -> None:
         self._subscriber_listeners.append(listener)
