@@ -17,7 +17,7 @@ from edges.wapi import methods
 from edges.wapi.core_client import CoreClient, call_metadata
 from edges.wapi.event_streams import EventStreams
 from edges.wapi.methods import Method, MethodTable, StreamJson
-from edges.wapi.rpc import INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError
+from edges.wapi.rpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, Request, RpcError
 
 log = logging.getLogger("wac.edge")
 
@@ -47,7 +47,12 @@ class Dispatcher:
                 METHOD_NOT_FOUND,
                 f"{method.name} streams from the client, which the WAPI does not carry",
             )
-        return method, method.parse_params(request.params)
+        try:
+            return method, method.parse_params(request.params)
+        except RecursionError:
+            # Nested values the message does not have room for, deep enough
+            # to exhaust the parser's stack: a client's error, not the edge's.
+            raise RpcError(INVALID_PARAMS, "invalid params: values are nested too deeply") from None
 
     async def call(self, method: Method, message: Message, credential: str | None, address: str) -> dict[str, Any]:
         """One unary call; the result as proto3 JSON, or RpcError."""

@@ -99,9 +99,19 @@ class Frame:
         return encode(out if self.batch else out[0])
 
 
+class _NotJson(ValueError):
+    """A text Python's json module reads but JSON does not allow."""
+
+
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity are not JSON, whatever Python's json module accepts.
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotJson(f"{name} is not valid JSON")
+
+
+# Answers name what is wrong with the JSON, never the parser's own limits
+# (Python's messages for these mention its recursion and digit settings).
+TOO_DEEP = "parse error: arrays and objects are nested too deeply"
+TOO_LONG_NUMBER = "parse error: a number has too many digits"
 
 
 # Built once: json.loads and json.dumps with options build a new one per call.
@@ -120,10 +130,25 @@ def parse(text: str | bytes, *, max_batch: int) -> Frame:
         message = _DECODER.decode(text if isinstance(text, str) else text.decode("utf-8"))
     except UnicodeDecodeError:
         return Frame((Invalid(RpcError(PARSE_ERROR, "parse error: the body is not UTF-8")),))
-    except (ValueError, RecursionError) as exc:
-        # RecursionError: deeply nested arrays, which a 64 KiB frame can hold.
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deeply nested"
-        return Frame((Invalid(RpcError(PARSE_ERROR, f"parse error: {detail}")),))
+    except RecursionError:
+        # Deeply nested arrays, which a 64 KiB frame can hold.
+        return Frame((Invalid(RpcError(PARSE_ERROR, TOO_DEEP)),))
+    except json.JSONDecodeError as exc:
+        return Frame((Invalid(RpcError(PARSE_ERROR, f"parse error: {exc.msg} at character {exc.pos}")),))
+    except _NotJson as exc:
+        return Frame((Invalid(RpcError(PARSE_ERROR, f"parse error: {exc}")),))
+    except ValueError:
+        # The only other ValueError of the decoder: an integer longer than
+        # the interpreter converts (int_max_str_digits).
+        return Frame((Invalid(RpcError(PARSE_ERROR, TOO_LONG_NUMBER)),))
+    try:
+        return _frame(message, max_batch)
+    except RecursionError:
+        # Nesting the decoder took but validation, run deeper in the stack, did not.
+        return Frame((Invalid(RpcError(PARSE_ERROR, TOO_DEEP)),))
+
+
+def _frame(message: Any, max_batch: int) -> Frame:
     if isinstance(message, list):
         if not message:
             return Frame((Invalid(RpcError(INVALID_REQUEST, "invalid request: empty batch")),))

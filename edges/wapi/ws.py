@@ -234,6 +234,7 @@ class WapiConnection:
 
     __slots__ = (
         "_address",
+        "_auth_extended",
         "_auth_timer",
         "_binding",
         "_clock",
@@ -287,6 +288,7 @@ class WapiConnection:
         self._session_lock: asyncio.Lock | None = None
         # Pending until the socket authenticates; None once it has.
         self._auth_timer: asyncio.TimerHandle | None = None
+        self._auth_extended = False
 
     async def run(self) -> None:
         self._auth_timer = asyncio.get_running_loop().call_later(self._limits.auth_deadline, self._auth_expired)
@@ -438,6 +440,13 @@ class WapiConnection:
     def _auth_expired(self) -> None:
         self._auth_timer = None
         if self._closing:
+            return
+        lock = self._session_lock
+        if lock is not None and lock.locked() and not self._auth_extended:
+            # A Login is being checked (slow under load, or throttled): it
+            # gets one more deadline to finish, not a close in its face.
+            self._auth_extended = True
+            self._auth_timer = asyncio.get_running_loop().call_later(self._limits.auth_deadline, self._auth_expired)
             return
         log.info("closing a websocket that did not authenticate", extra={"client": self._address})
         # Requests in flight (a slow Login) are answered first, then the close.
