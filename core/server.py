@@ -36,7 +36,8 @@ from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.directory.store import DirectoryStore
-from core.events.devices import MemoryDeviceRegistry
+from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
+from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
 from core.events.servicer import EventsServicer, StreamLimits
 from core.identity.servicer import IdentityServicer
@@ -108,6 +109,38 @@ class Core:
         await dispose(self.engine)
 
 
+@dataclass(frozen=True)
+class SubscriberFollowers:
+    """The stored data that must follow every change of a subscriber (the
+    directory's mirror, contacts linking a deleted subscriber), with the
+    stores the core also uses for the rest of its wiring."""
+
+    contacts_store: SqlContactsStore
+    book: AddressBook
+    directory_store: DirectoryStore
+    directory: Directory
+
+
+def identity_with_followers(
+    config: Config, engine: AsyncEngine, events: EventLog, devices: DeviceRegistry
+) -> tuple[IdentityServicer, SubscriberFollowers]:
+    """The identity servicer, already telling the stored followers of every
+    subscriber change. The core and ``wac admin`` both build identity here,
+    so no way of changing a subscriber can miss one (``wac admin subscriber
+    add`` once did: its subscribers were never in the directory). Listeners
+    of a running core's own state (presence) are the core's to add."""
+    identity = IdentityServicer(config, IdentityStore(engine), events, devices)
+    subscribers = IdentityStore(engine)
+    region = config.phones.default_region
+    contacts_store = SqlContactsStore(engine)
+    book = AddressBook(contacts_store, events, subscribers, default_region=region)
+    directory_store = DirectoryStore(engine)
+    directory = Directory(directory_store, subscribers, default_region=region)
+    for listener in (book.subscriber_changed, directory.subscriber_changed):
+        identity.on_subscriber_changed(listener)
+    return identity, SubscriberFollowers(contacts_store, book, directory_store, directory)
+
+
 async def build_core(config: Config, *, migrate: bool = True) -> Core:
     """Open the database, wire every service and start serving."""
     # A bad connector section stops the start before anything is opened.
@@ -122,7 +155,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     events = MemoryEventLog(retention=config.events.retention, max_events=config.events.max_events_per_session)
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
     try:
-        identity = IdentityServicer(config, IdentityStore(engine), events, devices)
+        identity, followers = identity_with_followers(config, engine, events, devices)
         await identity.start()
     except ConfigError:
         # A seal secret malformed, missing or wrong for the sealed signing
@@ -135,7 +168,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         hopkey.NAME, [hopkey.SCOPE], hopkey.hop_key_path(config)
     )
     subscribers = IdentityStore(engine)
-    contacts_store = SqlContactsStore(engine)
+    contacts_store = followers.contacts_store
     presence = PresenceService(
         SqlPresenceStore(engine),
         events,
@@ -146,19 +179,16 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         max_note=config.presence.max_note,
         device_retention=config.identity.refresh_token_ttl,
     )
-    region = config.phones.default_region
-    book = AddressBook(contacts_store, events, subscribers, default_region=region)
-    directory_store = DirectoryStore(engine)
-    directory = Directory(directory_store, subscribers, default_region=region)
+    book, directory_store, directory = followers.book, followers.directory_store, followers.directory
     runner, google = _connectors(wanted, directory_store, events)
     devices.on_online(presence.device_online)
     devices.on_lost(presence.device_lost)
     book.on_links_changed(presence.links_changed)
-    for listener in (presence.subscriber_changed, book.subscriber_changed, directory.subscriber_changed):
-        identity.on_subscriber_changed(listener)
+    identity.on_subscriber_changed(presence.subscriber_changed)
     if google is not None:
         identity.on_subscriber_changed(google.subscriber_changed)
     await presence.start()
+    # Reconciles the mirror with the subscriber table, whatever wrote it.
     await directory.start()
     # Runs left RUNNING by a core that stopped are over; then the schedule may start.
     await directory_store.fail_interrupted_runs()

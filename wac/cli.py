@@ -110,15 +110,16 @@ async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]
     from core.db.work import dispose
     from core.events.devices import MemoryDeviceRegistry
     from core.events.memory import MemoryEventLog
-    from core.identity.servicer import IdentityServicer
-    from core.identity.store import IdentityStore
+    from core.server import identity_with_followers
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(upgrade, config.database_url)
     engine = create_engine(config.database_url)
     try:
-        # A running core learns of revocations made here by its revocation poll.
-        identity = IdentityServicer(config, IdentityStore(engine), MemoryEventLog(), MemoryDeviceRegistry(0))
+        # A running core learns of revocations made here by its revocation
+        # poll. Built as the core builds it, so a subscriber changed here
+        # reaches what follows subscribers (the directory's mirror) at once.
+        identity, _ = identity_with_followers(config, engine, MemoryEventLog(), MemoryDeviceRegistry(0))
         return await action(identity)
     finally:
         await dispose(engine)
@@ -409,6 +410,7 @@ EXIT_CONFIG = 78
 def _envoy(config: Config) -> int:
     """Render and validate the front door's configuration, then become Envoy."""
     from wac import envoy
+    from wac.hopkey import read_hop_key
 
     try:
         host, port = envoy.parse_address(config.envoy.listen, what="[envoy] listen")
@@ -428,15 +430,24 @@ def _envoy(config: Config) -> int:
             admin_socket=admin_socket,
             max_connections=config.envoy.max_connections,
             upgrades_per_address=config.envoy.upgrades_per_address,
+            # Under wac run the core writes it a moment after it starts.
+            hop_key=read_hop_key(config, HOP_KEY_WAIT),
         )
         path = config.data_dir / "envoy.yaml"
+        # It holds the hop key: private before the secret is written.
+        path.touch(mode=0o600)
+        path.chmod(0o600)
         path.write_text(text)
         envoy.validate_config(path)
         command = envoy.envoy_command(path, log_level=config.envoy.log_level)
-    except (ValueError, envoy.EnvoyError) as exc:
+    except (ValueError, envoy.EnvoyError, ConfigError) as exc:
         print(f"wac envoy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     os.execv(command[0], command)
+
+
+# Seconds `wac envoy` waits for the core to write the hop key.
+HOP_KEY_WAIT = 30.0
 
 
 # Envoy's admin interface, in the data dir, when [envoy] admin_port is 0.

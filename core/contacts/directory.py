@@ -81,10 +81,14 @@ class Directory:
         return await self._store.search(query, limit, token, self._region, viewer=viewer)
 
     async def start(self) -> int:
-        """Fill the mirror from the subscriber table if it is empty (a new
-        deployment, or one from before the mirror); how many were added."""
-        if await self._store.count(SOURCE):
-            return 0
+        """Make the mirror match the subscriber table; how many entries that
+        added, updated or removed.
+
+        Run at every start, not only on an empty mirror: a subscriber
+        written without this process's listener (an older ``wac admin``, a
+        crash between the two writes, a restored backup) is mirrored from
+        then on. Only the differences are written.
+        """
         records: list[DirectoryRecord] = []
         after = ""
         while True:
@@ -93,12 +97,17 @@ class Directory:
             if len(rows) < _BACKFILL_PAGE:
                 break
             after = rows[-1].username
-        if not records:
-            return 0
         async with self._mirror_lock:
             counts = await self._store.replace_source(SOURCE, records)
-        log.info("directory: mirrored %d existing subscriber(s)", counts.added)
-        return counts.added
+        changed = counts.added + counts.updated + counts.removed
+        if changed:
+            log.info(
+                "directory: mirror of subscribers reconciled (%d added, %d updated, %d removed)",
+                counts.added,
+                counts.updated,
+                counts.removed,
+            )
+        return changed
 
     async def subscriber_changed(self, username: str, row: Subscriber | None) -> None:
         """Identity listener: keep the subscriber's entry as the subscriber is."""
@@ -111,5 +120,6 @@ class Directory:
                     await self._store.upsert_entry(SOURCE, record)
         except Exception:
             # The subscriber change itself stands; a stale entry is found
-            # under its old name until the next change of that subscriber.
+            # under its old name until the next change of that subscriber
+            # or the next start of a core, which reconciles the mirror.
             log.exception("directory: mirroring subscriber %s failed", username)
