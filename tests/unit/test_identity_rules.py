@@ -70,3 +70,45 @@ def test_validation_messages_name_the_field() -> None:
     with pytest.raises(errors.ApiError) as err:
         rules.check_password("subscriber.password", "x" * 300)
     assert "at most 256" in err.value.message
+
+
+def test_a_reserved_attempt_counts_before_its_check_and_a_waiting_key_reserves_nothing() -> None:
+    policy = rules.ThrottlePolicy(after=2, delay=10.0, lock_after=3, lock_seconds=300, window=900)
+    state = None
+    for expected in (1, 2):
+        state = rules.reserve(state, policy, 100.0)
+        assert state is not None and state.failures == expected
+    # The third attempt at the same moment must wait: the state is unchanged.
+    assert rules.reserve(state, policy, 100.0) is state
+    later = rules.reserve(state, policy, 110.0)
+    assert later is not None and later.failures == 3 and later.locked_until == 410.0
+
+
+def test_forgiving_a_reserved_attempt_lifts_the_lock_it_set() -> None:
+    policy = rules.ThrottlePolicy(after=5, lock_after=3, lock_seconds=300)
+    state = rules.reserve(rules.reserve(rules.reserve(None, policy, 0.0), policy, 0.0), policy, 0.0)
+    assert state is not None and state.locked_until == 300.0
+    forgiven = rules.forgive(state, policy)
+    assert forgiven is not None and (forgiven.failures, forgiven.locked_until) == (2, 0.0)
+    assert rules.forgive(None, policy) is None
+
+
+def test_a_username_wide_count_never_locks_and_its_delay_is_capped() -> None:
+    policy = rules.ThrottlePolicy(after=3, delay=1.0, lock_after=5, lock_seconds=300, window=900)
+    state = None
+    for _ in range(2000):  # far past lock_after, and past a float's exponent
+        state = rules.record_failure(state, policy, 10.0, lock=False)
+    assert state is not None and state.locked_until == 0.0
+    assert rules.throttle_wait(state, policy, 10.0) == 60.0  # as a pair key it would wait
+    assert rules.username_delay(state, policy, 10.0, cap=5.0) == 5.0
+    assert rules.username_delay(state, policy, 10.0, cap=0.0) == 0.0
+    assert rules.username_delay(state, policy, 1000.0, cap=5.0) == 0.0  # the window is over
+    few = rules.record_failure(rules.record_failure(None, policy, 0.0), policy, 0.0)
+    assert rules.username_delay(few, policy, 0.0, cap=5.0) == 0.0
+
+
+def test_refresh_wait() -> None:
+    assert rules.refresh_wait(None, 1.0, 5.0) == 0.0
+    assert rules.refresh_wait(5.0, 1.0, 5.25) == 0.75
+    assert rules.refresh_wait(5.0, 1.0, 6.0) == 0.0
+    assert rules.refresh_wait(5.0, 0.0, 5.0) == 0.0
