@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
+import os
 import signal
 import sys
 import time
@@ -28,6 +31,27 @@ RESTART_WINDOW = 60.0
 # Restart delays double from RESTART_DELAY up to MAX_RESTART_DELAY seconds.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
+
+
+# prctl(2) option: the signal a child gets when its parent dies. The
+# function is looked up here, in the parent: between fork and exec nothing
+# but the call itself should run.
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGTERM when the supervisor dies, however it dies.
+
+    A supervisor killed with SIGKILL would otherwise leave its core holding
+    the data dir's lock and the ports, and the next `wac run` would find
+    them taken. Linux only; elsewhere nothing is done.
+    """
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        # The supervisor may have died between fork and prctl.
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 @dataclass
@@ -94,7 +118,10 @@ class Supervisor:
         print("wac: SIGHUP ignored (nothing reloads; restart wac run to apply a new configuration)", file=sys.stderr)
 
     async def _start(self, child: Child) -> None:
-        child.process = await asyncio.create_subprocess_exec(*child.argv)
+        # preexec_fn runs between fork and exec: only the prctl call there.
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv, preexec_fn=functools.partial(_die_with_parent, os.getpid())
+        )
         print(f"wac: started {child.role} (pid {child.process.pid})", file=sys.stderr)
 
     async def _watch(self, child: Child) -> None:

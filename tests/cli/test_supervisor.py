@@ -4,11 +4,15 @@ processes; the restart delays are shortened, the rules are not."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support.timing import seconds
 from wac.supervisor import MAX_RESTARTS, Supervisor
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Appends a line per start to the file named by argv[1], then exits with argv[2].
 CHILD = "import sys; open(sys.argv[1], 'a').write('started\\n'); sys.exit(int(sys.argv[2]))"
@@ -58,3 +62,44 @@ async def test_a_configuration_refusal_stops_everything_at_once(tmp_path: Path) 
     code = await asyncio.wait_for(running.run(), seconds(2))
     assert code == 1
     assert started(starts) == 1
+
+
+# A supervisor in its own process, whose one child records its pid and sleeps.
+SUPERVISOR = """
+import asyncio, sys
+from wac.supervisor import Supervisor
+child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+asyncio.run(Supervisor([sys.argv[1]], [], program=[sys.executable, "-c", child]).run())
+"""
+
+
+def test_children_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    """kill -9 of `wac run` left its core holding the data dir's lock and
+    its ports, so the next `wac run` could not start."""
+    pid_file = tmp_path / "child.pid"
+    supervisor_process = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(pid_file)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + seconds()
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.01)
+        child = int(pid_file.read_text())
+        supervisor_process.kill()
+        supervisor_process.wait(seconds())
+        deadline = time.monotonic() + seconds()
+        while alive(child):
+            assert time.monotonic() < deadline, f"child {child} outlived its supervisor"
+            time.sleep(0.01)
+    finally:
+        if supervisor_process.poll() is None:
+            supervisor_process.kill()
+            supervisor_process.wait()
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its (new) parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
