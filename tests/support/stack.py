@@ -55,13 +55,14 @@ def require_envoy() -> str:
 
 
 @asynccontextmanager
-async def front_door(core_port: int, edge: Edge, directory: Path) -> AsyncIterator[int]:
-    """A real Envoy in front of a core and an edge; yields its listening port.
+async def front_door(core_port: int, edge: Edge, directory: Path, listen: int | None = None) -> AsyncIterator[int]:
+    """A real Envoy in front of a core and an edge; yields its listening port
+    (``listen``, when the edge was told it as its [envoy] listen).
 
     Its config and log are written in ``directory``; a failure to start
     shows the log."""
     require_envoy()
-    listen, admin = free_port(), free_port()
+    listen, admin = listen or free_port(), free_port()
     config = directory / "envoy.yaml"
     config.write_text(
         envoy.render_config(
@@ -70,6 +71,8 @@ async def front_door(core_port: int, edge: Edge, directory: Path) -> AsyncIterat
             edge_address=f"127.0.0.1:{edge.ws_port}",
             edge_http_address=f"127.0.0.1:{edge.http_port}",
             admin_port=admin,
+            # The edge's own hop key, which the core it talks to trusts.
+            hop_key=edge.client.hop_key,
         )
     )
     log = directory / "envoy.log"
@@ -89,7 +92,10 @@ async def running_stack(data_dir: Path, env: Mapping[str, str] | None = None) ->
     """Core, edge and Envoy; everything is stopped on exit, even on failure."""
     require_envoy()
     core = await build_core(test_config(data_dir, env))
+    # Chosen first: the edge admits browsers from the front door's origin.
+    listen = free_port()
     edge_env = {
+        "WAC_ENVOY_LISTEN": f"127.0.0.1:{listen}",
         "WAC_EDGE_LISTEN": "127.0.0.1:0",
         "WAC_EDGE_HTTP_LISTEN": "127.0.0.1:0",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core.port}",
@@ -98,7 +104,7 @@ async def running_stack(data_dir: Path, env: Mapping[str, str] | None = None) ->
     edge: Edge | None = None
     try:
         edge = await start_edge(test_config(data_dir, edge_env))
-        async with front_door(core.port, edge, data_dir) as port:
+        async with front_door(core.port, edge, data_dir, listen) as port:
             yield Stack(core=core, edge=edge, port=port)
     finally:
         if edge is not None:
