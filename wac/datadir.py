@@ -56,6 +56,14 @@ def prepare(data_dir: Path) -> None:
         raise DataDirError(f"data dir {data_dir}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise DataDirError(f"data dir {data_dir} is not a directory")
+    if info.st_uid != os.geteuid():
+        # Files made here would belong to the wrong user (a `sudo wac admin`
+        # leaves a database the service can no longer open), or to one who
+        # can read the keys anyway.
+        raise DataDirError(
+            f"data dir {data_dir} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}): "
+            f"run wac as its owner, or chown it"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         raise DataDirError(

@@ -111,3 +111,16 @@ def test_a_config_file_that_is_not_utf8_is_one_line_naming_the_offset(tmp_path: 
         result = wac("--config", str(config), *command, data_dir=tmp_path / "data")
         assert result.returncode == EX_CONFIG, result.stderr
         assert result.stderr == f"wac: configuration error: {message}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+def test_a_data_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    os.chown(data, 65534, 65534)
+    result = wac("core", data_dir=data)
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert result.stderr.strip() == (
+        f"wac: configuration error: data dir {data} belongs to uid 65534, not to this user (uid 0): "
+        "run wac as its owner, or chown it"
+    )
