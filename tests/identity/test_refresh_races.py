@@ -1,0 +1,126 @@
+"""Refreshes racing with one refresh token, and their rate (issue 14, item
+13), against a real core over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from core.server import Core
+from tests.support.core import add_subscriber, api_key, login, running_core
+from wac.v1 import identity_pb2, identity_pb2_grpc
+
+Reason = identity_pb2.VerifyTokenResponse.Reason
+BASE = {"WAC_CORE_RATE_PER_SECOND": "100000", "WAC_CORE_RATE_BURST": "100000"}
+
+
+async def refresh(
+    stub: identity_pb2_grpc.IdentityServiceStub, token: str
+) -> identity_pb2.Session | grpc.aio.AioRpcError:
+    try:
+        return await stub.RefreshSession(identity_pb2.RefreshSessionRequest(refresh_token=token))
+    except grpc.aio.AioRpcError as err:
+        return err
+
+
+async def active(stub: identity_pb2_grpc.IdentityServiceStub, gateway: str, access_token: str) -> bool:
+    verdict = await stub.VerifyToken(
+        identity_pb2.VerifyTokenRequest(token=access_token), metadata=(("authorization", f"Bearer {gateway}"),)
+    )
+    return bool(verdict.active)
+
+
+def retry_after(err: grpc.aio.AioRpcError) -> float | None:
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    info = error_details_pb2.RetryInfo()
+                    detail.Unpack(info)
+                    return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+class Setup:
+    def __init__(self, core: Core, stub: identity_pb2_grpc.IdentityServiceStub, gateway: str) -> None:
+        self.core = core
+        self.stub = stub
+        self.gateway = gateway
+
+
+@asynccontextmanager
+async def setup(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[tuple[Setup, grpc.aio.Channel]]:
+    async with (
+        running_core(tmp_path, {**BASE, **env}) as core,
+        grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel,
+    ):
+        await add_subscriber(core, "alice")
+        gateway = await api_key(core, "gateway", "identity.verify")
+        yield Setup(core, identity_pb2_grpc.IdentityServiceStub(channel), gateway), channel
+
+
+@pytest.fixture
+async def racing(tmp_path: Path) -> AsyncIterator[tuple[Setup, grpc.aio.Channel]]:
+    # No rate limit here: the new token is used at once to show it is live.
+    async with setup(tmp_path, {"WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0"}) as pair:
+        yield pair
+
+
+async def test_ten_concurrent_refreshes_with_one_token_keep_the_session(racing: tuple[Setup, grpc.aio.Channel]) -> None:
+    s, channel = racing
+    session = await login(channel, "alice")
+    answers = await asyncio.gather(*(refresh(s.stub, session.refresh_token) for _ in range(10)))
+    errors = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    sessions = [a for a in answers if isinstance(a, identity_pb2.Session)]
+    # None is told "revoked"; those that lost the race get the winner's answer.
+    assert not [e for e in errors if "revoked" in (e.details() or "")], [e.details() for e in errors]
+    assert all(e.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE) for e in errors)
+    assert sessions and all(a == sessions[0] for a in sessions)
+    assert sessions[0].session_id == session.session_id
+    assert sessions[0].refresh_token != session.refresh_token
+    assert await active(s.stub, s.gateway, sessions[0].access_token)
+    # Whichever copy the client kept is the current token.
+    renewed = await refresh(s.stub, sessions[0].refresh_token)
+    assert isinstance(renewed, identity_pb2.Session)
+    assert await active(s.stub, s.gateway, renewed.access_token)
+
+
+async def test_a_true_reuse_after_the_grace_still_revokes(tmp_path: Path) -> None:
+    env = {"WAC_IDENTITY_REFRESH_REUSE_GRACE": "0", "WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0"}
+    async with setup(tmp_path, env) as (s, channel):
+        session = await login(channel, "alice")
+        renewed = await refresh(s.stub, session.refresh_token)
+        assert isinstance(renewed, identity_pb2.Session)
+        stolen = await refresh(s.stub, session.refresh_token)
+        assert isinstance(stolen, grpc.aio.AioRpcError)
+        assert stolen.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "already used; the session is revoked" in (stolen.details() or "")
+        assert not await active(s.stub, s.gateway, renewed.access_token)
+
+
+async def test_refreshes_are_rate_limited_per_session(tmp_path: Path) -> None:
+    async with setup(tmp_path, {"WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0.5"}) as (s, channel):
+        session = await login(channel, "alice")
+        other = await login(channel, "alice", device="phone")
+        first = await refresh(s.stub, session.refresh_token)
+        assert isinstance(first, identity_pb2.Session)
+        too_soon = await refresh(s.stub, first.refresh_token)
+        assert isinstance(too_soon, grpc.aio.AioRpcError)
+        assert too_soon.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "try again in" in (too_soon.details() or "")
+        wait = retry_after(too_soon)
+        assert wait is not None and 0 < wait <= 0.5
+        # The limit is the session's own: another session of the same
+        # subscriber refreshes, and the limited one was not harmed.
+        assert isinstance(await refresh(s.stub, other.refresh_token), identity_pb2.Session)
+        assert await active(s.stub, s.gateway, first.access_token)
+        await asyncio.sleep(wait)  # the delay the server asked for
+        later = await refresh(s.stub, first.refresh_token)
+        assert isinstance(later, identity_pb2.Session)
+        assert later.session_id == session.session_id
