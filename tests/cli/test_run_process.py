@@ -170,6 +170,14 @@ def test_a_second_core_on_the_port_cannot_bind_beside_the_live_one(run: Run, tmp
     assert "Traceback" not in result.stderr
 
 
+def test_a_second_envoy_on_the_data_dir_leaves_the_live_admin_socket_alone(run: Run) -> None:
+    env = {**run.env, "WAC_ENVOY_LISTEN": f"127.0.0.1:{free_port()}"}
+    result = wac("envoy", env=env)
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert f"another Envoy is running on {run.admin_socket}" in result.stderr
+    assert envoy.admin_state(run.admin_socket) == "LIVE"
+
+
 def test_a_hangup_of_the_whole_process_group_stops_nothing(run: Run) -> None:
     before = run.pids()
     assert set(before) == {"core", "edge", "envoy"}, run.output()
