@@ -93,13 +93,18 @@ class OriginPolicy:
 
 
 class Admission:
-    """The edge's one gate, shared by the WebSocket and the HTTP adapter."""
+    """The edge's one gate, shared by the WebSocket and the HTTP adapter.
 
-    __slots__ = ("origins", "slots")
+    ``hop_key`` is what a trusted hop (Envoy) presents in x-wac-hop; only
+    then is its X-Forwarded-For the address counted (edges/wapi/forwarded.py).
+    """
 
-    def __init__(self, slots: ConnectionSlots, origins: OriginPolicy) -> None:
+    __slots__ = ("hop_key", "origins", "slots")
+
+    def __init__(self, slots: ConnectionSlots, origins: OriginPolicy, hop_key: str = "") -> None:
         self.slots = slots
         self.origins = origins
+        self.hop_key = hop_key
 
 
 def _normalize(origin: str) -> str:

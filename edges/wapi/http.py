@@ -49,7 +49,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from edges.wapi import methods, oauth2, rpc
+from edges.wapi import forwarded, methods, oauth2, rpc
 from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
@@ -133,9 +133,9 @@ def bearer(request: web.Request) -> str | None:
     return credential.strip()
 
 
-def client_address(request: web.Request) -> str:
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-    return forwarded or request.remote or ""
+def client_address(request: web.Request, hop_key: str) -> str:
+    """The browser's address: forwarded by a trusted hop (Envoy), else the peer's."""
+    return forwarded.client_address(request.remote or "", request.headers, hop_key)
 
 
 class HttpEdge:
@@ -210,7 +210,7 @@ class HttpEdge:
         origin = request.headers.get("Origin")
         if not self._gate.origins.allows(origin):
             return json_error(403, 7, refusal_message(origin or ""))
-        address = client_address(request)
+        address = client_address(request, self._gate.hop_key)
         slots = self._gate.slots
         if not slots.acquire(address):
             return json_error(429, 8, f"too many connections from your address: at most {slots.per_address} at once")
@@ -231,7 +231,7 @@ class HttpEdge:
             return late
         frame = rpc.parse(body, max_batch=self._limits.max_batch)
         token = bearer(request)
-        address = client_address(request)
+        address = client_address(request, self._gate.hop_key)
         limiter = self._limiter(address)
         replies: dict[int, dict[str, Any]] = {}
         admitted: list[tuple[int, rpc.Request]] = []
@@ -321,7 +321,9 @@ class HttpEdge:
         if method is None:  # pragma: no cover - the contract has it
             return json_error(501, 12, f"{EVENTS_METHOD} is not in this edge's contract")
         message = method.parse_params({"afterSeq": after})
-        call = self._dispatcher.client.stream(method, message, call_metadata(token, client_address(request)))
+        call = self._dispatcher.client.stream(
+            method, message, call_metadata(token, client_address(request, self._gate.hop_key))
+        )
         try:
             events, failure = await self._poll(call)
             if failure is None and call.done():

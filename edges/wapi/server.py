@@ -159,7 +159,7 @@ async def start_edge(config: Config) -> Edge:
     # Filled in below once the HTTP port is bound (it may be port 0); no
     # connection is served before start_edge returns.
     origins = OriginPolicy(())
-    gate = Admission(slots, origins)
+    gate = Admission(slots, origins, client.hop_key)
     ws_server = await ws_serve(
         make_handler(dispatcher, ws_limits),
         ws_host,

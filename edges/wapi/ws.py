@@ -48,7 +48,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
-from edges.wapi import rpc
+from edges.wapi import forwarded, rpc
 from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
@@ -114,7 +114,7 @@ def make_process_request(gate: Admission) -> Callable[[ServerConnection, HttpReq
         origin = request.headers.get("Origin")
         if not gate.origins.allows(origin):
             return _json_refusal(connection, http.HTTPStatus.FORBIDDEN, 7, refusal_message(origin or ""))
-        address = client_address(request.headers, connection.remote_address)
+        address = client_address(request.headers, connection.remote_address, gate.hop_key)
         if not gate.slots.acquire(address):
             log.info("refused a websocket: too many connections", extra={"client": address})
             return _json_refusal(
@@ -138,15 +138,10 @@ def _json_refusal(connection: ServerConnection, status: http.HTTPStatus, code: i
     return response
 
 
-def client_address(headers: Headers, peer: Any) -> str:
-    """The browser's address: the first X-Forwarded-For entry (Envoy sets it), else the peer."""
-    forwarded = headers.get("X-Forwarded-For", "")
-    first = forwarded.split(",")[0].strip()
-    if first:
-        return first
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return ""
+def client_address(headers: Headers, peer: Any, hop_key: str) -> str:
+    """The browser's address: forwarded by a trusted hop (Envoy), else the peer's."""
+    peer_host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+    return forwarded.client_address(peer_host, headers, hop_key)
 
 
 def make_handler(
@@ -157,7 +152,7 @@ def make_handler(
         query = parse_qs(urlsplit(ws.request.path).query)
         token = (query.get("access_token") or [""])[0]
         # The very address process_request counted the connection under.
-        address = client_address(ws.request.headers, ws.remote_address)
+        address = client_address(ws.request.headers, ws.remote_address, dispatcher.client.hop_key)
         await WapiConnection(ws, dispatcher, limits, Binding(token), address, clock).run()
 
     return handler

@@ -119,6 +119,23 @@ async def test_an_address_holds_at_most_max_connections_per_address(start: EdgeF
         await eventually_admitted(edge)
 
 
+async def test_the_cap_counts_a_forwarded_address_only_from_the_hop(start: EdgeFactory) -> None:
+    edge = await start(max_connections_per_address=2, auth_deadline=seconds(4))
+    async with AsyncExitStack() as sockets:
+        # X-Forwarded-For without the hop key is anyone's invention: all
+        # three come from this test's own address.
+        for n in range(2):
+            await sockets.enter_async_context(wapi(edge, additional_headers={"X-Forwarded-For": f"192.0.2.{n}"}))
+        with pytest.raises(InvalidStatus) as refused:
+            await sockets.enter_async_context(wapi(edge, additional_headers={"X-Forwarded-For": "192.0.2.9"}))
+        assert refused.value.response.status_code == 429
+        # Envoy's (with the hop key) are counted per browser.
+        for n in range(2):
+            forwarded = {"X-Forwarded-For": f"198.51.100.{n}", "x-wac-hop": edge.client.hop_key}
+            await sockets.enter_async_context(wapi(edge, additional_headers=forwarded))
+        assert edge.connections == 4
+
+
 async def eventually_admitted(edge: Edge) -> None:
     """The server notices the TCP close a moment after the WebSocket close."""
     deadline = asyncio.get_running_loop().time() + seconds()

@@ -117,7 +117,7 @@ async def test_client_address_is_forwarded_to_the_core(http: httpx.AsyncClient, 
     Wrong passwords for ever new usernames: only the address can be
     throttled. Past three failures an address must wait (0.2 s, doubling).
     """
-    attacker = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
+    attacker = forwarded_by_envoy(edge, "203.0.113.9")
     message = ""
     for attempt in range(8):
         body = rpc("IdentityService.Login", {"username": f"guess{attempt}", "password": "wrong"})
@@ -127,14 +127,20 @@ async def test_client_address_is_forwarded_to_the_core(http: httpx.AsyncClient, 
     assert "client address" in message
     # The WebSocket forwards the same header: within three attempts (fewer
     # than a fresh address needs) the same address is refused again.
-    async with wapi(edge, additional_headers={"X-Forwarded-For": "203.0.113.9"}) as client:
+    async with wapi(edge, additional_headers=attacker) as client:
         for attempt in range(3):
             error = await client.error("IdentityService.Login", {"username": f"ws{attempt}", "password": "wrong"})
             if error["code"] == 8:
                 break
         assert error["code"] == 8 and "client address" in error["message"]
     # Another address is not affected.
-    await login(http, **{"X-Forwarded-For": "198.51.100.7"})
+    await login(http, **forwarded_by_envoy(edge, "198.51.100.7"))
+
+
+def forwarded_by_envoy(edge: Edge, address: str) -> dict[str, str]:
+    """Headers as Envoy sends them: the browser's address, and the hop key
+    that makes the edge believe it (edges/wapi/forwarded.py)."""
+    return {"X-Forwarded-For": address, "x-wac-hop": edge.client.hop_key}
 
 
 # -- long-polled events -------------------------------------------------------------
@@ -271,10 +277,12 @@ async def test_rate_limit_applies_per_client_address(start: EdgeFactory) -> None
     edge = await start(rate_per_second=1, rate_burst=2)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=seconds()) as http:
         batch = [rpc("No.Such", None, n) for n in range(3)]
-        replies = (await http.post("/wapi/http", json=batch, headers={"X-Forwarded-For": "192.0.2.1"})).json()
+        replies = (await http.post("/wapi/http", json=batch, headers=forwarded_by_envoy(edge, "192.0.2.1"))).json()
         assert [r["error"]["code"] for r in replies] == [-32601, -32601, -32000]
         assert replies[-1]["error"]["data"]["retryAfter"] > 0
-        other = (await http.post("/wapi/http", json=rpc("No.Such"), headers={"X-Forwarded-For": "192.0.2.2"})).json()
+        other = (
+            await http.post("/wapi/http", json=rpc("No.Such"), headers=forwarded_by_envoy(edge, "192.0.2.2"))
+        ).json()
         assert other["error"]["code"] == -32601
 
 
