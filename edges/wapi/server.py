@@ -174,6 +174,9 @@ async def start_edge(config: Config) -> Edge:
         ping_interval=edge.ping_interval or None,
         ping_timeout=edge.ping_timeout or None,
         close_timeout=CLOSE_TIMEOUT,
+        # The upgrade's request (headers) and the handshake must be done in
+        # header_timeout, as on the HTTP port: a slowloris holds no socket longer.
+        open_timeout=edge.header_timeout,
         server_header=None,
     )
     http = HttpEdge(
