@@ -152,11 +152,14 @@ class IdentityConfig:
     # refuse them: a stranger cannot lock its owner out.
     username_max_delay: float = 5.0
     # argon2 checks (64 MiB each) running at once in this core (1..256);
-    # logins waiting for one (0..10000); logins in flight per client
-    # address (1..1000). Beyond either bound: RESOURCE_EXHAUSTED at once.
+    # logins waiting for one (0..10000); logins under way per client
+    # address (1..1000; one per username and address), each with
+    # login_queue_per_address more waiting in turn (0..1000). Beyond any of
+    # these bounds: RESOURCE_EXHAUSTED with a retry delay, at once.
     max_password_checks: int = 4
     password_check_queue: int = 64
     max_logins_per_address: int = 2
+    login_queue_per_address: int = 8
     # Seconds a session must wait between two rotations of its refresh
     # token (0: no limit); a retry answered within refresh_reuse_grace
     # does not rotate and is not limited. Beyond: RESOURCE_EXHAUSTED.
@@ -304,6 +307,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("identity", "max_password_checks"): (1, 256),
     ("identity", "password_check_queue"): (0, 10_000),
     ("identity", "max_logins_per_address"): (1, 1000),
+    ("identity", "login_queue_per_address"): (0, 1000),
     ("identity", "refresh_min_interval"): (0, 3600),
     ("calls", "max_calls_per_caller"): (1, 1000),
     ("calls", "max_ringing_per_callee"): (1, 1000),

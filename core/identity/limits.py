@@ -24,49 +24,80 @@ class Busy(Exception):
         self.retry_after = retry_after
 
 
+class KeyedLimit:
+    """At most ``limit`` holders per key, and ``queue`` more waiting their
+    turn in order; beyond, Busy at once. Keys live only while in use."""
+
+    def __init__(self, limit: int, queue: int, what: str, retry_after: float) -> None:
+        self._limit = limit
+        self._queue = queue
+        self._what = what
+        self._retry_after = retry_after
+        self._keys: dict[object, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: object) -> AsyncIterator[None]:
+        semaphore, users = self._keys.get(key) or (asyncio.Semaphore(self._limit), 0)
+        if users >= self._limit + self._queue:
+            raise Busy(self._what, self._retry_after)
+        self._keys[key] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._keys[key]
+            if users <= 1:
+                del self._keys[key]
+            else:
+                self._keys[key] = (semaphore, users - 1)
+
+
 class PasswordChecks:
     """Admission of logins and the slots of their password checks.
 
-    ``admit`` counts a login from its arrival to its answer against its
-    client address (at most ``per_address``) and its (username, address)
-    pair (at most one: the same person has no use for two at once), and
-    refuses beyond at once, so one address can neither queue work nor fill
-    the slots. ``slot`` then holds one of ``total`` check slots; up to
-    ``queue`` logins wait for one, beyond which they are refused.
+    ``admit`` holds a login, from its arrival to its answer, against its
+    (username, address) pair (one at a time: the same person gains nothing
+    from two) and its client address (``per_address`` at a time), each with
+    ``queue_per_address`` more waiting; beyond, it is refused at once. So
+    one address never holds more than ``per_address`` of the ``total``
+    check slots that ``slot`` hands out, a real user elsewhere finds one
+    free, and up to ``queue`` logins wait for a slot before refusals start.
     ``running`` and ``peak`` count the checks in their slots.
     """
 
-    def __init__(self, *, total: int, per_address: int, queue: int, retry_after: float = 1.0) -> None:
-        self._per_address = per_address
+    def __init__(
+        self, *, total: int, per_address: int, queue: int, queue_per_address: int, retry_after: float = 1.0
+    ) -> None:
+        self._pairs = KeyedLimit(
+            1, queue_per_address, "a login for this username from this client address is in progress", retry_after
+        )
+        # Bounded by _admitted below, so its own queue never refuses.
+        self._addresses = KeyedLimit(per_address, per_address + queue_per_address, "", retry_after)
+        self._admitted: Counter[str] = Counter()
+        self._admit_limit = per_address + queue_per_address
         self._queue = queue
         self._retry_after = retry_after
         self._slots = asyncio.Semaphore(total)
         self._waiting = 0
-        self._by_address: Counter[str] = Counter()
-        self._by_pair: Counter[tuple[str, str]] = Counter()
         self.running = 0
         self.peak = 0
 
     @asynccontextmanager
     async def admit(self, username: str, address: str) -> AsyncIterator[None]:
-        pair = (username, address)
-        # A Counter's missing key reads as 0 without being stored.
-        if self._by_pair[pair] >= 1:
-            raise Busy("a login for this username from this client address is in progress", self._retry_after)
-        if self._by_address[address] >= self._per_address:
+        # Everything an address has under way or waiting is counted first,
+        # whatever the usernames, so that spraying names queues no more.
+        if self._admitted[address] >= self._admit_limit:  # a missing key reads 0
             raise Busy("too many logins in progress from this client address", self._retry_after)
-        self._by_pair[pair] += 1
-        self._by_address[address] += 1
+        self._admitted[address] += 1
         try:
-            yield
+            # The pair before the address: a second login of one person
+            # waits without taking one of its address's places.
+            async with self._pairs.hold((username, address)), self._addresses.hold(address):
+                yield
         finally:
-            # Counters drop their zero entries: the maps hold only logins in flight.
-            self._by_pair[pair] -= 1
-            if not self._by_pair[pair]:
-                del self._by_pair[pair]
-            self._by_address[address] -= 1
-            if not self._by_address[address]:
-                del self._by_address[address]
+            self._admitted[address] -= 1
+            if not self._admitted[address]:
+                del self._admitted[address]
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -143,6 +143,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             total=config.identity.max_password_checks,
             per_address=config.identity.max_logins_per_address,
             queue=config.identity.password_check_queue,
+            queue_per_address=config.identity.login_queue_per_address,
         )
         self._refresh_locks = SessionLocks()
         # session id -> the last rotation's answer, handed again to a racing

@@ -98,9 +98,13 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> CheckCounter:
     return CheckCounter(monkeypatch)
 
 
-async def test_thirty_concurrent_logins_for_one_user_are_not_all_evaluated(tmp_path: Path) -> None:
+async def test_thirty_concurrent_logins_for_one_user_are_not_all_evaluated(
+    tmp_path: Path, checks: CheckCounter
+) -> None:
     # The attack: 29 wrong passwords and the right one, all at once
-    # from one address. Only `throttle_after` of them may be judged.
+    # from one address. Only `throttle_after` (3) may be judged before the
+    # pair must wait 30 s; the right one gets in only among those first 3
+    # (a success starts the pair afresh, as any successful login does).
     env = {"WAC_IDENTITY_THROTTLE_AFTER": "3", "WAC_IDENTITY_THROTTLE_DELAY": "30", "WAC_IDENTITY_LOCK_AFTER": "5"}
     async with (
         running_core(tmp_path, {**BASE, **env}) as core,
@@ -112,16 +116,16 @@ async def test_thirty_concurrent_logins_for_one_user_are_not_all_evaluated(tmp_p
         outcomes = await asyncio.gather(*wrong, attempt(stub, "alice", "correct horse", "198.51.100.7"))
         codes = Counter(o.code for o in outcomes)
         assert set(codes) <= {OK, WRONG, REFUSED}
-        assert codes[OK] + codes[WRONG] <= 3, codes
-        assert codes[REFUSED] >= 27
+        assert codes[REFUSED] >= 20, codes
         assert all(o.retry_after for o in outcomes if o.code == REFUSED)
-        if outcomes[-1].code != OK:
-            # The right password sent among the flood is not let in later
-            # either: the pair waits its delay.
+        # One pair's checks run one at a time: finishing order is judging order.
+        if outcomes[-1].code == OK:
+            assert checks.finished.index("correct horse") < 3, checks.finished
+        else:
+            assert codes[WRONG] <= 3 and len(checks.finished) <= 4, checks.finished
+            # Nor does the right password get in afterwards: the pair waits.
             late = await attempt(stub, "alice", "correct horse", "198.51.100.7")
-            assert late.code in (OK, REFUSED)
-            if late.code == REFUSED:
-                assert "try again in" in late.details
+            assert late.code == REFUSED and "try again in" in late.details
 
 
 async def test_concurrent_logins_spraying_usernames_from_one_address_are_throttled(tmp_path: Path) -> None:
@@ -182,11 +186,13 @@ async def test_a_flood_from_one_address_runs_few_checks_and_a_real_user_gets_in(
         # At most per_address of the flood's checks at once; Bob's beside them.
         assert checks.flood_peak <= per_address
         assert core.identity.password_checks.peak <= per_address + 1
-        # Bob's check did not queue behind the flood's.
+        # Bob's check did not queue behind the flood's: at most what the
+        # address holds and queues (2 + login_queue_per_address's 8) went
+        # before it, where all 60 did.
         flooded_before_bob = checks.finished.index("bob's real password")
-        assert flooded_before_bob <= per_address
+        assert flooded_before_bob <= per_address + 8
         codes = Counter(o.code for o in outcomes)
-        assert set(codes) <= {WRONG, REFUSED} and codes[REFUSED] >= 60 - 2 * per_address
+        assert set(codes) <= {WRONG, REFUSED} and codes[REFUSED] >= 30
         assert all(o.retry_after for o in outcomes if o.code == REFUSED)
         assert took < seconds(1)
 
