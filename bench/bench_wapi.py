@@ -454,7 +454,13 @@ async def quiesce(pids: list[int], *, busy: float = 0.05, limit: float = 120.0) 
 
 
 async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[object]], list[list[object]], bool]:
-    stack = Stack(workdir)
+    # Every socket comes from 127.0.0.1 here: lift the per-address cap, and
+    # give thousands of logins on a busy machine time to finish.
+    stack = Stack(
+        workdir,
+        WAC_EDGE_MAX_CONNECTIONS_PER_ADDRESS=str(args.connections + 100),
+        WAC_EDGE_AUTH_DEADLINE="120",
+    )
     print(f"setup: {args.connections} subscribers and contacts ...", flush=True)
     started = time.perf_counter()
     await stack.populate(args.connections)
