@@ -394,6 +394,9 @@ async def run(args: argparse.Namespace) -> int:
             "WAC_DATA_DIR": data,
             "WAC_CORE_LISTEN": f"127.0.0.1:{port}",
             "WAC_LOG_LEVEL": "warning",
+            # Every watcher logs in at once from 127.0.0.1: let them queue.
+            "WAC_IDENTITY_LOGIN_QUEUE_PER_ADDRESS": "100000",
+            "WAC_IDENTITY_PASSWORD_CHECK_QUEUE": "10000",
         }
         url = load_config(None, env).database_url
         await asyncio.to_thread(upgrade, url)

@@ -91,6 +91,9 @@ def environment(data_dir: Path, core_port: int, ws_port: int, http_port: int, **
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core_port}",
         "WAC_LOG_LEVEL": "warning",
+        # Every client logs in at once from 127.0.0.1: let them queue.
+        "WAC_IDENTITY_LOGIN_QUEUE_PER_ADDRESS": "100000",
+        "WAC_IDENTITY_PASSWORD_CHECK_QUEUE": "10000",
         **extra,
     }
 
@@ -99,6 +102,8 @@ class Stack:
     """``wac core`` and ``wac edge`` on fresh ports and a fresh data directory."""
 
     def __init__(self, workdir: Path, **extra: str) -> None:
+        # The core refuses a data dir other users can read (it holds the keys).
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.core_port, self.ws_port, self.http_port = free_port(), free_port(), free_port()
         self.env = environment(workdir, self.core_port, self.ws_port, self.http_port, **extra)
         self.url = f"sqlite+aiosqlite:///{workdir / 'wac.sqlite3'}"

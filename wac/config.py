@@ -154,7 +154,7 @@ class IdentityConfig:
     # argon2 checks (64 MiB each) running at once in this core (1..256);
     # logins waiting for one (0..10000); logins under way per client
     # address (1..1000; one per username and address), each with
-    # login_queue_per_address more waiting in turn (0..1000). Beyond any of
+    # login_queue_per_address more waiting in turn (0..100000). Beyond any of
     # these bounds: RESOURCE_EXHAUSTED with a retry delay, at once.
     max_password_checks: int = 4
     password_check_queue: int = 64
@@ -307,7 +307,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("identity", "max_password_checks"): (1, 256),
     ("identity", "password_check_queue"): (0, 10_000),
     ("identity", "max_logins_per_address"): (1, 1000),
-    ("identity", "login_queue_per_address"): (0, 1000),
+    ("identity", "login_queue_per_address"): (0, 100_000),
     ("identity", "refresh_min_interval"): (0, 3600),
     ("calls", "max_calls_per_caller"): (1, 1000),
     ("calls", "max_ringing_per_callee"): (1, 1000),
