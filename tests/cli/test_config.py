@@ -68,3 +68,46 @@ def test_mistakes_are_named(tmp_path: Path, toml: str, env: dict[str, str], mess
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[identity]\nthrottle_after = 0\n", {}, "[identity] throttle_after: must be between 1 and 10000, got 0"),
+        ("[identity]\nthrottle_after = 1e12\n", {}, "[identity] throttle_after: must be between 1 and 10000"),
+        ("[identity]\nthrottle_delay = 0\n", {}, "[identity] throttle_delay: must be between 0.001 and 3600, got 0"),
+        ("[identity]\nthrottle_delay = 1e12\n", {}, "[identity] throttle_delay: must be between 0.001 and 3600"),
+        ("[identity]\nthrottle_delay = nan\n", {}, "[identity] throttle_delay: must be between 0.001 and 3600"),
+        ("[identity]\nlock_after = -3\n", {}, "[identity] lock_after: must be between 1 and 100000, got -3"),
+        ("[identity]\nlock_seconds = 0\n", {}, "[identity] lock_seconds: must be between 1 and 604800, got 0"),
+        ("[identity]\nthrottle_window = 1e12\n", {}, "[identity] throttle_window: must be between 1 and 604800"),
+        ("", {"WAC_IDENTITY_THROTTLE_WINDOW": "0"}, "WAC_IDENTITY_THROTTLE_WINDOW: must be between 1 and 604800"),
+        ("", {"WAC_IDENTITY_LOCK_SECONDS": "-1"}, "WAC_IDENTITY_LOCK_SECONDS: must be between 1 and 604800"),
+        ("", {"WAC_IDENTITY_MAX_PASSWORD_CHECKS": "0"}, "WAC_IDENTITY_MAX_PASSWORD_CHECKS: must be between 1 and 256"),
+        ("", {"WAC_IDENTITY_REFRESH_MIN_INTERVAL": "1e9"}, "WAC_IDENTITY_REFRESH_MIN_INTERVAL: must be between 0"),
+        ("", {"WAC_IDENTITY_THROTTLE_AFTER": "three"}, "WAC_IDENTITY_THROTTLE_AFTER: expected a number"),
+    ],
+)
+def test_nonsensical_throttle_settings_are_refused(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "wac.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env)
+    assert message in str(err.value)
+
+
+def test_throttle_settings_at_their_bounds_are_accepted() -> None:
+    env = {
+        "WAC_IDENTITY_THROTTLE_AFTER": "1",
+        "WAC_IDENTITY_THROTTLE_DELAY": "3600",
+        "WAC_IDENTITY_LOCK_AFTER": "100000",
+        "WAC_IDENTITY_LOCK_SECONDS": "604800",
+        "WAC_IDENTITY_THROTTLE_WINDOW": "1",
+        "WAC_IDENTITY_USERNAME_MAX_DELAY": "0",
+        "WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0",
+    }
+    identity = load_config(None, env).identity
+    assert (identity.throttle_after, identity.throttle_delay, identity.lock_seconds) == (1, 3600.0, 604800)
+    assert (identity.username_max_delay, identity.refresh_min_interval) == (0.0, 0.0)
