@@ -272,7 +272,15 @@ async def latency(args: argparse.Namespace, workdir: Path) -> tuple[list[list[ob
 
     from wac.v1 import identity_pb2, identity_pb2_grpc, presence_pb2, presence_pb2_grpc
 
-    stack = Stack(workdir, WAC_EDGE_RATE_PER_SECOND="1000000", WAC_EDGE_RATE_BURST="1000000")
+    # A few sockets call back to back: lift the per-socket (edge) and
+    # per-session (core) rate limits, which would measure the limiter.
+    stack = Stack(
+        workdir,
+        WAC_EDGE_RATE_PER_SECOND="1000000",
+        WAC_EDGE_RATE_BURST="1000000",
+        WAC_CORE_RATE_PER_SECOND="1000000",
+        WAC_CORE_RATE_BURST="1000000",
+    )
     await stack.populate(0)
     echo_port = free_port()
     echo_server = spawn(__file__, "--echo-server", str(echo_port))
