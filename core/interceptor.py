@@ -8,20 +8,29 @@ exception is logged with a reference the client also gets, never a trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from grpc._cython import cygrpc
 
 from core import errors, undecodable
 from core.auth import policy
-from core.auth.principal import Principal, set_current
+from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, set_current
+from core.auth.rates import RateTable
 from core.nul import nul_field
 
 log = logging.getLogger("wac.rpc")
+
+# Metadata in which a hop (the WAPI edge, Envoy) shows the hop key on the
+# calls it forwards for a client, beside the client's own credential.
+HOP_METADATA = "x-wac-hop"
 
 
 class Authenticator(Protocol):
@@ -30,18 +39,47 @@ class Authenticator(Protocol):
     async def authenticate(self, bearer: str) -> Principal: ...
 
 
-def _bearer(metadata: tuple[tuple[str, str | bytes], ...]) -> tuple[str | None, str]:
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """Whose forwarded client address the core believes.
+
+    A call may name its client's address in ``header`` (x-forwarded-for)
+    only when it carries the hop key in x-wac-hop (the WAPI edge, Envoy) or
+    comes from one of ``trusted_proxies``; anyone else who reaches the port
+    could otherwise name any address and dodge the per-address throttle.
+    """
+
+    hop_key: str = ""
+    trusted_proxies: frozenset[str] = frozenset()
+    header: str = "x-forwarded-for"
+
+    def is_hop(self, presented: str) -> bool:
+        # Constant-time against the loaded key: no lookup per call.
+        return bool(self.hop_key) and hmac.compare_digest(presented.encode(), self.hop_key.encode())
+
+
+def _metadata(
+    metadata: tuple[tuple[str, str | bytes], ...], forwarded_header: str
+) -> tuple[str | None, str, str]:
+    """(bearer credential, forwarded address, x-wac-hop) of a call."""
     token: str | None = None
-    address = ""
+    forwarded = ""
+    hop = ""
     for key, value in metadata:
-        if key == "authorization" and isinstance(value, str):
+        if not isinstance(value, str):
+            continue
+        if key == "authorization":
             scheme, _, rest = value.partition(" ")
             if scheme.lower() != "bearer" or not rest.strip():
                 raise errors.unauthenticated("malformed authorization: expected 'Bearer <credential>'")
             token = rest.strip()
-        elif key == "x-forwarded-for" and isinstance(value, str):
-            address = value.split(",")[0].strip()
-    return token, address
+        elif key == forwarded_header:
+            # The last entry is the one the trusted hop added; entries
+            # before it came from whoever sent the request to that hop.
+            forwarded = value.rsplit(",", 1)[-1].strip()
+        elif key == HOP_METADATA:
+            hop = value
+    return token, forwarded, hop
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -52,8 +90,22 @@ def _peer_host(context: grpc.aio.ServicerContext) -> str:
 
 
 class CoreInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        forwarding: Forwarding | None = None,
+        subscriber_rates: RateTable | None = None,
+        api_key_rates: RateTable | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._authenticator = authenticator
+        self._forwarding = forwarding or Forwarding()
+        # Subscribers and anonymous callers (by address) share one table;
+        # API keys have their own allowance. None: not limited.
+        self._subscriber_rates = subscriber_rates
+        self._api_key_rates = api_key_rates
+        self._clock = clock
         # grpc.aio asks for a handler on every call; the wrapped handler of a
         # method never changes, so it is built once.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -77,12 +129,19 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rule = policy.rule_for(method)
         authenticator = self._authenticator
+        forwarding = self._forwarding
+        limit = self._limit
 
         async def enter(context: grpc.aio.ServicerContext) -> None:
-            token, address = _bearer(tuple(context.invocation_metadata() or ()))
+            token, forwarded, hop = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
+            peer = _peer_host(context)
+            address = peer
+            if forwarded and (peer in forwarding.trusted_proxies or (hop and forwarding.is_hop(hop))):
+                address = forwarded
             principal = await authenticator.authenticate(token) if token else None
             policy.check(rule, principal, method)
-            set_current(principal, address or _peer_host(context))
+            limit(principal, address)
+            set_current(principal, address)
 
         def check(request: Any) -> None:
             undecodable.refuse(request)
@@ -113,14 +172,23 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             stream_behavior = handler.unary_stream
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> None:
                 started = time.perf_counter()
                 try:
                     await enter(context)
                     check(request)
-                    async for item in stream_behavior(request, context):
-                        yield item
+                    # Written here rather than yielded to gRPC, so that a
+                    # write to a client that went away fails in this frame
+                    # (one debug line) instead of as a logged traceback.
+                    # Closed on any exit, cancellation included, so that the
+                    # servicer's cleanup runs now rather than when collected.
+                    async with contextlib.aclosing(stream_behavior(request, context)) as items:
+                        async for item in items:
+                            await context.write(item)
                 except Exception as exc:
+                    if _gone(context, exc):
+                        log.debug("%s: the client went away", method)
+                        return
                     await _fail(context, method, exc)
                 finally:
                     _log_call(method, context, started)
@@ -133,13 +201,18 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None:
             bidi_behavior = handler.stream_stream
 
-            async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
                 started = time.perf_counter()
                 try:
                     await enter(context)
-                    async for item in bidi_behavior(undecodable.refusing(requests), context):
-                        yield item
+                    # Written and closed as in stream above.
+                    async with contextlib.aclosing(bidi_behavior(undecodable.refusing(requests), context)) as items:
+                        async for item in items:
+                            await context.write(item)
                 except Exception as exc:
+                    if _gone(context, exc):
+                        log.debug("%s: the client went away", method)
+                        return
                     await _fail(context, method, exc)
                 finally:
                     _log_call(method, context, started)
@@ -152,6 +225,35 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         # Client streaming alone: no wac method has it, and one added later is
         # closed until it is wrapped here (never served without a policy).
         return grpc.stream_unary_rpc_method_handler(_unimplemented)
+
+
+    def _limit(self, principal: Principal | None, address: str) -> None:
+        """Raise RESOURCE_EXHAUSTED, with the delay to wait, when the caller
+        is over its rate. The hop key is exempt: the edge multiplexes many
+        subscribers on it and limits each of their sockets itself."""
+        if isinstance(principal, SubscriberPrincipal):
+            table, key = self._subscriber_rates, f"session:{principal.session_id}"
+        elif isinstance(principal, ServicePrincipal):
+            if "hop" in principal.scopes:
+                return
+            table, key = self._api_key_rates, f"key:{principal.key_name}"
+        else:
+            table, key = self._subscriber_rates, f"addr:{address}"
+        if table is None:
+            return
+        wait = table.take(key, self._clock())
+        if wait is not None:
+            raise errors.exhausted(f"too many calls: retry after {wait:.2f} s", retry_after=wait)
+
+
+def _gone(context: grpc.aio.ServicerContext, exc: Exception) -> bool:
+    """True when a stream failed because it is already over: the client
+    cancelled or disconnected, or its status was sent (a stream ended for
+    not reading). A write then fails with gRPC's internal ExecuteBatchError;
+    that is the normal end of a stream, not an error of the server."""
+    if isinstance(exc, errors.ApiError | grpc.aio.AbortError):
+        return False
+    return context.cancelled() or isinstance(exc, cygrpc.ExecuteBatchError)
 
 
 async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext) -> Any:

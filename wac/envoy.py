@@ -96,6 +96,7 @@ def render_config(
     upgrades_per_address: int = 120,
     descriptor_path: str | Path = DEFAULT_DESCRIPTOR,
     openapi_path: str | Path = DEFAULT_OPENAPI,
+    hop_key: str = "",
 ) -> str:
     """Fill in envoy/envoy.yaml.tmpl and return the YAML text.
 
@@ -103,6 +104,9 @@ def render_config(
     when one is given, else on 127.0.0.1:admin_port. max_connections is the
     ceiling on client connections; it is lowered to fit this process's
     file-descriptor limit (see connection_budget), which Envoy inherits.
+    hop_key goes to the core and the edge in x-wac-hop (wac/hopkey.py): the
+    rendered text then holds a secret, so write it where only wac's user
+    reads it.
     upgrades_per_address is how many WebSockets one client address may open
     a minute (0: no limit).
 
@@ -149,6 +153,10 @@ def render_config(
         # A JSON string is a valid YAML double-quoted scalar, so any path
         # (spaces, quotes, backslashes) survives.
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
+        # Sent to the core and the edge in x-wac-hop (see wac/hopkey.py).
+        # Empty: the header is only removed, and forwarded addresses are
+        # then not believed (logins throttle per Envoy's own address).
+        hop_key=json.dumps(hop_key),
         openapi_path=json.dumps(str(Path(openapi_path).resolve())),
     )
 

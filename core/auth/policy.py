@@ -67,8 +67,10 @@ RULES: dict[str, Rule] = {
     "/wac.v1.CallsService/ListCalls": _services("calls.read", subscribers=True),
     "/wac.v1.CallsService/GetIceServers": SUBSCRIBER,
     "/wac.v1.EventsService/Subscribe": SUBSCRIBER,
-    # Each attachment carries its session's token and is checked as Subscribe.
-    "/wac.v1.EventsService/StreamEvents": PUBLIC,
+    # The edge's one stream for all its sockets: only wac's own hops may
+    # open it (the hop key); each attachment then carries its session's
+    # token and is checked as Subscribe.
+    "/wac.v1.EventsService/StreamEvents": _services("hop"),
 }
 
 # A method missing from the table is closed to everyone but admins: a new

@@ -4,9 +4,12 @@ many sessions' streams over one (StreamEvents, for edges)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -14,7 +17,7 @@ from google.rpc import status_pb2
 
 from core import errors
 from core.auth import policy
-from core.auth.principal import Principal, SubscriberPrincipal, set_current, subscriber
+from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, current, set_current, subscriber
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog, EventsExpired
 from core.nul import nul_field
@@ -27,11 +30,6 @@ log = logging.getLogger("wac.events")
 WAKE_SECONDS = 15.0
 
 SUBSCRIBE = "/wac.v1.EventsService/Subscribe"
-# Bounds of one StreamEvents stream: live subscriptions, and deliveries
-# waiting for the stream (beyond which subscriptions wait; their events
-# stay in the session logs meanwhile, so a slow edge loses nothing).
-MAX_SUBSCRIPTIONS = 200_000
-MAX_QUEUED = 4096
 # One response carries at most this many deliveries or about this many bytes
 # (an event with an SDP is up to 32 KiB; the edge accepts 4 MiB).
 MAX_BATCH = 512
@@ -40,16 +38,51 @@ MAX_BATCH_BYTES = 1 << 20
 Delivery = events_pb2.StreamEventsResponse.Delivery
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Bounds of StreamEvents (config [events]).
+
+    ``max_attachments``: live subscriptions on one stream; an attach beyond
+    is refused (RESOURCE_EXHAUSTED) and the stream carries on.
+    ``max_streams``: streams open at once per caller (key and peer address);
+    one beyond is refused with RESOURCE_EXHAUSTED.
+    ``send_queue``: deliveries waiting for one stream. When it is full the
+    subscriptions wait (their events stay in the session logs, so a slow
+    edge loses nothing); when it stays full, nothing taken, for
+    ``stall_seconds``, the edge is not reading and the stream ends with
+    RESOURCE_EXHAUSTED, freeing all it held.
+    """
+
+    max_attachments: int = 20_000
+    max_streams: int = 8
+    send_queue: int = 4096
+    stall_seconds: float = 30.0
+
+
 class EventsServicer(events_pb2_grpc.EventsServiceServicer):
     def __init__(
         self,
         events: EventLog,
         devices: DeviceRegistry,
         authenticate: Callable[[str], Awaitable[Principal]],
+        limits: StreamLimits | None = None,
     ) -> None:
         self._events = events
         self._devices = devices
         self._authenticate = authenticate
+        self.limits = limits or StreamLimits()
+        # Open StreamEvents streams per caller, and the streams themselves
+        # (their queues are what a test or an operator inspects).
+        self._streams_by_caller: dict[str, int] = {}
+        self.streams: set[_Stream] = set()
+        # Statuses still on their way to streams that were ended (referenced
+        # here so that they are not collected mid-flight).
+        self._endings: set[asyncio.Task[None]] = set()
+
+    def spawn(self, ending: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(ending, name="events-stream-ending")
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
 
     async def Subscribe(
         self, request: events_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
@@ -64,8 +97,19 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         requests: AsyncIterator[events_pb2.StreamEventsRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[events_pb2.StreamEventsResponse]:
-        stream = _Stream(self)
+        caller = _caller(context)
+        open_now = self._streams_by_caller.get(caller, 0)
+        if open_now >= self.limits.max_streams:
+            raise errors.exhausted(
+                f"this caller has {open_now} event streams open, the most it may have; close one first"
+            )
+        self._streams_by_caller[caller] = open_now + 1
+        stream = _Stream(self, self.limits)
+        self.streams.add(stream)
         reader = asyncio.create_task(stream.read(requests), name="events-stream-requests")
+        handler = asyncio.current_task()
+        assert handler is not None
+        watchdog = asyncio.create_task(stream.watch(handler, context), name="events-stream-watchdog")
         try:
             while True:
                 response = await stream.next_response()
@@ -74,8 +118,13 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                 yield response
         finally:
             reader.cancel()
+            watchdog.cancel()
+            self.streams.discard(stream)
+            left = self._streams_by_caller.pop(caller, 1) - 1
+            if left > 0:
+                self._streams_by_caller[caller] = left
             await stream.close()
-            await asyncio.gather(reader, return_exceptions=True)
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
 
     # -- one session's stream, shared by both methods ---------------------
     async def _open(self, principal: SubscriberPrincipal, after_seq: int) -> list[events_pb2.Event]:
@@ -158,30 +207,47 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
 class _Stream:
     """The subscriptions of one StreamEvents call and their outgoing queue."""
 
-    def __init__(self, servicer: EventsServicer) -> None:
+    def __init__(self, servicer: EventsServicer, limits: StreamLimits) -> None:
         self._servicer = servicer
+        self._limits = limits
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # None marks the end of the requests: the edge half-closed.
-        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue(MAX_QUEUED)
+        self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue(limits.send_queue)
+        self._taken_at = asyncio.get_running_loop().time()
+
+    @property
+    def queued(self) -> int:
+        """Deliveries waiting for the edge to take them (at most send_queue)."""
+        return self._queue.qsize()
+
+    @property
+    def attachments(self) -> int:
+        return len(self._tasks)
 
     async def read(self, requests: AsyncIterator[events_pb2.StreamEventsRequest]) -> None:
-        async for request in requests:
-            action = request.WhichOneof("action")
-            if action == "attach":
-                await self._attach(request.attach)
-            elif action == "detach":
-                task = self._tasks.pop(request.detach.subscription, None)
-                if task is not None:
-                    task.cancel()
+        try:
+            async for request in requests:
+                action = request.WhichOneof("action")
+                if action == "attach":
+                    await self._attach(request.attach)
+                elif action == "detach":
+                    task = self._tasks.pop(request.detach.subscription, None)
+                    if task is not None:
+                        task.cancel()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            # The edge went away mid-read (cancelled, connection lost): the
+            # normal end of a stream, which the handler ends in turn.
+            log.debug("an event stream's requests ended early")
         await self._queue.put(None)
 
     async def _attach(self, attach: events_pb2.StreamEventsRequest.Attach) -> None:
         key = attach.subscription
         refusal = None
+        limit = self._limits.max_attachments
         if key in self._tasks:
             refusal = errors.invalid("attach.subscription", f"subscription {key} is already live on this stream")
-        elif len(self._tasks) >= MAX_SUBSCRIPTIONS:
-            refusal = errors.exhausted(f"this stream has {MAX_SUBSCRIPTIONS} subscriptions, the most it may have")
+        elif len(self._tasks) >= limit:
+            refusal = errors.exhausted(f"this stream has {limit} subscriptions, the most it may have")
         if refusal is not None:
             # Waits when the queue is full: the edge's requests then wait too.
             await self._queue.put(Delivery(subscription=key, ended=refusal.status()))
@@ -199,6 +265,7 @@ class _Stream:
     async def next_response(self) -> events_pb2.StreamEventsResponse | None:
         """The next batch of deliveries, or None once the requests ended."""
         first = await self._queue.get()
+        self._taken_at = asyncio.get_running_loop().time()
         if first is None:
             return None
         batch = [first]
@@ -212,12 +279,50 @@ class _Stream:
             size += item.ByteSize()
         return events_pb2.StreamEventsResponse(deliveries=batch)
 
+    async def watch(self, handler: asyncio.Task[Any], context: grpc.aio.ServicerContext) -> None:
+        """End the stream when its queue stays full with nothing taken for
+        stall_seconds: the edge stopped reading, and gRPC would otherwise
+        hold the stream, its subscriptions and their deliveries for ever."""
+        stall = self._limits.stall_seconds
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(stall, 1.0))
+            if not self._queue.full() or loop.time() - self._taken_at < stall:
+                continue
+            log.warning("an event stream took nothing for %g s with its queue full: ending it", stall)
+            message = f"the event stream took no deliveries for {stall:g} s with {self._queue.qsize()} waiting"
+            # The status is queued behind the data the edge has not read,
+            # so sending it may take as long as the edge takes to read: it
+            # is sent from a task of its own (bounded), while the handler,
+            # blocked on that write, is cancelled now to free what it holds.
+            self._servicer.spawn(_end_stream(context, message, stall))
+            await asyncio.sleep(0)  # the status is submitted before the cancel
+            handler.cancel()
+            return
+
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Deliveries nobody will take: dropped at once, not when the stream
+        # object is collected.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+
+async def _end_stream(context: grpc.aio.ServicerContext, message: str, patience: float) -> None:
+    with contextlib.suppress(grpc.aio.AbortError, grpc.aio.UsageError, asyncio.InvalidStateError, TimeoutError):
+        await asyncio.wait_for(context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message), patience)
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    """Whom a stream counts against: the key that opened it, from its peer."""
+    principal = current()
+    name = principal.key_name if isinstance(principal, ServicePrincipal) else "-"
+    peer = (context.peer() or "").rsplit(":", 1)[0]
+    return f"{name}@{peer}"
 
 
 def _expired(exc: EventsExpired) -> errors.ApiError:

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from edges.wapi.forwarded import HOP_HEADER
 from edges.wapi.methods import Method
 from edges.wapi.rpc import RpcError
 
@@ -55,13 +56,18 @@ class CoreClient:
     """One channel to the core, shared by every connection of the edge.
 
     Bounds: ``deadline`` (seconds, > 0) applies to every unary call.
+    ``hop_key`` (wac/hopkey.py) goes in x-wac-hop on every call, so that the
+    core believes the client address the edge forwards, and authorises the
+    edge's StreamEvents.
     """
 
-    def __init__(self, address: str, *, deadline: float) -> None:
+    def __init__(self, address: str, *, deadline: float, hop_key: str = "") -> None:
         if deadline <= 0:
             raise ValueError("deadline must be positive")
         self.address = address
         self.deadline = deadline
+        self.hop_key = hop_key
+        self._hop: Metadata = ((HOP_HEADER, hop_key),) if hop_key else ()
         self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._streams: dict[str, grpc.aio.UnaryStreamMultiCallable] = {}
@@ -77,7 +83,7 @@ class CoreClient:
             )
             self._unary[method.path] = callable_
         try:
-            response: Message = await callable_(request, metadata=metadata, timeout=self.deadline)
+            response: Message = await callable_(request, metadata=metadata + self._hop, timeout=self.deadline)
         except grpc.aio.AioRpcError as exc:
             raise status_error(method.name, exc.code(), exc.details(), exc.trailing_metadata(), self.deadline) from None
         return response
@@ -92,18 +98,20 @@ class CoreClient:
                 response_deserializer=method.response_type.FromString,
             )
             self._streams[method.path] = callable_
-        return callable_(request, metadata=metadata)
+        return callable_(request, metadata=metadata + self._hop)
 
     def stream_stream(
         self, path: str, response_type: type[Message], requests: AsyncIterator[Message]
     ) -> grpc.aio.StreamStreamCall:
-        """Open a bidirectional stream fed from ``requests``; no deadline."""
+        """Open a bidirectional stream fed from ``requests``, as the edge
+        itself (the hop key is its credential); no deadline."""
         callable_ = self._channel.stream_stream(
             path,
             request_serializer=_serialize,
             response_deserializer=response_type.FromString,
         )
-        return callable_(requests)
+        metadata = (("authorization", f"Bearer {self.hop_key}"),) if self.hop_key else ()
+        return callable_(requests, metadata=metadata)
 
     async def stream_error(self, method: Method, call: grpc.aio.UnaryStreamCall) -> RpcError | None:
         """The error a finished stream ended with, or None if it ended OK."""

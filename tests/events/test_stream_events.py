@@ -1,5 +1,6 @@
 """EventsService.StreamEvents against a real core: many sessions' event
-streams over one gRPC stream, each attachment authorised by its own token."""
+streams over one gRPC stream, opened with the hop key (the edge's
+credential), each attachment authorised by its own token."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ Status = presence_pb2.Presence.Status
 class Mux:
     """One StreamEvents call: attach and detach, and the deliveries by subscription."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents()
+    def __init__(self, channel: grpc.aio.Channel, credential: str) -> None:
+        self.call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents(metadata=md(credential))
         self.deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 
@@ -57,8 +58,8 @@ class Mux:
 
 
 @asynccontextmanager
-async def mux(channel: grpc.aio.Channel) -> AsyncIterator[Mux]:
-    stream = Mux(channel)
+async def mux(channel: grpc.aio.Channel, credential: str) -> AsyncIterator[Mux]:
+    stream = Mux(channel, credential)
     try:
         yield stream
     finally:
@@ -80,7 +81,7 @@ async def test_two_sessions_on_one_stream_each_get_their_own_events(core: Core, 
     await add_subscriber(core, "alice")
     await add_subscriber(core, "bob")
     alice, bob = await login(channel, "alice"), await login(channel, "bob")
-    async with mux(channel) as stream:
+    async with mux(channel, core.hop_key) as stream:
         await stream.attach(1, alice.access_token)
         await stream.attach(2, bob.access_token)
         accepted: set[int] = set()
@@ -108,7 +109,7 @@ async def test_a_bad_token_is_refused_with_its_status_and_the_stream_carries_on(
 ) -> None:
     await add_subscriber(core, "alice")
     alice = await login(channel, "alice")
-    async with mux(channel) as stream:
+    async with mux(channel, core.hop_key) as stream:
         await stream.attach(7, "not.a.token")
         refused = await stream.next()
         assert refused.subscription == 7
@@ -136,7 +137,7 @@ async def test_a_duplicate_subscription_key_and_an_expired_seq_are_refused(
 ) -> None:
     await add_subscriber(core, "alice")
     alice = await login(channel, "alice")
-    async with mux(channel) as stream:
+    async with mux(channel, core.hop_key) as stream:
         await stream.attach(1, alice.access_token)
         await stream.next_for(1, "accepted")
         await stream.attach(1, alice.access_token)
@@ -155,7 +156,7 @@ async def test_a_duplicate_subscription_key_and_an_expired_seq_are_refused(
 async def test_resume_after_detach_gets_the_missed_events_once(core: Core, channel: grpc.aio.Channel) -> None:
     await add_subscriber(core, "alice")
     alice = await login(channel, "alice")
-    async with mux(channel) as stream:
+    async with mux(channel, core.hop_key) as stream:
         await stream.attach(1, alice.access_token)
         await stream.next_for(1, "accepted")
         await set_status(channel, alice.access_token, Status.AWAY, "one")
@@ -182,7 +183,7 @@ async def test_revocation_ends_the_subscription_with_ok_after_the_revoked_event(
 ) -> None:
     await add_subscriber(core, "alice")
     alice = await login(channel, "alice")
-    async with mux(channel) as stream:
+    async with mux(channel, core.hop_key) as stream:
         await stream.attach(5, alice.access_token)
         await stream.next_for(5, "accepted")
         await identity_pb2_grpc.IdentityServiceStub(channel).Logout(
@@ -203,7 +204,7 @@ async def test_revocation_ends_the_subscription_with_ok_after_the_revoked_event(
 async def test_the_stream_ends_when_the_edge_stops_writing(core: Core, channel: grpc.aio.Channel) -> None:
     await add_subscriber(core, "alice")
     alice = await login(channel, "alice")
-    stream = Mux(channel)
+    stream = Mux(channel, core.hop_key)
     await stream.attach(1, alice.access_token)
     await stream.next_for(1, "accepted")
     await stream.call.done_writing()
