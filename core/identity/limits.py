@@ -120,9 +120,10 @@ class PasswordChecks:
             self._slots.release()
 
 
-class SessionLocks:
-    """One asyncio.Lock per key (a session id), kept only while someone holds
-    or waits for it: the map is bounded by the calls in flight."""
+class KeyedLocks:
+    """One asyncio.Lock per key (a session id, a throttle key), kept only
+    while someone holds or waits for it: the map is bounded by the calls in
+    flight."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}

@@ -32,7 +32,7 @@ from core.convert import timestamp
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog
 from core.identity import apikeys, rules, sealing, service_keys
-from core.identity.limits import Busy, PasswordChecks, SessionLocks
+from core.identity.limits import Busy, KeyedLocks, PasswordChecks
 from core.identity.passwords import hash_password, verify_password
 from core.identity.revocations import RevocationCache
 from core.identity.store import (
@@ -145,7 +145,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             queue=config.identity.password_check_queue,
             queue_per_address=config.identity.login_queue_per_address,
         )
-        self._refresh_locks = SessionLocks()
+        self._refresh_locks = KeyedLocks()
+        # Throttle changes of one key wait for each other in this core, so
+        # the compare-and-set only ever retries against other cores.
+        self._throttle_locks = KeyedLocks()
         # session id -> the last rotation's answer, handed again to a racing
         # or retried refresh with the same token within refresh_reuse_grace.
         self._refresh_answers: dict[str, _RefreshAnswer] = {}
@@ -416,7 +419,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, key: str, change: Callable[[rules.ThrottleState | None], rules.ThrottleState | None]
     ) -> tuple[rules.ThrottleState | None, rules.ThrottleState | None]:
         try:
-            return await self._store.change_throttle_state(key, change)
+            async with self._throttle_locks.hold(key):
+                return await self._store.change_throttle_state(key, change)
         except ThrottleContention:
             raise errors.ApiError(
                 grpc.StatusCode.UNAVAILABLE, "too many concurrent logins for this account; try again"

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from core.db.engine import sqlite_url
 from core.server import Core
 from tests.support.core import add_subscriber, api_key, login, running_core
 from wac.v1 import identity_pb2, identity_pb2_grpc
@@ -124,3 +125,30 @@ async def test_refreshes_are_rate_limited_per_session(tmp_path: Path) -> None:
         later = await refresh(s.stub, first.refresh_token)
         assert isinstance(later, identity_pb2.Session)
         assert later.session_id == session.session_id
+
+
+async def test_refreshes_racing_on_two_cores_never_revoke(tmp_path: Path) -> None:
+    # Two cores on one database (the second's data dir is its own, its
+    # database the first's): the conditional update settles the race.
+    shared = {**BASE, "WAC_CORE_DATABASE_URL": sqlite_url(tmp_path / "one")}
+    (tmp_path / "one").mkdir()
+    async with (
+        running_core(tmp_path / "one", BASE) as one,
+        running_core(tmp_path / "two", shared) as two,
+        grpc.aio.insecure_channel(f"127.0.0.1:{one.port}") as a,
+        grpc.aio.insecure_channel(f"127.0.0.1:{two.port}") as b,
+    ):
+        await add_subscriber(one, "alice")
+        gateway = await api_key(one, "gateway", "identity.verify")
+        session = await login(a, "alice")
+        stubs = [identity_pb2_grpc.IdentityServiceStub(a), identity_pb2_grpc.IdentityServiceStub(b)]
+        answers = await asyncio.gather(*(refresh(stubs[i % 2], session.refresh_token) for i in range(10)))
+        errors = [x for x in answers if isinstance(x, grpc.aio.AioRpcError)]
+        sessions = [x for x in answers if isinstance(x, identity_pb2.Session)]
+        assert sessions
+        assert not [e for e in errors if "revoked" in (e.details() or "")], [e.details() for e in errors]
+        # The losers are told to retry: the race (ABORTED) or the rate (RESOURCE_EXHAUSTED).
+        assert {e.code() for e in errors} <= {grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        for answer in sessions:
+            assert answer.session_id == session.session_id
+            assert await active(stubs[0], gateway, answer.access_token)
