@@ -51,6 +51,9 @@ from wac.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 
 log = logging.getLogger("wac.identity")
 
+# Seconds between two purges of expired login-throttle rows.
+THROTTLE_PURGE_INTERVAL = 60.0
+
 Reason = identity_pb2.VerifyTokenResponse.Reason
 SubscriberListener = Callable[[str, SubscriberRow | None], Awaitable[None]]
 
@@ -166,6 +169,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._revocations.on_revoked_elsewhere(self._revoked_elsewhere)
         self._tasks.append(asyncio.create_task(self._revocations.run(), name="revocation-poll"))
         self._tasks.append(asyncio.create_task(self._record_api_key_uses(), name="api-key-uses"))
+        self._tasks.append(asyncio.create_task(self._purge_throttle(), name="throttle-purge"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -326,6 +330,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def _flush_api_key_uses(self) -> None:
         used, self._api_key_used = self._api_key_used, {}
         await self._store.record_api_key_use(used)
+
+    async def _purge_throttle(self) -> None:
+        """Drop throttle rows whose window is over (the rules ignore them
+        already): a flood from many addresses leaves a row per address and
+        per pair, which would otherwise stay for ever."""
+        while True:
+            await asyncio.sleep(THROTTLE_PURGE_INTERVAL)
+            try:
+                await self._store.purge_throttle(before=self._clock() - self._throttle.window)
+            except Exception:
+                log.exception("purging expired login throttle rows failed; retrying")
 
     # -- sessions -----------------------------------------------------
     async def Login(

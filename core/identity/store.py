@@ -380,6 +380,12 @@ class IdentityStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(t.login_failures).where(t.login_failures.c.key == key))
 
+    async def purge_throttle(self, before: float) -> int:
+        """Delete the rows whose window began before ``before``; their count."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(t.login_failures).where(t.login_failures.c.first_time < before))
+        return int(result.rowcount or 0)
+
 
 def _subscriber_values(row: SubscriberRow) -> dict[str, object]:
     return {

@@ -64,3 +64,11 @@ async def test_forgiving_takes_back_one_failure(stores: tuple[IdentityStore, Ide
     )
     state = await stores[0].throttle_state("user:bob")
     assert state is not None and state.failures == 1
+
+
+async def test_rows_whose_window_is_over_are_purged(stores: tuple[IdentityStore, IdentityStore]) -> None:
+    await stores[0].change_throttle_state("addr:old", lambda s: rules.record_failure(s, POLICY, 10.0))
+    await stores[0].change_throttle_state("addr:new", lambda s: rules.record_failure(s, POLICY, 500.0))
+    assert await stores[1].purge_throttle(before=100.0) == 1
+    assert await stores[0].throttle_state("addr:old") is None
+    assert await stores[0].throttle_state("addr:new") is not None
