@@ -383,7 +383,7 @@ class HttpEdge:
     def _file(root: Path, relative: str, what: str, build: str) -> web.StreamResponse:
         if not root.is_dir():
             return json_error(404, 5, f"{what} is not built: run `{build}` in clients/js ({root} is missing)")
-        if "\x00" in relative or not relative.isprintable() or not _utf8(relative):
+        if not relative.isprintable() or not _utf8(relative):
             # NUL, control characters, or bytes that were not UTF-8
             # (aiohttp keeps them as surrogates): no file has such a name.
             return json_error(404, 5, f"no such file in {what}")
