@@ -251,6 +251,9 @@ async def run(args: argparse.Namespace) -> int:
             "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core_port}",
             "WAC_EDGE_RATE_PER_SECOND": "100000",
             "WAC_EDGE_RATE_BURST": "100000",
+            # The core limits each session too (its callers are few and busy).
+            "WAC_CORE_RATE_PER_SECOND": "100000",
+            "WAC_CORE_RATE_BURST": "100000",
             "WAC_LOG_LEVEL": "warning",
             # Every device logs in at once from 127.0.0.1: let them queue.
             "WAC_IDENTITY_LOGIN_QUEUE_PER_ADDRESS": "100000",
