@@ -434,7 +434,7 @@ async def run(args: argparse.Namespace) -> int:
                 started = time.perf_counter()
                 for worker in workers:
                     assert worker.stdout is not None
-                    line = await asyncio.wait_for(worker.stdout.readline(), 30)
+                    line = await asyncio.wait_for(worker.stdout.readline(), 300)
                     assert line.strip() == b"READY", line
                 opened = time.perf_counter() - started
                 print(f"setup: {args.watchers} watchers logged in with streams open in {opened:.1f} s")
