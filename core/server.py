@@ -269,9 +269,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
 
 
 def _interceptor(config: Config, identity: IdentityServicer, hop_key: str) -> CoreInterceptor:
-    core = config.core
-    if core.rate_per_second <= 0 or core.rate_burst < 1 or core.api_key_rate_burst < 1:
-        raise ConfigError("[core] rate_per_second must be positive, rate_burst and api_key_rate_burst at least 1")
+    core = config.core  # the rates' ranges are checked with the configuration
     forwarding = Forwarding(
         hop_key=hop_key, trusted_proxies=frozenset(core.trusted_proxies), header=core.client_address_header.lower()
     )
@@ -285,13 +283,7 @@ def _interceptor(config: Config, identity: IdentityServicer, hop_key: str) -> Co
 
 
 def _stream_limits(config: Config) -> StreamLimits:
-    events = config.events
-    if events.max_attachments_per_stream < 1 or events.max_streams_per_peer < 1 or events.stream_send_queue < 1:
-        raise ConfigError(
-            "[events] max_attachments_per_stream, max_streams_per_peer and stream_send_queue must be at least 1"
-        )
-    if events.stream_stall_seconds <= 0:
-        raise ConfigError("[events] stream_stall_seconds must be positive")
+    events = config.events  # ranges checked with the configuration
     return StreamLimits(
         max_attachments=events.max_attachments_per_stream,
         max_streams=events.max_streams_per_peer,

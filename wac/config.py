@@ -311,6 +311,14 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("identity", "refresh_min_interval"): (0, 3600),
     ("calls", "max_calls_per_caller"): (1, 1000),
     ("calls", "max_ringing_per_callee"): (1, 1000),
+    ("core", "rate_per_second"): (0.001, 10_000_000),
+    ("core", "rate_burst"): (1, 10_000_000),
+    ("core", "api_key_rate_per_second"): (0, 10_000_000),
+    ("core", "api_key_rate_burst"): (1, 10_000_000),
+    ("events", "max_attachments_per_stream"): (1, 1_000_000),
+    ("events", "max_streams_per_peer"): (1, 10_000),
+    ("events", "stream_send_queue"): (1, 1_000_000),
+    ("events", "stream_stall_seconds"): (0.01, 3600),
 }
 
 
