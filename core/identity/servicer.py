@@ -103,10 +103,15 @@ class _RefreshAnswer:
     asked_hash: str
     generation: int  # the session's generation after this answer
     session: identity_pb2.Session
-    until: float
+    answered_at: float
+    until: float  # the end of refresh_reuse_grace
 
-    def answers(self, generation: int, presented: str, now: float) -> bool:
-        return generation == self.asked_generation and presented == self.asked_hash and now <= self.until
+    def answers(self, generation: int, presented: str, now: float, arrived: float) -> bool:
+        """Is this the answer to a refresh asked ``now`` that ``arrived``
+        then? A refresh that arrived before this answer was given raced it,
+        whatever the grace (even 0): a race is not a reuse."""
+        same = generation == self.asked_generation and presented == self.asked_hash
+        return same and (now <= self.until or arrived <= self.answered_at)
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
@@ -489,10 +494,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         # One refresh per session at a time in this core: a racing refresh
         # with the same token waits and is handed the winner's answer (the
         # conditional update in rotate_refresh settles races between cores).
+        arrived = self._clock()
         async with self._refresh_locks.hold(session_id):
-            return await self._refresh(session_id, generation, _hash_refresh(secret))
+            return await self._refresh(session_id, generation, _hash_refresh(secret), arrived)
 
-    async def _refresh(self, session_id: str, generation: int, presented: str) -> identity_pb2.Session:
+    async def _refresh(self, session_id: str, generation: int, presented: str, arrived: float) -> identity_pb2.Session:
         session = await self._store.get_session(session_id)
         now = self._clock()
         if session is None:
@@ -502,12 +508,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         answered = self._refresh_answers.get(session_id)
         if (
             answered is not None
-            and answered.answers(generation, presented, now)
+            and answered.answers(generation, presented, now, arrived)
             and session.refresh_generation == answered.generation
         ):
-            # The same question within the grace (a race lost to the winner,
-            # or a client retrying a lost answer): the same answer, so that
-            # whichever copy the client keeps stays the current one.
+            # The same question asked while the first was being answered (a
+            # race), or again within the grace (a retry after a lost answer):
+            # the same answer, so that whichever copy the client keeps is
+            # the current one.
             answer = identity_pb2.Session()
             answer.CopyFrom(answered.session)
             return answer
@@ -560,6 +567,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 presented,
                 generation + 1,
                 answer,
+                self._clock(),
                 now + self._config.identity.refresh_reuse_grace,
             ),
             now,

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from core.db.engine import sqlite_url
 from core.server import Core
 from tests.support.core import add_subscriber, api_key, login, running_core
+from tests.support.timing import seconds
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
 Reason = identity_pb2.VerifyTokenResponse.Reason
@@ -152,3 +154,38 @@ async def test_refreshes_racing_on_two_cores_never_revoke(tmp_path: Path) -> Non
         for answer in sessions:
             assert answer.session_id == session.session_id
             assert await active(stubs[0], gateway, answer.access_token)
+
+
+async def test_a_race_is_not_a_reuse_even_without_a_grace(tmp_path: Path) -> None:
+    env = {"WAC_IDENTITY_REFRESH_REUSE_GRACE": "0", "WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0"}
+    async with setup(tmp_path, env) as (s, channel):
+        identity = s.core.identity
+        # Hold the first rotation until all ten refreshes have arrived, so
+        # that they truly overlap (gRPC may deliver late ones after it).
+        arrivals = 0
+        all_arrived = asyncio.Event()
+        hold = identity._refresh_locks.hold
+        rotate = identity._store.rotate_refresh
+
+        def counted_hold(key: str) -> Any:
+            nonlocal arrivals
+            arrivals += 1
+            if arrivals == 10:
+                all_arrived.set()
+            return hold(key)
+
+        async def held_rotate(*args: Any) -> bool:
+            await asyncio.wait_for(all_arrived.wait(), seconds(1))
+            return bool(await rotate(*args))
+
+        identity._refresh_locks.hold = counted_hold
+        identity._store.rotate_refresh = held_rotate
+        session = await login(channel, "alice")
+        answers = await asyncio.gather(*(refresh(s.stub, session.refresh_token) for _ in range(10)))
+        assert all(isinstance(a, identity_pb2.Session) for a in answers), answers
+        assert all(a == answers[0] for a in answers)
+        assert await active(s.stub, s.gateway, answers[0].access_token)
+        # Once answered, the same token again is theft: no grace was given.
+        stolen = await refresh(s.stub, session.refresh_token)
+        assert isinstance(stolen, grpc.aio.AioRpcError) and "revoked" in (stolen.details() or "")
+        assert not await active(s.stub, s.gateway, answers[0].access_token)
