@@ -263,7 +263,8 @@ export interface Contact {
   emails?: string[];
   /**
    * The wac subscriber this contact is, if any. Under the "contacts"
-   * visibility policy it makes that subscriber's presence visible.
+   * visibility policy it lets that subscriber see the owner's presence (the
+   * owner's consent); it does not show that subscriber's presence to the owner.
    */
   subscriber?: string;
   /** Whether the contact is a favourite. */
@@ -1092,15 +1093,6 @@ export interface Methods {
   /** UpdateContact changes the fields named in update_mask. */
   "ContactsService.UpdateContact": [UpdateContactRequest, Contact];
   /**
-   * StreamEvents carries the Subscribe streams of many sessions over one
-   * stream, for an edge that holds the clients' connections: one gRPC
-   * message then carries events of many sessions, where a stream per
-   * session costs a message per event. The stream itself carries no
-   * credential; each attachment carries its session's access token and is
-   * authorised as that session's Subscribe would be. Not part of the WAPI.
-   */
-  "EventsService.StreamEvents": [StreamEventsRequest, StreamEventsResponse];
-  /**
    * Subscribe streams the caller's session events in seq order, starting
    * after after_seq. A client that reconnects within the retention window
    * and passes the last seq it saw gets every missed event once, in order.
@@ -1178,6 +1170,19 @@ export interface Methods {
    * one target, for example action "call.pstn" on target "+34600111222".
    */
   "IdentityService.Authorize": [AuthorizeRequest, AuthorizeResponse];
+  /**
+   * StreamEvents carries the Subscribe streams of many sessions over one
+   * stream, for an edge that holds the clients' connections: one gRPC
+   * message then carries events of many sessions, where a stream per
+   * session costs a message per event. Only wac's own hops open it: the
+   * stream carries the hop key (an API key with the scope "hop"), and the
+   * front door does not route it. Each attachment carries its session's
+   * access token and is authorised as that session's Subscribe would be.
+   * Bounded: attachments per stream and streams per caller
+   * (RESOURCE_EXHAUSTED beyond), and a stream whose deliveries go unread
+   * ends with RESOURCE_EXHAUSTED. Not part of the WAPI.
+   */
+  "EventsService.StreamEvents": [StreamEventsRequest, StreamEventsResponse];
 }
 
 /** A JSON-RPC method name of the WAPI. */
