@@ -13,8 +13,8 @@ each run in their own process, so that their memory can be read from /proc.
 2. Idle connections. --connections sockets (spread over --workers client
    processes) each log in as their own subscriber and subscribe to events,
    then sit idle. Reported: the edge's RSS growth per connection (target
-   <= 60 KiB) and the core's. Then one subscriber they all have as a
-   contact changes its presence --changes times; each change is one event
+   <= 60 KiB) and the core's. Then one subscriber who has them all as
+   contacts (so they all see it) changes its presence --changes times; each change is one event
    to every connection. Reported: delay from SetPresence to arrival at each
    connection, p50 and p99 (target p99 < 1 s).
 
@@ -129,9 +129,11 @@ class Stack:
         for username in [ME, SUBJECT, *map(watcher, range(watchers))]:
             row = SubscriberRow(username, username.title(), (), "", ("user",), False, cheap, now, now)
             await identity.create_subscriber(row)
+        # The subject's contacts link the watchers: its consent that they see it.
         for index in range(watchers):
-            row = ContactRow(f"c{index}", watcher(index), "Subject", "subject", (), (), SUBJECT, False, "", now, now)
-            await contacts.create(row, limit=10)
+            name = watcher(index)
+            row = ContactRow(f"c{index}", SUBJECT, name.title(), name, (), (), name, False, "", now, now)
+            await contacts.create(row, limit=max(watchers, 1))
         await dispose(engine)
 
     async def start(self) -> None:
