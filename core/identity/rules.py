@@ -118,11 +118,13 @@ def throttle_wait(state: ThrottleState | None, policy: ThrottlePolicy, now: floa
     Past ``after`` failures each attempt must wait a delay doubling with each
     failure (capped at a minute); past ``lock_after`` the key is locked.
     """
-    if state is None or now - state.first_time > policy.window:
+    if state is None:
         return 0.0
+    # A lock lasts its lock_seconds even past the counting window (a lock
+    # longer than the window would otherwise end early).
     if state.locked_until > now:
         return state.locked_until - now
-    if state.failures < policy.after:
+    if now - state.first_time > policy.window or state.failures < policy.after:
         return 0.0
     delay = min(_doubled(policy, state.failures), 60.0)
     return max(0.0, state.last_time + delay - now)

@@ -343,7 +343,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         while True:
             await asyncio.sleep(THROTTLE_PURGE_INTERVAL)
             try:
-                await self._store.purge_throttle(before=self._clock() - self._throttle.window)
+                now = self._clock()
+                await self._store.purge_throttle(before=now - self._throttle.window, now=now)
             except Exception:
                 log.exception("purging expired login throttle rows failed; retrying")
 

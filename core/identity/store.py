@@ -380,10 +380,14 @@ class IdentityStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(t.login_failures).where(t.login_failures.c.key == key))
 
-    async def purge_throttle(self, before: float) -> int:
-        """Delete the rows whose window began before ``before``; their count."""
+    async def purge_throttle(self, before: float, now: float) -> int:
+        """Delete the rows whose window began before ``before`` and whose
+        lock (if any) is over at ``now``; their count."""
+        table = t.login_failures
         async with self._engine.begin() as conn:
-            result = await conn.execute(delete(t.login_failures).where(t.login_failures.c.first_time < before))
+            result = await conn.execute(
+                delete(table).where(table.c.first_time < before, table.c.locked_until <= now)
+            )
         return int(result.rowcount or 0)
 
 

@@ -69,6 +69,13 @@ async def test_forgiving_takes_back_one_failure(stores: tuple[IdentityStore, Ide
 async def test_rows_whose_window_is_over_are_purged(stores: tuple[IdentityStore, IdentityStore]) -> None:
     await stores[0].change_throttle_state("addr:old", lambda s: rules.record_failure(s, POLICY, 10.0))
     await stores[0].change_throttle_state("addr:new", lambda s: rules.record_failure(s, POLICY, 500.0))
-    assert await stores[1].purge_throttle(before=100.0) == 1
+    assert await stores[1].purge_throttle(before=100.0, now=600.0) == 1
     assert await stores[0].throttle_state("addr:old") is None
     assert await stores[0].throttle_state("addr:new") is not None
+
+
+async def test_a_row_still_locked_outlives_its_window(stores: tuple[IdentityStore, IdentityStore]) -> None:
+    locked = rules.ThrottleState(failures=10, first_time=10.0, last_time=20.0, locked_until=2000.0)
+    await stores[0].change_throttle_state("pair:bob@10.0.0.9", lambda s: locked)
+    assert await stores[1].purge_throttle(before=1000.0, now=1500.0) == 0
+    assert await stores[1].purge_throttle(before=1000.0, now=2001.0) == 1

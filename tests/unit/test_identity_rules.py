@@ -112,3 +112,14 @@ def test_refresh_wait() -> None:
     assert rules.refresh_wait(5.0, 1.0, 5.25) == 0.75
     assert rules.refresh_wait(5.0, 1.0, 6.0) == 0.0
     assert rules.refresh_wait(5.0, 0.0, 5.0) == 0.0
+
+
+def test_a_lock_lasts_its_lock_seconds_even_past_the_window() -> None:
+    policy = rules.ThrottlePolicy(after=3, delay=1.0, lock_after=10, lock_seconds=600.0, window=300.0)
+    state = None
+    for second in range(10):
+        state = rules.record_failure(state, policy, float(second))
+    assert state is not None and state.locked_until == 609.0
+    # The window (300 s from the first failure) has passed; the lock has not.
+    assert rules.throttle_wait(state, policy, 400.0) == pytest.approx(209.0)
+    assert rules.throttle_wait(state, policy, 610.0) == 0.0
