@@ -6,8 +6,6 @@ identity as the core does, and every core start reconciles the mirror."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -17,31 +15,17 @@ from core.directory.records import DirectoryRecord
 from core.directory.store import DirectoryStore
 from core.identity.store import IdentityStore, SubscriberRow
 from core.server import Core
+from tests.support.cli import cli_env, wac_async
 from tests.support.core import add_subscriber, login, running_core
 from tests.support.timing import seconds
 from wac.v1 import contacts_pb2, contacts_pb2_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 async def wac_admin(data_dir: Path, *args: str) -> str:
     """Run the real CLI on the data dir (without blocking the core's loop)."""
-    env = {**os.environ, "WAC_DATA_DIR": str(data_dir)}
-    env.pop("WAC_CONFIG", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wac.cli",
-        "admin",
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), seconds(10))
-    assert process.returncode == 0, (out + err).decode()
-    return out.decode()
+    result = await wac_async("admin", *args, env=cli_env(data_dir), timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 async def found(core: Core, query: str) -> list[str]:

@@ -4,8 +4,6 @@ core within a second), rotate (both keys work, the old one until its grace)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,11 +12,10 @@ import grpc
 import pytest
 
 from core.server import Core
+from tests.support.cli import cli_env, wac_async
 from tests.support.core import running_core
 from tests.support.timing import seconds
 from wac.v1 import identity_pb2, identity_pb2_grpc
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -30,23 +27,9 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
 
 async def wac(core: Core, *args: str) -> list[str]:
     """Run the real CLI on the core's data dir (without blocking the core's loop)."""
-    env = {**os.environ, "WAC_DATA_DIR": str(core.config.data_dir)}
-    env.pop("WAC_CONFIG", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wac.cli",
-        "admin",
-        "apikey",
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), seconds(6))
-    assert process.returncode == 0, (out + err).decode()
-    return out.decode().splitlines()
+    result = await wac_async("admin", "apikey", *args, env=cli_env(core.config.data_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines()
 
 
 async def accepted(core: Core, key: str) -> bool:
@@ -117,21 +100,7 @@ async def test_last_use_is_recorded_in_the_background_not_per_call(core: Core) -
 
 
 async def test_revoking_or_rotating_an_unknown_name_fails_plainly(core: Core) -> None:
-    env = {**os.environ, "WAC_DATA_DIR": str(core.config.data_dir)}
     for action in ("revoke", "rotate"):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "wac.cli",
-            "admin",
-            "apikey",
-            action,
-            "nobody",
-            env=env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(process.communicate(), seconds(6))
-        assert process.returncode == 1
-        assert b"no API key named 'nobody'" in err and b"Traceback" not in err
+        result = await wac_async("admin", "apikey", action, "nobody", env=cli_env(core.config.data_dir))
+        assert result.returncode == 1
+        assert "no API key named 'nobody'" in result.stderr and "Traceback" not in result.stderr

@@ -7,30 +7,19 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.timing import seconds
+from tests.support.cli import cli_env
+from tests.support.cli import wac as run_wac
 from wac.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[2]
 EX_CONFIG = 78
 
 
 def wac(*args: str, data_dir: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WAC_DATA_DIR": str(data_dir), **(extra or {})}
-    env.pop("WAC_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "wac.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=seconds(4),
-        check=False,
-    )
+    return run_wac(*args, env=cli_env(data_dir, extra))
 
 
 def mode(path: Path) -> int:

@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.cli import ROOT, wac
 from tests.support.server import free_port
 from tests.support.timing import seconds
 from wac import envoy
 
-ROOT = Path(__file__).resolve().parents[2]
 EX_CONFIG = 78
 
 
@@ -116,18 +116,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def wac(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wac.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=seconds(4),
-        check=False,
-    )
 
 
 def test_the_data_dir_is_private_and_envoy_admin_is_a_0600_socket(run: Run) -> None:

@@ -6,10 +6,8 @@ key, the directory search that finds what it imported, and
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +18,8 @@ import pytest
 from core.directory.store import DirectoryStore
 from core.server import Core
 from tests.presence.devices import Device, cheap_password_hashing, eventually, md
+from tests.support.cli import cli_env
+from tests.support.cli import wac as run_wac
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.slapd import READER_DN, READER_PASSWORD, SUFFIX, Slapd
 from tests.support.timing import seconds
@@ -28,7 +28,6 @@ from wac.v1 import contacts_pb2, contacts_pb2_grpc
 
 __all__ = ["cheap_password_hashing"]
 
-ROOT = Path(__file__).resolve().parents[2]
 USABLE, SKIPPED = 12, 2  # as in fixtures/ldap/10-people.ldif
 SyncRun = contacts_pb2.SyncRun
 
@@ -222,20 +221,7 @@ async def test_a_bad_connector_section_stops_the_start(tmp_path: Path) -> None:
 
 
 def wac(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "WAC_CONFIG": str(tmp_path / "wac.toml"),
-        "WAC_DATA_DIR": str(tmp_path / "data"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "wac.cli", "connectors", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=seconds(4),
-        check=False,
-    )
+    return run_wac("connectors", *args, env=cli_env(tmp_path / "data", {"WAC_CONFIG": str(tmp_path / "wac.toml")}))
 
 
 def test_cli_sync_and_list(slapd: Slapd, tmp_path: Path) -> None:

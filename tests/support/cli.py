@@ -1,0 +1,53 @@
+"""The real `wac` command, run as an operator runs it, from tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.support.timing import seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment on ``data_dir``, without a caller's WAC_CONFIG
+    unless ``extra`` names one."""
+    env = {**os.environ, "WAC_DATA_DIR": str(data_dir)}
+    env.pop("WAC_CONFIG", None)
+    return {**env, **(extra or {})}
+
+
+def wac(*args: str, env: Mapping[str, str], timeout: float = 4) -> subprocess.CompletedProcess[str]:
+    """``wac ARGS`` to completion; the caller checks the exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "wac.cli", *args],
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds(timeout),
+        check=False,
+    )
+
+
+async def wac_async(*args: str, env: Mapping[str, str], timeout: float = 6) -> subprocess.CompletedProcess[str]:
+    """``wac ARGS`` without blocking the event loop (a core in this process
+    keeps serving the command)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wac.cli",
+        *args,
+        env=dict(env),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), seconds(timeout))
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
