@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PROTOS := $(wildcard proto/wac/v1/*.proto)
 JS := clients/js
 
-.PHONY: setup gen check-gen run test test-py test-js lint bench clean sdk
+.PHONY: setup gen check-gen run test test-py test-js lint bench clean sdk system-deps
 
 setup: $(VENV)/.installed build/wac.pb sdk
 
@@ -38,7 +38,12 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 sdk: $(JS)/node_modules/.installed build/wac.pb
 	cd $(JS) && npm run -s build
 
-run: setup
+# The system packages of deps/debian.txt (Kamailio, rtpengine, ...): installed
+# when missing as root on Debian, else only named; wac runs without them.
+system-deps:
+	deps/install.sh
+
+run: system-deps setup
 	$(VENV)/bin/wac run --demo
 
 lint: setup
