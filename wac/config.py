@@ -215,6 +215,46 @@ class IceConfig:
     turn_ttl: int = 86400
 
 
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Kamailio (SIP over WebSocket, RFC 7118) and rtpengine: see gateway/README.md."""
+
+    # `wac run` starts `wac gateway` and `wac rtpengine` when the programs
+    # are installed (deps/debian.txt); without them it runs without the gateway.
+    # While enabled, the core keeps the gateway's API key (scopes
+    # identity.verify and numbers.lookup) in gateway.key in the data dir, 0600.
+    enabled: bool = True
+    # The SIP domain: subscribers register as sip:USERNAME@domain, and the
+    # realm of the gateway's Bearer challenges. An IP literal works on
+    # loopback without DNS (Kamailio, sipp and browsers never resolve it).
+    domain: str = "127.0.0.1"
+    # Kamailio's WebSocket listener; browsers reach it through Envoy's /sip.
+    ws_listen: str = "127.0.0.1:8088"
+    # The trunk side: SIP over UDP and TCP.
+    sip_listen: str = "127.0.0.1:5060"
+    # Where calls to numbers go; calls from this host and port are the
+    # trunk's (UDP: a trunk sends from the port it listens on).
+    trunk_uri: str = "sip:127.0.0.1:5090"
+    # rtpengine's control (ng protocol) address.
+    rtpengine: str = "udp:127.0.0.1:22222"
+    # The address rtpengine puts in SDP and receives media on.
+    media_address: str = "127.0.0.1"
+    # RTP/RTCP ports rtpengine uses (below Linux's ephemeral range).
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    # Kamailio's shared memory in MB (its 64 MB default ran out near 800 calls/s).
+    shm_mb: int = 256
+    # Kamailio's SIP worker processes per UDP listener (TCP and WebSocket
+    # connections are served by as many TCP workers).
+    workers: int = 4
+    # Kamailio's JSON-RPC over HTTP (POST /RPC), for wac's vendor connector.
+    # Loopback only: it can end calls and read registrations.
+    jsonrpc_listen: str = "127.0.0.1:8089"
+    # The SAPI the gateway asks (identity:verify, identity:authorize,
+    # phoneNumbers/{n}). Empty: the front door, http://127.0.0.1:<[envoy] listen port>.
+    sapi_url: str = ""
+
+
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
     "user": ("call.audio", "call.video", "presence.publish", "contacts.directory"),
     "pstn": ("call.pstn",),
@@ -234,6 +274,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     phones: PhonesConfig = field(default_factory=PhonesConfig)
     ice: IceConfig = field(default_factory=IceConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     # Role name -> permissions. New subscribers get the "user" role.
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     # Connector name -> its table, validated by the connectors package.
@@ -319,6 +360,10 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("events", "max_streams_per_peer"): (1, 10_000),
     ("events", "stream_send_queue"): (1, 1_000_000),
     ("events", "stream_stall_seconds"): (0.01, 3600),
+    ("gateway", "rtp_port_min"): (1024, 65535),
+    ("gateway", "rtp_port_max"): (1024, 65535),
+    ("gateway", "shm_mb"): (16, 65536),
+    ("gateway", "workers"): (1, 256),
 }
 
 
@@ -347,6 +392,7 @@ SECTIONS: dict[str, type] = {
     "events": EventsConfig,
     "phones": PhonesConfig,
     "ice": IceConfig,
+    "gateway": GatewayConfig,
 }
 
 
