@@ -46,7 +46,7 @@ from core.interceptor import CoreInterceptor, Forwarding
 from core.presence.service import PresenceService
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
-from wac import datadir, hopkey
+from wac import datadir, gatewaykey, hopkey
 from wac.collector import tend as collector_tend
 from wac.config import Config, ConfigError
 from wac.v1 import (
@@ -167,6 +167,12 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     hop_key = config.core.hop_key or await identity.provision_service_key(
         hopkey.NAME, [hopkey.SCOPE], hopkey.hop_key_path(config)
     )
+    if config.gateway.enabled:
+        # The SIP gateway verifies callers' tokens and finds numbers' owners
+        # with this key; `wac gateway` reads it from the file.
+        await identity.provision_service_key(
+            gatewaykey.NAME, list(gatewaykey.SCOPES), gatewaykey.gateway_key_path(config)
+        )
     subscribers = IdentityStore(engine)
     contacts_store = followers.contacts_store
     presence = PresenceService(

@@ -8,10 +8,10 @@ machines the operator creates one and sets ``[core] hop_key`` everywhere.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from wac.config import Config, ConfigError
+from wac.config import Config
+from wac.servicekey import wait_for_key_file
 
 FILE_NAME = "hop.key"
 # The API key's name and its one scope.
@@ -20,8 +20,6 @@ SCOPE = "hop"
 # Metadata key (and HTTP header) in which a hop proves itself on calls it
 # forwards for a client, beside that client's own credential.
 HEADER = "x-wac-hop"
-# How often a waiting reader looks for the file the core is about to write.
-_POLL_SECONDS = 0.05
 
 
 def hop_key_path(config: Config) -> Path:
@@ -37,21 +35,10 @@ def read_hop_key(config: Config, wait: float) -> str:
     """
     if config.core.hop_key:
         return config.core.hop_key
-    path = hop_key_path(config)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            key = ""
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the hop key from {path}: {exc}") from None
-        if key:
-            return key
-        if time.monotonic() >= deadline:
-            raise ConfigError(
-                f"no hop key: {path} did not appear within {wait:g} s. Start the core first "
-                "(it creates the file), or set [core] hop_key (WAC_CORE_HOP_KEY) to a key made "
-                "with `wac admin apikey create hop --scope hop`"
-            )
-        time.sleep(_POLL_SECONDS)
+    return wait_for_key_file(
+        hop_key_path(config),
+        wait,
+        what="hop key",
+        remedy="Start the core first (it creates the file), or set [core] hop_key (WAC_CORE_HOP_KEY) to a key made "
+        "with `wac admin apikey create hop --scope hop`",
+    )

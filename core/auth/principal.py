@@ -21,6 +21,8 @@ SCOPES = frozenset(
         "calls.read",
         "calls.write",
         "connectors.admin",
+        # The SIP gateway: who owns a phone number (GetPhoneNumberOwner).
+        "numbers.lookup",
         # wac's own hops (the WAPI edge, Envoy): opens StreamEvents, and
         # vouches for the client address it forwards (x-wac-hop).
         "hop",

@@ -1,0 +1,45 @@
+"""The gateway's API key: the credential the SIP gateway (Kamailio) shows
+the SAPI when it verifies a caller's token or looks up a number's owner.
+
+While ``[gateway] enabled``, the core creates it on start in
+``$data_dir/gateway.key`` (mode 0600) with the smallest scopes the gateway
+needs; ``wac gateway`` on the same machine reads it from there. It is never
+printed or logged, and never in a committed file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wac.config import Config, ConfigError
+from wac.servicekey import wait_for_key_file
+
+FILE_NAME = "gateway.key"
+# The API key's name and its scopes: verify a token (identity:verify,
+# identity:authorize) and find who owns a number (phoneNumbers/{number}).
+# Not "gateway": the README's quick start has operators create a key of
+# that name for their own gateway, and provisioning ends every earlier key
+# of its name.
+NAME = "sip-gateway"
+SCOPES = ("identity.verify", "numbers.lookup")
+
+
+def gateway_key_path(config: Config) -> Path:
+    return config.data_dir / FILE_NAME
+
+
+def read_gateway_key(config: Config, wait: float) -> str:
+    """The key the core wrote in the data dir for the gateway.
+
+    The file may appear a moment after the core starts: wait up to ``wait``
+    seconds for it, then raise ConfigError saying what to do. Blocking:
+    call it from a thread in async code.
+    """
+    if not config.gateway.enabled:
+        raise ConfigError("the gateway is disabled ([gateway] enabled = false): the core keeps no key for it")
+    return wait_for_key_file(
+        gateway_key_path(config),
+        wait,
+        what="gateway key",
+        remedy="Start the core first with [gateway] enabled (it creates the file)",
+    )
