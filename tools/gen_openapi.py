@@ -24,6 +24,8 @@ from typing import Any
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from core.auth import policy
+
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR = ROOT / "build" / "wac.pb"
 OUTPUT = ROOT / "envoy" / "openapi.json"
@@ -344,6 +346,8 @@ def operation_object(catalogue: Catalogue, op: Operation) -> tuple[str, Schema]:
     }
     if op.description:
         operation["description"] = op.description
+    if policy.rule_for(f"/{PACKAGE}.{op.service}/{op.method.name}").public:
+        operation["security"] = []  # no credential needed (the document's default asks for one)
 
     request_fields = catalogue.messages[request].field
     if op.body == "*":

@@ -1,7 +1,8 @@
 """Which callers may call which method: one table, checked by the interceptor.
 
 A method is open to subscribers (with an access token), to services holding
-one of its scopes (with an API key), or to nobody before login (public).
+one of its scopes (with an API key), or to anyone (public: logging in, and
+the public keys that verify tokens).
 Finer rules (a subscriber acts only on its own data and calls) live in the
 services, which know what "own" means.
 """
@@ -35,7 +36,8 @@ RULES: dict[str, Rule] = {
     "/wac.v1.IdentityService/Logout": SUBSCRIBER,
     "/wac.v1.IdentityService/VerifyToken": _services("identity.verify"),
     "/wac.v1.IdentityService/Authorize": _services("identity.verify"),
-    "/wac.v1.IdentityService/GetJwks": _services("identity.verify", subscribers=True),
+    # Public keys only, public by convention (also /.well-known/jwks.json).
+    "/wac.v1.IdentityService/GetJwks": PUBLIC,
     "/wac.v1.IdentityService/CreateSubscriber": _services("subscribers.write"),
     "/wac.v1.IdentityService/GetSubscriber": _services("subscribers.read", subscribers=True),
     "/wac.v1.IdentityService/ListSubscribers": _services("subscribers.read"),

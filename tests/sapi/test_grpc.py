@@ -37,7 +37,9 @@ async def test_identity_with_an_api_key(stack: Stack, sapi: Sapi, front_channel:
     metadata = (("authorization", f"Bearer {key}"),)
     identity = identity_pb2_grpc.IdentityServiceStub(front_channel)
 
-    jwks = await identity.GetJwks(identity_pb2.GetJwksRequest(), metadata=metadata, timeout=seconds())
+    # Public: the same keys with or without a credential.
+    jwks = await identity.GetJwks(identity_pb2.GetJwksRequest(), timeout=seconds())
+    assert jwks == await identity.GetJwks(identity_pb2.GetJwksRequest(), metadata=metadata, timeout=seconds())
     over_rest = (await (await sapi("identity.verify")).get("/sapi/v1/jwks")).json()
     assert [(k.kid, k.x, k.y) for k in jwks.keys] == [(k["kid"], k["x"], k["y"]) for k in over_rest["keys"]]
 
@@ -52,7 +54,7 @@ async def test_identity_with_an_api_key(stack: Stack, sapi: Sapi, front_channel:
 async def test_errors_stay_grpc_statuses(stack: Stack, front_channel: grpc.aio.Channel) -> None:
     identity = identity_pb2_grpc.IdentityServiceStub(front_channel)
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await identity.GetJwks(identity_pb2.GetJwksRequest(), timeout=seconds())
+        await identity.ListSubscribers(identity_pb2.ListSubscribersRequest(), timeout=seconds())
     assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
     # The JSON error body is for REST clients; gRPC clients read grpc-message.
     assert not (missing.value.details() or "").startswith("{")

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from google.protobuf import json_format
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey, KeySet
@@ -23,6 +25,7 @@ from tests.support.core import add_subscriber, api_key, login
 from tests.support.stack import Stack
 from tests.support.timing import seconds
 from tests.wapi.support import WapiClient
+from wac.v1 import identity_pb2, identity_pb2_grpc
 
 VERIFY = "/sapi/v1/identity:verify"
 AUTHORIZE = "/sapi/v1/identity:authorize"
@@ -145,12 +148,31 @@ async def test_authorize_pstn_by_prefix(stack: Stack, sapi: Sapi, core_channel: 
     assert "action" in missing["message"]
 
 
-async def test_jwks_verifies_a_real_access_token(stack: Stack, sapi: Sapi, core_channel: grpc.aio.Channel) -> None:
+async def test_the_jwks_needs_no_credential_at_either_address(
+    stack: Stack, anonymous: httpx.AsyncClient, core_channel: grpc.aio.Channel
+) -> None:
+    # A JWKS is public by convention: no API key, over REST or native gRPC.
+    over_grpc = await identity_pb2_grpc.IdentityServiceStub(core_channel).GetJwks(
+        identity_pb2.GetJwksRequest(), timeout=seconds()
+    )
+    expected = {"keys": [json_format.MessageToDict(key) for key in over_grpc.keys]}
+    assert expected["keys"]
+    for path in ("/sapi/v1/jwks", "/.well-known/jwks.json"):
+        response = await anonymous.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == expected, path
+    # Only GET: the conventional address is no way into anything else.
+    assert_error(await anonymous.post("/.well-known/jwks.json", json={}), 404, 5)
+
+
+async def test_jwks_verifies_a_real_access_token(
+    stack: Stack, anonymous: httpx.AsyncClient, core_channel: grpc.aio.Channel
+) -> None:
     await add_subscriber(stack.core, "alice")
     session = await login(core_channel, "alice")
-    gateway = await sapi("identity.verify")
 
-    response = await gateway.get("/sapi/v1/jwks")
+    response = await anonymous.get("/.well-known/jwks.json")
 
     assert response.status_code == 200, response.text
     document = response.json()

@@ -1109,7 +1109,9 @@ export interface Methods {
   "IdentityService.DeleteSubscriber": [DeleteSubscriberRequest, Empty];
   /**
    * GetJwks returns the public keys that sign access tokens, as a standard
-   * JSON Web Key Set, so that gateways can verify tokens offline.
+   * JSON Web Key Set, so that gateways can verify tokens offline. It needs
+   * no credential (a JWKS is public by convention) and is also served at
+   * the conventional /.well-known/jwks.json.
    */
   "IdentityService.GetJwks": [GetJwksRequest, Jwks];
   /**
