@@ -1,0 +1,252 @@
+"""Render, check and run the SIP gateway: Kamailio (gateway/kamailio.cfg.tmpl)
+and rtpengine, its media anchor.
+
+Both come from Debian packages (deps/debian.txt). ``wac gateway`` and
+``wac rtpengine`` run them in the foreground, so that ``wac run`` supervises
+them like any other child.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from wac.envoy import parse_address
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "gateway" / "kamailio.cfg.tmpl"
+
+# Debian installs both in sbin or bin; a user's PATH may lack /usr/sbin.
+_SEARCH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
+
+# Kamailio's private memory per process in MB (its default of 8 is plenty
+# for this script; the JSON answers of the SAPI are small).
+PKG_MB = 8
+
+# Every value lands inside the Kamailio script, some inside double-quoted
+# strings: each is matched whole against a pattern with no quote, backslash,
+# space or newline in it.
+_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_TRUNK_URI = re.compile(r"^sip:(?P<host>[0-9.]+)(?::(?P<port>[0-9]{1,5}))?(?P<params>(?:;transport=(?:udp|tcp))?)$")
+_SAPI_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*$")
+_RTPENGINE = re.compile(r"^udp:(?P<host>[0-9.]+):(?P<port>[0-9]{1,5})$")
+# An API key as wac makes them (URL-safe base64 with a prefix).
+_API_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
+_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+class GatewayError(RuntimeError):
+    """Kamailio or rtpengine is missing, or Kamailio refused a configuration."""
+
+
+def _program(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in _SEARCH:
+        candidate = Path(directory) / name
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def kamailio_binary() -> str:
+    found = _program("kamailio")
+    if found is None:
+        raise GatewayError("Kamailio is not installed (sudo make system-deps installs it, see deps/debian.txt)")
+    return found
+
+
+def rtpengine_binary() -> str:
+    found = _program("rtpengine")
+    if found is None:
+        raise GatewayError("rtpengine is not installed (sudo make system-deps installs it, see deps/debian.txt)")
+    return found
+
+
+def missing_programs() -> list[str]:
+    """The gateway's programs that are not installed ([] when it can run)."""
+    return [name for name in ("kamailio", "rtpengine") if _program(name) is None]
+
+
+@dataclass(frozen=True)
+class Trunk:
+    host: str
+    port: int
+    uri: str
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_trunk(uri: str) -> Trunk:
+    """``sip:IP[:port][;transport=udp|tcp]``: an IP, since calls from the trunk are recognised by address."""
+    match = _TRUNK_URI.match(uri)
+    if match is None or not _is_ipv4(match["host"]):
+        raise ValueError(f"[gateway] trunk_uri must be sip:IPv4[:port][;transport=udp|tcp], got {uri!r}")
+    port = int(match["port"] or 5060)
+    if not 0 < port < 65536:
+        raise ValueError(f"[gateway] trunk_uri: port out of range in {uri!r}")
+    return Trunk(match["host"], port, uri)
+
+
+def render_config(
+    *,
+    domain: str = "127.0.0.1",
+    ws_listen: str = "127.0.0.1:8088",
+    sip_listen: str = "127.0.0.1:5060",
+    jsonrpc_listen: str = "127.0.0.1:8089",
+    trunk_uri: str = "sip:127.0.0.1:5090",
+    rtpengine: str = "udp:127.0.0.1:22222",
+    sapi_url: str = "http://127.0.0.1:8080",
+    gateway_key: str,
+    workers: int = 4,
+) -> str:
+    """Fill in gateway/kamailio.cfg.tmpl and return the script's text.
+
+    The text holds gateway_key (the gateway's API key towards the SAPI):
+    write it where only wac's user reads it. Every value is checked here;
+    check_config runs Kamailio's own parser on the result.
+    """
+    if not _DOMAIN.match(domain):
+        raise ValueError(f"[gateway] domain must be a host name or IPv4 address, got {domain!r}")
+    ws_host, ws_port = parse_address(ws_listen, what="[gateway] ws_listen")
+    sip_host, sip_port = parse_address(sip_listen, what="[gateway] sip_listen")
+    rpc_host, rpc_port = parse_address(jsonrpc_listen, what="[gateway] jsonrpc_listen")
+    for host, what in ((ws_host, "ws_listen"), (sip_host, "sip_listen"), (rpc_host, "jsonrpc_listen")):
+        if not _is_ipv4(host):
+            raise ValueError(f"[gateway] {what} must be an IPv4 address and port, got {host!r}")
+    if not ipaddress.ip_address(rpc_host).is_loopback:
+        raise ValueError(f"[gateway] jsonrpc_listen must be a loopback address (it can end calls), got {rpc_host}")
+    if len({ws_port, sip_port, rpc_port}) != 3:
+        raise ValueError("[gateway] ws_listen, sip_listen and jsonrpc_listen need three different ports")
+    trunk = parse_trunk(trunk_uri)
+    control = _RTPENGINE.match(rtpengine)
+    if control is None or not _is_ipv4(control["host"]):
+        raise ValueError(f"[gateway] rtpengine must be udp:IPv4:port, got {rtpengine!r}")
+    if not _SAPI_URL.match(sapi_url):
+        raise ValueError(
+            f"[gateway] sapi_url must be http(s)://host[:port][/path] without a trailing slash, got {sapi_url!r}"
+        )
+    if not _API_KEY.match(gateway_key):
+        raise ValueError("the gateway key is not an API key (see gateway.key in the data dir)")
+    if not 1 <= workers <= 256:
+        raise ValueError(f"[gateway] workers must be between 1 and 256, got {workers}")
+    values = {
+        "domain": domain,
+        "ws_host": ws_host,
+        "ws_port": str(ws_port),
+        "sip_host": sip_host,
+        "sip_port": str(sip_port),
+        "jsonrpc_host": rpc_host,
+        "jsonrpc_port": str(rpc_port),
+        "trunk_uri": trunk.uri,
+        "trunk_host": trunk.host,
+        "trunk_port": str(trunk.port),
+        "trunk_hostport": trunk.hostport,
+        "rtpengine": rtpengine,
+        "sapi_url": sapi_url,
+        "gateway_key": gateway_key,
+        "workers": str(workers),
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in values:
+            raise ValueError(f"{TEMPLATE.name} uses {{{{{name}}}}}, which wac does not fill in")
+        return values[name]
+
+    return _PLACEHOLDER.sub(fill, TEMPLATE.read_text(encoding="utf-8"))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write text readable by wac's user only (it holds the gateway key)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
+
+
+def check_config(path: str | Path, *, timeout: float = 30.0) -> None:
+    """Run ``kamailio -c``; raise GatewayError with Kamailio's reason if it refuses the script.
+
+    It parses the script and loads and configures every module, without
+    binding a port."""
+    command = [kamailio_binary(), "-c", "-f", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        output = "\n".join(part.strip() for part in (result.stderr, result.stdout) if part.strip())
+        raise GatewayError(f"Kamailio refused {path}:\n{_errors(output) or f'exit code {result.returncode}'}")
+
+
+def _errors(output: str) -> str:
+    """Kamailio's error lines (its -c output is mostly notices)."""
+    lines = [line for line in output.splitlines() if "ERROR" in line or "CRITICAL" in line or "error" in line]
+    return "\n".join(lines[-20:]) or output[-2000:]
+
+
+def kamailio_command(
+    config_path: str | Path, *, shm_mb: int, pid_file: str | Path, runtime_dir: str | Path
+) -> list[str]:
+    """Kamailio in the foreground: -DD keeps the main process attached (its
+    workers are its children), -E logs to stderr, which wac run shows."""
+    return [
+        kamailio_binary(),
+        "-DD",
+        "-E",
+        "-f",
+        str(config_path),
+        "-m",
+        str(shm_mb),
+        "-M",
+        str(PKG_MB),
+        "-P",
+        str(pid_file),
+        # Where Kamailio keeps its runtime files, instead of /run/kamailio.
+        "-Y",
+        str(runtime_dir),
+    ]
+
+
+def rtpengine_command(
+    *,
+    control: str,
+    media_address: str,
+    port_min: int,
+    port_max: int,
+    pid_file: str | Path,
+) -> list[str]:
+    """rtpengine in userspace (no kernel module), in the foreground, logging to stderr."""
+    match = _RTPENGINE.match(control)
+    if match is None or not _is_ipv4(match["host"]):
+        raise ValueError(f"[gateway] rtpengine must be udp:IPv4:port, got {control!r}")
+    if not _is_ipv4(media_address):
+        raise ValueError(f"[gateway] media_address must be an IPv4 address, got {media_address!r}")
+    if not 1024 <= port_min < port_max <= 65535:
+        raise ValueError(f"[gateway] rtp_port_min < rtp_port_max within 1024-65535, got {port_min}-{port_max}")
+    return [
+        rtpengine_binary(),
+        # Not /etc/rtpengine/rtpengine.conf, which Debian's own daemon uses
+        # (its control, CLI and HTTP ports would collide).
+        "--config-file=none",
+        # Userspace forwarding: no kernel module (table -1).
+        "--table=-1",
+        "--foreground",
+        "--log-stderr",
+        f"--interface={media_address}",
+        f"--listen-ng={match['host']}:{match['port']}",
+        f"--port-min={port_min}",
+        f"--port-max={port_max}",
+        f"--pidfile={pid_file}",
+    ]
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return False
