@@ -1,6 +1,8 @@
 /** The wac JavaScript SDK. */
 export { Wac, endpoints } from "./wac.js";
-export type { WacOptions, WacEvents, SessionStore, SessionEndedInfo } from "./wac.js";
+export type { WacOptions, WacEvents, SessionStore, SessionEndedInfo, PlaceCallOptions } from "./wac.js";
+export type { GatewayOptions, SipRegistration, SipRegistrationState } from "./sip/stack.js";
+export type { CallVia } from "./sip/target.js";
 export { WacError, Status, statusName } from "./errors.js";
 export type { StatusName } from "./errors.js";
 export { Call } from "./calls/call.js";

@@ -24,6 +24,10 @@ import { GoogleLinkApi } from "./google-link.js";
 import { RETRYABLE_METHODS } from "./methods.js";
 import { PresenceApi } from "./presence.js";
 import type { CallOptions } from "./rpc.js";
+import { SipCall } from "./sip/call.js";
+import { type GatewayOptions, type SipRegistration, SipStack } from "./sip/stack.js";
+import { type CallVia, routeOf, sipUri } from "./sip/target.js";
+import { jssipUa, type SipSession, type SipUaFactory } from "./sip/ua.js";
 import {
   accessTokenUsable,
   mergeSession,
@@ -67,14 +71,34 @@ export interface WacOptions {
   reconnect?: Partial<BackoffOptions>;
   /** WebSocket failures in a row, before any success, after which 'auto' uses HTTP (3). */
   fallbackAfter?: number;
-  /** Replaces the browser's WebRTC (tests, or a wrapped getUserMedia). */
+  /**
+   * Replaces the browser's WebRTC (tests, or a wrapped getUserMedia). Calls
+   * over the gateway take getUserMedia from it; JsSIP makes their
+   * RTCPeerConnection from the browser's.
+   */
   webrtc?: WebRtcEnvironment;
+  /**
+   * The SIP over WebSocket gateway, if there is one: after login the SDK
+   * registers there with the access token, and calls numbers, tel: and sip:
+   * URIs through it. None by default (those calls go over the WAPI, which
+   * ends them with a reason). Set by hand for now; wac will announce it
+   * after login.
+   */
+  gateway?: GatewayOptions;
   /** @internal Test seams. */
   clock?: Clock;
   /** @internal */
   random?: () => number;
   /** @internal */
   createTransport?: TransportFactory;
+  /** @internal JsSIP's UA, or a fake. */
+  createSipUa?: SipUaFactory;
+}
+
+/** How `wac.call()` places a call. */
+export interface PlaceCallOptions extends MediaOptions {
+  /** The stack: by default a number, tel: or sip: URI goes over the gateway ("sip"), a username over the WAPI. */
+  via?: CallVia;
 }
 
 export interface SessionEndedInfo {
@@ -100,8 +124,10 @@ export interface WacEvents {
   contactChanged: ContactChanged;
   /** The Google link changed on another device, or broke (`link.state` "BROKEN": link again). */
   googleLink: GoogleLinkChanged;
-  /** A call is offered to this device. */
+  /** A call is offered to this device (over the WAPI or from the gateway: the same Call API). */
   incomingCall: Call;
+  /** The registration at the gateway changed (only with the `gateway` option). */
+  sipRegistration: SipRegistration;
   /** Events were lost while disconnected: reload presence and contacts. */
   resync: void;
   /** Every event of the session's stream, raw. */
@@ -139,6 +165,7 @@ export class Wac extends Emitter<WacEvents> {
   private webrtcEnv: WebRtcEnvironment | null = null;
   private readonly detachNetworkListeners: () => void;
   private readonly callHost: CallHost;
+  private readonly sip: SipStack | null = null;
 
   constructor(options: WacOptions = {}) {
     super();
@@ -179,6 +206,16 @@ export class Wac extends Emitter<WacEvents> {
       register: (call) => this.calls.add(call, deliverCallEvent),
       forget: (call) => this.calls.remove(call),
     };
+    if (options.gateway) {
+      const sip = new SipStack(options.gateway, {
+        token: () => this.freshAccessToken(),
+        createUa: options.createSipUa ?? jssipUa,
+      });
+      sip.on("registration", (registration) => this.emit("sipRegistration", registration));
+      sip.on("incoming", (session) => this.onSipIncoming(session));
+      sip.on("error", (error) => this.emit("error", error));
+      this.sip = sip;
+    }
   }
 
   /** The connection state: connecting, connected, suspended or disconnected. */
@@ -194,6 +231,11 @@ export class Wac extends Emitter<WacEvents> {
   /** The calls in progress on this device. */
   get activeCalls(): Call[] {
     return this.calls.live;
+  }
+
+  /** This device's registration at the gateway; null without the `gateway` option. */
+  get sipRegistration(): SipRegistration | null {
+    return this.sip?.registration ?? null;
   }
 
   /**
@@ -277,16 +319,35 @@ export class Wac extends Emitter<WacEvents> {
   }
 
   /**
-   * Calls a wac username, or a "tel:" or "sip:" URI. Resolves once the server
-   * took the call; check `call.state` — a callee with no device online ends
-   * the call at once (reason UNAVAILABLE).
+   * Calls a wac username over the WAPI, or a number ("+34600111222"), a
+   * "tel:" or a "sip:"/"sips:" URI over the gateway (over the WAPI when there
+   * is none); `via` chooses. Resolves once the server took the call (WAPI)
+   * or the INVITE is out (SIP); check `call.state` — a callee with no
+   * device online ends the call at once (reason UNAVAILABLE).
    */
-  async call(target: string, media: MediaOptions = {}): Promise<Call> {
+  async call(target: string, options: PlaceCallOptions = {}): Promise<Call> {
     if (!this.session) throw new WacError(Status.FAILED_PRECONDITION, "not logged in");
+    const { via, ...media } = options;
+    if (routeOf(target, via) === "sip" && (this.sip || via === "sip")) return this.callOverSip(target, media);
     const call = new Call(this.callHost, "outgoing", { callee: target, caller: this.session.subscriber?.username ?? "" });
     const done = this.calls.beginCreate();
     try {
       await call.place(target, media);
+    } finally {
+      done();
+    }
+    return call;
+  }
+
+  private async callOverSip(target: string, media: MediaOptions): Promise<Call> {
+    const sip = this.sip;
+    if (!sip) throw new WacError(Status.FAILED_PRECONDITION, "no gateway is configured (the gateway option)");
+    const uri = sipUri(target, sip.gateway.domain);
+    if (!uri) throw new WacError(Status.INVALID_ARGUMENT, `not a number nor a SIP URI: ${target}`);
+    const call = new SipCall(this.callHost, { callee: target, caller: this.session?.subscriber?.username ?? "" });
+    const done = this.calls.beginCreate();
+    try {
+      await call.dial((options) => sip.call(uri, options), media);
     } finally {
       done();
     }
@@ -320,7 +381,30 @@ export class Wac extends Emitter<WacEvents> {
     this.session = mergeSession(this.session, session);
     this.options.storage?.setItem(this.storageKey, JSON.stringify(this.session));
     this.scheduleRefresh();
+    this.syncGateway();
     this.emit("session", this.session);
+  }
+
+  /** Registers at the gateway with a usable token, or gives it the refreshed one. */
+  private syncGateway(): void {
+    const session = this.session;
+    const username = session?.subscriber?.username;
+    if (!this.sip || !session?.accessToken || !username) return;
+    // A token about to expire (a resumed session) waits for the refresh, which comes back here.
+    if (this.mustRefresh || !accessTokenUsable(session, this.clock.now())) return;
+    if (this.sip.started) this.sip.setToken(session.accessToken);
+    else this.sip.start(username, session.accessToken);
+  }
+
+  /** A usable access token for the gateway, refreshing the session first when it is about to expire. */
+  private async freshAccessToken(): Promise<string> {
+    const session = this.session;
+    if (!session) throw new WacError(Status.FAILED_PRECONDITION, "not logged in");
+    if (!this.mustRefresh && session.accessToken && accessTokenUsable(session, this.clock.now())) return session.accessToken;
+    // Disconnected, the next link's handshake refreshes (and syncGateway passes the token on):
+    // a refresh queued behind that handshake would wait for it for ever.
+    if (this.connection.state !== "connected") throw new WacError(Status.UNAVAILABLE, "wac is unreachable: no fresh token for the gateway");
+    return (await this.refresh(false)).accessToken ?? "";
   }
 
   private scheduleRefresh(): void {
@@ -414,6 +498,7 @@ export class Wac extends Emitter<WacEvents> {
     this.refreshTimer = null;
     this.options.storage?.removeItem(this.storageKey);
     for (const call of this.calls.live) call.terminate("FAILED", info.error);
+    this.sip?.stop();
     this.connection.unsubscribeEvents();
     this.connection.stop(info.error ?? new WacError(Status.UNAUTHENTICATED, `the session ended: ${info.reason}`));
     this.emit("sessionEnded", info);
@@ -475,6 +560,19 @@ export class Wac extends Emitter<WacEvents> {
       ...(invited.offer ? { offer: invited.offer } : {}),
       ...(invited.callerDisplayName ? { callerDisplayName: invited.callerDisplayName } : {}),
     });
+    this.calls.add(call, deliverCallEvent);
+    this.emit("incomingCall", call);
+  }
+
+  /** A call from the gateway: the same incomingCall as a WAPI one. */
+  private onSipIncoming(session: SipSession): void {
+    const username = this.session?.subscriber?.username;
+    if (!username) {
+      session.terminate({ status_code: 480 }); // logged out meanwhile: Temporarily Unavailable
+      return;
+    }
+    const from = session.remote_identity.uri;
+    const call = new SipCall(this.callHost, { callId: session.id, caller: from.user || String(from), callee: username, state: "RINGING" }, session);
     this.calls.add(call, deliverCallEvent);
     this.emit("incomingCall", call);
   }

@@ -53,8 +53,14 @@ export interface CallEndedInfo {
   reason: Call_EndReason;
   /** Who ended it: a username, "wac", "operator" or, for a local end, this user. */
   endedBy?: string;
-  /** The error that ended the call, when the SDK ended it. */
+  /**
+   * The error that ended the call, when the SDK ended it; for a SIP call a
+   * refusal the reason alone does not tell (403: PERMISSION_DENIED, 404:
+   * NOT_FOUND, 401: UNAUTHENTICATED).
+   */
   error?: WacError;
+  /** For a call over the gateway (SIP), the final status that ended it, if one did (486, 603, …). */
+  sipStatus?: number;
 }
 
 export interface CallEvents {
@@ -109,10 +115,10 @@ export class Call extends Emitter<CallEvents> {
   /** Whether the other side put the call on hold. */
   remoteOnHold = false;
   private current: CallState;
-  private ownsStream = false;
+  protected ownsStream = false;
   private endInfo: CallEndedInfo | null = null;
 
-  private readonly host: CallHost;
+  protected readonly host: CallHost;
   private remoteOffer: SessionDescription | undefined;
   private localCandidates: SendIceCandidateRequest[] = [];
   private canSendCandidates = false;
@@ -151,6 +157,11 @@ export class Call extends Emitter<CallEvents> {
 
   get state(): CallState {
     return this.current;
+  }
+
+  /** The stack the call runs on: "wapi" (wac's own signalling) or "sip" (the gateway). */
+  get via(): "wapi" | "sip" {
+    return "wapi";
   }
 
   /** The other party: the callee of an outgoing call, the caller of an incoming one. */
@@ -425,7 +436,7 @@ export class Call extends Emitter<CallEvents> {
     if (remoteOfferSdp !== undefined) await this.flushRemoteCandidates();
   }
 
-  private async getLocalStream(env: WebRtcEnvironment, media: MediaOptions): Promise<MediaStream | null> {
+  protected async getLocalStream(env: WebRtcEnvironment, media: MediaOptions): Promise<MediaStream | null> {
     if (media.stream) return media.stream;
     const audio = media.audio ?? true;
     const video = media.video ?? false;
@@ -569,7 +580,7 @@ export class Call extends Emitter<CallEvents> {
     }
   }
 
-  private onRemoteTrack(env: WebRtcEnvironment, event: RTCTrackEvent): void {
+  protected onRemoteTrack(env: WebRtcEnvironment, event: RTCTrackEvent): void {
     const stream = event.streams[0];
     if (stream) {
       if (stream !== this.remoteStream) {
@@ -610,24 +621,24 @@ export class Call extends Emitter<CallEvents> {
     });
   }
 
-  private update(info: CallInfo | undefined): void {
+  protected update(info: CallInfo | undefined): void {
     if (!info) return;
     this.info = { ...this.info, ...info };
     this.emit("updated", this.info);
   }
 
   /** Read through a method: the state changes across awaits, which narrowing does not see. */
-  private hasEnded(): boolean {
+  protected hasEnded(): boolean {
     return this.current === "ended";
   }
 
-  private setState(state: CallState): void {
+  protected setState(state: CallState): void {
     if (this.current === state || this.current === "ended") return;
     this.current = state;
     this.emit("state", state);
   }
 
-  private end(info: CallEndedInfo): void {
+  protected end(info: CallEndedInfo): void {
     if (this.current === "ended") return;
     this.endInfo = info;
     this.release();
@@ -638,7 +649,7 @@ export class Call extends Emitter<CallEvents> {
   }
 
   /** Stops the media and closes the peer connection. */
-  private release(): void {
+  protected release(): void {
     this.host.clock.clearTimeout(this.iceTimer);
     this.iceTimer = null;
     this.awaitingAnswer?.reject(new WacError(Status.CANCELLED, "the call ended"));
@@ -653,8 +664,8 @@ export class Call extends Emitter<CallEvents> {
   }
 }
 
-/** Whether the call offers a kind of media, for CreateCall's media field. */
-function wants(option: boolean | MediaTrackConstraints | undefined, byDefault: boolean, stream: MediaStream | undefined, kind: MediaKind): boolean {
+/** @internal Whether the call offers a kind of media (CreateCall's media field; the SIP stack's constraints). */
+export function wants(option: boolean | MediaTrackConstraints | undefined, byDefault: boolean, stream: MediaStream | undefined, kind: MediaKind): boolean {
   if (stream) return stream.getTracks().some((t) => t.kind === kind);
   return option === undefined ? byDefault : Boolean(option);
 }
