@@ -3,6 +3,8 @@
     wac run [--demo]            everything of the embedded default, supervised
     wac core                    the gRPC core alone
     wac edge                    the WAPI edge alone (WebSocket and HTTP)
+    wac gateway                 the SIP gateway alone (Kamailio, gateway/kamailio.cfg.tmpl)
+    wac rtpengine               the gateway's media anchor alone (rtpengine, userspace)
     wac migrate                 bring the database schema up to date
     wac admin subscriber add USERNAME --password PASSWORD [--display-name NAME]
                                 [--phone E164]... [--email ADDR] [--role ROLE]...
@@ -52,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("core", help="run the gRPC core alone")
     commands.add_parser("edge", help="run the WAPI edge alone (JSON-RPC over WebSocket and HTTP)")
     commands.add_parser("envoy", help="run the Envoy front door alone (SAPI, WAPI, gRPC on one port)")
+    commands.add_parser("gateway", help="run the SIP gateway alone (Kamailio: SIP over WebSocket and the trunk)")
+    commands.add_parser("rtpengine", help="run the gateway's media anchor alone (rtpengine, userspace)")
     commands.add_parser("migrate", help="bring the database schema up to date")
 
     admin = commands.add_parser("admin", help="provisioning").add_subparsers(dest="object", required=True)
@@ -308,7 +312,7 @@ async def _seed_demo(config: Config) -> int:
 # must not kill them, and in `wac run` it must not kill the supervisor and
 # orphan its children with their ports. Nothing reloads: a new configuration
 # takes a restart.
-LONG_RUNNING = ("run", "core", "edge", "envoy")
+LONG_RUNNING = ("run", "core", "edge", "envoy", "gateway", "rtpengine")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "envoy":
             return _envoy(config)
+        if args.command == "gateway":
+            return _gateway(config)
+        if args.command == "rtpengine":
+            return _rtpengine(config)
         if args.command == "migrate":
             from core.db.migrate import upgrade
 
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 config.data_dir.mkdir(parents=True, exist_ok=True)
                 upgrade(config.database_url)
             try:
-                return asyncio.run(Supervisor(available_roles(), config_args).run())
+                return asyncio.run(Supervisor(available_roles(config), config_args).run())
             finally:
                 run_lock.close()
     except ApiError as exc:
@@ -426,6 +434,7 @@ def _envoy(config: Config) -> int:
             core_address=_connectable(config.core.listen),
             edge_address=_connectable(config.edge.listen),
             edge_http_address=_connectable(config.edge.http_listen),
+            gateway_ws_address=_connectable(config.gateway.ws_listen),
             admin_port=config.envoy.admin_port or 9901,
             admin_socket=admin_socket,
             max_connections=config.envoy.max_connections,
@@ -479,9 +488,91 @@ def _connectable(listen: str) -> str:
     return f"127.0.0.1:{port}" if host in ("0.0.0.0", "", "[::]") else listen
 
 
-def available_roles() -> list[str]:
-    """The children of ``wac run``, in start order."""
-    return ["core", "edge", "envoy"]
+def available_roles(config: Config | None = None) -> list[str]:
+    """The children of ``wac run``, in start order.
+
+    The gateway (rtpengine first, so that Kamailio finds it) joins when
+    ``[gateway] enabled`` and its programs are installed; when they are not,
+    this says once why and how to add them."""
+    roles = ["core", "edge", "envoy"]
+    if config is None or not config.gateway.enabled:
+        return roles
+    from wac.gateway import missing_programs
+
+    absent = missing_programs()
+    if absent:
+        print(
+            f"wac: running without the SIP gateway: {' and '.join(absent)} not installed. "
+            "Add them with `sudo make system-deps` (deps/debian.txt), "
+            "or set [gateway] enabled = false to silence this.",
+            file=sys.stderr,
+        )
+        return roles
+    return [*roles, "rtpengine", "gateway"]
+
+
+# Seconds `wac gateway` waits for the core to write the gateway key.
+GATEWAY_KEY_WAIT = 30.0
+
+
+def _gateway_key(config: Config) -> str:
+    from wac.gatewaykey import read_gateway_key
+
+    return read_gateway_key(config, GATEWAY_KEY_WAIT)
+
+
+def _gateway(config: Config) -> int:
+    """Render and check Kamailio's script, then become Kamailio."""
+    from wac import gateway
+
+    settings = config.gateway
+    try:
+        if not settings.enabled:
+            raise ConfigError("the gateway is disabled ([gateway] enabled = false)")
+        text = gateway.render_config(
+            domain=settings.domain,
+            ws_listen=settings.ws_listen,
+            sip_listen=settings.sip_listen,
+            jsonrpc_listen=settings.jsonrpc_listen,
+            trunk_uri=settings.trunk_uri,
+            rtpengine=settings.rtpengine,
+            sapi_url=settings.sapi_url or f"http://{_connectable(config.envoy.listen)}",
+            # Under wac run the core writes it a moment after it starts.
+            gateway_key=_gateway_key(config),
+            workers=settings.workers,
+        )
+        path = config.data_dir / "kamailio.cfg"
+        # It holds the gateway key: private before the secret is written.
+        gateway.write_private(path, text)
+        gateway.check_config(path)
+        runtime = config.data_dir / "kamailio"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        command = gateway.kamailio_command(
+            path, shm_mb=settings.shm_mb, pid_file=config.data_dir / "kamailio.pid", runtime_dir=runtime
+        )
+    except (ValueError, gateway.GatewayError, ConfigError) as exc:
+        print(f"wac gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    os.execv(command[0], command)
+
+
+def _rtpengine(config: Config) -> int:
+    """Become rtpengine: userspace, foreground, on the configured addresses."""
+    from wac import gateway
+
+    settings = config.gateway
+    try:
+        command = gateway.rtpengine_command(
+            control=settings.rtpengine,
+            media_address=settings.media_address,
+            port_min=settings.rtp_port_min,
+            port_max=settings.rtp_port_max,
+            pid_file=config.data_dir / "rtpengine.pid",
+        )
+    except (ValueError, gateway.GatewayError) as exc:
+        print(f"wac rtpengine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    os.execv(command[0], command)
 
 
 if __name__ == "__main__":

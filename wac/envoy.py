@@ -90,6 +90,7 @@ def render_config(
     core_address: str = "127.0.0.1:50051",
     edge_address: str = "127.0.0.1:8081",
     edge_http_address: str = "127.0.0.1:8082",
+    gateway_ws_address: str = "127.0.0.1:8088",
     admin_port: int = 9901,
     admin_socket: str | Path | None = None,
     max_connections: int | None = None,
@@ -107,6 +108,8 @@ def render_config(
     hop_key goes to the core and the edge in x-wac-hop (wac/hopkey.py): the
     rendered text then holds a secret, so write it where only wac's user
     reads it.
+    gateway_ws_address is Kamailio's WebSocket listener ([gateway]
+    ws_listen), where /sip goes; while no gateway runs, /sip answers 503.
     upgrades_per_address is how many WebSockets one client address may open
     a minute (0: no limit).
 
@@ -134,6 +137,7 @@ def render_config(
     core_host, core_port = parse_address(core_address, what="core_address")
     edge_host, edge_port = parse_address(edge_address, what="edge_address")
     edge_http_host, edge_http_port = parse_address(edge_http_address, what="edge_http_address")
+    gateway_ws_host, gateway_ws_port = parse_address(gateway_ws_address, what="gateway_ws_address")
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
         listen_host=listen_host,
@@ -144,6 +148,8 @@ def render_config(
         edge_port=edge_port,
         edge_http_host=edge_http_host,
         edge_http_port=edge_http_port,
+        gateway_ws_host=gateway_ws_host,
+        gateway_ws_port=gateway_ws_port,
         admin_address=admin_address,
         max_connections=connections,
         upgrades_per_address=upgrades_per_address,

@@ -39,6 +39,9 @@ def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
         "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
+        # Kamailio and rtpengine would take the gateway's fixed default
+        # ports; tests/gateway runs them on free ones.
+        "WAC_GATEWAY_ENABLED": "false",
     }
     log = tmp_path / "run.log"
     with log.open("wb") as sink:
@@ -82,6 +85,9 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
         "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
+        # Kamailio and rtpengine would take the gateway's fixed default
+        # ports; tests/gateway runs them on free ones.
+        "WAC_GATEWAY_ENABLED": "false",
     }
     result = subprocess.run(
         [sys.executable, "-m", "wac.cli", "run"],

@@ -58,6 +58,9 @@ def environment(data: Path, front: int, core: int) -> dict[str, str]:
         "WAC_EDGE_LISTEN": f"127.0.0.1:{free_port()}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
+        # Kamailio and rtpengine would take the gateway's fixed default
+        # ports; tests/gateway runs them on free ones.
+        "WAC_GATEWAY_ENABLED": "false",
     }
     # The admin interface's default is under test: no port from outside.
     env.pop("WAC_ENVOY_ADMIN_PORT", None)
