@@ -2,7 +2,9 @@
 // clients/js/README.md. Everything it does goes through one Wac instance.
 //
 // Query parameters: ?transport=auto|websocket|http (the SDK's option) and
-// ?user=NAME (fills the login form).
+// ?user=NAME (fills the login form), ?gateway=wss://HOST/sip (a SIP over
+// WebSocket gateway for numbers and SIP addresses; its domain is
+// ?sipDomain=DOMAIN, by default this page's host name).
 //
 // For tests and the curious, window.wacDemo holds the Wac instance (`wac`),
 // the call shown in the call panel (`call`, kept after it ends), and each
@@ -40,11 +42,21 @@ const CONNECTION_TEXT = {
 const USERNAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const PHONE_NUMBER = /^\+?[\d\s().-]{3,}$/;
 
+const GATEWAY_TEXT = {
+  registering: "Gateway: registering…",
+  registered: "Gateway: registered",
+  unregistered: "Gateway: not registered",
+  failed: "Gateway: refused",
+};
+const gateway = gatewayOption();
+
 const wac = new Wac({
   transport,
   deviceName: browserName(),
   // Per tab: a reload keeps the session, and two tabs can be two users.
   storage: sessionStorage,
+  // For now the page is told where the gateway is; wac will announce it after login.
+  ...(gateway ? { gateway } : {}),
 });
 
 const demo = { wac, call: null, ended: [], dial, answer };
@@ -104,6 +116,17 @@ function browserName() {
 
 const me = () => wac.session?.subscriber?.username ?? "";
 
+/** The SIP gateway from ?gateway= and ?sipDomain=, or null. */
+function gatewayOption() {
+  const url = params.get("gateway");
+  if (!url) return null;
+  if (!/^wss?:\/\/[^/]/.test(url)) {
+    console.warn("wac demo: ?gateway= must be a ws: or wss: URL; calling without a gateway");
+    return null;
+  }
+  return { url, domain: params.get("sipDomain") || location.hostname };
+}
+
 // ---- connection and session ----
 
 function renderConnection() {
@@ -114,8 +137,20 @@ function renderConnection() {
   node.querySelector(".label").textContent = CONNECTION_TEXT[wac.state] + over;
 }
 
+/** The gateway registration indicator: hidden without a gateway, or logged out. */
+function renderGateway() {
+  const node = byTestId("gateway-state");
+  const registration = wac.sipRegistration;
+  node.hidden = !registration || !wac.session;
+  if (!registration) return;
+  node.dataset.state = registration.state;
+  const why = registration.state === "failed" ? [registration.status, registration.reason].filter(Boolean).join(" ") : "";
+  node.querySelector(".label").textContent = GATEWAY_TEXT[registration.state] + (why ? ` (${why})` : "");
+}
+
 wac.on("state", renderConnection);
 wac.on("fallback", renderConnection);
+wac.on("sipRegistration", renderGateway);
 wac.on("sessionEnded", ({ reason }) => {
   if (reason !== "logout") showLogin(`Your session ended (${reason}). Please log in again.`);
 });
@@ -147,6 +182,7 @@ async function enterPhone() {
   document.querySelector(".whoami").hidden = false;
   const name = wac.session?.subscriber?.displayName;
   byTestId("me").textContent = name && name !== me() ? `${name} (${me()})` : me();
+  renderGateway();
   renderCall();
   await Promise.all([act(loadMyPresence), act(loadContacts), act(loadHistory)]);
 }
@@ -156,6 +192,7 @@ function showLogin(message) {
   document.getElementById("phone-view").hidden = true;
   document.querySelector(".whoami").hidden = true;
   document.getElementById("login-view").hidden = false;
+  renderGateway();
   const note = byTestId("login-error");
   note.textContent = message ?? "";
   note.hidden = !message;
@@ -555,6 +592,7 @@ function renderCall() {
   panel.dataset.state = state;
   const media = call?.peerConnection?.connectionState ?? "new";
   panel.dataset.media = state === "ended" ? "closed" : media;
+  if (call) panel.dataset.via = call.via;
   if (call?.ended) panel.dataset.endReason = call.ended.reason;
   else delete panel.dataset.endReason;
   byTestId("call-peer").textContent = call ? call.callerDisplayName || nameOf(call.peer) : "No call";
@@ -589,7 +627,8 @@ function callStatus(call, media) {
   if (call.state === "ended") {
     const { reason, endedBy } = call.ended ?? {};
     const by = endedBy && endedBy !== me() && endedBy !== "wac" ? ` by ${endedBy}` : "";
-    return `${END_TEXT[reason] ?? reason}${by} (${reason})`;
+    const sip = call.ended?.sipStatus ? `, SIP ${call.ended.sipStatus}` : "";
+    return `${END_TEXT[reason] ?? reason}${by} (${reason}${sip})`;
   }
   if (call.state === "calling") return "Calling…";
   if (call.state === "ringing") return call.direction === "outgoing" ? "Ringing…" : "Answering…";

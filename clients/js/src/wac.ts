@@ -345,12 +345,7 @@ export class Wac extends Emitter<WacEvents> {
     const uri = sipUri(target, sip.gateway.domain);
     if (!uri) throw new WacError(Status.INVALID_ARGUMENT, `not a number nor a SIP URI: ${target}`);
     const call = new SipCall(this.callHost, { callee: target, caller: this.session?.subscriber?.username ?? "" });
-    const done = this.calls.beginCreate();
-    try {
-      await call.dial((options) => sip.call(uri, options), media);
-    } finally {
-      done();
-    }
+    await call.dial((options) => sip.call(uri, options), media);
     return call;
   }
 

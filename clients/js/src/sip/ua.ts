@@ -3,7 +3,7 @@
  * its calls are written against these, the browser gets JsSIP's UA, and the
  * unit tests a fake.
  */
-import { UA, WebSocketInterface } from "jssip";
+import { type Socket, UA, WebSocketInterface } from "jssip";
 
 /** A JsSIP event's argument, read through the fields the SDK needs. */
 export interface SipEventArgument {
@@ -68,14 +68,22 @@ export interface SipUaConfig {
 
 export type SipUaFactory = (config: SipUaConfig) => SipUa;
 
+/** What JsSIP carries SIP over, for a gateway URL: its WebSocket by default (any JsSIP.Socket). */
+export type SipSocketFactory = (url: string) => Socket;
+
+/** JsSIP's UA, over the sockets `createSocket` makes. */
+export function jssipUaFactory(createSocket: SipSocketFactory = (url) => new WebSocketInterface(url)): SipUaFactory {
+  return (config) =>
+    new UA({
+      sockets: [createSocket(config.url)],
+      uri: config.uri,
+      // JsSIP writes it verbatim as the Authorization header of every request it sends.
+      authorization_jwt: config.authorization,
+      register: true,
+      register_expires: config.registerExpires,
+      user_agent: "wac-sdk",
+    }) as unknown as SipUa;
+}
+
 /** JsSIP's UA over a WebSocket. */
-export const jssipUa: SipUaFactory = (config) =>
-  new UA({
-    sockets: [new WebSocketInterface(config.url)],
-    uri: config.uri,
-    // JsSIP writes it verbatim as the Authorization header of every request it sends.
-    authorization_jwt: config.authorization,
-    register: true,
-    register_expires: config.registerExpires,
-    user_agent: "wac-sdk",
-  }) as unknown as SipUa;
+export const jssipUa: SipUaFactory = jssipUaFactory();
