@@ -44,6 +44,7 @@ RULES: dict[str, Rule] = {
     "/wac.v1.IdentityService/UpdateSubscriber": _services("subscribers.write"),
     "/wac.v1.IdentityService/DeleteSubscriber": _services("subscribers.write"),
     "/wac.v1.IdentityService/RevokeSessions": _services("subscribers.write"),
+    "/wac.v1.IdentityService/GetPhoneNumberOwner": _services("numbers.lookup"),
     "/wac.v1.PresenceService/SetPresence": SUBSCRIBER,
     "/wac.v1.PresenceService/GetPresence": _services("presence.read", subscribers=True),
     "/wac.v1.PresenceService/BatchGetPresence": _services("presence.read", subscribers=True),

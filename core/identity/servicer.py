@@ -39,6 +39,7 @@ from core.identity.store import (
     ApiKeyRow,
     Duplicate,
     IdentityStore,
+    NumberTaken,
     SessionRow,
     SubscriberRow,
     ThrottleContention,
@@ -706,6 +707,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             await self._store.create_subscriber(row)
         except Duplicate:
             raise errors.already_exists(f"subscriber '{row.username}' already exists") from None
+        except NumberTaken as taken:
+            raise _number_taken("subscriber.phone_numbers", row.phone_numbers, taken) from None
         await self._notify(row.username, row)
         return row
 
@@ -780,7 +783,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 rules.check_password(field, subscriber.password)
                 changes["password_hash"] = await hash_password(subscriber.password)
         updated = replace(row, **changes, update_time=self._clock())  # type: ignore[arg-type]
-        await self._store.update_subscriber(updated)
+        try:
+            await self._store.update_subscriber(updated)
+        except NumberTaken as taken:
+            raise _number_taken("subscriber.phone_numbers", updated.phone_numbers, taken) from None
         if updated.disabled and not row.disabled:
             await self._revoke_all(row.username, "disabled")
         elif "password_hash" in changes:
@@ -802,6 +808,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         await self._store.delete_subscriber(row.username)
         await self._notify(row.username, None)
         return empty_pb2.Empty()
+
+    async def GetPhoneNumberOwner(
+        self, request: identity_pb2.GetPhoneNumberOwnerRequest, context: grpc.aio.ServicerContext
+    ) -> identity_pb2.PhoneNumberOwner:
+        errors.require("phone_number", request.phone_number)
+        errors.max_length("phone_number", request.phone_number, 64)
+        try:
+            number = normalize_e164(request.phone_number, self._config.phones.default_region)
+        except InvalidPhoneNumber as exc:
+            raise errors.invalid("phone_number", str(exc)) from None
+        holder = await self._store.holder_of_number(number)
+        if holder is None:
+            raise errors.not_found(f"no subscriber holds the phone number {number}")
+        return identity_pb2.PhoneNumberOwner(phone_number=number, subscriber=holder)
 
     async def _revoke_all(self, username: str, reason: str) -> int:
         now = self._clock()
@@ -895,6 +915,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         await asyncio.to_thread(service_keys.write_key, path, key)
         log.info("provisioned service key", extra={"api_key": name, "path": str(path)})
         return key
+
+
+def _number_taken(field: str, numbers: tuple[str, ...], taken: NumberTaken) -> errors.ApiError:
+    """ALREADY_EXISTS naming the list entry that another subscriber holds."""
+    where = f"{field}[{numbers.index(taken.number)}]" if taken.number in numbers else field
+    holder = f"subscriber '{taken.holder}'" if taken.holder else "another subscriber"
+    message = f"{where}: the phone number {taken.number} belongs to {holder}"
+    return errors.ApiError(grpc.StatusCode.ALREADY_EXISTS, message, field=where)
 
 
 def _check_api_key(name: str, scopes: list[str]) -> None:

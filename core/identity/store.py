@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db.work import work_for
 from core.identity import tables as t
@@ -18,6 +18,16 @@ from core.identity.rules import ThrottleState
 
 class Duplicate(Exception):
     """The row's key is taken."""
+
+
+class NumberTaken(Exception):
+    """A phone number is another subscriber's. ``holder`` is empty when a
+    concurrent write took it (the database refused the second holder)."""
+
+    def __init__(self, number: str, holder: str) -> None:
+        super().__init__(number)
+        self.number = number
+        self.holder = holder
 
 
 class ThrottleContention(Exception):
@@ -114,11 +124,13 @@ class IdentityStore:
 
     # -- subscribers --------------------------------------------------
     async def create_subscriber(self, row: SubscriberRow) -> None:
-        try:
-            async with self._engine.begin() as conn:
+        """Duplicate if the username is taken, NumberTaken if a number is."""
+        async with self._engine.begin() as conn:
+            try:
                 await conn.execute(insert(t.subscribers).values(**_subscriber_values(row)))
-        except IntegrityError:
-            raise Duplicate(row.username) from None
+            except IntegrityError:
+                raise Duplicate(row.username) from None
+            await _hold_numbers(conn, row.username, row.phone_numbers)
 
     async def get_subscriber(self, username: str) -> SubscriberRow | None:
         stmt = select(t.subscribers).where(t.subscribers.c.username == username)
@@ -142,11 +154,19 @@ class IdentityStore:
         values.pop("create_time")
         async with self._engine.begin() as conn:
             await conn.execute(update(t.subscribers).where(t.subscribers.c.username == row.username).values(**values))
+            await _hold_numbers(conn, row.username, row.phone_numbers)
 
     async def delete_subscriber(self, username: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(t.subscribers).where(t.subscribers.c.username == username))
         return bool(result.rowcount)
+
+    async def holder_of_number(self, e164: str) -> str | None:
+        """The username holding a phone number (E.164), or None."""
+        numbers = t.subscriber_phone_numbers
+        stmt = select(numbers.c.username).where(numbers.c.phone_number == e164)
+        # Asked by the gateway for every call from the trunk: one unit of work.
+        return await self._work.read(lambda conn: conn.execute(stmt).scalar())
 
     async def count_subscribers(self) -> int:
         async with self._engine.connect() as conn:
@@ -389,6 +409,27 @@ class IdentityStore:
                 delete(table).where(table.c.first_time < before, table.c.locked_until <= now)
             )
         return int(result.rowcount or 0)
+
+
+async def _hold_numbers(conn: AsyncConnection, username: str, e164s: Sequence[str]) -> None:
+    """Make ``e164s`` the numbers ``username`` holds, in the caller's
+    transaction; NumberTaken (and nothing written) if another holds one."""
+    numbers = t.subscriber_phone_numbers
+    await conn.execute(delete(numbers).where(numbers.c.username == username))
+    if not e164s:
+        return
+    taken = (
+        await conn.execute(
+            select(numbers.c.phone_number, numbers.c.username).where(numbers.c.phone_number.in_(list(e164s)))
+        )
+    ).first()
+    if taken is not None:
+        raise NumberTaken(taken.phone_number, taken.username)
+    try:
+        await conn.execute(insert(numbers), [{"phone_number": n, "username": username} for n in e164s])
+    except IntegrityError:
+        # Taken between the check and the insert by a concurrent write.
+        raise NumberTaken(e164s[0] if len(e164s) == 1 else ", ".join(e164s), "") from None
 
 
 def _subscriber_values(row: SubscriberRow) -> dict[str, object]:

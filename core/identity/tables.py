@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, String, Table, Text
 
 from core.db.metadata import metadata
 
@@ -18,6 +18,22 @@ subscribers = Table(
     Column("password_hash", String(255), nullable=False),
     Column("create_time", Float, nullable=False),
     Column("update_time", Float, nullable=False),
+)
+
+# Who holds each phone number, written with the subscriber's row: the
+# gateway asks it for every call from the trunk, so it is a primary-key
+# lookup, and a number has one holder (the one whose browsers ring).
+subscriber_phone_numbers = Table(
+    "subscriber_phone_numbers",
+    metadata,
+    Column("phone_number", String(16), primary_key=True),  # E.164: "+" and at most 15 digits
+    Column(
+        "username",
+        String(64),
+        ForeignKey("subscribers.username", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
 )
 
 sessions = Table(

@@ -86,9 +86,10 @@ async def populate(stack: Stack, channel: grpc.aio.Channel) -> list[Device]:
     """Subscribers with every field set, an ended and an active call, so that
     lists and reads return real resources for the response schemas to check."""
     names = ("alice", "bob", "carol", "dave")
-    for name in names:
+    for index, name in enumerate(names):
+        # A number has one holder: each its own.
         await add_subscriber(
-            stack.core, name, display_name=name.title(), phone_numbers=["600111222"], email=f"{name}@example.com"
+            stack.core, name, display_name=name.title(), phone_numbers=[f"60011122{index}"], email=f"{name}@example.com"
         )
     alice, bob, carol, dave = devices = [await online(stack, channel, name) for name in names]
     ended = await active_call(alice, bob)

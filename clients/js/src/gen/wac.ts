@@ -742,6 +742,15 @@ export interface DeleteSubscriberRequest {
 /** The request for GetJwks. */
 export type GetJwksRequest = Record<string, never>;
 
+/** The request for GetPhoneNumberOwner. */
+export interface GetPhoneNumberOwnerRequest {
+  /**
+   * The phone number: E.164 ("+34600111222"), national ("600111222") or a
+   * tel: URI ("tel:+34600111222").
+   */
+  phoneNumber?: string;
+}
+
 /** The request for GetSubscriber. */
 export interface GetSubscriberRequest {
   /** The subscriber's username. */
@@ -801,6 +810,17 @@ export interface LoginRequest {
 /** The request for Logout. The session is the caller's own. */
 export type LogoutRequest = Record<string, never>;
 
+/**
+ * A PhoneNumberOwner names the subscriber who holds a phone number. A
+ * number is held by one subscriber at most.
+ */
+export interface PhoneNumberOwner {
+  /** The number in E.164 form. */
+  phoneNumber?: string;
+  /** The username of the subscriber who holds it. */
+  subscriber?: string;
+}
+
 /** The request for RefreshSession. */
 export interface RefreshSessionRequest {
   /** The refresh token from the latest Login or RefreshSession. */
@@ -848,7 +868,8 @@ export interface Subscriber {
   displayName?: string;
   /**
    * Phone numbers in E.164 form ("+34600111222"). Input in a common national
-   * form is normalised with the configured default region.
+   * form is normalised with the configured default region. A number belongs
+   * to one subscriber at most: another's is ALREADY_EXISTS.
    */
   phoneNumbers?: string[];
   /** The subscriber's e-mail address, if any. */
@@ -1114,6 +1135,13 @@ export interface Methods {
    * the conventional /.well-known/jwks.json.
    */
   "IdentityService.GetJwks": [GetJwksRequest, Jwks];
+  /**
+   * GetPhoneNumberOwner returns the subscriber who holds a phone number, so
+   * that a gateway can ring that subscriber's devices for a call from the
+   * trunk. The number may be E.164, national (in the configured default
+   * region) or a tel: URI. NOT_FOUND when no subscriber holds it.
+   */
+  "IdentityService.GetPhoneNumberOwner": [GetPhoneNumberOwnerRequest, PhoneNumberOwner];
   /**
    * GetSubscriber returns one subscriber. Subscribers may read only
    * themselves; services need the subscribers.read scope.
