@@ -34,7 +34,7 @@ export class SipCall extends Call {
   /** @internal Made by Wac.call() and for calls from the gateway; not by applications. */
   constructor(host: CallHost, info: CallInfo, session?: SipSession) {
     const incoming = session?.direction === "incoming";
-    const display = session?.remote_identity.display_name;
+    const display = incoming ? session?.remote_identity.display_name : undefined;
     super(host, incoming ? "incoming" : "outgoing", info, display ? { callerDisplayName: display } : {});
     if (session) this.bind(session);
   }
