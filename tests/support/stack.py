@@ -55,9 +55,12 @@ def require_envoy() -> str:
 
 
 @asynccontextmanager
-async def front_door(core_port: int, edge: Edge, directory: Path, listen: int | None = None) -> AsyncIterator[int]:
+async def front_door(
+    core_port: int, edge: Edge, directory: Path, listen: int | None = None, gateway_ws: str | None = None
+) -> AsyncIterator[int]:
     """A real Envoy in front of a core and an edge; yields its listening port
-    (``listen``, when the edge was told it as its [envoy] listen).
+    (``listen``, when the edge was told it as its [envoy] listen). /sip goes
+    to ``gateway_ws`` (host:port of a test's Kamailio), else to the default.
 
     Its config and log are written in ``directory``; a failure to start
     shows the log."""
@@ -70,6 +73,7 @@ async def front_door(core_port: int, edge: Edge, directory: Path, listen: int | 
             core_address=f"127.0.0.1:{core_port}",
             edge_address=f"127.0.0.1:{edge.ws_port}",
             edge_http_address=f"127.0.0.1:{edge.http_port}",
+            **({"gateway_ws_address": gateway_ws} if gateway_ws else {}),
             admin_port=admin,
             # The edge's own hop key, which the core it talks to trusts.
             hop_key=edge.client.hop_key,
@@ -88,12 +92,15 @@ async def front_door(core_port: int, edge: Edge, directory: Path, listen: int | 
 
 
 @asynccontextmanager
-async def running_stack(data_dir: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Stack]:
-    """Core, edge and Envoy; everything is stopped on exit, even on failure."""
+async def running_stack(
+    data_dir: Path, env: Mapping[str, str] | None = None, *, listen: int | None = None, gateway_ws: str | None = None
+) -> AsyncIterator[Stack]:
+    """Core, edge and Envoy (on ``listen`` if given, routing /sip to
+    ``gateway_ws`` if given); everything is stopped on exit, even on failure."""
     require_envoy()
     core = await build_core(test_config(data_dir, env))
     # Chosen first: the edge admits browsers from the front door's origin.
-    listen = free_port()
+    listen = listen or free_port()
     edge_env = {
         "WAC_ENVOY_LISTEN": f"127.0.0.1:{listen}",
         "WAC_EDGE_LISTEN": "127.0.0.1:0",
@@ -104,7 +111,7 @@ async def running_stack(data_dir: Path, env: Mapping[str, str] | None = None) ->
     edge: Edge | None = None
     try:
         edge = await start_edge(test_config(data_dir, edge_env))
-        async with front_door(core.port, edge, data_dir, listen) as port:
+        async with front_door(core.port, edge, data_dir, listen, gateway_ws) as port:
             yield Stack(core=core, edge=edge, port=port)
     finally:
         if edge is not None:

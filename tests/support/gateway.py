@@ -1,0 +1,232 @@
+"""The SIP gateway for tests: rtpengine and Kamailio on free 127.0.0.1 ports,
+Kamailio's script rendered from gateway/kamailio.cfg.tmpl as `wac gateway`
+renders it; a minimal SIP client over TCP; sipp."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.server import LocalServer, free_port
+from tests.support.system import missing, require_program
+from tests.support.timing import seconds
+from wac import gateway
+
+DOMAIN = "127.0.0.1"
+SCENARIOS = Path(__file__).resolve().parents[1] / "gateway" / "scenarios"
+
+
+def require_gateway() -> None:
+    """Kamailio, rtpengine and sipp (deps/debian.txt), else skip (fail under CI=true)."""
+    absent = gateway.missing_programs()
+    if absent:
+        missing(f"{' and '.join(absent)} not installed (sudo make system-deps)")
+    require_program("sipp", "Debian package sip-tester")
+
+
+class Rtpengine(LocalServer):
+    """Userspace rtpengine, its control (ng protocol) on self.port."""
+
+    name = "rtpengine"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        # A small range of its own, so that two gateways on the machine
+        # (another test run) rarely compete for ports.
+        self.port_min = 20000 + random.randrange(0, 99) * 100
+
+    @property
+    def control(self) -> str:
+        return f"udp:127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return gateway.rtpengine_command(
+            control=self.control,
+            media_address="127.0.0.1",
+            port_min=self.port_min,
+            port_max=self.port_min + 99,
+            pid_file=self.directory / "rtpengine.pid",
+        )
+
+    def ready(self) -> bool:
+        # The ng protocol's ping: "<cookie> <bencoded dict>", answered "pong".
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(0.2)
+            try:
+                probe.sendto(b"probe d7:command4:pinge", ("127.0.0.1", self.port))
+                answer = probe.recv(1024)
+            except OSError:
+                return False
+        return b"pong" in answer
+
+
+@dataclass
+class KamailioSettings:
+    sapi_url: str
+    gateway_key: str
+    rtpengine: str
+    trunk_port: int
+    ws_port: int = field(default_factory=free_port)
+    jsonrpc_port: int = field(default_factory=free_port)
+
+
+class Kamailio(LocalServer):
+    """Kamailio on self.port (SIP, UDP and TCP), with the rendered script."""
+
+    name = "kamailio"
+
+    def __init__(self, directory: Path, settings: KamailioSettings) -> None:
+        super().__init__(directory)
+        self.settings = settings
+        self.config_path = directory / "kamailio.cfg"
+
+    def render(self) -> str:
+        s = self.settings
+        return gateway.render_config(
+            domain=DOMAIN,
+            ws_listen=f"127.0.0.1:{s.ws_port}",
+            sip_listen=f"127.0.0.1:{self.port}",
+            jsonrpc_listen=f"127.0.0.1:{s.jsonrpc_port}",
+            trunk_uri=f"sip:127.0.0.1:{s.trunk_port}",
+            rtpengine=s.rtpengine,
+            sapi_url=s.sapi_url,
+            gateway_key=s.gateway_key,
+            workers=2,
+        )
+
+    def command(self) -> list[str]:
+        gateway.write_private(self.config_path, self.render())
+        runtime = self.directory / "kamailio-run"
+        runtime.mkdir(exist_ok=True)
+        return gateway.kamailio_command(
+            self.config_path, shm_mb=64, pid_file=self.directory / "kamailio.pid", runtime_dir=runtime
+        )
+
+    def ready(self) -> bool:
+        # OPTIONS to the gateway itself is answered 200 by the script.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            probe.settimeout(0.2)
+            local = probe.getsockname()[1]
+            branch = uuid.uuid4().hex
+            ping = (
+                f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch}\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:probe@127.0.0.1>;tag={branch}\r\n"
+                "To: <sip:127.0.0.1>\r\n"
+                f"Call-ID: {branch}\r\n"
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+            try:
+                probe.sendto(ping.encode(), ("127.0.0.1", self.port))
+                answer = probe.recv(4096)
+            except OSError:
+                return False
+        return answer.startswith(b"SIP/2.0 200")
+
+
+@dataclass
+class Response:
+    status: int
+    text: str
+
+    def header(self, name: str) -> str | None:
+        """The first header of that name (case-insensitive), its value stripped."""
+        for line in self.text.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+class SipTcp:
+    """One TCP connection to the gateway, sending requests and reading their final answers."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds())
+        self.local = self.sock.getsockname()[1]
+        self._buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> SipTcp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def register(
+        self, user: str, *, token: str | None = None, authorization: str | None = None, to_user: str | None = None
+    ) -> Response:
+        """REGISTER sip:USER@domain from USER (To: to_user, default USER) with a bearer token, if any."""
+        call = uuid.uuid4().hex
+        to_user = to_user or user
+        if authorization is None and token is not None:
+            authorization = f"Bearer {token}"
+        auth = f"Authorization: {authorization}\r\n" if authorization is not None else ""
+        return self.request(
+            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{user}@{DOMAIN}>;tag={call[:8]}\r\n"
+            f"To: <sip:{to_user}@{DOMAIN}>\r\n"
+            f"Call-ID: {call}\r\n"
+            "CSeq: 1 REGISTER\r\n"
+            f"Contact: <sip:{user}@127.0.0.1:{self.local};transport=tcp>;expires=300\r\n"
+            f"{auth}Content-Length: 0\r\n\r\n"
+        )
+
+    def request(self, text: str) -> Response:
+        self.sock.sendall(text.encode())
+        while True:
+            response = self.read()
+            if response.status >= 200:
+                return response
+
+    def read(self) -> Response:
+        while b"\r\n\r\n" not in self._buffer:
+            self._fill()
+        head, _, rest = self._buffer.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            key, _, value = line.partition(b":")
+            if key.strip().lower() in (b"content-length", b"l"):
+                length = int(value.strip())
+        while len(rest) < length:
+            self._fill()
+            head, _, rest = self._buffer.partition(b"\r\n\r\n")
+        message, self._buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+        text = message.decode(errors="replace")
+        first = text.split("\r\n", 1)[0]
+        assert first.startswith("SIP/2.0 "), f"not a response: {first!r}"
+        return Response(int(first.split()[1]), text)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the gateway closed the connection")
+        self._buffer += chunk
+
+
+def sipp(*args: str, log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """sipp to completion (no terminal: -nostdin), its output in log."""
+    command = ["sipp", "-nostdin", "-timeout", f"{timeout:.0f}s", "-timeout_error", *args]
+    with log.open("w") as sink:
+        result = subprocess.run(
+            command, check=False, stdout=sink, stderr=subprocess.STDOUT, text=True, timeout=timeout + 10
+        )
+    return result
+
+
+def start_sipp(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            ["sipp", "-nostdin", *args], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
