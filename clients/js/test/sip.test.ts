@@ -254,6 +254,35 @@ describe("sip: registration", () => {
     assert.deepEqual(ua.log.slice(-2), [["set", "authorization_jwt", "Bearer a2"], ["register", "Bearer a2"]]);
   });
 
+  it("a resumed session whose access token expired registers only with the token its refresh brings", async () => {
+    const clock = new FakeClock();
+    const network = new FakeNetwork();
+    const wac = new Wac({ url: "https://wac.test", clock, random: () => 0, createTransport: network.factory, gateway: GATEWAY, createSipUa: FakeSipUa.factory });
+    wac.resume({
+      sessionId: "s1",
+      accessToken: "stale",
+      refreshToken: "r1",
+      expireTime: new Date(clock.now() - 1_000).toISOString(),
+      refreshExpireTime: new Date(clock.now() + 3_600_000).toISOString(),
+      subscriber: { username: "alice" },
+    });
+    network.current.accept();
+    await settle();
+    assert.equal(FakeSipUa.instances.length, 0, "no REGISTER with an expired token");
+    const refresh = network.current.last("IdentityService.RefreshSession");
+    network.current.reply(refresh.id, {
+      sessionId: "s1",
+      accessToken: "a2",
+      refreshToken: "r2",
+      expireTime: new Date(clock.now() + 15 * 60_000).toISOString(),
+    });
+    await settle();
+    assert.equal(FakeSipUa.instances.length, 1);
+    assert.equal(FakeSipUa.last.config.authorization, "Bearer a2");
+    wac.dispose();
+    assert.deepEqual(FakeSipUa.last.log.at(-1), ["stop"]);
+  });
+
   it("unregisters at logout", async () => {
     const { wac, server, registrations } = await loggedIn();
     const ua = FakeSipUa.last;
