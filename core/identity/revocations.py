@@ -20,6 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from core.identity.store import IdentityStore
 
@@ -36,6 +37,39 @@ MAX_UNKNOWN = 10_000
 # A revoked or rotated API key stays listed this long after its end, so
 # that a key cached before the end is refused whatever the cache's age.
 KEY_END_KEEP = 300.0
+
+
+# Revocation reasons that end every session of a subscriber at once
+# (RevokeSessions, disabling, deleting, a new password), as opposed to one
+# session's own end ("logout", "refresh_token_reused").
+EVERY_SESSION_REASONS = frozenset({"revoked", "disabled", "deleted", "password_changed"})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsRevoked:
+    """Sessions of one subscriber whose tokens stopped verifying, for what
+    holds state on their behalf outside the core (a gateway's registrations)."""
+
+    username: str
+    # The sessions ended: several at once when made by this core, one per
+    # event when learnt from the poll; none when a whole-subscriber
+    # revocation found no open session.
+    session_ids: tuple[str, ...]
+    # "revoked", "disabled", "deleted", "password_changed", "logout",
+    # "refresh_token_reused".
+    reason: str
+    # Made by another core or the admin CLI, learnt from the poll (within
+    # [identity] revocation_poll seconds) rather than made by this core.
+    elsewhere: bool = False
+
+    @property
+    def every_session(self) -> bool:
+        """Every session of the subscriber ended: whatever it holds anywhere
+        ends too, whichever session it came from."""
+        return self.reason in EVERY_SESSION_REASONS
+
+
+SessionsRevokedListener = Callable[[SessionsRevoked], Awaitable[None]]
 
 
 class RevocationCache:

@@ -34,7 +34,12 @@ from core.events.log import EventLog
 from core.identity import apikeys, rules, sealing, service_keys
 from core.identity.limits import Busy, KeyedLocks, PasswordChecks
 from core.identity.passwords import hash_password, verify_password
-from core.identity.revocations import RevocationCache
+from core.identity.revocations import (
+    EVERY_SESSION_REASONS,
+    RevocationCache,
+    SessionsRevoked,
+    SessionsRevokedListener,
+)
 from core.identity.store import (
     ApiKeyRow,
     Duplicate,
@@ -162,6 +167,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         # or retried refresh with the same token within refresh_reuse_grace.
         self._refresh_answers: dict[str, _RefreshAnswer] = {}
         self._subscriber_listeners: list[SubscriberListener] = []
+        self._revoked_listeners: list[SessionsRevokedListener] = []
         self._api_keys: dict[str, _KnownKey] = {}
         self._api_key_used: dict[str, float] = {}
         self._subscriber_cache: dict[str, tuple[_Known | None, float]] = {}
@@ -189,6 +195,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     def on_subscriber_changed(self, listener: SubscriberListener) -> None:
         self._subscriber_listeners.append(listener)
+
+    def on_sessions_revoked(self, listener: SessionsRevokedListener) -> None:
+        """Call ``listener(SessionsRevoked)`` once sessions stop verifying:
+        revoked here (RevokeSessions, disabling, deleting, a new password,
+        logout, a reused refresh token) at once, or elsewhere (another core,
+        the admin CLI) when the poll learns of it. A whole-subscriber
+        revocation is told even when it found no open session. A failing
+        listener is logged and skipped; the revocation stands. Listeners run
+        in turn before the revoking call answers: keep them short (start a
+        task for anything slow)."""
+        self._revoked_listeners.append(listener)
 
     @property
     def role_map(self) -> Mapping[str, tuple[str, ...]]:
@@ -603,6 +620,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def _revoked_elsewhere(self, username: str, session_id: str, reason: str) -> None:
         self._subscriber_cache.pop(username, None)
         await self._tell_revoked(username, session_id, reason)
+        await self._announce_revoked(SessionsRevoked(username, (session_id,), reason, elsewhere=True))
 
     async def _tell_revoked(self, username: str, session_id: str, reason: str) -> None:
         final = events_pb2.Event(session_revoked=events_pb2.SessionRevoked(session_id=session_id, reason=reason))
@@ -613,6 +631,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         for session_id in revoked:
             self._revocations.add(session_id, reason, now)
             await self._tell_revoked(username, session_id, reason)
+        if revoked or reason in EVERY_SESSION_REASONS:
+            await self._announce_revoked(SessionsRevoked(username, tuple(revoked), reason))
+
+    async def _announce_revoked(self, event: SessionsRevoked) -> None:
+        for listener in self._revoked_listeners:
+            try:
+                await listener(event)
+            except Exception:
+                log.exception(
+                    "a sessions-revoked listener failed", extra={"username": event.username, "reason": event.reason}
+                )
 
     # -- introspection ------------------------------------------------
     async def VerifyToken(
