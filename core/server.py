@@ -167,7 +167,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     hop_key = config.core.hop_key or await identity.provision_service_key(
         hopkey.NAME, [hopkey.SCOPE], hopkey.hop_key_path(config)
     )
-    if config.gateway.enabled:
+    if config.gateway.enabled and not config.gateway.api_key:
         # The SIP gateway verifies callers' tokens and finds numbers' owners
         # with this key; `wac gateway` reads it from the file.
         await identity.provision_service_key(

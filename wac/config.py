@@ -253,6 +253,12 @@ class GatewayConfig:
     # The SAPI the gateway asks (identity:verify, identity:authorize,
     # phoneNumbers/{n}). Empty: the front door, http://127.0.0.1:<[envoy] listen port>.
     sapi_url: str = ""
+    # The gateway's API key towards the SAPI. Empty: the file gateway.key in
+    # data_dir, which the core creates (0600) on start. Set it (`wac admin
+    # apikey create sip-gateway --scope identity.verify --scope
+    # numbers.lookup`) when several cores share one database: each would
+    # otherwise make its own and end the others'.
+    api_key: str = ""
 
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {

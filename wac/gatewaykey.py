@@ -1,9 +1,11 @@
 """The gateway's API key: the credential the SIP gateway (Kamailio) shows
 the SAPI when it verifies a caller's token or looks up a number's owner.
 
-While ``[gateway] enabled``, the core creates it on start in
-``$data_dir/gateway.key`` (mode 0600) with the smallest scopes the gateway
-needs; ``wac gateway`` on the same machine reads it from there. It is never
+While ``[gateway] enabled`` and ``[gateway] api_key`` is empty, the core
+creates it on start in ``$data_dir/gateway.key`` (mode 0600) with the
+smallest scopes the gateway needs; ``wac gateway`` on the same machine reads
+it from there. With several cores on one database the operator creates one
+key and sets ``[gateway] api_key`` everywhere, as for the hop key. It is never
 printed or logged, and never in a committed file.
 """
 
@@ -29,7 +31,7 @@ def gateway_key_path(config: Config) -> Path:
 
 
 def read_gateway_key(config: Config, wait: float) -> str:
-    """The key the core wrote in the data dir for the gateway.
+    """The configured gateway key, else the one the core wrote in the data dir.
 
     The file may appear a moment after the core starts: wait up to ``wait``
     seconds for it, then raise ConfigError saying what to do. Blocking:
@@ -37,9 +39,13 @@ def read_gateway_key(config: Config, wait: float) -> str:
     """
     if not config.gateway.enabled:
         raise ConfigError("the gateway is disabled ([gateway] enabled = false): the core keeps no key for it")
+    if config.gateway.api_key:
+        return config.gateway.api_key
     return wait_for_key_file(
         gateway_key_path(config),
         wait,
         what="gateway key",
-        remedy="Start the core first with [gateway] enabled (it creates the file)",
+        remedy="Start the core first with [gateway] enabled (it creates the file), or set [gateway] api_key "
+        "(WAC_GATEWAY_API_KEY) to a key made with `wac admin apikey create sip-gateway --scope identity.verify "
+        "--scope numbers.lookup`",
     )

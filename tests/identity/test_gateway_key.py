@@ -64,6 +64,17 @@ async def test_a_disabled_gateway_gets_no_key(tmp_path: Path) -> None:
             read_gateway_key(core.config, wait=0)
 
 
+async def test_a_configured_key_wins_and_the_core_makes_none(tmp_path: Path) -> None:
+    # Several cores on one database share a key the operator made.
+    async with running_core(tmp_path / "data", {"WAC_GATEWAY_ENABLED": "false"}) as core:
+        made = await core.identity.create_api_key("sip-gateway", ["identity.verify", "numbers.lookup"])
+    async with running_core(tmp_path / "data", {"WAC_GATEWAY_API_KEY": made}) as core:
+        assert not gateway_key_path(core.config).exists()
+        assert read_gateway_key(core.config, wait=0) == made
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
+            await _verify_with(channel, made)  # not ended by a provisioning
+
+
 def test_the_key_the_core_writes_is_waited_for(tmp_path: Path) -> None:
     config = config_for(tmp_path)
     writer = threading.Timer(0.2, lambda: gateway_key_path(config).write_text(KEY + "\n"))
