@@ -2,7 +2,9 @@
 a real login. The gateway (Kamailio) is not part of the stack yet, so the
 page's WebSocket to it is answered here, as a registrar and callee would:
 what is checked is what the browser sends (the access token as the bearer,
-the request URI of a number) and what the demo shows of the answers.
+the request URI of a number, an answer with DTLS-SRTP media) and what the
+demo shows of the answers; a call from the gateway has its far end in a
+second page, so media flows between two real peer connections.
 """
 
 from __future__ import annotations
@@ -57,9 +59,18 @@ class Gateway:
             if request.startswith(f"{method} "):
                 return request
 
+    async def response(self, status: int) -> str:
+        while True:
+            message = await self.next("SIP/2.0")
+            if message.startswith(f"SIP/2.0 {status} "):
+                return message
+
+    def send(self, message: str) -> None:
+        assert self.socket is not None, "the page opened no gateway socket"
+        self.socket.send(message)
+
     def answer(self, request: str, status: int, phrase: str, *extra: str) -> None:
-        assert self.socket is not None
-        self.socket.send(response(request, status, phrase, *extra))
+        self.send(response(request, status, phrase, *extra))
 
 
 async def gateway_phone(demo: Demo, username: str) -> tuple[Phone, Gateway]:
@@ -113,3 +124,75 @@ async def test_registers_with_the_access_token_as_bearer_and_calls_a_number_thro
     await alice.expect_ended("BUSY")
     await expect(alice.panel).to_have_attribute("data-via", "sip")
     await expect(alice.testid("call-status")).to_contain_text("SIP 486")
+
+
+# The far end of a gateway call, in another page: a peer connection with the
+# fake microphone, whose offer the test carries to the SDK in an INVITE.
+FAR_END_OFFER_JS = """async () => {
+  const pc = new RTCPeerConnection();
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  for (const track of stream.getTracks()) pc.addTrack(track, stream);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === "complete") return done();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && done());
+  });
+  window.farEnd = pc;
+  return pc.localDescription.sdp;
+}"""
+FAR_END_BYTES_JS = """async () => {
+  let bytes = 0;
+  (await window.farEnd.getStats()).forEach((s) => { if (s.type === "inbound-rtp") bytes += s.bytesReceived ?? 0; });
+  return bytes;
+}"""
+
+
+def request(method: str, uri: str, cseq: int, dialog: dict[str, str], body: str = "") -> str:
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/WSS gateway.invalid;branch=z9hG4bK{method.lower()}{cseq}",
+        "Max-Forwards: 70",
+        f"From: {dialog['from']}",
+        f"To: {dialog['to']}",
+        f"Call-ID: {dialog['call_id']}",
+        f"CSeq: {cseq} {method}",
+        "Contact: <sip:gw@gateway.invalid;transport=ws>",
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return "\r\n".join(lines) + "\r\n\r\n" + body
+
+
+async def test_a_call_from_the_gateway_rings_is_answered_with_media_both_ways_and_ends_with_its_bye(demo: Demo) -> None:
+    alice, gateway = await gateway_phone(demo, "alice")
+    register = await gateway.next("REGISTER")
+    gateway.answer(register, 200, "OK", f"Contact: {header(register, 'Contact')};expires=600")
+    await expect(alice.testid("gateway-state")).to_have_attribute("data-state", "registered")
+
+    far = await demo.phone("bob", login=False)
+    offer = await far.page.evaluate(FAR_END_OFFER_JS)
+    dialog = {"from": "<sip:+34600999888@example.test>;tag=far1", "to": f"<sip:alice@{DOMAIN}>", "call_id": "gw-call-1"}
+    gateway.send(request("INVITE", f"sip:alice@{DOMAIN}", 1, dialog, offer))
+
+    await alice.answer("+34600999888")
+    ok = await gateway.response(200)
+    assert "a=fingerprint" in ok, "the SDK answered with its DTLS-SRTP media"
+    answer_sdp = ok.split("\r\n\r\n", 1)[1]
+    await far.page.evaluate("(sdp) => window.farEnd.setRemoteDescription({ type: 'answer', sdp })", answer_sdp)
+    dialog["to"] = header(ok, "To") or ""
+    contact = (header(ok, "Contact") or "").split("<", 1)[1].split(">", 1)[0]
+    gateway.send(request("ACK", contact, 1, dialog))
+
+    await alice.expect_state("active")
+    await expect(alice.panel).to_have_attribute("data-via", "sip")
+    await alice.wait_media("m => m.state === 'connected'")
+    await alice.wait_bytes_grow()
+    start = await far.page.evaluate(FAR_END_BYTES_JS)
+    grown = f"async () => ({FAR_END_BYTES_JS})().then((bytes) => bytes >= {start + 2000})"
+    await far.page.wait_for_function(grown, timeout=ms())
+
+    gateway.send(request("BYE", contact, 2, dialog))
+    await alice.expect_ended("COMPLETED")
+    ended = await alice.wait_ended()
+    assert ended[-1]["endedBy"] == "+34600999888"
