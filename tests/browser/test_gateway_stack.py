@@ -140,6 +140,11 @@ FAR_END_OFFER_JS = """async () => {
   window.farEnd = pc;
   return pc.localDescription.sdp;
 }"""
+DTMF_JS = """() => {
+  const call = window.wacDemo.call;
+  call.sendDtmf("1#", { durationMs: 200 });
+  return call.peerConnection.getSenders().find((s) => s.track?.kind === "audio").dtmf.toneBuffer;
+}"""
 FAR_END_BYTES_JS = """async () => {
   let bytes = 0;
   (await window.farEnd.getStats()).forEach((s) => { if (s.type === "inbound-rtp") bytes += s.bytesReceived ?? 0; });
@@ -191,6 +196,10 @@ async def test_a_call_from_the_gateway_rings_is_answered_with_media_both_ways_an
     start = await far.page.evaluate(FAR_END_BYTES_JS)
     grown = f"async () => ({FAR_END_BYTES_JS})().then((bytes) => bytes >= {start + 2000})"
     await far.page.wait_for_function(grown, timeout=ms())
+
+    # DTMF goes in the audio as RFC 4733 events (the RTCDTMFSender), not in SIP INFO.
+    queued = await alice.page.evaluate(DTMF_JS)
+    assert queued.startswith("1"), queued
 
     gateway.send(request("BYE", contact, 2, dialog))
     await alice.expect_ended("COMPLETED")
