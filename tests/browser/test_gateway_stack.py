@@ -27,14 +27,16 @@ def header(message: str, name: str) -> str | None:
     return None
 
 
-def response(request: str, status: int, phrase: str, *extra: str) -> str:
+def response(request: str, status: int, phrase: str, *extra: str, sdp: str = "") -> str:
     """A response to a request, with its dialog headers copied back (RFC 3261 8.2.6.2)."""
     lines = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
     copied = [h for h in lines if h.split(":", 1)[0].strip().lower() in ("via", "from", "call-id", "cseq")]
     to = header(request, "To") or ""
     if ";tag=" not in to:
         to += ";tag=gw"
-    return "\r\n".join([f"SIP/2.0 {status} {phrase}", *copied, f"To: {to}", *extra, "Content-Length: 0", "", ""])
+    body = ["Content-Type: application/sdp"] if sdp else []
+    head = [f"SIP/2.0 {status} {phrase}", *copied, f"To: {to}", *extra, *body, f"Content-Length: {len(sdp.encode())}"]
+    return "\r\n".join(head) + "\r\n\r\n" + sdp
 
 
 class Gateway:
@@ -69,8 +71,8 @@ class Gateway:
         assert self.socket is not None, "the page opened no gateway socket"
         self.socket.send(message)
 
-    def answer(self, request: str, status: int, phrase: str, *extra: str) -> None:
-        self.send(response(request, status, phrase, *extra))
+    def answer(self, request: str, status: int, phrase: str, *extra: str, sdp: str = "") -> None:
+        self.send(response(request, status, phrase, *extra, sdp=sdp))
 
 
 async def gateway_phone(demo: Demo, username: str) -> tuple[Phone, Gateway]:
@@ -145,6 +147,12 @@ DTMF_JS = """() => {
   call.sendDtmf("1#", { durationMs: 200 });
   return call.peerConnection.getSenders().find((s) => s.track?.kind === "audio").dtmf.toneBuffer;
 }"""
+# The far end answers an offer (a re-INVITE's) and returns its answer.
+FAR_END_ANSWER_JS = """async (sdp) => {
+  await window.farEnd.setRemoteDescription({ type: "offer", sdp });
+  await window.farEnd.setLocalDescription(await window.farEnd.createAnswer());
+  return window.farEnd.localDescription.sdp;
+}"""
 FAR_END_BYTES_JS = """async () => {
   let bytes = 0;
   (await window.farEnd.getStats()).forEach((s) => { if (s.type === "inbound-rtp") bytes += s.bytesReceived ?? 0; });
@@ -196,6 +204,19 @@ async def test_a_call_from_the_gateway_rings_is_answered_with_media_both_ways_an
     start = await far.page.evaluate(FAR_END_BYTES_JS)
     grown = f"async () => ({FAR_END_BYTES_JS})().then((bytes) => bytes >= {start + 2000})"
     await far.page.wait_for_function(grown, timeout=ms())
+
+    # Hold and resume are re-INVITEs (sendonly, then sendrecv), done once the far end answered.
+    for button, direction, status in (("Hold", "sendonly", "on hold"), ("Resume", "sendrecv", "In call")):
+        await expect(alice.testid("hold")).to_have_text(button)
+        await alice.testid("hold").click()
+        reinvite = await gateway.next("INVITE")
+        offer = reinvite.split("\r\n\r\n", 1)[1]
+        assert f"a={direction}" in offer, offer
+        far_answer = await far.page.evaluate(FAR_END_ANSWER_JS, offer)
+        gateway.answer(reinvite, 200, "OK", "Contact: <sip:gw@gateway.invalid;transport=ws>", sdp=far_answer)
+        await gateway.next("ACK")
+        await expect(alice.testid("call-status")).to_contain_text(status)
+    assert await alice.page.evaluate("window.wacDemo.call.onHold") is False
 
     # DTMF goes in the audio as RFC 4733 events (the RTCDTMFSender), not in SIP INFO.
     queued = await alice.page.evaluate(DTMF_JS)
