@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,26 @@ class SipTcp:
             f"{auth}Content-Length: 0\r\n\r\n"
         )
 
+    def invite(self, caller: str, target: str, *, token: str | None = None) -> Response:
+        """INVITE target (a URI) from caller with an RTP/AVP offer; the final answer."""
+        call = uuid.uuid4().hex
+        auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        return self.request(
+            f"INVITE {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{caller}@{DOMAIN}>;tag={call[:8]}\r\n"
+            f"To: <{target}>\r\n"
+            f"Call-ID: {call}\r\n"
+            "CSeq: 1 INVITE\r\n"
+            f"Contact: <sip:{caller}@127.0.0.1:{self.local};transport=tcp>\r\n"
+            f"{auth}Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+        )
+
     def request(self, text: str) -> Response:
         self.sock.sendall(text.encode())
         while True:
@@ -225,8 +246,25 @@ def sipp(*args: str, log: Path, timeout: float) -> subprocess.CompletedProcess[s
     return result
 
 
-def start_sipp(*args: str, log: Path) -> subprocess.Popen[bytes]:
+def start_sipp_uas(port: int, *, trace: Path, log: Path) -> subprocess.Popen[bytes]:
+    """sipp as the trunk on UDP port (scenarios/trunk.xml): answers one call,
+    echoes its RTP (-rtp_echo), writes every message it sends and receives
+    to trace. Returns once it listens."""
+    command = ["sipp", "-nostdin", "-sf", str(SCENARIOS / "trunk.xml"), "-i", "127.0.0.1", "-p", str(port)]
+    command += ["-t", "u1"]
+    command += ["-mi", "127.0.0.1", "-rtp_echo", "-mp", str(free_port()), "-m", "1"]
+    command += ["-trace_msg", "-message_file", str(trace)]
     with log.open("wb") as sink:
-        return subprocess.Popen(
-            ["sipp", "-nostdin", *args], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds()
+    while time.monotonic() < deadline and process.poll() is None:
+        # Listening once the port cannot be bound any more.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return process
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"sipp UAS did not listen on {port}: {log.read_text(errors='replace')[-2000:]}")

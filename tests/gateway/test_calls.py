@@ -1,0 +1,87 @@
+"""Calls through the gateway against the real SAPI: to a number (the trunk is
+sipp's UAS), allowed or refused by call.pstn."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from pathlib import Path
+
+from tests.gateway.conftest import Gateway
+from tests.support.gateway import SCENARIOS, SipTcp, sipp, start_sipp_uas
+from tests.support.server import free_port
+from tests.support.timing import seconds
+
+NUMBER = "+34911222333"
+
+
+async def test_a_call_to_a_number_reaches_the_trunk_anchored_and_without_the_token(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    token = await gateway.token("alice")  # alice has the role pstn
+    trunk_trace, caller_trace = tmp_path / "trunk.msg", tmp_path / "caller.msg"
+    trunk = await asyncio.to_thread(start_sipp_uas, gateway.trunk_port, trace=trunk_trace, log=tmp_path / "trunk.log")
+    try:
+        # Over TCP, the subscriber's side: the policy does not depend on the transport.
+        result = await asyncio.to_thread(
+            sipp,
+            "-sf", str(SCENARIOS / "call_number.xml"),
+            "-t", "t1", "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port()),
+            "-key", "caller", "alice", "-key", "token", token, "-s", NUMBER, "-m", "1",
+            "-trace_msg", "-message_file", str(caller_trace),
+            f"127.0.0.1:{gateway.sip_port}",
+            log=tmp_path / "caller.log",
+            timeout=seconds(2),
+        )  # fmt: skip
+        caller_log = (tmp_path / "caller.log").read_text(errors="replace")
+        assert result.returncode == 0, caller_log + caller_trace.read_text(errors="replace")
+        assert await asyncio.to_thread(trunk.wait, seconds()) == 0
+    finally:
+        if trunk.poll() is None:
+            trunk.kill()
+            trunk.wait()
+    received = trunk_trace.read_text(errors="replace")
+    assert f"INVITE sip:{NUMBER}@127.0.0.1:{gateway.trunk_port} SIP/2.0" in received
+    assert "BYE sip:" in received, "the in-dialog BYE reached the trunk"
+    # Neither the header nor the token itself, in the INVITE, ACK or BYE.
+    assert "authorization" not in received.lower()
+    for part in token.split("."):
+        assert part not in received
+    # The trunk got rtpengine's plain RTP/AVP offer, on one of its ports,
+    # without ICE or DTLS.
+    invite = received[received.index("INVITE sip:") : received.index("SIP/2.0 180")]
+    media = re.search(r"^m=audio (\d+) RTP/AVP 0$", invite, re.MULTILINE)
+    assert media is not None, invite
+    anchor = gateway.rtpengine.port_min
+    assert anchor <= int(media[1]) < anchor + 100, "the media goes through rtpengine"
+    assert "a=ice-ufrag" not in invite and "a=fingerprint" not in invite and "SAVP" not in invite
+    # The caller got what a browser needs: DTLS-SRTP, ICE and rtcp-mux.
+    answered = caller_trace.read_text(errors="replace")
+    answer = answered[answered.index("SIP/2.0 200 OK") :].split("message sent", 1)[0]
+    for line in ("UDP/TLS/RTP/SAVPF", "a=ice-ufrag:", "a=fingerprint:sha-256", "a=rtcp-mux", "typ host"):
+        assert line in answer, line
+
+
+async def test_a_call_to_a_number_without_call_pstn_is_forbidden(gateway: Gateway, tmp_path: Path) -> None:
+    token = await gateway.token("bob")  # bob has only the role user
+
+    def call(target: str) -> int:
+        with SipTcp(gateway.sip_port) as client:
+            return client.invite("bob", target, token=token).status
+
+    assert await asyncio.to_thread(call, f"sip:{NUMBER}@127.0.0.1") == 403
+    assert await asyncio.to_thread(call, f"tel:{NUMBER}") == 403
+
+
+async def test_a_call_to_a_number_without_a_token_is_challenged(gateway: Gateway) -> None:
+    def call() -> int:
+        with SipTcp(gateway.sip_port) as client:
+            return client.invite("alice", f"tel:{NUMBER}").status
+
+    assert await asyncio.to_thread(call) == 401
+
+
+def test_sipp_is_the_one_the_scenarios_are_written_for() -> None:
+    version = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False).stdout
+    assert "SIPp v3." in version
