@@ -1,0 +1,128 @@
+"""`wac gateway` and `wac rtpengine`: the script rendered from the template
+is one Kamailio accepts; values that could break it are refused before
+Kamailio sees them; a refused configuration exits 78 (wac run then stops)."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import ROOT, cli_env
+from tests.support.gateway import require_gateway
+from tests.support.timing import seconds
+from wac import gateway
+
+KEY = "wac_test_gateway_key_0123456789abcdef"
+EX_CONFIG = 78
+
+
+def test_the_rendered_script_is_one_kamailio_accepts(tmp_path: Path) -> None:
+    require_gateway()
+    text = gateway.render_config(gateway_key=KEY)
+    assert "{{" not in text and "}}" not in text
+    path = tmp_path / "kamailio.cfg"
+    gateway.write_private(path, text)
+    gateway.check_config(path)
+
+
+def test_kamailio_check_names_what_it_refuses(tmp_path: Path) -> None:
+    require_gateway()
+    path = tmp_path / "kamailio.cfg"
+    text = gateway.render_config(gateway_key=KEY).replace('loadmodule "tm.so"', 'loadmodule "no_such_module.so"')
+    gateway.write_private(path, text)
+    with pytest.raises(gateway.GatewayError, match="no_such_module"):
+        gateway.check_config(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"domain": 'wac.example"\nlisten=udp:0.0.0.0:5060'}, "domain must be"),
+        ({"jsonrpc_listen": "0.0.0.0:8089"}, "jsonrpc_listen must be a loopback address"),
+        ({"ws_listen": "localhost:8088"}, "ws_listen must be an IPv4 address"),
+        ({"ws_listen": "127.0.0.1:5060"}, "three different ports"),
+        ({"trunk_uri": "sip:carrier.example.com"}, "trunk_uri must be sip:IPv4"),
+        ({"trunk_uri": 'sip:127.0.0.1:5090"'}, "trunk_uri must be sip:IPv4"),
+        ({"sapi_url": "http://127.0.0.1:8080/"}, "sapi_url must be"),
+        ({"sapi_url": 'http://127.0.0.1:8080/x", "'}, "sapi_url must be"),
+        ({"rtpengine": "127.0.0.1:22222"}, "rtpengine must be udp:IPv4:port"),
+        ({"gateway_key": 'short"'}, "not an API key"),
+    ],
+)
+def test_values_that_could_break_the_script_are_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gateway.render_config(**{"gateway_key": KEY, **values})
+
+
+def test_rtpengine_runs_in_userspace_on_its_own_configuration() -> None:
+    require_gateway()
+    command = gateway.rtpengine_command(
+        control="udp:127.0.0.1:22222", media_address="127.0.0.1", port_min=20000, port_max=29999, pid_file="x.pid"
+    )
+    assert "--table=-1" in command and "--foreground" in command and "--config-file=none" in command
+    with pytest.raises(ValueError, match="rtp_port_min < rtp_port_max"):
+        gateway.rtpengine_command(
+            control="udp:127.0.0.1:22222", media_address="127.0.0.1", port_min=3000, port_max=2000, pid_file="x"
+        )
+
+
+def run_gateway(data: Path, template: Path, extra: dict[str, str] | None = None) -> tuple[int, str]:
+    """`wac gateway` as wac run starts it, on another template."""
+    program = (
+        "import sys; from pathlib import Path; from wac import gateway; "
+        "gateway.TEMPLATE = Path(sys.argv[1]); from wac.cli import main; sys.exit(main(['gateway']))"
+    )
+    env = cli_env(data, {"WAC_GATEWAY_ENABLED": "true", **(extra or {})})
+    result = subprocess.run(
+        [sys.executable, "-c", program, str(template)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds(4),
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def provision_key(data: Path) -> None:
+    data.mkdir(mode=0o700)
+    key = data / "gateway.key"
+    key.touch(mode=0o600)
+    key.write_text(KEY)
+
+
+def test_wac_gateway_exits_78_with_kamailios_reason_when_it_refuses_the_script(tmp_path: Path) -> None:
+    require_gateway()
+    data = tmp_path / "data"
+    provision_key(data)
+    broken = tmp_path / "kamailio.cfg.tmpl"
+    text = gateway.TEMPLATE.read_text().replace("route[REQINIT] {", "route[REQINIT] {\n\tthis is not kamailio;", 1)
+    broken.write_text(text)
+    code, output = run_gateway(data, broken)
+    assert code == EX_CONFIG, output
+    assert f"Kamailio refused {data / 'kamailio.cfg'}" in output
+    assert KEY not in output, "the gateway key is never printed"
+    rendered = data / "kamailio.cfg"
+    assert stat.S_IMODE(rendered.stat().st_mode) == 0o600
+    assert KEY in rendered.read_text()
+
+
+def test_wac_gateway_exits_78_on_a_value_it_cannot_render(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    provision_key(data)
+    code, output = run_gateway(data, gateway.TEMPLATE, {"WAC_GATEWAY_JSONRPC_LISTEN": "0.0.0.0:8089"})
+    assert code == EX_CONFIG, output
+    assert "jsonrpc_listen must be a loopback address" in output
+
+
+def test_wac_gateway_exits_78_when_the_gateway_is_disabled(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    provision_key(data)
+    code, output = run_gateway(data, gateway.TEMPLATE, {"WAC_GATEWAY_ENABLED": "false"})
+    assert code == EX_CONFIG, output
+    assert "the gateway is disabled" in output
