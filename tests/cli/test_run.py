@@ -53,7 +53,7 @@ def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
         answer = None
         while time.monotonic() < deadline:
             try:
-                answer = httpx.get(f"http://127.0.0.1:{front}/sapi/v1/jwks", timeout=1)
+                answer = httpx.get(f"http://127.0.0.1:{front}/sapi/v1/subscribers", timeout=1)
                 if answer.status_code == 401:
                     break
             except httpx.HTTPError:

@@ -78,7 +78,7 @@ def wait_for(condition: Callable[[], bool], what: str, run: Run, timeout: float)
 
 def front_door_answers(run: Run) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{run.front}/sapi/v1/jwks", timeout=1).status_code == 401
+        return httpx.get(f"http://127.0.0.1:{run.front}/sapi/v1/subscribers", timeout=1).status_code == 401
     except httpx.HTTPError:
         return False
 
