@@ -1,0 +1,97 @@
+"""`wac run` supervises the gateway: rtpengine and Kamailio start beside the
+core, the edge and Envoy, Kamailio asks the SAPI with the key the core
+provisioned, and everything stops with the supervisor."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from tests.support.cli import ROOT
+from tests.support.gateway import SipTcp, require_gateway
+from tests.support.server import free_port
+from tests.support.timing import seconds
+from wac.v1 import identity_pb2, identity_pb2_grpc
+
+
+def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key(tmp_path: Path) -> None:
+    require_gateway()
+    data = tmp_path / "data"
+    front, core, sip = free_port(), free_port(), free_port()
+    rtp = 20000 + random.randrange(0, 99) * 100
+    env = {
+        **os.environ,
+        "WAC_DATA_DIR": str(data),
+        "WAC_ENVOY_LISTEN": f"127.0.0.1:{front}",
+        "WAC_ENVOY_ADMIN_PORT": str(free_port()),
+        "WAC_CORE_LISTEN": f"127.0.0.1:{core}",
+        "WAC_EDGE_LISTEN": f"127.0.0.1:{free_port()}",
+        "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
+        "WAC_GATEWAY_ENABLED": "true",
+        "WAC_GATEWAY_SIP_LISTEN": f"127.0.0.1:{sip}",
+        "WAC_GATEWAY_WS_LISTEN": f"127.0.0.1:{free_port()}",
+        "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{free_port()}",
+        "WAC_GATEWAY_RTPENGINE": f"udp:127.0.0.1:{free_port()}",
+        "WAC_GATEWAY_RTP_PORT_MIN": str(rtp),
+        "WAC_GATEWAY_RTP_PORT_MAX": str(rtp + 99),
+        "WAC_GATEWAY_SHM_MB": "64",
+        "WAC_GATEWAY_WORKERS": "2",
+    }
+    env.pop("WAC_CONFIG", None)
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wac.cli", "run", "--demo"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        # Up once Kamailio answers a REGISTER without a token (no callout).
+        deadline = time.monotonic() + seconds(6)
+        status = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with SipTcp(sip) as client:
+                    status = client.register("alice").status
+                break
+            except OSError:
+                time.sleep(0.1)
+        output = log.read_text(errors="replace")
+        assert status == 401, output
+        assert "wac: started rtpengine" in output and "wac: started gateway" in output
+
+        password = dict(line.split("\t") for line in (data / "demo-credentials.txt").read_text().splitlines() if line)[
+            "alice"
+        ]
+        with grpc.insecure_channel(f"127.0.0.1:{front}") as channel:
+            session = identity_pb2_grpc.IdentityServiceStub(channel).Login(
+                identity_pb2.LoginRequest(username="alice", password=password, device_name="test"),
+                timeout=seconds(),
+            )
+        with SipTcp(sip) as client:
+            registered = client.register("alice", token=session.access_token)
+        assert registered.status == 200, registered.text + log.read_text(errors="replace")[-3000:]
+        key = (data / "gateway.key").read_text().strip()
+        assert key and key not in log.read_text(errors="replace"), "the gateway key is never logged"
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(seconds(4))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert process.returncode == 0, log.read_text(errors="replace")[-3000:]
+    left = subprocess.run(["pgrep", "-f", str(data)], check=False, capture_output=True, text=True)
+    assert left.stdout == "", "no Kamailio or rtpengine outlives wac run"
