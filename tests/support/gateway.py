@@ -186,13 +186,21 @@ class SipTcp:
 
     def invite(self, caller: str, target: str, *, token: str | None = None) -> Response:
         """INVITE target (a URI) from caller with an RTP/AVP offer; the final answer."""
+        self.send_invite(caller, target, token=token)
+        while True:
+            response = self.read()
+            if response.status >= 200:
+                return response
+
+    def send_invite(self, caller: str, target: str, *, token: str | None = None) -> None:
+        """INVITE target (a URI) from caller with an RTP/AVP offer, not waiting for answers."""
         call = uuid.uuid4().hex
         auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
         sdp = (
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
             "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         )
-        return self.request(
+        self.sock.sendall(
             f"INVITE {target} SIP/2.0\r\n"
             f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
             "Max-Forwards: 70\r\n"
@@ -201,7 +209,7 @@ class SipTcp:
             f"Call-ID: {call}\r\n"
             "CSeq: 1 INVITE\r\n"
             f"Contact: <sip:{caller}@127.0.0.1:{self.local};transport=tcp>\r\n"
-            f"{auth}Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+            f"{auth}Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}".encode()
         )
 
     def request(self, text: str) -> Response:
@@ -211,7 +219,19 @@ class SipTcp:
             if response.status >= 200:
                 return response
 
+    def read_request(self) -> str:
+        """The next message, which must be a request (one the gateway sends this client)."""
+        text = self._read_message()
+        assert not text.startswith("SIP/2.0 "), f"not a request: {text.splitlines()[0]!r}"
+        return text
+
     def read(self) -> Response:
+        text = self._read_message()
+        first = text.split("\r\n", 1)[0]
+        assert first.startswith("SIP/2.0 "), f"not a response: {first!r}"
+        return Response(int(first.split()[1]), text)
+
+    def _read_message(self) -> str:
         while b"\r\n\r\n" not in self._buffer:
             self._fill()
         head, _, rest = self._buffer.partition(b"\r\n\r\n")
@@ -224,10 +244,7 @@ class SipTcp:
             self._fill()
             head, _, rest = self._buffer.partition(b"\r\n\r\n")
         message, self._buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
-        text = message.decode(errors="replace")
-        first = text.split("\r\n", 1)[0]
-        assert first.startswith("SIP/2.0 "), f"not a response: {first!r}"
-        return Response(int(first.split()[1]), text)
+        return message.decode(errors="replace")
 
     def _fill(self) -> None:
         chunk = self.sock.recv(65536)
@@ -268,3 +285,20 @@ def start_sipp_uas(port: int, *, trace: Path, log: Path) -> subprocess.Popen[byt
     process.kill()
     process.wait()
     raise RuntimeError(f"sipp UAS did not listen on {port}: {log.read_text(errors='replace')[-2000:]}")
+
+
+def jsonrpc(port: int, method: str, *params: object) -> dict[str, object]:
+    """One call to Kamailio's JSON-RPC over HTTP (POST /RPC); the whole answer."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/RPC", data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=seconds()) as answer:
+            return dict(json.loads(answer.read()))
+    except urllib.error.HTTPError as error:
+        # Kamailio answers a JSON-RPC error with its code as the HTTP status
+        # and the JSON-RPC error in the body.
+        return dict(json.loads(error.read()))
