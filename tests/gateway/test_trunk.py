@@ -1,0 +1,131 @@
+"""Calls from the trunk: the gateway asks the SAPI who owns the number
+(GET /sapi/v1/phoneNumbers/{number}) and rings every registration of that
+subscriber, with media anchored towards them; nobody owns it: 404."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+from tests.gateway.conftest import Gateway
+from tests.support.gateway import SipTcp
+from tests.support.timing import seconds
+
+OFFER = (
+    "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+class Trunk:
+    """The carrier: SIP over UDP from trunk_uri's port, as the gateway expects it."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", gateway.trunk_port))
+        self.sock.settimeout(seconds())
+        self.call = uuid.uuid4().hex
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def invite(self, number: str) -> None:
+        self.sock.sendto(
+            (
+                f"INVITE sip:{number}@127.0.0.1:{self.gateway.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.gateway.trunk_port};branch=z9hG4bK{self.call}\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:+34911000000@127.0.0.1>;tag={self.call[:8]}\r\n"
+                f"To: <sip:{number}@127.0.0.1>\r\n"
+                f"Call-ID: {self.call}\r\n"
+                "CSeq: 1 INVITE\r\n"
+                f"Contact: <sip:+34911000000@127.0.0.1:{self.gateway.trunk_port}>\r\n"
+                f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n{OFFER}"
+            ).encode(),
+            ("127.0.0.1", self.gateway.sip_port),
+        )
+
+    def final(self) -> str:
+        """The final answer to the INVITE (provisional ones skipped), ACKed."""
+        while True:
+            text = self.sock.recv(65536).decode(errors="replace")
+            status = int(text.split()[1])
+            if status >= 200:
+                break
+        to = next(line for line in text.split("\r\n") if line.lower().startswith("to:"))
+        self.sock.sendto(
+            (
+                f"ACK sip:127.0.0.1:{self.gateway.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.gateway.trunk_port};branch=z9hG4bK{self.call}\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:+34911000000@127.0.0.1>;tag={self.call[:8]}\r\n"
+                f"{to}\r\nCall-ID: {self.call}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            ("127.0.0.1", self.gateway.sip_port),
+        )
+        return text
+
+
+def busy(invite: str) -> str:
+    """486 Busy Here to an INVITE the gateway sent a device."""
+    keep = [
+        line
+        for line in invite.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq", "record-route")
+    ]
+    to = next(line for line in invite.split("\r\n") if line.lower().startswith("to:"))
+    headers = "\r\n".join([*keep, f"{to};tag={uuid.uuid4().hex[:8]}"])
+    return f"SIP/2.0 486 Busy Here\r\n{headers}\r\nContent-Length: 0\r\n\r\n"
+
+
+async def test_a_call_from_the_trunk_rings_every_registration_of_the_numbers_owner(gateway: Gateway) -> None:
+    token = await gateway.token("bob")  # bob holds +34600111002
+
+    def call() -> tuple[list[str], str]:
+        trunk = Trunk(gateway)
+        try:
+            with SipTcp(gateway.sip_port) as phone, SipTcp(gateway.sip_port) as laptop:
+                for device in (phone, laptop):
+                    assert device.register("bob", token=token).status == 200
+                trunk.invite("+34600111002")
+                invites = [phone.read_request(), laptop.read_request()]
+                for device, invite in zip((phone, laptop), invites, strict=True):
+                    device.sock.sendall(busy(invite).encode())
+                return invites, trunk.final()
+        finally:
+            trunk.close()
+
+    invites, final = await asyncio.to_thread(call)
+    for invite in invites:
+        assert invite.startswith("INVITE sip:bob@127.0.0.1:"), invite
+        # rtpengine's offer for a browser: DTLS-SRTP with ICE, from its own port.
+        for line in ("UDP/TLS/RTP/SAVPF", "a=ice-ufrag:", "a=fingerprint:", "a=rtcp-mux"):
+            assert line in invite, line
+        assert "m=audio 40000 " not in invite, "the media is anchored, not passed through"
+    assert final.startswith("SIP/2.0 486 "), final
+
+
+async def test_a_call_from_the_trunk_to_a_number_nobody_holds_is_404(gateway: Gateway) -> None:
+    def call() -> str:
+        trunk = Trunk(gateway)
+        try:
+            trunk.invite("+34699999999")
+            return trunk.final()
+        finally:
+            trunk.close()
+
+    assert (await asyncio.to_thread(call)).startswith("SIP/2.0 404 ")
+
+
+async def test_a_call_from_the_trunk_to_a_holder_with_no_registration_is_404(gateway: Gateway) -> None:
+    def call() -> str:
+        trunk = Trunk(gateway)
+        try:
+            trunk.invite("+34600111001")  # alice's, and alice has not registered
+            return trunk.final()
+        finally:
+            trunk.close()
+
+    assert (await asyncio.to_thread(call)).startswith("SIP/2.0 404 ")
