@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from tests.gateway.conftest import Gateway
-from tests.support.gateway import SCENARIOS, SipTcp, sipp, start_sipp_uas
+from tests.support.gateway import SCENARIOS, SipTcp, find, sipp, start_sipp_uas, traced
 from tests.support.server import free_port
 from tests.support.timing import seconds
 
@@ -42,25 +42,30 @@ async def test_a_call_to_a_number_reaches_the_trunk_anchored_and_without_the_tok
             trunk.kill()
             trunk.wait()
     received = trunk_trace.read_text(errors="replace")
-    assert f"INVITE sip:{NUMBER}@127.0.0.1:{gateway.trunk_port} SIP/2.0" in received
-    assert "BYE sip:" in received, "the in-dialog BYE reached the trunk"
-    # Neither the header nor the token itself, in the INVITE, ACK or BYE.
+    # Neither the header nor the token itself, in the INVITE, ACK, re-INVITE or BYE.
     assert "authorization" not in received.lower()
     for part in token.split("."):
         assert part not in received
+    trunk_saw, caller_saw = traced(trunk_trace), traced(caller_trace)
+    assert find(trunk_saw, "BYE sip:", "3 BYE"), "the in-dialog BYE reached the trunk"
     # The trunk got rtpengine's plain RTP/AVP offer, on one of its ports,
     # without ICE or DTLS.
-    invite = received[received.index("INVITE sip:") : received.index("SIP/2.0 180")]
+    invite = find(trunk_saw, f"INVITE sip:{NUMBER}@127.0.0.1:{gateway.trunk_port} ", "1 INVITE").text
     media = re.search(r"^m=audio (\d+) RTP/AVP 0$", invite, re.MULTILINE)
     assert media is not None, invite
     anchor = gateway.rtpengine.port_min
     assert anchor <= int(media[1]) < anchor + 100, "the media goes through rtpengine"
     assert "a=ice-ufrag" not in invite and "a=fingerprint" not in invite and "SAVP" not in invite
     # The caller got what a browser needs: DTLS-SRTP, ICE and rtcp-mux.
-    answered = caller_trace.read_text(errors="replace")
-    answer = answered[answered.index("SIP/2.0 200 OK") :].split("message sent", 1)[0]
+    answer = find(caller_saw, "SIP/2.0 200", "1 INVITE").text
     for line in ("UDP/TLS/RTP/SAVPF", "a=ice-ufrag:", "a=fingerprint:sha-256", "a=rtcp-mux", "typ host"):
         assert line in answer, line
+    # The hold (a re-INVITE) is translated the same way, both ways.
+    hold = find(trunk_saw, "INVITE sip:", "2 INVITE").text
+    assert re.search(r"^m=audio \d+ RTP/AVP 0$", hold, re.MULTILINE), hold
+    assert "a=sendonly" in hold and "a=ice-ufrag" not in hold and "a=fingerprint" not in hold
+    held = find(caller_saw, "SIP/2.0 200", "2 INVITE").text
+    assert "UDP/TLS/RTP/SAVPF" in held and "a=ice-ufrag:" in held and "a=recvonly" in held
 
 
 async def test_a_call_to_a_number_without_call_pstn_is_forbidden(gateway: Gateway, tmp_path: Path) -> None:

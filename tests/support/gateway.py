@@ -5,6 +5,7 @@ renders it; a minimal SIP client over TCP; sipp."""
 from __future__ import annotations
 
 import random
+import re
 import socket
 import subprocess
 import time
@@ -302,3 +303,41 @@ def jsonrpc(port: int, method: str, *params: object) -> dict[str, object]:
         # Kamailio answers a JSON-RPC error with its code as the HTTP status
         # and the JSON-RPC error in the body.
         return dict(json.loads(error.read()))
+
+
+@dataclass
+class Traced:
+    """One message of a sipp message trace (-trace_msg)."""
+
+    received: bool
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\n", 1)[0].strip()
+
+    @property
+    def cseq(self) -> str:
+        for line in self.text.splitlines():
+            if line.lower().startswith("cseq:"):
+                return line.split(":", 1)[1].strip()
+        return ""
+
+
+def traced(trace: Path) -> list[Traced]:
+    """The messages of a sipp trace, in order: each follows a line of dashes
+    and a line saying whether it was sent or received."""
+    messages = []
+    for block in re.split(r"^-{20,}.*$", trace.read_text(errors="replace"), flags=re.MULTILINE):
+        header, _, text = block.strip("\n").partition("\n")
+        if " message " in header:
+            messages.append(Traced(received=" received " in header, text=text.strip("\n")))
+    return messages
+
+
+def find(messages: list[Traced], first_line: str, cseq: str, *, received: bool = True) -> Traced:
+    """The message whose first line starts with first_line, with that CSeq."""
+    for message in messages:
+        if message.received == received and message.first_line.startswith(first_line) and message.cseq == cseq:
+            return message
+    raise AssertionError(f"no {first_line} {cseq} {'received' if received else 'sent'}")
