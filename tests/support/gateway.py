@@ -185,6 +185,27 @@ class SipTcp:
             f"{auth}Content-Length: 0\r\n\r\n"
         )
 
+    def message(self, sender: str, target: str, body: str, *, token: str | None = None) -> Response:
+        """MESSAGE (RFC 3428) to target (a URI) from sender; the final answer."""
+        call = uuid.uuid4().hex
+        auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+        return self.request(
+            f"MESSAGE {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{sender}@{DOMAIN}>;tag={call[:8]}\r\n"
+            f"To: <{target}>\r\n"
+            f"Call-ID: {call}\r\n"
+            "CSeq: 1 MESSAGE\r\n"
+            f"{auth}Content-Type: text/plain\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}"
+        )
+
+    def reply(self, request: str, status: str) -> None:
+        """Answer a request the gateway sent this client (e.g. "200 OK")."""
+        head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        keep = [line for line in head if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        self.sock.sendall(("SIP/2.0 " + status + "\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode())
+
     def invite(self, caller: str, target: str, *, token: str | None = None) -> Response:
         """INVITE target (a URI) from caller with an RTP/AVP offer; the final answer."""
         self.send_invite(caller, target, token=token)
