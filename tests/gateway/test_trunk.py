@@ -119,6 +119,25 @@ async def test_a_call_from_the_trunk_to_a_number_nobody_holds_is_404(gateway: Ga
     assert (await asyncio.to_thread(call)).startswith("SIP/2.0 404 ")
 
 
+async def test_a_call_from_the_trunk_to_a_national_number_finds_its_holder(gateway: Gateway) -> None:
+    token = await gateway.token("bob")
+
+    def call() -> str:
+        trunk = Trunk(gateway)
+        try:
+            with SipTcp(gateway.sip_port) as phone:
+                assert phone.register("bob", token=token).status == 200
+                trunk.invite("600111002")  # bob's +34600111002 in the default region, ES
+                invite = phone.read_request()
+                phone.sock.sendall(busy(invite).encode())
+                trunk.final()
+                return invite
+        finally:
+            trunk.close()
+
+    assert (await asyncio.to_thread(call)).startswith("INVITE sip:bob@127.0.0.1:")
+
+
 async def test_a_call_from_the_trunk_to_a_holder_with_no_registration_is_404(gateway: Gateway) -> None:
     def call() -> str:
         trunk = Trunk(gateway)
