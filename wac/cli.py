@@ -538,13 +538,13 @@ def _gateway(config: Config) -> int:
             rtpengine=settings.rtpengine,
             sapi_url=settings.sapi_url or f"http://{_connectable(config.envoy.listen)}",
             # Under wac run the core writes it a moment after it starts.
-            gateway_key=_gateway_key(config),
+            gateway_key=(key := _gateway_key(config)),
             workers=settings.workers,
         )
         path = config.data_dir / "kamailio.cfg"
         # It holds the gateway key: private before the secret is written.
         gateway.write_private(path, text)
-        gateway.check_config(path)
+        gateway.check_config(path, secret=key)
         runtime = config.data_dir / "kamailio"
         runtime.mkdir(mode=0o700, exist_ok=True)
         command = gateway.kamailio_command(

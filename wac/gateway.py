@@ -171,15 +171,18 @@ def write_private(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def check_config(path: str | Path, *, timeout: float = 30.0) -> None:
+def check_config(path: str | Path, *, secret: str = "", timeout: float = 30.0) -> None:
     """Run ``kamailio -c``; raise GatewayError with Kamailio's reason if it refuses the script.
 
     It parses the script and loads and configures every module, without
-    binding a port."""
+    binding a port. A parse error quotes the script near it: ``secret`` (the
+    gateway key) is blanked out of the message."""
     command = [kamailio_binary(), "-c", "-f", str(path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         output = "\n".join(part.strip() for part in (result.stderr, result.stdout) if part.strip())
+        if secret:
+            output = output.replace(secret, "<gateway key>")
         raise GatewayError(f"Kamailio refused {path}:\n{_errors(output) or f'exit code {result.returncode}'}")
 
 

@@ -112,6 +112,18 @@ def test_wac_gateway_exits_78_with_kamailios_reason_when_it_refuses_the_script(t
     assert KEY in rendered.read_text()
 
 
+def test_kamailios_refusal_never_quotes_the_gateway_key(tmp_path: Path) -> None:
+    require_gateway()
+    path = tmp_path / "kamailio.cfg"
+    # Kamailio quotes what it cannot load: here, the key itself.
+    text = gateway.render_config(gateway_key=KEY).replace('loadmodule "tm.so"', f'loadmodule "{KEY}.so"', 1)
+    gateway.write_private(path, text)
+    with pytest.raises(gateway.GatewayError) as refused:
+        gateway.check_config(path, secret=KEY)
+    assert KEY not in str(refused.value)
+    assert "could not find module <<gateway key>>" in str(refused.value)
+
+
 def test_wac_gateway_exits_78_on_a_value_it_cannot_render(tmp_path: Path) -> None:
     data = tmp_path / "data"
     provision_key(data)
