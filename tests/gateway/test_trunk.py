@@ -5,6 +5,7 @@ subscriber, with media anchored towards them; nobody owns it: 404."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import uuid
 
@@ -105,6 +106,54 @@ async def test_a_call_from_the_trunk_rings_every_registration_of_the_numbers_own
             assert line in invite, line
         assert "m=audio 40000 " not in invite, "the media is anchored, not passed through"
     assert final.startswith("SIP/2.0 486 "), final
+
+
+BROWSER_ANSWER = (
+    "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+    "a=ice-ufrag:brws\r\na=ice-pwd:browserbrowserbrowserbr\r\n"
+    "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+    "a=fingerprint:sha-256 5A:2B:7E:62:1C:0D:8C:9D:43:11:35:08:8F:5A:6C:3E"
+    ":12:7A:D4:49:6B:1E:40:31:2C:9A:05:1D:37:60:AB:88\r\n"
+    "a=setup:active\r\na=sendrecv\r\n"
+)
+
+
+def answered(invite: str, local: int) -> str:
+    """200 OK with a browser's answer to an INVITE the gateway sent a device."""
+    head = invite.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    keep = [
+        line for line in head if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq", "record-route")
+    ]
+    to = next(line for line in head if line.lower().startswith("to:"))
+    headers = "\r\n".join([*keep, f"{to};tag=browser1", f"Contact: <sip:bob@127.0.0.1:{local};transport=tcp>"])
+    return (
+        f"SIP/2.0 200 OK\r\n{headers}\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(BROWSER_ANSWER)}\r\n\r\n{BROWSER_ANSWER}"
+    )
+
+
+async def test_the_browsers_answer_reaches_the_trunk_as_plain_rtp_through_rtpengine(gateway: Gateway) -> None:
+    token = await gateway.token("bob")
+
+    def call() -> str:
+        trunk = Trunk(gateway)
+        try:
+            with SipTcp(gateway.sip_port) as phone:
+                assert phone.register("bob", token=token).status == 200
+                trunk.invite("+34600111002")
+                phone.sock.sendall(answered(phone.read_request(), phone.local).encode())
+                return trunk.final()
+        finally:
+            trunk.close()
+
+    final = await asyncio.to_thread(call)
+    assert final.startswith("SIP/2.0 200 "), final
+    media = re.search(r"^m=audio (\d+) RTP/AVP 0\r$", final, re.MULTILINE)
+    assert media is not None, final
+    assert gateway.rtpengine.port_min <= int(media[1]) < gateway.rtpengine.port_min + 100
+    for browser_only in ("a=ice-", "a=candidate", "a=fingerprint", "a=setup", "SAVPF"):
+        assert browser_only not in final, browser_only
 
 
 async def test_a_call_from_the_trunk_to_a_number_nobody_holds_is_404(gateway: Gateway) -> None:
