@@ -33,6 +33,7 @@ async def test_a_register_without_a_token_is_challenged_for_one(gateway: Gateway
     status, challenge, text = await register(gateway, "alice")
     assert status == 401, text
     assert challenge == REALM
+    assert "\r\nServer: wac-gateway\r\n" in text, "no Kamailio version for a scanner"
 
 
 async def test_a_register_whose_token_is_not_a_compact_jws_is_refused_before_any_callout(gateway: Gateway) -> None:
