@@ -90,3 +90,23 @@ async def test_a_call_to_a_number_without_a_token_is_challenged(gateway: Gateway
 def test_sipp_is_the_one_the_scenarios_are_written_for() -> None:
     version = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False).stdout
     assert "SIPp v3." in version
+
+
+async def test_a_call_to_another_domain_is_not_relayed(gateway: Gateway) -> None:
+    token = await gateway.token("alice")
+
+    def call() -> int:
+        with SipTcp(gateway.sip_port) as client:
+            return client.invite("alice", "sip:someone@elsewhere.example", token=token).status
+
+    assert await asyncio.to_thread(call) == 403
+
+
+async def test_a_tel_uri_that_is_not_e164_is_484(gateway: Gateway) -> None:
+    token = await gateway.token("alice")
+
+    def call() -> int:
+        with SipTcp(gateway.sip_port) as client:
+            return client.invite("alice", "tel:911222333;phone-context=example.com", token=token).status
+
+    assert await asyncio.to_thread(call) == 484
