@@ -6,79 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import uuid
 
 from tests.gateway.conftest import Gateway
-from tests.support.gateway import SipTcp
-from tests.support.timing import seconds
-
-OFFER = (
-    "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-)
-
-
-class Trunk:
-    """The carrier: SIP over UDP from trunk_uri's port, as the gateway expects it."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", gateway.trunk_port))
-        self.sock.settimeout(seconds())
-        self.call = uuid.uuid4().hex
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def invite(self, number: str) -> None:
-        self.sock.sendto(
-            (
-                f"INVITE sip:{number}@127.0.0.1:{self.gateway.sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{self.gateway.trunk_port};branch=z9hG4bK{self.call}\r\n"
-                "Max-Forwards: 70\r\n"
-                f"From: <sip:+34911000000@127.0.0.1>;tag={self.call[:8]}\r\n"
-                f"To: <sip:{number}@127.0.0.1>\r\n"
-                f"Call-ID: {self.call}\r\n"
-                "CSeq: 1 INVITE\r\n"
-                f"Contact: <sip:+34911000000@127.0.0.1:{self.gateway.trunk_port}>\r\n"
-                f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n{OFFER}"
-            ).encode(),
-            ("127.0.0.1", self.gateway.sip_port),
-        )
-
-    def final(self) -> str:
-        """The final answer to the INVITE (provisional ones skipped), ACKed."""
-        while True:
-            text = self.sock.recv(65536).decode(errors="replace")
-            status = int(text.split()[1])
-            if status >= 200:
-                break
-        to = next(line for line in text.split("\r\n") if line.lower().startswith("to:"))
-        self.sock.sendto(
-            (
-                f"ACK sip:127.0.0.1:{self.gateway.sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{self.gateway.trunk_port};branch=z9hG4bK{self.call}\r\n"
-                "Max-Forwards: 70\r\n"
-                f"From: <sip:+34911000000@127.0.0.1>;tag={self.call[:8]}\r\n"
-                f"{to}\r\nCall-ID: {self.call}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-            ).encode(),
-            ("127.0.0.1", self.gateway.sip_port),
-        )
-        return text
-
-
-def busy(invite: str) -> str:
-    """486 Busy Here to an INVITE the gateway sent a device."""
-    keep = [
-        line
-        for line in invite.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
-        if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq", "record-route")
-    ]
-    to = next(line for line in invite.split("\r\n") if line.lower().startswith("to:"))
-    headers = "\r\n".join([*keep, f"{to};tag={uuid.uuid4().hex[:8]}"])
-    return f"SIP/2.0 486 Busy Here\r\n{headers}\r\nContent-Length: 0\r\n\r\n"
+from tests.support.gateway import SipTcp, Trunk, busy
 
 
 async def test_a_call_from_the_trunk_rings_every_registration_of_the_numbers_owner(gateway: Gateway) -> None:

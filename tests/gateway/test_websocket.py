@@ -11,6 +11,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.gateway.conftest import Gateway
+from tests.support.gateway import Trunk, busy
 from tests.support.timing import seconds
 
 
@@ -64,3 +65,23 @@ async def test_a_websocket_without_the_sip_subprotocol_is_refused(gateway: Gatew
             pass
     # Kamailio's websocket module refuses a handshake that offers no "sip".
     assert refused.value.response.status_code == 400
+
+
+async def test_a_call_from_the_trunk_reaches_a_browser_over_its_websocket(gateway: Gateway) -> None:
+    token = await gateway.token("bob")  # bob holds +34600111002
+    url = f"ws://127.0.0.1:{gateway.stack.port}/sip"
+    async with connect(url, subprotocols=[websockets.Subprotocol("sip")]) as socket:
+        registered = await answer(socket, register("bob", f"Bearer {token}"))
+        assert registered.startswith("SIP/2.0 200 "), registered
+        trunk = Trunk(gateway)
+        try:
+            await asyncio.to_thread(trunk.invite, "+34600111002")
+            # Found by its ;alias=, the browser's connection carries the INVITE.
+            invite = await asyncio.wait_for(socket.recv(), seconds())
+            assert isinstance(invite, str) and invite.startswith("INVITE sip:"), invite
+            assert "UDP/TLS/RTP/SAVPF" in invite and "a=ice-ufrag:" in invite
+            await socket.send(busy(invite))
+            final = await asyncio.to_thread(trunk.final)
+        finally:
+            trunk.close()
+    assert final.startswith("SIP/2.0 486 "), final
