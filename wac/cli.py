@@ -1,6 +1,6 @@
 """The ``wac`` command.
 
-    wac run [--demo]            everything of the embedded default, supervised
+    wac run [--demo]            everything of the embedded default, supervised (the gateway too when installed)
     wac core                    the gRPC core alone
     wac edge                    the WAPI edge alone (WebSocket and HTTP)
     wac gateway                 the SIP gateway alone (Kamailio, gateway/kamailio.cfg.tmpl)
@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML configuration file (default: $WAC_CONFIG, else built-in defaults)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run everything (core, WAPI edge, Envoy) supervised")
+    run = commands.add_parser(
+        "run", help="run everything (core, WAPI edge, Envoy, and the SIP gateway when installed) supervised"
+    )
     run.add_argument("--demo", action="store_true", help="create the demo subscribers alice and bob if missing")
     commands.add_parser("core", help="run the gRPC core alone")
     commands.add_parser("edge", help="run the WAPI edge alone (JSON-RPC over WebSocket and HTTP)")
