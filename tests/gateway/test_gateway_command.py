@@ -138,3 +138,41 @@ def test_wac_gateway_exits_78_when_the_gateway_is_disabled(tmp_path: Path) -> No
     code, output = run_gateway(data, gateway.TEMPLATE, {"WAC_GATEWAY_ENABLED": "false"})
     assert code == EX_CONFIG, output
     assert "the gateway is disabled" in output
+
+
+# The callouts-off baseline of bench/bench_gateway.py: Kamailio's -A define.
+NO_IDM = "WAC_BENCH_NO_IDM"
+
+
+def kamailio_check(path: Path, *defines: str) -> subprocess.CompletedProcess[str]:
+    command = [gateway.kamailio_binary(), "-c", *(arg for name in defines for arg in ("-A", name)), "-f", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=seconds(4), check=False)
+
+
+def test_the_benchs_no_idm_mode_is_never_what_wac_gateway_runs(tmp_path: Path) -> None:
+    text = gateway.render_config(gateway_key=KEY)
+    assert f"#!ifdef {NO_IDM}" in text, "the bench's switch is in the template"
+    for directive in ("#!define", "#!trydef", "#!redefine"):
+        assert f"{directive} {NO_IDM}" not in text, "the rendered script never turns the callouts off"
+    command = gateway.kamailio_command("k.cfg", shm_mb=64, pid_file="k.pid", runtime_dir=tmp_path)
+    assert "-A" not in command and NO_IDM not in " ".join(command)
+    # Nothing in wac (what `wac gateway` and `wac run` run) names the switch.
+    package = Path(gateway.__file__).parent
+    assert not [p for p in package.rglob("*.py") if NO_IDM in p.read_text(encoding="utf-8")]
+
+
+def test_both_modes_pass_kamailio_check_and_the_switch_selects_the_branch(tmp_path: Path) -> None:
+    require_gateway()
+    path = tmp_path / "kamailio.cfg"
+    gateway.write_private(path, gateway.render_config(gateway_key=KEY))
+    for defines in ((), (NO_IDM,)):
+        result = kamailio_check(path, *defines)
+        assert result.returncode == 0, result.stderr[-2000:]
+    # A line Kamailio refuses inside the no-IdM branch: only the mode that
+    # selects it fails, so each check above parsed the branch it meant to.
+    broken = gateway.render_config(gateway_key=KEY).replace(
+        f"#!ifdef {NO_IDM}\n", f"#!ifdef {NO_IDM}\n\tthis is not kamailio;\n"
+    )
+    gateway.write_private(path, broken)
+    assert kamailio_check(path).returncode == 0
+    assert kamailio_check(path, NO_IDM).returncode != 0
