@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors import errors as connector_errors
 from connectors.base import Connector
+from connectors.kamailio import KamailioRpc, RevokedRegistrations
 from connectors.runner import SyncRunner
 from connectors.setup import Configured, configured, google_linker
 from core.auth.rates import RateTable
@@ -264,6 +265,11 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         event_streams=event_streams,
     )
     core.closers.append(identity.stop)
+    if config.gateway.enabled:
+        # A revoked subscriber's gateway registrations end with their sessions.
+        gateway_registrations = RevokedRegistrations(KamailioRpc(config.gateway.jsonrpc_listen))
+        identity.on_sessions_revoked(gateway_registrations.sessions_revoked)
+        core.closers.append(gateway_registrations.close)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
     if google is not None:

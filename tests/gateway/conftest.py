@@ -49,7 +49,13 @@ class Gateway:
 
 
 async def start_gateway(
-    directory: Path, stack: Stack, *, ws_port: int, sapi_url: str | None = None, gateway_key: str | None = None
+    directory: Path,
+    stack: Stack,
+    *,
+    ws_port: int,
+    sapi_url: str | None = None,
+    gateway_key: str | None = None,
+    jsonrpc_port: int | None = None,
 ) -> Gateway:
     """rtpengine and Kamailio in directory, asking sapi_url (default: the
     stack's front door) with gateway_key (default: the one the core provisioned)."""
@@ -63,6 +69,7 @@ async def start_gateway(
         rtpengine=rtpengine.control,
         trunk_port=free_port(),
         ws_port=ws_port,
+        **({"jsonrpc_port": jsonrpc_port} if jsonrpc_port else {}),
     )
     kamailio = Kamailio(directory, settings)
     try:

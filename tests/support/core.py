@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from core.server import Core, build_core
+from tests.support.server import free_port
 from wac.config import Config, load_config
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
@@ -23,6 +24,9 @@ def test_config(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         "WAC_CORE_SHUTDOWN_GRACE": "0.5",
         "WAC_IDENTITY_THROTTLE_DELAY": "0.2",
         "WAC_IDENTITY_REVOCATION_POLL": "0.2",
+        # Not the default port: a revocation in a test must not reach the
+        # Kamailio of a `make run` on this machine (its registrations).
+        "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{free_port()}",
     }
     return load_config(None, {**base, **(env or {})})
 

@@ -1,0 +1,194 @@
+"""The vendor connector to the SIP gateway: Kamailio's JSON-RPC over HTTP
+(``POST http://<[gateway] jsonrpc_listen>/RPC``, loopback only).
+
+Kamailio answers a JSON-RPC error with its code as the HTTP status and the
+JSON-RPC error in the body, so the body is read whatever the status.
+Everything that goes wrong is a ``KamailioError``; nothing here knows gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from core.identity.revocations import SessionsRevoked
+
+log = logging.getLogger("wac.gateway")
+
+# The usrloc table the script saves registrations in (save("location")).
+LOCATION = "location"
+# Kamailio answers within milliseconds on loopback; longer is a gateway
+# that is down or stuck.
+TIMEOUT = 2.0
+
+
+class KamailioError(Exception):
+    """A JSON-RPC call failed: Kamailio unreachable, too slow, or answering
+    an error. ``code`` is the JSON-RPC error code, None when there was no
+    answer (unreachable, timed out, not JSON-RPC)."""
+
+    def __init__(self, method: str, message: str, code: int | None = None) -> None:
+        super().__init__(f"Kamailio {method}: {message}")
+        self.method = method
+        self.code = code
+        self.detail = message
+
+    @property
+    def not_found(self) -> bool:
+        """Kamailio holds no such thing (an AoR without contacts): usrloc
+        says so with a plain 500, told apart by its message only."""
+        return self.code is not None and "not found" in self.detail.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One contact bound to a subscriber's address of record."""
+
+    contact: str
+    # Seconds until it expires, as Kamailio counts them.
+    expires: int
+    call_id: str
+    user_agent: str
+    # Kamailio's unique id of the binding (usrloc ruid).
+    ruid: str
+
+
+class KamailioRpc:
+    """JSON-RPC 2.0 client of one Kamailio. Keyword-only options; one
+    connection pool, closed by ``close()`` (idempotent)."""
+
+    def __init__(self, listen: str, *, timeout: float = TIMEOUT) -> None:
+        self._url = f"http://{listen}/RPC"
+        self._client = httpx.AsyncClient(timeout=timeout)
+        self._ids = itertools.count(1)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, method: str, *params: str | int) -> Any:
+        """The ``result`` of ``method(params)``; KamailioError otherwise."""
+        body = {"jsonrpc": "2.0", "method": method, "params": list(params), "id": next(self._ids)}
+        try:
+            answer = await self._client.post(self._url, json=body)
+        except httpx.HTTPError as exc:
+            raise KamailioError(method, f"no answer from {self._url} ({type(exc).__name__}: {exc})") from None
+        try:
+            decoded = answer.json()
+        except ValueError:
+            raise KamailioError(method, f"HTTP {answer.status_code}, not a JSON-RPC answer") from None
+        if not isinstance(decoded, dict):
+            raise KamailioError(method, f"HTTP {answer.status_code}, not a JSON-RPC answer")
+        error = decoded.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise KamailioError(
+                method, str(error.get("message", "error")), code if isinstance(code, int) else answer.status_code
+            )
+        if answer.status_code != 200 or "result" not in decoded:
+            raise KamailioError(method, f"HTTP {answer.status_code} without a result", answer.status_code)
+        return decoded["result"]
+
+    async def registrations(self, username: str) -> list[Registration]:
+        """The contacts bound to username's address of record (``ul.lookup``);
+        empty when none."""
+        try:
+            result = await self.call("ul.lookup", LOCATION, username)
+        except KamailioError as exc:
+            if exc.not_found:
+                return []
+            raise
+        return [_registration(entry) for entry in _contacts(result)]
+
+    async def remove_registrations(self, username: str) -> None:
+        """Remove every contact of username's address of record (``ul.rm``);
+        none to remove is no error."""
+        try:
+            await self.call("ul.rm", LOCATION, username)
+        except KamailioError as exc:
+            if not exc.not_found:
+                raise
+
+
+def _contacts(result: Any) -> list[dict[str, Any]]:
+    # {"AoR": "alice", "Contacts": [{"Contact": {"Address": ..., ...}}, ...]}
+    if not isinstance(result, dict):
+        return []
+    contacts = result.get("Contacts") or []
+    return [item["Contact"] for item in contacts if isinstance(item, dict) and isinstance(item.get("Contact"), dict)]
+
+
+def _registration(contact: dict[str, Any]) -> Registration:
+    expires = contact.get("Expires")
+    return Registration(
+        contact=str(contact.get("Address", "")),
+        expires=expires if isinstance(expires, int) else 0,
+        call_id=str(contact.get("Call-ID", "")),
+        user_agent=str(contact.get("User-Agent", "")),
+        ruid=str(contact.get("Ruid", "")),
+    )
+
+
+class RevokedRegistrations:
+    """Ends the gateway registrations of subscribers whose sessions are
+    revoked, so that no inbound call reaches a revoked device.
+
+    The registrar does not record which session's token saved a contact, so
+    one session's end (logout, a reused refresh token) removes every contact
+    of the subscriber too; their other devices bind again with their own
+    tokens at their next re-REGISTER.
+
+    The removal runs in a task of its own: the revocation never waits for
+    Kamailio nor fails with it. A Kamailio that is down is retried
+    ``attempts`` times, ``first_delay`` seconds apart then doubling, and
+    then given up with a warning (a restarted Kamailio holds no
+    registrations: they live in its memory only).
+    """
+
+    def __init__(self, rpc: KamailioRpc, *, attempts: int = 5, first_delay: float = 0.25) -> None:
+        self._rpc = rpc
+        self._attempts = attempts
+        self._first_delay = first_delay
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def sessions_revoked(self, event: SessionsRevoked) -> None:
+        task = asyncio.create_task(self._remove(event.username), name=f"gateway-unregister-{event.username}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settled(self) -> None:
+        """Wait for the removals under way (for tests and a clean stop)."""
+        await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in tuple(self._tasks):
+            task.cancel()
+        await self.settled()
+        await self._rpc.close()
+
+    async def _remove(self, username: str) -> None:
+        delay = self._first_delay
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await self._rpc.remove_registrations(username)
+                return
+            except KamailioError as exc:
+                if attempt == self._attempts:
+                    log.warning(
+                        "gateway registrations of a revoked subscriber not removed, giving up: %s",
+                        exc,
+                        extra={"username": username},
+                    )
+                    return
+                log.warning(
+                    "gateway registrations of a revoked subscriber not removed (attempt %d), retrying: %s",
+                    attempt,
+                    exc,
+                    extra={"username": username},
+                )
+            await asyncio.sleep(delay)
+            delay *= 2

@@ -1,0 +1,160 @@
+"""The vendor connector (connectors/kamailio.py) against a real Kamailio:
+a revoked subscriber's registrations end within a second; registrations
+read over JSON-RPC; errors read from the JSON-RPC body."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from connectors.kamailio import KamailioError, KamailioRpc
+from tests.gateway.conftest import PASSWORD, Gateway, start_gateway
+from tests.support.core import add_subscriber, login, running_core
+from tests.support.gateway import SipTcp, jsonrpc, require_gateway
+from tests.support.server import free_port
+from tests.support.stack import running_stack
+from tests.support.timing import seconds
+from wac.v1 import identity_pb2, identity_pb2_grpc
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """As conftest's, with the core's [gateway] jsonrpc_listen on this Kamailio."""
+    require_gateway()
+    ws_port, jsonrpc_port = free_port(), free_port()
+    env = {"WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}"}
+    async with running_stack(tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}") as stack:
+        await add_subscriber(stack.core, "alice", PASSWORD)
+        await add_subscriber(stack.core, "bob", PASSWORD)
+        running = await start_gateway(tmp_path, stack, ws_port=ws_port, jsonrpc_port=jsonrpc_port)
+        try:
+            yield running
+        finally:
+            await asyncio.to_thread(running.kamailio.stop)
+            await asyncio.to_thread(running.rtpengine.stop)
+
+
+def rpc_port(gateway: Gateway) -> int:
+    return gateway.kamailio.settings.jsonrpc_port
+
+
+def registered(gateway: Gateway, username: str) -> bool:
+    return "result" in jsonrpc(rpc_port(gateway), "ul.lookup", "location", username)
+
+
+async def gone_within(gateway: Gateway, username: str) -> float:
+    """Seconds until username has no registration (bounded wait)."""
+    start = time.monotonic()
+    while await asyncio.to_thread(registered, gateway, username):
+        assert time.monotonic() - start < seconds(), f"{username}'s registration outlived the revocation"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_revoking_every_session_ends_the_registrations_within_a_second(gateway: Gateway) -> None:
+    alice, bob = await gateway.token("alice"), await gateway.token("bob")
+    # Both connections stay open: a dropped one would take its registration
+    # with it (handle_lost_tcp) whatever the connector does.
+    phone, caller = SipTcp(gateway.sip_port), SipTcp(gateway.sip_port)
+    try:
+        assert (await asyncio.to_thread(phone.register, "alice", token=alice)).status == 200
+        assert await asyncio.to_thread(registered, gateway, "alice")
+        async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
+            admin = await gateway.stack.core.identity.create_api_key("admin", ["admin"])
+            await identity_pb2_grpc.IdentityServiceStub(channel).RevokeSessions(
+                identity_pb2.RevokeSessionsRequest(username="alice"), metadata=(("authorization", f"Bearer {admin}"),)
+            )
+        assert await gone_within(gateway, "alice") < 1.0
+        # No call reaches the revoked device; its old token binds nothing.
+        assert (await asyncio.to_thread(caller.invite, "bob", "sip:alice@127.0.0.1", token=bob)).status == 404
+        again = await asyncio.to_thread(phone.register, "alice", token=alice)
+        assert again.status == 401, again.text
+        assert 'error_description="REVOKED"' in (again.header("WWW-Authenticate") or "")
+        assert not await asyncio.to_thread(registered, gateway, "alice")
+    finally:
+        phone.close()
+        caller.close()
+
+
+async def test_one_sessions_logout_ends_the_subscribers_registrations(gateway: Gateway) -> None:
+    # The registrar does not record which session's token saved a contact:
+    # one session's end removes every contact of the subscriber.
+    async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
+        session = await login(channel, "alice", PASSWORD)
+        phone = SipTcp(gateway.sip_port)
+        try:
+            assert (await asyncio.to_thread(phone.register, "alice", token=session.access_token)).status == 200
+            await identity_pb2_grpc.IdentityServiceStub(channel).Logout(
+                identity_pb2.LogoutRequest(), metadata=(("authorization", f"Bearer {session.access_token}"),)
+            )
+            assert await gone_within(gateway, "alice") < 1.0
+        finally:
+            phone.close()
+
+
+async def test_registrations_lists_every_contact_of_a_subscriber(gateway: Gateway) -> None:
+    rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
+    token = await gateway.token("alice")
+    try:
+        assert await rpc.registrations("alice") == []
+        with SipTcp(gateway.sip_port) as phone, SipTcp(gateway.sip_port) as laptop:
+            for device in (phone, laptop):
+                assert (await asyncio.to_thread(device.register, "alice", token=token)).status == 200
+            found = await rpc.registrations("alice")
+            assert sorted(r.contact for r in found) == sorted(
+                f"sip:alice@127.0.0.1:{device.local};transport=tcp" for device in (phone, laptop)
+            )
+            assert all(0 < r.expires <= 300 and r.call_id and r.ruid for r in found), found
+            assert await rpc.registrations("bob") == []
+            await rpc.remove_registrations("alice")
+            assert await rpc.registrations("alice") == []
+            # Nothing left to remove is no error.
+            await rpc.remove_registrations("alice")
+    finally:
+        await rpc.close()
+
+
+async def test_an_error_is_read_from_the_json_rpc_body(gateway: Gateway) -> None:
+    rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
+    try:
+        with pytest.raises(KamailioError) as raised:
+            await rpc.call("no.such.method")
+        # Kamailio's code (HTTP status and JSON-RPC error alike) and message.
+        assert raised.value.code is not None and raised.value.code >= 400
+        assert "no.such.method" in str(raised.value)
+    finally:
+        await rpc.close()
+
+
+async def test_a_kamailio_that_is_down_is_a_kamailio_error() -> None:
+    rpc = KamailioRpc(f"127.0.0.1:{free_port()}", timeout=seconds(0.2))
+    try:
+        with pytest.raises(KamailioError) as raised:
+            await rpc.registrations("alice")
+        assert raised.value.code is None
+    finally:
+        await rpc.close()
+
+
+async def test_a_kamailio_that_is_down_does_not_fail_the_revocation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{free_port()}"}
+    caplog.set_level(logging.WARNING, logger="wac.gateway")
+    async with running_core(tmp_path, env) as core:
+        await add_subscriber(core, "alice", PASSWORD)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
+            admin = await core.identity.create_api_key("admin", ["admin"])
+            await identity_pb2_grpc.IdentityServiceStub(channel).RevokeSessions(
+                identity_pb2.RevokeSessionsRequest(username="alice"), metadata=(("authorization", f"Bearer {admin}"),)
+            )
+        start = time.monotonic()
+        while not any("retrying" in r.getMessage() for r in caplog.records if r.name == "wac.gateway"):
+            assert time.monotonic() - start < seconds(), "no warning that Kamailio was not reached"
+            await asyncio.sleep(0.02)
