@@ -7,6 +7,7 @@ Every wait is bounded by a multiple of tests.support.timing's constant.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -83,16 +84,21 @@ async def launch(playwright: Playwright) -> Browser:
 
 
 # Reads a peer connection from the page: state, each transceiver's
-# negotiated direction, and the bytes received over inbound RTP.
+# negotiated direction, and the bytes received over inbound RTP and sent
+# over outbound RTP.
 MEDIA_JS = """async () => {
   const pc = window.wacDemo?.call?.peerConnection;
   if (!pc) return null;
-  let bytes = 0;
-  (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") bytes += s.bytesReceived ?? 0; });
+  let bytes = 0, sent = 0;
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp") bytes += s.bytesReceived ?? 0;
+    if (s.type === "outbound-rtp") sent += s.bytesSent ?? 0;
+  });
   return {
     state: pc.connectionState,
     directions: pc.getTransceivers().map((t) => t.currentDirection),
     bytes,
+    sent,
   };
 }"""
 
@@ -164,17 +170,26 @@ class Phone:
 
     async def wait_media(self, predicate: str, multiple: float = 2.0) -> None:
         """Waits until a JS predicate on MEDIA_JS's result holds, e.g. "m => m.state === 'connected'"."""
-        await self.page.wait_for_function(
-            f"""async () => {{ const m = await ({MEDIA_JS})(); return Boolean(m && ({predicate})(m)); }}""",
-            timeout=ms(multiple),
-            polling=100,
-        )
+        # Polled from here: page.wait_for_function takes the Promise of an
+        # async predicate (getStats is async) as truthy and returns at once.
+        held = f"Boolean(m && ({predicate})(m))"
+        check = f"async () => {{ const m = await ({MEDIA_JS})(); return {{ held: {held}, m }}; }}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds(multiple)
+        while True:
+            result = await self.page.evaluate(check)
+            if result["held"]:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"{self.username}'s media never met {predicate}: {result['m']}")
+            await asyncio.sleep(0.1)
 
-    async def wait_bytes_grow(self, by: int = 2000, multiple: float = 1.0) -> int:
-        """Waits until inbound RTP bytes grew by ``by`` from now; returns the new count."""
-        start = (await self.media())["bytes"]
-        await self.wait_media(f"m => m.bytes >= {start + by}", multiple)
-        return int((await self.media())["bytes"])
+    async def wait_bytes_grow(self, by: int = 2000, multiple: float = 1.0, *, key: str = "bytes") -> int:
+        """Waits until inbound RTP bytes (``key="sent"``: outbound) grew by
+        ``by`` from now; returns the new count."""
+        start = (await self.media())[key]
+        await self.wait_media(f"m => m.{key} >= {start + by}", multiple)
+        return int((await self.media())[key])
 
     async def record_states(self) -> None:
         """From now on, window.wacStates lists the SDK's connection states."""
@@ -238,10 +253,17 @@ class Demo:
 
 @asynccontextmanager
 async def open_demo(
-    playwright: Playwright, data_dir: Path, env: Mapping[str, str] | None = None
+    playwright: Playwright,
+    data_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    gateway_ws: str | None = None,
+    roles: Mapping[str, list[str]] | None = None,
 ) -> AsyncIterator[Demo]:
+    """The stack (its front door's /sip to ``gateway_ws`` when given), alice
+    and bob (with ``roles`` by username when given), and Chromium."""
     async with AsyncExitStack() as exits:
-        stack = await exits.enter_async_context(running_stack(data_dir, env))
+        stack = await exits.enter_async_context(running_stack(data_dir, env, gateway_ws=gateway_ws))
         for username, password in PASSWORDS.items():
             await add_subscriber(
                 stack.core,
@@ -249,6 +271,7 @@ async def open_demo(
                 password,
                 display_name=PEOPLE[username],
                 phone_numbers=PHONES.get(username, []),
+                **({"roles": roles[username]} if roles and username in roles else {}),
             )
         browser = await launch(playwright)
         exits.push_async_callback(browser.close)

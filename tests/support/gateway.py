@@ -286,11 +286,11 @@ def sipp(*args: str, log: Path, timeout: float) -> subprocess.CompletedProcess[s
     return result
 
 
-def start_sipp_uas(port: int, *, trace: Path, log: Path) -> subprocess.Popen[bytes]:
-    """sipp as the trunk on UDP port (scenarios/trunk.xml): answers one call,
-    echoes its RTP (-rtp_echo), writes every message it sends and receives
-    to trace. Returns once it listens."""
-    command = ["sipp", "-nostdin", "-sf", str(SCENARIOS / "trunk.xml"), "-i", "127.0.0.1", "-p", str(port)]
+def start_sipp_uas(port: int, *, trace: Path, log: Path, scenario: str = "trunk.xml") -> subprocess.Popen[bytes]:
+    """sipp as the trunk on UDP port (scenarios/trunk.xml, or another of
+    scenarios/): answers one call, echoes its RTP (-rtp_echo), writes every
+    message it sends and receives to trace. Returns once it listens."""
+    command = ["sipp", "-nostdin", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port)]
     command += ["-t", "u1"]
     command += ["-mi", "127.0.0.1", "-rtp_echo", "-mp", str(free_port()), "-m", "1"]
     command += ["-trace_msg", "-message_file", str(trace)]
