@@ -16,11 +16,12 @@ from playwright.async_api import Playwright, expect
 
 from tests.browser.support import Demo, Phone, ms, open_demo
 from tests.gateway.conftest import Gateway, start_gateway
-from tests.support.gateway import DOMAIN, require_gateway, start_sipp_uas, traced
+from tests.support.gateway import DOMAIN, SCENARIOS, require_gateway, start_sipp, start_sipp_uas, traced
 from tests.support.server import free_port
 from tests.support.timing import seconds
 
 NUMBER = "+34911222333"
+CARRIER = "+34911000000"  # the caller in scenarios/trunk_call_in.xml
 
 
 @pytest.fixture
@@ -89,3 +90,61 @@ async def test_a_browser_calls_a_number_with_media_both_ways_and_hangs_up(
         assert "authorization" not in text.lower(), text
         for part in token.split("."):
             assert part not in text
+
+
+async def test_a_sip_call_between_two_browsers_through_the_gateway(gateway_demo: tuple[Demo, Gateway]) -> None:
+    demo, _ = gateway_demo
+    alice = await sip_phone(demo, "alice")
+    bob = await sip_phone(demo, "bob")
+
+    await alice.dial(f"sip:bob@{DOMAIN}", video=False)
+    await bob.answer("alice")
+    for phone in (alice, bob):
+        await phone.expect_state("active", 2)
+        await expect(phone.panel).to_have_attribute("data-via", "sip")
+    for phone in (alice, bob):
+        await media_both_ways(phone)
+
+    await alice.testid("hangup").click()
+    await alice.expect_ended("COMPLETED")
+    await bob.expect_ended("COMPLETED")
+    [bob_end] = await bob.wait_ended()
+    assert bob_end["direction"] == "incoming" and bob_end["endedBy"] == "alice", bob_end
+
+
+async def test_a_call_from_the_trunk_rings_both_browsers_of_the_numbers_holder_and_one_answers(
+    gateway_demo: tuple[Demo, Gateway], tmp_path: Path
+) -> None:
+    demo, gateway = gateway_demo
+    phone, laptop = await sip_phone(demo, "bob"), await sip_phone(demo, "bob")  # bob holds +34 600 111 222
+
+    # The carrier's call, from the trunk's address, echoing the RTP it receives.
+    arguments = [
+        "-sf", str(SCENARIOS / "trunk_call_in.xml"), "-s", "+34600111222",
+        "-t", "u1", "-i", "127.0.0.1", "-p", str(gateway.trunk_port),
+        "-mi", "127.0.0.1", "-rtp_echo", "-mp", str(free_port()), "-m", "1",
+        "-trace_msg", "-message_file", str(tmp_path / "carrier.msg"),
+        f"127.0.0.1:{gateway.sip_port}",
+    ]  # fmt: skip
+    log = tmp_path / "carrier.log"
+    carrier = await asyncio.to_thread(start_sipp, *arguments, log=log, timeout=seconds(4))
+    try:
+        await phone.ringing_from(CARRIER)
+        await laptop.ringing_from(CARRIER)
+        await laptop.answer(CARRIER)
+        await laptop.expect_state("active", 2)
+        await expect(laptop.panel).to_have_attribute("data-via", "sip")
+        # The other browser stops ringing (the gateway CANCELs its branch).
+        await expect(phone.testid("incoming-call")).to_have_count(0, timeout=ms())
+        await media_both_ways(laptop)
+
+        await laptop.testid("hangup").click()
+        await laptop.expect_ended("COMPLETED")
+        # The carrier's call ended with the browser's BYE: sipp's scenario is complete.
+        assert await asyncio.to_thread(carrier.wait, seconds()) == 0, log.read_text(errors="replace")
+    finally:
+        if carrier.poll() is None:
+            carrier.kill()
+            carrier.wait()
+    [phone_end] = await phone.wait_ended()
+    assert phone_end["reason"] == "ANSWERED_ELSEWHERE" and phone_end["direction"] == "incoming", phone_end

@@ -286,6 +286,14 @@ def sipp(*args: str, log: Path, timeout: float) -> subprocess.CompletedProcess[s
     return result
 
 
+def start_sipp(*args: str, log: Path, timeout: float) -> subprocess.Popen[bytes]:
+    """sipp in the background (no terminal: -nostdin), its output in log; it
+    gives up after timeout (exit status 1)."""
+    command = ["sipp", "-nostdin", "-timeout", f"{timeout:.0f}s", "-timeout_error", *args]
+    with log.open("wb") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
 def start_sipp_uas(port: int, *, trace: Path, log: Path, scenario: str = "trunk.xml") -> subprocess.Popen[bytes]:
     """sipp as the trunk on UDP port (scenarios/trunk.xml, or another of
     scenarios/): answers one call, echoes its RTP (-rtp_echo), writes every
