@@ -58,6 +58,22 @@ class Registration:
     ruid: str
 
 
+@dataclass(frozen=True, slots=True)
+class Dialog:
+    """A call through the gateway, as Kamailio's dialog module tracks it."""
+
+    # Kamailio's handle of the dialog (dlg.end_dlg takes both).
+    h_entry: int
+    h_id: int
+    call_id: str
+    from_uri: str
+    to_uri: str
+    # 1 unconfirmed, 2 early, 3 confirmed, 4 confirmed and ACKed, 5 deleted.
+    state: int
+    # Unix seconds; 0 until the call is answered.
+    start_time: int
+
+
 class KamailioRpc:
     """JSON-RPC 2.0 client of one Kamailio. Keyword-only options; one
     connection pool, closed by ``close()`` (idempotent)."""
@@ -112,6 +128,31 @@ class KamailioRpc:
         except KamailioError as exc:
             if not exc.not_found:
                 raise
+
+    async def dialogs(self) -> list[Dialog]:
+        """The dialogs Kamailio tracks (``dlg.list``): calls ringing or up."""
+        result = await self.call("dlg.list")
+        return [_dialog(entry) for entry in result or [] if isinstance(entry, dict)]
+
+    async def end_dialog(self, dialog: Dialog) -> None:
+        """End a call (``dlg.end_dlg``): Kamailio sends BYE to both sides."""
+        await self.call("dlg.end_dlg", dialog.h_entry, dialog.h_id)
+
+
+def _dialog(entry: dict[str, Any]) -> Dialog:
+    def number(key: str) -> int:
+        value = entry.get(key)
+        return value if isinstance(value, int) else 0
+
+    return Dialog(
+        h_entry=number("h_entry"),
+        h_id=number("h_id"),
+        call_id=str(entry.get("call-id", "")),
+        from_uri=str(entry.get("from_uri", "")),
+        to_uri=str(entry.get("to_uri", "")),
+        state=number("state"),
+        start_time=number("start_ts"),
+    )
 
 
 def _contacts(result: Any) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ async def start_gateway(
         rtpengine=rtpengine.control,
         trunk_port=free_port(),
         ws_port=ws_port,
-        **({"jsonrpc_port": jsonrpc_port} if jsonrpc_port else {}),
+        jsonrpc_port=jsonrpc_port or free_port(),
     )
     kamailio = Kamailio(directory, settings)
     try:

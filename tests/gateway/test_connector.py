@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,10 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from connectors.kamailio import KamailioError, KamailioRpc
+from connectors.kamailio import Dialog, KamailioError, KamailioRpc
 from tests.gateway.conftest import PASSWORD, Gateway, start_gateway
 from tests.support.core import add_subscriber, login, running_core
-from tests.support.gateway import SipTcp, jsonrpc, require_gateway
+from tests.support.gateway import SCENARIOS, SipTcp, jsonrpc, require_gateway, traced
 from tests.support.server import free_port
 from tests.support.stack import running_stack
 from tests.support.timing import seconds
@@ -30,7 +32,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     ws_port, jsonrpc_port = free_port(), free_port()
     env = {"WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}"}
     async with running_stack(tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}") as stack:
-        await add_subscriber(stack.core, "alice", PASSWORD)
+        await add_subscriber(stack.core, "alice", PASSWORD, roles=["user", "pstn"])
         await add_subscriber(stack.core, "bob", PASSWORD)
         running = await start_gateway(tmp_path, stack, ws_port=ws_port, jsonrpc_port=jsonrpc_port)
         try:
@@ -158,3 +160,91 @@ async def test_a_kamailio_that_is_down_does_not_fail_the_revocation(
         while not any("retrying" in r.getMessage() for r in caplog.records if r.name == "wac.gateway"):
             assert time.monotonic() - start < seconds(), "no warning that Kamailio was not reached"
             await asyncio.sleep(0.02)
+
+
+NUMBER = "+34910000001"
+
+
+def start_trunk(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """sipp as the trunk (scenarios/trunk_hangup.xml) on UDP port, its
+    messages traced in directory/trunk.msg; returns once it listens."""
+    command = ["sipp", "-nostdin", "-sf", str(SCENARIOS / "trunk_hangup.xml"), "-i", "127.0.0.1", "-p", str(port)]
+    command += ["-t", "u1", "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", "1"]
+    command += ["-timeout", f"{seconds(2):.0f}s", "-timeout_error"]
+    command += ["-trace_msg", "-message_file", str(directory / "trunk.msg")]
+    with (directory / "trunk.log").open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds()
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return process
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    raise AssertionError("sipp's trunk did not listen: " + (directory / "trunk.log").read_text(errors="replace"))
+
+
+def answered_call(caller: SipTcp, token: str) -> str:
+    """INVITE NUMBER from alice, its 200 ACKed along its route set; the Call-ID."""
+    caller.send_invite("alice", f"sip:{NUMBER}@127.0.0.1", token=token)
+    while (answer := caller.read()).status < 200:
+        pass
+    assert answer.status == 200, answer.text
+    head = answer.text.split("\r\n\r\n", 1)[0].split("\r\n")
+    fields = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip() for line in head[1:]}
+    record_route = [line.split(":", 1)[1].strip() for line in head[1:] if line.lower().startswith("record-route:")]
+    routes = [uri.strip() for value in reversed(record_route) for uri in reversed(value.split(","))]
+    target = fields["contact"].strip("<>").split(">", 1)[0]
+    call_id, cseq = fields["call-id"], fields["cseq"].split()[0]
+    route = "".join(f"Route: {uri}\r\n" for uri in routes)
+    caller.sock.sendall(
+        (
+            f"ACK {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP 127.0.0.1:{caller.local};branch=z9hG4bK{call_id}ack\r\n"
+            f"{route}Max-Forwards: 70\r\nFrom: {fields['from']}\r\nTo: {fields['to']}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    return call_id
+
+
+async def test_a_gateway_call_is_listed_and_ended_with_a_bye_to_both_sides(gateway: Gateway, tmp_path: Path) -> None:
+    rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
+    token = await gateway.token("alice")  # alice has the role pstn
+    trunk = await asyncio.to_thread(start_trunk, gateway.trunk_port, tmp_path)
+    caller = SipTcp(gateway.sip_port)
+    try:
+        call_id = await asyncio.to_thread(answered_call, caller, token)
+        # Listed once the ACK went through (state 4: confirmed and ACKed).
+        start = time.monotonic()
+        while not (ours := [d for d in await rpc.dialogs() if d.call_id == call_id and d.state == 4]):
+            assert time.monotonic() - start < seconds(), await rpc.dialogs()
+            await asyncio.sleep(0.02)
+        dialog: Dialog = ours[0]
+        assert dialog.from_uri == "sip:alice@127.0.0.1" and NUMBER in dialog.to_uri
+        assert dialog.start_time > 0
+
+        await rpc.end_dialog(dialog)
+        # The caller gets its BYE (and answers it); so does the trunk, whose
+        # scenario ends only on a BYE it answered.
+        bye = await asyncio.to_thread(caller.read_request)
+        assert bye.startswith("BYE ") and f"Call-ID: {call_id}" in bye, bye
+        await asyncio.to_thread(caller.reply, bye, "200 OK")
+        assert await asyncio.to_thread(trunk.wait, seconds(2)) == 0, (tmp_path / "trunk.log").read_text()
+        assert any(m.received and m.first_line.startswith("BYE ") for m in traced(tmp_path / "trunk.msg"))
+        start = time.monotonic()
+        while any(d.call_id == call_id for d in await rpc.dialogs()):
+            assert time.monotonic() - start < seconds(), "the ended dialog is still listed"
+            await asyncio.sleep(0.02)
+        # Ending it again: Kamailio no longer knows it.
+        with pytest.raises(KamailioError):
+            await rpc.end_dialog(dialog)
+    finally:
+        caller.close()
+        if trunk.poll() is None:
+            trunk.kill()
+            trunk.wait()
+        await rpc.close()
