@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
-from playwright.async_api import WebSocketRoute, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from tests.browser.support import Demo, Phone, ms
+from tests.support.timing import seconds
 
 GATEWAY = "ws://gateway.invalid/sip"
 DOMAIN = "example.test"
@@ -160,6 +161,18 @@ FAR_END_BYTES_JS = """async () => {
 }"""
 
 
+async def far_end_bytes_grow(page: Page, by: int = 2000) -> None:
+    """Waits until the far end's inbound RTP grew by ``by`` bytes. Polled from
+    here: page.wait_for_function takes an async predicate's Promise as true."""
+    start = await page.evaluate(FAR_END_BYTES_JS)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds(1)
+    while (now := await page.evaluate(FAR_END_BYTES_JS)) < start + by:
+        if loop.time() > deadline:
+            raise AssertionError(f"the far end received {now - start} bytes, not {by}")
+        await asyncio.sleep(0.1)
+
+
 def request(method: str, uri: str, cseq: int, dialog: dict[str, str], body: str = "") -> str:
     lines = [
         f"{method} {uri} SIP/2.0",
@@ -201,9 +214,7 @@ async def test_a_call_from_the_gateway_rings_is_answered_with_media_both_ways_an
     await expect(alice.panel).to_have_attribute("data-via", "sip")
     await alice.wait_media("m => m.state === 'connected'")
     await alice.wait_bytes_grow()
-    start = await far.page.evaluate(FAR_END_BYTES_JS)
-    grown = f"async () => ({FAR_END_BYTES_JS})().then((bytes) => bytes >= {start + 2000})"
-    await far.page.wait_for_function(grown, timeout=ms())
+    await far_end_bytes_grow(far.page)
 
     # Hold and resume are re-INVITEs (sendonly, then sendrecv), done once the far end answered.
     for button, direction, status in (("Hold", "sendonly", "on hold"), ("Resume", "sendrecv", "In call")):
