@@ -154,11 +154,15 @@ class Processes:
 
     stack: ExitStack = field(default_factory=ExitStack)
 
-    def start(self, command: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+    def start(
+        self, command: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         sink = self.stack.enter_context(log.open("wb"))
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd
+        )
         self.stack.callback(stop, process)
-        return process  # type: ignore[no-any-return]
+        return process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
