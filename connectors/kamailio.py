@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ log = logging.getLogger("wac.gateway")
 
 # The usrloc table the script saves registrations in (save("location")).
 LOCATION = "location"
+# The Contact URI parameter in which the script records the session whose
+# token saved the binding (gateway/kamailio.cfg.tmpl, route[REGISTRAR]).
+SESSION_PARAM = "wac-session"
 # Kamailio answers within milliseconds on loopback; longer is a gateway
 # that is down or stuck.
 TIMEOUT = 2.0
@@ -56,6 +60,8 @@ class Registration:
     user_agent: str
     # Kamailio's unique id of the binding (usrloc ruid).
     ruid: str
+    # The wac session whose token saved it; "" if the script recorded none.
+    session_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,19 @@ class KamailioRpc:
             raise
         return [_registration(entry) for entry in _contacts(result)]
 
+    async def remove_session_registrations(self, username: str, session_ids: Collection[str]) -> None:
+        """Remove username's contacts saved with a token of one of
+        session_ids (``ul.rm_contact``), and those that name no session: a
+        binding that cannot be told apart goes with any revocation."""
+        for registration in await self.registrations(username):
+            if registration.session_id in session_ids or not registration.session_id:
+                try:
+                    await self.call("ul.rm_contact", LOCATION, username, registration.contact)
+                except KamailioError as exc:
+                    # Gone meanwhile (expired, its connection dropped).
+                    if not exc.not_found:
+                        raise
+
     async def remove_registrations(self, username: str) -> None:
         """Remove every contact of username's address of record (``ul.rm``);
         none to remove is no error."""
@@ -165,23 +184,36 @@ def _contacts(result: Any) -> list[dict[str, Any]]:
 
 def _registration(contact: dict[str, Any]) -> Registration:
     expires = contact.get("Expires")
+    address = str(contact.get("Address", ""))
     return Registration(
-        contact=str(contact.get("Address", "")),
+        contact=address,
         expires=expires if isinstance(expires, int) else 0,
         call_id=str(contact.get("Call-ID", "")),
         user_agent=str(contact.get("User-Agent", "")),
         ruid=str(contact.get("Ruid", "")),
+        session_id=_session_of(address),
     )
+
+
+def _session_of(address: str) -> str:
+    # sip:user@host:port;transport=ws;alias=...;wac-session=ID. The
+    # gateway's is the last (the script refuses a client's own).
+    session = ""
+    for param in address.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == SESSION_PARAM:
+            session = value.strip()
+    return session
 
 
 class RevokedRegistrations:
     """Ends the gateway registrations of subscribers whose sessions are
     revoked, so that no inbound call reaches a revoked device.
 
-    The registrar does not record which session's token saved a contact, so
-    one session's end (logout, a reused refresh token) removes every contact
-    of the subscriber too; their other devices bind again with their own
-    tokens at their next re-REGISTER.
+    Every session's end (RevokeSessions, disabling, deleting, a new
+    password) removes every contact of the subscriber; one session's end
+    (logout, a reused refresh token) removes the contacts saved with that
+    session's tokens, and those that name no session.
 
     The removal runs in a task of its own: the revocation never waits for
     Kamailio nor fails with it. A Kamailio that is down is retried
@@ -197,7 +229,8 @@ class RevokedRegistrations:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def sessions_revoked(self, event: SessionsRevoked) -> None:
-        task = asyncio.create_task(self._remove(event.username), name=f"gateway-unregister-{event.username}")
+        sessions = None if event.every_session else frozenset(event.session_ids)
+        task = asyncio.create_task(self._remove(event.username, sessions), name=f"gateway-unregister-{event.username}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -211,11 +244,14 @@ class RevokedRegistrations:
         await self.settled()
         await self._rpc.close()
 
-    async def _remove(self, username: str) -> None:
+    async def _remove(self, username: str, sessions: frozenset[str] | None) -> None:
         delay = self._first_delay
         for attempt in range(1, self._attempts + 1):
             try:
-                await self._rpc.remove_registrations(username)
+                if sessions is None:
+                    await self._rpc.remove_registrations(username)
+                else:
+                    await self._rpc.remove_session_registrations(username, sessions)
                 return
             except KamailioError as exc:
                 if attempt == self._attempts:

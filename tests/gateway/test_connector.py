@@ -84,34 +84,52 @@ async def test_revoking_every_session_ends_the_registrations_within_a_second(gat
         caller.close()
 
 
-async def test_one_sessions_logout_ends_the_subscribers_registrations(gateway: Gateway) -> None:
-    # The registrar does not record which session's token saved a contact:
-    # one session's end removes every contact of the subscriber.
+async def test_one_sessions_logout_ends_only_that_sessions_registrations(gateway: Gateway) -> None:
     async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
-        session = await login(channel, "alice", PASSWORD)
-        phone = SipTcp(gateway.sip_port)
+        phone_session = await login(channel, "alice", PASSWORD, device="phone")
+        laptop_session = await login(channel, "alice", PASSWORD, device="laptop")
+        rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
+        phone, laptop = SipTcp(gateway.sip_port), SipTcp(gateway.sip_port)
         try:
-            assert (await asyncio.to_thread(phone.register, "alice", token=session.access_token)).status == 200
+            for device, session in ((phone, phone_session), (laptop, laptop_session)):
+                assert (await asyncio.to_thread(device.register, "alice", token=session.access_token)).status == 200
+            assert len(await rpc.registrations("alice")) == 2
             await identity_pb2_grpc.IdentityServiceStub(channel).Logout(
-                identity_pb2.LogoutRequest(), metadata=(("authorization", f"Bearer {session.access_token}"),)
+                identity_pb2.LogoutRequest(), metadata=(("authorization", f"Bearer {phone_session.access_token}"),)
             )
-            assert await gone_within(gateway, "alice") < 1.0
+            start = time.monotonic()
+            while len(left := await rpc.registrations("alice")) != 1:
+                assert time.monotonic() - start < seconds(), left
+                await asyncio.sleep(0.02)
+            assert time.monotonic() - start < 1.0
+            # The laptop's binding, saved with its own session, stays.
+            assert left[0].session_id == laptop_session.session_id
+            assert left[0].contact.startswith(f"sip:alice@127.0.0.1:{laptop.local};")
         finally:
             phone.close()
+            laptop.close()
+            await rpc.close()
 
 
 async def test_registrations_lists_every_contact_of_a_subscriber(gateway: Gateway) -> None:
     rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
-    token = await gateway.token("alice")
+    async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
+        session = await login(channel, "alice", PASSWORD)
+    token = session.access_token
     try:
         assert await rpc.registrations("alice") == []
         with SipTcp(gateway.sip_port) as phone, SipTcp(gateway.sip_port) as laptop:
             for device in (phone, laptop):
                 assert (await asyncio.to_thread(device.register, "alice", token=token)).status == 200
+            # A refresh (the same session) renews its binding, adds none.
+            assert (await asyncio.to_thread(phone.register, "alice", token=token)).status == 200
             found = await rpc.registrations("alice")
+            # Each names the session whose token saved it.
             assert sorted(r.contact for r in found) == sorted(
-                f"sip:alice@127.0.0.1:{device.local};transport=tcp" for device in (phone, laptop)
+                f"sip:alice@127.0.0.1:{device.local};transport=tcp;wac-session={session.session_id}"
+                for device in (phone, laptop)
             )
+            assert all(r.session_id == session.session_id for r in found), found
             assert all(0 < r.expires <= 300 and r.call_id and r.ruid for r in found), found
             assert await rpc.registrations("bob") == []
             await rpc.remove_registrations("alice")
@@ -248,3 +266,23 @@ async def test_a_gateway_call_is_listed_and_ended_with_a_bye_to_both_sides(gatew
             trunk.kill()
             trunk.wait()
         await rpc.close()
+
+
+async def test_a_contact_that_names_a_session_itself_is_refused(gateway: Gateway) -> None:
+    # Else a stolen token's binding could name another session and outlive
+    # the revocation of its own.
+    token = await gateway.token("alice")
+
+    def register() -> int:
+        with SipTcp(gateway.sip_port) as client:
+            return client.request(
+                f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP 127.0.0.1:{client.local};branch=z9hG4bKforged\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=forged\r\nTo: <sip:alice@127.0.0.1>\r\n"
+                "Call-ID: forged\r\nCSeq: 1 REGISTER\r\n"
+                f"Contact: <sip:alice@127.0.0.1:{client.local};transport=tcp;wac-session=another>;expires=300\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+            ).status
+
+    assert await asyncio.to_thread(register) == 400
+    assert not await asyncio.to_thread(registered, gateway, "alice")
