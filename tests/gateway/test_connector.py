@@ -286,3 +286,23 @@ async def test_a_contact_that_names_a_session_itself_is_refused(gateway: Gateway
 
     assert await asyncio.to_thread(register) == 400
     assert not await asyncio.to_thread(registered, gateway, "alice")
+
+
+async def test_a_refreshed_tokens_re_register_renews_the_same_binding(gateway: Gateway) -> None:
+    # The SDK puts a fresh token in place before each re-REGISTER: it names
+    # the same session, so the binding is renewed, not doubled.
+    rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
+    async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
+        first = await login(channel, "alice", PASSWORD)
+        refreshed = await identity_pb2_grpc.IdentityServiceStub(channel).RefreshSession(
+            identity_pb2.RefreshSessionRequest(refresh_token=first.refresh_token)
+        )
+    assert refreshed.access_token != first.access_token
+    try:
+        with SipTcp(gateway.sip_port) as phone:
+            assert (await asyncio.to_thread(phone.register, "alice", token=first.access_token)).status == 200
+            assert (await asyncio.to_thread(phone.register, "alice", token=refreshed.access_token)).status == 200
+            [binding] = await rpc.registrations("alice")
+            assert binding.session_id == first.session_id == refreshed.session_id
+    finally:
+        await rpc.close()
