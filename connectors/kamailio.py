@@ -227,8 +227,11 @@ class RevokedRegistrations:
         self._attempts = attempts
         self._first_delay = first_delay
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def sessions_revoked(self, event: SessionsRevoked) -> None:
+        if self._closed:
+            return
         sessions = None if event.every_session else frozenset(event.session_ids)
         task = asyncio.create_task(self._remove(event.username, sessions), name=f"gateway-unregister-{event.username}")
         self._tasks.add(task)
@@ -239,6 +242,8 @@ class RevokedRegistrations:
         await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        """Cancel the removals under way and close the client; idempotent."""
+        self._closed = True
         for task in tuple(self._tasks):
             task.cancel()
         await self.settled()

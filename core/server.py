@@ -155,8 +155,14 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
 
     events = MemoryEventLog(retention=config.events.retention, max_events=config.events.max_events_per_session)
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
+    gateway_registrations: RevokedRegistrations | None = None
     try:
         identity, followers = identity_with_followers(config, engine, events, devices)
+        if config.gateway.enabled:
+            # A revoked subscriber's gateway registrations end with their
+            # sessions; listening before start(), whose poll may tell some.
+            gateway_registrations = RevokedRegistrations(KamailioRpc(config.gateway.jsonrpc_listen))
+            identity.on_sessions_revoked(gateway_registrations.sessions_revoked)
         await identity.start()
     except ConfigError:
         # A seal secret malformed, missing or wrong for the sealed signing
@@ -264,12 +270,10 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         hop_key=hop_key,
         event_streams=event_streams,
     )
-    core.closers.append(identity.stop)
-    if config.gateway.enabled:
-        # A revoked subscriber's gateway registrations end with their sessions.
-        gateway_registrations = RevokedRegistrations(KamailioRpc(config.gateway.jsonrpc_listen))
-        identity.on_sessions_revoked(gateway_registrations.sessions_revoked)
+    if gateway_registrations is not None:
+        # Closed after identity stops (closers run in reverse): no revocation comes later.
         core.closers.append(gateway_registrations.close)
+    core.closers.append(identity.stop)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
     if google is not None:
