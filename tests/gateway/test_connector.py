@@ -17,6 +17,7 @@ import pytest
 
 from connectors.kamailio import Dialog, KamailioError, KamailioRpc
 from tests.gateway.conftest import PASSWORD, Gateway, start_gateway
+from tests.sapi.support import sapi_client
 from tests.support.core import add_subscriber, login, running_core
 from tests.support.gateway import SCENARIOS, SipTcp, jsonrpc, require_gateway, traced
 from tests.support.server import free_port
@@ -306,3 +307,33 @@ async def test_a_refreshed_tokens_re_register_renews_the_same_binding(gateway: G
             assert binding.session_id == first.session_id == refreshed.session_id
     finally:
         await rpc.close()
+
+
+async def test_revoking_over_the_sapi_ends_the_registrations_within_a_second(gateway: Gateway) -> None:
+    token = await gateway.token("alice")
+    admin = await gateway.stack.core.identity.create_api_key("operator", ["admin"])
+    with SipTcp(gateway.sip_port) as phone:
+        assert (await asyncio.to_thread(phone.register, "alice", token=token)).status == 200
+        async with sapi_client(gateway.stack, admin) as sapi:
+            answer = await sapi.post("/sapi/v1/subscribers/alice:revokeSessions")
+        assert answer.status_code == 200, answer.text
+        assert await gone_within(gateway, "alice") < 1.0
+
+
+async def test_a_revocation_by_another_core_ends_the_registrations_within_a_second(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    token = await gateway.token("alice")
+    # A second core on the same database, whose own jsonrpc_listen is a port
+    # nobody listens on: only the first core's poll can end the binding.
+    async with running_core(tmp_path / "data") as other:
+        with SipTcp(gateway.sip_port) as phone:
+            assert (await asyncio.to_thread(phone.register, "alice", token=token)).status == 200
+            admin = await other.identity.create_api_key("admin-elsewhere", ["admin"])
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as channel:
+                await identity_pb2_grpc.IdentityServiceStub(channel).RevokeSessions(
+                    identity_pb2.RevokeSessionsRequest(username="alice"),
+                    metadata=(("authorization", f"Bearer {admin}"),),
+                )
+            # Within the poll ([identity] revocation_poll, 0.2 s in tests) and a second.
+            assert await gone_within(gateway, "alice") < 1.2
