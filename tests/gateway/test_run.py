@@ -77,7 +77,9 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
         with grpc.insecure_channel(f"127.0.0.1:{front}") as channel:
             session = identity_pb2_grpc.IdentityServiceStub(channel).Login(
                 identity_pb2.LoginRequest(username="alice", password=password, device_name="test"),
-                timeout=seconds(),
+                timeout=seconds(4),
+                # Kamailio may answer before Envoy listens: wait for the front door.
+                wait_for_ready=True,
             )
         with SipTcp(sip) as client:
             registered = client.register("alice", token=session.access_token)
