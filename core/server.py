@@ -41,7 +41,7 @@ from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
 from core.events.servicer import EventsServicer, StreamLimits
-from core.identity.servicer import IdentityServicer
+from core.identity.servicer import IdentityServicer, SipGatewayAnnouncement
 from core.identity.store import IdentityStore
 from core.interceptor import CoreInterceptor, Forwarding
 from core.presence.service import PresenceService
@@ -122,6 +122,14 @@ class SubscriberFollowers:
     directory: Directory
 
 
+def sip_gateway(config: Config) -> SipGatewayAnnouncement | None:
+    """What Login and RefreshSession tell clients of the SIP gateway: the
+    path Envoy proxies to Kamailio (envoy.yaml.tmpl), while it is enabled."""
+    if not config.gateway.enabled:
+        return None
+    return SipGatewayAnnouncement(path="/sip", domain=config.gateway.domain, url=config.gateway.public_url)
+
+
 def identity_with_followers(
     config: Config, engine: AsyncEngine, events: EventLog, devices: DeviceRegistry
 ) -> tuple[IdentityServicer, SubscriberFollowers]:
@@ -130,7 +138,7 @@ def identity_with_followers(
     so no way of changing a subscriber can miss one (``wac admin subscriber
     add`` once did: its subscribers were never in the directory). Listeners
     of a running core's own state (presence) are the core's to add."""
-    identity = IdentityServicer(config, IdentityStore(engine), events, devices)
+    identity = IdentityServicer(config, IdentityStore(engine), events, devices, sip_gateway=sip_gateway(config))
     subscribers = IdentityStore(engine)
     region = config.phones.default_region
     contacts_store = SqlContactsStore(engine)

@@ -259,6 +259,10 @@ class GatewayConfig:
     # numbers.lookup`) when several cores share one database: each would
     # otherwise make its own and end the others'.
     api_key: str = ""
+    # The gateway's WebSocket URL announced to clients at login (Session
+    # sip_gateway.url). Empty: clients derive ws(s)://<the host they reached
+    # wac on>/sip from their own WAPI URL, right behind any public name.
+    public_url: str = ""
 
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {

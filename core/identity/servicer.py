@@ -102,6 +102,19 @@ IAT_LEEWAY = 30.0
 
 
 @dataclass(frozen=True, slots=True)
+class SipGatewayAnnouncement:
+    """Where the operator's SIP gateway is, told to every client in its
+    Session (Login and RefreshSession) so that it can register there."""
+
+    path: str  # the WebSocket path on the front door the client reached
+    domain: str  # the SIP domain
+    url: str = ""  # the full URL when the operator sets one, else empty
+
+    def pb(self) -> identity_pb2.SipGateway:
+        return identity_pb2.SipGateway(path=self.path, domain=self.domain, url=self.url)
+
+
+@dataclass(frozen=True, slots=True)
 class _RefreshAnswer:
     """The answer to a refresh with one token, kept for the reuse grace."""
 
@@ -128,8 +141,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         events: EventLog,
         devices: DeviceRegistry,
         clock: Callable[[], float] = time.time,
+        *,
+        sip_gateway: SipGatewayAnnouncement | None = None,
     ) -> None:
         self._config = config
+        self._sip_gateway = sip_gateway
         self._ttl = config.identity.access_token_ttl
         self._store = store
         self._events = events
@@ -499,6 +515,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             refresh_expire_time=timestamp(refresh_expire),
             subscriber=self._subscriber_pb(row),
             device_name=device_name,
+            sip_gateway=self._sip_gateway.pb() if self._sip_gateway else None,
         )
 
     async def RefreshSession(

@@ -855,6 +855,30 @@ export interface Session {
   subscriber?: Subscriber;
   /** The device name given at login. */
   deviceName?: string;
+  /**
+   * Where the operator's SIP gateway is, present when the operator runs one.
+   * A client registers there over SIP over WebSocket (RFC 7118) with the
+   * access token as its Bearer credentials (RFC 8898).
+   */
+  sipGateway?: SipGateway;
+}
+
+/** A SipGateway tells a client where the operator's SIP gateway listens. */
+export interface SipGateway {
+  /**
+   * The WebSocket path (subprotocol "sip") on the same front door the client
+   * reached wac on, for example "/sip". Only the client knows the host it
+   * reached, so it builds the URL from its own: ws(s)://<that host><path>.
+   */
+  path?: string;
+  /** The SIP domain: subscribers register as sip:<username>@<domain>. */
+  domain?: string;
+  /**
+   * The gateway's full WebSocket URL when the operator sets one (the
+   * gateway behind a name of its own); empty otherwise, and then the client
+   * uses path.
+   */
+  url?: string;
 }
 
 /** A Subscriber is a person who can log in to wac and make calls. */
