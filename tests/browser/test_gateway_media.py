@@ -41,11 +41,14 @@ async def gateway_demo(playwright: Playwright, tmp_path: Path) -> AsyncIterator[
             await asyncio.to_thread(gateway.rtpengine.stop)
 
 
-async def sip_phone(demo: Demo, username: str) -> Phone:
-    """The demo logged in as username, registered at the gateway through the front door's /sip."""
+async def sip_phone(demo: Demo, username: str, *, announced: bool = False) -> Phone:
+    """The demo logged in as username, registered at the gateway through the
+    front door's /sip: the one wac announced at login when ``announced``,
+    else the one the page names (?gateway=)."""
     phone = await demo.phone(username, login=False)
-    sip = demo.stack.url.replace("http://", "ws://") + "/sip"
-    await phone.page.goto(f"{demo.stack.url}/?gateway={sip}&sipDomain={DOMAIN}", timeout=ms())
+    if not announced:
+        sip = demo.stack.url.replace("http://", "ws://") + "/sip"
+        await phone.page.goto(f"{demo.stack.url}/?gateway={sip}&sipDomain={DOMAIN}", timeout=ms())
     await phone.login()
     await expect(phone.testid("gateway-state")).to_have_attribute("data-state", "registered", timeout=ms(2))
     return phone
@@ -67,7 +70,7 @@ async def test_a_browser_calls_a_number_with_media_both_ways_and_hangs_up(
         start_sipp_uas, gateway.trunk_port, trace=trace, log=tmp_path / "trunk.log", scenario="trunk_answer.xml"
     )
     try:
-        alice = await sip_phone(demo, "alice")
+        alice = await sip_phone(demo, "alice", announced=True)
         token = await alice.page.evaluate("window.wacDemo.wac.session.accessToken")
 
         await alice.dial(NUMBER, video=False)

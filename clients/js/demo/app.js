@@ -3,8 +3,9 @@
 //
 // Query parameters: ?transport=auto|websocket|http (the SDK's option) and
 // ?user=NAME (fills the login form), ?gateway=wss://HOST/sip (a SIP over
-// WebSocket gateway for numbers and SIP addresses; its domain is
-// ?sipDomain=DOMAIN, by default this page's host name).
+// WebSocket gateway for numbers and SIP addresses, instead of the one wac
+// announces at login; its domain is ?sipDomain=DOMAIN, by default this page's
+// host name).
 //
 // For tests and the curious, window.wacDemo holds the Wac instance (`wac`),
 // the call shown in the call panel (`call`, kept after it ends), and each
@@ -55,7 +56,7 @@ const wac = new Wac({
   deviceName: browserName(),
   // Per tab: a reload keeps the session, and two tabs can be two users.
   storage: sessionStorage,
-  // For now the page is told where the gateway is; wac will announce it after login.
+  // ?gateway= wins over the gateway wac announces at login (the usual way).
   ...(gateway ? { gateway } : {}),
 });
 

@@ -19,6 +19,7 @@ import type {
   Presence,
   Session,
   SessionRevoked,
+  SipGateway,
 } from "./gen/wac.js";
 import { GoogleLinkApi } from "./google-link.js";
 import { RETRYABLE_METHODS } from "./methods.js";
@@ -80,9 +81,10 @@ export interface WacOptions {
   /**
    * The SIP over WebSocket gateway, if there is one: after login the SDK
    * registers there with the access token, and calls numbers, tel: and sip:
-   * URIs through it. None by default (those calls go over the WAPI, which
-   * ends them with a reason). Set by hand for now; wac will announce it
-   * after login.
+   * URIs through it. By default the one wac announces at login (the
+   * session's `sipGateway`: its `url`, or its `path` on the host and scheme
+   * of the WAPI URL); this option wins over the announcement. With neither,
+   * those calls go over the WAPI, which ends them with a reason.
    */
   gateway?: GatewayOptions;
   /** @internal Test seams. */
@@ -126,7 +128,7 @@ export interface WacEvents {
   googleLink: GoogleLinkChanged;
   /** A call is offered to this device (over the WAPI or from the gateway: the same Call API). */
   incomingCall: Call;
-  /** The registration at the gateway changed (only with the `gateway` option). */
+  /** The registration at the gateway changed (with the `gateway` option or an announced gateway). */
   sipRegistration: SipRegistration;
   /** Events were lost while disconnected: reload presence and contacts. */
   resync: void;
@@ -165,7 +167,7 @@ export class Wac extends Emitter<WacEvents> {
   private webrtcEnv: WebRtcEnvironment | null = null;
   private readonly detachNetworkListeners: () => void;
   private readonly callHost: CallHost;
-  private readonly sip: SipStack | null = null;
+  private sip: SipStack | null = null;
 
   constructor(options: WacOptions = {}) {
     super();
@@ -206,16 +208,18 @@ export class Wac extends Emitter<WacEvents> {
       register: (call) => this.calls.add(call, deliverCallEvent),
       forget: (call) => this.calls.remove(call),
     };
-    if (options.gateway) {
-      const sip = new SipStack(options.gateway, {
-        token: () => this.freshAccessToken(),
-        createUa: options.createSipUa ?? jssipUa,
-      });
-      sip.on("registration", (registration) => this.emit("sipRegistration", registration));
-      sip.on("incoming", (session) => this.onSipIncoming(session));
-      sip.on("error", (error) => this.emit("error", error));
-      this.sip = sip;
-    }
+    if (options.gateway) this.sip = this.sipStack(options.gateway);
+  }
+
+  private sipStack(gateway: GatewayOptions): SipStack {
+    const sip = new SipStack(gateway, {
+      token: () => this.freshAccessToken(),
+      createUa: this.options.createSipUa ?? jssipUa,
+    });
+    sip.on("registration", (registration) => this.emit("sipRegistration", registration));
+    sip.on("incoming", (session) => this.onSipIncoming(session));
+    sip.on("error", (error) => this.emit("error", error));
+    return sip;
   }
 
   /** The connection state: connecting, connected, suspended or disconnected. */
@@ -233,7 +237,7 @@ export class Wac extends Emitter<WacEvents> {
     return this.calls.live;
   }
 
-  /** This device's registration at the gateway; null without the `gateway` option. */
+  /** This device's registration at the gateway; null with no gateway (option or announced). */
   get sipRegistration(): SipRegistration | null {
     return this.sip?.registration ?? null;
   }
@@ -384,6 +388,10 @@ export class Wac extends Emitter<WacEvents> {
   private syncGateway(): void {
     const session = this.session;
     const username = session?.subscriber?.username;
+    if (!this.sip && session?.sipGateway && !this.options.gateway) {
+      const announced = announcedGateway(session.sipGateway, endpoints(this.options.url).wsUrl);
+      if (announced) this.sip = this.sipStack(announced);
+    }
     if (!this.sip || !session?.accessToken || !username) return;
     // A token about to expire (a resumed session) waits for the refresh, which comes back here.
     if (this.mustRefresh || !accessTokenUsable(session, this.clock.now())) return;
@@ -494,6 +502,8 @@ export class Wac extends Emitter<WacEvents> {
     this.options.storage?.removeItem(this.storageKey);
     for (const call of this.calls.live) call.terminate("FAILED", info.error);
     this.sip?.stop();
+    // The next session learns the gateway again (its login may announce another or none).
+    if (!this.options.gateway) this.sip = null;
     this.connection.unsubscribeEvents();
     this.connection.stop(info.error ?? new WacError(Status.UNAUTHENTICATED, `the session ended: ${info.reason}`));
     this.emit("sessionEnded", info);
@@ -610,6 +620,20 @@ function deliverCallEvent(call: Call, event: WacEvent): void {
 }
 
 /** The WebSocket and HTTP endpoints of a wac server's base URL. */
+/**
+ * The gateway a session announces: its `url`, or its `path` on the scheme
+ * (ws/wss) and host of the WAPI URL, since only the client knows the name it
+ * reached wac by. Null when the announcement says neither or has no domain.
+ */
+export function announcedGateway(announced: SipGateway, wapiUrl: string): GatewayOptions | null {
+  if (!announced.domain) return null;
+  if (announced.url) return { url: announced.url, domain: announced.domain };
+  if (!announced.path) return null;
+  const wapi = new URL(wapiUrl);
+  const path = announced.path.startsWith("/") ? announced.path : `/${announced.path}`;
+  return { url: `${wapi.protocol}//${wapi.host}${path}`, domain: announced.domain };
+}
+
 export function endpoints(url: string | undefined): { wsUrl: string; httpUrl: string } {
   const origin = (globalThis as { location?: { origin?: string } }).location?.origin;
   const base = new URL(url ?? origin ?? "", origin);

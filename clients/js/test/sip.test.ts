@@ -6,7 +6,7 @@ import type { Session } from "../src/gen/wac.js";
 import { endFromSip, endFromStatus } from "../src/sip/reasons.js";
 import type { SipRegistration } from "../src/sip/stack.js";
 import { e164, routeOf, sipUri } from "../src/sip/target.js";
-import { Wac, type WacOptions } from "../src/wac.js";
+import { Wac, type WacOptions, announcedGateway } from "../src/wac.js";
 import { FakeSipUa, type FakeSipSession } from "./fake-jssip.js";
 import { FakePeerConnection, FakeStream, type FakeTrack, fakeWebRtc } from "./fake-webrtc.js";
 import { FakeClock, FakeNetwork, settle } from "./fakes.js";
@@ -16,7 +16,7 @@ const ICE = { iceServers: [{ urls: ["stun:stun.test"] }], ttl: "3600s" };
 const ANSWER_SDP = "v=0 remote answer\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendrecv\r\n";
 const HOLD_SDP = "v=0 hold\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendonly\r\n";
 
-async function loggedIn(options: Partial<WacOptions> = {}, lifetimeMs = 15 * 60_000) {
+async function loggedIn(options: Partial<WacOptions> = {}, lifetimeMs = 15 * 60_000, announced: Partial<Session> = {}) {
   const clock = new FakeClock();
   const network = new FakeNetwork();
   const { env, mediaRequests } = fakeWebRtc();
@@ -41,6 +41,7 @@ async function loggedIn(options: Partial<WacOptions> = {}, lifetimeMs = 15 * 60_
     refreshToken: "r1",
     expireTime: new Date(clock.now() + lifetimeMs).toISOString(),
     subscriber: { username: "alice" },
+    ...announced,
   };
   network.current.reply(network.current.last("IdentityService.Login").id, session);
   await login;
@@ -188,6 +189,45 @@ describe("sip: registration", () => {
       { state: "failed", reason: "Authentication Error", status: 401 },
     ]);
     assert.deepEqual(wac.sipRegistration, { state: "failed", reason: "Authentication Error", status: 401 });
+  });
+
+  it("registers at the gateway the login announces, on the WAPI URL's scheme and host", async () => {
+    const sipGateway = { path: "/sip", domain: "sip.example.test" };
+    const { wac, server } = await loggedIn({ gateway: undefined, url: "https://wac.test:8443/app" }, undefined, {
+      sipGateway,
+    });
+    assert.equal(FakeSipUa.instances.length, 1);
+    assert.deepEqual(FakeSipUa.last.config, {
+      url: "wss://wac.test:8443/sip",
+      uri: "sip:alice@sip.example.test",
+      authorization: "Bearer a1",
+      registerExpires: 600,
+    });
+    assert.deepEqual(FakeSipUa.last.log, [["start"]]);
+    assert.deepEqual(wac.sipRegistration, { state: "registering" });
+    const out = wac.logout();
+    await server.answer("IdentityService.Logout");
+    await out;
+    assert.deepEqual(FakeSipUa.last.log, [["start"], ["stop"]]);
+    assert.equal(wac.sipRegistration, null, "the next login learns the gateway again");
+  });
+
+  it("registers at the announced url when there is one, over plain ws for an http WAPI", async () => {
+    const sipGateway = { path: "/sip", domain: "example.test", url: "wss://sip.example.test/ws" };
+    await loggedIn({ gateway: undefined }, undefined, { sipGateway });
+    assert.equal(FakeSipUa.last.config.url, "wss://sip.example.test/ws");
+    assert.equal(
+      announcedGateway({ path: "/sip", domain: "example.test" }, "ws://127.0.0.1:8080/wapi")?.url,
+      "ws://127.0.0.1:8080/sip",
+    );
+    assert.equal(announcedGateway({ path: "/sip" }, "ws://127.0.0.1:8080/wapi"), null, "no domain, no gateway");
+  });
+
+  it("prefers the gateway option to the announced one", async () => {
+    await loggedIn({}, undefined, { sipGateway: { path: "/other", domain: "announced.test" } });
+    assert.equal(FakeSipUa.instances.length, 1);
+    assert.equal(FakeSipUa.last.config.url, "wss://wac.test/sip");
+    assert.equal(FakeSipUa.last.config.uri, "sip:alice@example.test");
   });
 
   it("has no registration without the gateway option", async () => {
