@@ -400,8 +400,12 @@ def main(argv: list[str] | None = None) -> int:
 
                 config.data_dir.mkdir(parents=True, exist_ok=True)
                 upgrade(config.database_url)
+            roles = available_roles(config)
+            # The children read it: a core announces the gateway at login
+            # only while one runs.
+            os.environ.update(children_env(config, roles))
             try:
-                return asyncio.run(Supervisor(available_roles(config), config_args).run())
+                return asyncio.run(Supervisor(roles, config_args).run())
             finally:
                 run_lock.close()
     except ApiError as exc:
@@ -488,6 +492,15 @@ def _connectable(listen: str) -> str:
     """Where to reach a server that listens on ``listen`` (0.0.0.0 means here)."""
     host, _, port = listen.rpartition(":")
     return f"127.0.0.1:{port}" if host in ("0.0.0.0", "", "[::]") else listen
+
+
+def children_env(config: Config, roles: list[str]) -> dict[str, str]:
+    """What ``wac run``'s children must be told beyond the configuration:
+    a gateway left out (its programs missing) is disabled for them too, so
+    that the core neither announces it at login nor provisions its key."""
+    if config.gateway.enabled and "gateway" not in roles:
+        return {"WAC_GATEWAY_ENABLED": "false"}
+    return {}
 
 
 def available_roles(config: Config | None = None) -> list[str]:

@@ -81,6 +81,8 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
                 # Kamailio may answer before Envoy listens: wait for the front door.
                 wait_for_ready=True,
             )
+        # The gateway wac run started is the one announced at login.
+        assert session.sip_gateway == identity_pb2.SipGateway(path="/sip", domain="127.0.0.1")
         with SipTcp(sip) as client:
             registered = client.register("alice", token=session.access_token)
         assert registered.status == 200, registered.text + log.read_text(errors="replace")[-3000:]
