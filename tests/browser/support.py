@@ -262,6 +262,10 @@ async def open_demo(
 ) -> AsyncIterator[Demo]:
     """The stack (its front door's /sip to ``gateway_ws`` when given), alice
     and bob (with ``roles`` by username when given), and Chromium."""
+    if gateway_ws is None:
+        # No Kamailio behind /sip: the core must not announce a gateway at
+        # login, or every page would register at a front door answering 503.
+        env = {"WAC_GATEWAY_ENABLED": "false", **(env or {})}
     async with AsyncExitStack() as exits:
         stack = await exits.enter_async_context(running_stack(data_dir, env, gateway_ws=gateway_ws))
         for username, password in PASSWORDS.items():

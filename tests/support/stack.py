@@ -98,9 +98,6 @@ async def running_stack(
     """Core, edge and Envoy (on ``listen`` if given, routing /sip to
     ``gateway_ws`` if given); everything is stopped on exit, even on failure."""
     require_envoy()
-    if gateway_ws is None:
-        # No Kamailio behind /sip: the core must not announce a gateway at login.
-        env = {"WAC_GATEWAY_ENABLED": "false", **(env or {})}
     core = await build_core(test_config(data_dir, env))
     # Chosen first: the edge admits browsers from the front door's origin.
     listen = listen or free_port()
