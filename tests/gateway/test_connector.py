@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from connectors.kamailio import Dialog, KamailioError, KamailioRpc
 from tests.gateway.conftest import PASSWORD, Gateway, start_gateway
 from tests.sapi.support import sapi_client
 from tests.support.core import add_subscriber, login, running_core
-from tests.support.gateway import SCENARIOS, SipTcp, jsonrpc, require_gateway, traced
+from tests.support.gateway import SipTcp, jsonrpc, require_gateway, start_sipp_uas, traced
 from tests.support.server import free_port
 from tests.support.stack import running_stack
 from tests.support.timing import seconds
@@ -187,23 +186,13 @@ NUMBER = "+34910000001"
 def start_trunk(port: int, directory: Path) -> subprocess.Popen[bytes]:
     """sipp as the trunk (scenarios/trunk_hangup.xml) on UDP port, its
     messages traced in directory/trunk.msg; returns once it listens."""
-    command = ["sipp", "-nostdin", "-sf", str(SCENARIOS / "trunk_hangup.xml"), "-i", "127.0.0.1", "-p", str(port)]
-    command += ["-t", "u1", "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", "1"]
-    command += ["-timeout", f"{seconds(2):.0f}s", "-timeout_error"]
-    command += ["-trace_msg", "-message_file", str(directory / "trunk.msg")]
-    with (directory / "trunk.log").open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + seconds()
-    while time.monotonic() < deadline and process.poll() is None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return process
-        time.sleep(0.01)
-    process.kill()
-    process.wait()
-    raise AssertionError("sipp's trunk did not listen: " + (directory / "trunk.log").read_text(errors="replace"))
+    return start_sipp_uas(
+        port,
+        trace=directory / "trunk.msg",
+        log=directory / "trunk.log",
+        scenario="trunk_hangup.xml",
+        timeout=seconds(2),
+    )
 
 
 def answered_call(caller: SipTcp, token: str) -> str:

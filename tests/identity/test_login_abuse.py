@@ -15,10 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from core.identity import servicer as identity_servicer
 from tests.support.core import add_subscriber, running_core
+from tests.support.status import retry_after
 from tests.support.timing import seconds
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
@@ -47,19 +47,8 @@ async def attempt(stub: identity_pb2_grpc.IdentityServiceStub, username: str, pa
     try:
         await stub.Login(request, metadata=(("x-forwarded-for", address),), timeout=seconds(6))
     except grpc.aio.AioRpcError as err:
-        return Outcome(err.code(), err.details() or "", _retry_after(err))
+        return Outcome(err.code(), err.details() or "", retry_after(err))
     return Outcome(OK)
-
-
-def _retry_after(err: grpc.aio.AioRpcError) -> float | None:
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    info = error_details_pb2.RetryInfo()
-                    detail.Unpack(info)
-                    return info.retry_delay.ToTimedelta().total_seconds()
-    return None
 
 
 class CheckCounter:

@@ -11,11 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from core.db.engine import sqlite_url
 from core.server import Core
 from tests.support.core import add_subscriber, api_key, login, running_core
+from tests.support.status import retry_after
 from tests.support.timing import seconds
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
@@ -37,17 +37,6 @@ async def active(stub: identity_pb2_grpc.IdentityServiceStub, gateway: str, acce
         identity_pb2.VerifyTokenRequest(token=access_token), metadata=(("authorization", f"Bearer {gateway}"),)
     )
     return bool(verdict.active)
-
-
-def retry_after(err: grpc.aio.AioRpcError) -> float | None:
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    info = error_details_pb2.RetryInfo()
-                    detail.Unpack(info)
-                    return info.retry_delay.ToTimedelta().total_seconds()
-    return None
 
 
 class Setup:

@@ -294,14 +294,19 @@ def start_sipp(*args: str, log: Path, timeout: float) -> subprocess.Popen[bytes]
         return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def start_sipp_uas(port: int, *, trace: Path, log: Path, scenario: str = "trunk.xml") -> subprocess.Popen[bytes]:
+def start_sipp_uas(
+    port: int, *, trace: Path, log: Path, scenario: str = "trunk.xml", timeout: float | None = None
+) -> subprocess.Popen[bytes]:
     """sipp as the trunk on UDP port (scenarios/trunk.xml, or another of
     scenarios/): answers one call, echoes its RTP (-rtp_echo), writes every
-    message it sends and receives to trace. Returns once it listens."""
+    message it sends and receives to trace. With ``timeout``, sipp fails
+    once it has waited that many seconds. Returns once it listens."""
     command = ["sipp", "-nostdin", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port)]
     command += ["-t", "u1"]
     command += ["-mi", "127.0.0.1", "-rtp_echo", "-mp", str(free_port()), "-m", "1"]
     command += ["-trace_msg", "-message_file", str(trace)]
+    if timeout is not None:
+        command += ["-timeout", f"{timeout:.0f}s", "-timeout_error"]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + seconds()
