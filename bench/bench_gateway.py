@@ -42,12 +42,10 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +61,7 @@ from common import free_port, percentile, raise_open_files, table, wait_port  # 
 from core.db.engine import create_engine  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
 from core.identity.store import IdentityStore, SubscriberRow  # noqa: E402
+from tests.support.gateway import rtpengine_answers, sip_options_answered, udp_port_taken  # noqa: E402
 from wac import envoy, gateway  # noqa: E402
 from wac.config import load_config  # noqa: E402
 from wac.gatewaykey import read_gateway_key  # noqa: E402
@@ -93,49 +92,6 @@ def process_tree_cpu(pid: int) -> float:
         if stat.parent.name == str(pid) or int(fields[1]) == pid:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
-
-
-def sip_options_answered(port: int) -> bool:
-    """OPTIONS to the gateway itself, which the script answers 200."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        probe.settimeout(0.2)
-        local = probe.getsockname()[1]
-        branch = uuid.uuid4().hex
-        ping = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch}\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={branch[:8]}\r\n"
-            "To: <sip:127.0.0.1>\r\n"
-            f"Call-ID: {branch}\r\n"
-            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        )
-        try:
-            probe.sendto(ping.encode(), ("127.0.0.1", port))
-            return probe.recv(4096).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
-
-
-def rtpengine_answers(port: int) -> bool:
-    """The ng protocol's ping, answered pong."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.settimeout(0.2)
-        try:
-            probe.sendto(b"probe d7:command4:pinge", ("127.0.0.1", port))
-            return b"pong" in probe.recv(1024)
-        except OSError:
-            return False
-
-
-def udp_port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def wait_for(what: str, ready: object, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

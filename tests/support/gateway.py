@@ -56,15 +56,7 @@ class Rtpengine(LocalServer):
         )
 
     def ready(self) -> bool:
-        # The ng protocol's ping: "<cookie> <bencoded dict>", answered "pong".
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.settimeout(0.2)
-            try:
-                probe.sendto(b"probe d7:command4:pinge", ("127.0.0.1", self.port))
-                answer = probe.recv(1024)
-            except OSError:
-                return False
-        return b"pong" in answer
+        return rtpengine_answers(self.port)
 
 
 @dataclass
@@ -110,27 +102,51 @@ class Kamailio(LocalServer):
         )
 
     def ready(self) -> bool:
-        # OPTIONS to the gateway itself is answered 200 by the script.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            probe.settimeout(0.2)
-            local = probe.getsockname()[1]
-            branch = uuid.uuid4().hex
-            ping = (
-                f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch}\r\n"
-                "Max-Forwards: 70\r\n"
-                f"From: <sip:probe@127.0.0.1>;tag={branch}\r\n"
-                "To: <sip:127.0.0.1>\r\n"
-                f"Call-ID: {branch}\r\n"
-                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-            )
-            try:
-                probe.sendto(ping.encode(), ("127.0.0.1", self.port))
-                answer = probe.recv(4096)
-            except OSError:
-                return False
-        return answer.startswith(b"SIP/2.0 200")
+        return sip_options_answered(self.port)
+
+
+def rtpengine_answers(port: int) -> bool:
+    """The ng protocol's ping ("<cookie> <bencoded dict>"), answered "pong"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.2)
+        try:
+            probe.sendto(b"probe d7:command4:pinge", ("127.0.0.1", port))
+            return b"pong" in probe.recv(1024)
+        except OSError:
+            return False
+
+
+def sip_options_answered(port: int) -> bool:
+    """OPTIONS to the gateway itself over UDP, which the script answers 200."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(0.2)
+        local = probe.getsockname()[1]
+        branch = uuid.uuid4().hex
+        ping = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={branch}\r\n"
+            "To: <sip:127.0.0.1>\r\n"
+            f"Call-ID: {branch}\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        try:
+            probe.sendto(ping.encode(), ("127.0.0.1", port))
+            return probe.recv(4096).startswith(b"SIP/2.0 200")
+        except OSError:
+            return False
+
+
+def udp_port_taken(port: int) -> bool:
+    """Whether something listens on UDP port of 127.0.0.1 (it cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 @dataclass
@@ -311,12 +327,8 @@ def start_sipp_uas(
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + seconds()
     while time.monotonic() < deadline and process.poll() is None:
-        # Listening once the port cannot be bound any more.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return process
+        if udp_port_taken(port):
+            return process
         time.sleep(0.01)
     process.kill()
     process.wait()
