@@ -404,6 +404,7 @@ def main() -> int:
                     ws_listen=f"127.0.0.1:{free_port()}",
                     sip_listen=f"127.0.0.1:{sip_port}",
                     jsonrpc_listen=f"127.0.0.1:{free_port()}",
+                    events_listen=f"127.0.0.1:{free_port()}",
                     trunk_uri=f"sip:127.0.0.1:{trunk_port}",
                     rtpengine=f"udp:127.0.0.1:{control_port}",
                     sapi_url=f"http://127.0.0.1:{front_port}",

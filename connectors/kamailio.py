@@ -12,11 +12,12 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from core.calls.gateway import CallReport, GatewayError, ReportKind
 from core.identity.revocations import SessionsRevoked
 
 log = logging.getLogger("wac.gateway")
@@ -78,6 +79,33 @@ class Dialog:
     state: int
     # Unix seconds; 0 until the call is answered.
     start_time: int
+    # Unix seconds: when the INVITE came.
+    init_time: int = 0
+    # The caller's From tag, and its INVITE's CSeq number.
+    from_tag: str = ""
+    cseq: int = 0
+    # The script's dialog variables ($dlg_var): wac_caller, wac_callee, ...
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def report(self) -> CallReport | None:
+        """The dialog as the report wac would have had of it: INVITE while
+        it rings, ANSWER once confirmed; None for a dialog the script did
+        not describe (not one of wac's calls)."""
+        caller, callee = self.variables.get("wac_caller"), self.variables.get("wac_callee")
+        if not caller or not callee or not self.from_tag:
+            return None
+        answered = self.state in (3, 4)
+        return CallReport(
+            kind=ReportKind.ANSWER if answered else ReportKind.INVITE,
+            sip_call_id=self.call_id,
+            from_tag=self.from_tag,
+            caller=caller,
+            callee=callee,
+            caller_session=self.variables.get("wac_session", ""),
+            video=self.variables.get("wac_video") == "1",
+            at=float(self.start_time if answered and self.start_time else self.init_time),
+            cseq=self.cseq,
+        )
 
 
 class KamailioRpc:
@@ -157,12 +185,62 @@ class KamailioRpc:
         """End a call (``dlg.end_dlg``): Kamailio sends BYE to both sides."""
         await self.call("dlg.end_dlg", dialog.h_entry, dialog.h_id)
 
+    async def dialog(self, call_id: str, from_tag: str) -> Dialog | None:
+        """The dialog of that Call-ID and From tag (``dlg.dlg_list``); None
+        when Kamailio holds none."""
+        try:
+            result = await self.call("dlg.dlg_list", call_id, from_tag)
+        except KamailioError as exc:
+            if exc.not_found:
+                return None
+            raise
+        entries = result if isinstance(result, list) else [result]
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("call-id") == call_id:
+                return _dialog(entry)
+        return None
+
+    async def cancel(self, call_id: str, cseq: int) -> None:
+        """Cancel the INVITE transaction of that Call-ID and CSeq number
+        (``tm.cancel``): CANCEL to its branches, 487 to the caller."""
+        await self.call("tm.cancel", call_id, str(cseq))
+
+
+class KamailioCallControl:
+    """Ends gateway calls for wac's HangupCall (core.calls.gateway.GatewayControl)."""
+
+    def __init__(self, rpc: KamailioRpc) -> None:
+        self._rpc = rpc
+
+    async def end_call(self, sip_call_id: str, from_tag: str) -> None:
+        try:
+            dialog = await self._rpc.dialog(sip_call_id, from_tag)
+            if dialog is None:
+                raise GatewayError("the gateway holds no such call")
+            await self._rpc.end_dialog(dialog)
+        except KamailioError as exc:
+            raise GatewayError(exc.detail) from None
+
+    async def cancel_call(self, sip_call_id: str, cseq: int) -> None:
+        try:
+            await self._rpc.cancel(sip_call_id, cseq)
+        except KamailioError as exc:
+            raise GatewayError(exc.detail) from None
+
 
 def _dialog(entry: dict[str, Any]) -> Dialog:
     def number(key: str) -> int:
         value = entry.get(key)
         return value if isinstance(value, int) else 0
 
+    caller = entry.get("caller")
+    caller = caller if isinstance(caller, dict) else {}
+    cseq = str(caller.get("cseq", "0"))
+    # "variables": [{"wac_caller": "alice"}, {"anchored": "1"}, ...]
+    variables: dict[str, str] = {}
+    for item in entry.get("variables") or []:
+        if isinstance(item, dict):
+            variables.update({str(k): str(v) for k, v in item.items()})
     return Dialog(
         h_entry=number("h_entry"),
         h_id=number("h_id"),
@@ -171,6 +249,10 @@ def _dialog(entry: dict[str, Any]) -> Dialog:
         to_uri=str(entry.get("to_uri", "")),
         state=number("state"),
         start_time=number("start_ts"),
+        init_time=number("init_ts"),
+        from_tag=str(caller.get("tag", "")),
+        cseq=int(cseq) if cseq.isdigit() else 0,
+        variables=variables,
     )
 
 

@@ -92,6 +92,11 @@ def aborted(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.ABORTED, message)
 
 
+def unavailable(message: str, retry_after: float | None = None) -> ApiError:
+    """A system wac depends on (the SIP gateway) did not answer; the caller may retry."""
+    return ApiError(grpc.StatusCode.UNAVAILABLE, message, retry_after=retry_after)
+
+
 def exhausted(message: str, retry_after: float | None = None) -> ApiError:
     return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after=retry_after)
 

@@ -58,9 +58,7 @@ class Forwarding:
         return bool(self.hop_key) and hmac.compare_digest(presented.encode(), self.hop_key.encode())
 
 
-def _metadata(
-    metadata: tuple[tuple[str, str | bytes], ...], forwarded_header: str
-) -> tuple[str | None, str, str]:
+def _metadata(metadata: tuple[tuple[str, str | bytes], ...], forwarded_header: str) -> tuple[str | None, str, str]:
     """(bearer credential, forwarded address, x-wac-hop) of a call."""
     token: str | None = None
     forwarded = ""
@@ -225,7 +223,6 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         # Client streaming alone: no wac method has it, and one added later is
         # closed until it is wrapped here (never served without a policy).
         return grpc.stream_unary_rpc_method_handler(_unimplemented)
-
 
     def _limit(self, principal: Principal | None, address: str) -> None:
         """Raise RESOURCE_EXHAUSTED, with the delay to wait, when the caller

@@ -21,11 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors import errors as connector_errors
 from connectors.base import Connector
-from connectors.kamailio import KamailioRpc, RevokedRegistrations
+from connectors.kamailio import KamailioCallControl, KamailioRpc, RevokedRegistrations
+from connectors.kamailio_events import KamailioCallEvents
 from connectors.runner import SyncRunner
 from connectors.setup import Configured, configured, google_linker
 from core.auth.rates import RateTable
+from core.calls.gateway import GatewayCalls
 from core.calls.handler import CallHandler
+from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.contacts.directory import Directory
@@ -93,6 +96,8 @@ class Core:
     # The hop key this core trusts (see wac/hopkey.py), and StreamEvents.
     hop_key: str = ""
     event_streams: EventsServicer | None = None
+    # The gateway's call reports, while [gateway] is enabled.
+    gateway_events: KamailioCallEvents | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -215,6 +220,22 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     await directory_store.fail_interrupted_runs()
     if google is not None:
         await google.start()
+    # Who is in a call, whichever path carries it, for presence.
+    in_call = InCall(presence.set_in_call)
+    gateway_calls: GatewayCalls | None = None
+    gateway_events: KamailioCallEvents | None = None
+    if config.gateway.enabled:
+        # The calls through the SIP gateway, from its reports, in the same
+        # history; HangupCall ends them there.
+        gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen)
+        gateway_calls = GatewayCalls(
+            store=CallStore(engine),
+            in_call=in_call,
+            subscribers=subscribers,
+            control=KamailioCallControl(gateway_rpc),
+        )
+        await gateway_calls.start()
+        gateway_events = KamailioCallEvents(config.gateway.events_listen, gateway_rpc, gateway_calls)
     calls = CallHandler(
         store=CallStore(engine),
         events=events,
@@ -223,7 +244,8 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         config=config.calls,
         ice_config=config.ice,
         device_grace=config.presence.grace_period,
-        on_call_state=presence.set_in_call,
+        in_call=in_call,
+        gateway=gateway_calls,
     )
     await calls.start()
 
@@ -277,6 +299,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
         contacts=book,
         hop_key=hop_key,
         event_streams=event_streams,
+        gateway_events=gateway_events,
     )
     if gateway_registrations is not None:
         # Closed after identity stops (closers run in reverse): no revocation comes later.
@@ -284,6 +307,12 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     core.closers.append(identity.stop)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
+    if gateway_calls is not None and gateway_events is not None:
+        # Closers run in reverse: the reports stop (a background task,
+        # cancelled first), then their writes finish, then the calls stop.
+        core.closers.append(gateway_rpc.close)
+        core.closers.append(gateway_calls.stop)
+        core.background.append(asyncio.create_task(gateway_events.run(), name="gateway-call-events"))
     if google is not None:
         core.closers.append(google.stop)
     core.background.append(asyncio.create_task(_sweep(events), name="event-log-sweep"))

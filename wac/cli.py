@@ -549,6 +549,7 @@ def _gateway(config: Config) -> int:
             ws_listen=settings.ws_listen,
             sip_listen=settings.sip_listen,
             jsonrpc_listen=settings.jsonrpc_listen,
+            events_listen=settings.events_listen,
             trunk_uri=settings.trunk_uri,
             rtpengine=settings.rtpengine,
             sapi_url=settings.sapi_url or f"http://{_connectable(config.envoy.listen)}",

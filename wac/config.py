@@ -250,6 +250,10 @@ class GatewayConfig:
     # Kamailio's JSON-RPC over HTTP (POST /RPC), for wac's vendor connector.
     # Loopback only: it can end calls and read registrations.
     jsonrpc_listen: str = "127.0.0.1:8089"
+    # Kamailio's call events (evapi: a JSON netstring per call answered,
+    # ended or failed), which the core reads for the call history and
+    # presence. Loopback only: they name who calls whom.
+    events_listen: str = "127.0.0.1:8090"
     # The SAPI the gateway asks (identity:verify, identity:authorize,
     # phoneNumbers/{n}). Empty: the front door, http://127.0.0.1:<[envoy] listen port>.
     sapi_url: str = ""

@@ -101,6 +101,7 @@ def render_config(
     ws_listen: str = "127.0.0.1:8088",
     sip_listen: str = "127.0.0.1:5060",
     jsonrpc_listen: str = "127.0.0.1:8089",
+    events_listen: str = "127.0.0.1:8090",
     trunk_uri: str = "sip:127.0.0.1:5090",
     rtpengine: str = "udp:127.0.0.1:22222",
     sapi_url: str = "http://127.0.0.1:8080",
@@ -118,13 +119,24 @@ def render_config(
     ws_host, ws_port = parse_address(ws_listen, what="[gateway] ws_listen")
     sip_host, sip_port = parse_address(sip_listen, what="[gateway] sip_listen")
     rpc_host, rpc_port = parse_address(jsonrpc_listen, what="[gateway] jsonrpc_listen")
-    for host, what in ((ws_host, "ws_listen"), (sip_host, "sip_listen"), (rpc_host, "jsonrpc_listen")):
+    events_host, events_port = parse_address(events_listen, what="[gateway] events_listen")
+    listeners = (
+        (ws_host, "ws_listen"),
+        (sip_host, "sip_listen"),
+        (rpc_host, "jsonrpc_listen"),
+        (events_host, "events_listen"),
+    )
+    for host, what in listeners:
         if not _is_ipv4(host):
             raise ValueError(f"[gateway] {what} must be an IPv4 address and port, got {host!r}")
     if not ipaddress.ip_address(rpc_host).is_loopback:
         raise ValueError(f"[gateway] jsonrpc_listen must be a loopback address (it can end calls), got {rpc_host}")
-    if len({ws_port, sip_port, rpc_port}) != 3:
-        raise ValueError("[gateway] ws_listen, sip_listen and jsonrpc_listen need three different ports")
+    if not ipaddress.ip_address(events_host).is_loopback:
+        raise ValueError(
+            f"[gateway] events_listen must be a loopback address (it tells who calls whom), got {events_host}"
+        )
+    if len({ws_port, sip_port, rpc_port, events_port}) != 4:
+        raise ValueError("[gateway] ws_listen, sip_listen, jsonrpc_listen and events_listen need four different ports")
     trunk = parse_trunk(trunk_uri)
     control = _RTPENGINE.match(rtpengine)
     if control is None or not _is_ipv4(control["host"]):
@@ -145,6 +157,8 @@ def render_config(
         "sip_port": str(sip_port),
         "jsonrpc_host": rpc_host,
         "jsonrpc_port": str(rpc_port),
+        "events_host": events_host,
+        "events_port": str(events_port),
         "trunk_uri": trunk.uri,
         "trunk_host": trunk.host,
         "trunk_port": str(trunk.port),

@@ -24,7 +24,11 @@ Guarantees:
 - Writes are group-committed (``writer.py``): a transition still returns
   only once its row is committed.
 - Presence hears in-call changes after the call's own events, from a
-  background worker, coalesced to each subscriber's latest state.
+  background worker, coalesced to each subscriber's latest state
+  (``incall.py``, shared with the SIP gateway's calls).
+- Calls through the SIP gateway (``gateway.py``) are in the same history;
+  HangupCall ends them through the gateway, and the other inputs, which are
+  SIP's there, are FAILED_PRECONDITION.
 
 Access rules (the machine then checks which *device* may act):
 
@@ -51,11 +55,10 @@ Access rules (the machine then checks which *device* may act):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -63,6 +66,8 @@ from typing import Any, Protocol, TypeVar
 from core import errors, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
 from core.calls import ice, messages
+from core.calls.gateway import GatewayCalls
+from core.calls.incall import InCall
 from core.calls.machine import (
     CallError,
     CallInfo,
@@ -77,6 +82,7 @@ from core.calls.machine import (
     SessionDescription,
     StartTimer,
     TimerKind,
+    Via,
     check_sdp,
     is_uri_callee,
 )
@@ -96,9 +102,6 @@ DISPLAY_NAME_CACHE_SIZE = 10_000
 ONLINE_WAIT = 2.0
 MAX_CALL_ID = 64
 MAX_CALLEE = 256
-
-CallStateListener = Callable[[str, bool], Awaitable[None]]
-"""(username, in_call): the subscriber's in-call state changed."""
 
 Step = Callable[[CallMachine, float], list[Effect]]
 T = TypeVar("T")
@@ -155,11 +158,14 @@ class CallHandler:
         config: CallsConfig,
         ice_config: IceConfig,
         device_grace: float,
-        on_call_state: CallStateListener | None = None,
+        in_call: InCall | None = None,
+        gateway: GatewayCalls | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``device_grace`` is how long a restored call waits for its devices
-        to reconnect after a restart (the device registry's grace period)."""
+        to reconnect after a restart (the device registry's grace period).
+        ``in_call`` (started and stopped here) tells presence who is in a
+        call; ``gateway`` holds the calls through the SIP gateway."""
         self._store = store
         self._writer = GroupWriter(store)
         self._events = events
@@ -168,14 +174,13 @@ class CallHandler:
         self._config = config
         self._ice = ice_config
         self._device_grace = device_grace
-        self._on_call_state = on_call_state
+        self._in_call = in_call or InCall()
+        self._gateway = gateway
         self._clock = clock
         self._locks = _CallLocks()
         self._live: dict[str, CallMachine] = {}
         # session id -> live calls it takes part in (caller or offered device)
         self._by_device: dict[str, set[str]] = {}
-        # username -> its ACTIVE calls: busy-on-busy and in-call presence
-        self._active: dict[str, set[str]] = {}
         # The bounds on creation: caller -> its live calls placed, callee ->
         # the calls ringing at it. A call enters both when it passes the
         # check in create(), and leaves them when it ends (the callee's also
@@ -188,23 +193,13 @@ class CallHandler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnect_check: asyncio.TimerHandle | None = None
         self._stopped = False
-        # In-call changes go to presence off the calls' own path (a call's
-        # events must not wait for presence to fan out), one subscriber at a
-        # time, coalesced: presence hears each subscriber's latest state.
-        self._call_states: asyncio.Queue[str] = asyncio.Queue()
-        self._in_call_wanted: dict[str, bool] = {}
-        self._in_call_told: set[str] = set()
-        self._call_state_worker: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------
     async def start(self) -> None:
         """Reload the live calls and re-arm their timers; listen for lost devices."""
         self._devices.on_lost(self._device_lost)
         self._devices.on_online(self._device_online)
-        if self._on_call_state is not None:
-            self._call_state_worker = asyncio.create_task(
-                self._tell_call_states(self._on_call_state), name="calls-in-call-state"
-            )
+        self._in_call.start()
         for call_id, snapshot in await self._store.live_snapshots():
             try:
                 machine = CallMachine.restore(snapshot)
@@ -216,8 +211,6 @@ class CallHandler:
                 self._mark_active(machine.info())
             for timer in machine.pending_timers():
                 self._arm(call_id, timer.kind, timer.at)
-        for username in tuple(self._active):
-            self._tell_call_state(username, True)
         if self._live:
             log.info("restored %d live call(s)", len(self._live))
             self._reconnect_check = asyncio.get_running_loop().call_later(
@@ -238,11 +231,7 @@ class CallHandler:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._writer.close()
-        if self._call_state_worker is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._call_states.join(), 2.0)
-            self._call_state_worker.cancel()
-            await asyncio.gather(self._call_state_worker, return_exceptions=True)
+        await self._in_call.stop()
 
     # -- subscriber inputs --------------------------------------------
     async def create(
@@ -280,7 +269,7 @@ class CallHandler:
                 offer=offer,
                 online_devices=online,
                 now=self._clock(),
-                callee_busy=bool(self._active.get(callee)),
+                callee_busy=self._in_call.busy(callee),
                 busy_on_busy=self._config.busy_on_busy,
                 ring_timeout=self._config.ring_timeout,
                 max_ice_candidates=self._config.max_candidates,
@@ -295,31 +284,25 @@ class CallHandler:
             self._count(machine.info())
         return await self._run(self._begin(machine, effects, display_name))
 
-    async def answer(
-        self, who: SubscriberPrincipal, call_id: str, answer: SessionDescription
-    ) -> CallInfo:
-        return await self._act(
-            who, call_id, lambda m, now: m.answer(device=who.session_id, answer=answer, now=now)
-        )
+    async def answer(self, who: SubscriberPrincipal, call_id: str, answer: SessionDescription) -> CallInfo:
+        return await self._act(who, call_id, lambda m, now: m.answer(device=who.session_id, answer=answer, now=now))
 
     async def reject(self, who: SubscriberPrincipal, call_id: str, *, busy: bool) -> CallInfo:
-        return await self._act(
-            who, call_id, lambda m, now: m.reject(device=who.session_id, busy=busy, now=now)
-        )
+        return await self._act(who, call_id, lambda m, now: m.reject(device=who.session_id, busy=busy, now=now))
 
     async def hangup(self, who: Principal, call_id: str) -> CallInfo:
         """A party's hangup, or an operator's (a service with calls.write)."""
+        if not isinstance(who, SubscriberPrincipal) and not who.has_scope("calls.write"):
+            raise errors.permission_denied("ending a call needs the calls.write scope")
+        if self._gateway is not None and self._gateway.holds(call_id):
+            return await self._gateway.hangup(who, call_id)
         if isinstance(who, SubscriberPrincipal):
             return await self._act(
                 who,
                 call_id,
                 lambda m, now: m.hangup(by_username=who.username, by_device=who.session_id, now=now),
             )
-        if not who.has_scope("calls.write"):
-            raise errors.permission_denied("ending a call needs the calls.write scope")
-        return await self._act(
-            who, call_id, lambda m, now: m.hangup(by_username=who.key_name, by_device=None, now=now)
-        )
+        return await self._act(who, call_id, lambda m, now: m.hangup(by_username=who.key_name, by_device=None, now=now))
 
     async def ice_candidate(
         self,
@@ -340,9 +323,7 @@ class CallHandler:
             durable=False,
         )
 
-    async def renegotiate(
-        self, who: SubscriberPrincipal, call_id: str, description: SessionDescription
-    ) -> CallInfo:
+    async def renegotiate(self, who: SubscriberPrincipal, call_id: str, description: SessionDescription) -> CallInfo:
         return await self._act(
             who,
             call_id,
@@ -416,6 +397,8 @@ class CallHandler:
             elif call is None:
                 raise errors.not_found(f"call '{call_id}' does not exist")
             if machine is None:
+                if call.via is Via.SIP and call.state is not CallState.ENDED:
+                    raise errors.failed_precondition("this call goes through the SIP gateway: its signalling is SIP's")
                 # Only ended calls are not live: every live call of this core
                 # is in memory from its creation or from start().
                 raise errors.failed_precondition("call has ended")
@@ -474,18 +457,11 @@ class CallHandler:
             _discard(self._ringing_at, call.callee, call_id)
         if was is not CallState.ACTIVE and call.state is CallState.ACTIVE:
             self._mark_active(call)
-            for username in (call.caller, call.callee):
-                self._tell_call_state(username, True)
         if call.state is CallState.ENDED:
             self._forget(machine)
             log.debug("call %s ended %s by %s", call_id, call.end_reason, call.ended_by)
             if was is CallState.ACTIVE:
-                for username in (call.caller, call.callee):
-                    calls = self._active.get(username, set())
-                    calls.discard(call_id)
-                    if not calls:
-                        self._active.pop(username, None)
-                        self._tell_call_state(username, False)
+                self._in_call.remove(call_id, call.caller, call.callee)
 
     # -- bookkeeping --------------------------------------------------
     def _adopt(self, machine: CallMachine) -> None:
@@ -519,31 +495,7 @@ class CallHandler:
                     del self._by_device[device]
 
     def _mark_active(self, call: CallInfo) -> None:
-        for username in (call.caller, call.callee):
-            self._active.setdefault(username, set()).add(call.call_id)
-
-    def _tell_call_state(self, username: str, in_call: bool) -> None:
-        if self._on_call_state is None:
-            return
-        if username not in self._in_call_wanted:
-            self._call_states.put_nowait(username)
-        self._in_call_wanted[username] = in_call
-
-    async def _tell_call_states(self, listener: CallStateListener) -> None:
-        while True:
-            username = await self._call_states.get()
-            in_call = self._in_call_wanted.pop(username)
-            try:
-                if in_call != (username in self._in_call_told):
-                    await listener(username, in_call)
-                    if in_call:
-                        self._in_call_told.add(username)
-                    else:
-                        self._in_call_told.discard(username)
-            except Exception:
-                log.exception("in-call state listener failed for %s", username)
-            finally:
-                self._call_states.task_done()
+        self._in_call.add(call.call_id, call.caller, call.callee)
 
     async def _require_online(self, who: SubscriberPrincipal) -> None:
         """The caller's device must be online; a Subscribe sent just before
@@ -591,9 +543,7 @@ class CallHandler:
         if self._stopped:
             return
         delay = max(0.0, at - self._clock())
-        self._timers[(call_id, kind)] = asyncio.get_running_loop().call_later(
-            delay, self._timer_due, call_id, kind
-        )
+        self._timers[(call_id, kind)] = asyncio.get_running_loop().call_later(delay, self._timer_due, call_id, kind)
 
     def _disarm(self, call_id: str, kind: TimerKind) -> None:
         handle = self._timers.pop((call_id, kind), None)

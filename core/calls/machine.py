@@ -198,6 +198,14 @@ class EndReason(enum.Enum):
     OPERATOR = "OPERATOR"
 
 
+class Via(enum.Enum):
+    """The signalling path of a call (``wac.v1.Call.Via``): this machine's
+    over the WAPI, or SIP through the gateway, which wac only observes."""
+
+    WAPI = "WAPI"
+    SIP = "SIP"
+
+
 class DeviceState(enum.Enum):
     """Where one offered callee device stands."""
 
@@ -308,7 +316,8 @@ class CallInfo:
     """A read-only view of a call at one moment, the fields of ``wac.v1.Call``.
 
     ``end_detail`` is a human-readable explanation of the end (for logs and
-    error details); it has no field in ``wac.v1.Call``.
+    error details); it has no field in ``wac.v1.Call``. ``sip_call_id`` is
+    the SIP Call-ID of a call through the gateway.
     """
 
     call_id: str
@@ -325,6 +334,8 @@ class CallInfo:
     end_reason: EndReason | None
     ended_by: str | None
     end_detail: str
+    via: Via = Via.WAPI
+    sip_call_id: str = ""
 
     @property
     def duration(self) -> float | None:
@@ -389,9 +400,7 @@ class CallEnded:
     reason: EndReason
 
 
-CallEvent: TypeAlias = (
-    CallInvited | CallRinging | CallAnswered | CallUpdated | IceCandidateReceived | CallEnded
-)
+CallEvent: TypeAlias = CallInvited | CallRinging | CallAnswered | CallUpdated | IceCandidateReceived | CallEnded
 
 
 # --- Effects: what the servicer must do. -------------------------------------
@@ -639,9 +648,7 @@ class CallMachine:
         )
         if early is not None:
             reason, detail = early
-            return machine, machine._end(
-                reason, ENDED_BY_WAC, now, detail, [((caller_device,), reason)]
-            )
+            return machine, machine._end(reason, ENDED_BY_WAC, now, detail, [((caller_device,), reason)])
 
         machine.ring_deadline = now + ring_timeout
         call = machine.info()
@@ -764,10 +771,7 @@ class CallMachine:
             raise _invalid("candidate", "is required unless end_of_candidates is set")
         if candidate is not None and end_of_candidates:
             raise _invalid("candidate", "must be unset when end_of_candidates is set")
-        if (
-            candidate is not None
-            and len(candidate.candidate.encode(errors="surrogatepass")) > MAX_CANDIDATE_BYTES
-        ):
+        if candidate is not None and len(candidate.candidate.encode(errors="surrogatepass")) > MAX_CANDIDATE_BYTES:
             raise _invalid("candidate.candidate", f"is longer than {MAX_CANDIDATE_BYTES} bytes")
         self._require_not_ended()
 
@@ -793,9 +797,7 @@ class CallMachine:
         event = IceCandidateReceived(self.call_id, candidate, end_of_candidates)
         return [Deliver(targets, event)]
 
-    def renegotiate(
-        self, *, from_device: str, description: SessionDescription, now: float
-    ) -> list[Effect]:
+    def renegotiate(self, *, from_device: str, description: SessionDescription, now: float) -> list[Effect]:
         """Relay a new offer, or the answer to the other side's offer, of an active call."""
         if from_device != self.caller_device and from_device not in self.devices:
             raise _denied("this device is not a party to the call")
@@ -818,9 +820,7 @@ class CallMachine:
         outstanding = self.offer_outstanding_from
         if description.type is DescriptionType.OFFER:
             if side is Side.CALLEE and outstanding is Side.CALLER:
-                raise _precondition(
-                    "renegotiation glare: the caller's offer wins; answer it and retry"
-                )
+                raise _precondition("renegotiation glare: the caller's offer wins; answer it and retry")
             # No offer, our own older offer, or (caller only) the callee's
             # offer, which this one overrides.
             self.offer_outstanding_from = side
@@ -909,9 +909,7 @@ class CallMachine:
             "ended_by": self.ended_by,
             "end_detail": self.end_detail,
             "ring_deadline": self.ring_deadline,
-            "offer_outstanding_from": (
-                self.offer_outstanding_from.value if self.offer_outstanding_from else None
-            ),
+            "offer_outstanding_from": (self.offer_outstanding_from.value if self.offer_outstanding_from else None),
             "ice_candidates": self.ice_candidates,
             "max_ice_candidates": self.max_ice_candidates,
             "max_sdp_bytes": self.max_sdp_bytes,
@@ -1027,9 +1025,7 @@ class CallMachine:
         self.offer_outstanding_from = None
         call = self.info()
         effects: list[Effect] = [
-            Deliver(devices, CallEnded(call, device_reason))
-            for devices, device_reason in notify
-            if devices
+            Deliver(devices, CallEnded(call, device_reason)) for devices, device_reason in notify if devices
         ]
         effects.extend(self._cancel_ring_timer())
         return effects

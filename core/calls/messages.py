@@ -38,6 +38,8 @@ def call_pb(call: m.CallInfo) -> calls_pb2.Call:
         end_time=timestamp(call.end_time),
         end_reason=call.end_reason.value if call.end_reason else None,
         ended_by=call.ended_by or "",
+        via=call.via.value,
+        sip_call_id=call.sip_call_id,
     )
     if call.duration is not None:
         message.duration.CopyFrom(duration(call.duration))
@@ -76,21 +78,15 @@ def event_pb(event: m.CallEvent, *, caller_display_name: str = "") -> events_pb2
             )
         case m.CallUpdated(call, description):
             return events_pb2.Event(
-                call_updated=events_pb2.CallUpdated(
-                    call=call_pb(call), description=description_pb(description)
-                )
+                call_updated=events_pb2.CallUpdated(call=call_pb(call), description=description_pb(description))
             )
         case m.IceCandidateReceived(call_id, candidate, end_of_candidates):
-            received = events_pb2.IceCandidateReceived(
-                call_id=call_id, end_of_candidates=end_of_candidates
-            )
+            received = events_pb2.IceCandidateReceived(call_id=call_id, end_of_candidates=end_of_candidates)
             if candidate is not None:
                 received.candidate.CopyFrom(candidate_pb(candidate))
             return events_pb2.Event(ice_candidate=received)
         case m.CallEnded(call, reason):
-            return events_pb2.Event(
-                call_ended=events_pb2.CallEnded(call=call_pb(call), reason=reason.value)
-            )
+            return events_pb2.Event(call_ended=events_pb2.CallEnded(call=call_pb(call), reason=reason.value))
     raise TypeError(f"not a call event: {event!r}")  # pragma: no cover
 
 
@@ -100,9 +96,7 @@ def description(field: str, message: calls_pb2.SessionDescription) -> m.SessionD
         if not message.sdp:
             raise errors.invalid(field, "is required")
         raise errors.invalid(f"{field}.type", "is required: OFFER or ANSWER")
-    return m.SessionDescription(
-        m.DescriptionType(calls_pb2.SessionDescription.Type.Name(message.type)), message.sdp
-    )
+    return m.SessionDescription(m.DescriptionType(calls_pb2.SessionDescription.Type.Name(message.type)), message.sdp)
 
 
 def media(message: calls_pb2.CreateCallRequest) -> m.Media:
@@ -119,9 +113,7 @@ def candidate(message: calls_pb2.SendIceCandidateRequest) -> m.IceCandidate | No
     if len(c.sdp_mid.encode()) > MAX_SDP_MID_BYTES:
         raise errors.invalid("candidate.sdp_mid", f"is longer than {MAX_SDP_MID_BYTES} bytes")
     if len(c.username_fragment.encode()) > MAX_UFRAG_BYTES:
-        raise errors.invalid(
-            "candidate.username_fragment", f"is longer than {MAX_UFRAG_BYTES} bytes"
-        )
+        raise errors.invalid("candidate.username_fragment", f"is longer than {MAX_UFRAG_BYTES} bytes")
     if c.sdp_m_line_index < 0:
         raise errors.invalid("candidate.sdp_m_line_index", "must not be negative")
     return m.IceCandidate(c.candidate, c.sdp_mid, c.sdp_m_line_index, c.username_fragment)

@@ -67,9 +67,7 @@ class CallsServicer(calls_pb2_grpc.CallsServiceServicer):
         description = messages.description("description", request.description)
         return messages.call_pb(await self._calls.renegotiate(who, request.call_id, description))
 
-    async def GetCall(
-        self, request: calls_pb2.GetCallRequest, context: grpc.aio.ServicerContext
-    ) -> calls_pb2.Call:
+    async def GetCall(self, request: calls_pb2.GetCallRequest, context: grpc.aio.ServicerContext) -> calls_pb2.Call:
         who = current()
         assert who is not None
         return messages.call_pb(await self._calls.get(who, request.call_id))
@@ -86,9 +84,7 @@ class CallsServicer(calls_pb2_grpc.CallsServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        return calls_pb2.ListCallsResponse(
-            calls=[messages.call_pb(c) for c in calls], next_page_token=next_token
-        )
+        return calls_pb2.ListCallsResponse(calls=[messages.call_pb(c) for c in calls], next_page_token=next_token)
 
     async def GetIceServers(
         self, request: calls_pb2.GetIceServersRequest, context: grpc.aio.ServicerContext
@@ -96,8 +92,7 @@ class CallsServicer(calls_pb2_grpc.CallsServiceServicer):
         servers, ttl = self._calls.ice_servers(subscriber())
         response = calls_pb2.GetIceServersResponse(
             ice_servers=[
-                calls_pb2.IceServer(urls=s.urls, username=s.username, credential=s.credential)
-                for s in servers
+                calls_pb2.IceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers
             ]
         )
         if ttl:

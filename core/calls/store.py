@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
 from core.calls import tables as t
-from core.calls.machine import CallInfo, CallState, EndReason, Media
+from core.calls.machine import CallInfo, CallState, EndReason, Media, Via
 from core.db.work import work_for
 
 _LIVE_STATES = (CallState.RINGING.value, CallState.ACTIVE.value)
@@ -53,6 +53,8 @@ def _values(call: CallInfo, snapshot: Mapping[str, Any] | None) -> dict[str, Any
         "end_detail": call.end_detail,
         "offered_devices": json.dumps(list(call.offered_devices)),
         "snapshot": json.dumps(snapshot, separators=(",", ":")) if snapshot is not None else None,
+        "via": call.via.value,
+        "sip_call_id": call.sip_call_id or None,
     }
 
 
@@ -73,6 +75,8 @@ def _call(row: Any) -> CallInfo:
         end_reason=EndReason(m["end_reason"]) if m["end_reason"] else None,
         ended_by=m["ended_by"],
         end_detail=m["end_detail"] or "",
+        via=Via(m["via"]),
+        sip_call_id=m["sip_call_id"] or "",
     )
 
 
@@ -114,10 +118,21 @@ class CallStore:
         return StoredCall(_call(row), json.loads(raw) if raw else None)
 
     async def live_snapshots(self) -> list[tuple[str, dict[str, Any]]]:
-        """(call id, snapshot) of every call that has not ended."""
-        query = select(t.calls.c.call_id, t.calls.c.snapshot).where(t.calls.c.state.in_(_LIVE_STATES))
+        """(call id, snapshot) of every call of the call machine (WAPI) that
+        has not ended."""
+        c = t.calls.c
+        query = select(c.call_id, c.snapshot).where(c.state.in_(_LIVE_STATES), c.via == Via.WAPI.value)
         rows = await self._work.read(lambda conn: conn.execute(query).all())
         return [(r[0], json.loads(r[1])) for r in rows if r[1]]
+
+    async def live_calls(self, via: Via) -> list[StoredCall]:
+        """The calls of one path that have not ended, with their snapshots."""
+        c = t.calls.c
+        query = select(t.calls).where(c.state.in_(_LIVE_STATES), c.via == via.value)
+        rows = await self._work.read(lambda conn: conn.execute(query).all())
+        return [
+            StoredCall(_call(r), json.loads(r._mapping["snapshot"]) if r._mapping["snapshot"] else None) for r in rows
+        ]
 
     async def list_calls(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Index, String, Table, Text, text
 
 from core.db.metadata import metadata
 
@@ -29,8 +29,14 @@ calls = Table(
     Column("end_detail", Text, nullable=False, default=""),
     Column("offered_devices", Text, nullable=False, default="[]"),  # JSON list of session ids
     # The machine's snapshot (JSON) while the call is live; NULL once ended,
-    # when the columns above say all there is to say.
+    # when the columns above say all there is to say. For a call through the
+    # gateway, what wac needs to end it there (its dialog's From tag, CSeq).
     Column("snapshot", Text, nullable=True),
+    # WAPI (wac's call machine) or SIP (through the gateway): the Via values.
+    Column("via", String(8), nullable=False, server_default=text("'WAPI'")),
+    # The SIP Call-ID of a call through the gateway, for operators matching
+    # it with the gateway's logs.
+    Column("sip_call_id", String(256), nullable=True),
 )
 # A subscriber's calls newest first: one index per role, merged by the query;
 # call_id breaks ties in create_time so that paging is a pure index walk.

@@ -405,9 +405,7 @@ class IdentityStore:
         lock (if any) is over at ``now``; their count."""
         table = t.login_failures
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                delete(table).where(table.c.first_time < before, table.c.locked_until <= now)
-            )
+            result = await conn.execute(delete(table).where(table.c.first_time < before, table.c.locked_until <= now))
         return int(result.rowcount or 0)
 
 

@@ -13,6 +13,7 @@ import pytest
 from core import errors
 from core.auth.principal import SubscriberPrincipal
 from core.calls.handler import CallHandler
+from core.calls.incall import InCall
 from core.calls.machine import CallState, DescriptionType, EndReason, Media, SessionDescription
 from core.calls.store import CallStore
 from core.db.engine import create_engine, sqlite_url
@@ -71,7 +72,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         config=CallsConfig(),
         ice_config=IceConfig(),
         device_grace=0.05,
-        on_call_state=on_call_state,
+        in_call=InCall(on_call_state),
     )
     await rig_.handler.start()
     try:

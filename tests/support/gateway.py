@@ -67,6 +67,7 @@ class KamailioSettings:
     trunk_port: int
     ws_port: int = field(default_factory=free_port)
     jsonrpc_port: int = field(default_factory=free_port)
+    events_port: int = field(default_factory=free_port)
 
 
 class Kamailio(LocalServer):
@@ -86,6 +87,7 @@ class Kamailio(LocalServer):
             ws_listen=f"127.0.0.1:{s.ws_port}",
             sip_listen=f"127.0.0.1:{self.port}",
             jsonrpc_listen=f"127.0.0.1:{s.jsonrpc_port}",
+            events_listen=f"127.0.0.1:{s.events_port}",
             trunk_uri=f"sip:127.0.0.1:{s.trunk_port}",
             rtpengine=s.rtpengine,
             sapi_url=s.sapi_url,

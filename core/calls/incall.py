@@ -1,0 +1,103 @@
+"""Who is in a call: the answered calls of each subscriber, whichever path
+carried them (the WAPI's call machine or the SIP gateway), and the worker
+that tells presence when a subscriber's in-call state changes.
+
+Presence hears each change off the calls' own path (a call's events must not
+wait for presence to fan out), one subscriber at a time and coalesced: a
+subscriber whose state flips twice before the worker reaches it is told
+only its latest state, and never the same state twice in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("wac.calls")
+
+CallStateListener = Callable[[str, bool], Awaitable[None]]
+"""(username, in_call): the subscriber's in-call state changed."""
+
+
+class InCall:
+    """username -> the ids of its answered (ACTIVE) calls. Parties that are
+    not subscribers (a tel: or sip: URI) are never added."""
+
+    def __init__(self, listener: CallStateListener | None = None) -> None:
+        self._listener = listener
+        self._active: dict[str, set[str]] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._wanted: dict[str, bool] = {}
+        self._told: set[str] = set()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._listener is not None and self._worker is None:
+            self._worker = asyncio.create_task(self._tell(self._listener), name="calls-in-call-state")
+
+    async def stop(self) -> None:
+        """Tell what is queued (for a moment), then stop the worker."""
+        if self._worker is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 2.0)
+        self._worker.cancel()
+        await asyncio.gather(self._worker, return_exceptions=True)
+        self._worker = None
+
+    def busy(self, username: str) -> bool:
+        """Whether the subscriber has an answered call now."""
+        return bool(self._active.get(username))
+
+    def users(self) -> tuple[str, ...]:
+        return tuple(self._active)
+
+    def add(self, call_id: str, *usernames: str) -> None:
+        """The call is answered: its parties are in a call."""
+        for username in usernames:
+            calls = self._active.setdefault(username, set())
+            if not calls:
+                self._want(username, True)
+            calls.add(call_id)
+
+    def remove(self, call_id: str, *usernames: str) -> None:
+        """The call ended: its parties leave it, and their in-call state when
+        it was their last."""
+        for username in usernames:
+            calls = self._active.get(username)
+            if calls is None or call_id not in calls:
+                continue
+            calls.discard(call_id)
+            if not calls:
+                del self._active[username]
+                self._want(username, False)
+
+    def tell_all(self) -> None:
+        """Tell presence every subscriber in a call (after a restart)."""
+        for username in self._active:
+            self._want(username, True)
+
+    def _want(self, username: str, in_call: bool) -> None:
+        if self._listener is None:
+            return
+        if username not in self._wanted:
+            self._queue.put_nowait(username)
+        self._wanted[username] = in_call
+
+    async def _tell(self, listener: CallStateListener) -> None:
+        while True:
+            username = await self._queue.get()
+            in_call = self._wanted.pop(username)
+            try:
+                if in_call != (username in self._told):
+                    await listener(username, in_call)
+                    if in_call:
+                        self._told.add(username)
+                    else:
+                        self._told.discard(username)
+            except Exception:
+                log.exception("in-call state listener failed for %s", username)
+            finally:
+                self._queue.task_done()
