@@ -56,6 +56,7 @@ async def start_gateway(
     sapi_url: str | None = None,
     gateway_key: str | None = None,
     jsonrpc_port: int | None = None,
+    events_port: int | None = None,
 ) -> Gateway:
     """rtpengine and Kamailio in directory, asking sapi_url (default: the
     stack's front door) with gateway_key (default: the one the core provisioned)."""
@@ -70,6 +71,7 @@ async def start_gateway(
         trunk_port=free_port(),
         ws_port=ws_port,
         jsonrpc_port=jsonrpc_port or free_port(),
+        events_port=events_port or free_port(),
     )
     kamailio = Kamailio(directory, settings)
     try:
@@ -82,13 +84,20 @@ async def start_gateway(
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The core's vendor connector on this Kamailio: its JSON-RPC and its call reports."""
     require_gateway()
-    ws_port = free_port()
-    async with running_stack(tmp_path / "data", gateway_ws=f"127.0.0.1:{ws_port}") as stack:
+    ws_port, jsonrpc_port, events_port = free_port(), free_port(), free_port()
+    env = {
+        "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}",
+        "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{events_port}",
+    }
+    async with running_stack(tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}") as stack:
         core = stack.core
         await add_subscriber(core, "alice", PASSWORD, roles=["user", "pstn"], phone_numbers=["+34600111001"])
         await add_subscriber(core, "bob", PASSWORD, phone_numbers=["+34600111002"])
-        running = await start_gateway(tmp_path, stack, ws_port=ws_port)
+        running = await start_gateway(
+            tmp_path, stack, ws_port=ws_port, jsonrpc_port=jsonrpc_port, events_port=events_port
+        )
         try:
             yield running
         finally:

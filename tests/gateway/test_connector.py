@@ -8,38 +8,19 @@ import asyncio
 import logging
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from connectors.kamailio import Dialog, KamailioError, KamailioRpc
-from tests.gateway.conftest import PASSWORD, Gateway, start_gateway
+from tests.gateway.conftest import PASSWORD, Gateway
 from tests.sapi.support import sapi_client
 from tests.support.core import add_subscriber, login, running_core
-from tests.support.gateway import SipTcp, jsonrpc, require_gateway, start_sipp_uas, traced
+from tests.support.gateway import SipTcp, jsonrpc, start_sipp_uas, traced
 from tests.support.server import free_port
-from tests.support.stack import running_stack
 from tests.support.timing import seconds
 from wac.v1 import identity_pb2, identity_pb2_grpc
-
-
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    """As conftest's, with the core's [gateway] jsonrpc_listen on this Kamailio."""
-    require_gateway()
-    ws_port, jsonrpc_port = free_port(), free_port()
-    env = {"WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}"}
-    async with running_stack(tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}") as stack:
-        await add_subscriber(stack.core, "alice", PASSWORD, roles=["user", "pstn"])
-        await add_subscriber(stack.core, "bob", PASSWORD)
-        running = await start_gateway(tmp_path, stack, ws_port=ws_port, jsonrpc_port=jsonrpc_port)
-        try:
-            yield running
-        finally:
-            await asyncio.to_thread(running.kamailio.stop)
-            await asyncio.to_thread(running.rtpengine.stop)
 
 
 def rpc_port(gateway: Gateway) -> int:

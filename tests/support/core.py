@@ -27,6 +27,8 @@ def test_config(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         # Not the default port: a revocation in a test must not reach the
         # Kamailio of a `make run` on this machine (its registrations).
         "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{free_port()}",
+        # Nor its call reports into a test's history.
+        "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{free_port()}",
     }
     return load_config(None, {**base, **(env or {})})
 
