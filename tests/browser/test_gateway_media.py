@@ -29,11 +29,18 @@ async def gateway_demo(playwright: Playwright, tmp_path: Path) -> AsyncIterator[
     """The demo's stack with its front door's /sip proxied to a real gateway;
     alice may call numbers (call.pstn)."""
     require_gateway()
-    ws_port = free_port()
+    ws_port, jsonrpc_port, events_port = free_port(), free_port(), free_port()
+    # The core's vendor connector on this Kamailio: its calls go in the history.
+    env = {
+        "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}",
+        "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{events_port}",
+    }
     async with open_demo(
-        playwright, tmp_path / "data", gateway_ws=f"127.0.0.1:{ws_port}", roles={"alice": ["user", "pstn"]}
+        playwright, tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}", roles={"alice": ["user", "pstn"]}
     ) as demo:
-        gateway = await start_gateway(tmp_path, demo.stack, ws_port=ws_port)
+        gateway = await start_gateway(
+            tmp_path, demo.stack, ws_port=ws_port, jsonrpc_port=jsonrpc_port, events_port=events_port
+        )
         try:
             yield demo, gateway
         finally:
@@ -80,6 +87,12 @@ async def test_a_browser_calls_a_number_with_media_both_ways_and_hangs_up(
 
         await alice.testid("hangup").click()
         await alice.expect_ended("COMPLETED")
+        # The call is in alice's history, through the gateway, to the number.
+        await alice.testid("history-refresh").click()
+        row = alice.testid("history-row").first
+        await expect(row).to_have_attribute("data-reason", "COMPLETED", timeout=ms())
+        await expect(row).to_have_attribute("data-via", "sip")
+        await expect(row).to_contain_text(NUMBER)
         # The trunk's call ended with the browser's BYE: sipp's scenario is complete.
         assert await asyncio.to_thread(trunk.wait, seconds()) == 0, (tmp_path / "trunk.log").read_text()
     finally:
@@ -113,6 +126,14 @@ async def test_a_sip_call_between_two_browsers_through_the_gateway(gateway_demo:
     await bob.expect_ended("COMPLETED")
     [bob_end] = await bob.wait_ended()
     assert bob_end["direction"] == "incoming" and bob_end["endedBy"] == "alice", bob_end
+    # Both histories hold the one call, ended by alice.
+    for phone in (alice, bob):
+        await phone.testid("history-refresh").click()
+        row = phone.testid("history-row").first
+        await expect(row).to_have_attribute("data-reason", "COMPLETED", timeout=ms())
+        await expect(row).to_have_attribute("data-via", "sip")
+    rows = [await p.testid("history-row").first.get_attribute("data-call-id") for p in (alice, bob)]
+    assert rows[0] == rows[1] and rows[0]
 
 
 async def test_a_call_from_the_trunk_rings_both_browsers_of_the_numbers_holder_and_one_answers(

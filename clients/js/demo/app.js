@@ -692,7 +692,7 @@ function historyRow(info) {
   if (info.endReason === "COMPLETED" && info.duration) result += ` · ${Math.round(parseFloat(info.duration))} s`;
   return el(
     "tr",
-    { "data-testid": "history-row", dataset: { callId: info.callId, reason: info.endReason ?? info.state } },
+    { "data-testid": "history-row", dataset: { callId: info.callId, reason: info.endReason ?? info.state, via: info.via === "SIP" ? "sip" : "wapi" } },
     el("td", {}, el("time", { datetime: when.toISOString() }, today ? when.toLocaleTimeString() : when.toLocaleString())),
     el("td", {}, el("span", { class: "direction", "aria-label": outgoing ? "outgoing" : "incoming" }, outgoing ? "↗ " : "↙ "), nameOf(peer), info.media?.video ? " (video)" : ""),
     el("td", {}, result),
