@@ -52,6 +52,7 @@ from pathlib import Path
 
 import grpc
 from argon2 import PasswordHasher
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
@@ -312,6 +313,11 @@ def main() -> int:
     parser.add_argument("--ramp", default="300,400,500,600,800", help="offered rates of the ramp, comma-separated")
     parser.add_argument("--ramp-seconds", type=float, default=3.0, help="length of each step of the ramp")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp", help="the subscribers' side")
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="the core does not read the gateway's call reports (what recording costs)",
+    )
     parser.add_argument("--keep", type=Path, help="keep logs and sipp's traces in this new directory")
     args = parser.parse_args()
     ramp = [int(rate) for rate in args.ramp.split(",") if rate.strip()]
@@ -330,6 +336,9 @@ def main() -> int:
             work = Path(scope.enter_context(tempfile.TemporaryDirectory()))
         scope.enter_context(processes.stack)
         core_port, front_port, admin_port = free_port(), free_port(), free_port()
+        # The gateway with the callouts reports its calls to the core, which
+        # records them (history, presence) as in production.
+        events_port, rpc_port = free_port(), free_port()
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -343,6 +352,8 @@ def main() -> int:
             "WAC_CORE_API_KEY_RATE_PER_SECOND": "0",
             "WAC_IDENTITY_LOGIN_QUEUE_PER_ADDRESS": "100000",
             "WAC_IDENTITY_PASSWORD_CHECK_QUEUE": "10000",
+            "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{events_port}",
+            "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{rpc_port}",
         }
         (work / "data").mkdir(mode=0o700)
         config = load_config(None, env)
@@ -403,8 +414,8 @@ def main() -> int:
                 gateway.render_config(
                     ws_listen=f"127.0.0.1:{free_port()}",
                     sip_listen=f"127.0.0.1:{sip_port}",
-                    jsonrpc_listen=f"127.0.0.1:{free_port()}",
-                    events_listen=f"127.0.0.1:{free_port()}",
+                    jsonrpc_listen=f"127.0.0.1:{free_port() if defines else rpc_port}",
+                    events_listen=f"127.0.0.1:{free_port() if defines or args.no_history else events_port}",
                     trunk_uri=f"sip:127.0.0.1:{trunk_port}",
                     rtpengine=f"udp:127.0.0.1:{control_port}",
                     sapi_url=f"http://127.0.0.1:{front_port}",
@@ -424,8 +435,10 @@ def main() -> int:
         others = {"core": core.pid, "Envoy": front.pid, "rtpengine": rtpengine.pid}
         runs = work / "runs"
         # Warm-up: connections, caches, every subscriber registered once.
-        for target in gateways.values():
-            measure(target, 50, 1.0, injection, runs / f"warm-{target.name}", others, args.transport)
+        warm = {
+            name: measure(target, 50, 1.0, injection, runs / f"warm-{name}", others, args.transport)
+            for name, target in gateways.items()
+        }
         # Light: what a callout adds with no queue in front of it.
         light_loads = {
             name: measure(target, LIGHT_RATE, 2.0, injection, runs / f"light-{name}", others, args.transport)
@@ -445,8 +458,40 @@ def main() -> int:
                 if not load.clean:
                     break
 
+        # Every call through the gateway with the callouts is in the history.
+        placed = sum(
+            load.calls
+            for load in (
+                warm["IdM callouts"],
+                light_loads["IdM callouts"],
+                main_loads["IdM callouts"],
+                *ramps["IdM callouts"],
+            )
+        )
+        recorded = asyncio.run(recorded_calls(config.database_url, placed))
+
     report(args, light_loads, main_loads, ramps, time.monotonic() - started)
+    print(f"calls in wac's history from the gateway's reports: {recorded[0]} ({recorded[1]} ended) of {placed} placed")
     return 0 if all(load.clean for load in main_loads.values()) else 1
+
+
+async def recorded_calls(url: str, placed: int) -> tuple[int, int]:
+    """(recorded, ended) calls through the gateway in the history, once the
+    core has caught up with the reports (or after 10 s)."""
+    engine = create_engine(url)
+    query = text(
+        "SELECT count(*), coalesce(sum(CASE WHEN state = 'ENDED' THEN 1 ELSE 0 END), 0) FROM calls WHERE via = 'SIP'"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            async with engine.connect() as conn:
+                row = (await conn.execute(query)).one()
+            if row[1] >= placed or time.monotonic() > deadline:
+                return int(row[0]), int(row[1])
+            await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
 
 
 def report(
