@@ -232,8 +232,10 @@ class GatewayConfig:
     ws_listen: str = "127.0.0.1:8088"
     # The trunk side: SIP over UDP and TCP.
     sip_listen: str = "127.0.0.1:5060"
-    # Where calls to numbers go; calls from this host and port are the
-    # trunk's (UDP: a trunk sends from the port it listens on).
+    # Where calls to numbers go (sip:IPv4[:port][;transport=udp|tcp]); calls
+    # from this host and port over UDP are the trunk's (a trunk sends from
+    # the port it listens on), and with ;transport=tcp every TCP request
+    # from this host.
     trunk_uri: str = "sip:127.0.0.1:5090"
     # rtpengine's control (ng protocol) address.
     rtpengine: str = "udp:127.0.0.1:22222"

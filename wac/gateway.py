@@ -78,6 +78,8 @@ class Trunk:
     host: str
     port: int
     uri: str
+    # udp, or tcp when the URI says ;transport=tcp.
+    transport: str = "udp"
 
     @property
     def hostport(self) -> str:
@@ -92,7 +94,7 @@ def parse_trunk(uri: str) -> Trunk:
     port = int(match["port"] or 5060)
     if not 0 < port < 65536:
         raise ValueError(f"[gateway] trunk_uri: port out of range in {uri!r}")
-    return Trunk(match["host"], port, uri)
+    return Trunk(match["host"], port, uri, "tcp" if match["params"] else "udp")
 
 
 def render_config(
@@ -163,6 +165,7 @@ def render_config(
         "trunk_host": trunk.host,
         "trunk_port": str(trunk.port),
         "trunk_hostport": trunk.hostport,
+        "trunk_transport": trunk.transport,
         "rtpengine": rtpengine,
         "sapi_url": sapi_url,
         "gateway_key": gateway_key,

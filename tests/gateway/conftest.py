@@ -57,6 +57,7 @@ async def start_gateway(
     gateway_key: str | None = None,
     jsonrpc_port: int | None = None,
     events_port: int | None = None,
+    trunk_transport: str = "udp",
 ) -> Gateway:
     """rtpengine and Kamailio in directory, asking sapi_url (default: the
     stack's front door) with gateway_key (default: the one the core provisioned)."""
@@ -72,6 +73,7 @@ async def start_gateway(
         ws_port=ws_port,
         jsonrpc_port=jsonrpc_port or free_port(),
         events_port=events_port or free_port(),
+        trunk_transport=trunk_transport,
     )
     kamailio = Kamailio(directory, settings)
     try:

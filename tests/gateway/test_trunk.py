@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from tests.gateway.conftest import Gateway
-from tests.support.gateway import SipTcp, Trunk, busy
+import pytest
+
+from tests.gateway.conftest import PASSWORD, Gateway, start_gateway
+from tests.support.core import add_subscriber
+from tests.support.gateway import SipTcp, Trunk, busy, require_gateway
+from tests.support.server import free_port
+from tests.support.stack import running_stack
 
 
 async def test_a_call_from_the_trunk_rings_every_registration_of_the_numbers_owner(gateway: Gateway) -> None:
@@ -127,3 +134,48 @@ async def test_a_call_from_the_trunk_to_a_holder_with_no_registration_is_404(gat
             trunk.close()
 
     assert (await asyncio.to_thread(call)).startswith("SIP/2.0 404 ")
+
+
+@pytest.fixture
+async def tcp_trunk_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A gateway whose trunk_uri says ;transport=tcp: every TCP request from
+    the trunk's address (127.0.0.1) is the trunk's; subscribers' SIP clients
+    connect from 127.0.0.2."""
+    require_gateway()
+    ws_port = free_port()
+    async with running_stack(tmp_path / "data", gateway_ws=f"127.0.0.1:{ws_port}") as stack:
+        await add_subscriber(stack.core, "bob", PASSWORD, phone_numbers=["+34600111002"])
+        running = await start_gateway(tmp_path, stack, ws_port=ws_port, trunk_transport="tcp")
+        try:
+            yield running
+        finally:
+            await asyncio.to_thread(running.kamailio.stop)
+            await asyncio.to_thread(running.rtpengine.stop)
+
+
+async def test_a_trunk_on_tcp_calls_in_from_any_port_and_subscribers_still_need_their_token(
+    tcp_trunk_gateway: Gateway,
+) -> None:
+    gateway = tcp_trunk_gateway
+    token = await gateway.token("bob")
+
+    def call() -> tuple[int, str, int]:
+        with SipTcp(gateway.sip_port, source="127.0.0.2") as phone:
+            unauthenticated = phone.register("bob").status
+            assert phone.register("bob", token=token).status == 200
+            # The carrier: a TCP connection from the trunk's address, any
+            # port, without a token.
+            with SipTcp(gateway.sip_port) as carrier:
+                carrier.send_invite("+34911000000", "sip:+34600111002@127.0.0.1")
+                invite = phone.read_request()
+                phone.sock.sendall(busy(invite).encode())
+                final = carrier.read()
+                while final.status < 200:
+                    final = carrier.read()
+                return unauthenticated, invite, final.status
+
+    unauthenticated, invite, final = await asyncio.to_thread(call)
+    assert unauthenticated == 401, "a client from another address is a subscriber's, not the trunk's"
+    assert invite.startswith("INVITE sip:bob@127.0.0.2:"), invite
+    assert "UDP/TLS/RTP/SAVPF" in invite, "the trunk's media is anchored towards the browser"
+    assert final == 486

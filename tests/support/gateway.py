@@ -68,6 +68,8 @@ class KamailioSettings:
     ws_port: int = field(default_factory=free_port)
     jsonrpc_port: int = field(default_factory=free_port)
     events_port: int = field(default_factory=free_port)
+    # The trunk's transport: "tcp" adds ;transport=tcp to trunk_uri.
+    trunk_transport: str = "udp"
 
 
 class Kamailio(LocalServer):
@@ -88,7 +90,7 @@ class Kamailio(LocalServer):
             sip_listen=f"127.0.0.1:{self.port}",
             jsonrpc_listen=f"127.0.0.1:{s.jsonrpc_port}",
             events_listen=f"127.0.0.1:{s.events_port}",
-            trunk_uri=f"sip:127.0.0.1:{s.trunk_port}",
+            trunk_uri=f"sip:127.0.0.1:{s.trunk_port}" + (";transport=tcp" if s.trunk_transport == "tcp" else ""),
             rtpengine=s.rtpengine,
             sapi_url=s.sapi_url,
             gateway_key=s.gateway_key,
@@ -168,9 +170,12 @@ class Response:
 class SipTcp:
     """One TCP connection to the gateway, sending requests and reading their final answers."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, source: str = "127.0.0.1") -> None:
+        """``source``: the address this client connects from (another
+        loopback address than the trunk's, where the trunk is on TCP)."""
         self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds())
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds(), source_address=(source, 0))
+        self.source = source
         self.local = self.sock.getsockname()[1]
         self._buffer = b""
 
@@ -194,13 +199,13 @@ class SipTcp:
         auth = f"Authorization: {authorization}\r\n" if authorization is not None else ""
         return self.request(
             f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
+            f"Via: SIP/2.0/TCP {self.source}:{self.local};branch=z9hG4bK{call}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{user}@{DOMAIN}>;tag={call[:8]}\r\n"
             f"To: <sip:{to_user}@{DOMAIN}>\r\n"
             f"Call-ID: {call}\r\n"
             "CSeq: 1 REGISTER\r\n"
-            f"Contact: <sip:{user}@127.0.0.1:{self.local};transport=tcp>;expires=300\r\n"
+            f"Contact: <sip:{user}@{self.source}:{self.local};transport=tcp>;expires=300\r\n"
             f"{auth}Content-Length: 0\r\n\r\n"
         )
 
@@ -210,7 +215,7 @@ class SipTcp:
         auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
         return self.request(
             f"MESSAGE {target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
+            f"Via: SIP/2.0/TCP {self.source}:{self.local};branch=z9hG4bK{call}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{sender}@{DOMAIN}>;tag={call[:8]}\r\n"
             f"To: <{target}>\r\n"
@@ -243,13 +248,13 @@ class SipTcp:
         )
         self.sock.sendall(
             f"INVITE {target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bK{call}\r\n"
+            f"Via: SIP/2.0/TCP {self.source}:{self.local};branch=z9hG4bK{call}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{caller}@{DOMAIN}>;tag={call[:8]}\r\n"
             f"To: <{target}>\r\n"
             f"Call-ID: {call}\r\n"
             "CSeq: 1 INVITE\r\n"
-            f"Contact: <sip:{caller}@127.0.0.1:{self.local};transport=tcp>\r\n"
+            f"Contact: <sip:{caller}@{self.source}:{self.local};transport=tcp>\r\n"
             f"{auth}Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}".encode()
         )
 
