@@ -18,7 +18,7 @@ from tests.support.cli import ROOT
 from tests.support.gateway import SipTcp, require_gateway
 from tests.support.server import free_port
 from tests.support.timing import seconds
-from wac.v1 import identity_pb2, identity_pb2_grpc
+from wac.v1 import calls_pb2, calls_pb2_grpc, identity_pb2, identity_pb2_grpc
 
 
 def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key(tmp_path: Path) -> None:
@@ -39,6 +39,7 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
         "WAC_GATEWAY_SIP_LISTEN": f"127.0.0.1:{sip}",
         "WAC_GATEWAY_WS_LISTEN": f"127.0.0.1:{free_port()}",
         "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{free_port()}",
+        "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{free_port()}",
         "WAC_GATEWAY_RTPENGINE": f"udp:127.0.0.1:{free_port()}",
         "WAC_GATEWAY_RTP_PORT_MIN": str(rtp),
         "WAC_GATEWAY_RTP_PORT_MAX": str(rtp + 99),
@@ -86,6 +87,22 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
         with SipTcp(sip) as client:
             registered = client.register("alice", token=session.access_token)
         assert registered.status == 200, registered.text + log.read_text(errors="replace")[-3000:]
+        # The core wac run started reads the reports of the Kamailio it
+        # started: a call to bob, who has no registration, is in alice's history.
+        with SipTcp(sip) as client:
+            assert client.invite("alice", "sip:bob@127.0.0.1", token=session.access_token).status == 404
+        metadata = (("authorization", f"Bearer {session.access_token}"),)
+        with grpc.insecure_channel(f"127.0.0.1:{front}") as channel:
+            calls = calls_pb2_grpc.CallsServiceStub(channel)
+            deadline = time.monotonic() + seconds()
+            while True:
+                listed = calls.ListCalls(calls_pb2.ListCallsRequest(), metadata=metadata, timeout=seconds()).calls
+                if listed or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        assert [(c.callee, c.via, c.end_reason) for c in listed] == [
+            ("bob", calls_pb2.Call.SIP, calls_pb2.Call.UNAVAILABLE)
+        ], log.read_text(errors="replace")[-3000:]
         key = (data / "gateway.key").read_text().strip()
         assert key and key not in log.read_text(errors="replace"), "the gateway key is never logged"
     finally:
