@@ -22,7 +22,10 @@ export interface AnswerCallRequest {
 export interface Call {
   /** The call's unguessable id. */
   callId?: string;
-  /** The caller's username. */
+  /**
+   * The caller's username; for a call from the trunk through the gateway,
+   * its URI ("tel:+34911222333", or "sip:user@host").
+   */
   caller?: string;
   /** The callee: a wac username, or a "tel:" or "sip:" URI. */
   callee?: string;
@@ -48,9 +51,18 @@ export interface Call {
   endReason?: Call_EndReason;
   /**
    * Who ended the call: a username, or "wac" for timeouts and failures, or
-   * "operator".
+   * "operator". For a call through the gateway, a party that is not a
+   * subscriber is its URI (e.g. "tel:+34911222333"), and an operator is
+   * named by its API key.
    */
   endedBy?: string;
+  /** The signalling path: WAPI or SIP (through the gateway). */
+  via?: Call_Via;
+  /**
+   * The SIP Call-ID of a call through the gateway (to match the gateway's
+   * logs); empty for WAPI calls.
+   */
+  sipCallId?: string;
 }
 
 /** Why a call ended. */
@@ -86,6 +98,20 @@ export type Call_State =
   | "ACTIVE"
   /** Over; end_reason says why. */
   | "ENDED";
+
+/** The signalling path of a call. */
+export type Call_Via =
+  /** Not set. */
+  | "VIA_UNSPECIFIED"
+  /** wac's own signalling over the WAPI, between two subscribers' devices. */
+  | "WAPI"
+  /**
+   * SIP through the gateway: to or from a number (the trunk), or between
+   * SIP clients. wac records it from the gateway's dialog events; its
+   * signalling (answer, reject, ICE) is SIP's, and HangupCall ends it
+   * through the gateway.
+   */
+  | "SIP";
 
 /** The request for CreateCall. */
 export interface CreateCallRequest {
