@@ -101,8 +101,9 @@ class KamailioCallEvents:
         rpc: KamailioRpc,
         calls: GatewayCalls,
         *,
-        first_delay: float = 0.25,
-        max_delay: float = 5.0,
+        first_delay: float = 0.1,
+        # Short: reports made while wac is not connected are dropped.
+        max_delay: float = 1.0,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self._host, self._port = host, int(port)

@@ -221,10 +221,10 @@ class GatewayCalls:
         match report.kind:
             case ReportKind.INVITE:
                 if entry is None:
-                    await self._begin(report, key)
+                    await self._begin(report)
             case ReportKind.ANSWER:
                 if entry is None:
-                    entry = await self._begin(report, key)
+                    entry = await self._begin(report)
                 if entry.call.state is CallState.RINGING:
                     await self._answer(entry, report.at)
             case ReportKind.END:
@@ -249,11 +249,29 @@ class GatewayCalls:
                 # a subscriber who is not reachable is one, UNAVAILABLE.
                 if entry is not None or await self._subscribers.get_subscriber(report.callee) is None:
                     return
-                entry = await self._begin(report, key)
-                await self._end(entry, EndReason.UNAVAILABLE, "wac", report.at, f"SIP {report.code or 404}")
+                # Written ended at once: nobody ever sees it ringing.
+                call = replace(
+                    self._new_call(report),
+                    state=CallState.ENDED,
+                    end_time=report.at,
+                    end_reason=EndReason.UNAVAILABLE,
+                    ended_by="wac",
+                    end_detail=f"SIP {report.code or 404}",
+                )
+                await self._writer.write(CallWrite(call, None, new=True))
+                self._remember_ended(key)
 
-    async def _begin(self, report: CallReport, key: tuple[str, str]) -> _Live:
-        call = CallInfo(
+    async def _begin(self, report: CallReport) -> _Live:
+        call = self._new_call(report)
+        entry = _Live(call, report.from_tag, report.cseq)
+        await self._writer.write(CallWrite(call, self._snapshot(entry), new=True))
+        self._hold(entry)
+        log.debug("gateway call %s %s -> %s", call.call_id, call.caller, call.callee)
+        return entry
+
+    @staticmethod
+    def _new_call(report: CallReport) -> CallInfo:
+        return CallInfo(
             call_id=secrets.token_urlsafe(16),
             caller=report.caller,
             caller_device=report.caller_session,
@@ -271,11 +289,6 @@ class GatewayCalls:
             via=Via.SIP,
             sip_call_id=report.sip_call_id,
         )
-        entry = _Live(call, report.from_tag, report.cseq)
-        await self._writer.write(CallWrite(call, self._snapshot(entry), new=True))
-        self._hold(entry)
-        log.debug("gateway call %s %s -> %s", call.call_id, call.caller, call.callee)
-        return entry
 
     async def _answer(self, entry: _Live, at: float) -> None:
         call = replace(entry.call, state=CallState.ACTIVE, answer_time=max(at, entry.call.create_time))
@@ -302,12 +315,15 @@ class GatewayCalls:
         key = (was.sip_call_id, entry.from_tag)
         self._live.pop(key, None)
         self._ids.pop(was.call_id, None)
-        self._ended[key] = None
-        if len(self._ended) > RECENTLY_ENDED:
-            self._ended.popitem(last=False)
+        self._remember_ended(key)
         if was.state is CallState.ACTIVE:
             self._in_call.remove(was.call_id, *_parties(was))
         log.debug("gateway call %s ended %s by %s", call.call_id, reason.value, by)
+
+    def _remember_ended(self, key: tuple[str, str]) -> None:
+        self._ended[key] = None
+        if len(self._ended) > RECENTLY_ENDED:
+            self._ended.popitem(last=False)
 
     def _hold(self, entry: _Live) -> None:
         key = (entry.call.sip_call_id, entry.from_tag)

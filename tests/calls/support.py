@@ -150,9 +150,7 @@ class Device:
         assert self.inbox.empty(), f"{self.username}: unexpected {self.inbox.get_nowait()}"
 
     # -- calls --------------------------------------------------------
-    async def create(
-        self, callee: str, *, video: bool = False, sdp: str | None = None
-    ) -> calls_pb2.Call:
+    async def create(self, callee: str, *, video: bool = False, sdp: str | None = None) -> calls_pb2.Call:
         request = calls_pb2.CreateCallRequest(
             callee=callee,
             offer=description(OFFER, sdp or (VIDEO_SDP if video else SDP)),
@@ -178,9 +176,7 @@ class Device:
         if candidate is None:
             request.end_of_candidates = True
         else:
-            request.candidate.CopyFrom(
-                calls_pb2.IceCandidate(candidate=candidate, sdp_mid="0", username_fragment="uf")
-            )
+            request.candidate.CopyFrom(calls_pb2.IceCandidate(candidate=candidate, sdp_mid="0", username_fragment="uf"))
         await self.calls.SendIceCandidate(request, metadata=self.metadata)
 
     async def renegotiate(self, call_id: str, kind: int, sdp: str = SDP) -> calls_pb2.Call:

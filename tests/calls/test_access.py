@@ -85,24 +85,18 @@ async def test_malformed_requests(world: World) -> None:
     await fails(INVALID, stub.CreateCall(calls_pb2.CreateCallRequest(callee="bob"), metadata=md), "offer")
     await fails(
         INVALID,
-        stub.CreateCall(
-            calls_pb2.CreateCallRequest(callee="bob", offer=description(ANSWER)), metadata=md
-        ),
+        stub.CreateCall(calls_pb2.CreateCallRequest(callee="bob", offer=description(ANSWER)), metadata=md),
         "offer.type",
     )
     await fails(
         INVALID,
-        stub.CreateCall(
-            calls_pb2.CreateCallRequest(callee="", offer=description(OFFER)), metadata=md
-        ),
+        stub.CreateCall(calls_pb2.CreateCallRequest(callee="", offer=description(OFFER)), metadata=md),
         "callee",
     )
     await fails(
         INVALID,
         stub.CreateCall(
-            calls_pb2.CreateCallRequest(
-                callee="bob", offer=description(OFFER), media=calls_pb2.Media()
-            ),
+            calls_pb2.CreateCallRequest(callee="bob", offer=description(OFFER), media=calls_pb2.Media()),
             metadata=md,
         ),
         "media",

@@ -50,9 +50,7 @@ async def test_list_calls_pages_newest_first(world: World) -> None:
     reader = await world.service("reports", "calls.read")
     everything = await reader.calls.ListCalls(calls_pb2.ListCallsRequest(), metadata=reader.metadata)
     assert [c.call_id for c in everything.calls] == newest_first
-    only_bob = await reader.calls.ListCalls(
-        calls_pb2.ListCallsRequest(subscriber="bob"), metadata=reader.metadata
-    )
+    only_bob = await reader.calls.ListCalls(calls_pb2.ListCallsRequest(subscriber="bob"), metadata=reader.metadata)
     assert len(only_bob.calls) == 3
 
     await fails(grpc.StatusCode.INVALID_ARGUMENT, alice.list(page_token="garbage!"), "page_token")
@@ -77,9 +75,7 @@ async def test_ice_servers_with_turn(world_with) -> None:
     async with world_with(env) as world:
         alice = await world.device("alice")
         before = int(time.time())
-        response = await alice.calls.GetIceServers(
-            calls_pb2.GetIceServersRequest(), metadata=alice.metadata
-        )
+        response = await alice.calls.GetIceServers(calls_pb2.GetIceServersRequest(), metadata=alice.metadata)
         stun, turn = response.ice_servers
         assert list(stun.urls) == ["stun:stun.example.org:3478"]
         assert (stun.username, stun.credential) == ("", "")
@@ -90,9 +86,7 @@ async def test_ice_servers_with_turn(world_with) -> None:
         expiry, _, user = turn.username.partition(":")
         assert user == "alice"
         assert before + 600 <= int(expiry) <= int(time.time()) + 600
-        expected = base64.b64encode(
-            hmac.new(b"s3cret", turn.username.encode(), hashlib.sha1).digest()
-        ).decode()
+        expected = base64.b64encode(hmac.new(b"s3cret", turn.username.encode(), hashlib.sha1).digest()).decode()
         assert turn.credential == expected
         assert response.ttl.seconds == 600
 

@@ -189,9 +189,7 @@ async def test_racing_answers_first_wins(world: World) -> None:
     await phone.expect("call_invited")
     await laptop.expect("call_invited")
 
-    results = await asyncio.gather(
-        phone.answer(call.call_id), laptop.answer(call.call_id), return_exceptions=True
-    )
+    results = await asyncio.gather(phone.answer(call.call_id), laptop.answer(call.call_id), return_exceptions=True)
     winners = [r for r in results if isinstance(r, type(call))]
     losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(winners) == 1 and len(losers) == 1
@@ -473,7 +471,6 @@ async def test_operator_hangup_and_reads(world: World) -> None:
         operator.calls.HangupCall(calls_pb2.HangupCallRequest(call_id=call.call_id), metadata=operator.metadata),
         "call has ended",
     )
-
 
 
 async def test_presence_reads_in_call_while_active(world: World) -> None:

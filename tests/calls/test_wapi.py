@@ -56,9 +56,7 @@ async def test_basic_call_over_wapi(core: Core, edge: Edge) -> None:
         await online(core, alice, "alice")
         bob_device = await online(core, bob, "bob")
 
-        call = await alice.result(
-            "CallsService.CreateCall", {"callee": "bob", "offer": {"type": "OFFER", "sdp": SDP}}
-        )
+        call = await alice.result("CallsService.CreateCall", {"callee": "bob", "offer": {"type": "OFFER", "sdp": SDP}})
         assert call["state"] == "RINGING" and call["offeredDevices"] == [bob_device]
         kind, invited = await call_event(bob)
         assert kind == "callInvited"

@@ -14,9 +14,20 @@ from core.calls.writer import GroupWriter
 
 def write(call_id: str) -> CallWrite:
     call = CallInfo(
-        call_id=call_id, caller="alice", caller_device="a1", callee="bob", state=CallState.RINGING,
-        media=Media(), offered_devices=("b1",), callee_device=None, create_time=0.0,
-        answer_time=None, end_time=None, end_reason=None, ended_by=None, end_detail="",
+        call_id=call_id,
+        caller="alice",
+        caller_device="a1",
+        callee="bob",
+        state=CallState.RINGING,
+        media=Media(),
+        offered_devices=("b1",),
+        callee_device=None,
+        create_time=0.0,
+        answer_time=None,
+        end_time=None,
+        end_reason=None,
+        ended_by=None,
+        end_detail="",
     )
     return CallWrite(call, None, new=True)
 

@@ -35,9 +35,7 @@ class StubIdentity(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.Jwks:
         metadata = context.invocation_metadata() or ()
         self.seen.append({key: value for key, value in metadata if isinstance(value, str)})
-        key = identity_pb2.Jwk(
-            kty="OKP", crv="Ed25519", x="11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", kid="k1"
-        )
+        key = identity_pb2.Jwk(kty="OKP", crv="Ed25519", x="11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", kid="k1")
         return identity_pb2.Jwks(keys=[key])
 
     async def GetSubscriber(
@@ -46,9 +44,7 @@ class StubIdentity(identity_pb2_grpc.IdentityServiceServicer):
         if request.username == "alice":
             return identity_pb2.Subscriber(username="alice", display_name="Alice")
         message = f"no subscriber {request.username!r}"
-        resource = error_details_pb2.ResourceInfo(
-            resource_type="wac.v1.Subscriber", resource_name=request.username
-        )
+        resource = error_details_pb2.ResourceInfo(resource_type="wac.v1.Subscriber", resource_name=request.username)
         await context.abort(
             grpc.StatusCode.NOT_FOUND,
             message,
@@ -61,9 +57,7 @@ class StubIdentity(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.Subscriber:
         if not request.subscriber.username:
             message = "subscriber.username is required"
-            violation = error_details_pb2.BadRequest.FieldViolation(
-                field="subscriber.username", description="required"
-            )
+            violation = error_details_pb2.BadRequest.FieldViolation(field="subscriber.username", description="required")
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 message,

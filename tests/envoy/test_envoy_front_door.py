@@ -46,9 +46,7 @@ async def test_get_is_transcoded_to_the_core(http: httpx.AsyncClient) -> None:
     assert response.json()["keys"][0]["kid"] == "k1"
 
 
-async def test_client_address_and_credentials_reach_the_core(
-    http: httpx.AsyncClient, stub_core: StubIdentity
-) -> None:
+async def test_client_address_and_credentials_reach_the_core(http: httpx.AsyncClient, stub_core: StubIdentity) -> None:
     headers = {"authorization": "Bearer k-123", "x-forwarded-for": "203.0.113.9"}
     assert (await http.get("/sapi/v1/jwks", headers=headers)).status_code == 200
     [metadata] = stub_core.seen
@@ -143,9 +141,7 @@ async def test_native_grpc_passes_through(front_door: str) -> None:
         assert jwks.keys[0].kid == "k1"
 
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await identity.GetSubscriber(
-                identity_pb2.GetSubscriberRequest(username="bob"), timeout=TIMEOUT
-            )
+            await identity.GetSubscriber(identity_pb2.GetSubscriberRequest(username="bob"), timeout=TIMEOUT)
         assert failure.value.code() == grpc.StatusCode.NOT_FOUND
         trailers = dict(failure.value.trailing_metadata() or ())
         assert "grpc-status-details-bin" in trailers

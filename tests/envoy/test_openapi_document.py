@@ -35,9 +35,7 @@ def document() -> dict[str, Any]:
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(TOOL), *args], capture_output=True, text=True, check=False
-    )
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, check=False)
 
 
 def test_committed_document_is_up_to_date() -> None:
@@ -116,9 +114,7 @@ def test_schemas_follow_proto3_json(document: dict[str, Any]) -> None:
         "format": "int64",
         "description": schemas["Event"]["properties"]["seq"]["description"],
     }
-    assert schemas["Session"]["properties"]["subscriber"]["allOf"] == [
-        {"$ref": "#/components/schemas/Subscriber"}
-    ]
+    assert schemas["Session"]["properties"]["subscriber"]["allOf"] == [{"$ref": "#/components/schemas/Subscriber"}]
     assert schemas["LoginRequest"]["required"] == ["username", "password"]
 
 

@@ -50,9 +50,7 @@ ANSWER = SessionDescription(DescriptionType.ANSWER, SDP)
 CANDIDATE = IceCandidate("candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host", "0", 0, "abcd")
 
 
-def ring(
-    devices: Sequence[str] = ("b1", "b2"), *, now: float = T0, **options: Any
-) -> tuple[CallMachine, list[Effect]]:
+def ring(devices: Sequence[str] = ("b1", "b2"), *, now: float = T0, **options: Any) -> tuple[CallMachine, list[Effect]]:
     """alice (device a1) calls bob, whose online devices are ``devices``."""
     arguments: dict[str, Any] = {
         "call_id": "call-1",
@@ -98,9 +96,7 @@ def timers(effects: Iterable[Effect]) -> list[Effect]:
     return [e for e in effects if isinstance(e, StartTimer | CancelTimer)]
 
 
-def assert_refused(
-    machine: CallMachine, code: ErrorCode, message: str | None, action: Any
-) -> CallError:
+def assert_refused(machine: CallMachine, code: ErrorCode, message: str | None, action: Any) -> CallError:
     """``action`` raises ``code`` and leaves the machine exactly as it was."""
     before = machine.snapshot()
     with pytest.raises(CallError) as raised:
@@ -135,9 +131,7 @@ def test_create_offers_each_device_once_and_never_the_callers_own() -> None:
     assert deliveries(effects)[0].to_devices == ("b1", "b2")
 
 
-@pytest.mark.parametrize(
-    "callee", ["tel:+34600111222", "sip:carol@example.org", "sips:carol@example.org", "TEL:+1"]
-)
+@pytest.mark.parametrize("callee", ["tel:+34600111222", "sip:carol@example.org", "sips:carol@example.org", "TEL:+1"])
 def test_create_to_a_uri_ends_at_once_unavailable(callee: str) -> None:
     machine, effects = ring(("b1",), callee=callee)
     call = machine.info()
@@ -211,9 +205,7 @@ def test_create_a_uri_wins_over_no_device_and_busy() -> None:
         ),
     ],
 )
-def test_create_refuses_invalid_arguments(
-    options: dict[str, Any], field: str, message: str
-) -> None:
+def test_create_refuses_invalid_arguments(options: dict[str, Any], field: str, message: str) -> None:
     with pytest.raises(CallError) as raised:
         ring(**options)
     assert raised.value.code is ErrorCode.INVALID_ARGUMENT
@@ -542,9 +534,7 @@ def test_hangup_of_an_ended_call_fails() -> None:
             machine,
             ErrorCode.FAILED_PRECONDITION,
             "call has ended",
-            lambda u=by_username, d=by_device: machine.hangup(
-                by_username=u, by_device=d, now=T0 + 11
-            ),
+            lambda u=by_username, d=by_device: machine.hangup(by_username=u, by_device=d, now=T0 + 11),
         )
 
 
@@ -602,9 +592,7 @@ def test_candidates_from_a_device_that_declined_are_dropped_silently() -> None:
 
 def test_end_of_candidates_is_relayed_without_a_candidate() -> None:
     machine = active(("b1",))
-    effects = machine.ice_candidate(
-        from_device="b1", candidate=None, end_of_candidates=True, now=T0 + 6
-    )
+    effects = machine.ice_candidate(from_device="b1", candidate=None, end_of_candidates=True, now=T0 + 6)
     assert effects == [Deliver(("a1",), IceCandidateReceived("call-1", None, True))]
 
 
@@ -621,17 +609,13 @@ def test_end_of_candidates_is_relayed_without_a_candidate() -> None:
         ),
     ],
 )
-def test_invalid_candidates_are_refused(
-    candidate: IceCandidate | None, end: bool, field: str, message: str
-) -> None:
+def test_invalid_candidates_are_refused(candidate: IceCandidate | None, end: bool, field: str, message: str) -> None:
     machine = ringing()
     error = assert_refused(
         machine,
         ErrorCode.INVALID_ARGUMENT,
         message,
-        lambda: machine.ice_candidate(
-            from_device="a1", candidate=candidate, end_of_candidates=end, now=T0
-        ),
+        lambda: machine.ice_candidate(from_device="a1", candidate=candidate, end_of_candidates=end, now=T0),
     )
     assert error.field == field
 

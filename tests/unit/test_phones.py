@@ -50,8 +50,7 @@ def test_normalize_other_regions(raw: str, region: str, e164: str) -> None:
         ("123", "'123' is too short for ES"),
         (
             "020 7946 0018",
-            "'020 7946 0018' is too long for ES; "
-            "numbers of other countries need a + and their country code",
+            "'020 7946 0018' is too long for ES; numbers of other countries need a + and their country code",
         ),
         ("+34 123", "'+34 123' is too short"),
         ("+999 600111222", "'+999 600111222' has an unknown or missing country code"),

@@ -89,9 +89,7 @@ def test_a_device_published_offline_is_invisible() -> None:
 
 def test_only_invisible_devices_look_offline_since_they_went_invisible() -> None:
     devices = [device("d1", Status.OFFLINE, "secret", updated_at=NOW - 30)]
-    assert aggregate(devices, in_call=False, now=NOW) == Aggregate(
-        Status.OFFLINE, last_seen=NOW - 30
-    )
+    assert aggregate(devices, in_call=False, now=NOW) == Aggregate(Status.OFFLINE, last_seen=NOW - 30)
 
 
 def test_an_invisible_device_that_disconnected_earlier_is_seen_until_then() -> None:
@@ -105,9 +103,7 @@ def test_disconnected_devices_are_offline_with_their_last_seen_time() -> None:
         device("d1", Status.AVAILABLE, connected=False, last_seen=NOW - 300),
         device("d2", Status.BUSY, connected=False, last_seen=NOW - 60),
     ]
-    assert aggregate(devices, in_call=False, now=NOW) == Aggregate(
-        Status.OFFLINE, last_seen=NOW - 60
-    )
+    assert aggregate(devices, in_call=False, now=NOW) == Aggregate(Status.OFFLINE, last_seen=NOW - 60)
 
 
 def test_last_seen_is_now_while_a_visible_device_is_connected() -> None:

@@ -125,5 +125,3 @@ async def wapi(edge: Edge, token: str | None = None, **options: Any) -> AsyncIte
 def close_code(closed: ConnectionClosed) -> int | None:
     """The code the server closed with (rcvd), None when no close frame came."""
     return closed.rcvd.code if closed.rcvd is not None else None
-
-

@@ -20,6 +20,7 @@ from tests.wapi.test_events import collect, numbers, publish
 
 pytestmark = pytest.mark.usefixtures("alice")
 
+
 @pytest.fixture
 async def front_door(edge: Edge, core: Core, tmp_path: Path) -> AsyncIterator[int]:
     """A real Envoy in front of the test's core and edge; its listening port."""
