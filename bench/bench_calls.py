@@ -53,7 +53,7 @@ from common import free_port  # noqa: E402
 from core.db.engine import create_engine  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
 from core.identity.store import IdentityStore, SubscriberRow  # noqa: E402
-from wac.config import load_config  # noqa: E402
+from settings.config import load_config  # noqa: E402
 
 PASSWORD = "benchmark1"
 TARGET_RATE = 200.0
@@ -78,7 +78,6 @@ SDP = (
     "a=rtpmap:111 opus/48000/2\r\n"
     "a=fmtp:111 minptime=10;useinbandfec=1\r\n"
 )
-
 
 
 def cpu_seconds(pid: int) -> float:
@@ -265,7 +264,7 @@ async def run(args: argparse.Namespace) -> int:
         await populate(url, max(levels))
         procs = [
             await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "wac.cli", name, env=env, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
+                sys.executable, "-m", "cli", name, env=env, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
             )
             for name in ("core", "edge")
         ]
@@ -301,12 +300,18 @@ async def run(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace, runs: list[tuple[int, Results, float]], idle_floor: list[float]) -> int:
     ms = 1e3
-    print(f"Call setups through WAPI (1 core, 1 edge, {os.cpu_count()} CPUs): {args.seconds:.0f} s per level, "
-          f"answer delay {args.answer_delay:.0f} ms")
-    print(f"floor: GetIceServers round trip, idle: p50 {percentile(idle_floor, 0.5) * ms:.1f} ms, "
-          f"p99 {percentile(idle_floor, 0.99) * ms:.1f} ms")
-    print(f"{'pairs':>5}{'setups/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-          f"{'floor p50':>11}{'floor p99':>11}{'core CPU':>10}{'ms/setup':>10}{'edge CPU':>10}{'errors':>8}")
+    print(
+        f"Call setups through WAPI (1 core, 1 edge, {os.cpu_count()} CPUs): {args.seconds:.0f} s per level, "
+        f"answer delay {args.answer_delay:.0f} ms"
+    )
+    print(
+        f"floor: GetIceServers round trip, idle: p50 {percentile(idle_floor, 0.5) * ms:.1f} ms, "
+        f"p99 {percentile(idle_floor, 0.99) * ms:.1f} ms"
+    )
+    print(
+        f"{'pairs':>5}{'setups/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'floor p50':>11}{'floor p99':>11}{'core CPU':>10}{'ms/setup':>10}{'edge CPU':>10}{'errors':>8}"
+    )
     met = False
     failed = False
     for level, results, elapsed in runs:
@@ -315,19 +320,25 @@ def report(args: argparse.Namespace, runs: list[tuple[int, Results, float]], idl
         core, edge, _client = (seconds / elapsed * 100 for seconds in results.cpu)
         per_setup = results.cpu[0] / max(results.setups, 1) * ms
         p99 = percentile(lat, 0.99) * ms if lat else float("nan")
-        print(f"{level:>5}{rate:>10.0f}{percentile(lat, 0.5) * ms if lat else float('nan'):>9.1f}{p99:>9.1f}"
-              f"{max(lat) * ms if lat else float('nan'):>9.1f}"
-              f"{percentile(under, 0.5) * ms if under else float('nan'):>11.1f}"
-              f"{percentile(under, 0.99) * ms if under else float('nan'):>11.1f}"
-              f"{core:>9.0f}%{per_setup:>10.2f}{edge:>9.0f}%{len(results.errors):>8}")
+        print(
+            f"{level:>5}{rate:>10.0f}{percentile(lat, 0.5) * ms if lat else float('nan'):>9.1f}{p99:>9.1f}"
+            f"{max(lat) * ms if lat else float('nan'):>9.1f}"
+            f"{percentile(under, 0.5) * ms if under else float('nan'):>11.1f}"
+            f"{percentile(under, 0.99) * ms if under else float('nan'):>11.1f}"
+            f"{core:>9.0f}%{per_setup:>10.2f}{edge:>9.0f}%{len(results.errors):>8}"
+        )
         for error in results.errors[:3]:
             print(f"  {error}")
         met = met or (rate >= TARGET_RATE and p99 < TARGET_P99_MS and not results.errors)
         failed = failed or bool(results.errors)
-    print("setup latency: CreateCall sent -> callAnswered received, minus the scripted answer delay; "
-          "floor under load: GetIceServers during the setups")
-    print(f"target >= {TARGET_RATE:.0f} setups/s with p99 < {TARGET_P99_MS:.0f} ms at some load: "
-          f"{'met' if met else 'NOT met'}")
+    print(
+        "setup latency: CreateCall sent -> callAnswered received, minus the scripted answer delay; "
+        "floor under load: GetIceServers during the setups"
+    )
+    print(
+        f"target >= {TARGET_RATE:.0f} setups/s with p99 < {TARGET_P99_MS:.0f} ms at some load: "
+        f"{'met' if met else 'NOT met'}"
+    )
     return 1 if failed else 0
 
 

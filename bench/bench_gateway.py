@@ -59,13 +59,13 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from common import free_port, percentile, raise_open_files, table, wait_port  # noqa: E402
 
+from cli import envoy, gateway  # noqa: E402
 from core.db.engine import create_engine  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
 from core.identity.store import IdentityStore, SubscriberRow  # noqa: E402
+from settings.config import load_config  # noqa: E402
+from settings.gatewaykey import read_gateway_key  # noqa: E402
 from tests.support.gateway import rtpengine_answers, sip_options_answered, udp_port_taken  # noqa: E402
-from wac import envoy, gateway  # noqa: E402
-from wac.config import load_config  # noqa: E402
-from wac.gatewaykey import read_gateway_key  # noqa: E402
 from wac.v1 import identity_pb2, identity_pb2_grpc  # noqa: E402
 
 PASSWORD = "benchmark1"
@@ -360,7 +360,7 @@ def main() -> int:
         upgrade(config.database_url)
         names = asyncio.run(populate(config.database_url, args.subscribers))
 
-        core = processes.start([sys.executable, "-m", "wac.cli", "core"], work / "core.log", env=env, cwd=ROOT)
+        core = processes.start([sys.executable, "-m", "cli", "core"], work / "core.log", env=env, cwd=ROOT)
         envoy_config = work / "envoy.yaml"
         # Only the SAPI is used: the edge and the WebSocket side are not running.
         envoy_config.write_text(

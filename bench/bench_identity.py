@@ -58,7 +58,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
         env = {**os.environ, "WAC_DATA_DIR": data, "WAC_CORE_LISTEN": f"127.0.0.1:{port}", "WAC_LOG_LEVEL": "warning"}
-        wac = [sys.executable, "-m", "wac.cli"]
+        wac = [sys.executable, "-m", "cli"]
         subprocess.run(
             [*wac, "admin", "subscriber", "add", "alice", "--password", "benchmark1"],
             env=env,

@@ -52,7 +52,7 @@ from core.db.migrate import upgrade  # noqa: E402
 from core.directory.records import DirectoryRecord  # noqa: E402
 from core.directory.store import DirectoryStore  # noqa: E402
 from core.identity.store import IdentityStore, SubscriberRow  # noqa: E402
-from wac.config import load_config  # noqa: E402
+from settings.config import load_config  # noqa: E402
 from wac.v1 import (  # noqa: E402
     contacts_pb2,
     contacts_pb2_grpc,
@@ -110,7 +110,6 @@ FAMILY = [
 
 def watcher_name(index: int) -> str:
     return f"w{index:05d}"
-
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -409,7 +408,7 @@ async def run(args: argparse.Namespace) -> int:
         filled = await populate(url, args.watchers, entries)
         print(f"setup: directory filled in {filled:.1f} s")
         core = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wac.cli", "core", env=env, stderr=asyncio.subprocess.DEVNULL
+            sys.executable, "-m", "cli", "core", env=env, stderr=asyncio.subprocess.DEVNULL
         )
         workers: list[asyncio.subprocess.Process] = []
         try:

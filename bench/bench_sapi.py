@@ -46,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from common import cpu_seconds, free_port, percentile, rss_kib, table, wait_port  # noqa: E402
 
-from wac import envoy  # noqa: E402
+from cli import envoy  # noqa: E402
 from wac.v1 import identity_pb2, identity_pb2_grpc  # noqa: E402
 
 PASSWORD = "benchmark1"
@@ -179,7 +179,7 @@ def envoy_connections(admin_port: int) -> tuple[int, int]:
 
 def cli(env: dict[str, str], *argv: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "wac.cli", *argv], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+        [sys.executable, "-m", "cli", *argv], env=env, cwd=ROOT, check=True, capture_output=True, text=True
     )
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
@@ -252,7 +252,7 @@ def main() -> int:
                 admin_port=admin_port,
             )
         )
-        core = subprocess.Popen([sys.executable, "-m", "wac.cli", "core"], env=env, cwd=ROOT)
+        core = subprocess.Popen([sys.executable, "-m", "cli", "core"], env=env, cwd=ROOT)
         front = subprocess.Popen(
             envoy.envoy_command(config, log_level="error", concurrency=args.envoy_concurrency), cwd=ROOT
         )

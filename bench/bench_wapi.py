@@ -118,7 +118,7 @@ class Stack:
         from core.db.migrate import upgrade
         from core.db.work import dispose
         from core.identity.store import IdentityStore, SubscriberRow
-        from wac.config import load_config
+        from settings.config import load_config
 
         config = load_config(None, self.env)
         await asyncio.to_thread(upgrade, config.database_url)
@@ -138,9 +138,9 @@ class Stack:
 
     async def start(self) -> None:
         if self.core is None:
-            self.core = spawn("-m", "wac.cli", "core", env=self.env)
+            self.core = spawn("-m", "cli", "core", env=self.env)
         await wait_port(self.core_port)
-        self.edge = spawn("-m", "wac.cli", "edge", env=self.env)
+        self.edge = spawn("-m", "cli", "edge", env=self.env)
         await wait_port(self.ws_port)
 
     def stop(self) -> None:
@@ -343,7 +343,7 @@ async def latency(args: argparse.Namespace, workdir: Path) -> tuple[list[list[ob
         stub_edge = None
         try:
             await wait_port(stub_port)
-            stub_edge = spawn("-m", "wac.cli", "edge", env=stub_env)
+            stub_edge = spawn("-m", "cli", "edge", env=stub_env)
             await wait_port(stub_ws)
             async with contextlib.AsyncExitStack() as exits:
                 clients = [await exits.enter_async_context(logged_in(stub_ws, ME)) for _ in range(args.concurrency)]
@@ -562,13 +562,12 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
             ["edge (wac edge)", edge_before, edge_after, per_edge],
             ["core (wac core)", core_before, core_after, per_core],
         ]
+
         def row(label: str, samples: list[float], count: int) -> list[object]:
             top = max(samples) * 1e3 if samples else float("nan")
             return [label, count, percentile(samples, 0.5) * 1e3, percentile(samples, 0.99) * 1e3, top]
 
-        fanout = [
-            row(note, [t - sent[note] for t in arrivals.get(note, [])], delivered[note]) for note in sent
-        ]
+        fanout = [row(note, [t - sent[note] for t in arrivals.get(note, [])], delivered[note]) for note in sent]
         fanout.append(row(f"all {args.changes}", delays, min(delivered.values()) if delivered else 0))
         print(f"ramp-up CPU: edge {ramp_cpu[0]:.1f} s, core {ramp_cpu[1]:.1f} s", flush=True)
         events = max(1, args.changes * ready)

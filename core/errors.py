@@ -13,6 +13,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from core import failures
+
 
 class ApiError(Exception):
     """A failure to report to the client as it is."""
@@ -125,3 +127,22 @@ __all__ = [
     "require",
     "unauthenticated",
 ]
+
+
+_CODES: dict[type[failures.Failure], grpc.StatusCode] = {
+    failures.Invalid: grpc.StatusCode.INVALID_ARGUMENT,
+    failures.NotFound: grpc.StatusCode.NOT_FOUND,
+    failures.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    failures.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    failures.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    failures.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    failures.Aborted: grpc.StatusCode.ABORTED,
+    failures.Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    failures.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def from_failure(failure: failures.Failure) -> ApiError:
+    """The one mapping of a domain failure to the API's error (the interceptor applies it)."""
+    code = next((c for kind, c in _CODES.items() if isinstance(failure, kind)), grpc.StatusCode.UNKNOWN)
+    return ApiError(code, failure.message, field=failure.field, retry_after=failure.retry_after, reason=failure.reason)

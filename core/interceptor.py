@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import grpc
 from grpc._cython import cygrpc
 
-from core import errors, undecodable
+from core import errors, failures, undecodable
 from core.auth import policy
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, set_current
 from core.auth.rates import RateTable
@@ -248,7 +248,7 @@ def _gone(context: grpc.aio.ServicerContext, exc: Exception) -> bool:
     cancelled or disconnected, or its status was sent (a stream ended for
     not reading). A write then fails with gRPC's internal ExecuteBatchError;
     that is the normal end of a stream, not an error of the server."""
-    if isinstance(exc, errors.ApiError | grpc.aio.AbortError):
+    if isinstance(exc, errors.ApiError | failures.Failure | grpc.aio.AbortError):
         return False
     return context.cancelled() or isinstance(exc, cygrpc.ExecuteBatchError)
 
@@ -258,6 +258,8 @@ async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext) -> An
 
 
 async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+    if isinstance(exc, failures.Failure):
+        exc = errors.from_failure(exc)
     if isinstance(exc, errors.ApiError):
         await context.abort(
             exc.code,

@@ -50,9 +50,9 @@ from core.interceptor import CoreInterceptor, Forwarding
 from core.presence.service import PresenceService
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
-from wac import datadir, gatewaykey, hopkey
-from wac.collector import tend as collector_tend
-from wac.config import Config, ConfigError
+from settings import datadir, gatewaykey, hopkey
+from settings.collector import tend as collector_tend
+from settings.config import Config, ConfigError
 from wac.v1 import (
     calls_pb2,
     calls_pb2_grpc,
@@ -93,7 +93,7 @@ class Core:
     health: Any
     presence: PresenceService | None = None
     contacts: AddressBook | None = None
-    # The hop key this core trusts (see wac/hopkey.py), and StreamEvents.
+    # The hop key this core trusts (see settings/hopkey.py), and StreamEvents.
     hop_key: str = ""
     event_streams: EventsServicer | None = None
     # The gateway's call reports, while [gateway] is enabled.

@@ -1,1 +1,2 @@
-"""wac: the command line, configuration and the generated API (wac.v1)."""
+"""The generated API stubs (``wac.v1``, from proto/wac/v1), named after the
+contract's package; tools/gen_proto.py writes them, nothing else lives here."""

@@ -90,7 +90,7 @@ from core.calls.store import CallStore, CallWrite
 from core.calls.writer import GroupWriter
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog
-from wac.config import CallsConfig, IceConfig
+from settings.config import CallsConfig, IceConfig
 
 log = logging.getLogger("wac.calls")
 

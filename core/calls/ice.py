@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from wac.config import IceConfig
+from settings.config import IceConfig
 
 
 @dataclass(frozen=True, slots=True)

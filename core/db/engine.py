@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-
-def sqlite_url(data_dir: Path) -> str:
-    """The default database: one SQLite file in the data directory."""
-    return f"sqlite+aiosqlite:///{(data_dir / 'wac.sqlite3').resolve()}"
 
 
 def sync_url(url: str) -> str:

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import empty_pb2
 from google.rpc import status_pb2
 
-from core import errors
+from core import errors, failures
 from core.auth import policy
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, current, set_current, subscriber
 from core.events.devices import DeviceRegistry
@@ -193,6 +193,8 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
             await out.put(Delivery(subscription=key, ended=status_pb2.Status()))
         except errors.ApiError as exc:
             await out.put(Delivery(subscription=key, ended=exc.status()))
+        except failures.Failure as exc:
+            await out.put(Delivery(subscription=key, ended=errors.from_failure(exc).status()))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -13,7 +13,7 @@ import base64
 import binascii
 
 from connectors.secrets import SealError, TokenCipher
-from wac.config import ConfigError
+from settings.config import ConfigError
 
 SECRET_HINT = "identity.key_seal_secret (WAC_IDENTITY_KEY_SEAL_SECRET)"
 

@@ -52,7 +52,7 @@ from core.identity.store import (
 from core.identity.tokens import KeyRing, TokenInvalid, new_private_key
 from core.paging import decode_token, encode_token, page_size
 from core.phones import InvalidPhoneNumber, normalize_e164
-from wac.config import Config, ConfigError
+from settings.config import Config, ConfigError
 from wac.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 
 log = logging.getLogger("wac.identity")

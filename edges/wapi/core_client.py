@@ -56,7 +56,7 @@ class CoreClient:
     """One channel to the core, shared by every connection of the edge.
 
     Bounds: ``deadline`` (seconds, > 0) applies to every unary call.
-    ``hop_key`` (wac/hopkey.py) goes in x-wac-hop on every call, so that the
+    ``hop_key`` (settings/hopkey.py) goes in x-wac-hop on every call, so that the
     core believes the client address the edge forwards, and authorises the
     edge's StreamEvents.
     """

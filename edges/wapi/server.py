@@ -25,9 +25,9 @@ from edges.wapi.event_streams import EventStreams
 from edges.wapi.http import HttpEdge, HttpLimits
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
-from wac.collector import tend as collector_tend
-from wac.config import Config, ConfigError, EdgeConfig
-from wac.hopkey import read_hop_key
+from settings.collector import tend as collector_tend
+from settings.config import Config, ConfigError, EdgeConfig
+from settings.hopkey import read_hop_key
 
 log = logging.getLogger("wac.edge")
 

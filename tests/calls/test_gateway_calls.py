@@ -19,10 +19,11 @@ from core.calls.gateway import CallReport, GatewayCalls, GatewayError, ReportKin
 from core.calls.incall import InCall
 from core.calls.machine import CallInfo, CallState, EndReason, Via
 from core.calls.store import CallStore
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.errors import ApiError
+from settings.config import sqlite_url
 
 NOW = 1_800_000_000.0
 

@@ -16,13 +16,13 @@ from core.calls.handler import CallHandler
 from core.calls.incall import InCall
 from core.calls.machine import CallState, DescriptionType, EndReason, Media, SessionDescription
 from core.calls.store import CallStore
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
+from settings.config import CallsConfig, IceConfig, sqlite_url
 from tests.calls.support import SDP, eventually
-from wac.config import CallsConfig, IceConfig
 
 OFFER = SessionDescription(DescriptionType.OFFER, SDP)
 ANSWER = SessionDescription(DescriptionType.ANSWER, SDP)

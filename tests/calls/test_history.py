@@ -10,8 +10,8 @@ import time
 import grpc
 
 from core.calls.ice import ice_servers, turn_credentials
+from settings.config import IceConfig
 from tests.calls.support import Call, World, fails
-from wac.config import IceConfig
 from wac.v1 import calls_pb2
 
 

@@ -11,8 +11,9 @@ import pytest
 from core.calls import tables as t
 from core.calls.machine import CallInfo, CallState, EndReason, Media
 from core.calls.store import CallStore, CallWrite
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.work import dispose
+from settings.config import sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

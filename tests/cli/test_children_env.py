@@ -3,8 +3,8 @@ that the core does not announce at login a gateway that is not running."""
 
 from __future__ import annotations
 
-from wac.cli import children_env
-from wac.config import load_config
+from cli.main import children_env
+from settings.config import load_config
 
 ALL = ["core", "edge", "envoy", "rtpengine", "gateway"]
 WITHOUT_GATEWAY = ["core", "edge", "envoy"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wac.config import SECTIONS, ConfigError, load_config
+from settings.config import SECTIONS, ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "wac.example.toml"
 

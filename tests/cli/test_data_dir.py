@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from settings.config import ConfigError, load_config
 from tests.support.cli import cli_env
 from tests.support.cli import wac as run_wac
-from wac.config import ConfigError, load_config
 
 EX_CONFIG = 78
 

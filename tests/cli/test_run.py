@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,20 +11,15 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.server import free_port
 from tests.support.timing import seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """Distinct free ports (tests/support/server.py never hands one out twice in a while)."""
+    return [free_port() for _ in range(count)]
 
 
 def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
@@ -46,7 +40,7 @@ def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wac.cli", "run", "--demo"], env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", "cli", "run", "--demo"], env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT
         )
     try:
         deadline = time.monotonic() + seconds(6)
@@ -90,7 +84,7 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
         "WAC_GATEWAY_ENABLED": "false",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "wac.cli", "run"],
+        [sys.executable, "-m", "cli", "run"],
         env=env,
         capture_output=True,
         text=True,

@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli import envoy
 from tests.support.cli import ROOT, wac
 from tests.support.server import free_port
 from tests.support.timing import seconds
-from wac import envoy
 
 EX_CONFIG = 78
 
@@ -100,7 +100,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     log = work / "run.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wac.cli", "run"],
+            [sys.executable, "-m", "cli", "run"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,

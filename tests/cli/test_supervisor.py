@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from cli.supervisor import MAX_RESTARTS, Supervisor
 from tests.support.timing import seconds
-from wac.supervisor import MAX_RESTARTS, Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ async def test_a_configuration_refusal_stops_everything_at_once(tmp_path: Path) 
 # A supervisor in its own process, whose one child records its pid and sleeps.
 SUPERVISOR = """
 import asyncio, sys
-from wac.supervisor import Supervisor
+from cli.supervisor import Supervisor
 child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
 asyncio.run(Supervisor([sys.argv[1]], [], program=[sys.executable, "-c", child]).run())
 """

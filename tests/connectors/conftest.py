@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 import core.directory.tables  # noqa: F401  (registers the tables on the metadata)
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.metadata import metadata
 from core.directory.store import DirectoryStore
+from settings.config import sqlite_url
 from tests.support.slapd import slapd  # noqa: F401  (the fixture)
 
 

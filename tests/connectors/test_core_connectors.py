@@ -17,13 +17,13 @@ import pytest
 
 from core.directory.store import DirectoryStore
 from core.server import Core
+from settings.config import ConfigError
 from tests.presence.devices import Device, cheap_password_hashing, eventually, md
 from tests.support.cli import cli_env
 from tests.support.cli import wac as run_wac
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.slapd import READER_DN, READER_PASSWORD, SUFFIX, Slapd
 from tests.support.timing import seconds
-from wac.config import ConfigError
 from wac.v1 import contacts_pb2, contacts_pb2_grpc
 
 __all__ = ["cheap_password_hashing"]

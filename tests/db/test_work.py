@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.work import AsyncWork, Work, dispose, work_for
+from settings.config import sqlite_url
 
 _metadata = MetaData()
 notes = Table("work_notes", _metadata, Column("id", Integer, primary_key=True), Column("text", String(50)))

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import core.directory.tables  # noqa: F401  (registers the tables on the metadata)
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.metadata import metadata
+from settings.config import sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,7 +12,6 @@ core of tests/conftest.py by accident.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,25 +22,19 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from websockets.asyncio.server import serve
 
+from cli import envoy
 from tests.envoy.stubs import StubIdentity, echo, name_the_path
+from tests.support.server import free_port
 from tests.support.system import missing
 from tests.support.timing import TIMEOUT
-from wac import envoy
 from wac.v1 import identity_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct ports free right now on 127.0.0.1 (held together, so never the same one twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """Distinct free ports (tests/support/server.py never hands one out twice in a while)."""
+    return [free_port() for _ in range(count)]
 
 
 @pytest.fixture(scope="session")

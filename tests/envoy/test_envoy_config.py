@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wac import envoy
+from cli import envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli import envoy
 from tests.support.server import free_port
 from tests.support.stack import require_envoy
 from tests.support.timing import seconds
-from wac import envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 UPGRADE = {"connection": "Upgrade", "upgrade": "websocket", "sec-websocket-version": "13"}
@@ -42,7 +42,7 @@ def test_the_connection_ceiling_is_below_the_descriptor_limit() -> None:
 def test_a_low_descriptor_limit_lowers_the_ceiling() -> None:
     # In a child, so that this process keeps its own limit.
     script = (
-        "import resource; from wac import envoy; "
+        "import resource; from cli import envoy; "
         "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
         "print(envoy.render_config(max_connections=50000))"
     )
@@ -58,7 +58,7 @@ def test_wac_envoy_raises_its_soft_descriptor_limit_to_the_hard_one() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     hard = 2048 if hard == resource.RLIM_INFINITY else min(hard, 2048)
     script = (
-        "import resource; from wac import envoy; "
+        "import resource; from cli import envoy; "
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({hard // 2}, {hard})); "
         "print(envoy.raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     )

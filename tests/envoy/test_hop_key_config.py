@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cli import envoy
+from settings.config import ConfigError
+from settings.hopkey import hop_key_path, read_hop_key
 from tests.support.core import test_config as config_for
-from wac import envoy
-from wac.config import ConfigError
-from wac.hopkey import hop_key_path, read_hop_key
 
 KEY = "wac_0123456789abcdef_s3cret-value"
 

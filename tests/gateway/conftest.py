@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from settings.config import load_config
+from settings.gatewaykey import read_gateway_key
 from tests.support.core import add_subscriber, login
 from tests.support.gateway import Kamailio, KamailioSettings, Rtpengine, require_gateway
 from tests.support.server import free_port
 from tests.support.stack import Stack, running_stack
-from wac.config import load_config
-from wac.gatewaykey import read_gateway_key
 
 PASSWORD = "correct horse"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cli import gateway
 from tests.support.cli import ROOT, cli_env
 from tests.support.gateway import require_gateway
 from tests.support.timing import seconds
-from wac import gateway
 
 KEY = "wac_test_gateway_key_0123456789abcdef"
 EX_CONFIG = 78
@@ -75,8 +75,8 @@ def test_rtpengine_runs_in_userspace_on_its_own_configuration() -> None:
 def run_gateway(data: Path, template: Path, extra: dict[str, str] | None = None) -> tuple[int, str]:
     """`wac gateway` as wac run starts it, on another template."""
     program = (
-        "import sys; from pathlib import Path; from wac import gateway; "
-        "gateway.TEMPLATE = Path(sys.argv[1]); from wac.cli import main; sys.exit(main(['gateway']))"
+        "import sys; from pathlib import Path; from cli import gateway; "
+        "gateway.TEMPLATE = Path(sys.argv[1]); from cli.main import main; sys.exit(main(['gateway']))"
     )
     env = cli_env(data, {"WAC_GATEWAY_ENABLED": "true", **(extra or {})})
     result = subprocess.run(

@@ -50,7 +50,7 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
     log = tmp_path / "run.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wac.cli", "run", "--demo"],
+            [sys.executable, "-m", "cli", "run", "--demo"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from settings.config import ConfigError
+from settings.gatewaykey import gateway_key_path, read_gateway_key
 from tests.support.core import running_core
 from tests.support.core import test_config as config_for
-from wac.config import ConfigError
-from wac.gatewaykey import gateway_key_path, read_gateway_key
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
 KEY = "wac_0123456789abcdef_s3cret-value"

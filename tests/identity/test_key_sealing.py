@@ -77,7 +77,7 @@ def run_core(data: Path, secret: str | None) -> subprocess.CompletedProcess[str]
     if secret is not None:
         env["WAC_IDENTITY_KEY_SEAL_SECRET"] = secret
     return subprocess.run(
-        [sys.executable, "-m", "wac.cli", "core"],
+        [sys.executable, "-m", "cli", "core"],
         check=False,
         env=env,
         cwd=ROOT,

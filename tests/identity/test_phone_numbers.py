@@ -12,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf import field_mask_pb2
 
-from core.db.engine import sqlite_url, sync_url
+from core.db.engine import sync_url
 from core.db.migrate import upgrade
 from core.server import Core
+from settings.config import sqlite_url
+from settings.gatewaykey import read_gateway_key
 from tests.support.core import add_subscriber, api_key, login, running_core
-from wac.gatewaykey import read_gateway_key
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
 ALICE = "+34600111222"

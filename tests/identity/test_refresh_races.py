@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 import pytest
 
-from core.db.engine import sqlite_url
 from core.server import Core
+from settings.config import sqlite_url
 from tests.support.core import add_subscriber, api_key, login, running_core
 from tests.support.status import retry_after
 from tests.support.timing import seconds

@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.db.engine import sqlite_url
 from core.identity.revocations import SessionsRevoked
 from core.server import Core
+from settings.config import sqlite_url
 from tests.support.core import add_subscriber, api_key, login, running_core
 from tests.support.timing import seconds
 from wac.v1 import identity_pb2, identity_pb2_grpc

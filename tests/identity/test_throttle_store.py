@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from core.db.engine import create_engine, sqlite_url
+from core.db.engine import create_engine
 from core.db.work import dispose
 from core.identity import rules
 from core.identity import tables as t
 from core.identity.store import IdentityStore
+from settings.config import sqlite_url
 
 POLICY = rules.ThrottlePolicy(after=1000, lock_after=1000)
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from settings.gatewaykey import read_gateway_key
 from tests.sapi.conftest import Sapi
 from tests.sapi.support import assert_error, bad_request_fields, sapi_client
 from tests.support.core import add_subscriber
 from tests.support.stack import Stack
-from wac.gatewaykey import read_gateway_key
 
 ALICE = "+34600111222"
 

@@ -27,7 +27,7 @@ def cli_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str,
 def wac(*args: str, env: Mapping[str, str], timeout: float = 4) -> subprocess.CompletedProcess[str]:
     """``wac ARGS`` to completion; the caller checks the exit code."""
     return subprocess.run(
-        [sys.executable, "-m", "wac.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=dict(env),
         cwd=ROOT,
         capture_output=True,
@@ -43,7 +43,7 @@ async def wac_async(*args: str, env: Mapping[str, str], timeout: float = 6) -> s
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "wac.cli",
+        "cli",
         *args,
         env=dict(env),
         cwd=ROOT,

@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 
 from core.server import Core, build_core
+from settings.config import Config, load_config
 from tests.support.server import free_port
-from wac.config import Config, load_config
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cli import gateway
 from tests.support.server import LocalServer, free_port
 from tests.support.system import missing, require_program
 from tests.support.timing import seconds
-from wac import gateway
 
 DOMAIN = "127.0.0.1"
 SCENARIOS = Path(__file__).resolve().parents[1] / "gateway" / "scenarios"

@@ -4,6 +4,8 @@ instance can answer, and always stopped."""
 
 from __future__ import annotations
 
+import collections
+import random
 import signal
 import socket
 import subprocess
@@ -14,11 +16,37 @@ from typing import Any
 
 from tests.support.timing import seconds
 
+# Ports handed out come from outside Linux's ephemeral range (32768-60999):
+# a port picked there is free when picked, but any outgoing connection (to
+# Envoy, the core, the SAPI) may take it before the server that was to
+# listen on it starts, and Kamailio then fails with "Address already in
+# use". Below it: 20000-29999 is the tests' RTP (rtpengine), 10000-17999
+# bench_gateway's.
+_POOL = (*range(18000, 20000), *range(30000, 32768))
+# Not handed out twice in a while: a port given to one server may not be
+# listening yet when the next is picked.
+_RECENT: collections.deque[int] = collections.deque(maxlen=1500)
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free for TCP and UDP on 127.0.0.1, outside the ephemeral range."""
+    for _ in range(1000):
+        port = random.choice(_POOL)
+        if port in _RECENT:
+            continue
+        if _bindable(port, socket.SOCK_STREAM) and _bindable(port, socket.SOCK_DGRAM):
+            _RECENT.append(port)
+            return port
+    raise RuntimeError("no free port left in the tests' pool")
+
+
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class LocalServer(ABC):

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from cli import envoy
 from core.server import Core, build_core
 from edges.wapi.server import Edge, start_edge
 from tests.support.core import test_config
 from tests.support.server import free_port
 from tests.support.system import missing
 from tests.support.timing import seconds
-from wac import envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""wac.collector: survivors leave the automatic collections; a thaw round
+"""settings.collector: survivors leave the automatic collections; a thaw round
 collects garbage cycles among them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import gc
 import weakref
 
-from wac.collector import tend
+from settings.collector import tend
 
 
 class _Node:

@@ -10,8 +10,8 @@ import pytest
 
 from core.server import Core
 from edges.wapi.server import Edge, start_edge
+from settings.config import Config
 from tests.support.core import add_subscriber, test_config
-from wac.config import Config
 
 EdgeFactory = Callable[..., Awaitable[Edge]]
 

@@ -278,7 +278,7 @@ async def test_wac_edge_stops_on_sigterm_with_1001(core: Core, tmp_path: Path) -
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core.port}",
         "WAC_LOG_LEVEL": "warning",
     }
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "wac.cli", "edge", env=env, cwd=ROOT)
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "cli", "edge", env=env, cwd=ROOT)
     try:
         edge = _Ports(ws_port)
         async with asyncio.timeout(seconds(2)):

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import IO
 
-from wac.config import ConfigError
+from settings.config import ConfigError
 
 # Group and others get nothing on anything a wac process creates.
 PRIVATE_UMASK = 0o077

@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wac import datadir
-from wac.config import Config, ConfigError, load_config
+from settings import datadir
+from settings.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from core.directory.records import SyncRunRecord
@@ -333,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wac: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     config_args = ["--config", args.config] if args.config else []
+    from cli import logs
     from core.errors import ApiError
-    from wac import logs
 
     try:
         if args.command == "core":
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "connectors":
             return _run(_connectors(config, args))
         if args.command == "run":
-            from wac.supervisor import Supervisor
+            from cli.supervisor import Supervisor
 
             try:
                 # Held until this process ends; the core child takes its own.
@@ -423,8 +423,8 @@ EXIT_CONFIG = 78
 
 def _envoy(config: Config) -> int:
     """Render and validate the front door's configuration, then become Envoy."""
-    from wac import envoy
-    from wac.hopkey import read_hop_key
+    from cli import envoy
+    from settings.hopkey import read_hop_key
 
     try:
         host, port = envoy.parse_address(config.envoy.listen, what="[envoy] listen")
@@ -512,7 +512,7 @@ def available_roles(config: Config | None = None) -> list[str]:
     roles = ["core", "edge", "envoy"]
     if config is None or not config.gateway.enabled:
         return roles
-    from wac.gateway import missing_programs
+    from cli.gateway import missing_programs
 
     absent = missing_programs()
     if absent:
@@ -531,14 +531,14 @@ GATEWAY_KEY_WAIT = 30.0
 
 
 def _gateway_key(config: Config) -> str:
-    from wac.gatewaykey import read_gateway_key
+    from settings.gatewaykey import read_gateway_key
 
     return read_gateway_key(config, GATEWAY_KEY_WAIT)
 
 
 def _gateway(config: Config) -> int:
     """Render and check Kamailio's script, then become Kamailio."""
-    from wac import gateway
+    from cli import gateway
 
     settings = config.gateway
     try:
@@ -574,7 +574,7 @@ def _gateway(config: Config) -> int:
 
 def _rtpengine(config: Config) -> int:
     """Become rtpengine: userspace, foreground, on the configured addresses."""
-    from wac import gateway
+    from cli import gateway
 
     settings = config.gateway
     try:

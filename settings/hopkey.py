@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wac.config import Config
-from wac.servicekey import wait_for_key_file
+from settings.config import Config
+from settings.servicekey import wait_for_key_file
 
 FILE_NAME = "hop.key"
 # The API key's name and its one scope.

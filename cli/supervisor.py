@@ -77,7 +77,7 @@ class Supervisor:
         program: list[str] | None = None,
     ) -> None:
         """Each child runs ``program + [role]`` (default: ``wac CONFIG_ARGS ROLE``)."""
-        program = program if program is not None else [sys.executable, "-m", "wac.cli", *config_args]
+        program = program if program is not None else [sys.executable, "-m", "cli", *config_args]
         self._children = [Child(role, [*program, role]) for role in roles]
         self._grace = grace
         self._restart_delay = restart_delay
@@ -91,7 +91,7 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         # A handler rather than SIG_IGN, to say so in the log; the children
-        # ignore it themselves (wac.cli), as a terminal hangup reaches the
+        # ignore it themselves (cli/main.py), as a terminal hangup reaches the
         # whole process group.
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
         watchers = []

@@ -105,7 +105,7 @@ def render_config(
     when one is given, else on 127.0.0.1:admin_port. max_connections is the
     ceiling on client connections; it is lowered to fit this process's
     file-descriptor limit (see connection_budget), which Envoy inherits.
-    hop_key goes to the core and the edge in x-wac-hop (wac/hopkey.py): the
+    hop_key goes to the core and the edge in x-wac-hop (settings/hopkey.py): the
     rendered text then holds a secret, so write it where only wac's user
     reads it.
     gateway_ws_address is Kamailio's WebSocket listener ([gateway]
@@ -159,7 +159,7 @@ def render_config(
         # A JSON string is a valid YAML double-quoted scalar, so any path
         # (spaces, quotes, backslashes) survives.
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
-        # Sent to the core and the edge in x-wac-hop (see wac/hopkey.py).
+        # Sent to the core and the edge in x-wac-hop (see settings/hopkey.py).
         # Empty: the header is only removed, and forwarded addresses are
         # then not believed (logins throttle per Envoy's own address).
         hop_key=json.dumps(hop_key),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from wac.config import ConfigError
+from settings.config import ConfigError
 
 # How often a waiting reader looks for the file the core is about to write.
 _POLL_SECONDS = 0.05

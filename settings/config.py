@@ -298,9 +298,12 @@ class Config:
 
     @property
     def database_url(self) -> str:
-        from core.db.engine import sqlite_url
-
         return self.core.database_url or sqlite_url(self.data_dir)
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default database: one SQLite file in the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / 'wac.sqlite3').resolve()}"
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wac.config import Config, ConfigError
-from wac.servicekey import wait_for_key_file
+from settings.config import Config, ConfigError
+from settings.servicekey import wait_for_key_file
 
 FILE_NAME = "gateway.key"
 # The API key's name and its scopes: verify a token (identity:verify,
