@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PROTOS := $(wildcard proto/wac/v1/*.proto)
 JS := clients/js
 
-.PHONY: setup gen check-gen run test test-py test-js lint bench clean sdk system-deps
+.PHONY: setup gen check-gen lint-proto run test test-py test-js lint bench clean sdk system-deps
 
 setup: $(VENV)/.installed build/wac.pb sdk
 
@@ -31,6 +31,12 @@ check-gen: build/wac.pb
 	$(PY) tools/gen_openapi.py --check
 	cd $(JS) && npm run -s gen:check
 
+# buf's lint of the contract (buf.yaml says which rules and why), and its
+# breaking-change check against the protos of the previous commit. buf comes
+# from the registry as a devDependency of clients/js.
+lint-proto: setup
+	$(PY) tools/lint_proto.py
+
 $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -50,7 +56,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy core
 
-test: setup lint check-gen test-js test-py
+test: setup lint lint-proto check-gen test-js test-py
 
 test-py: setup
 	$(VENV)/bin/pytest -q
