@@ -67,7 +67,7 @@ export interface Call {
 
 /** Why a call ended. */
 export type Call_EndReason =
-  /** The call has not ended. */
+  /** Not set: the call has not ended. */
   | "END_REASON_UNSPECIFIED"
   /** A party hung up an active call. */
   | "COMPLETED"
@@ -209,7 +209,7 @@ export interface RejectCallRequest {
 
 /** Why a device rejects. */
 export type RejectCallRequest_Reason =
-  /** Declined by the user. */
+  /** Not set: declined by the user, as DECLINED. */
   | "REASON_UNSPECIFIED"
   /** Declined by the user. */
   | "DECLINED"
@@ -981,7 +981,7 @@ export interface VerifyTokenResponse {
 
 /** Why a token is not active. */
 export type VerifyTokenResponse_Reason =
-  /** The token is active. */
+  /** Not set: the token is active. */
   | "REASON_UNSPECIFIED"
   /** The token is not a well-formed JWT. */
   | "MALFORMED"
@@ -1032,7 +1032,7 @@ export interface Presence {
 
 /** Why a status was set by wac rather than published. */
 export type Presence_Reason =
-  /** The status was published by the subscriber. */
+  /** Not set: the status was published by the subscriber. */
   | "REASON_UNSPECIFIED"
   /** The subscriber is in an active call. */
   | "IN_CALL";
