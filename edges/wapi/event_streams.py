@@ -1,5 +1,5 @@
-"""Every socket's event subscription, over one EventsService.StreamEvents
-stream to the core.
+"""Every socket's event subscription and every long poll (the HTTP
+fallback's), over one EventsService.StreamEvents stream to the core.
 
 A gRPC stream per socket costs the core and the edge one gRPC message each
 per event, which is most of their work in a fan-out: one presence change

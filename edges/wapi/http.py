@@ -13,8 +13,10 @@ port (``edge.http_listen``):
 * ``GET /wapi/http/events?afterSeq=N``: a long poll on the session's event
   stream, answered ``{"events": [...]}`` as soon as one event arrives (after
   a 20 ms window that gathers the ones right behind it), or empty after
-  ``long_poll_seconds``. The events are the very ones the WebSocket
-  delivers, with the same seq: a client switches between the two freely.
+  ``long_poll_seconds``. Each poll attaches to the edge's one shared
+  event stream to the core (``event_streams.py``) for its duration, as a
+  socket's subscription does: the events are the very ones the WebSocket
+  delivers, with the same seq, so a client switches between the two freely.
 * ``GET /oauth2/google/callback``: the page that hands Google's answer to
   the app (``oauth2.py``).
 * ``GET /sdk/<file>`` from the JS SDK's dist/ and ``GET /`` (and the
@@ -46,13 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
+from google.protobuf.message import Message
 
-from edges.wapi import forwarded, methods, oauth2, rpc
+from edges.wapi import forwarded, oauth2, rpc
 from edges.wapi.admission import Admission, refusal_message
-from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
+from edges.wapi.methods import StreamJson
 from edges.wapi.rpc import RpcError
 from edges.wapi.session import RateLimiter, Verdict, not_logged_in, token_refused
 
@@ -124,6 +126,11 @@ class HttpLimits:
 def json_error(status: int, code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
     body = RpcError(code, message, data).to_json()
     return web.json_response({"error": body}, status=status, dumps=rpc.encode)
+
+
+def _failed(failure: RpcError) -> web.Response:
+    """A core's refusal as the HTTP status of its gRPC code."""
+    return json_error(_HTTP_FOR_CODE.get(failure.code, 500), failure.code, failure.message, dict(failure.data or {}))
 
 
 def bearer(request: web.Request) -> str | None:
@@ -317,55 +324,30 @@ class HttpEdge:
         if token is None:
             error = not_logged_in(HINT)
             return json_error(401, error.code, error.message, dict(error.data or {}))
-        method = self._dispatcher.table.get(EVENTS_METHOD)
-        if method is None:  # pragma: no cover - the contract has it
-            return json_error(501, 12, f"{EVENTS_METHOD} is not in this edge's contract")
-        message = method.parse_params({"afterSeq": after})
-        call = self._dispatcher.client.stream(
-            method, message, call_metadata(token, client_address(request, self._gate.hop_key))
-        )
+        events = self._dispatcher.events
+        poll = _Poll(self._dispatcher.stream_json)
         try:
-            events, failure = await self._poll(call)
-            if failure is None and call.done():
-                failure = await self._dispatcher.client.stream_error(method, call)
+            key = await events.subscribe(token, int(after), client_address(request, self._gate.hop_key), poll)
+        except RpcError as failure:
+            return _failed(failure)
+        try:
+            await self._hold(poll)
         finally:
-            call.cancel()
-        if failure is not None and not events:
-            status = _HTTP_FOR_CODE.get(failure.code, 500)
-            return json_error(status, failure.code, failure.message, dict(failure.data or {}))
-        return web.json_response({"events": [methods.to_json(e) for e in events]}, dumps=rpc.encode)
+            events.unsubscribe(key)
+        if poll.failure is not None and not poll.texts:
+            return _failed(poll.failure)
+        # Each event's JSON is the text the sockets share (StreamJson), joined as is.
+        return web.Response(text=f'{{"events":[{",".join(poll.texts)}]}}', content_type="application/json")
 
-    async def _poll(self, call: grpc.aio.UnaryStreamCall) -> tuple[list[Any], RpcError | None]:
-        """Read until the first event (or the poll time), then whatever follows within the window."""
+    async def _hold(self, poll: _Poll) -> None:
+        """Until the first event (or the poll time, or the edge stopping), then the gather window."""
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_future()
-        events: list[Any] = []
-        first = asyncio.ensure_future(call.read())
-        try:
-            done, _ = await asyncio.wait(
-                {first, self._stopping}, timeout=self._limits.long_poll_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-            if first not in done:
-                return events, None
-            message = first.result()
-        except grpc.aio.AioRpcError:
-            return events, None  # the caller reads the status
-        finally:
-            if not first.done():
-                first.cancel()
-        if message is grpc.aio.EOF:
-            return events, None
-        events.append(message)
-        try:
-            async with asyncio.timeout(GATHER_WINDOW):
-                while len(events) < MAX_EVENTS_PER_POLL:
-                    message = await call.read()
-                    if message is grpc.aio.EOF:
-                        break
-                    events.append(message)
-        except (TimeoutError, grpc.aio.AioRpcError):
-            pass
-        return events, None
+        await asyncio.wait(
+            {poll.first, self._stopping}, timeout=self._limits.long_poll_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        if poll.texts and not poll.full.done():
+            await asyncio.wait({poll.full}, timeout=GATHER_WINDOW)
 
     # -- static files --------------------------------------------------
     async def _sdk(self, request: web.Request) -> web.StreamResponse:
@@ -392,6 +374,41 @@ class HttpEdge:
         if not target.is_relative_to(base) or not target.is_file():
             return json_error(404, 5, f"no such file in {what}: {relative[:200]}")
         return web.FileResponse(target)
+
+
+class _Poll:
+    """One long poll's sink on the shared event stream (edges/wapi/event_streams.py).
+
+    Keeps the JSON of up to MAX_EVENTS_PER_POLL events; what follows is
+    dropped, and the next poll resumes after the last seq kept. ``first``
+    resolves at the first event or the end, ``full`` when no more will be
+    kept.
+    """
+
+    __slots__ = ("failure", "first", "full", "json", "texts")
+
+    def __init__(self, stream_json: StreamJson) -> None:
+        loop = asyncio.get_running_loop()
+        self.json = stream_json
+        self.texts: list[str] = []
+        self.failure: RpcError | None = None
+        self.first: asyncio.Future[None] = loop.create_future()
+        self.full: asyncio.Future[None] = loop.create_future()
+
+    def event(self, message: Message) -> None:
+        if self.full.done():
+            return
+        self.texts.append(self.json.text(message))
+        if not self.first.done():
+            self.first.set_result(None)
+        if len(self.texts) >= MAX_EVENTS_PER_POLL:
+            self.full.set_result(None)
+
+    def ended(self, failure: RpcError | None) -> None:
+        self.failure = failure
+        for future in (self.first, self.full):
+            if not future.done():
+                future.set_result(None)
 
 
 _WAPI_PATHS = frozenset({RPC_PATH, EVENTS_PATH})
