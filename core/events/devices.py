@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from core.clock import SYSTEM_CLOCK, Clock, Timer
 
 log = logging.getLogger("wac.devices")
 
@@ -39,16 +40,17 @@ class DeviceRegistry(Protocol):
 @dataclass(slots=True)
 class _Device:
     streams: int = 0
-    grace: asyncio.TimerHandle | None = None
+    grace: Timer | None = None
     last_seen: float = 0.0
 
 
 class MemoryDeviceRegistry:
-    """The embedded registry: one process, timers on the event loop."""
+    """The embedded registry: one process, its grace timers on ``clock``."""
 
-    def __init__(self, grace_period: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, grace_period: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._grace = grace_period
         self._clock = clock
+        self._expiries: set[asyncio.Task[Any]] = set()
         self._devices: dict[str, dict[str, _Device]] = {}
         self._online: list[DeviceListener] = []
         self._lost: list[DeviceListener] = []
@@ -69,7 +71,7 @@ class MemoryDeviceRegistry:
             device.grace.cancel()
             device.grace = None
         device.streams += 1
-        device.last_seen = self._clock()
+        device.last_seen = self._clock.time()
         if came_online:
             await self._notify(self._online, username, session_id)
 
@@ -78,12 +80,9 @@ class MemoryDeviceRegistry:
         if device is None:
             return
         device.streams = max(0, device.streams - 1)
-        device.last_seen = self._clock()
+        device.last_seen = self._clock.time()
         if device.streams == 0 and device.grace is None:
-            loop = asyncio.get_running_loop()
-            device.grace = loop.call_later(
-                self._grace, lambda: asyncio.ensure_future(self._expire(username, session_id))
-            )
+            device.grace = self._clock.call_later(self._grace, self._grace_over, username, session_id)
 
     async def ended(self, username: str, session_id: str) -> None:
         if self._drop(username, session_id):
@@ -95,6 +94,12 @@ class MemoryDeviceRegistry:
     def last_seen(self, username: str) -> float:
         devices = self._devices.get(username, {})
         return max((d.last_seen for d in devices.values()), default=0.0)
+
+    def _grace_over(self, username: str, session_id: str) -> None:
+        # Held until done: the loop keeps only a weak reference to a task.
+        task = asyncio.ensure_future(self._expire(username, session_id))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
 
     async def _expire(self, username: str, session_id: str) -> None:
         device = self._devices.get(username, {}).get(session_id)

@@ -9,11 +9,11 @@ for longer than the retention window are dropped whole.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.events.log import EventsExpired
 from wac.v1 import events_pb2
 
@@ -39,7 +39,7 @@ class MemoryEventLog:
         *,
         retention: float = 120.0,
         max_events: int = 10_000,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._retention = retention
         self._max_events = max_events
@@ -50,7 +50,7 @@ class MemoryEventLog:
     async def open(self, session_id: str, username: str) -> None:
         log = self._logs.get(session_id)
         if log is None:
-            self._logs[session_id] = _SessionLog(username=username, last_read=self._clock())
+            self._logs[session_id] = _SessionLog(username=username, last_read=self._clock.time())
             self._by_user.setdefault(username, set()).add(session_id)
 
     async def close(self, session_id: str, final: events_pb2.Event | None = None) -> None:
@@ -58,7 +58,7 @@ class MemoryEventLog:
         if log is None or not log.open:
             return
         if final is not None:
-            self._append(log, final, self._clock())
+            self._append(log, final, self._clock.time())
         log.open = False
         self._unroute(session_id, log.username)
         waiters, log.waiters = log.waiters, []
@@ -71,14 +71,14 @@ class MemoryEventLog:
         event: events_pb2.Event,
         exclude_session: str | None = None,
     ) -> None:
-        now = self._clock()
+        now = self._clock.time()
         for username in usernames:
             for session_id in tuple(self._by_user.get(username, ())):
                 if session_id != exclude_session:
                     self._append(self._logs[session_id], event, now)
 
     async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
-        now = self._clock()
+        now = self._clock.time()
         for session_id in session_ids:
             log = self._logs.get(session_id)
             if log is not None and log.open:
@@ -86,7 +86,7 @@ class MemoryEventLog:
 
     async def read(self, session_id: str, after_seq: int, limit: int = 500) -> list[events_pb2.Event]:
         log = self._logs.get(session_id)
-        now = self._clock()
+        now = self._clock.time()
         if log is None:
             if after_seq > 0:
                 raise EventsExpired(f"no events are kept for this session after seq {after_seq}")
@@ -110,18 +110,17 @@ class MemoryEventLog:
         return out
 
     async def wait(self, session_id: str, after_seq: int, timeout: float, limit: int = 500) -> list[events_pb2.Event]:
-        deadline = self._clock() + timeout
+        deadline = self._clock.time() + timeout
         while True:
             events = await self.read(session_id, after_seq, limit)
             log = self._logs.get(session_id)
             if events or log is None or not log.open:
                 return events
-            remaining = deadline - self._clock()
+            remaining = deadline - self._clock.time()
             if remaining <= 0:
                 return []
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
-            timer = loop.call_later(remaining, _wake, waiter)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            timer = self._clock.call_later(remaining, _wake, waiter)
             log.waiters.append(waiter)
             log.readers += 1
             try:
@@ -140,7 +139,7 @@ class MemoryEventLog:
 
     def sweep(self) -> None:
         """Drop the logs of sessions nobody read for a whole retention window."""
-        now = self._clock()
+        now = self._clock.time()
         for session_id, log in tuple(self._logs.items()):
             if log.readers == 0 and now - log.last_read > self._retention:
                 del self._logs[session_id]

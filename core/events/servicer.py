@@ -18,6 +18,7 @@ from google.rpc import status_pb2
 from core import errors, failures
 from core.auth import policy
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, current, set_current, subscriber
+from core.clock import SYSTEM_CLOCK, Clock
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog, EventsExpired
 from core.nul import nul_field
@@ -66,11 +67,14 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         devices: DeviceRegistry,
         authenticate: Callable[[str], Awaitable[Principal]],
         limits: StreamLimits | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """``clock`` times the stall of a stream (``limits.stall_seconds``)."""
         self._events = events
         self._devices = devices
         self._authenticate = authenticate
         self.limits = limits or StreamLimits()
+        self.clock = clock
         # Open StreamEvents streams per caller, and the streams themselves
         # (their queues are what a test or an operator inspects).
         self._streams_by_caller: dict[str, int] = {}
@@ -215,7 +219,8 @@ class _Stream:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # None marks the end of the requests: the edge half-closed.
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue(limits.send_queue)
-        self._taken_at = asyncio.get_running_loop().time()
+        self._clock = servicer.clock
+        self._taken_at = self._clock.monotonic()
 
     @property
     def queued(self) -> int:
@@ -267,7 +272,7 @@ class _Stream:
     async def next_response(self) -> events_pb2.StreamEventsResponse | None:
         """The next batch of deliveries, or None once the requests ended."""
         first = await self._queue.get()
-        self._taken_at = asyncio.get_running_loop().time()
+        self._taken_at = self._clock.monotonic()
         if first is None:
             return None
         batch = [first]
@@ -286,10 +291,9 @@ class _Stream:
         stall_seconds: the edge stopped reading, and gRPC would otherwise
         hold the stream, its subscriptions and their deliveries for ever."""
         stall = self._limits.stall_seconds
-        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(min(stall, 1.0))
-            if not self._queue.full() or loop.time() - self._taken_at < stall:
+            await self._clock.sleep(min(stall, 1.0))
+            if not self._queue.full() or self._clock.monotonic() - self._taken_at < stall:
                 continue
             log.warning("an event stream took nothing for %g s with its queue full: ending it", stall)
             message = f"the event stream took no deliveries for {stall:g} s with {self._queue.qsize()} waiting"
