@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from core import errors
+from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.events.log import EventLog
 from core.presence.messages import presence_message
 from core.presence.rules import (
@@ -114,12 +114,13 @@ class PresenceService:
         coalesce_interval: float = 0.25,
         max_note: int = 256,
         device_retention: float = 30 * 86400,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``coalesce_interval`` (seconds, > 0) bounds events per watcher and
         subject; ``max_note`` bounds a published note in characters;
         ``device_retention`` is how long a disconnected device's published
-        status is kept for its return (a refresh token's lifetime)."""
+        status is kept for its return (a refresh token's lifetime);
+        ``clock`` reads the time and runs the coalescing timer."""
         self._store = store
         self._events = events
         self._subscribers = subscribers
@@ -131,7 +132,7 @@ class PresenceService:
         self._online: dict[str, set[str]] = {}  # username -> sessions online on this core
         self._in_call: set[str] = set()
         self._names: dict[str, tuple[str, float]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._timer_deadline = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
         self.visibility = Visibility(visibility, links, self._online.keys)
@@ -216,7 +217,7 @@ class PresenceService:
             return
         name = row.display_name or username
         cached = self._names.get(username)
-        self._names[username] = (name, self._clock() + NAME_TTL)
+        self._names[username] = (name, self._clock.time() + NAME_TTL)
         subject = self._subjects.get(username)
         if cached is not None and cached[0] != name and subject is not None and subject.state:
             await self._apply(username, force=True)
@@ -268,7 +269,7 @@ class PresenceService:
             visible = await self.visibility.visible_among(viewer, wanted)
             wanted = [name for name in wanted if name in visible]
         devices = await self._store.devices_of(wanted)
-        now = self._clock()
+        now = self._clock.time()
         out: list[PresenceView] = []
         for name in wanted:
             display_name = await self._display_name(name)
@@ -287,11 +288,11 @@ class PresenceService:
         if display_name is None:
             return None
         devices = await self._store.devices(username)
-        state = aggregate(devices, in_call=username in self._in_call, now=self._clock())
+        state = aggregate(devices, in_call=username in self._in_call, now=self._clock.time())
         return PresenceView(username, display_name, state)
 
     async def _display_name(self, username: str) -> str | None:
-        now = self._clock()
+        now = self._clock.time()
         hit = self._names.get(username)
         if hit is not None and hit[1] > now:
             return hit[0]
@@ -317,13 +318,13 @@ class PresenceService:
         change to the coalescer. Returns the new aggregate."""
         subject = self._subjects.setdefault(username, _Subject())
         async with subject.lock:
-            now = self._clock()
+            now = self._clock.time()
             if write is not None:
                 await write(now)
             devices = subject.devices
             if write is not None or devices is None:
                 devices = subject.devices = await self._store.devices(username)
-            now = self._clock()
+            now = self._clock.time()
             state = aggregate(devices, in_call=username in self._in_call, now=now)
             changed = force or presence_changed(subject.state, state)
             subject.state = state
@@ -366,13 +367,13 @@ class PresenceService:
             if self._timer_deadline <= deadline:
                 return
             self._timer.cancel()
-        delay = max(0.0, deadline - self._clock())
+        delay = max(0.0, deadline - self._clock.time())
         self._timer_deadline = deadline
-        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self._timer = self._clock.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        for username, _version in self._coalescer.due(self._clock()):
+        for username, _version in self._coalescer.due(self._clock.time()):
             task = asyncio.create_task(self._flush(username), name=f"presence-flush-{username}")
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)

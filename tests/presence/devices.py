@@ -152,6 +152,19 @@ class Device:
             if presence.status == status:
                 return presence
 
+    async def heard_before_own_change(self, note: str = "sentinel") -> list[presence_pb2.Presence]:
+        """The presenceChanged events this device gets before a change of its
+        own subscriber, published now (AWAY with ``note``). Whatever was
+        emitted before this call comes first in the stream, so an event not
+        among these was never sent: no waiting to prove that nothing comes."""
+        await self.set(Status.AWAY, note)
+        heard: list[presence_pb2.Presence] = []
+        while True:
+            presence = (await self.next_event("presence_changed")).presence_changed
+            if presence.username == self.username and presence.note == note:
+                return heard
+            heard.append(presence)
+
     async def drain(self, quiet: float = 0.08) -> list[events_pb2.Event]:
         """Every event until none has come for ``quiet`` timeouts (0.4 s unscaled)."""
         quiet = seconds(quiet)

@@ -1,9 +1,9 @@
-"""PresenceService over a real gRPC socket: devices, aggregation, the grace
-period, calls, visibility both ways, coalescing and service reads."""
+"""PresenceService over a real gRPC socket: devices, aggregation, calls,
+visibility both ways and service reads. The grace period and coalescing,
+timed to the instant on a fake clock, are in test_windows.py."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,42 +94,6 @@ async def test_publishing_offline_appears_offline(core: Core, channel: grpc.aio.
     assert (await laptop.set(Status.AVAILABLE, "hi")).status == Status.AVAILABLE
 
 
-async def test_a_device_goes_offline_after_the_grace_period_and_keeps_its_status(tmp_path: Path) -> None:
-    grace = 0.3
-    async with core_with(tmp_path, WAC_PRESENCE_GRACE_PERIOD=str(grace)) as (core, channel):
-        await users(core, "alice", "bob")
-        alice = await Device.login(core, channel, "alice")
-        bob = await Device.login(core, channel, "bob")
-        await link(alice, "bob")
-        await alice.set(Status.AWAY, "gone fishing")
-        await bob.presence_until("alice", Status.AWAY)
-
-        closed = time.time()
-        await alice.disconnect()
-        assert (await bob.get("alice")).status == Status.AWAY, "still within the grace period"
-        offline = await bob.presence_until("alice", Status.OFFLINE)
-        assert time.time() - closed >= grace * 0.9
-        assert offline.last_seen_time.ToNanoseconds() / 1e9 == pytest.approx(closed, abs=0.2 + grace)
-        assert offline.note == ""
-
-        # A reconnecting device keeps what it published, not AVAILABLE.
-        await alice.connect()
-        back = await bob.presence_until("alice", Status.AWAY)
-        assert back.note == "gone fishing"
-
-
-async def test_a_reconnect_within_the_grace_period_does_not_flap(tmp_path: Path) -> None:
-    async with core_with(tmp_path, WAC_PRESENCE_GRACE_PERIOD="5") as (core, channel):
-        await users(core, "alice", "bob")
-        alice = await Device.login(core, channel, "alice")
-        bob = await Device.login(core, channel, "bob")
-        await link(alice, "bob")
-        await bob.drain()
-        await alice.disconnect()
-        await alice.connect()
-        assert [e for e in await bob.drain() if e.HasField("presence_changed")] == []
-
-
 async def test_logout_and_revocation_are_offline_at_once(core: Core, channel: grpc.aio.Channel) -> None:
     await users(core, "alice", "bob")
     bob = await Device.login(core, channel, "bob")
@@ -217,11 +181,10 @@ async def test_contacts_policy_shows_a_subject_only_to_those_it_links(core: Core
         await alice.get("bob")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, "the consent is one-way"
 
-    await carol.drain(0.02)
     await alice.set(Status.BUSY, "deadline")
     assert (await bob.presence_until("alice", Status.BUSY)).note == "deadline"
     assert (await alice.presence_until("alice", Status.BUSY)).note == "deadline", "its own devices hear it"
-    assert [e for e in await carol.drain() if e.presence_changed.username == "alice"] == []
+    assert [p for p in await carol.heard_before_own_change() if p.username == "alice"] == []
 
     await alice.contacts.DeleteContact(
         contacts_pb2.DeleteContactRequest(contact_id=contact.contact_id), metadata=alice.metadata
@@ -229,9 +192,9 @@ async def test_contacts_policy_shows_a_subject_only_to_those_it_links(core: Core
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await bob.get("alice")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    await bob.drain(0.02)
     await alice.set(Status.AVAILABLE)
-    assert [e for e in await bob.drain() if e.presence_changed.username == "alice"] == []
+    await alice.presence_until("alice", Status.AVAILABLE)  # emitted, to all its watchers at once
+    assert [p for p in await bob.heard_before_own_change() if p.username == "alice"] == []
 
 
 async def test_linking_someone_grants_no_sight_of_them(core: Core, channel: grpc.aio.Channel) -> None:
@@ -293,62 +256,6 @@ async def test_domain_policy_shows_everyone(tmp_path: Path) -> None:
             ("alice", Status.AWAY),
             ("bob", Status.AVAILABLE),
         ]
-
-
-# --- Coalescing. ----------------------------------------------------------------
-
-
-async def test_a_burst_reaches_a_watcher_as_its_first_and_last_change(core: Core, channel: grpc.aio.Channel) -> None:
-    await users(core, "alice", "bob")
-    bob = await Device.login(core, channel, "bob")
-    alice = await Device.login(core, channel, "alice")
-    await link(alice, "bob")
-    await bob.presence_until("alice", Status.AVAILABLE)
-    await asyncio.sleep(0.3)  # past the coalescing interval of that change
-    await bob.drain(0.02)
-
-    statuses = [Status.AWAY, Status.BUSY] * 5
-    started = time.monotonic()
-    for index, status in enumerate(statuses):
-        await alice.set(status, f"change {index + 1}")
-    burst = time.monotonic() - started
-
-    events = [e.presence_changed for e in await bob.drain(0.12) if e.presence_changed.username == "alice"]
-    if burst < 0.25:
-        assert [(p.status, p.note) for p in events] == [
-            (Status.AWAY, "change 1"),
-            (Status.BUSY, "change 10"),
-        ]
-    else:  # a very slow machine: still far fewer events than changes, the last one last
-        assert len(events) < len(statuses)
-        assert events[-1].note == "change 10"
-
-
-async def test_a_change_undone_within_the_window_reaches_no_watcher(core: Core, channel: grpc.aio.Channel) -> None:
-    await users(core, "alice", "bob")
-    bob = await Device.login(core, channel, "bob")
-    alice = await Device.login(core, channel, "alice")
-    await link(alice, "bob")
-    await bob.presence_until("alice", Status.AVAILABLE)
-    await asyncio.sleep(0.3)  # past the coalescing interval of that change
-    await bob.drain(0.02)
-
-    started = time.monotonic()
-    await alice.set(Status.AWAY, "out")  # heard at once
-    await alice.set(Status.BUSY, "meeting")  # held for the window ...
-    await alice.set(Status.AWAY, "out")  # ... and undone within it
-    undone = time.monotonic() - started
-    await asyncio.sleep(0.3)
-    await alice.set(Status.DO_NOT_DISTURB, "focus")
-
-    events = [e.presence_changed for e in await bob.drain(0.4) if e.presence_changed.username == "alice"]
-    if undone < 0.25:
-        assert [(p.status, p.note) for p in events] == [
-            (Status.AWAY, "out"),
-            (Status.DO_NOT_DISTURB, "focus"),
-        ]
-    else:  # a very slow machine: the window passed mid-burst; still in order, the last one last
-        assert events[0].status == Status.AWAY and events[-1].status == Status.DO_NOT_DISTURB
 
 
 # --- Requests and permissions. -------------------------------------------------
