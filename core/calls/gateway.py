@@ -30,9 +30,8 @@ import asyncio
 import enum
 import logging
 import secrets
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -42,6 +41,7 @@ from core.calls.incall import InCall
 from core.calls.machine import CallInfo, CallState, EndReason, Media, Via, is_uri_callee
 from core.calls.store import CallStore, CallWrite
 from core.calls.writer import GroupWriter
+from core.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("wac.gateway")
 
@@ -154,7 +154,7 @@ class GatewayCalls:
         in_call: InCall,
         subscribers: Subscribers,
         control: GatewayControl | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
         self._writer = GroupWriter(store)
@@ -209,7 +209,7 @@ class GatewayCalls:
                         entry,
                         EndReason.FAILED,
                         "wac",
-                        self._clock(),
+                        self._clock.time(),
                         "the gateway no longer has this call: it ended while wac was not listening",
                     )
 
@@ -370,5 +370,5 @@ class GatewayCalls:
             if entry.call.state is not CallState.ENDED and key is not None and self._live.get(key) is entry:
                 # The gateway's own report of the end may come later (or was
                 # missed): the hangup is recorded now, the report ignored.
-                await self._end(entry, ending[0], ending[1], self._clock(), "")
+                await self._end(entry, ending[0], ending[1], self._clock.time(), "")
         return entry.call

@@ -57,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -88,6 +87,7 @@ from core.calls.machine import (
 )
 from core.calls.store import CallStore, CallWrite
 from core.calls.writer import GroupWriter
+from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.events.devices import DeviceRegistry
 from core.events.log import EventLog
 from settings.config import CallsConfig, IceConfig
@@ -160,12 +160,13 @@ class CallHandler:
         device_grace: float,
         in_call: InCall | None = None,
         gateway: GatewayCalls | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``device_grace`` is how long a restored call waits for its devices
         to reconnect after a restart (the device registry's grace period).
         ``in_call`` (started and stopped here) tells presence who is in a
-        call; ``gateway`` holds the calls through the SIP gateway."""
+        call; ``gateway`` holds the calls through the SIP gateway; ``clock``
+        gives the time and runs the calls' timers."""
         self._store = store
         self._writer = GroupWriter(store)
         self._events = events
@@ -187,11 +188,11 @@ class CallHandler:
         # when it is answered).
         self._placed: dict[str, set[str]] = {}
         self._ringing_at: dict[str, set[str]] = {}
-        self._timers: dict[tuple[str, TimerKind], asyncio.TimerHandle] = {}
+        self._timers: dict[tuple[str, TimerKind], Timer] = {}
         self._display_names: dict[str, tuple[str, float]] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._reconnect_check: asyncio.TimerHandle | None = None
+        self._reconnect_check: Timer | None = None
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------
@@ -213,7 +214,7 @@ class CallHandler:
                 self._arm(call_id, timer.kind, timer.at)
         if self._live:
             log.info("restored %d live call(s)", len(self._live))
-            self._reconnect_check = asyncio.get_running_loop().call_later(
+            self._reconnect_check = self._clock.call_later(
                 self._device_grace, lambda: self._spawn(self._drop_absent_devices(tuple(self._live)))
             )
 
@@ -268,7 +269,7 @@ class CallHandler:
                 media=media,
                 offer=offer,
                 online_devices=online,
-                now=self._clock(),
+                now=self._clock.time(),
                 callee_busy=self._in_call.busy(callee),
                 busy_on_busy=self._config.busy_on_busy,
                 ring_timeout=self._config.ring_timeout,
@@ -380,7 +381,7 @@ class CallHandler:
 
     def ice_servers(self, who: SubscriberPrincipal) -> tuple[list[ice.IceServer], int]:
         """STUN and TURN servers for the device, and the credentials' ttl."""
-        return ice.ice_servers(self._ice, who.username, self._clock())
+        return ice.ice_servers(self._ice, who.username, self._clock.time())
 
     # -- the one path of every input ----------------------------------
     async def _act(self, who: Principal, call_id: str, step: Step, *, durable: bool = True) -> CallInfo:
@@ -410,7 +411,7 @@ class CallHandler:
         """Apply one input to a live machine under its lock; persist; carry out."""
         before = machine.snapshot()
         was = machine.state
-        effects = _checked(lambda: step(machine, self._clock()))
+        effects = _checked(lambda: step(machine, self._clock.time()))
         if durable and machine.snapshot() != before:
             try:
                 await self._persist(machine)
@@ -503,14 +504,19 @@ class CallHandler:
         if who.session_id in await self._devices.online_devices(who.username):
             return
         arrived = self._arrivals.setdefault(who.session_id, asyncio.Event())
+        arrival = asyncio.ensure_future(arrived.wait())
+        give_up = self._clock.call_later(ONLINE_WAIT, arrival.cancel)
         try:
-            await asyncio.wait_for(arrived.wait(), ONLINE_WAIT)
-        except TimeoutError:
+            await asyncio.wait({arrival})
+        finally:
+            give_up.cancel()
+            arrival.cancel()
+        if arrival.cancelled():
             self._arrivals.pop(who.session_id, None)
             raise errors.failed_precondition(
                 "this device has no open event stream: subscribe to EventsService before "
                 "placing a call, or it would miss the call's events"
-            ) from None
+            )
 
     async def _device_online(self, username: str, session_id: str) -> None:
         arrived = self._arrivals.pop(session_id, None)
@@ -519,7 +525,7 @@ class CallHandler:
 
     async def _display_name(self, username: str) -> str:
         """The caller's display name for invites, cached for a few seconds."""
-        now = self._clock()
+        now = self._clock.time()
         hit = self._display_names.get(username)
         if hit is not None and hit[1] > now:
             return hit[0]
@@ -542,8 +548,8 @@ class CallHandler:
         self._disarm(call_id, kind)
         if self._stopped:
             return
-        delay = max(0.0, at - self._clock())
-        self._timers[(call_id, kind)] = asyncio.get_running_loop().call_later(delay, self._timer_due, call_id, kind)
+        delay = max(0.0, at - self._clock.time())
+        self._timers[(call_id, kind)] = self._clock.call_later(delay, self._timer_due, call_id, kind)
 
     def _disarm(self, call_id: str, kind: TimerKind) -> None:
         handle = self._timers.pop((call_id, kind), None)

@@ -24,6 +24,7 @@ from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.errors import ApiError
 from settings.config import sqlite_url
+from tests.support.clock import FakeClock
 
 NOW = 1_800_000_000.0
 
@@ -75,7 +76,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     in_call.start()
     control = Control()
     store = CallStore(engine)
-    calls = GatewayCalls(store=store, in_call=in_call, subscribers=People(), control=control, clock=lambda: NOW + 60)
+    calls = GatewayCalls(store=store, in_call=in_call, subscribers=People(), control=control, clock=FakeClock(NOW + 60))
     await calls.start()
     try:
         yield Rig(calls, store, control, told, in_call)
