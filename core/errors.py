@@ -6,14 +6,10 @@ error body, and the WAPI edge into a JSON-RPC error, so it is built once here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import grpc
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from core import failures
+from core import checks, failures
 
 
 class ApiError(Exception):
@@ -41,27 +37,17 @@ class ApiError(Exception):
 
     def status(self) -> status_pb2.Status:
         """The failure as a google.rpc.Status, with its details."""
-        details: list[any_pb2.Any] = []
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
         if self.field is not None:
-            bad = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
-                ]
-            )
-            details.append(_pack(bad))
+            violation = error_details_pb2.BadRequest.FieldViolation(field=self.field, description=self.message)
+            status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         if self.retry_after is not None:
             info = error_details_pb2.RetryInfo()
             info.retry_delay.FromMilliseconds(int(self.retry_after * 1000))
-            details.append(_pack(info))
+            status.details.add().Pack(info)
         if self.reason is not None:
-            details.append(_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="wac")))
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-
-
-def _pack(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
+            status.details.add().Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="wac"))
+        return status
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -104,14 +90,19 @@ def exhausted(message: str, retry_after: float | None = None) -> ApiError:
 
 
 def require(field: str, value: object) -> None:
-    """A REQUIRED field must be set."""
-    if value in ("", None, 0) or (isinstance(value, Sequence) and not isinstance(value, str) and not value):
-        raise invalid(field, "is required")
+    """``core.checks.require`` for callers that catch ApiError."""
+    try:
+        checks.require(field, value)
+    except failures.Invalid as exc:
+        raise from_failure(exc) from None
 
 
 def max_length(field: str, value: str, limit: int) -> None:
-    if len(value) > limit:
-        raise invalid(field, f"is {len(value)} characters long; at most {limit} are allowed")
+    """``core.checks.max_length`` for callers that catch ApiError."""
+    try:
+        checks.max_length(field, value, limit)
+    except failures.Invalid as exc:
+        raise from_failure(exc) from None
 
 
 __all__ = [

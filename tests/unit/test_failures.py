@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from core import errors, failures
 
@@ -39,3 +40,20 @@ def test_an_invalid_field_is_named_in_the_message_and_the_details() -> None:
     error = errors.from_failure(failures.Invalid("offer.sdp", "is empty"))
     assert error.message == "offer.sdp: is empty"
     assert "offer.sdp" in error.status_details().decode(errors="replace")
+
+
+def test_the_status_carries_each_detail_once_in_order() -> None:
+    error = errors.ApiError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "q: too many", field="q", retry_after=1.5, reason="RATE"
+    )
+    status = status_pb2.Status.FromString(error.status_details())
+    assert (status.code, status.message) == (grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], "q: too many")
+    bad, retry, info = error_details_pb2.BadRequest(), error_details_pb2.RetryInfo(), error_details_pb2.ErrorInfo()
+    assert all(d.Unpack(m) for d, m in zip(status.details, (bad, retry, info), strict=True))
+    assert [(v.field, v.description) for v in bad.field_violations] == [("q", "q: too many")]
+    assert retry.retry_delay.ToMilliseconds() == 1500
+    assert (info.reason, info.domain) == ("RATE", "wac")
+
+
+def test_a_bare_status_has_no_details() -> None:
+    assert not status_pb2.Status.FromString(errors.not_found("gone").status_details()).details
