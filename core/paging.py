@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from core import errors
+from core.failures import Invalid
 
 # Every token this module encodes is far shorter (the longest, a directory
 # search position, holds a fingerprint and a 255-character name); anything
@@ -18,7 +18,7 @@ MAX_TOKEN_CHARS = 2048
 def page_size(requested: int, *, default: int = 100, maximum: int = 1000) -> int:
     """0 means the default; a size above the maximum is clamped."""
     if requested < 0:
-        raise errors.invalid("page_size", "must not be negative")
+        raise Invalid("page_size", "must not be negative")
     return min(requested or default, maximum)
 
 
@@ -33,14 +33,15 @@ def decode_token(token: str) -> Any:
     if not token:
         return None
     if len(token) > MAX_TOKEN_CHARS:
-        raise _not_ours()
+        raise invalid_token()
     try:
         return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     # RecursionError: even within the size bound, JSON nested a thousand
     # levels deep exhausts the decoder's recursion limit.
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _not_ours() from None
+        raise invalid_token() from None
 
 
-def _not_ours() -> errors.ApiError:
-    return errors.invalid("page_token", "is not a page token this method returned")
+def invalid_token() -> Invalid:
+    """What a token that this module or its caller cannot read raises."""
+    return Invalid("page_token", "is not a page token this method returned")

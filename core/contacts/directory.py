@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from core import errors
+from core.checks import max_length, require
 from core.directory.records import DirectoryRecord, StoredEntry
 from core.directory.store import DirectoryStore
 from core.paging import page_size
@@ -74,8 +74,8 @@ class Directory:
         matches first. Another subscriber's imported contacts are not among
         them (``core.directory.sources``)."""
         query = query.strip()
-        errors.require("query", query)
-        errors.max_length("query", query, MAX_QUERY)
+        require("query", query)
+        max_length("query", query, MAX_QUERY)
         limit = page_size(size, default=20, maximum=100)
         # The store checks the page token (INVALID_ARGUMENT naming page_token).
         return await self._store.search(query, limit, token, self._region, viewer=viewer)

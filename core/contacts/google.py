@@ -18,11 +18,12 @@ from connectors.errors import AlreadyRunning, GrantRevoked, UnknownConnector
 from connectors.google import Authorization, GoogleLinker, connector_name
 from connectors.google_links import LINKED, GoogleLink
 from connectors.runner import SyncRunner
-from core import errors
+from core.checks import max_length, require
 from core.contacts.messages import google_link_changed, google_link_deleted
 from core.directory.records import SyncRunRecord
 from core.directory.store import DirectoryStore
 from core.events.log import EventLog
+from core.failures import NotFound
 
 log = logging.getLogger("wac.contacts")
 
@@ -69,10 +70,10 @@ class GoogleContacts:
     async def complete(self, username: str, session_id: str, state: str, code: str) -> LinkStatus:
         """Exchange the callback's code for a grant bound to ``username``,
         then import the contacts in the background."""
-        errors.require("state", state)
-        errors.max_length("state", state, MAX_STATE)
-        errors.require("code", code)
-        errors.max_length("code", code, MAX_CODE)
+        require("state", state)
+        max_length("state", state, MAX_STATE)
+        require("code", code)
+        max_length("code", code, MAX_CODE)
         link = await self._linker.complete(username, state, code)
         name = connector_name(username)
         self._runner.add(self._linker.connector(username))
@@ -135,5 +136,5 @@ class GoogleContacts:
             log.exception("first import of %s could not run", name)
 
 
-def _not_linked() -> errors.ApiError:
-    return errors.not_found("you have not linked a Google account")
+def _not_linked() -> NotFound:
+    return NotFound("you have not linked a Google account")

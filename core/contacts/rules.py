@@ -1,7 +1,8 @@
 """Contact rules as pure functions: validation, normalisation, bounds.
 
-Nothing here does I/O or reads the clock. Each check raises INVALID_ARGUMENT
-naming the field at fault in the request (``contact.phone_numbers[1]``).
+Nothing here does I/O or reads the clock. Each check raises ``Invalid``
+(INVALID_ARGUMENT) naming the field at fault in the request
+(``contact.phone_numbers[1]``).
 Whether a linked subscriber exists is the handler's question: it needs the
 database.
 """
@@ -13,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from core import errors
+from core.checks import max_length, require
+from core.failures import Invalid
 from core.identity.rules import check_email
 from core.phones import InvalidPhoneNumber, normalize_e164
 
@@ -50,10 +52,10 @@ def display_name(field: str, value: str) -> str:
     """1 to 128 characters once trimmed, no control characters."""
     name = value.strip()
     if not name:
-        raise errors.invalid(field, "is required")
-    errors.max_length(field, name, MAX_DISPLAY_NAME)
+        raise Invalid(field, "is required")
+    max_length(field, name, MAX_DISPLAY_NAME)
     if _has_control(name):
-        raise errors.invalid(field, "must not contain control characters")
+        raise Invalid(field, "must not contain control characters")
     return name
 
 
@@ -61,13 +63,13 @@ def phone_numbers(field: str, values: Iterable[str], region: str) -> tuple[str, 
     """Each number in E.164 form, duplicates dropped, order kept."""
     numbers = list(values)
     if len(numbers) > MAX_PHONE_NUMBERS:
-        raise errors.invalid(field, f"has {len(numbers)} numbers; at most {MAX_PHONE_NUMBERS} are allowed")
+        raise Invalid(field, f"has {len(numbers)} numbers; at most {MAX_PHONE_NUMBERS} are allowed")
     out: dict[str, None] = {}
     for index, raw in enumerate(numbers):
         try:
             out[normalize_e164(raw, region)] = None
         except InvalidPhoneNumber as exc:
-            raise errors.invalid(f"{field}[{index}]", str(exc)) from None
+            raise Invalid(f"{field}[{index}]", str(exc)) from None
     return tuple(out)
 
 
@@ -75,12 +77,12 @@ def emails(field: str, values: Iterable[str]) -> tuple[str, ...]:
     """Each address trimmed and checked; duplicates (ignoring case) dropped."""
     addresses = list(values)
     if len(addresses) > MAX_EMAILS:
-        raise errors.invalid(field, f"has {len(addresses)} addresses; at most {MAX_EMAILS} are allowed")
+        raise Invalid(field, f"has {len(addresses)} addresses; at most {MAX_EMAILS} are allowed")
     out: dict[str, str] = {}
     for index, raw in enumerate(addresses):
         address = raw.strip()
         if not address:
-            raise errors.invalid(f"{field}[{index}]", "is empty")
+            raise Invalid(f"{field}[{index}]", "is empty")
         check_email(f"{field}[{index}]", address)
         out.setdefault(address.lower(), address)
     return tuple(out.values())
@@ -89,12 +91,12 @@ def emails(field: str, values: Iterable[str]) -> tuple[str, ...]:
 def subscriber(field: str, value: str) -> str:
     """A username's shape only; whether it exists is checked by the handler."""
     username = value.strip()
-    errors.max_length(field, username, MAX_SUBSCRIBER)
+    max_length(field, username, MAX_SUBSCRIBER)
     return username
 
 
 def notes(field: str, value: str) -> str:
-    errors.max_length(field, value, MAX_NOTES)
+    max_length(field, value, MAX_NOTES)
     return value
 
 
@@ -118,7 +120,7 @@ def validate(prefix: str, given: Mapping[str, Any], paths: Iterable[str], region
         elif path == "notes":
             out[path] = notes(field, value)
         else:
-            raise errors.invalid("update_mask", f"field {path!r} cannot be set; settable: {', '.join(EDITABLE)}")
+            raise Invalid("update_mask", f"field {path!r} cannot be set; settable: {', '.join(EDITABLE)}")
     return out
 
 
@@ -129,11 +131,11 @@ def update_paths(mask: Iterable[str], present: Iterable[str]) -> list[str]:
     paths = list(dict.fromkeys(mask)) or [p for p in EDITABLE if p in set(present)]
     for path in paths:
         if path not in EDITABLE:
-            raise errors.invalid("update_mask", f"field {path!r} cannot be updated; updatable: {', '.join(EDITABLE)}")
+            raise Invalid("update_mask", f"field {path!r} cannot be updated; updatable: {', '.join(EDITABLE)}")
     return paths
 
 
 def contact_id(field: str, value: str) -> str:
-    errors.require(field, value)
-    errors.max_length(field, value, MAX_CONTACT_ID)
+    require(field, value)
+    max_length(field, value, MAX_CONTACT_ID)
     return value

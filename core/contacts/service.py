@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from core import errors
 from core.contacts import rules
 from core.contacts.messages import contact_changed
 from core.contacts.store import ContactRow, ContactsStore
 from core.directory.keys import fold
 from core.events.log import EventLog
-from core.paging import decode_token, encode_token, page_size
+from core.failures import Exhausted, Invalid, NotFound
+from core.paging import decode_token, encode_token, invalid_token, page_size
 
 log = logging.getLogger("wac.contacts")
 
@@ -86,7 +86,7 @@ class AddressBook:
         async with lock:
             created = await self._store.create(row, limit=self.max_contacts)
         if not created:
-            raise errors.exhausted(f"your address book is full: at most {self.max_contacts} contacts are allowed")
+            raise Exhausted(f"your address book is full: at most {self.max_contacts} contacts are allowed")
         await self._changed(owner, session_id, None, row)
         return row
 
@@ -94,7 +94,7 @@ class AddressBook:
         rules.contact_id("contact_id", contact_id)
         row = await self._store.get(owner, contact_id)
         if row is None:
-            raise errors.not_found(f"contact '{contact_id}' does not exist")
+            raise NotFound(f"contact '{contact_id}' does not exist")
         return row
 
     async def update(
@@ -120,7 +120,7 @@ class AddressBook:
             changes["sort_name"] = _sort_name(changes["display_name"])
         new = replace(old, **changes, update_time=self._clock())
         if not await self._store.update(new):
-            raise errors.not_found(f"contact '{contact_id}' does not exist")
+            raise NotFound(f"contact '{contact_id}' does not exist")
         await self._changed(owner, session_id, old, new)
         return new
 
@@ -128,7 +128,7 @@ class AddressBook:
         rules.contact_id("contact_id", contact_id)
         row = await self._store.delete(owner, contact_id)
         if row is None:
-            raise errors.not_found(f"contact '{contact_id}' does not exist")
+            raise NotFound(f"contact '{contact_id}' does not exist")
         await self._changed(owner, session_id, row, None)
 
     async def list_page(self, owner: str, size: int, token: str) -> tuple[list[ContactRow], str]:
@@ -138,7 +138,7 @@ class AddressBook:
         after: tuple[str, str] | None = None
         if position is not None:
             if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
-                raise errors.invalid("page_token", "is not a page token this method returned")
+                raise invalid_token()
             after = (position[0], position[1])
         rows = await self._store.page(owner, after, limit + 1)
         if len(rows) <= limit:
@@ -159,7 +159,7 @@ class AddressBook:
     async def _check_link(self, field: str, username: str, *, previous: str) -> None:
         # An unchanged link stays valid even if it could not be made today.
         if username and username != previous and await self._subscribers.get_subscriber(username) is None:
-            raise errors.invalid(field, f"there is no wac subscriber '{username}'")
+            raise Invalid(field, f"there is no wac subscriber '{username}'")
 
     async def _changed(self, owner: str, session_id: str, old: ContactRow | None, new: ContactRow | None) -> None:
         row = new or old

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core import errors, paging
+from core import paging
 from core.directory import search as s
 from core.directory import tables as t
 from core.directory.keys import entry_keys, fold, key_prefixes, query_keys
@@ -36,6 +36,7 @@ from core.directory.records import (
     storable,
     storable_text,
 )
+from core.failures import Invalid
 
 MAX_PAGE_SIZE = 1000
 # Bound on the values in one IN (...) list; SQLite allowed 999 parameters
@@ -179,7 +180,7 @@ def _run(row: Any) -> SyncRunRecord:
 def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
     position = paging.decode_token(token)
     if not (isinstance(position, list) and len(position) == 4):
-        raise errors.invalid("page_token", "is not a page token this method returned")
+        raise paging.invalid_token()
     token_fingerprint, rank, sort_name, row_id = position
     # bool is an int to isinstance, and True == 1: refuse it by type.
     if not (
@@ -189,9 +190,9 @@ def _position(token: str, fingerprint: str) -> tuple[int, str, int]:
         and isinstance(sort_name, str)
         and type(row_id) is int
     ):
-        raise errors.invalid("page_token", "is not a page token this method returned")
+        raise paging.invalid_token()
     if token_fingerprint != fingerprint:
-        raise errors.invalid("page_token", "belongs to another query")
+        raise Invalid("page_token", "belongs to another query")
     return rank, sort_name, row_id
 
 

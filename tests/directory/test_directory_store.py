@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.directory.records import Checkpoint, Counts, DirectoryRecord, RunState
 from core.directory.store import DirectoryStore
-from core.errors import ApiError
+from core.failures import Invalid
 
 
 def person(entry_id: str, name: str, phone: str = "", email: str = "") -> DirectoryRecord:
@@ -116,9 +116,9 @@ async def test_search_pages(engine: AsyncEngine) -> None:
         if not token:
             break
     assert seen == [p.display_name for p in people]
-    with pytest.raises(ApiError, match="page_token"):
+    with pytest.raises(Invalid, match="page_token"):
         await store.search("other", page_size=10, page_token=(await store.search("p", 1))[1])
-    with pytest.raises(ApiError, match="page_token"):
+    with pytest.raises(Invalid, match="page_token"):
         await store.search("p", page_size=10, page_token="not a token")
 
 

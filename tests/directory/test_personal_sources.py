@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.directory.records import DirectoryRecord
 from core.directory.sources import owner_of, personal_source, visible_to
 from core.directory.store import DirectoryStore
-from core.errors import ApiError
+from core.failures import Invalid
 
 
 def friend(i: int, name: str = "Friend") -> DirectoryRecord:
@@ -54,6 +54,6 @@ async def test_a_page_token_stays_with_its_viewer(engine: AsyncEngine) -> None:
     assert len(first) == 2 and token
     second, _ = await store.search("friend", page_size=2, page_token=token, viewer="alice")
     assert [e.record.entry_id for e in second] == ["2", "3"]
-    with pytest.raises(ApiError) as other:
+    with pytest.raises(Invalid) as other:
         await store.search("friend", page_size=2, page_token=token, viewer="bob")
     assert other.value.field == "page_token"

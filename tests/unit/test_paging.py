@@ -7,7 +7,7 @@ import base64
 import grpc
 import pytest
 
-from core import errors, paging
+from core import errors, failures, paging
 
 
 def _b64(raw: str) -> str:
@@ -34,8 +34,8 @@ def test_a_token_round_trips() -> None:
     ids=["not-base64", "percent", "nested-100000", "nested-1500", "nested-objects", "not-utf8", "too-long"],
 )
 def test_a_malformed_token_is_invalid_argument(token: str) -> None:
-    with pytest.raises(errors.ApiError) as err:
+    with pytest.raises(failures.Invalid) as err:
         paging.decode_token(token)
-    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert errors.from_failure(err.value).code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.field == "page_token"
     assert err.value.message == "page_token: is not a page token this method returned"
