@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-
-from core.errors import ApiError
+from core.failures import Aborted, FailedPrecondition, Invalid, NotFound, Unavailable
 
 
 class ConfigError(ValueError):
@@ -31,35 +29,31 @@ class GrantRevoked(PermanentFetchError):
         self.username = username
 
 
-class AlreadyRunning(ApiError):
+class AlreadyRunning(Aborted):
     """A run of the connector is under way; SyncConnector answers ABORTED."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(grpc.StatusCode.ABORTED, f"connector {name} is already running")
+        super().__init__(f"connector {name} is already running")
         self.name = name
 
 
-class UnknownConnector(ApiError):
+class UnknownConnector(NotFound):
     def __init__(self, name: str) -> None:
-        super().__init__(grpc.StatusCode.NOT_FOUND, f"no connector named {name}")
+        super().__init__(f"no connector named {name}")
         self.name = name
 
 
-class LinkStateMismatch(ApiError):
+class LinkStateMismatch(Invalid):
     """The callback's state is not one this subscriber started, or it expired:
     a forged or replayed callback. INVALID_ARGUMENT naming the state."""
 
     def __init__(self) -> None:
-        super().__init__(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "state: does not match a Google link this subscriber started, or it expired",
-            field="state",
-        )
+        super().__init__("state", "does not match a Google link this subscriber started, or it expired")
 
 
-class LinkFailed(ApiError):
-    """Google refused the authorization code or could not be reached."""
+class LinkFailed(FailedPrecondition):
+    """Google refused the authorization code, or granted no offline access."""
 
-    def __init__(self, message: str, *, unavailable: bool = False) -> None:
-        code = grpc.StatusCode.UNAVAILABLE if unavailable else grpc.StatusCode.FAILED_PRECONDITION
-        super().__init__(code, message)
+
+class GoogleUnreachable(Unavailable):
+    """Google could not be reached to complete a link; the caller may retry."""

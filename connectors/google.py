@@ -33,7 +33,7 @@ from authlib.deprecate import AuthlibDeprecationWarning
 
 from connectors.base import FetchResult, Schedule
 from connectors.config import GoogleConfig
-from connectors.errors import FetchError, GrantRevoked, LinkFailed, LinkStateMismatch
+from connectors.errors import FetchError, GoogleUnreachable, GrantRevoked, LinkFailed, LinkStateMismatch
 from connectors.google_links import BROKEN, GoogleLink, GoogleLinkStore, PendingLink
 from connectors.google_people import PERSON_FIELDS, map_person
 from core.directory.records import DirectoryRecord
@@ -133,7 +133,8 @@ class GoogleLinker:
 
         ``username`` is the authenticated subscriber completing it: a state
         started by anyone else is refused (LinkStateMismatch), as is one
-        already used or expired. Google refusing the code is LinkFailed.
+        already used or expired. Google refusing the code is LinkFailed, Google
+        out of reach GoogleUnreachable.
         """
         pending = await self._links.take_pending(state)
         if pending is None or pending.username != username or pending.expire_time < self._clock():
@@ -149,10 +150,7 @@ class GoogleLinker:
             except OAuthError as exc:
                 raise LinkFailed(f"Google refused the authorization: {_oauth_reason(exc)}") from None
             except httpx.HTTPError as exc:
-                raise LinkFailed(
-                    f"Google's token endpoint is unreachable: {type(exc).__name__}",
-                    unavailable=True,
-                ) from None
+                raise GoogleUnreachable(f"Google's token endpoint is unreachable: {type(exc).__name__}") from None
         if not token.get("refresh_token"):
             raise LinkFailed("Google granted no offline access (no refresh token)")
         await self._links.save(username, dict(token))

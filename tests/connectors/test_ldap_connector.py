@@ -201,13 +201,14 @@ async def test_paging_over_many_pages(slapd: Slapd, store: DirectoryStore) -> No
 
 async def test_second_run_while_running_is_aborted(slapd: Slapd, store: DirectoryStore) -> None:
     from connectors.errors import AlreadyRunning
+    from core import errors
 
     runner = runner_for(store, ldap_config(slapd))
     first = asyncio.create_task(runner.run("corp"))
     await asyncio.sleep(0)
     with pytest.raises(AlreadyRunning) as caught:
         await runner.run("corp")
-    assert caught.value.code.name == "ABORTED"
+    assert errors.from_failure(caught.value).code.name == "ABORTED"
     assert (await first).state is RunState.SUCCEEDED
 
 

@@ -10,6 +10,7 @@ import pytest
 from connectors.base import FetchResult, Schedule
 from connectors.errors import AlreadyRunning, FetchError, PermanentFetchError, UnknownConnector
 from connectors.runner import SyncRunner
+from core import errors
 from core.directory.records import DirectoryRecord, RunState
 from core.directory.store import DirectoryStore
 
@@ -96,7 +97,7 @@ async def test_one_run_at_a_time(store: DirectoryStore) -> None:
     assert runner.is_running("t")
     with pytest.raises(AlreadyRunning) as caught:
         await runner.run("t")
-    assert caught.value.code.name == "ABORTED" and "already running" in caught.value.message
+    assert errors.from_failure(caught.value).code.name == "ABORTED" and "already running" in caught.value.message
     c.gate.set()
     assert (await first).state is RunState.SUCCEEDED
     with pytest.raises(UnknownConnector):
