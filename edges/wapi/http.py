@@ -5,7 +5,9 @@ on aiohttp, a well-kept asyncio HTTP server already in the lock, on its own
 port (``edge.http_listen``):
 
 * ``POST /wapi/http``: a JSON-RPC request or batch in the body, its
-  response in the reply (200), or 204 when it held only notifications. The
+  response in the reply (200), or 204 when it held only notifications;
+  each POST is a ``Session`` of one frame (``session.py``), the one the
+  WebSocket's frames go through, with the per-address rate limiter. The
   token travels as ``Authorization: Bearer``; Login and RefreshSession need
   none and return the session as their result. When the core refuses the
   token itself (revoked, expired) the reply is 401 with the same JSON-RPC
@@ -56,7 +58,15 @@ from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.methods import StreamJson
 from edges.wapi.rpc import RpcError
-from edges.wapi.session import RateLimiter, Verdict, not_logged_in, token_refused
+from edges.wapi.session import (
+    CLOSE_UNAUTHENTICATED,
+    Binding,
+    Exchange,
+    RateLimiter,
+    Session,
+    SessionLimits,
+    not_logged_in,
+)
 
 log = logging.getLogger("wac.edge")
 
@@ -73,6 +83,7 @@ MAX_EVENTS_PER_POLL = 500
 MAX_LIMITERS = 10_000
 
 HINT = "send 'Authorization: Bearer <access token>' (IdentityService.Login returns one)"
+STREAMS_REFUSED = f"over HTTP, long-poll GET {EVENTS_PATH}?afterSeq=N"
 # afterSeq is an int64 on the wire.
 MAX_SEQ = (1 << 63) - 1
 
@@ -165,6 +176,9 @@ class HttpEdge:
         self._demo_dir = demo_dir
         self._clock = clock
         self._limiters: dict[str, RateLimiter] = {}
+        # A request is a session of one frame: its answer is the body, with
+        # no queue to bound and no deadline to log in by.
+        self._session_limits = SessionLimits(max_batch=limits.max_batch)
         self._stopping: asyncio.Future[None] | None = None
 
     def app(self) -> web.Application:
@@ -236,47 +250,53 @@ class HttpEdge:
             late = json_error(408, 4, f"request body not received within {self._limits.header_timeout:g} s")
             late.force_close()
             return late
-        frame = rpc.parse(body, max_batch=self._limits.max_batch)
-        token = bearer(request)
         address = client_address(request, self._gate.hop_key)
-        limiter = self._limiter(address)
-        replies: dict[int, dict[str, Any]] = {}
-        admitted: list[tuple[int, rpc.Request]] = []
-        for index, item in enumerate(frame.items):
-            decision = limiter.check(self._clock())
-            if decision.verdict is not Verdict.ADMIT:
-                replies[index] = rpc.error(item.id, rpc.rate_limited(max(decision.retry_after, 1e-3)))
-            elif isinstance(item, rpc.Request):
-                admitted.append((index, item))
-        if len(admitted) == 1:
-            outcomes = [await self._execute(admitted[0][1], token, address, None)]
-        else:
-            # Logins and refreshes of the batch take turns on this lock, in order.
-            turns = asyncio.Lock()
-            outcomes = await asyncio.gather(*(self._execute(r, token, address, turns) for _, r in admitted))
-        refused = False
-        for (index, _), (response, token_dead) in zip(admitted, outcomes, strict=True):
-            replies[index] = response
-            refused = refused or token_dead
-        text = frame.response(replies)
+        now = self._clock()
+        session = Session(
+            self._session_limits,
+            binding=Binding(bearer(request)),
+            limiter=self._limiter(address),
+            hint=HINT,
+            now=now,
+            stream_json=self._dispatcher.stream_json,
+            streams_refused=STREAMS_REFUSED,
+            address=address,
+        )
+        exchange = session.receive_text(body, now)
+        if exchange is not None:
+            requests = exchange.requests
+            if len(requests) == 1:
+                index, item = requests[0]
+                await self._execute(session, exchange, index, item, address, None)
+            else:
+                # Logins and refreshes of the batch take turns on this lock, in order.
+                turns = asyncio.Lock()
+                await asyncio.gather(
+                    *(self._execute(session, exchange, index, item, address, turns) for index, item in requests)
+                )
+            session.finish(exchange)
+        text = session.next_out()
         if text is None:
             return web.Response(status=204)
-        return web.Response(status=401 if refused else 200, text=text, content_type="application/json")
+        assert isinstance(text, str)  # an answer is never cut short: the outbox is unbounded here
+        # The WebSocket's close 4401 (the core refused the token itself) is a 401 here.
+        farewell = session.farewell
+        status = 401 if farewell is not None and farewell.code == CLOSE_UNAUTHENTICATED else 200
+        return web.Response(status=status, text=text, content_type="application/json")
 
     async def _execute(
-        self, request: rpc.Request, token: str | None, address: str, turns: asyncio.Lock | None
-    ) -> tuple[dict[str, Any], bool]:
+        self,
+        session: Session,
+        exchange: Exchange,
+        index: int,
+        request: rpc.Request,
+        address: str,
+        turns: asyncio.Lock | None,
+    ) -> None:
         credential: str | None = None
         try:
             method, message = self._dispatcher.resolve(request)
-            if method.server_streaming:
-                raise RpcError(
-                    rpc.METHOD_NOT_FOUND,
-                    f"{method.name} is a stream; over HTTP, long-poll GET {EVENTS_PATH}?afterSeq=N",
-                )
-            credential = None if method.opens_session else token
-            if credential is None and not method.opens_session:
-                raise not_logged_in(HINT)
+            credential = session.credential_for(method)
             if method.opens_session and turns is not None:
                 # One after another: the core's throttle counts each failure
                 # before the next attempt is checked.
@@ -284,13 +304,15 @@ class HttpEdge:
                     result = await self._dispatcher.call(method, message, credential, address)
             else:
                 result = await self._dispatcher.call(method, message, credential, address)
-            return rpc.result(request.id, result), False
+            # Not bound to the session it may open: over HTTP every request
+            # brings its own token.
+            session.succeeded(exchange, index, request, result)
         except RpcError as failure:
-            return rpc.error(request.id, failure), token_refused(failure, credential)
+            session.failed(exchange, index, request, failure, credential)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return rpc.error(request.id, internal_error(request.method, exc)), False
+            session.failed(exchange, index, request, internal_error(request.method, exc), None)
 
     def _limiter(self, address: str) -> RateLimiter:
         limiter = self._limiters.get(address)

@@ -355,7 +355,7 @@ class WapiConnection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            exchange.replies[index] = rpc.error(request.id, internal_error(request.method, exc))
+            session.failed(exchange, index, request, internal_error(request.method, exc), None)
         return None
 
     async def _open_session(
