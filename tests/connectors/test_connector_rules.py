@@ -1,5 +1,5 @@
 """Pure connector rules: configuration, schedule, LDAP mapping and cursor,
-People API mapping, sealing."""
+People API mapping, sealing, the statuses of failures."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ from pathlib import Path
 import pytest
 
 from connectors.config import AttributeMap, GoogleConfig, LdapConfig, parse_connector, parse_connectors
-from connectors.errors import ConfigError
+from connectors.errors import (
+    AlreadyRunning,
+    ConfigError,
+    GoogleUnreachable,
+    LinkFailed,
+    LinkStateMismatch,
+    UnknownConnector,
+)
 from connectors.google_people import map_person
 from connectors.ldap_entries import ChangeCursor, change_mark, map_entry
 from connectors.schedule import first_delay, retry_delay, wants_full
 from connectors.secrets import SealError, TokenCipher
+from core import errors, failures
 from core.directory.records import ConnectorState, RunState, SyncRunRecord
 
 LDAP = {"type": "ldap", "urls": ["ldap://127.0.0.1:389"], "base_dn": "dc=example,dc=org"}
@@ -197,3 +205,25 @@ def test_sealing() -> None:
         TokenCipher(os.urandom(32)).open_json(sealed, context="google_links:alice")
     with pytest.raises(SealError):
         cipher.open(sealed[:-4] + "AAAA", context="google_links:alice")
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "message", "field"),
+    [
+        (AlreadyRunning("corp"), "ABORTED", "connector corp is already running", None),
+        (UnknownConnector("corp"), "NOT_FOUND", "no connector named corp", None),
+        (
+            LinkStateMismatch(),
+            "INVALID_ARGUMENT",
+            "state: does not match a Google link this subscriber started, or it expired",
+            "state",
+        ),
+        (LinkFailed("refused"), "FAILED_PRECONDITION", "refused", None),
+        (GoogleUnreachable("unreachable"), "UNAVAILABLE", "unreachable", None),
+    ],
+)
+def test_connector_failures_reach_clients_as_their_status(
+    failure: failures.Failure, code: str, message: str, field: str | None
+) -> None:
+    error = errors.from_failure(failure)
+    assert (error.code.name, error.message, error.field) == (code, message, field)
