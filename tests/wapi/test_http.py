@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from core.server import Core
+from edges.wapi.http import MAX_EVENTS_PER_POLL
 from edges.wapi.server import Edge
 from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.conftest import EdgeFactory
-from tests.wapi.support import PASSWORD, wapi
+from tests.wapi.support import PASSWORD, eventually, wapi
 from tests.wapi.test_events import assert_contiguous, collect, numbers, publish
 
 pytestmark = pytest.mark.usefixtures("alice")
@@ -215,6 +216,43 @@ async def test_stop_answers_held_polls(core: Core, start: EdgeFactory) -> None:
         await edge.stop()
         response = await asyncio.wait_for(poll, seconds())
         assert response.status_code == 200 and response.json() == {"events": []}
+
+
+async def test_long_polls_ride_the_edge_s_one_event_stream(core: Core, http: httpx.AsyncClient) -> None:
+    """A poll attaches to the shared StreamEvents stream for its duration:
+    no Subscribe per poll, and nothing left attached once it is answered."""
+    session = await login(http)
+    drained = await http.get("/wapi/http/events", headers=bearer(session))
+    after = max((int(e["seq"]) for e in drained.json()["events"]), default=0)
+    polls = [
+        asyncio.create_task(http.get(f"/wapi/http/events?afterSeq={after}", headers=bearer(session))) for _ in range(2)
+    ]
+    servicer = core.event_streams
+    assert servicer is not None
+
+    def attached() -> int:
+        return sum(stream.attachments for stream in servicer.streams)
+
+    await eventually(lambda: len(servicer.streams) == 1 and attached() == 2)
+    await publish(core, 1, 1)
+    for response in await asyncio.gather(*polls):
+        assert response.status_code == 200 and numbers(response.json()["events"]) == [1]
+    await eventually(lambda: attached() == 0)
+
+
+async def test_a_burst_beyond_one_poll_follows_in_the_next(core: Core, http: httpx.AsyncClient) -> None:
+    session = await login(http)
+    await publish(core, 1, MAX_EVENTS_PER_POLL + 50)
+    seen: list[dict[str, Any]] = []
+    first = (await http.get("/wapi/http/events?afterSeq=0", headers=bearer(session))).json()["events"]
+    assert len(first) == MAX_EVENTS_PER_POLL
+    seen += first
+    while len(numbers(seen)) < MAX_EVENTS_PER_POLL + 50:
+        response = await http.get(f"/wapi/http/events?afterSeq={seen[-1]['seq']}", headers=bearer(session))
+        assert response.status_code == 200, response.text
+        seen += response.json()["events"]
+    assert numbers(seen) == list(range(1, MAX_EVENTS_PER_POLL + 51))
+    assert_contiguous(seen)
 
 
 async def test_switching_between_websocket_and_http_loses_nothing(core: Core, edge: Edge) -> None:
