@@ -30,13 +30,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from settings import datadir
 from settings.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from core.directory.records import SyncRunRecord
+    from core.identity.handler import IdentityHandler
 
 DEMO_SUBSCRIBERS = (
     ("alice", "Alice Liddell", "+34600111001"),
@@ -109,13 +110,11 @@ def _run(coro: Awaitable[int]) -> int:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
+async def _with_identity(config: Config, action: Callable[[IdentityHandler], Awaitable[int]]) -> int:
     """Run an admin action against the database, the same validation as the API."""
     from core.db.engine import create_engine
     from core.db.migrate import upgrade
     from core.db.work import dispose
-    from core.events.devices import MemoryDeviceRegistry
-    from core.events.memory import MemoryEventLog
     from core.server import identity_with_followers
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +124,7 @@ async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]
         # A running core learns of revocations made here by its revocation
         # poll. Built as the core builds it, so a subscriber changed here
         # reaches what follows subscribers (the directory's mirror) at once.
-        identity, _ = identity_with_followers(config, engine, MemoryEventLog(), MemoryDeviceRegistry(0))
+        identity, _ = identity_with_followers(config, engine)
         return await action(identity)
     finally:
         await dispose(engine)
@@ -134,7 +133,7 @@ async def _with_identity(config: Config, action: Callable[[Any], Awaitable[int]]
 async def _admin(config: Config, args: argparse.Namespace) -> int:
     from wac.v1 import identity_pb2
 
-    async def act(identity: Any) -> int:
+    async def act(identity: IdentityHandler) -> int:
         if args.object == "apikey":
             return await _apikey(identity, args)
         if args.action == "add":
@@ -150,11 +149,8 @@ async def _admin(config: Config, args: argparse.Namespace) -> int:
             )
             print(f"created subscriber {row.username} ({', '.join(row.roles)})")
         elif args.action == "list":
-            from core.identity.store import IdentityStore
-
-            store: IdentityStore = identity._store
             after = ""
-            while rows := await store.list_subscribers(after, 500):
+            while rows := await identity.list_subscribers(after, 500):
                 for row in rows:
                     state = "disabled" if row.disabled else "enabled"
                     print(
@@ -173,7 +169,7 @@ async def _admin(config: Config, args: argparse.Namespace) -> int:
     return await _with_identity(config, act)
 
 
-async def _apikey(identity: Any, args: argparse.Namespace) -> int:
+async def _apikey(identity: IdentityHandler, args: argparse.Namespace) -> int:
     """``wac admin apikey``: a new key is printed once, alone on the last line."""
     if args.action == "create":
         key = await identity.create_api_key(args.name, args.scope)
@@ -286,10 +282,10 @@ async def _seed_demo(config: Config) -> int:
 
     credentials = config.data_dir / "demo-credentials.txt"
 
-    async def act(identity: Any) -> int:
+    async def act(identity: IdentityHandler) -> int:
         created = []
         for username, name, phone in DEMO_SUBSCRIBERS:
-            if await identity._store.get_subscriber(username) is None:
+            if await identity.find(username) is None:
                 password = secrets.token_urlsafe(9)
                 await identity.create(
                     identity_pb2.Subscriber(
@@ -334,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     config_args = ["--config", args.config] if args.config else []
     from cli import logs
-    from core.errors import ApiError
+    from core.failures import Failure
 
     try:
         if args.command == "core":
@@ -408,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(Supervisor(roles, config_args).run())
             finally:
                 run_lock.close()
-    except ApiError as exc:
+    except Failure as exc:
         print(f"wac: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -31,6 +31,7 @@ from core.calls.handler import CallHandler
 from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
+from core.clock import SYSTEM_CLOCK, Clock
 from core.contacts.directory import Directory
 from core.contacts.google import GoogleContacts
 from core.contacts.service import AddressBook
@@ -44,7 +45,9 @@ from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
 from core.events.servicer import EventsServicer, StreamLimits
-from core.identity.servicer import IdentityServicer, SipGatewayAnnouncement
+from core.identity.handler import IdentityHandler
+from core.identity.messages import SipGatewayAnnouncement
+from core.identity.servicer import IdentityServicer
 from core.identity.store import IdentityStore
 from core.interceptor import CoreInterceptor, Forwarding
 from core.presence.service import PresenceService
@@ -87,7 +90,7 @@ class Core:
     engine: AsyncEngine
     server: grpc.aio.Server
     port: int
-    identity: IdentityServicer
+    identity: IdentityHandler
     events: MemoryEventLog
     devices: MemoryDeviceRegistry
     health: Any
@@ -136,14 +139,25 @@ def sip_gateway(config: Config) -> SipGatewayAnnouncement | None:
 
 
 def identity_with_followers(
-    config: Config, engine: AsyncEngine, events: EventLog, devices: DeviceRegistry
-) -> tuple[IdentityServicer, SubscriberFollowers]:
-    """The identity servicer, already telling the stored followers of every
+    config: Config,
+    engine: AsyncEngine,
+    events: EventLog | None = None,
+    devices: DeviceRegistry | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> tuple[IdentityHandler, SubscriberFollowers]:
+    """The identity handler, already telling the stored followers of every
     subscriber change. The core and ``wac admin`` both build identity here,
     so no way of changing a subscriber can miss one (``wac admin subscriber
     add`` once did: its subscribers were never in the directory). Listeners
-    of a running core's own state (presence) are the core's to add."""
-    identity = IdentityServicer(config, IdentityStore(engine), events, devices, sip_gateway=sip_gateway(config))
+    of a running core's own state (presence) are the core's to add.
+
+    Without ``events`` and ``devices`` (``wac admin``) this process holds
+    no stream or device to tell of a revocation: running cores learn of it
+    from their revocation poll."""
+    events = MemoryEventLog() if events is None else events
+    devices = MemoryDeviceRegistry(0) if devices is None else devices
+    identity = IdentityHandler(config, IdentityStore(engine), events, devices, clock)
     subscribers = IdentityStore(engine)
     region = config.phones.default_region
     contacts_store = SqlContactsStore(engine)
@@ -262,7 +276,9 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
             ("grpc.so_reuseport", 0),
         ],
     )
-    identity_pb2_grpc.add_IdentityServiceServicer_to_server(identity, server)
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(
+        IdentityServicer(identity, sip_gateway=sip_gateway(config)), server
+    )
     event_streams = EventsServicer(events, devices, identity.authenticate, _stream_limits(config))
     events_pb2_grpc.add_EventsServiceServicer_to_server(event_streams, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
@@ -321,7 +337,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     return core
 
 
-def _interceptor(config: Config, identity: IdentityServicer, hop_key: str) -> CoreInterceptor:
+def _interceptor(config: Config, identity: IdentityHandler, hop_key: str) -> CoreInterceptor:
     core = config.core  # the rates' ranges are checked with the configuration
     forwarding = Forwarding(
         hop_key=hop_key, trusted_proxies=frozenset(core.trusted_proxies), header=core.client_address_header.lower()

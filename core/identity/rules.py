@@ -9,7 +9,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from core import errors
+from core.checks import require
+from core.failures import Invalid
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability
@@ -22,9 +23,9 @@ MAX_DEVICE_NAME = 128
 
 
 def check_username(field: str, username: str) -> None:
-    errors.require(field, username)
+    require(field, username)
     if not USERNAME.match(username):
-        raise errors.invalid(
+        raise Invalid(
             field,
             f"{username[:80]!r} is not a valid username: use 1 to 64 of a-z, 0-9, '.', '_', '-', "
             "starting with a letter or digit",
@@ -33,20 +34,20 @@ def check_username(field: str, username: str) -> None:
 
 def check_email(field: str, email: str) -> None:
     if email and (len(email) > 254 or not EMAIL.match(email)):
-        raise errors.invalid(field, f"{email[:80]!r} is not a valid e-mail address")
+        raise Invalid(field, f"{email[:80]!r} is not a valid e-mail address")
 
 
 def check_password(field: str, password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise errors.invalid(field, f"must be at least {MIN_PASSWORD} characters long")
+        raise Invalid(field, f"must be at least {MIN_PASSWORD} characters long")
     if len(password) > MAX_PASSWORD:
-        raise errors.invalid(field, f"must be at most {MAX_PASSWORD} characters long")
+        raise Invalid(field, f"must be at most {MAX_PASSWORD} characters long")
 
 
 def check_roles(field: str, roles: Iterable[str], known: Mapping[str, object]) -> None:
     for role in roles:
         if role not in known:
-            raise errors.invalid(field, f"unknown role {role[:64]!r}; configured roles: {', '.join(sorted(known))}")
+            raise Invalid(field, f"unknown role {role[:64]!r}; configured roles: {', '.join(sorted(known))}")
 
 
 def permissions_for(roles: Iterable[str], role_map: Mapping[str, Iterable[str]]) -> frozenset[str]:

@@ -94,7 +94,7 @@ async def test_last_use_is_recorded_in_the_background_not_per_call(core: Core) -
         assert await accepted(core, key)
     [row] = [line.split("\t") for line in await wac(core, "list") if line.startswith("metrics\t")]
     assert row[4] == "never"  # nothing written per call
-    await core.identity._flush_api_key_uses()  # what the background task does once a minute
+    await core.identity.flush_api_key_uses()  # what the background task does once a minute
     [row] = [line.split("\t") for line in await wac(core, "list") if line.startswith("metrics\t")]
     assert row[4].endswith("Z")
 

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from core.db.engine import sync_url
 from core.db.migrate import upgrade
-from core.errors import ApiError
+from core.failures import AlreadyExists
 from core.identity import apikeys
 from tests.support.core import add_subscriber, login, running_core
 from wac.v1 import identity_pb2, identity_pb2_grpc
@@ -51,7 +51,7 @@ async def test_keys_from_before_the_migration_survive_and_rotate(tmp_path: Path,
         assert await accepted(core.port, new) and await accepted(core.port, old)
         rows = [r for r in await core.identity.list_api_keys() if r.name == "gateway"]
         assert len(rows) == 2
-        with pytest.raises(ApiError):  # one live key per name
+        with pytest.raises(AlreadyExists):  # one live key per name
             await core.identity.create_api_key("gateway", ["identity.verify"])
         await core.identity.revoke_api_key("gateway")
         assert not await accepted(core.port, new) and not await accepted(core.port, old)

@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.identity import servicer as identity_servicer
+from core.identity import logins
+from core.identity.store import IdentityStore
 from tests.support.core import add_subscriber, running_core
 from tests.support.status import retry_after
 from tests.support.timing import seconds
@@ -63,7 +64,7 @@ class CheckCounter:
         self.flood_peak = 0
         self.finished: list[str] = []
         self.started = asyncio.Event()
-        original = identity_servicer.verify_password
+        original = logins.verify_password
 
         async def verify(password_hash: str | None, password: str) -> bool:
             flood = password.startswith("flood ")
@@ -79,7 +80,7 @@ class CheckCounter:
                 self.flood_running -= flood
                 self.finished.append(password)
 
-        monkeypatch.setattr(identity_servicer, "verify_password", verify)
+        monkeypatch.setattr(logins, "verify_password", verify)
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ async def test_twenty_nine_concurrent_failures_are_counted_as_twenty_nine(tmp_pa
             *(attempt(stub, "alice", "wrong password", f"203.0.113.{i + 1}") for i in range(29))
         )
         assert Counter(o.code for o in outcomes) == {WRONG: 29}
-        state = await core.identity._store.throttle_state("user:alice")
+        state = await IdentityStore(core.engine).throttle_state("user:alice")
         assert state is not None and state.failures == 29
 
 
@@ -208,7 +209,7 @@ async def test_password_checks_are_capped_overall(tmp_path: Path, checks: CheckC
         assert any("too many logins in progress" in o.details for o in outcomes if o.code == REFUSED)
         # Every refused attempt was taken back: the username's count is the
         # number of passwords actually checked.
-        state = await core.identity._store.throttle_state("user:nobody")
+        state = await IdentityStore(core.engine).throttle_state("user:nobody")
         assert state is not None and state.failures == codes[WRONG]
 
 

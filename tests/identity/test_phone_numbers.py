@@ -155,10 +155,11 @@ async def test_the_migration_gives_each_number_to_its_earliest_holder(tmp_path: 
     engine.dispose()
     async with running_core(data) as core:
         assert core.config.database_url == url
-        bob = await core.identity._existing("bob")
+        bob = await core.identity.find("bob")
+        assert bob is not None
         assert bob.phone_numbers == ("+34600222333",)
-        assert await core.identity._store.holder_of_number(ALICE) == "alice"
-        assert await core.identity._store.holder_of_number("+34600222333") == "bob"
+        assert await core.identity.phone_number_owner(ALICE) == (ALICE, "alice")
+        assert await core.identity.phone_number_owner("+34600222333") == ("+34600222333", "bob")
 
 
 async def test_on_postgresql(tmp_path: Path, postgres_url: str) -> None:

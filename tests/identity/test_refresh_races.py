@@ -153,7 +153,8 @@ async def test_a_race_is_not_a_reuse_even_without_a_grace(tmp_path: Path) -> Non
         # that they truly overlap (gRPC may deliver late ones after it).
         arrivals = 0
         all_arrived = asyncio.Event()
-        hold = identity._refresh_locks.hold
+        sessions = identity._sessions
+        hold = sessions._refresh_locks.hold
         rotate = identity._store.rotate_refresh
 
         def counted_hold(key: str) -> Any:
@@ -167,7 +168,7 @@ async def test_a_race_is_not_a_reuse_even_without_a_grace(tmp_path: Path) -> Non
             await asyncio.wait_for(all_arrived.wait(), seconds(1))
             return bool(await rotate(*args))
 
-        identity._refresh_locks.hold = counted_hold
+        sessions._refresh_locks.hold = counted_hold
         identity._store.rotate_refresh = held_rotate
         session = await login(channel, "alice")
         answers = await asyncio.gather(*(refresh(s.stub, session.refresh_token) for _ in range(10)))

@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from sqlalchemy import Engine, event
 
-from core.identity.store import SessionRow
+from core.identity.store import IdentityStore, SessionRow
 from core.server import Core
 from tests.support.core import add_subscriber, api_key, login, running_core
 from wac.v1 import identity_pb2, identity_pb2_grpc
@@ -158,7 +158,7 @@ async def test_a_session_made_by_another_core_is_accepted_after_one_lookup(core:
     # core has not polled it yet when its first token arrives.
     session_id = secrets.token_urlsafe(16)
     now = time.time()
-    await core.identity._store.create_session(
+    await IdentityStore(core.engine).create_session(
         SessionRow(session_id, "alice", "elsewhere", now, 0, "0" * 64, now + DAY, None, None)
     )
     token = forge(core, "alice", session_id)

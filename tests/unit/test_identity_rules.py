@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import errors
+from core import failures
 from core.identity import rules
 
 
@@ -61,13 +61,13 @@ def test_failures_outside_the_window_are_forgotten() -> None:
 
 
 def test_validation_messages_name_the_field() -> None:
-    with pytest.raises(errors.ApiError) as err:
+    with pytest.raises(failures.Invalid) as err:
         rules.check_username("subscriber.username", "Alice!")
     assert err.value.field == "subscriber.username"
-    with pytest.raises(errors.ApiError):
+    with pytest.raises(failures.Invalid):
         rules.check_email("subscriber.email", "a@b")
     rules.check_email("subscriber.email", "")  # optional
-    with pytest.raises(errors.ApiError) as err:
+    with pytest.raises(failures.Invalid) as err:
         rules.check_password("subscriber.password", "x" * 300)
     assert "at most 256" in err.value.message
 
