@@ -169,8 +169,10 @@ def identity_with_followers(
     return identity, SubscriberFollowers(contacts_store, book, directory_store, directory)
 
 
-async def build_core(config: Config, *, migrate: bool = True) -> Core:
-    """Open the database, wire every service and start serving."""
+async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYSTEM_CLOCK) -> Core:
+    """Open the database, wire every service and start serving. ``clock``:
+    identity's time (tokens' expiry, throttle delays, refresh intervals, key
+    rotation); tests pass a fake one."""
     # A bad connector section stops the start before anything is opened.
     wanted = _configured_connectors(config)
     # The database in it holds the private signing keys: wac's user only.
@@ -184,7 +186,7 @@ async def build_core(config: Config, *, migrate: bool = True) -> Core:
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
     gateway_registrations: RevokedRegistrations | None = None
     try:
-        identity, followers = identity_with_followers(config, engine, events, devices)
+        identity, followers = identity_with_followers(config, engine, events, devices, clock=clock)
         if config.gateway.enabled:
             # A revoked subscriber's gateway registrations end with their
             # sessions; listening before start(), whose poll may tell some.

@@ -15,6 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from core.server import Core
+from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login, running_core
 from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc
 
@@ -107,14 +108,15 @@ async def test_lockout_after_many_failures(tmp_path: Path) -> None:
 
 
 async def test_expired_token_is_inactive_and_refused(tmp_path: Path) -> None:
+    clock = FakeClock()
     async with (
-        running_core(tmp_path, {"WAC_IDENTITY_ACCESS_TOKEN_TTL": "1"}) as core,
+        running_core(tmp_path, {"WAC_IDENTITY_ACCESS_TOKEN_TTL": "1"}, clock=clock) as core,
         grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel,
     ):
         await add_subscriber(core, "alice")
         key = await api_key(core, "gw", "identity.verify")
         session = await login(channel, "alice")
-        await asyncio.sleep(2.1)
+        await clock.advance(2.1)
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         verdict = await stub.VerifyToken(identity_pb2.VerifyTokenRequest(token=session.access_token), metadata=md(key))
         assert not verdict.active

@@ -12,8 +12,10 @@ from typing import Any
 import grpc
 import pytest
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.server import Core
 from settings.config import sqlite_url
+from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login, running_core
 from tests.support.status import retry_after
 from tests.support.timing import seconds
@@ -47,9 +49,11 @@ class Setup:
 
 
 @asynccontextmanager
-async def setup(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[tuple[Setup, grpc.aio.Channel]]:
+async def setup(
+    tmp_path: Path, env: dict[str, str], clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[tuple[Setup, grpc.aio.Channel]]:
     async with (
-        running_core(tmp_path, {**BASE, **env}) as core,
+        running_core(tmp_path, {**BASE, **env}, clock=clock) as core,
         grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel,
     ):
         await add_subscriber(core, "alice")
@@ -97,7 +101,8 @@ async def test_a_true_reuse_after_the_grace_still_revokes(tmp_path: Path) -> Non
 
 
 async def test_refreshes_are_rate_limited_per_session(tmp_path: Path) -> None:
-    async with setup(tmp_path, {"WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0.5"}) as (s, channel):
+    clock = FakeClock()
+    async with setup(tmp_path, {"WAC_IDENTITY_REFRESH_MIN_INTERVAL": "0.5"}, clock) as (s, channel):
         session = await login(channel, "alice")
         other = await login(channel, "alice", device="phone")
         first = await refresh(s.stub, session.refresh_token)
@@ -112,7 +117,7 @@ async def test_refreshes_are_rate_limited_per_session(tmp_path: Path) -> None:
         # subscriber refreshes, and the limited one was not harmed.
         assert isinstance(await refresh(s.stub, other.refresh_token), identity_pb2.Session)
         assert await active(s.stub, s.gateway, first.access_token)
-        await asyncio.sleep(wait)  # the delay the server asked for
+        await clock.advance(wait)  # the delay the server asked for
         later = await refresh(s.stub, first.refresh_token)
         assert isinstance(later, identity_pb2.Session)
         assert later.session_id == session.session_id

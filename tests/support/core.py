@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.server import Core, build_core
 from settings.config import Config, load_config
 from tests.support.server import free_port
@@ -34,8 +35,10 @@ def test_config(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
 
 
 @asynccontextmanager
-async def running_core(data_dir: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Core]:
-    core = await build_core(test_config(data_dir, env))
+async def running_core(
+    data_dir: Path, env: Mapping[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[Core]:
+    core = await build_core(test_config(data_dir, env), clock=clock)
     try:
         yield core
     finally:
