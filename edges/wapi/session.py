@@ -171,7 +171,8 @@ class SessionLimits:
     ``send_queue`` (>= 1) messages and ``send_queue_bytes`` bytes may wait
     in the outbox while the transport is backed up; ``auth_deadline``
     (seconds, None for none) is how long the connection may stay without
-    authenticating.
+    authenticating. The defaults bound nothing: an HTTP request's one
+    answer goes whole, and a request needs no deadline.
     """
 
     max_batch: int
