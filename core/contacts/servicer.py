@@ -11,6 +11,7 @@ from google.protobuf import empty_pb2
 
 from core import errors
 from core.auth.principal import subscriber
+from core.checks import require
 from core.contacts.directory import Directory
 from core.contacts.google import GoogleContacts
 from core.contacts.messages import contact_message, google_link_message
@@ -137,7 +138,7 @@ class ContactsServicer(contacts_pb2_grpc.ContactsServiceServicer):
     ) -> contacts_pb2.SyncRun:
         if self._connectors is None:
             raise _no_connectors()
-        errors.require("name", request.name)
+        require("name", request.name)
         return run_message(await self._connectors.run(request.name, request.full))
 
     async def CreateGoogleLinkAuthorization(
