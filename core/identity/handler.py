@@ -116,7 +116,7 @@ class IdentityHandler:
             seal_secret=identity.key_seal_secret,
         )
         self._revocations = RevocationCache(
-            store, interval=identity.revocation_poll, keep_for=identity.access_token_ttl + 60, clock=clock.time
+            store, interval=identity.revocation_poll, keep_for=identity.access_token_ttl + 60, clock=clock
         )
         self._api_keys = ApiKeys(store, self._revocations, clock)
         self._logins = Logins(

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.identity.store import IdentityStore
 
 log = logging.getLogger("wac.identity")
@@ -79,7 +79,7 @@ class RevocationCache:
         *,
         interval: float,
         keep_for: float,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
         self._interval = interval
@@ -92,7 +92,7 @@ class RevocationCache:
         self._unknown: OrderedDict[str, None] = OrderedDict()
         self._lookups: dict[str, asyncio.Future[bool]] = {}
         self._budget = float(LOOKUP_BURST)
-        self._budget_time = clock()
+        self._budget_time = clock.time()
         # API key id -> when it stops (stopped) working.
         self._key_ends: dict[str, float] = {}
         self._since = 0.0
@@ -122,7 +122,7 @@ class RevocationCache:
         """Was this session issued by wac and not revoked? From memory, or
         one rate-limited lookup for a session not heard of yet."""
         until = self._live.get(session_id)
-        if until is not None and until > self._clock():
+        if until is not None and until > self._clock.time():
             return True
         if session_id in self._unknown or session_id in self._revoked:
             return False
@@ -146,7 +146,7 @@ class RevocationCache:
 
     async def _look_up(self, session_id: str) -> bool:
         row = await self._store.get_session(session_id)
-        now = self._clock()
+        now = self._clock.time()
         if row is not None and row.revoke_time is not None:
             self.add(session_id, row.revoke_reason or "revoked", row.revoke_time)
             return False
@@ -159,7 +159,7 @@ class RevocationCache:
         return False
 
     def _spend(self) -> bool:
-        now = self._clock()
+        now = self._clock.time()
         self._budget = min(float(LOOKUP_BURST), self._budget + (now - self._budget_time) * LOOKUP_RATE)
         self._budget_time = now
         if self._budget < 1.0:
@@ -180,7 +180,7 @@ class RevocationCache:
     async def load(self) -> None:
         """Read every revocation whose tokens may still be unexpired, the
         sessions that may still mint tokens, and the API keys' ends."""
-        now = self._clock()
+        now = self._clock.time()
         for session_id, _, reason, when in await self._store.revoked_since(now - self._keep_for):
             self._revoked[session_id] = (reason, when)
         for session_id, refresh_expire in await self._store.live_sessions(now - self._keep_for):
@@ -193,7 +193,7 @@ class RevocationCache:
         # Overlap the window by a second: a change committed by another
         # core with a slightly earlier timestamp must not slip between polls.
         since = self._since - 1.0
-        started = self._clock()
+        started = self._clock.time()
         for session_id, refresh_expire in await self._store.sessions_created_since(since):
             self.issued(session_id, refresh_expire + self._keep_for)
         for session_id, username, reason, when in await self._store.revoked_since(since):
@@ -217,7 +217,7 @@ class RevocationCache:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await self._clock.sleep(self._interval)
             try:
                 await self.poll()
             except Exception:

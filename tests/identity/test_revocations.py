@@ -4,20 +4,14 @@ rate-limited lookups; nothing is kept past its use."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
 from core.identity import revocations
 from core.identity.revocations import RevocationCache
 from core.identity.store import SessionRow
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 class FakeStore:
@@ -60,38 +54,38 @@ class FakeStore:
         return [(key_id, end) for key_id, end in self.key_ends.items() if end >= since]
 
 
-def cache(store: FakeStore, clock: Clock) -> RevocationCache:
+def cache(store: FakeStore, clock: FakeClock) -> RevocationCache:
     fake: Any = store
     return RevocationCache(fake, interval=0.5, keep_for=960.0, clock=clock)
 
 
 async def test_sessions_of_other_cores_arrive_by_the_poll_without_lookups() -> None:
-    store, clock = FakeStore(), Clock()
-    store.add_session("old", clock.now - 100, clock.now + 3600)
+    store, clock = FakeStore(), FakeClock()
+    store.add_session("old", clock.time() - 100, clock.time() + 3600)
     sessions = cache(store, clock)
     await sessions.load()
     assert await sessions.is_issued("old")
-    clock.now += 0.5
-    store.add_session("new", clock.now, clock.now + 3600)  # another core's login
+    await clock.advance(0.5)
+    store.add_session("new", clock.time(), clock.time() + 3600)  # another core's login
     await sessions.poll()
     assert await sessions.is_issued("new")
     assert store.lookups == 0
 
 
 async def test_a_session_revoked_elsewhere_is_no_longer_issued() -> None:
-    store, clock = FakeStore(), Clock()
-    store.add_session("s", clock.now, clock.now + 3600)
+    store, clock = FakeStore(), FakeClock()
+    store.add_session("s", clock.time(), clock.time() + 3600)
     sessions = cache(store, clock)
     await sessions.load()
-    clock.now += 0.5
-    store.sessions["s"] = replace(store.sessions["s"], revoke_time=clock.now, revoke_reason="logout")
+    await clock.advance(0.5)
+    store.sessions["s"] = replace(store.sessions["s"], revoke_time=clock.time(), revoke_reason="logout")
     await sessions.poll()
     assert sessions.reason("s") == "logout"
     assert not await sessions.is_issued("s")
 
 
 async def test_unknown_sessions_are_looked_up_within_a_budget_and_remembered() -> None:
-    store, clock = FakeStore(), Clock()
+    store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
     await sessions.load()
     answers = [await sessions.is_issued(f"forged-{n}") for n in range(revocations.LOOKUP_BURST + 10)]
@@ -99,35 +93,51 @@ async def test_unknown_sessions_are_looked_up_within_a_budget_and_remembered() -
     assert store.lookups == revocations.LOOKUP_BURST  # the rest refused without a query
     assert not await sessions.is_issued("forged-0")  # remembered
     assert store.lookups == revocations.LOOKUP_BURST
-    clock.now += 1.0  # the budget refills
-    store.add_session("elsewhere", clock.now, clock.now + 3600)
+    await clock.advance(1.0)  # the budget refills
+    store.add_session("elsewhere", clock.time(), clock.time() + 3600)
     assert await sessions.is_issued("elsewhere")
     assert await sessions.is_issued("elsewhere")
     assert store.lookups == revocations.LOOKUP_BURST + 1
 
 
 async def test_sessions_whose_tokens_cannot_be_valid_are_forgotten() -> None:
-    store, clock = FakeStore(), Clock()
+    store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
     await sessions.load()
-    sessions.issued("s", clock.now + 10)
-    clock.now += 11
+    sessions.issued("s", clock.time() + 10)
+    await clock.advance(11)
     await sessions.poll()
     assert "s" not in sessions._live
 
 
 async def test_api_key_ends_arrive_by_the_poll_and_are_forgotten_later() -> None:
-    store, clock = FakeStore(), Clock()
+    store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
     await sessions.load()
-    clock.now += 0.5
-    store.key_ends["k1"] = clock.now  # revoked by the admin CLI
-    store.key_ends["k2"] = clock.now + 60  # rotated, in its grace
+    await clock.advance(0.5)
+    store.key_ends["k1"] = clock.time()  # revoked by the admin CLI
+    store.key_ends["k2"] = clock.time() + 60  # rotated, in its grace
     await sessions.poll()
-    assert sessions.key_end("k1") == clock.now and sessions.key_end("k2") == clock.now + 60
-    sessions.key_ends("k2", clock.now)  # revoked during its grace: the earlier end wins
-    assert sessions.key_end("k2") == clock.now
+    assert sessions.key_end("k1") == clock.time() and sessions.key_end("k2") == clock.time() + 60
+    sessions.key_ends("k2", clock.time())  # revoked during its grace: the earlier end wins
+    assert sessions.key_end("k2") == clock.time()
     del store.key_ends["k1"], store.key_ends["k2"]
-    clock.now += revocations.KEY_END_KEEP + 1
+    await clock.advance(revocations.KEY_END_KEEP + 1)
     await sessions.poll()
     assert sessions.key_end("k1") is None
+
+
+async def test_the_poll_runs_every_interval_on_the_clock() -> None:
+    store, clock = FakeStore(), FakeClock()
+    sessions = cache(store, clock)
+    await sessions.load()
+    polling = asyncio.create_task(sessions.run())
+    try:
+        store.add_session("new", clock.time(), clock.time() + 3600)  # another core's login
+        await clock.advance(0.4)
+        assert "new" not in sessions._live  # not polled yet
+        await clock.advance(0.1)
+        assert "new" in sessions._live
+        assert store.lookups == 0
+    finally:
+        polling.cancel()
