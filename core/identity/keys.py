@@ -9,6 +9,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.auth.principal import SCOPES, ServicePrincipal
 from core.clock import Clock
@@ -113,7 +114,8 @@ class SigningKeys:
         """An access token and its expiry."""
         return self._ring.sign(username, session_id, now, self._ttl)
 
-    def jwks(self) -> list[dict[str, object]]:
+    def jwks(self) -> list[dict[str, Any]]:
+        """The public keys of the ring."""
         return self._ring.jwks()
 
 
