@@ -469,12 +469,16 @@ async def quiesce(pids: list[int], *, busy: float = 0.05, limit: float = 120.0) 
 
 
 async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[object]], list[list[object]], bool]:
-    # Every socket comes from 127.0.0.1 here: lift the per-address cap, and
-    # give thousands of logins on a busy machine time to finish.
+    # Every socket comes from 127.0.0.1 here: lift the per-address cap and
+    # the core's per-address call rate (every Login is anonymous, from that
+    # one address: without it hundreds of sockets never log in), and give
+    # thousands of logins on a busy machine time to finish.
     stack = Stack(
         workdir,
         WAC_EDGE_MAX_CONNECTIONS_PER_ADDRESS=str(args.connections + 100),
         WAC_EDGE_AUTH_DEADLINE="120",
+        WAC_CORE_RATE_PER_SECOND="1000000",
+        WAC_CORE_RATE_BURST="1000000",
     )
     print(f"setup: {args.connections} subscribers and contacts ...", flush=True)
     started = time.perf_counter()
