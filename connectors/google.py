@@ -3,7 +3,7 @@ a connector per link imports their contacts, source "google:<username>".
 
 The link is the authorization-code flow with PKCE (S256) and a one-time
 state bound to the subscriber who started it. The grant is offline: the
-refresh token is kept sealed (``connectors.secrets``) and authlib refreshes
+refresh token is kept sealed (``core.cipher``) and authlib refreshes
 the access token when it runs out, handing us the new one to keep.
 
 Contacts come from the People API's connections listing: a full listing

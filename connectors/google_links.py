@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.secrets import TokenCipher
+from core.cipher import TokenCipher
 from core.directory import tables as t
 
 LINKED = "linked"

@@ -19,7 +19,7 @@ from connectors.errors import ConfigError
 from connectors.google import GoogleLinker
 from connectors.google_links import GoogleLinkStore
 from connectors.ldap import LdapConnector
-from connectors.secrets import TokenCipher
+from core.cipher import TokenCipher
 from core.directory.store import DirectoryStore
 
 

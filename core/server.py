@@ -171,8 +171,9 @@ def identity_with_followers(
 
 async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYSTEM_CLOCK) -> Core:
     """Open the database, wire every service and start serving. ``clock``:
-    identity's time (tokens' expiry, throttle delays, refresh intervals, key
-    rotation); tests pass a fake one."""
+    every service's time and timers (tokens' expiry, throttle delays, ring
+    and grace timeouts, coalescing windows, the event log's retention);
+    tests pass a fake one."""
     # A bad connector section stops the start before anything is opened.
     wanted = _configured_connectors(config)
     # The database in it holds the private signing keys: wac's user only.
@@ -182,8 +183,10 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     datadir.tighten_files(config.data_dir)
     engine = create_engine(config.database_url)
 
-    events = MemoryEventLog(retention=config.events.retention, max_events=config.events.max_events_per_session)
-    devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period)
+    events = MemoryEventLog(
+        retention=config.events.retention, max_events=config.events.max_events_per_session, clock=clock
+    )
+    devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period, clock=clock)
     gateway_registrations: RevokedRegistrations | None = None
     try:
         identity, followers = identity_with_followers(config, engine, events, devices, clock=clock)
@@ -220,6 +223,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         coalesce_interval=config.presence.coalesce_ms / 1000,
         max_note=config.presence.max_note,
         device_retention=config.identity.refresh_token_ttl,
+        clock=clock,
     )
     book, directory_store, directory = followers.book, followers.directory_store, followers.directory
     runner, google = _connectors(wanted, directory_store, events)
@@ -249,6 +253,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
             in_call=in_call,
             subscribers=subscribers,
             control=KamailioCallControl(gateway_rpc),
+            clock=clock,
         )
         await gateway_calls.start()
         gateway_events = KamailioCallEvents(config.gateway.events_listen, gateway_rpc, gateway_calls)
@@ -262,11 +267,12 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         device_grace=config.presence.grace_period,
         in_call=in_call,
         gateway=gateway_calls,
+        clock=clock,
     )
     await calls.start()
 
     server = grpc.aio.server(
-        interceptors=[_interceptor(config, identity, hop_key)],
+        interceptors=[_interceptor(config, identity, hop_key, clock)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
@@ -333,13 +339,13 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         core.background.append(asyncio.create_task(gateway_events.run(), name="gateway-call-events"))
     if google is not None:
         core.closers.append(google.stop)
-    core.background.append(asyncio.create_task(_sweep(events), name="event-log-sweep"))
+    core.background.append(asyncio.create_task(_sweep(events, clock), name="event-log-sweep"))
     core.background.append(asyncio.create_task(runner.run_forever(), name="connector-schedule"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
     return core
 
 
-def _interceptor(config: Config, identity: IdentityHandler, hop_key: str) -> CoreInterceptor:
+def _interceptor(config: Config, identity: IdentityHandler, hop_key: str, clock: Clock) -> CoreInterceptor:
     core = config.core  # the rates' ranges are checked with the configuration
     forwarding = Forwarding(
         hop_key=hop_key, trusted_proxies=frozenset(core.trusted_proxies), header=core.client_address_header.lower()
@@ -350,6 +356,7 @@ def _interceptor(config: Config, identity: IdentityHandler, hop_key: str) -> Cor
         subscriber_rates=RateTable(rate=core.rate_per_second, burst=core.rate_burst),
         # A rate of 0 leaves API keys unlimited (RateTable then keeps nothing).
         api_key_rates=RateTable(rate=core.api_key_rate_per_second, burst=core.api_key_rate_burst),
+        clock=clock.monotonic,
     )
 
 
@@ -390,9 +397,9 @@ def _connectors(
     return runner, google
 
 
-async def _sweep(events: MemoryEventLog) -> None:
+async def _sweep(events: MemoryEventLog, clock: Clock) -> None:
     while True:
-        await asyncio.sleep(30)
+        await clock.sleep(30)
         events.sweep()
 
 

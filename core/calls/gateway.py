@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from core import errors
+from core import failures
 from core.auth.principal import Principal, SubscriberPrincipal
 from core.calls.incall import InCall
 from core.calls.machine import CallInfo, CallState, EndReason, Media, Via, is_uri_callee
@@ -345,18 +345,18 @@ class GatewayCalls:
         if entry is None:
             stored = await self._store.get(call_id)
             if isinstance(who, SubscriberPrincipal) and (stored is None or not stored.call.is_party(who.username)):
-                raise errors.permission_denied(NOT_PARTICIPANT)
-            raise errors.failed_precondition("call has ended")
+                raise failures.PermissionDenied(NOT_PARTICIPANT)
+            raise failures.FailedPrecondition("call has ended")
         call = entry.call
         if isinstance(who, SubscriberPrincipal):
             if not call.is_party(who.username):
-                raise errors.permission_denied(NOT_PARTICIPANT)
+                raise failures.PermissionDenied(NOT_PARTICIPANT)
             answered = call.state is CallState.ACTIVE
             ending = (EndReason.COMPLETED if answered else EndReason.CANCELLED, who.username)
         else:
             ending = (EndReason.OPERATOR, who.key_name)
         if self._control is None:
-            raise errors.unavailable("the SIP gateway's connector is not running")
+            raise failures.Unavailable("the SIP gateway's connector is not running")
         entry.ending = ending
         try:
             if call.state is CallState.ACTIVE:
@@ -365,7 +365,7 @@ class GatewayCalls:
                 await self._control.cancel_call(call.sip_call_id, entry.cseq)
         except GatewayError as exc:
             entry.ending = None
-            raise errors.unavailable(f"the SIP gateway did not end the call: {exc}", retry_after=1.0) from None
+            raise failures.Unavailable(f"the SIP gateway did not end the call: {exc}", retry_after=1.0) from None
         async with self._lock:
             if entry.call.state is not CallState.ENDED and key is not None and self._live.get(key) is entry:
                 # The gateway's own report of the end may come later (or was

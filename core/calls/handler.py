@@ -62,7 +62,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from core import errors, paging
+from core import checks, failures, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
 from core.calls import ice, messages
 from core.calls.gateway import GatewayCalls
@@ -240,22 +240,22 @@ class CallHandler:
     ) -> CallInfo:
         """Offer a call from the caller's device to the callee's online devices."""
         if not who.has("call.audio"):
-            raise errors.permission_denied("placing a call needs the call.audio permission")
+            raise failures.PermissionDenied("placing a call needs the call.audio permission")
         if media.video and not who.has("call.video"):
-            raise errors.permission_denied("a video call needs the call.video permission")
-        errors.require("callee", callee)
-        errors.max_length("callee", callee, MAX_CALLEE)
+            raise failures.PermissionDenied("a video call needs the call.video permission")
+        checks.require("callee", callee)
+        checks.max_length("callee", callee, MAX_CALLEE)
         if callee == who.username:
-            raise errors.invalid("callee", "a subscriber cannot call itself")
+            raise failures.Invalid("callee", "a subscriber cannot call itself")
         if offer.type is not DescriptionType.OFFER:
-            raise errors.invalid("offer.type", "must be OFFER")
+            raise failures.Invalid("offer.type", "must be OFFER")
         _checked(lambda: check_sdp("offer.sdp", offer.sdp, self._config.max_sdp_bytes))
         to_uri = is_uri_callee(callee)
         online = () if to_uri else tuple(await self._devices.online_devices(callee))
         # Online devices prove the callee exists (deleting a subscriber ends
         # its sessions); only an offline callee costs a lookup.
         if not to_uri and not online and await self._subscribers.get_subscriber(callee) is None:
-            raise errors.not_found(f"subscriber '{callee}' does not exist")
+            raise failures.NotFound(f"subscriber '{callee}' does not exist")
         await self._require_online(who)
         display_name = await self._display_name(who.username)
         # From reading the counts to reserving the call in them there is no
@@ -294,7 +294,7 @@ class CallHandler:
     async def hangup(self, who: Principal, call_id: str) -> CallInfo:
         """A party's hangup, or an operator's (a service with calls.write)."""
         if not isinstance(who, SubscriberPrincipal) and not who.has_scope("calls.write"):
-            raise errors.permission_denied("ending a call needs the calls.write scope")
+            raise failures.PermissionDenied("ending a call needs the calls.write scope")
         if self._gateway is not None and self._gateway.holds(call_id):
             return await self._gateway.hangup(who, call_id)
         if isinstance(who, SubscriberPrincipal):
@@ -337,11 +337,11 @@ class CallHandler:
         call = await self._read(call_id)
         if _reads_any(who):
             if call is None:
-                raise errors.not_found(f"call '{call_id}' does not exist")
+                raise failures.NotFound(f"call '{call_id}' does not exist")
             return call
         assert isinstance(who, SubscriberPrincipal)
         if call is None or not call.is_party(who.username):
-            raise errors.permission_denied(NOT_PARTICIPANT)
+            raise failures.PermissionDenied(NOT_PARTICIPANT)
         return call
 
     async def list_calls(
@@ -360,7 +360,7 @@ class CallHandler:
         else:
             assert isinstance(who, SubscriberPrincipal)
             if subscriber and subscriber != who.username:
-                raise errors.permission_denied("subscribers may list only their own calls")
+                raise failures.PermissionDenied("subscribers may list only their own calls")
             party = who.username
         position = paging.decode_token(page_token)
         before: tuple[float, str] | None = None
@@ -371,7 +371,7 @@ class CallHandler:
                 and isinstance(position[0], int | float)
                 and isinstance(position[1], str)
             ):
-                raise errors.invalid("page_token", "is not a page token this method returned")
+                raise paging.invalid_token()
             before = (float(position[0]), position[1])
         calls = await self._store.list_calls(party=party, state=state, before=before, limit=size + 1)
         if len(calls) <= size:
@@ -394,15 +394,15 @@ class CallHandler:
             call = machine.info() if machine is not None else await self._read(call_id)
             if isinstance(who, SubscriberPrincipal):
                 if call is None or not call.is_party(who.username):
-                    raise errors.permission_denied(NOT_PARTICIPANT)
+                    raise failures.PermissionDenied(NOT_PARTICIPANT)
             elif call is None:
-                raise errors.not_found(f"call '{call_id}' does not exist")
+                raise failures.NotFound(f"call '{call_id}' does not exist")
             if machine is None:
                 if call.via is Via.SIP and call.state is not CallState.ENDED:
-                    raise errors.failed_precondition("this call goes through the SIP gateway: its signalling is SIP's")
+                    raise failures.FailedPrecondition("this call goes through the SIP gateway: its signalling is SIP's")
                 # Only ended calls are not live: every live call of this core
                 # is in memory from its creation or from start().
-                raise errors.failed_precondition("call has ended")
+                raise failures.FailedPrecondition("call has ended")
             return await self._step(machine, step, durable=durable)
 
     async def _step(
@@ -513,7 +513,7 @@ class CallHandler:
             arrival.cancel()
         if arrival.cancelled():
             self._arrivals.pop(who.session_id, None)
-            raise errors.failed_precondition(
+            raise failures.FailedPrecondition(
                 "this device has no open event stream: subscribe to EventsService before "
                 "placing a call, or it would miss the call's events"
             )
@@ -632,8 +632,8 @@ def _checked(work: Callable[[], T]) -> T:
 
 
 def _check_call_id(call_id: str) -> None:
-    errors.require("call_id", call_id)
-    errors.max_length("call_id", call_id, MAX_CALL_ID)
+    checks.require("call_id", call_id)
+    checks.max_length("call_id", call_id, MAX_CALL_ID)
 
 
 def _reads_any(who: Principal) -> bool:

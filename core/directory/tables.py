@@ -124,7 +124,7 @@ google_links = Table(
     "google_links",
     metadata,
     Column("username", String(64), primary_key=True),
-    Column("token", Text, nullable=False),  # AES-GCM sealed token JSON, see connectors.secrets
+    Column("token", Text, nullable=False),  # AES-GCM sealed token JSON, see core.cipher
     Column("state", String(16), nullable=False),  # linked, broken
     Column("reason", Text, nullable=False, default=""),  # why a link broke
     Column("create_time", Float, nullable=False),

@@ -1,7 +1,7 @@
 """The private signing keys at rest: sealed under identity.key_seal_secret.
 
 A sealed key is the private JWK sealed with AES-256-GCM by the same cipher
-that seals the connectors' OAuth tokens (``connectors.secrets``), bound to
+that seals the connectors' OAuth tokens (``core.cipher``), bound to
 its key id, so a sealed key copied into another row does not open there.
 A clear key (stored before a secret was configured) is still read, and the
 caller seals it in place.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from connectors.secrets import SealError, TokenCipher
+from core.cipher import SealError, TokenCipher
 from settings.config import ConfigError
 
 SECRET_HINT = "identity.key_seal_secret (WAC_IDENTITY_KEY_SEAL_SECRET)"

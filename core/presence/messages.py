@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core import errors
+from core import failures
 from core.convert import timestamp
 from core.presence.rules import Aggregate, Reason, Status
 from wac.v1 import presence_pb2
@@ -16,12 +16,12 @@ _FROM_WIRE = {value: status for status, value in _TO_WIRE.items()}
 def status_from_wire(field: str, value: int) -> Status:
     """The rules' Status for a wire value; INVALID_ARGUMENT when unset or unknown."""
     if value == _Status.STATUS_UNSPECIFIED:
-        raise errors.invalid(field, "is required")
+        raise failures.Invalid(field, "is required")
     try:
         return _FROM_WIRE[value]
     except KeyError:
         known = ", ".join(s.value for s in Status)
-        raise errors.invalid(field, f"{value} is not a status; use one of {known}") from None
+        raise failures.Invalid(field, f"{value} is not a status; use one of {known}") from None
 
 
 def presence_message(username: str, display_name: str, state: Aggregate) -> presence_pb2.Presence:

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core import errors
+from core import checks, failures
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.events.log import EventLog
 from core.presence.messages import presence_message
@@ -157,7 +157,7 @@ class PresenceService:
     async def publish(self, username: str, session_id: str, status: Status, note: str) -> PresenceView:
         """A device publishes its status and note (SetPresence); returns the
         subscriber's aggregate. OFFLINE makes the device invisible."""
-        errors.max_length("note", note, self._max_note)
+        checks.max_length("note", note, self._max_note)
 
         async def write(now: float) -> None:
             connected = session_id in self._online.get(username, ())
@@ -243,14 +243,14 @@ class PresenceService:
         None for a trusted service. PERMISSION_DENIED when hidden from the
         viewer (before existence is checked: a hidden name reveals nothing),
         NOT_FOUND when no such subscriber."""
-        errors.require("username", username)
-        errors.max_length("username", username, MAX_USERNAME)
+        checks.require("username", username)
+        checks.max_length("username", username, MAX_USERNAME)
         if viewer is not None and not await self.visibility.may_see(viewer, username):
             # Saying how access is granted would only help those not granted it.
-            raise errors.permission_denied(f"the presence of '{username}' is not visible to you")
+            raise failures.PermissionDenied(f"the presence of '{username}' is not visible to you")
         view = await self._view(username)
         if view is None:
-            raise errors.not_found(f"subscriber '{username}' does not exist")
+            raise failures.NotFound(f"subscriber '{username}' does not exist")
         return view
 
     async def read_many(self, viewer: str | None, usernames: Iterable[str]) -> list[PresenceView]:
@@ -258,12 +258,12 @@ class PresenceService:
         ones are left out."""
         names = list(usernames)
         if not names:
-            raise errors.invalid("usernames", "is required")
+            raise failures.Invalid("usernames", "is required")
         if len(names) > MAX_BATCH:
-            raise errors.invalid("usernames", f"has {len(names)} usernames; at most {MAX_BATCH} are allowed")
+            raise failures.Invalid("usernames", f"has {len(names)} usernames; at most {MAX_BATCH} are allowed")
         for index, name in enumerate(names):
-            errors.require(f"usernames[{index}]", name)
-            errors.max_length(f"usernames[{index}]", name, MAX_USERNAME)
+            checks.require(f"usernames[{index}]", name)
+            checks.max_length(f"usernames[{index}]", name, MAX_USERNAME)
         wanted = list(dict.fromkeys(names))
         if viewer is not None:
             visible = await self.visibility.visible_among(viewer, wanted)

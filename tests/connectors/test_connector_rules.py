@@ -22,8 +22,8 @@ from connectors.errors import (
 from connectors.google_people import map_person
 from connectors.ldap_entries import ChangeCursor, change_mark, map_entry
 from connectors.schedule import first_delay, retry_delay, wants_full
-from connectors.secrets import SealError, TokenCipher
 from core import errors, failures
+from core.cipher import SealError, TokenCipher
 from core.directory.records import ConnectorState, RunState, SyncRunRecord
 
 LDAP = {"type": "ldap", "urls": ["ldap://127.0.0.1:389"], "base_dn": "dc=example,dc=org"}

@@ -17,7 +17,7 @@ from connectors.errors import GrantRevoked, LinkFailed, LinkStateMismatch
 from connectors.google import GoogleLinker, connector_name
 from connectors.google_links import BROKEN, LINKED, GoogleLinkStore
 from connectors.runner import SyncRunner
-from connectors.secrets import TokenCipher
+from core.cipher import TokenCipher
 from core.directory import tables as t
 from core.directory.records import RunState
 from core.directory.store import DirectoryStore

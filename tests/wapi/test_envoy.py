@@ -35,7 +35,7 @@ async def test_websocket_through_envoy(front_door: int, core: Core) -> None:
         assert await client.result("EventsService.Subscribe", {}) == {}
         await publish(core, 1, 3)
         assert numbers(await collect(client, 3)) == [1, 2, 3]
-        await core.identity._revoke_all("alice", "revoked")
+        await core.identity.revoke_sessions("alice")
         events = await client.events_until("sessionRevoked")
         assert events[-1]["sessionRevoked"]["sessionId"] == session["sessionId"]
         assert close_code(await client.closed()) == 4401

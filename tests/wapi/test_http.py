@@ -103,7 +103,7 @@ async def test_too_large_body_is_413(start: EdgeFactory) -> None:
 
 async def test_revoked_token_is_401_with_the_json_rpc_error(core: Core, http: httpx.AsyncClient) -> None:
     session = await login(http)
-    await core.identity._revoke_all("alice", "revoked")
+    await core.identity.revoke_sessions("alice")
     response = await http.post("/wapi/http", json=rpc("IdentityService.GetSubscriber", {"username": "alice"}),
                                headers=bearer(session))  # fmt: skip
     assert response.status_code == 401

@@ -287,7 +287,7 @@ async def test_core_down_is_14_at_once(start: EdgeFactory) -> None:
 async def test_revoked_session_gets_16_then_close_4401(core: Core, edge: Edge) -> None:
     async with wapi(edge) as client:
         await client.login("alice")
-        await core.identity._revoke_all("alice", "revoked")
+        await core.identity.revoke_sessions("alice")
         error = await client.error("IdentityService.GetSubscriber", {"username": "alice"})
         assert error["code"] == 16 and error["data"]["reason"] == "REVOKED"
         closed = await client.closed()
@@ -297,7 +297,7 @@ async def test_revoked_session_gets_16_then_close_4401(core: Core, edge: Edge) -
 async def test_login_with_a_dead_token_in_the_url_still_works(core: Core, edge: Edge) -> None:
     async with wapi(edge) as first:
         session = await first.login("alice")
-    await core.identity._revoke_all("alice", "revoked")
+    await core.identity.revoke_sessions("alice")
     async with wapi(edge, session["accessToken"]) as client:
         fresh = await client.login("alice")
         assert fresh["sessionId"] != session["sessionId"]
