@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from core import checks, failures
+from core import failures
 
 
 class ApiError(Exception):
@@ -89,22 +89,6 @@ def exhausted(message: str, retry_after: float | None = None) -> ApiError:
     return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after=retry_after)
 
 
-def require(field: str, value: object) -> None:
-    """``core.checks.require`` for callers that catch ApiError."""
-    try:
-        checks.require(field, value)
-    except failures.Invalid as exc:
-        raise from_failure(exc) from None
-
-
-def max_length(field: str, value: str, limit: int) -> None:
-    """``core.checks.max_length`` for callers that catch ApiError."""
-    try:
-        checks.max_length(field, value, limit)
-    except failures.Invalid as exc:
-        raise from_failure(exc) from None
-
-
 __all__ = [
     "ApiError",
     "already_exists",
@@ -112,10 +96,8 @@ __all__ = [
     "exhausted",
     "failed_precondition",
     "invalid",
-    "max_length",
     "not_found",
     "permission_denied",
-    "require",
     "unauthenticated",
 ]
 
