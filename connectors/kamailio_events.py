@@ -25,6 +25,8 @@ log = logging.getLogger("wac.gateway")
 # A report is a few hundred bytes; a length beyond this is not one.
 MAX_REPORT_BYTES = 16 * 1024
 MAX_TEXT = 256
+# Reports applied and waiting for their rows to commit, at most.
+MAX_IN_FLIGHT = 512
 
 
 class ReportError(ValueError):
@@ -115,58 +117,86 @@ class KamailioCallEvents:
 
     async def run(self) -> None:
         delay = self._first_delay
-        said = False
+        # Said once per outage (a gateway starting after the core is normal;
+        # a JSON-RPC listener that is down must not flood the log), then quiet
+        # until a connection has been read again.
+        quiet = False
         while True:
-            try:
-                reader, writer = await asyncio.open_connection(self._host, self._port)
-            except OSError as exc:
-                if not said:
-                    # Once per outage: a gateway starting after the core is normal.
-                    log.info("gateway call events not readable yet (%s): retrying", exc)
-                    said = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_delay)
-                continue
-            try:
-                await self._reconcile()
-                log.info("reading the gateway's call events from %s:%d", self._host, self._port)
-                said, delay = False, self._first_delay
-                self.connected.set()
-                await self._read(reader)
-                log.warning("the gateway closed its call events: reconnecting")
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                log.warning("gateway call events lost (%s): reconnecting", type(exc).__name__)
-            except ReportError as exc:
-                log.warning("gateway call events are not netstrings (%s): reconnecting", exc)
-            except KamailioError as exc:
-                log.warning("gateway dialogs not readable (%s): reconnecting", exc)
-            finally:
-                self.connected.clear()
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+            problem = await self._connect_and_read()
+            if problem is None:
+                quiet, delay = False, self._first_delay
+            else:
+                level, what = problem
+                log.log(logging.DEBUG if quiet else level, "gateway call events %s: retrying", what)
+                quiet = True
             await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_delay)
+
+    async def _connect_and_read(self) -> tuple[int, str] | None:
+        """One connection: reconcile, then read until it ends. What went
+        wrong (with the level to say it at), or None when a reconciled
+        connection was read and closed."""
+        try:
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+        except OSError as exc:
+            # INFO: the core usually starts before the gateway.
+            return logging.INFO, f"not readable yet ({exc})"
+        try:
+            await self._reconcile()
+            log.info("reading the gateway's call events from %s:%d", self._host, self._port)
+            self.connected.set()
+            await self._read(reader)
+            log.warning("the gateway closed its call events: reconnecting")
+            return None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            return logging.WARNING, f"lost ({type(exc).__name__})"
+        except ReportError as exc:
+            return logging.WARNING, f"not netstrings ({exc})"
+        except KamailioError as exc:
+            return logging.WARNING, f"unusable: Kamailio's dialogs not readable ({exc})"
+        finally:
+            self.connected.clear()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def _reconcile(self) -> None:
         reports = [r for r in (d.report() for d in await self._rpc.dialogs()) if r is not None]
         await self._calls.reconcile(reports)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                data = await read_netstring(reader)
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial:
-                    return  # closed between reports
-                raise
-            try:
-                report = decode_report(data)
-            except ReportError as exc:
-                log.warning("gateway call report skipped: %s", exc)
-                continue
-            try:
-                await self._calls.report(report)
-            except Exception:
-                # One report wac could not record (its database failing) must
-                # not stop the others.
-                log.exception("gateway call report %s of %s not recorded", report.kind.value, report.sip_call_id)
+        # Reports are applied in order, each in a task of its own: a report
+        # does not wait for the one before it to commit, so the rows of
+        # reports that come together commit in one batch. At most
+        # MAX_IN_FLIGHT wait for their commit; beyond, reading waits
+        # (Kamailio's socket buffer holds the rest).
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    data = await read_netstring(reader)
+                except asyncio.IncompleteReadError as exc:
+                    if not exc.partial:
+                        return  # closed between reports
+                    raise
+                try:
+                    report = decode_report(data)
+                except ReportError as exc:
+                    log.warning("gateway call report skipped: %s", exc)
+                    continue
+                task = asyncio.create_task(self._record(report), name="gateway-call-report")
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # What was read is recorded before the connection is given up.
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _record(self, report: CallReport) -> None:
+        try:
+            await self._calls.report(report)
+        except Exception:
+            # One report wac could not record (its database failing) must
+            # not stop the others.
+            log.exception("gateway call report %s of %s not recorded", report.kind.value, report.sip_call_id)

@@ -158,6 +158,8 @@ class GatewayCalls:
     ) -> None:
         self._store = store
         self._writer = GroupWriter(store)
+        # The rows queued by the transitions under the lock, awaited after it.
+        self._writes: list[asyncio.Future[None]] = []
         self._in_call = in_call
         self._subscribers = subscribers
         self._control = control
@@ -188,9 +190,16 @@ class GatewayCalls:
 
     # -- reports --------------------------------------------------------
     async def report(self, report: CallReport) -> None:
-        """Apply one report of the gateway."""
+        """Apply one report of the gateway; returns once its rows are committed.
+
+        The commit is awaited outside the lock: the reports that queue
+        behind this one meanwhile are applied and commit together in the
+        next batch (writer.py), instead of one transaction each.
+        """
         async with self._lock:
             await self._apply(report)
+            writes = self._take_writes()
+        await asyncio.gather(*writes)
 
     async def reconcile(self, live: Iterable[CallReport]) -> None:
         """The gateway's live dialogs (INVITE reports, ANSWER for answered
@@ -205,13 +214,15 @@ class GatewayCalls:
                 await self._apply(report)
             for key, entry in tuple(self._live.items()):
                 if key not in present:
-                    await self._end(
+                    self._end(
                         entry,
                         EndReason.FAILED,
                         "wac",
                         self._clock.time(),
                         "the gateway no longer has this call: it ended while wac was not listening",
                     )
+            writes = self._take_writes()
+        await asyncio.gather(*writes)
 
     async def _apply(self, report: CallReport) -> None:
         key = (report.sip_call_id, report.from_tag)
@@ -221,12 +232,12 @@ class GatewayCalls:
         match report.kind:
             case ReportKind.INVITE:
                 if entry is None:
-                    await self._begin(report)
+                    self._begin(report)
             case ReportKind.ANSWER:
                 if entry is None:
-                    entry = await self._begin(report)
+                    entry = self._begin(report)
                 if entry.call.state is CallState.RINGING:
-                    await self._answer(entry, report.at)
+                    self._answer(entry, report.at)
             case ReportKind.END:
                 if entry is None:
                     log.debug("end of gateway call %s that wac never saw", report.sip_call_id)
@@ -235,7 +246,7 @@ class GatewayCalls:
                     reason, by, detail = EndReason.COMPLETED, report.ended_by, f"{report.ended_by} hung up"
                 else:
                     reason, by, detail = EndReason.FAILED, "wac", "the gateway ended the call (timeout)"
-                await self._end(entry, reason, by, report.at, detail)
+                self._end(entry, reason, by, report.at, detail)
             case ReportKind.FAILED:
                 if entry is None:
                     return
@@ -243,7 +254,7 @@ class GatewayCalls:
                 by = entry.call.caller if reason is EndReason.CANCELLED else entry.call.callee
                 if reason in (EndReason.FAILED, EndReason.NO_ANSWER, EndReason.UNAVAILABLE):
                     by = "wac"
-                await self._end(entry, reason, by, report.at, f"SIP {report.code}")
+                self._end(entry, reason, by, report.at, f"SIP {report.code}")
             case ReportKind.UNREACHABLE:
                 # As over the WAPI: a call to nobody is not a call; a call to
                 # a subscriber who is not reachable is one, UNAVAILABLE.
@@ -258,13 +269,13 @@ class GatewayCalls:
                     ended_by="wac",
                     end_detail=f"SIP {report.code or 404}",
                 )
-                await self._writer.write(CallWrite(call, None, new=True))
+                self._write(CallWrite(call, None, new=True))
                 self._remember_ended(key)
 
-    async def _begin(self, report: CallReport) -> _Live:
+    def _begin(self, report: CallReport) -> _Live:
         call = self._new_call(report)
         entry = _Live(call, report.from_tag, report.cseq)
-        await self._writer.write(CallWrite(call, self._snapshot(entry), new=True))
+        self._write(CallWrite(call, self._snapshot(entry), new=True))
         self._hold(entry)
         log.debug("gateway call %s %s -> %s", call.call_id, call.caller, call.callee)
         return entry
@@ -290,13 +301,13 @@ class GatewayCalls:
             sip_call_id=report.sip_call_id,
         )
 
-    async def _answer(self, entry: _Live, at: float) -> None:
+    def _answer(self, entry: _Live, at: float) -> None:
         call = replace(entry.call, state=CallState.ACTIVE, answer_time=max(at, entry.call.create_time))
-        await self._writer.write(CallWrite(call, self._snapshot(entry)))
+        self._write(CallWrite(call, self._snapshot(entry)))
         entry.call = call
         self._in_call.add(call.call_id, *_parties(call))
 
-    async def _end(self, entry: _Live, reason: EndReason, by: str, at: float, detail: str) -> None:
+    def _end(self, entry: _Live, reason: EndReason, by: str, at: float, detail: str) -> None:
         if entry.ending is not None:
             # A hangup asked for this end: it says why.
             reason, by = entry.ending
@@ -310,7 +321,7 @@ class GatewayCalls:
             ended_by=by,
             end_detail=detail,
         )
-        await self._writer.write(CallWrite(call, None))
+        self._write(CallWrite(call, None))
         entry.call = call
         key = (was.sip_call_id, entry.from_tag)
         self._live.pop(key, None)
@@ -319,6 +330,13 @@ class GatewayCalls:
         if was.state is CallState.ACTIVE:
             self._in_call.remove(was.call_id, *_parties(was))
         log.debug("gateway call %s ended %s by %s", call.call_id, reason.value, by)
+
+    def _write(self, write: CallWrite) -> None:
+        self._writes.append(self._writer.submit(write))
+
+    def _take_writes(self) -> list[asyncio.Future[None]]:
+        writes, self._writes = self._writes, []
+        return writes
 
     def _remember_ended(self, key: tuple[str, str]) -> None:
         self._ended[key] = None
@@ -370,5 +388,10 @@ class GatewayCalls:
             if entry.call.state is not CallState.ENDED and key is not None and self._live.get(key) is entry:
                 # The gateway's own report of the end may come later (or was
                 # missed): the hangup is recorded now, the report ignored.
-                await self._end(entry, ending[0], ending[1], self._clock.time(), "")
+                self._end(entry, ending[0], ending[1], self._clock.time(), "")
+            writes = self._take_writes()
+        await asyncio.gather(*writes)
+        # The end is read back at once (GET /sapi/v1/calls/{id}): committed,
+        # whether the hangup or the gateway's report recorded it.
+        await self._writer.settled()
         return entry.call

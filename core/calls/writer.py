@@ -30,11 +30,16 @@ class GroupWriter:
 
     async def write(self, write: CallWrite) -> None:
         """Write one call row; returns once it is committed."""
-        done = asyncio.get_running_loop().create_future()
+        await self.submit(write)
+
+    def submit(self, write: CallWrite) -> asyncio.Future[None]:
+        """Queue one call row now, in order; the future is done once it is
+        committed. Writes queued while a batch commits go in the next one."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((write, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="calls-group-commit")
-        await done
+        return done
 
     async def _flush(self) -> None:
         while self._pending:
@@ -55,6 +60,11 @@ class GroupWriter:
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)
+
+    async def settled(self) -> None:
+        """Wait until every write queued so far has committed or failed."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
 
     async def close(self) -> None:
         """Let the writes already queued commit."""
