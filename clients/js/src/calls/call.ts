@@ -406,20 +406,32 @@ export class Call extends Emitter<CallEvents> {
 
   // ---- internals ----
 
-  private async setUp(media: MediaOptions, remoteOfferSdp?: string): Promise<void> {
-    const env = this.host.webrtc();
-    // Both at once: the permission prompt and the ICE servers request overlap.
+  /**
+   * The local stream (kept as this call's, stopped on release when this call
+   * asked for it) and the ICE servers, both asked at once so that the
+   * permission prompt and the servers request overlap. Whichever stack
+   * carries the call sets up its media from these.
+   */
+  protected async acquireMedia(
+    env: WebRtcEnvironment,
+    media: MediaOptions,
+  ): Promise<{ stream: MediaStream | null; iceServers: RTCIceServer[] }> {
     const [servers, local] = await Promise.allSettled([this.host.iceServers(), this.getLocalStream(env, media)]);
     const stream = local.status === "fulfilled" ? local.value : null;
     this.ownsStream = Boolean(stream) && stream !== media.stream;
     this.localStream = stream;
     if (local.status === "rejected") throw local.reason;
     if (servers.status === "rejected") throw servers.reason;
-    if (this.current === "ended") {
+    if (this.hasEnded()) {
       this.release();
       throw new WacError(Status.CANCELLED, "the call ended while it was being set up");
     }
-    const iceServers = servers.value;
+    return { stream, iceServers: servers.value };
+  }
+
+  private async setUp(media: MediaOptions, remoteOfferSdp?: string): Promise<void> {
+    const env = this.host.webrtc();
+    const { stream, iceServers } = await this.acquireMedia(env, media);
     const pc = new env.RTCPeerConnection({ iceServers });
     this.peerConnection = pc;
     pc.onicecandidate = (event) => this.onLocalCandidate(event.candidate);

@@ -153,16 +153,7 @@ export class SipCall extends Call {
 
   private async mediaOptions(media: MediaOptions): Promise<SipMediaOptions> {
     const env = this.host.webrtc();
-    const [servers, local] = await Promise.allSettled([this.host.iceServers(), this.getLocalStream(env, media)]);
-    const stream = local.status === "fulfilled" ? local.value : null;
-    this.ownsStream = Boolean(stream) && stream !== media.stream;
-    this.localStream = stream;
-    if (local.status === "rejected") throw local.reason;
-    if (servers.status === "rejected") throw servers.reason;
-    if (this.hasEnded()) {
-      this.release();
-      throw new WacError(Status.CANCELLED, "the call ended while it was being set up");
-    }
+    const { stream, iceServers } = await this.acquireMedia(env, media);
     this.peerConnectionEnv = env;
     const audio = wants(media.audio, true, media.stream, "audio");
     const video = wants(media.video, false, media.stream, "video");
@@ -170,7 +161,7 @@ export class SipCall extends Call {
       ...(stream ? { mediaStream: stream } : {}),
       // JsSIP calls getUserMedia itself only without a stream; with none wanted it must not.
       mediaConstraints: { audio: stream ? audio : false, video: stream ? video : false },
-      pcConfig: { iceServers: servers.value },
+      pcConfig: { iceServers },
       // A receive-only call still needs an audio section.
       ...(stream ? {} : { rtcOfferConstraints: { offerToReceiveAudio: true } }),
     };
