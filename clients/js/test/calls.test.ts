@@ -2,51 +2,12 @@ import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 import type { Call } from "../src/calls/call.js";
 import { candidateFromProto, candidateToProto, sdpIsHold } from "../src/calls/webrtc.js";
-import type { Session } from "../src/gen/wac.js";
-import { Wac } from "../src/wac.js";
-import { FakeClock, FakeNetwork, settle } from "./fakes.js";
-import { FakePeerConnection, type FakeStream, type FakeTrack, fakeWebRtc } from "./fake-webrtc.js";
+import { settle } from "./fakes.js";
+import { loggedIn } from "./logged-in.js";
+import { FakePeerConnection, type FakeStream, type FakeTrack } from "./fake-webrtc.js";
 
 const OFFER_SDP = "v=0 remote offer\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendrecv\r\n";
 const ANSWER_SDP = "v=0 remote answer\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendrecv\r\n";
-
-async function loggedIn() {
-  const clock = new FakeClock();
-  const network = new FakeNetwork();
-  const { env, mediaRequests } = fakeWebRtc();
-  const wac = new Wac({ url: "https://wac.test", clock, random: () => 0, createTransport: network.factory, webrtc: env });
-  const login = wac.login("alice", "secret");
-  network.current.accept();
-  await settle();
-  const session: Session = {
-    sessionId: "s1",
-    accessToken: "a",
-    refreshToken: "r",
-    expireTime: new Date(clock.now() + 15 * 60_000).toISOString(),
-    subscriber: { username: "alice" },
-  };
-  network.current.reply(network.current.last("IdentityService.Login").id, session);
-  await login;
-  await settle();
-  network.current.reply(network.current.last("EventsService.Subscribe").id, {});
-  let seq = 0;
-  const server = {
-    get link() {
-      return network.current;
-    },
-    event(payload: object) {
-      network.current.event({ seq: String(++seq), ...payload });
-    },
-    async answer(method: string, result: unknown = {}) {
-      await settle();
-      const request = network.current.last(method);
-      network.current.reply(request.id, result);
-      await settle();
-      return request.params;
-    },
-  };
-  return { clock, network, wac, server, mediaRequests };
-}
 
 const ICE = { iceServers: [{ urls: ["stun:stun.test"] }, { urls: ["turn:turn.test"], username: "1:alice", credential: "c" }], ttl: "3600s" };
 

@@ -6,11 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it, mock } from "node:test";
-import type { Session } from "../src/gen/wac.js";
-import type { SipRegistration } from "../src/sip/stack.js";
 import { jssipUaFactory } from "../src/sip/ua.js";
-import { Wac } from "../src/wac.js";
-import { FakeClock, FakeNetwork, settle } from "./fakes.js";
+import { settle } from "./fakes.js";
+import { loggedIn as loggedInOn } from "./logged-in.js";
 
 /** A JsSIP.Socket in memory: what JsSIP sends is kept, the test answers. */
 class MemorySocket {
@@ -79,14 +77,8 @@ function header(message: string, name: string): string | undefined {
 }
 
 async function loggedIn() {
-  const clock = new FakeClock();
-  const network = new FakeNetwork();
   const sockets: MemorySocket[] = [];
-  const wac = new Wac({
-    url: "https://wac.test",
-    clock,
-    random: () => 0,
-    createTransport: network.factory,
+  const { clock, network, wac, registrations } = await loggedInOn({
     gateway: { url: "wss://wac.test/sip", domain: "example.test", registerExpires: 600 },
     createSipUa: jssipUaFactory((url) => {
       const socket = new MemorySocket(url);
@@ -94,22 +86,6 @@ async function loggedIn() {
       return socket;
     }),
   });
-  const registrations: SipRegistration[] = [];
-  wac.on("sipRegistration", (r) => registrations.push(r));
-  const login = wac.login("alice", "secret");
-  network.current.accept();
-  await settle();
-  const session: Session = {
-    sessionId: "s1",
-    accessToken: "a1",
-    refreshToken: "r1",
-    expireTime: new Date(clock.now() + 15 * 60_000).toISOString(),
-    subscriber: { username: "alice" },
-  };
-  network.current.reply(network.current.last("IdentityService.Login").id, session);
-  await login;
-  await settle();
-  network.current.reply(network.current.last("EventsService.Subscribe").id, {});
   await settle();
   const socket = sockets[0];
   assert.ok(socket, "JsSIP opened its socket");

@@ -4,66 +4,21 @@ import type { Call } from "../src/calls/call.js";
 import { Status, type WacError } from "../src/errors.js";
 import type { Session } from "../src/gen/wac.js";
 import { endFromSip, endFromStatus } from "../src/sip/reasons.js";
-import type { SipRegistration } from "../src/sip/stack.js";
 import { e164, routeOf, sipUri } from "../src/sip/target.js";
 import { Wac, type WacOptions, announcedGateway } from "../src/wac.js";
 import { FakeSipUa, type FakeSipSession } from "./fake-jssip.js";
-import { FakePeerConnection, FakeStream, type FakeTrack, fakeWebRtc } from "./fake-webrtc.js";
+import { FakePeerConnection, FakeStream, type FakeTrack } from "./fake-webrtc.js";
 import { FakeClock, FakeNetwork, settle } from "./fakes.js";
+import { loggedIn as loggedInOn } from "./logged-in.js";
 
 const GATEWAY = { url: "wss://wac.test/sip", domain: "example.test" };
 const ICE = { iceServers: [{ urls: ["stun:stun.test"] }], ttl: "3600s" };
 const ANSWER_SDP = "v=0 remote answer\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendrecv\r\n";
 const HOLD_SDP = "v=0 hold\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendonly\r\n";
 
-async function loggedIn(options: Partial<WacOptions> = {}, lifetimeMs = 15 * 60_000, announced: Partial<Session> = {}) {
-  const clock = new FakeClock();
-  const network = new FakeNetwork();
-  const { env, mediaRequests } = fakeWebRtc();
-  const wac = new Wac({
-    url: "https://wac.test",
-    clock,
-    random: () => 0,
-    createTransport: network.factory,
-    webrtc: env,
-    gateway: GATEWAY,
-    createSipUa: FakeSipUa.factory,
-    ...options,
-  });
-  const registrations: SipRegistration[] = [];
-  wac.on("sipRegistration", (r) => registrations.push(r));
-  const login = wac.login("alice", "secret");
-  network.current.accept();
-  await settle();
-  const session: Session = {
-    sessionId: "s1",
-    accessToken: "a1",
-    refreshToken: "r1",
-    expireTime: new Date(clock.now() + lifetimeMs).toISOString(),
-    subscriber: { username: "alice" },
-    ...announced,
-  };
-  network.current.reply(network.current.last("IdentityService.Login").id, session);
-  await login;
-  await settle();
-  network.current.reply(network.current.last("EventsService.Subscribe").id, {});
-  let seq = 0;
-  const server = {
-    get link() {
-      return network.current;
-    },
-    event(payload: object) {
-      network.current.event({ seq: String(++seq), ...payload });
-    },
-    async answer(method: string, result: unknown = {}) {
-      await settle();
-      const request = network.current.last(method);
-      network.current.reply(request.id, result);
-      await settle();
-      return request.params;
-    },
-  };
-  return { clock, network, wac, server, mediaRequests, registrations };
+/** alice logged in, with a gateway and the fake JsSIP unless ``options`` say otherwise. */
+function loggedIn(options: Partial<WacOptions> = {}, lifetimeMs?: number, announced?: Partial<Session>) {
+  return loggedInOn({ gateway: GATEWAY, createSipUa: FakeSipUa.factory, ...options }, lifetimeMs, announced);
 }
 
 /** Everything a Call tells its application, in order: the API both stacks must keep alike. */
