@@ -324,12 +324,11 @@ class RevokedRegistrations:
         await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        """Cancel the removals under way and close the client; idempotent."""
+        """Cancel the removals under way; idempotent. The client is its owner's to close."""
         self._closed = True
         for task in tuple(self._tasks):
             task.cancel()
         await self.settled()
-        await self._rpc.close()
 
     async def _remove(self, username: str, sessions: frozenset[str] | None) -> None:
         delay = self._first_delay

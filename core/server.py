@@ -187,18 +187,23 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         retention=config.events.retention, max_events=config.events.max_events_per_session, clock=clock
     )
     devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period, clock=clock)
+    # One JSON-RPC client of Kamailio for every use (registrations, calls),
+    # closed last.
+    gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen) if config.gateway.enabled else None
     gateway_registrations: RevokedRegistrations | None = None
     try:
         identity, followers = identity_with_followers(config, engine, events, devices, clock=clock)
-        if config.gateway.enabled:
+        if gateway_rpc is not None:
             # A revoked subscriber's gateway registrations end with their
             # sessions; listening before start(), whose poll may tell some.
-            gateway_registrations = RevokedRegistrations(KamailioRpc(config.gateway.jsonrpc_listen))
+            gateway_registrations = RevokedRegistrations(gateway_rpc)
             identity.on_sessions_revoked(gateway_registrations.sessions_revoked)
         await identity.start()
     except ConfigError:
         # A seal secret malformed, missing or wrong for the sealed signing
         # keys stops the start; what was opened is closed.
+        if gateway_rpc is not None:
+            await gateway_rpc.close()
         await dispose(engine)
         raise
     # The edge and Envoy present this key: on StreamEvents, and in x-wac-hop
@@ -244,10 +249,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     in_call = InCall(presence.set_in_call)
     gateway_calls: GatewayCalls | None = None
     gateway_events: KamailioCallEvents | None = None
-    if config.gateway.enabled:
+    if gateway_rpc is not None:
         # The calls through the SIP gateway, from its reports, in the same
         # history; HangupCall ends them there.
-        gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen)
         gateway_calls = GatewayCalls(
             store=CallStore(engine),
             in_call=in_call,
@@ -325,6 +329,8 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         event_streams=event_streams,
         gateway_events=gateway_events,
     )
+    if gateway_rpc is not None:
+        core.closers.append(gateway_rpc.close)
     if gateway_registrations is not None:
         # Closed after identity stops (closers run in reverse): no revocation comes later.
         core.closers.append(gateway_registrations.close)
@@ -334,7 +340,6 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     if gateway_calls is not None and gateway_events is not None:
         # Closers run in reverse: the reports stop (a background task,
         # cancelled first), then their writes finish, then the calls stop.
-        core.closers.append(gateway_rpc.close)
         core.closers.append(gateway_calls.stop)
         core.background.append(asyncio.create_task(gateway_events.run(), name="gateway-call-events"))
     if google is not None:
