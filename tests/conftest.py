@@ -11,6 +11,7 @@ import pytest
 from core.server import Core
 from tests.support.core import running_core
 from tests.support.postgres import postgres_server, postgres_url  # noqa: F401  (the fixtures)
+from tests.support.redis import redis_server, redis_url  # noqa: F401  (the fixtures)
 
 
 @pytest.fixture
