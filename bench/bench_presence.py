@@ -54,8 +54,8 @@ from core.directory.store import DirectoryStore  # noqa: E402
 from core.identity.store import IdentityStore, SubscriberRow  # noqa: E402
 from settings.config import load_config  # noqa: E402
 from wac.v1 import (  # noqa: E402
-    contacts_pb2,
-    contacts_pb2_grpc,
+    directory_pb2,
+    directory_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     identity_pb2,
@@ -360,7 +360,7 @@ async def search(port: int, args: argparse.Namespace) -> dict[str, list[float]]:
             identity_pb2.LoginRequest(username="searcher", password=PASSWORD)
         )
         metadata = md(session.access_token)
-        contacts = contacts_pb2_grpc.ContactsServiceStub(channel)
+        directory = directory_pb2_grpc.DirectoryServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         results: dict[str, list[float]] = {"health check (baseline)": [], "SearchDirectory (all)": []}
         for _ in range(500):  # warm-up
@@ -372,7 +372,9 @@ async def search(port: int, args: argparse.Namespace) -> dict[str, list[float]]:
         found = 0
         for kind, query in queries(args.searches, args.entries):
             started = time.perf_counter()
-            reply = await contacts.SearchDirectory(contacts_pb2.SearchDirectoryRequest(query=query), metadata=metadata)
+            reply = await directory.SearchDirectory(
+                directory_pb2.SearchDirectoryRequest(query=query), metadata=metadata
+            )
             elapsed = time.perf_counter() - started
             found += bool(reply.entries)
             results["SearchDirectory (all)"].append(elapsed)

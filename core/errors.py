@@ -112,6 +112,7 @@ _CODES: dict[type[failures.Failure], grpc.StatusCode] = {
     failures.Aborted: grpc.StatusCode.ABORTED,
     failures.Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     failures.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    failures.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

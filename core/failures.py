@@ -64,6 +64,11 @@ class Aborted(Failure):
     """A concurrent change won; the caller may retry."""
 
 
+class Unimplemented(Failure):
+    """The method exists but is not enabled in this deployment (a feature
+    its configuration leaves out)."""
+
+
 class Exhausted(Failure):
     """A bound is reached (a rate, a queue, a count)."""
 

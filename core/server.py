@@ -40,6 +40,7 @@ from core.contacts.store import SqlContactsStore
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
+from core.directory.servicer import DirectoryServicer
 from core.directory.store import DirectoryStore
 from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
 from core.events.log import EventLog
@@ -61,6 +62,8 @@ from wac.v1 import (
     calls_pb2_grpc,
     contacts_pb2,
     contacts_pb2_grpc,
+    directory_pb2,
+    directory_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     identity_pb2,
@@ -77,6 +80,7 @@ SERVICE_NAMES = (
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
     presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name,
     contacts_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name,
+    directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
     calls_pb2.DESCRIPTOR.services_by_name["CallsService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name,
 )
@@ -294,8 +298,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     event_streams = EventsServicer(events, devices, identity.authenticate, _stream_limits(config))
     events_pb2_grpc.add_EventsServiceServicer_to_server(event_streams, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
-    contacts_pb2_grpc.add_ContactsServiceServicer_to_server(
-        ContactsServicer(book, directory, connectors=runner, runs=directory_store, google=google), server
+    contacts_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(book), server)
+    directory_pb2_grpc.add_DirectoryServiceServicer_to_server(
+        DirectoryServicer(directory, connectors=runner, runs=directory_store, google=google), server
     )
     calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls), server)
 

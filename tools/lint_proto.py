@@ -6,6 +6,11 @@ module of buf.yaml's workspace) from googleapis-common-protos, the same
 files tools/gen_proto.py compiles against. The breaking check compares the
 working tree with the protos of the previous commit, extracted with
 `git archive` next to a copy of today's buf.yaml and googleapis.
+
+A deliberate break of the contract is accepted only from a commit that says
+so: when HEAD's message carries a `Breaking-Change: <reason>` trailer, buf's
+findings are printed with the reason and the check passes. Once another
+commit lands on top, HEAD~1 is that commit and the check is strict again.
 """
 
 from __future__ import annotations
@@ -80,6 +85,21 @@ def previous_protos(workspace: Path) -> bool:
     return True
 
 
+def breaking_change_reason() -> str:
+    """The reason HEAD's message gives for breaking the contract on purpose
+    (its ``Breaking-Change:`` trailers); "" if it gives none."""
+    trailers = subprocess.run(
+        ["git", "log", "-1", "--format=%(trailers:key=Breaking-Change,valueonly)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if trailers.returncode != 0:
+        return ""
+    return " ".join(trailers.stdout.split())
+
+
 def main() -> int:
     if not BUF.exists():
         print(f"{BUF} is missing: run `make setup` (buf comes with clients/js's npm ci)", file=sys.stderr)
@@ -97,8 +117,17 @@ def main() -> int:
         shutil.copyfile(ROOT / "buf.yaml", against / "buf.yaml")
         copy_googleapis(against)
         if buf("breaking", "--against", str(against)) != 0:
-            print("buf breaking failed: the protos break the contract of HEAD~1", file=sys.stderr)
-            return 1
+            reason = breaking_change_reason()
+            if not reason:
+                print(
+                    "buf breaking failed: the protos break the contract of HEAD~1 "
+                    "(a deliberate break needs a `Breaking-Change: <reason>` trailer in HEAD's message)",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"buf breaking: the break above is deliberate (HEAD's Breaking-Change trailer): {reason}")
+            print("buf lint passed; buf breaking against HEAD~1 accepted as a deliberate break")
+            return 0
     print("buf lint and buf breaking (against HEAD~1) passed")
     return 0
 

@@ -7,11 +7,11 @@ from core.contacts.store import ContactRow
 from core.convert import timestamp
 from core.directory.messages import run_message
 from core.directory.records import SyncRunRecord
-from wac.v1 import contacts_pb2, events_pb2
+from wac.v1 import contacts_pb2, directory_pb2, events_pb2
 
 _LINK_STATES = {
-    LINKED: contacts_pb2.GoogleLink.LINKED,
-    BROKEN: contacts_pb2.GoogleLink.BROKEN,
+    LINKED: directory_pb2.GoogleLink.LINKED,
+    BROKEN: directory_pb2.GoogleLink.BROKEN,
 }
 
 
@@ -35,10 +35,10 @@ def contact_changed(row: ContactRow, *, deleted: bool = False) -> events_pb2.Eve
     return events_pb2.Event(contact_changed=events_pb2.ContactChanged(contact=contact, deleted=deleted))
 
 
-def google_link_message(link: GoogleLink, last_run: SyncRunRecord | None) -> contacts_pb2.GoogleLink:
-    message = contacts_pb2.GoogleLink(
+def google_link_message(link: GoogleLink, last_run: SyncRunRecord | None) -> directory_pb2.GoogleLink:
+    message = directory_pb2.GoogleLink(
         username=link.username,
-        state=_LINK_STATES.get(link.state, contacts_pb2.GoogleLink.STATE_UNSPECIFIED),
+        state=_LINK_STATES.get(link.state, directory_pb2.GoogleLink.STATE_UNSPECIFIED),
         reason=link.reason,
         create_time=timestamp(link.create_time),
         update_time=timestamp(link.update_time),
@@ -55,5 +55,5 @@ def google_link_changed(link: GoogleLink, last_run: SyncRunRecord | None) -> eve
 
 def google_link_deleted(username: str) -> events_pb2.Event:
     """The event for the subscriber's devices: the link is gone."""
-    link = contacts_pb2.GoogleLink(username=username)
+    link = directory_pb2.GoogleLink(username=username)
     return events_pb2.Event(google_link_changed=events_pb2.GoogleLinkChanged(link=link, deleted=True))

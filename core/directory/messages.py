@@ -1,21 +1,21 @@
-"""The directory's values as wac.v1 messages, for the contacts servicer."""
+"""The directory's values as wac.v1 messages, for the directory servicer."""
 
 from __future__ import annotations
 
 from core.convert import duration, timestamp
 from core.directory.records import RunState, StoredEntry, SyncRunRecord
-from wac.v1 import contacts_pb2
+from wac.v1 import directory_pb2
 
 _RUN_STATES = {
-    RunState.RUNNING: contacts_pb2.SyncRun.RUNNING,
-    RunState.SUCCEEDED: contacts_pb2.SyncRun.SUCCEEDED,
-    RunState.FAILED: contacts_pb2.SyncRun.FAILED,
+    RunState.RUNNING: directory_pb2.SyncRun.RUNNING,
+    RunState.SUCCEEDED: directory_pb2.SyncRun.SUCCEEDED,
+    RunState.FAILED: directory_pb2.SyncRun.FAILED,
 }
 
 
-def entry_message(entry: StoredEntry) -> contacts_pb2.DirectoryEntry:
+def entry_message(entry: StoredEntry) -> directory_pb2.DirectoryEntry:
     record = entry.record
-    return contacts_pb2.DirectoryEntry(
+    return directory_pb2.DirectoryEntry(
         entry_id=record.entry_id,
         source=entry.source,
         display_name=record.display_name,
@@ -26,8 +26,8 @@ def entry_message(entry: StoredEntry) -> contacts_pb2.DirectoryEntry:
     )
 
 
-def run_message(run: SyncRunRecord) -> contacts_pb2.SyncRun:
-    message = contacts_pb2.SyncRun(
+def run_message(run: SyncRunRecord) -> directory_pb2.SyncRun:
+    message = directory_pb2.SyncRun(
         connector=run.connector,
         state=_RUN_STATES[run.state],
         start_time=timestamp(run.start_time),
@@ -43,8 +43,8 @@ def run_message(run: SyncRunRecord) -> contacts_pb2.SyncRun:
     return message
 
 
-def connector_message(name: str, type_: str, last_run: SyncRunRecord | None) -> contacts_pb2.Connector:
-    message = contacts_pb2.Connector(name=name, type=type_)
+def connector_message(name: str, type_: str, last_run: SyncRunRecord | None) -> directory_pb2.Connector:
+    message = directory_pb2.Connector(name=name, type=type_)
     if last_run is not None:
         message.last_run.CopyFrom(run_message(last_run))
     return message

@@ -3,7 +3,7 @@
 ``GET /oauth2/google/callback?code=...&state=...`` (or ``?error=...&state=...``)
 answers a small static page that hands the query to the signed-in app and
 does nothing else. It does not exchange the code: the app passes code and
-state to ``ContactsService.CompleteGoogleLink`` with its own session, and
+state to ``DirectoryService.CompleteGoogleLink`` with its own session, and
 the core checks that this subscriber started this state. The edge holds no
 business rule and never sees whose link it is.
 

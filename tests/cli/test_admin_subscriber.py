@@ -18,7 +18,7 @@ from core.server import Core
 from tests.support.cli import cli_env, wac_async
 from tests.support.core import add_subscriber, login, running_core
 from tests.support.timing import seconds
-from wac.v1 import contacts_pb2, contacts_pb2_grpc
+from wac.v1 import directory_pb2, directory_pb2_grpc
 
 
 async def wac_admin(data_dir: Path, *args: str) -> str:
@@ -32,9 +32,9 @@ async def found(core: Core, query: str) -> list[str]:
     """The entry ids SearchDirectory gives the subscriber "searcher" for ``query``."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
         session = await login(channel, "searcher")
-        stub = contacts_pb2_grpc.ContactsServiceStub(channel)
+        stub = directory_pb2_grpc.DirectoryServiceStub(channel)
         reply = await stub.SearchDirectory(
-            contacts_pb2.SearchDirectoryRequest(query=query),
+            directory_pb2.SearchDirectoryRequest(query=query),
             metadata=(("authorization", f"Bearer {session.access_token}"),),
         )
         return [entry.entry_id for entry in reply.entries]

@@ -24,12 +24,12 @@ from tests.support.cli import wac as run_wac
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.slapd import READER_DN, READER_PASSWORD, SUFFIX, Slapd
 from tests.support.timing import seconds
-from wac.v1 import contacts_pb2, contacts_pb2_grpc
+from wac.v1 import directory_pb2, directory_pb2_grpc
 
 __all__ = ["cheap_password_hashing"]
 
 USABLE, SKIPPED = 12, 2  # as in fixtures/ldap/10-people.ldif
-SyncRun = contacts_pb2.SyncRun
+SyncRun = directory_pb2.SyncRun
 
 
 def ldap_section(server: Slapd, *, interval: str = "1h", **extra: str) -> str:
@@ -65,14 +65,14 @@ async def channel_to(core: Core) -> AsyncIterator[grpc.aio.Channel]:
         yield channel
 
 
-async def listed(stub: contacts_pb2_grpc.ContactsServiceStub, key: str) -> dict[str, contacts_pb2.Connector]:
-    response = await stub.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=md(key))
+async def listed(stub: directory_pb2_grpc.DirectoryServiceStub, key: str) -> dict[str, directory_pb2.Connector]:
+    response = await stub.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=md(key))
     return {c.name: c for c in response.connectors}
 
 
-async def wait_for_run(stub: contacts_pb2_grpc.ContactsServiceStub, key: str, name: str) -> contacts_pb2.SyncRun:
+async def wait_for_run(stub: directory_pb2_grpc.DirectoryServiceStub, key: str, name: str) -> directory_pb2.SyncRun:
     """The connector's last run, once one has finished."""
-    found: list[contacts_pb2.SyncRun] = []
+    found: list[directory_pb2.SyncRun] = []
 
     async def finished() -> bool:
         connector = (await listed(stub, key)).get(name)
@@ -90,15 +90,15 @@ def set_reader_password(server: Slapd, password: str) -> None:
 
 
 async def search(device: Device, query: str) -> list[tuple[str, str]]:
-    response = await device.contacts.SearchDirectory(
-        contacts_pb2.SearchDirectoryRequest(query=query, page_size=50), metadata=device.metadata
+    response = await device.directory.SearchDirectory(
+        directory_pb2.SearchDirectoryRequest(query=query, page_size=50), metadata=device.metadata
     )
     return [(e.source, e.display_name) for e in response.entries]
 
 
 async def test_scheduled_run_then_list_sync_and_search(slapd: Slapd, tmp_path: Path) -> None:
     async with core_with(tmp_path, ldap_section(slapd)) as core, channel_to(core) as channel:
-        stub = contacts_pb2_grpc.ContactsServiceStub(channel)
+        stub = directory_pb2_grpc.DirectoryServiceStub(channel)
         admin = await api_key(core, "ops", "connectors.admin")
 
         # The schedule ran the connector at start: it had never run.
@@ -109,13 +109,13 @@ async def test_scheduled_run_then_list_sync_and_search(slapd: Slapd, tmp_path: P
         assert (await listed(stub, admin))["corp"].type == "ldap"
 
         # Asked for now: nothing changed since, so nothing to do.
-        again = await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp"), metadata=md(admin))
+        again = await stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="corp"), metadata=md(admin))
         assert (again.connector, again.state, again.full, again.added) == ("corp", SyncRun.SUCCEEDED, False, 0)
-        full = await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp", full=True), metadata=md(admin))
+        full = await stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="corp", full=True), metadata=md(admin))
         assert (full.state, full.full, full.added, full.updated, full.removed) == (SyncRun.SUCCEEDED, True, 0, 0, 0)
 
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
-            await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="nope"), metadata=md(admin))
+            await stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="nope"), metadata=md(admin))
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         assert "nope" in (unknown.value.details() or "")
 
@@ -131,8 +131,8 @@ async def test_scheduled_run_then_list_sync_and_search(slapd: Slapd, tmp_path: P
         other = await api_key(core, "gateway", "calls.read")
         for credential in (other, alice.session.access_token):
             for call in (
-                stub.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=md(credential)),
-                stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp"), metadata=md(credential)),
+                stub.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=md(credential)),
+                stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="corp"), metadata=md(credential)),
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as denied:
                     await call
@@ -154,12 +154,14 @@ async def test_the_schedule_repeats(slapd: Slapd, tmp_path: Path) -> None:
 
 async def test_a_failed_run_is_reported_and_changes_nothing(slapd: Slapd, tmp_path: Path) -> None:
     async with core_with(tmp_path, ldap_section(slapd)) as core, channel_to(core) as channel:
-        stub = contacts_pb2_grpc.ContactsServiceStub(channel)
+        stub = directory_pb2_grpc.DirectoryServiceStub(channel)
         admin = await api_key(core, "ops", "connectors.admin")
         assert (await wait_for_run(stub, admin, "corp")).state == SyncRun.SUCCEEDED
 
         set_reader_password(slapd, "changed-behind-our-back")
-        failed = await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp", full=True), metadata=md(admin))
+        failed = await stub.SyncConnector(
+            directory_pb2.SyncConnectorRequest(name="corp", full=True), metadata=md(admin)
+        )
         assert failed.state == SyncRun.FAILED
         assert failed.error == f"LDAP bind failed for {READER_DN}: invalidCredentials"
         assert (failed.added, failed.updated, failed.removed) == (0, 0, 0)
@@ -175,7 +177,7 @@ async def test_a_failed_run_is_reported_and_changes_nothing(slapd: Slapd, tmp_pa
 
 async def test_a_second_sync_while_one_runs_is_aborted(slapd: Slapd, tmp_path: Path) -> None:
     async with core_with(tmp_path, ldap_section(slapd, timeout='"10s"')) as core, channel_to(core) as channel:
-        stub = contacts_pb2_grpc.ContactsServiceStub(channel)
+        stub = directory_pb2_grpc.DirectoryServiceStub(channel)
         admin = await api_key(core, "ops", "connectors.admin")
         assert (await wait_for_run(stub, admin, "corp")).state == SyncRun.SUCCEEDED
 
@@ -184,7 +186,7 @@ async def test_a_second_sync_while_one_runs_is_aborted(slapd: Slapd, tmp_path: P
         slapd.process.send_signal(signal.SIGSTOP)
         try:
             first = asyncio.ensure_future(
-                stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp"), metadata=md(admin))
+                stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="corp"), metadata=md(admin))
             )
 
             async def running() -> bool:
@@ -192,7 +194,7 @@ async def test_a_second_sync_while_one_runs_is_aborted(slapd: Slapd, tmp_path: P
 
             await eventually(running)
             with pytest.raises(grpc.aio.AioRpcError) as second:
-                await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp"), metadata=md(admin))
+                await stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="corp"), metadata=md(admin))
             assert second.value.code() == grpc.StatusCode.ABORTED
             assert "already running" in (second.value.details() or "")
         finally:

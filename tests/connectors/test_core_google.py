@@ -30,14 +30,14 @@ from tests.support.server import free_port
 from tests.support.stack import front_door
 from tests.support.timing import seconds
 from tests.wapi.support import wapi
-from wac.v1 import contacts_pb2, contacts_pb2_grpc, identity_pb2, identity_pb2_grpc
+from wac.v1 import directory_pb2, directory_pb2_grpc, identity_pb2, identity_pb2_grpc
 
 __all__ = ["cheap_password_hashing"]
 
 CLIENT_ID = "1234-wac.apps.googleusercontent.com"
 CLIENT_SECRET = "client-secret-xyz"
-GoogleLink = contacts_pb2.GoogleLink
-SyncRun = contacts_pb2.SyncRun
+GoogleLink = directory_pb2.GoogleLink
+SyncRun = directory_pb2.SyncRun
 
 
 @dataclass
@@ -52,11 +52,11 @@ class Stack:
     admin: str  # an API key with connectors.admin
 
     @property
-    def connectors(self) -> contacts_pb2_grpc.ContactsServiceStub:
-        return contacts_pb2_grpc.ContactsServiceStub(self.channel)
+    def connectors(self) -> directory_pb2_grpc.DirectoryServiceStub:
+        return directory_pb2_grpc.DirectoryServiceStub(self.channel)
 
-    async def listed(self) -> dict[str, contacts_pb2.Connector]:
-        response = await self.connectors.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=md(self.admin))
+    async def listed(self) -> dict[str, directory_pb2.Connector]:
+        response = await self.connectors.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=md(self.admin))
         return {c.name: c for c in response.connectors}
 
 
@@ -134,32 +134,32 @@ def code_and_state(callback: str) -> tuple[str, str]:
     return query["code"][0], query["state"][0]
 
 
-async def authorize(device: Device) -> contacts_pb2.GoogleLinkAuthorization:
-    return await device.contacts.CreateGoogleLinkAuthorization(
-        contacts_pb2.CreateGoogleLinkAuthorizationRequest(), metadata=device.metadata
+async def authorize(device: Device) -> directory_pb2.GoogleLinkAuthorization:
+    return await device.directory.CreateGoogleLinkAuthorization(
+        directory_pb2.CreateGoogleLinkAuthorizationRequest(), metadata=device.metadata
     )
 
 
-async def complete(device: Device, code: str, state: str) -> contacts_pb2.GoogleLink:
-    return await device.contacts.CompleteGoogleLink(
-        contacts_pb2.CompleteGoogleLinkRequest(state=state, code=code), metadata=device.metadata
+async def complete(device: Device, code: str, state: str) -> directory_pb2.GoogleLink:
+    return await device.directory.CompleteGoogleLink(
+        directory_pb2.CompleteGoogleLinkRequest(state=state, code=code), metadata=device.metadata
     )
 
 
-async def get_link(device: Device) -> contacts_pb2.GoogleLink:
-    return await device.contacts.GetGoogleLink(contacts_pb2.GetGoogleLinkRequest(), metadata=device.metadata)
+async def get_link(device: Device) -> directory_pb2.GoogleLink:
+    return await device.directory.GetGoogleLink(directory_pb2.GetGoogleLinkRequest(), metadata=device.metadata)
 
 
-async def link(device: Device) -> contacts_pb2.GoogleLink:
+async def link(device: Device) -> directory_pb2.GoogleLink:
     """The whole flow, then the first import finished."""
     code, state = code_and_state(await consent((await authorize(device)).authorization_uri))
     await complete(device, code, state)
     return await imported(device)
 
 
-async def imported(device: Device, after_run: float = 0) -> contacts_pb2.GoogleLink:
+async def imported(device: Device, after_run: float = 0) -> directory_pb2.GoogleLink:
     """The link once an import (started after ``after_run`` seconds) has finished."""
-    found: list[contacts_pb2.GoogleLink] = []
+    found: list[directory_pb2.GoogleLink] = []
 
     async def done() -> bool:
         current = await get_link(device)
@@ -178,8 +178,8 @@ async def imported(device: Device, after_run: float = 0) -> contacts_pb2.GoogleL
 
 
 async def search(device: Device, query: str) -> list[tuple[str, str]]:
-    response = await device.contacts.SearchDirectory(
-        contacts_pb2.SearchDirectoryRequest(query=query, page_size=50), metadata=device.metadata
+    response = await device.directory.SearchDirectory(
+        directory_pb2.SearchDirectoryRequest(query=query, page_size=50), metadata=device.metadata
     )
     return [(e.source, e.display_name) for e in response.entries]
 
@@ -290,7 +290,7 @@ async def test_a_revoked_grant_is_told_and_linking_again_mends_it(stack: Stack) 
 
     stack.google.revoke_all()  # the user removes wac's access in their Google account
     run = await stack.connectors.SyncConnector(
-        contacts_pb2.SyncConnectorRequest(name="google:alice"), metadata=md(stack.admin)
+        directory_pb2.SyncConnectorRequest(name="google:alice"), metadata=md(stack.admin)
     )
     assert run.state == SyncRun.FAILED and "revoked" in run.error
 
@@ -320,7 +320,7 @@ async def test_unlink_revokes_the_grant_and_removes_the_entries(stack: Stack) ->
     await link(phone)
     await laptop.drain()
 
-    await phone.contacts.DeleteGoogleLink(contacts_pb2.DeleteGoogleLinkRequest(), metadata=phone.metadata)
+    await phone.directory.DeleteGoogleLink(directory_pb2.DeleteGoogleLinkRequest(), metadata=phone.metadata)
     assert stack.google.count("/revoke") == 1
     assert await search(phone, "friend") == []
     assert (await rpc_error(get_link(phone))).code() == grpc.StatusCode.NOT_FOUND
@@ -329,7 +329,7 @@ async def test_unlink_revokes_the_grant_and_removes_the_entries(stack: Stack) ->
     assert (told.link.username, told.deleted) == ("alice", True)
 
     again = await rpc_error(
-        phone.contacts.DeleteGoogleLink(contacts_pb2.DeleteGoogleLinkRequest(), metadata=phone.metadata)
+        phone.directory.DeleteGoogleLink(directory_pb2.DeleteGoogleLinkRequest(), metadata=phone.metadata)
     )
     assert again.code() == grpc.StatusCode.NOT_FOUND
 
@@ -342,8 +342,8 @@ async def test_links_outlive_a_restart_and_not_their_subscriber(stack: Stack) ->
     # A second core on the same database schedules the link it finds there.
     async with core_at(stack.data_dir, stack.env) as (core, channel):
         admin = md(await api_key(core, "ops2", "connectors.admin", "subscribers.write"))
-        contacts = contacts_pb2_grpc.ContactsServiceStub(channel)
-        listed = await contacts.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=admin)
+        directory = directory_pb2_grpc.DirectoryServiceStub(channel)
+        listed = await directory.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=admin)
         assert [c.name for c in listed.connectors] == ["google:alice"]
 
         # Deleting the subscriber revokes their grant and removes their entries.
@@ -351,7 +351,7 @@ async def test_links_outlive_a_restart_and_not_their_subscriber(stack: Stack) ->
         await identity.DeleteSubscriber(identity_pb2.DeleteSubscriberRequest(username="alice"), metadata=admin)
 
         async def gone() -> bool:
-            listed = await contacts.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=admin)
+            listed = await directory.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=admin)
             return not listed.connectors
 
         await eventually(gone)
@@ -364,15 +364,15 @@ async def test_the_methods_over_the_wapi(stack: Stack) -> None:
     await add_subscriber(stack.core, "alice")
     async with wapi(stack.edge) as client:
         await client.login("alice")
-        started = await client.result("ContactsService.CreateGoogleLinkAuthorization", {})
+        started = await client.result("DirectoryService.CreateGoogleLinkAuthorization", {})
         assert set(started) == {"authorizationUri", "state", "expireTime"}
         assert started["expireTime"].endswith("Z")
-        missing = await client.error("ContactsService.GetGoogleLink", {})
+        missing = await client.error("DirectoryService.GetGoogleLink", {})
         assert missing["data"]["status"] == "NOT_FOUND"
         code, state = code_and_state(await consent(started["authorizationUri"]))
-        forged = await client.error("ContactsService.CompleteGoogleLink", {"code": code, "state": "x" + state})
+        forged = await client.error("DirectoryService.CompleteGoogleLink", {"code": code, "state": "x" + state})
         assert forged["data"]["status"] == "INVALID_ARGUMENT" and "state" in forged["message"]
-        linked = await client.result("ContactsService.CompleteGoogleLink", {"code": code, "state": state})
+        linked = await client.result("DirectoryService.CompleteGoogleLink", {"code": code, "state": state})
         assert (linked["username"], linked["state"]) == ("alice", "LINKED")
 
 

@@ -15,7 +15,7 @@ from core.directory.store import DirectoryStore
 from core.server import Core
 from tests.presence.devices import Device, field_violations, md
 from tests.support.core import add_subscriber, api_key, running_core
-from wac.v1 import contacts_pb2, contacts_pb2_grpc, identity_pb2
+from wac.v1 import contacts_pb2, directory_pb2, directory_pb2_grpc, identity_pb2
 
 Contact = contacts_pb2.Contact
 
@@ -47,9 +47,9 @@ async def delete(device: Device, contact_id: str) -> None:
 
 async def search(
     device: Device, query: str, page_size: int = 0, page_token: str = ""
-) -> contacts_pb2.SearchDirectoryResponse:
-    return await device.contacts.SearchDirectory(
-        contacts_pb2.SearchDirectoryRequest(query=query, page_size=page_size, page_token=page_token),
+) -> directory_pb2.SearchDirectoryResponse:
+    return await device.directory.SearchDirectory(
+        directory_pb2.SearchDirectoryRequest(query=query, page_size=page_size, page_token=page_token),
         metadata=device.metadata,
     )
 
@@ -356,14 +356,14 @@ async def test_existing_subscribers_are_mirrored_at_start(tmp_path: Path) -> Non
 async def test_without_connectors_the_list_is_empty_and_google_unimplemented(
     core: Core, channel: grpc.aio.Channel, alice: Device
 ) -> None:
-    stub = contacts_pb2_grpc.ContactsServiceStub(channel)
+    stub = directory_pb2_grpc.DirectoryServiceStub(channel)
     admin = md(await api_key(core, "ops", "connectors.admin"))
-    listed = await stub.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=admin)
+    listed = await stub.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=admin)
     assert list(listed.connectors) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.SyncConnector(contacts_pb2.SyncConnectorRequest(name="corp"), metadata=admin)
+        await stub.SyncConnector(directory_pb2.SyncConnectorRequest(name="corp"), metadata=admin)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await alice.contacts.GetGoogleLink(contacts_pb2.GetGoogleLinkRequest(), metadata=alice.metadata)
+        await alice.directory.GetGoogleLink(directory_pb2.GetGoogleLinkRequest(), metadata=alice.metadata)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "google" in (err.value.details() or "")

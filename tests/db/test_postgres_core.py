@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2
 
 from tests.calls.support import Call, Device, World, fails, open_world
 from tests.support.core import login
-from wac.v1 import contacts_pb2, contacts_pb2_grpc, presence_pb2, presence_pb2_grpc
+from wac.v1 import contacts_pb2, contacts_pb2_grpc, directory_pb2, directory_pb2_grpc, presence_pb2, presence_pb2_grpc
 
 Status = presence_pb2.Presence.Status
 Contact = contacts_pb2.Contact
@@ -71,9 +71,13 @@ async def test_presence_contacts_and_directory(world: World) -> None:
     assert (seen.status, seen.note, seen.display_name) == (Status.AWAY, "lunch", "Bob Dylan")
 
     # The directory mirrors subscribers; the search is a prefix over names.
-    found = await book.SearchDirectory(contacts_pb2.SearchDirectoryRequest(query="bob"), metadata=alice.metadata)
+    found = await directory_pb2_grpc.DirectoryServiceStub(alice.channel).SearchDirectory(
+        directory_pb2.SearchDirectoryRequest(query="bob"), metadata=alice.metadata
+    )
     assert [e.subscriber for e in found.entries] == ["bob"]
-    found = await book.SearchDirectory(contacts_pb2.SearchDirectoryRequest(query="Lid"), metadata=bob.metadata)
+    found = await directory_pb2_grpc.DirectoryServiceStub(bob.channel).SearchDirectory(
+        directory_pb2.SearchDirectoryRequest(query="Lid"), metadata=bob.metadata
+    )
     assert [e.display_name for e in found.entries] == ["Alice Liddell"]
 
     await book.DeleteContact(contacts_pb2.DeleteContactRequest(contact_id=made.contact_id), metadata=alice.metadata)

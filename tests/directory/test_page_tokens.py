@@ -14,7 +14,7 @@ import pytest
 from core.server import Core
 from tests.presence.devices import Device, cheap_password_hashing, field_violations, md  # noqa: F401
 from tests.support.core import add_subscriber, api_key
-from wac.v1 import calls_pb2, calls_pb2_grpc, contacts_pb2, identity_pb2, identity_pb2_grpc
+from wac.v1 import calls_pb2, calls_pb2_grpc, contacts_pb2, directory_pb2, identity_pb2, identity_pb2_grpc
 
 
 def _b64(raw: str) -> str:
@@ -51,8 +51,8 @@ async def listers(core: Core, channel: grpc.aio.Channel) -> dict[str, Lister]:
         "ListContacts": lambda token: alice.contacts.ListContacts(
             contacts_pb2.ListContactsRequest(page_token=token), metadata=alice.metadata
         ),
-        "SearchDirectory": lambda token: alice.contacts.SearchDirectory(
-            contacts_pb2.SearchDirectoryRequest(query="ali", page_token=token), metadata=alice.metadata
+        "SearchDirectory": lambda token: alice.directory.SearchDirectory(
+            directory_pb2.SearchDirectoryRequest(query="ali", page_token=token), metadata=alice.metadata
         ),
     }
 

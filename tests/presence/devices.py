@@ -20,6 +20,7 @@ from tests.support.core import login
 from tests.support.timing import seconds
 from wac.v1 import (
     contacts_pb2_grpc,
+    directory_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     identity_pb2,
@@ -74,6 +75,7 @@ class Device:
         self.metadata = md(session.access_token)
         self.presence = presence_pb2_grpc.PresenceServiceStub(channel)
         self.contacts = contacts_pb2_grpc.ContactsServiceStub(channel)
+        self.directory = directory_pb2_grpc.DirectoryServiceStub(channel)
         self.identity = identity_pb2_grpc.IdentityServiceStub(channel)
         self._events = events_pb2_grpc.EventsServiceStub(channel)
         self.queue: asyncio.Queue[events_pb2.Event] = asyncio.Queue()

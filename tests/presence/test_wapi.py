@@ -92,5 +92,5 @@ async def test_contacts_through_the_wapi(core: Core, edge: Edge) -> None:
         listed = await laptop.result("ContactsService.ListContacts", {})
         assert [c["displayName"] for c in listed["contacts"]] == ["Bob"]
 
-        found = await laptop.result("ContactsService.SearchDirectory", {"query": "+34 611 22"})
+        found = await laptop.result("DirectoryService.SearchDirectory", {"query": "+34 611 22"})
         assert [(e["source"], e["entryId"]) for e in found["entries"]] == [("wac", "alice")]

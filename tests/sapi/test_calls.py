@@ -16,7 +16,7 @@ from tests.sapi.conftest import Sapi
 from tests.sapi.support import active_call, assert_error, online, rfc3339
 from tests.support.core import add_subscriber
 from tests.support.stack import Stack
-from wac.v1 import contacts_pb2, contacts_pb2_grpc
+from wac.v1 import directory_pb2, directory_pb2_grpc
 
 
 @pytest.fixture
@@ -137,17 +137,17 @@ async def test_connectors_answer_as_the_core_does(sapi: Sapi, core_channel: grpc
     listed = await admin.get("/sapi/v1/connectors")
     synced = await admin.post("/sapi/v1/connectors/no-such-connector:sync", json={})
 
-    contacts = contacts_pb2_grpc.ContactsServiceStub(core_channel)
+    directory = directory_pb2_grpc.DirectoryServiceStub(core_channel)
     metadata = (("authorization", admin.headers["authorization"]),)
     try:
-        direct = await contacts.ListConnectors(contacts_pb2.ListConnectorsRequest(), metadata=metadata)
+        direct = await directory.ListConnectors(directory_pb2.ListConnectorsRequest(), metadata=metadata)
     except grpc.aio.AioRpcError as error:
         assert_error(listed, HTTP_STATUS[error.code()], error.code().value[0])
     else:
         assert listed.status_code == 200, listed.text
         assert [c["name"] for c in listed.json()["connectors"]] == [c.name for c in direct.connectors]
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await contacts.SyncConnector(contacts_pb2.SyncConnectorRequest(name="no-such-connector"), metadata=metadata)
+        await directory.SyncConnector(directory_pb2.SyncConnectorRequest(name="no-such-connector"), metadata=metadata)
     code = failure.value.code()
     body = assert_error(synced, HTTP_STATUS[code], code.value[0])
     assert body["message"] == failure.value.details()

@@ -66,6 +66,7 @@ async def test_every_service_answers_cleanly(edge: Edge) -> None:
         "IdentityService": ("GetJwks", {}),
         "PresenceService": ("GetPresence", {"username": "alice"}),
         "ContactsService": ("ListContacts", {}),
+        "DirectoryService": ("SearchDirectory", {"query": "alice"}),
         "CallsService": ("GetIceServers", {}),
     }
     services = {method.name.split(".")[0] for method in MethodTable.for_package()}

@@ -53,6 +53,6 @@ export class ContactsApi {
 
   /** Searches the directory by a prefix of a name, an e-mail address or a phone number. */
   search(query: string, options: PageOptions = {}): Promise<SearchDirectoryResponse> {
-    return this.request("ContactsService.SearchDirectory", { query, ...options });
+    return this.request("DirectoryService.SearchDirectory", { query, ...options });
   }
 }

@@ -84,12 +84,12 @@ export class GoogleLinkApi {
 
   /** Starts a link: Google's consent page to open (or redirect the tab to) and its state. */
   authorize(): Promise<GoogleLinkAuthorization> {
-    return this.request("ContactsService.CreateGoogleLinkAuthorization", {});
+    return this.request("DirectoryService.CreateGoogleLinkAuthorization", {});
   }
 
   /** Completes a link with the code and state the callback page received. */
   complete(code: string, state: string): Promise<GoogleLink> {
-    return this.request("ContactsService.CompleteGoogleLink", { code, state });
+    return this.request("DirectoryService.CompleteGoogleLink", { code, state });
   }
 
   /**
@@ -114,7 +114,7 @@ export class GoogleLinkApi {
   /** The subscriber's link and its latest import; null if there is none. */
   async get(): Promise<GoogleLink | null> {
     try {
-      return await this.request("ContactsService.GetGoogleLink", {});
+      return await this.request("DirectoryService.GetGoogleLink", {});
     } catch (error) {
       if (error instanceof WacError && error.code === Status.NOT_FOUND) return null;
       throw error;
@@ -124,7 +124,7 @@ export class GoogleLinkApi {
   /** Unlinks: revokes the grant at Google and removes the imported contacts. Whether there was a link. */
   async unlink(): Promise<boolean> {
     try {
-      await this.request("ContactsService.DeleteGoogleLink", {});
+      await this.request("DirectoryService.DeleteGoogleLink", {});
       return true;
     } catch (error) {
       if (error instanceof WacError && error.code === Status.NOT_FOUND) return false;

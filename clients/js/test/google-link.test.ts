@@ -76,8 +76,8 @@ function setup() {
   const clock = new FakeClock();
   const win = new FakeWindow();
   const server = fakeServer({
-    "ContactsService.CreateGoogleLinkAuthorization": () => authorization(clock),
-    "ContactsService.CompleteGoogleLink": () => ({ username: "alice", state: "LINKED" }),
+    "DirectoryService.CreateGoogleLinkAuthorization": () => authorization(clock),
+    "DirectoryService.CompleteGoogleLink": () => ({ username: "alice", state: "LINKED" }),
   });
   const api = new GoogleLinkApi(server.request, clock, () => win);
   return { clock, win, server, api };
@@ -105,7 +105,7 @@ describe("GoogleLinkApi", () => {
     win.post(ORIGIN, { type: MESSAGE_TYPE, code: "the-code", state: "s-1" });
     assert.deepEqual(await linked, { username: "alice", state: "LINKED" });
     assert.deepEqual(server.sent[1], {
-      method: "ContactsService.CompleteGoogleLink",
+      method: "DirectoryService.CompleteGoogleLink",
       params: { code: "the-code", state: "s-1" },
     });
     assert.equal(win.listeners.size, 0);
@@ -162,8 +162,8 @@ describe("GoogleLinkApi", () => {
       throw new WacError(Status.NOT_FOUND, "you have not linked a Google account");
     };
     const server = fakeServer({
-      "ContactsService.GetGoogleLink": () => (linked ? { username: "alice", state: "BROKEN" } : notFound()),
-      "ContactsService.DeleteGoogleLink": () => (linked ? ((linked = false), {}) : notFound()),
+      "DirectoryService.GetGoogleLink": () => (linked ? { username: "alice", state: "BROKEN" } : notFound()),
+      "DirectoryService.DeleteGoogleLink": () => (linked ? ((linked = false), {}) : notFound()),
     });
     const api = new GoogleLinkApi(server.request, clock, () => new FakeWindow());
     assert.equal((await api.get())?.state, "BROKEN");
@@ -200,7 +200,7 @@ describe("Wac.googleLink", () => {
 
     const got = wac.googleLink.get();
     await settle();
-    const request = network.current.last("ContactsService.GetGoogleLink");
+    const request = network.current.last("DirectoryService.GetGoogleLink");
     network.current.replyError(request.id, Status.NOT_FOUND, "you have not linked a Google account", "NOT_FOUND");
     assert.equal(await got, null);
     wac.dispose();

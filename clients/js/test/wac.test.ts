@@ -216,8 +216,8 @@ describe("Wac", () => {
 
     const search = wac.contacts.search("ali", { pageSize: 5 });
     await settle();
-    assert.deepEqual(network.current.last("ContactsService.SearchDirectory").params, { query: "ali", pageSize: 5 });
-    network.current.replyError(network.current.last("ContactsService.SearchDirectory").id, 7, "no directory permission", "PERMISSION_DENIED");
+    assert.deepEqual(network.current.last("DirectoryService.SearchDirectory").params, { query: "ali", pageSize: 5 });
+    network.current.replyError(network.current.last("DirectoryService.SearchDirectory").id, 7, "no directory permission", "PERMISSION_DENIED");
     await assert.rejects(search, (e: WacError) => e.code === 7 && e.status === "PERMISSION_DENIED");
   });
 

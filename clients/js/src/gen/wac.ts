@@ -256,27 +256,6 @@ export type SessionDescription_Type =
 
 // ---- wac/v1/contacts.proto ----
 
-/** The request for CompleteGoogleLink. */
-export interface CompleteGoogleLinkRequest {
-  /**
-   * The state the callback received; it must be one the caller started
-   * with CreateGoogleLinkAuthorization, and is good once.
-   */
-  state?: string;
-  /** The authorization code the callback received. */
-  code?: string;
-}
-
-/** A Connector imports directory entries from an outside system. */
-export interface Connector {
-  /** The connector's name in the configuration file. */
-  name?: string;
-  /** The connector's kind, for example "ldap" or "google". */
-  type?: string;
-  /** The latest run, if any. */
-  lastRun?: SyncRun;
-}
-
 /** A Contact is an entry in one subscriber's personal address book. */
 export interface Contact {
   /** The contact's id, assigned by wac. */
@@ -309,14 +288,67 @@ export interface CreateContactRequest {
   contact?: Contact;
 }
 
-/** The request for CreateGoogleLinkAuthorization. */
-export type CreateGoogleLinkAuthorizationRequest = Record<string, never>;
-
 /** The request for DeleteContact. */
 export interface DeleteContactRequest {
   /** The contact's id. */
   contactId?: string;
 }
+
+/** The request for GetContact. */
+export interface GetContactRequest {
+  /** The contact's id. */
+  contactId?: string;
+}
+
+/** The request for ListContacts. */
+export interface ListContactsRequest {
+  /** The maximum number of contacts to return, 1 to 1000 (default 100). */
+  pageSize?: number;
+  /** A page token from a previous call, to fetch the next page. */
+  pageToken?: string;
+}
+
+/** The result of ListContacts. */
+export interface ListContactsResponse {
+  /** The contacts, ordered by display name. */
+  contacts?: Contact[];
+  /** A token for the next page; empty on the last page. */
+  nextPageToken?: string;
+}
+
+/** The request for UpdateContact. */
+export interface UpdateContactRequest {
+  /** The contact, identified by contact_id, with the new field values. */
+  contact?: Contact;
+  /** The fields to change. Empty means every field that is set. */
+  updateMask?: string;
+}
+
+// ---- wac/v1/directory.proto ----
+
+/** The request for CompleteGoogleLink. */
+export interface CompleteGoogleLinkRequest {
+  /**
+   * The state the callback received; it must be one the caller started
+   * with CreateGoogleLinkAuthorization, and is good once.
+   */
+  state?: string;
+  /** The authorization code the callback received. */
+  code?: string;
+}
+
+/** A Connector imports directory entries from an outside system. */
+export interface Connector {
+  /** The connector's name in the configuration file. */
+  name?: string;
+  /** The connector's kind, for example "ldap" or "google". */
+  type?: string;
+  /** The latest run, if any. */
+  lastRun?: SyncRun;
+}
+
+/** The request for CreateGoogleLinkAuthorization. */
+export type CreateGoogleLinkAuthorizationRequest = Record<string, never>;
 
 /** The request for DeleteGoogleLink. */
 export type DeleteGoogleLinkRequest = Record<string, never>;
@@ -343,12 +375,6 @@ export interface DirectoryEntry {
   department?: string;
   /** The wac subscriber this entry is, if any. */
   subscriber?: string;
-}
-
-/** The request for GetContact. */
-export interface GetContactRequest {
-  /** The contact's id. */
-  contactId?: string;
 }
 
 /** The request for GetGoogleLink. */
@@ -416,22 +442,6 @@ export interface ListConnectorsResponse {
   connectors?: Connector[];
 }
 
-/** The request for ListContacts. */
-export interface ListContactsRequest {
-  /** The maximum number of contacts to return, 1 to 1000 (default 100). */
-  pageSize?: number;
-  /** A page token from a previous call, to fetch the next page. */
-  pageToken?: string;
-}
-
-/** The result of ListContacts. */
-export interface ListContactsResponse {
-  /** The contacts, ordered by display name. */
-  contacts?: Contact[];
-  /** A token for the next page; empty on the last page. */
-  nextPageToken?: string;
-}
-
 /** The request for SearchDirectory. */
 export interface SearchDirectoryRequest {
   /** A prefix of a name, e-mail address or phone number; 1 to 128 characters. */
@@ -492,14 +502,6 @@ export type SyncRun_State =
   | "SUCCEEDED"
   /** The run failed and changed nothing. */
   | "FAILED";
-
-/** The request for UpdateContact. */
-export interface UpdateContactRequest {
-  /** The contact, identified by contact_id, with the new field values. */
-  contact?: Contact;
-  /** The fields to change. Empty means every field that is set. */
-  updateMask?: string;
-}
 
 // ---- wac/v1/events.proto ----
 
@@ -1112,6 +1114,16 @@ export interface Methods {
   "CallsService.Renegotiate": [RenegotiateRequest, Call];
   /** SendIceCandidate relays a trickled ICE candidate to the other party. */
   "CallsService.SendIceCandidate": [SendIceCandidateRequest, SendIceCandidateResponse];
+  /** CreateContact adds a contact to the caller's address book. */
+  "ContactsService.CreateContact": [CreateContactRequest, Contact];
+  /** DeleteContact removes one of the caller's contacts. */
+  "ContactsService.DeleteContact": [DeleteContactRequest, Empty];
+  /** GetContact reads one of the caller's contacts. */
+  "ContactsService.GetContact": [GetContactRequest, Contact];
+  /** ListContacts lists the caller's contacts ordered by display name. */
+  "ContactsService.ListContacts": [ListContactsRequest, ListContactsResponse];
+  /** UpdateContact changes the fields named in update_mask. */
+  "ContactsService.UpdateContact": [UpdateContactRequest, Contact];
   /**
    * CompleteGoogleLink finishes the caller's link with the code and state
    * the callback received, replacing any link the caller had. The first
@@ -1120,9 +1132,7 @@ export interface Methods {
    * expired; FAILED_PRECONDITION if Google refused the code; UNAVAILABLE if
    * Google could not be reached.
    */
-  "ContactsService.CompleteGoogleLink": [CompleteGoogleLinkRequest, GoogleLink];
-  /** CreateContact adds a contact to the caller's address book. */
-  "ContactsService.CreateContact": [CreateContactRequest, Contact];
+  "DirectoryService.CompleteGoogleLink": [CompleteGoogleLinkRequest, GoogleLink];
   /**
    * CreateGoogleLinkAuthorization starts linking the caller's Google
    * account. The app opens authorization_uri, Google's consent page; Google
@@ -1130,39 +1140,31 @@ export interface Methods {
    * this authorization's state, which the app passes to CompleteGoogleLink
    * before expire_time. UNIMPLEMENTED if Google contacts are not configured.
    */
-  "ContactsService.CreateGoogleLinkAuthorization": [CreateGoogleLinkAuthorizationRequest, GoogleLinkAuthorization];
-  /** DeleteContact removes one of the caller's contacts. */
-  "ContactsService.DeleteContact": [DeleteContactRequest, Empty];
+  "DirectoryService.CreateGoogleLinkAuthorization": [CreateGoogleLinkAuthorizationRequest, GoogleLinkAuthorization];
   /**
    * DeleteGoogleLink unlinks the caller's Google account: it revokes the
    * grant at Google and removes the imported entries from the directory.
    * NOT_FOUND if the caller has not linked a Google account.
    */
-  "ContactsService.DeleteGoogleLink": [DeleteGoogleLinkRequest, Empty];
-  /** GetContact reads one of the caller's contacts. */
-  "ContactsService.GetContact": [GetContactRequest, Contact];
+  "DirectoryService.DeleteGoogleLink": [DeleteGoogleLinkRequest, Empty];
   /**
    * GetGoogleLink reads the caller's link and its latest import. NOT_FOUND
    * if the caller has not linked a Google account.
    */
-  "ContactsService.GetGoogleLink": [GetGoogleLinkRequest, GoogleLink];
+  "DirectoryService.GetGoogleLink": [GetGoogleLinkRequest, GoogleLink];
   /** ListConnectors reports each configured connector and its last run. */
-  "ContactsService.ListConnectors": [ListConnectorsRequest, ListConnectorsResponse];
-  /** ListContacts lists the caller's contacts ordered by display name. */
-  "ContactsService.ListContacts": [ListContactsRequest, ListContactsResponse];
+  "DirectoryService.ListConnectors": [ListConnectorsRequest, ListConnectorsResponse];
   /**
    * SearchDirectory finds subscribers and directory entries by a prefix of
    * a name, an e-mail address or a phone number (any common format). Exact
    * matches rank first. Needs the contacts.directory permission.
    */
-  "ContactsService.SearchDirectory": [SearchDirectoryRequest, SearchDirectoryResponse];
+  "DirectoryService.SearchDirectory": [SearchDirectoryRequest, SearchDirectoryResponse];
   /**
    * SyncConnector runs a connector now and returns the finished run.
    * ABORTED if a run of the same connector is already under way.
    */
-  "ContactsService.SyncConnector": [SyncConnectorRequest, SyncRun];
-  /** UpdateContact changes the fields named in update_mask. */
-  "ContactsService.UpdateContact": [UpdateContactRequest, Contact];
+  "DirectoryService.SyncConnector": [SyncConnectorRequest, SyncRun];
   /**
    * Subscribe streams the caller's session events in seq order, starting
    * after after_seq. A client that reconnects within the retention window
