@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import importlib
 import json
-import re
 import resource
 import shutil
 import socket
@@ -18,15 +17,13 @@ import time
 from pathlib import Path
 from string import Template
 
+from settings import checks
+from settings.checks import guard
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
 DEFAULT_DESCRIPTOR = ROOT / "build" / "wac.pb"
 DEFAULT_OPENAPI = ROOT / "envoy" / "openapi.json"
-
-LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
-
-# Host names and IP literals only: the value lands unquoted in YAML.
-_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 # Connections Envoy may hold by default (each WebSocket is one); lowered to
 # fit the file-descriptor limit, see connection_budget.
@@ -72,17 +69,6 @@ def envoy_binary() -> str:
     return found
 
 
-def parse_address(address: str, *, what: str) -> tuple[str, int]:
-    """Split "host:port" (or "[v6]:port") and check both halves."""
-    host, sep, port_text = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not _HOST.match(host):
-        raise ValueError(f"{what} must be host:port, got {address!r}")
-    port = int(port_text)
-    _check_port(port, what=what)
-    return host, port
-
-
 def render_config(
     *,
     listen_host: str = "127.0.0.1",
@@ -117,11 +103,12 @@ def render_config(
     own working directory, not the caller's. Nothing is checked on disk here;
     validate_config does that with Envoy's own parser.
     """
-    if not _HOST.match(listen_host):
-        raise ValueError(f"listen_host must be a host name or IP address, got {listen_host!r}")
-    _check_port(listen_port, what="listen_port")
+    # `wac envoy` passes values the configuration has checked
+    # (settings/checks.py); the same checks guard other callers here.
+    guard("listen_host", checks.host, listen_host)
+    guard("listen_port", checks.port, listen_port)
     if admin_socket is None:
-        _check_port(admin_port, what="admin_port")
+        guard("admin_port", checks.port, admin_port)
         admin_address = f"socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}"
     else:
         socket_path = str(Path(admin_socket).resolve())
@@ -134,10 +121,10 @@ def render_config(
     connections = connection_budget(MAX_CONNECTIONS if max_connections is None else max_connections)
     if upgrades_per_address < 0:
         raise ValueError(f"upgrades_per_address must be 0 (no limit) or more, got {upgrades_per_address}")
-    core_host, core_port = parse_address(core_address, what="core_address")
-    edge_host, edge_port = parse_address(edge_address, what="edge_address")
-    edge_http_host, edge_http_port = parse_address(edge_http_address, what="edge_http_address")
-    gateway_ws_host, gateway_ws_port = parse_address(gateway_ws_address, what="gateway_ws_address")
+    core_host, core_port = guard("core_address", checks.split_address, core_address)
+    edge_host, edge_port = guard("edge_address", checks.split_address, edge_address)
+    edge_http_host, edge_http_port = guard("edge_http_address", checks.split_address, edge_http_address)
+    gateway_ws_host, gateway_ws_port = guard("gateway_ws_address", checks.split_address, gateway_ws_address)
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
         listen_host=listen_host,
@@ -192,8 +179,8 @@ def envoy_command(
     and without it several Envoys (tests, several wac nodes) share one host.
     concurrency is the number of worker threads (Envoy's default: one per core).
     """
-    if log_level not in LOG_LEVELS:
-        raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    if log_level not in checks.LOG_LEVELS:
+        raise ValueError(f"log_level must be one of {', '.join(checks.LOG_LEVELS)}, got {log_level!r}")
     command = [
         envoy_binary(),
         "-c",
@@ -304,8 +291,3 @@ def stop_envoy(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def _check_port(port: int, *, what: str) -> None:
-    if not 0 < port < 65536:
-        raise ValueError(f"{what} must be a TCP port (1-65535), got {port}")

@@ -8,14 +8,13 @@ them like any other child.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from cli.envoy import parse_address
+from settings import checks
+from settings.checks import guard
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "gateway" / "kamailio.cfg.tmpl"
@@ -27,15 +26,6 @@ _SEARCH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 # for this script; the JSON answers of the SAPI are small).
 PKG_MB = 8
 
-# Every value lands inside the Kamailio script, some inside double-quoted
-# strings: each is matched whole against a pattern with no quote, backslash,
-# space or newline in it.
-_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-_TRUNK_URI = re.compile(r"^sip:(?P<host>[0-9.]+)(?::(?P<port>[0-9]{1,5}))?(?P<params>(?:;transport=(?:udp|tcp))?)$")
-_SAPI_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*$")
-_RTPENGINE = re.compile(r"^udp:(?P<host>[0-9.]+):(?P<port>[0-9]{1,5})$")
-# An API key as wac makes them (URL-safe base64 with a prefix).
-_API_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 
 
@@ -73,30 +63,6 @@ def missing_programs() -> list[str]:
     return [name for name in ("kamailio", "rtpengine") if _program(name) is None]
 
 
-@dataclass(frozen=True)
-class Trunk:
-    host: str
-    port: int
-    uri: str
-    # udp, or tcp when the URI says ;transport=tcp.
-    transport: str = "udp"
-
-    @property
-    def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def parse_trunk(uri: str) -> Trunk:
-    """``sip:IP[:port][;transport=udp|tcp]``: an IP, since calls from the trunk are recognised by address."""
-    match = _TRUNK_URI.match(uri)
-    if match is None or not _is_ipv4(match["host"]):
-        raise ValueError(f"[gateway] trunk_uri must be sip:IPv4[:port][;transport=udp|tcp], got {uri!r}")
-    port = int(match["port"] or 5060)
-    if not 0 < port < 65536:
-        raise ValueError(f"[gateway] trunk_uri: port out of range in {uri!r}")
-    return Trunk(match["host"], port, uri, "tcp" if match["params"] else "udp")
-
-
 def render_config(
     *,
     domain: str = "127.0.0.1",
@@ -116,41 +82,31 @@ def render_config(
     write it where only wac's user reads it. Every value is checked here;
     check_config runs Kamailio's own parser on the result.
     """
-    if not _DOMAIN.match(domain):
-        raise ValueError(f"[gateway] domain must be a host name or IPv4 address, got {domain!r}")
-    ws_host, ws_port = parse_address(ws_listen, what="[gateway] ws_listen")
-    sip_host, sip_port = parse_address(sip_listen, what="[gateway] sip_listen")
-    rpc_host, rpc_port = parse_address(jsonrpc_listen, what="[gateway] jsonrpc_listen")
-    events_host, events_port = parse_address(events_listen, what="[gateway] events_listen")
-    listeners = (
-        (ws_host, "ws_listen"),
-        (sip_host, "sip_listen"),
-        (rpc_host, "jsonrpc_listen"),
-        (events_host, "events_listen"),
-    )
-    for host, what in listeners:
-        if not _is_ipv4(host):
-            raise ValueError(f"[gateway] {what} must be an IPv4 address and port, got {host!r}")
-    if not ipaddress.ip_address(rpc_host).is_loopback:
-        raise ValueError(f"[gateway] jsonrpc_listen must be a loopback address (it can end calls), got {rpc_host}")
-    if not ipaddress.ip_address(events_host).is_loopback:
-        raise ValueError(
-            f"[gateway] events_listen must be a loopback address (it tells who calls whom), got {events_host}"
-        )
-    if len({ws_port, sip_port, rpc_port, events_port}) != 4:
-        raise ValueError("[gateway] ws_listen, sip_listen, jsonrpc_listen and events_listen need four different ports")
-    trunk = parse_trunk(trunk_uri)
-    control = _RTPENGINE.match(rtpengine)
-    if control is None or not _is_ipv4(control["host"]):
-        raise ValueError(f"[gateway] rtpengine must be udp:IPv4:port, got {rtpengine!r}")
-    if not _SAPI_URL.match(sapi_url):
-        raise ValueError(
-            f"[gateway] sapi_url must be http(s)://host[:port][/path] without a trailing slash, got {sapi_url!r}"
-        )
-    if not _API_KEY.match(gateway_key):
-        raise ValueError("the gateway key is not an API key (see gateway.key in the data dir)")
-    if not 1 <= workers <= 256:
-        raise ValueError(f"[gateway] workers must be between 1 and 256, got {workers}")
+    # Every value lands inside the Kamailio script, some inside double-quoted
+    # strings. `wac gateway` passes values the configuration has checked
+    # (settings/checks.py); the same checks guard other callers here.
+    guard("[gateway] domain", checks.sip_domain, domain)
+    for what, value in (("ws_listen", ws_listen), ("sip_listen", sip_listen)):
+        guard(f"[gateway] {what}", checks.ipv4_address, value)
+    guard("[gateway] jsonrpc_listen", checks.loopback("it can end calls"), jsonrpc_listen)
+    guard("[gateway] events_listen", checks.loopback("it tells who calls whom"), events_listen)
+    listeners = {
+        "ws_listen": ws_listen,
+        "sip_listen": sip_listen,
+        "jsonrpc_listen": jsonrpc_listen,
+        "events_listen": events_listen,
+    }
+    guard("[gateway]", checks.distinct_ports, listeners)
+    ws_host, ws_port = checks.split_address(ws_listen)
+    sip_host, sip_port = checks.split_address(sip_listen)
+    rpc_host, rpc_port = checks.split_address(jsonrpc_listen)
+    events_host, events_port = checks.split_address(events_listen)
+    trunk = guard("[gateway] trunk_uri", checks.parse_trunk, trunk_uri)
+    guard("[gateway] rtpengine", checks.rtpengine, rtpengine)
+    guard("[gateway] sapi_url", checks.sapi_url, sapi_url)
+    guard("the gateway key", checks.api_key, gateway_key)
+    if not (sapi_url and gateway_key):
+        raise ValueError("the gateway needs the SAPI's URL and its API key")
     values = {
         "domain": domain,
         "ws_host": ws_host,
@@ -241,13 +197,9 @@ def rtpengine_command(
     pid_file: str | Path,
 ) -> list[str]:
     """rtpengine in userspace (no kernel module), in the foreground, logging to stderr."""
-    match = _RTPENGINE.match(control)
-    if match is None or not _is_ipv4(match["host"]):
-        raise ValueError(f"[gateway] rtpengine must be udp:IPv4:port, got {control!r}")
-    if not _is_ipv4(media_address):
-        raise ValueError(f"[gateway] media_address must be an IPv4 address, got {media_address!r}")
-    if not 1024 <= port_min < port_max <= 65535:
-        raise ValueError(f"[gateway] rtp_port_min < rtp_port_max within 1024-65535, got {port_min}-{port_max}")
+    control_host, control_port = guard("[gateway] rtpengine", checks.split_rtpengine, control)
+    guard("[gateway] media_address", checks.ipv4, media_address)
+    guard("[gateway]", checks.rtp_ports, (port_min, port_max))
     return [
         rtpengine_binary(),
         # Not /etc/rtpengine/rtpengine.conf, which Debian's own daemon uses
@@ -258,15 +210,8 @@ def rtpengine_command(
         "--foreground",
         "--log-stderr",
         f"--interface={media_address}",
-        f"--listen-ng={match['host']}:{match['port']}",
+        f"--listen-ng={control_host}:{control_port}",
         f"--port-min={port_min}",
         f"--port-max={port_max}",
         f"--pidfile={pid_file}",
     ]
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
-    except ValueError:
-        return False

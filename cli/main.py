@@ -420,10 +420,11 @@ EXIT_CONFIG = 78
 def _envoy(config: Config) -> int:
     """Render and validate the front door's configuration, then become Envoy."""
     from cli import envoy
+    from settings import checks
     from settings.hopkey import read_hop_key
 
     try:
-        host, port = envoy.parse_address(config.envoy.listen, what="[envoy] listen")
+        host, port = checks.split_address(config.envoy.listen)  # checked with the configuration
         # Envoy inherits the raised limit, and the connection ceiling
         # rendered below is sized to it.
         envoy.raise_fd_limit()

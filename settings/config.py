@@ -7,19 +7,18 @@ required: the defaults run everything on one machine.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from settings import checks
+from settings.fields import ConfigError, key, load_section
 
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or out of range."""
+__all__ = ["SECTIONS", "Config", "ConfigError", "load_config", "sqlite_url"]
 
 
 @dataclass(frozen=True)
@@ -45,35 +44,40 @@ class CoreConfig:
     # key, or the peer address on public methods): sustained calls per
     # second and burst; beyond: RESOURCE_EXHAUSTED with a retry delay.
     # The hop key is exempt (the edge limits each socket itself).
-    rate_per_second: float = 50.0
-    rate_burst: int = 100
+    rate_per_second: float = key(50.0, between=(0.001, 10_000_000))
+    rate_burst: int = key(100, between=(1, 10_000_000))
     # The same for API keys (operator systems, which may verify a token per
     # request of their own); 0: API keys are not limited.
-    api_key_rate_per_second: float = 0.0
-    api_key_rate_burst: int = 1000
+    api_key_rate_per_second: float = key(0.0, between=(0, 10_000_000))
+    api_key_rate_burst: int = key(1000, between=(1, 10_000_000))
+
+
+# The smallest [edge] send_queue_bytes: any one event (a 32 KiB offer in its
+# JSON) must fit, or a resume could never get past it.
+MIN_SEND_QUEUE_BYTES = 65536
 
 
 @dataclass(frozen=True)
 class EdgeConfig:
     listen: str = "127.0.0.1:8081"
     core_address: str = "127.0.0.1:50051"
-    max_message_bytes: int = 65536
-    max_batch: int = 20
-    rate_per_second: float = 50.0
-    rate_burst: int = 100
-    flood_close_after: int = 200
+    max_message_bytes: int = key(65536, at_least=1024)
+    max_batch: int = key(20, between=(1, 1000))
+    rate_per_second: float = key(50.0, positive=True)
+    rate_burst: int = key(100, at_least=1)
+    flood_close_after: int = key(200, at_least=1)
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
-    send_queue: int = 256
-    long_poll_seconds: float = 25.0
+    send_queue: int = key(256, at_least=1)
+    long_poll_seconds: float = key(25.0, positive=True)
     # The WAPI's HTTP side (POST /wapi/http, long polls, /sdk/ and the demo),
     # beside the WebSocket on `listen`; Envoy routes to both.
     http_listen: str = "127.0.0.1:8082"
     # Deadline of every unary call to the core, in seconds (> 0): a core that
     # is down or stuck answers UNAVAILABLE or DEADLINE_EXCEEDED, never a hang.
-    call_deadline: float = 10.0
+    call_deadline: float = key(10.0, positive=True)
     # Frames executing at once on one WebSocket (>= 1); reading waits beyond.
-    max_inflight: int = 32
+    max_inflight: int = key(32, at_least=1)
     # Where /sdk/ and / are served from; empty: clients/js/dist and
     # clients/js/demo of this checkout.
     sdk_dir: str = ""
@@ -81,19 +85,19 @@ class EdgeConfig:
     # WAPI connections (open WebSockets plus HTTP fallback requests being
     # answered) one client address may hold at once (>= 1); beyond: the
     # upgrade or request is refused with 429 and a JSON error.
-    max_connections_per_address: int = 64
+    max_connections_per_address: int = key(64, at_least=1)
     # Seconds a WebSocket may stay open without authenticating (a Login or
     # RefreshSession, or a call accepted with its access token) (> 0);
     # then it is closed with 4401.
-    auth_deadline: float = 10.0
+    auth_deadline: float = key(10.0, positive=True)
     # Bytes (UTF-8) of outgoing messages queued for one slow reader (>= 65536,
     # so that any one event fits); beyond, as beyond send_queue messages:
     # close 4408.
-    send_queue_bytes: int = 1048576
+    send_queue_bytes: int = key(1048576, at_least=MIN_SEND_QUEUE_BYTES)
     # Seconds an HTTP connection on http_listen may take to send a request's
     # headers (and its body), counted from its opening or its previous
     # answer; an idle keep-alive connection is closed after it too (> 0).
-    header_timeout: float = 10.0
+    header_timeout: float = key(10.0, positive=True)
     # Browser Origins allowed to use the WAPI (WebSocket upgrade and HTTP
     # fallback); requests without Origin (non-browser clients) always pass.
     # Empty: the front door's own origin (http://127.0.0.1:<envoy port>,
@@ -104,12 +108,12 @@ class EdgeConfig:
 
 @dataclass(frozen=True)
 class EnvoyConfig:
-    listen: str = "127.0.0.1:8080"
+    listen: str = key("127.0.0.1:8080", check=checks.address)
     # 0: Envoy's admin interface (it can stop Envoy and dump its state) is a
     # unix socket, envoy-admin.sock in the data dir, mode 0600: only wac's
     # user reaches it. A port opens it on 127.0.0.1 to every local user.
-    admin_port: int = 0
-    log_level: str = "warning"
+    admin_port: int = key(0, between=(0, 65535))
+    log_level: str = key("warning", choices=checks.LOG_LEVELS)
     # Ceiling on open client connections (each WebSocket is one); `wac envoy`
     # lowers it further to fit Envoy's file-descriptor limit (half of
     # RLIMIT_NOFILE less 256), so a flood meets refusals, not EMFILE.
@@ -136,40 +140,40 @@ class IdentityConfig:
     # sealed under it (AES-256-GCM) and clear ones are sealed at the next
     # start. Empty: stored in clear. Once sealed, the core does not start
     # without the same secret. Never logged (nor in this dataclass's repr).
-    key_seal_secret: str = field(default="", repr=False)
+    key_seal_secret: str = key("", secret=True)
     # Login throttling, per (username, client address) pair and per client
     # address: after `throttle_after` failures in `throttle_window` seconds
     # each further attempt waits `throttle_delay` (doubling, at most 60 s)
     # or is refused with RESOURCE_EXHAUSTED; after `lock_after` failures the
-    # pair (or address) is locked for `lock_seconds`. Ranges: see _RANGES.
-    throttle_after: int = 3
-    throttle_delay: float = 1.0
-    lock_after: int = 10
-    lock_seconds: int = 300
-    throttle_window: int = 900
+    # pair (or address) is locked for `lock_seconds`. Ranges: see their key(between=...).
+    throttle_after: int = key(3, between=(1, 10_000))
+    throttle_delay: float = key(1.0, between=(0.001, 3600))
+    lock_after: int = key(10, between=(1, 100_000))
+    lock_seconds: int = key(300, between=(1, 604_800))
+    throttle_window: int = key(900, between=(1, 604_800))
     # Failures for a username from any address only slow its logins (the
     # same doubling delay, at most this many seconds, 0: off) and never
     # refuse them: a stranger cannot lock its owner out.
-    username_max_delay: float = 5.0
+    username_max_delay: float = key(5.0, between=(0, 300))
     # argon2 checks (64 MiB each) running at once in this core (1..256);
     # logins waiting for one (0..10000); logins under way per client
     # address (1..1000; one per username and address), each with
     # login_queue_per_address more waiting in turn (0..100000). Beyond any of
     # these bounds: RESOURCE_EXHAUSTED with a retry delay, at once.
-    max_password_checks: int = 4
-    password_check_queue: int = 64
-    max_logins_per_address: int = 2
-    login_queue_per_address: int = 8
+    max_password_checks: int = key(4, between=(1, 256))
+    password_check_queue: int = key(64, between=(0, 10_000))
+    max_logins_per_address: int = key(2, between=(1, 1000))
+    login_queue_per_address: int = key(8, between=(0, 100_000))
     # Seconds a session must wait between two rotations of its refresh
     # token (0: no limit); a retry answered within refresh_reuse_grace
     # does not rotate and is not limited. Beyond: RESOURCE_EXHAUSTED.
-    refresh_min_interval: float = 1.0
+    refresh_min_interval: float = key(1.0, between=(0, 3600))
     revocation_poll: float = 0.5
 
 
 @dataclass(frozen=True)
 class PresenceConfig:
-    visibility: str = "contacts"
+    visibility: str = key("contacts", choices=("contacts", "domain"))
     grace_period: float = 30.0
     coalesce_ms: int = 250
     max_note: int = 256
@@ -184,8 +188,8 @@ class CallsConfig:
     # Bounds against call bombing, far above what a softphone does: live
     # (ringing or active) calls one subscriber has placed, and calls ringing
     # at one callee at once. Beyond them CreateCall is RESOURCE_EXHAUSTED.
-    max_calls_per_caller: int = 4
-    max_ringing_per_callee: int = 8
+    max_calls_per_caller: int = key(4, between=(1, 1000))
+    max_ringing_per_callee: int = key(8, between=(1, 1000))
 
 
 @dataclass(frozen=True)
@@ -196,10 +200,10 @@ class EventsConfig:
     # attached to one stream, streams open at once per caller, deliveries
     # waiting for a stream, and seconds a full stream may go without
     # taking any before it is ended with RESOURCE_EXHAUSTED.
-    max_attachments_per_stream: int = 20000
-    max_streams_per_peer: int = 8
-    stream_send_queue: int = 4096
-    stream_stall_seconds: float = 30.0
+    max_attachments_per_stream: int = key(20000, between=(1, 1_000_000))
+    max_streams_per_peer: int = key(8, between=(1, 10_000))
+    stream_send_queue: int = key(4096, between=(1, 1_000_000))
+    stream_stall_seconds: float = key(30.0, between=(0.01, 3600))
 
 
 @dataclass(frozen=True)
@@ -227,48 +231,58 @@ class GatewayConfig:
     # The SIP domain: subscribers register as sip:USERNAME@domain, and the
     # realm of the gateway's Bearer challenges. An IP literal works on
     # loopback without DNS (Kamailio, sipp and browsers never resolve it).
-    domain: str = "127.0.0.1"
+    domain: str = key("127.0.0.1", check=checks.sip_domain)
     # Kamailio's WebSocket listener; browsers reach it through Envoy's /sip.
-    ws_listen: str = "127.0.0.1:8088"
+    ws_listen: str = key("127.0.0.1:8088", check=checks.ipv4_address)
     # The trunk side: SIP over UDP and TCP.
-    sip_listen: str = "127.0.0.1:5060"
+    sip_listen: str = key("127.0.0.1:5060", check=checks.ipv4_address)
     # Where calls to numbers go (sip:IPv4[:port][;transport=udp|tcp]); calls
     # from this host and port over UDP are the trunk's (a trunk sends from
     # the port it listens on), and with ;transport=tcp every TCP request
     # from this host.
-    trunk_uri: str = "sip:127.0.0.1:5090"
+    trunk_uri: str = key("sip:127.0.0.1:5090", check=checks.trunk_uri)
     # rtpengine's control (ng protocol) address.
-    rtpengine: str = "udp:127.0.0.1:22222"
+    rtpengine: str = key("udp:127.0.0.1:22222", check=checks.rtpengine)
     # The address rtpengine puts in SDP and receives media on.
-    media_address: str = "127.0.0.1"
+    media_address: str = key("127.0.0.1", check=checks.ipv4)
     # RTP/RTCP ports rtpengine uses (below Linux's ephemeral range).
-    rtp_port_min: int = 20000
-    rtp_port_max: int = 29999
+    rtp_port_min: int = key(20000, between=(1024, 65_535))
+    rtp_port_max: int = key(29999, between=(1024, 65_535))
     # Kamailio's shared memory in MB (its 64 MB default ran out near 800 calls/s).
-    shm_mb: int = 256
+    shm_mb: int = key(256, between=(16, 65_536))
     # Kamailio's SIP worker processes per UDP listener (TCP and WebSocket
     # connections are served by as many TCP workers).
-    workers: int = 4
+    workers: int = key(4, between=(1, 256))
     # Kamailio's JSON-RPC over HTTP (POST /RPC), for wac's vendor connector.
     # Loopback only: it can end calls and read registrations.
-    jsonrpc_listen: str = "127.0.0.1:8089"
+    jsonrpc_listen: str = key("127.0.0.1:8089", check=checks.loopback("it can end calls"))
     # Kamailio's call events (evapi: a JSON netstring per call answered,
     # ended or failed), which the core reads for the call history and
     # presence. Loopback only: they name who calls whom.
-    events_listen: str = "127.0.0.1:8090"
+    events_listen: str = key("127.0.0.1:8090", check=checks.loopback("it tells who calls whom"))
     # The SAPI the gateway asks (identity:verify, identity:authorize,
     # phoneNumbers/{n}). Empty: the front door, http://127.0.0.1:<[envoy] listen port>.
-    sapi_url: str = ""
+    sapi_url: str = key("", check=checks.sapi_url)
     # The gateway's API key towards the SAPI. Empty: the file gateway.key in
     # data_dir, which the core creates (0600) on start. Set it (`wac admin
     # apikey create sip-gateway --scope identity.verify --scope
     # numbers.lookup`) when several cores share one database: each would
     # otherwise make its own and end the others'.
-    api_key: str = ""
+    api_key: str = key("", check=checks.api_key, secret=True)
     # The gateway's WebSocket URL announced to clients at login (Session
     # sip_gateway.url). Empty: clients derive ws(s)://<the host they reached
     # wac on>/sip from their own WAPI URL, right behind any public name.
     public_url: str = ""
+
+    def __post_init__(self) -> None:
+        listeners = {
+            "ws_listen": self.ws_listen,
+            "sip_listen": self.sip_listen,
+            "jsonrpc_listen": self.jsonrpc_listen,
+            "events_listen": self.events_listen,
+        }
+        checks.distinct_ports(listeners)
+        checks.rtp_ports((self.rtp_port_min, self.rtp_port_max))
 
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
@@ -306,101 +320,6 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'wac.sqlite3').resolve()}"
 
 
-def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """Turn a TOML or environment value into the field's declared type."""
-    origin = typing.get_origin(kind)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-            return value.lower() in {"1", "true", "yes", "on"}
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if kind in (int, float):
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if number < 0:
-            raise ConfigError(f"{where}: must not be negative, got {value!r}")
-        return number
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if kind is Path:
-        return Path(str(value))
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(str(item).strip() for item in items if str(item).strip())
-    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover
-
-
-def _section(cls: type, table: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"[{prefix.lower()}] unknown key(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        env_name = f"WAC_{prefix}_{f.name}".upper()
-        if env_name in env:
-            values[f.name] = _ranged(prefix.lower(), f.name, env[env_name], hints[f.name], env_name)
-        elif f.name in table:
-            where = f"[{prefix.lower()}] {f.name}"
-            values[f.name] = _ranged(prefix.lower(), f.name, table[f.name], hints[f.name], where)
-    return cls(**values)
-
-
-# Allowed ranges (inclusive) of numeric keys whose nonsense values would
-# silently disable a defence or stall it: a throttle after 0 failures, a
-# delay of 1e12 s, a window of 0 s. Keys not listed only refuse negatives.
-_RANGES: dict[tuple[str, str], tuple[float, float]] = {
-    ("identity", "throttle_after"): (1, 10_000),
-    ("identity", "throttle_delay"): (0.001, 3600),
-    ("identity", "lock_after"): (1, 100_000),
-    ("identity", "lock_seconds"): (1, 604_800),
-    ("identity", "throttle_window"): (1, 604_800),
-    ("identity", "username_max_delay"): (0, 300),
-    ("identity", "max_password_checks"): (1, 256),
-    ("identity", "password_check_queue"): (0, 10_000),
-    ("identity", "max_logins_per_address"): (1, 1000),
-    ("identity", "login_queue_per_address"): (0, 100_000),
-    ("identity", "refresh_min_interval"): (0, 3600),
-    ("calls", "max_calls_per_caller"): (1, 1000),
-    ("calls", "max_ringing_per_callee"): (1, 1000),
-    ("core", "rate_per_second"): (0.001, 10_000_000),
-    ("core", "rate_burst"): (1, 10_000_000),
-    ("core", "api_key_rate_per_second"): (0, 10_000_000),
-    ("core", "api_key_rate_burst"): (1, 10_000_000),
-    ("events", "max_attachments_per_stream"): (1, 1_000_000),
-    ("events", "max_streams_per_peer"): (1, 10_000),
-    ("events", "stream_send_queue"): (1, 1_000_000),
-    ("events", "stream_stall_seconds"): (0.01, 3600),
-    ("gateway", "rtp_port_min"): (1024, 65535),
-    ("gateway", "rtp_port_max"): (1024, 65535),
-    ("gateway", "shm_mb"): (16, 65536),
-    ("gateway", "workers"): (1, 256),
-}
-
-
-def _ranged(section: str, key: str, value: Any, kind: Any, where: str) -> Any:
-    """_coerce, then the key's range from _RANGES (naming it, negatives too)."""
-    bounds = _RANGES.get((section, key))
-    if bounds is None:
-        return _coerce(value, kind, where)
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    # Written as "not inside" so that NaN, which compares false, is refused too.
-    if not bounds[0] <= number <= bounds[1]:
-        raise ConfigError(f"{where}: must be between {bounds[0]:g} and {bounds[1]:g}, got {value!r}")
-    return number
-
-
 SECTIONS: dict[str, type] = {
     "core": CoreConfig,
     "edge": EdgeConfig,
@@ -436,7 +355,9 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = {name: _section(cls, raw.get(name, {}), env, name) for name, cls in SECTIONS.items()}
+    values: dict[str, Any] = {
+        name: load_section(cls, raw.get(name, {}), name, env=env, env_prefix=name) for name, cls in SECTIONS.items()
+    }
     values["data_dir"] = Path(env.get("WAC_DATA_DIR") or raw.get("data_dir") or "var")
     roles = dict(DEFAULT_ROLES)
     for role, table in raw.get("roles", {}).items():
@@ -446,7 +367,4 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         roles[role] = tuple(perms)
     values["roles"] = types.MappingProxyType(roles)
     values["connectors"] = types.MappingProxyType(dict(raw.get("connectors", {})))
-    config = Config(**values)
-    if config.presence.visibility not in {"contacts", "domain"}:
-        raise ConfigError("[presence] visibility: must be 'contacts' or 'domain'")
-    return config
+    return Config(**values)

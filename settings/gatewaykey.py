@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from settings import checks
 from settings.config import Config, ConfigError
+from settings.fields import Invalid
 from settings.servicekey import wait_for_key_file
 
 FILE_NAME = "gateway.key"
@@ -41,11 +43,17 @@ def read_gateway_key(config: Config, wait: float) -> str:
         raise ConfigError("the gateway is disabled ([gateway] enabled = false): the core keeps no key for it")
     if config.gateway.api_key:
         return config.gateway.api_key
-    return wait_for_key_file(
-        gateway_key_path(config),
+    path = gateway_key_path(config)
+    key = wait_for_key_file(
+        path,
         wait,
         what="gateway key",
         remedy="Start the core first with [gateway] enabled (it creates the file), or set [gateway] api_key "
         "(WAC_GATEWAY_API_KEY) to a key made with `wac admin apikey create sip-gateway --scope identity.verify "
         "--scope numbers.lookup`",
     )
+    try:
+        # It lands in Kamailio's script: the rule [gateway] api_key follows.
+        return checks.api_key(key)
+    except Invalid as exc:
+        raise ConfigError(f"{path}: {exc.reason}") from None

@@ -26,7 +26,7 @@ from edges.wapi.http import HttpEdge, HttpLimits
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
 from settings.collector import tend as collector_tend
-from settings.config import Config, ConfigError, EdgeConfig
+from settings.config import Config, ConfigError
 from settings.hopkey import read_hop_key
 
 log = logging.getLogger("wac.edge")
@@ -48,9 +48,6 @@ CLOSE_TIMEOUT = 5.0
 HTTP_SHUTDOWN_TIMEOUT = 2.0
 # Seconds to wait for the core to write the hop key (data_dir/hop.key).
 HOP_KEY_WAIT = 30.0
-# The smallest send_queue_bytes: any one event (a 32 KiB offer in its JSON)
-# must fit, or a resume could never get past it.
-MIN_SEND_QUEUE_BYTES = 65536
 
 
 def split_address(address: str, what: str) -> tuple[str, int]:
@@ -59,39 +56,6 @@ def split_address(address: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError(f"[edge] {what}: expected host:port, got {address!r}")
     return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def check_limits(edge: EdgeConfig) -> None:
-    """The documented bounds of the [edge] keys (README: Configuration)."""
-    problems = []
-    if edge.max_message_bytes < 1024:
-        problems.append("max_message_bytes must be at least 1024")
-    if not 1 <= edge.max_batch <= 1000:
-        problems.append("max_batch must be 1 to 1000")
-    if edge.rate_per_second <= 0:
-        problems.append("rate_per_second must be positive")
-    if edge.rate_burst < 1:
-        problems.append("rate_burst must be at least 1")
-    if edge.flood_close_after < 1:
-        problems.append("flood_close_after must be at least 1")
-    if edge.send_queue < 1:
-        problems.append("send_queue must be at least 1")
-    if edge.max_inflight < 1:
-        problems.append("max_inflight must be at least 1")
-    if edge.call_deadline <= 0:
-        problems.append("call_deadline must be positive")
-    if edge.long_poll_seconds <= 0:
-        problems.append("long_poll_seconds must be positive")
-    if edge.max_connections_per_address < 1:
-        problems.append("max_connections_per_address must be at least 1")
-    if edge.auth_deadline <= 0:
-        problems.append("auth_deadline must be positive")
-    if edge.send_queue_bytes < MIN_SEND_QUEUE_BYTES:
-        problems.append(f"send_queue_bytes must be at least {MIN_SEND_QUEUE_BYTES}")
-    if edge.header_timeout <= 0:
-        problems.append("header_timeout must be positive")
-    if problems:
-        raise ConfigError("[edge] " + "; ".join(problems))
 
 
 def default_origins(config: Config, http_host: str, http_port: int) -> tuple[str, ...]:
@@ -136,7 +100,6 @@ class Edge:
 async def start_edge(config: Config) -> Edge:
     """Connect to the core and start both servers on the configured addresses."""
     edge = config.edge
-    check_limits(edge)
     ws_host, ws_port = split_address(edge.listen, "listen")
     http_host, http_port = split_address(edge.http_listen, "http_listen")
 

@@ -52,7 +52,11 @@ def test_environment_overrides_every_kind_of_value(tmp_path: Path) -> None:
         ("[cores]\n", {}, "unknown top-level key(s): cores"),
         ("[calls]\nring_timeout = 'soon'\n", {}, "[calls] ring_timeout: expected a number"),
         ("", {"WAC_CALLS_BUSY_ON_BUSY": "maybe"}, "WAC_CALLS_BUSY_ON_BUSY: expected true or false"),
-        ("[presence]\nvisibility = 'world'\n", {}, "visibility: must be 'contacts' or 'domain'"),
+        (
+            "[presence]\nvisibility = 'world'\n",
+            {},
+            "[presence] visibility: must be one of contacts, domain, got 'world'",
+        ),
         ("[roles.x]\npermissions = 'call.audio'\n", {}, "[roles.x] permissions: expected a list of strings"),
         ("not toml [", {}, "is not valid TOML"),
     ],
@@ -95,6 +99,27 @@ def test_nonsensical_throttle_settings_are_refused(
     path.write_text(toml)
     with pytest.raises(ConfigError) as err:
         load_config(path, env)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WAC_EDGE_MAX_MESSAGE_BYTES": "1000"}, "WAC_EDGE_MAX_MESSAGE_BYTES: must be at least 1024, got '1000'"),
+        ({"WAC_EDGE_MAX_BATCH": "0"}, "WAC_EDGE_MAX_BATCH: must be between 1 and 1000, got '0'"),
+        ({"WAC_EDGE_RATE_PER_SECOND": "0"}, "WAC_EDGE_RATE_PER_SECOND: must be more than zero"),
+        ({"WAC_EDGE_SEND_QUEUE_BYTES": "65535"}, "WAC_EDGE_SEND_QUEUE_BYTES: must be at least 65536"),
+        ({"WAC_EDGE_HEADER_TIMEOUT": "-1"}, "WAC_EDGE_HEADER_TIMEOUT: must be more than zero"),
+        ({"WAC_ENVOY_LISTEN": "8080"}, "WAC_ENVOY_LISTEN: must be host:port, got '8080'"),
+        ({"WAC_ENVOY_ADMIN_PORT": "70000"}, "WAC_ENVOY_ADMIN_PORT: must be between 0 and 65535"),
+        ({"WAC_ENVOY_LOG_LEVEL": "loud"}, "WAC_ENVOY_LOG_LEVEL: must be one of trace, debug, info, warning"),
+        ({"WAC_ENVOY_UPGRADES_PER_ADDRESS": "-1"}, "WAC_ENVOY_UPGRADES_PER_ADDRESS: must not be negative"),
+        ({"WAC_CORE_RATE_BURST": "1.5"}, "WAC_CORE_RATE_BURST: expected a whole number, got '1.5'"),
+    ],
+)
+def test_every_section_is_checked_the_same_way(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env)
     assert message in str(err.value)
 
 

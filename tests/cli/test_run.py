@@ -72,9 +72,10 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
     front, core, edge, edge_http = free_ports(4)
     env = {
         **os.environ,
-        "WAC_DATA_DIR": str(tmp_path / "data"),
+        # Envoy's admin socket in it would be longer than a unix socket
+        # allows: refused by `wac envoy` alone, after the others started.
+        "WAC_DATA_DIR": str(tmp_path / ("d" * 100)),
         "WAC_ENVOY_LISTEN": f"127.0.0.1:{front}",
-        "WAC_ENVOY_LOG_LEVEL": "shouting",
         "WAC_CORE_LISTEN": f"127.0.0.1:{core}",
         "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
@@ -93,5 +94,20 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
         check=False,
     )
     assert result.returncode == 1
-    assert "log_level must be one of" in result.stderr
+    assert "longer than a unix socket allows" in result.stderr
     assert "envoy refused its configuration" in result.stderr
+
+
+def test_a_value_the_configuration_refuses_stops_wac_run_before_any_child(tmp_path: Path) -> None:
+    env = {**os.environ, "WAC_DATA_DIR": str(tmp_path / "data"), "WAC_ENVOY_LOG_LEVEL": "shouting"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds(6),
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 78
+    assert "WAC_ENVOY_LOG_LEVEL: must be one of trace, debug, info, warning" in result.stderr

@@ -4,6 +4,7 @@ Kamailio sees them; a refused configuration exits 78 (wac run then stops)."""
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli import gateway
+from settings.config import ConfigError, load_config
 from tests.support.cli import ROOT, cli_env
 from tests.support.gateway import require_gateway
 from tests.support.timing import seconds
@@ -38,26 +40,56 @@ def test_kamailio_check_names_what_it_refuses(tmp_path: Path) -> None:
         gateway.check_config(path)
 
 
+# Values that could break the script, each with what the configuration's
+# loading says of it and what the renderer says when called with it directly.
+BREAKING = [
+    ("domain", 'wac.example"\nlisten=udp:0.0.0.0:5060', "domain: must be"),
+    ("jsonrpc_listen", "0.0.0.0:8089", "jsonrpc_listen: must be a loopback address"),
+    ("ws_listen", "localhost:8088", "ws_listen: must be an IPv4 address"),
+    ("ws_listen", "127.0.0.1:5060", "four different ports"),
+    ("events_listen", "127.0.0.1:8089", "four different ports"),
+    ("events_listen", "0.0.0.0:8090", "events_listen: must be a loopback address"),
+    ("trunk_uri", "sip:carrier.example.com", "trunk_uri: must be sip:IPv4"),
+    ("trunk_uri", 'sip:127.0.0.1:5090"', "trunk_uri: must be sip:IPv4"),
+    ("sapi_url", "http://127.0.0.1:8080/", "sapi_url: must be"),
+    ("sapi_url", 'http://127.0.0.1:8080/x", "', "sapi_url: must be"),
+    ("rtpengine", "127.0.0.1:22222", "rtpengine: must be udp:IPv4:port"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BREAKING)
+def test_values_that_could_break_the_script_are_refused_by_the_configuration(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    # The environment's name of the key is upper-case: WAC_GATEWAY_DOMAIN.
+    with pytest.raises(ConfigError, match="(?i)" + message):
+        load_config(None, {f"WAC_GATEWAY_{key.upper()}": value})
+    path = tmp_path / "wac.toml"
+    path.write_text(f"[gateway]\n{key} = {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=r"\[gateway\] .*" + message):
+        load_config(path, {})
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
-    [
-        ({"domain": 'wac.example"\nlisten=udp:0.0.0.0:5060'}, "domain must be"),
-        ({"jsonrpc_listen": "0.0.0.0:8089"}, "jsonrpc_listen must be a loopback address"),
-        ({"ws_listen": "localhost:8088"}, "ws_listen must be an IPv4 address"),
-        ({"ws_listen": "127.0.0.1:5060"}, "four different ports"),
-        ({"events_listen": "127.0.0.1:8089"}, "four different ports"),
-        ({"events_listen": "0.0.0.0:8090"}, "events_listen must be a loopback address"),
-        ({"trunk_uri": "sip:carrier.example.com"}, "trunk_uri must be sip:IPv4"),
-        ({"trunk_uri": 'sip:127.0.0.1:5090"'}, "trunk_uri must be sip:IPv4"),
-        ({"sapi_url": "http://127.0.0.1:8080/"}, "sapi_url must be"),
-        ({"sapi_url": 'http://127.0.0.1:8080/x", "'}, "sapi_url must be"),
-        ({"rtpengine": "127.0.0.1:22222"}, "rtpengine must be udp:IPv4:port"),
-        ({"gateway_key": 'short"'}, "not an API key"),
-    ],
+    [({key: value}, message) for key, value, message in BREAKING] + [({"gateway_key": 'short"'}, "not an API key")],
 )
-def test_values_that_could_break_the_script_are_refused(values: dict[str, str], message: str) -> None:
+def test_values_that_could_break_the_script_are_refused_by_the_renderer(values: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gateway.render_config(**{"gateway_key": KEY, **values})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WAC_GATEWAY_API_KEY": 'short"'}, "WAC_GATEWAY_API_KEY: is not an API key"),
+        ({"WAC_GATEWAY_MEDIA_ADDRESS": "media.example.org"}, "WAC_GATEWAY_MEDIA_ADDRESS: must be an IPv4 address"),
+        ({"WAC_GATEWAY_RTP_PORT_MIN": "3000", "WAC_GATEWAY_RTP_PORT_MAX": "2000"}, "rtp_port_min < rtp_port_max"),
+    ],
+)
+def test_the_gateways_other_values_are_checked_with_the_configuration(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env)
 
 
 def test_rtpengine_runs_in_userspace_on_its_own_configuration() -> None:
@@ -126,12 +158,12 @@ def test_kamailios_refusal_never_quotes_the_gateway_key(tmp_path: Path) -> None:
     assert "could not find module <<gateway key>>" in str(refused.value)
 
 
-def test_wac_gateway_exits_78_on_a_value_it_cannot_render(tmp_path: Path) -> None:
+def test_wac_gateway_exits_78_on_a_value_the_configuration_refuses(tmp_path: Path) -> None:
     data = tmp_path / "data"
     provision_key(data)
     code, output = run_gateway(data, gateway.TEMPLATE, {"WAC_GATEWAY_JSONRPC_LISTEN": "0.0.0.0:8089"})
     assert code == EX_CONFIG, output
-    assert "jsonrpc_listen must be a loopback address" in output
+    assert "WAC_GATEWAY_JSONRPC_LISTEN: must be a loopback address" in output
 
 
 def test_wac_gateway_exits_78_when_the_gateway_is_disabled(tmp_path: Path) -> None:
