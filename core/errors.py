@@ -104,12 +104,14 @@ __all__ = [
 
 _CODES: dict[type[failures.Failure], grpc.StatusCode] = {
     failures.Invalid: grpc.StatusCode.INVALID_ARGUMENT,
+    failures.Malformed: grpc.StatusCode.INVALID_ARGUMENT,
     failures.NotFound: grpc.StatusCode.NOT_FOUND,
     failures.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     failures.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     failures.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     failures.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     failures.Aborted: grpc.StatusCode.ABORTED,
+    failures.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     failures.Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     failures.Unavailable: grpc.StatusCode.UNAVAILABLE,
     failures.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,

@@ -40,6 +40,10 @@ class Invalid(Failure):
         super().__init__(f"{field}: {message}", field=field)
 
 
+class Malformed(Failure):
+    """The request is not a message of the method's type: no one field is at fault."""
+
+
 class NotFound(Failure):
     """The thing named does not exist."""
 
@@ -62,6 +66,10 @@ class FailedPrecondition(Failure):
 
 class Aborted(Failure):
     """A concurrent change won; the caller may retry."""
+
+
+class OutOfRange(Failure):
+    """A position asked for is past what is kept (an event log's dropped events)."""
 
 
 class Unimplemented(Failure):

@@ -69,7 +69,7 @@ def _metadata(metadata: tuple[tuple[str, str | bytes], ...], forwarded_header: s
         if key == "authorization":
             scheme, _, rest = value.partition(" ")
             if scheme.lower() != "bearer" or not rest.strip():
-                raise errors.unauthenticated("malformed authorization: expected 'Bearer <credential>'")
+                raise failures.Unauthenticated("malformed authorization: expected 'Bearer <credential>'")
             token = rest.strip()
         elif key == forwarded_header:
             # The last entry is the one the trusted hop added; entries
@@ -146,7 +146,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             # Refused here once, for every method: PostgreSQL cannot bind U+0000 (see core/nul.py).
             field = nul_field(request)
             if field is not None:
-                raise errors.invalid(field, "must not contain NUL characters (U+0000)")
+                raise failures.Invalid(field, "must not contain NUL characters (U+0000)")
 
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
@@ -240,7 +240,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             return
         wait = table.take(key, self._clock())
         if wait is not None:
-            raise errors.exhausted(f"too many calls: retry after {wait:.2f} s", retry_after=wait)
+            raise failures.Exhausted(f"too many calls: retry after {wait:.2f} s", retry_after=wait)
 
 
 def _gone(context: grpc.aio.ServicerContext, exc: Exception) -> bool:

@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
-import grpc
 from google.protobuf.message import DecodeError
 
-from core import errors
+from core import failures
 
 
 class _Undecodable:
@@ -49,7 +48,7 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 def refuse(request: Any) -> None:
     """Raise INVALID_ARGUMENT if request is the undecodable marker."""
     if request is UNDECODABLE:
-        raise errors.ApiError(grpc.StatusCode.INVALID_ARGUMENT, MESSAGE)
+        raise failures.Malformed(MESSAGE)
 
 
 async def refusing(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core import errors
+from core import failures
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
 
 
@@ -90,15 +90,15 @@ def check(rule: Rule, principal: Principal | None, method: str) -> None:
     if rule.public:
         return
     if principal is None:
-        raise errors.unauthenticated("missing credentials: send 'authorization: Bearer <access token or API key>'")
+        raise failures.Unauthenticated("missing credentials: send 'authorization: Bearer <access token or API key>'")
     if isinstance(principal, SubscriberPrincipal):
         if rule.subscribers or "admin" in principal.permissions:
             return
-        raise errors.permission_denied(f"{method.rsplit('/', 1)[-1]} is not open to subscribers")
+        raise failures.PermissionDenied(f"{method.rsplit('/', 1)[-1]} is not open to subscribers")
     if isinstance(principal, ServicePrincipal):
         if "admin" in principal.scopes or any(s in principal.scopes for s in rule.scopes):
             return
         needed = " or ".join(rule.scopes) or "admin"
-        raise errors.permission_denied(
+        raise failures.PermissionDenied(
             f"API key '{principal.key_name}' lacks the scope {needed} needed for {method.rsplit('/', 1)[-1]}"
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
-from core import errors
+from core import failures
 
 # Scopes an API key can carry. "admin" implies all others.
 SCOPES = frozenset(
@@ -79,5 +79,5 @@ def subscriber() -> SubscriberPrincipal:
     """The calling subscriber; methods only subscribers may call use this."""
     principal = _current.get()
     if not isinstance(principal, SubscriberPrincipal):
-        raise errors.permission_denied("this method is for subscribers: use an access token")
+        raise failures.PermissionDenied("this method is for subscribers: use an access token")
     return principal

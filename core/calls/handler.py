@@ -628,7 +628,7 @@ def _checked(work: Callable[[], T]) -> T:
     try:
         return work()
     except CallError as exc:
-        raise messages.api_error(exc) from None
+        raise messages.failure(exc) from None
 
 
 def _check_call_id(call_id: str) -> None:

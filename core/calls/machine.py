@@ -253,7 +253,7 @@ class CallError(Exception):
     """An input the rules refuse. The machine is left unchanged.
 
     ``field`` names the request field at fault for INVALID_ARGUMENT, and the
-    message then starts with it, as ``core.errors.invalid`` does.
+    message then starts with it, as ``core.failures.Invalid``'s does.
     """
 
     def __init__(self, code: ErrorCode, message: str, *, field: str | None = None) -> None:

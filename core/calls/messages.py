@@ -6,9 +6,7 @@ translation is by name both ways.
 
 from __future__ import annotations
 
-import grpc
-
-from core import errors
+from core import failures
 from core.calls import machine as m
 from core.convert import duration, timestamp
 from wac.v1 import calls_pb2, events_pb2
@@ -18,9 +16,21 @@ MAX_SDP_MID_BYTES = 64
 MAX_UFRAG_BYTES = 256
 
 
-def api_error(exc: m.CallError) -> errors.ApiError:
-    """The API's error for an input the machine refused (same code, message, field)."""
-    return errors.ApiError(grpc.StatusCode[exc.code.value], exc.message, field=exc.field)
+_FAILURES: dict[m.ErrorCode, type[failures.Failure]] = {
+    m.ErrorCode.FAILED_PRECONDITION: failures.FailedPrecondition,
+    m.ErrorCode.PERMISSION_DENIED: failures.PermissionDenied,
+    m.ErrorCode.RESOURCE_EXHAUSTED: failures.Exhausted,
+}
+
+
+def failure(exc: m.CallError) -> failures.Failure:
+    """The domain failure for an input the machine refused (same status, message, field)."""
+    if exc.code is m.ErrorCode.INVALID_ARGUMENT:
+        if exc.field is None:
+            return failures.Malformed(exc.message)
+        # The machine's message already starts with the field, as Invalid's does.
+        return failures.Invalid(exc.field, exc.message.removeprefix(f"{exc.field}: "))
+    return _FAILURES[exc.code](exc.message)
 
 
 def call_pb(call: m.CallInfo) -> calls_pb2.Call:
@@ -94,8 +104,8 @@ def description(field: str, message: calls_pb2.SessionDescription) -> m.SessionD
     """A request's description; INVALID_ARGUMENT naming ``field.type`` when unset."""
     if message.type == calls_pb2.SessionDescription.TYPE_UNSPECIFIED:
         if not message.sdp:
-            raise errors.invalid(field, "is required")
-        raise errors.invalid(f"{field}.type", "is required: OFFER or ANSWER")
+            raise failures.Invalid(field, "is required")
+        raise failures.Invalid(f"{field}.type", "is required: OFFER or ANSWER")
     return m.SessionDescription(m.DescriptionType(calls_pb2.SessionDescription.Type.Name(message.type)), message.sdp)
 
 
@@ -111,11 +121,11 @@ def candidate(message: calls_pb2.SendIceCandidateRequest) -> m.IceCandidate | No
         return None
     c = message.candidate
     if len(c.sdp_mid.encode()) > MAX_SDP_MID_BYTES:
-        raise errors.invalid("candidate.sdp_mid", f"is longer than {MAX_SDP_MID_BYTES} bytes")
+        raise failures.Invalid("candidate.sdp_mid", f"is longer than {MAX_SDP_MID_BYTES} bytes")
     if len(c.username_fragment.encode()) > MAX_UFRAG_BYTES:
-        raise errors.invalid("candidate.username_fragment", f"is longer than {MAX_UFRAG_BYTES} bytes")
+        raise failures.Invalid("candidate.username_fragment", f"is longer than {MAX_UFRAG_BYTES} bytes")
     if c.sdp_m_line_index < 0:
-        raise errors.invalid("candidate.sdp_m_line_index", "must not be negative")
+        raise failures.Invalid("candidate.sdp_m_line_index", "must not be negative")
     return m.IceCandidate(c.candidate, c.sdp_mid, c.sdp_m_line_index, c.username_fragment)
 
 
@@ -126,4 +136,4 @@ def state(value: int) -> m.CallState | None:
     try:
         return m.CallState(calls_pb2.Call.State.Name(value))
     except ValueError:
-        raise errors.invalid("state", f"unknown state {value}") from None
+        raise failures.Invalid("state", f"unknown state {value}") from None

@@ -104,7 +104,7 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         caller = _caller(context)
         open_now = self._streams_by_caller.get(caller, 0)
         if open_now >= self.limits.max_streams:
-            raise errors.exhausted(
+            raise failures.Exhausted(
                 f"this caller has {open_now} event streams open, the most it may have; close one first"
             )
         self._streams_by_caller[caller] = open_now + 1
@@ -135,7 +135,7 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         """Validate and open the session's log; its first events. Raises the
         status the stream is refused with."""
         if after_seq < 0:
-            raise errors.invalid("after_seq", "must not be negative")
+            raise failures.Invalid("after_seq", "must not be negative")
         await self._events.open(principal.session_id, principal.username)
         try:
             return await self._events.read(principal.session_id, after_seq)
@@ -182,21 +182,19 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
             # The interceptor checks unary requests; a stream's requests are checked here.
             field = nul_field(attach)
             if field is not None:
-                raise errors.invalid(f"attach.{field}", "must not contain NUL characters (U+0000)")
+                raise failures.Invalid(f"attach.{field}", "must not contain NUL characters (U+0000)")
             if not attach.access_token:
-                raise errors.unauthenticated("attach carries no access_token")
+                raise failures.Unauthenticated("attach carries no access_token")
             principal = await self._authenticate(attach.access_token)
             policy.check(policy.rule_for(SUBSCRIBE), principal, SUBSCRIBE)
             if not isinstance(principal, SubscriberPrincipal):
-                raise errors.permission_denied("an event stream is a session's: attach with an access token")
+                raise failures.PermissionDenied("an event stream is a session's: attach with an access token")
             set_current(principal, attach.client_address)
             pending = await self._open(principal, attach.after_seq)
             await out.put(Delivery(subscription=key, accepted=empty_pb2.Empty()))
             async for event in self._follow(principal, attach.after_seq, pending):
                 await out.put(Delivery(subscription=key, event=event))
             await out.put(Delivery(subscription=key, ended=status_pb2.Status()))
-        except errors.ApiError as exc:
-            await out.put(Delivery(subscription=key, ended=exc.status()))
         except failures.Failure as exc:
             await out.put(Delivery(subscription=key, ended=errors.from_failure(exc).status()))
         except asyncio.CancelledError:
@@ -249,15 +247,15 @@ class _Stream:
 
     async def _attach(self, attach: events_pb2.StreamEventsRequest.Attach) -> None:
         key = attach.subscription
-        refusal = None
+        refusal: failures.Failure | None = None
         limit = self._limits.max_attachments
         if key in self._tasks:
-            refusal = errors.invalid("attach.subscription", f"subscription {key} is already live on this stream")
+            refusal = failures.Invalid("attach.subscription", f"subscription {key} is already live on this stream")
         elif len(self._tasks) >= limit:
-            refusal = errors.exhausted(f"this stream has {limit} subscriptions, the most it may have")
+            refusal = failures.Exhausted(f"this stream has {limit} subscriptions, the most it may have")
         if refusal is not None:
             # Waits when the queue is full: the edge's requests then wait too.
-            await self._queue.put(Delivery(subscription=key, ended=refusal.status()))
+            await self._queue.put(Delivery(subscription=key, ended=errors.from_failure(refusal).status()))
             return
         self._tasks[key] = asyncio.create_task(self._servicer._attachment(attach, self))
 
@@ -331,9 +329,7 @@ def _caller(context: grpc.aio.ServicerContext) -> str:
     return f"{name}@{peer}"
 
 
-def _expired(exc: EventsExpired) -> errors.ApiError:
-    return errors.ApiError(
-        grpc.StatusCode.OUT_OF_RANGE,
-        f"{exc}; reload your state and subscribe again with after_seq 0",
-        reason="EVENTS_EXPIRED",
+def _expired(exc: EventsExpired) -> failures.OutOfRange:
+    return failures.OutOfRange(
+        f"{exc}; reload your state and subscribe again with after_seq 0", reason="EVENTS_EXPIRED"
     )

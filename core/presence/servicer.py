@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from core import errors
+from core import failures
 from core.auth.principal import SubscriberPrincipal, current, subscriber
 from core.presence.messages import presence_message, status_from_wire
 from core.presence.service import PresenceService, PresenceView
@@ -31,7 +31,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
     ) -> presence_pb2.Presence:
         principal = subscriber()
         if not principal.has("presence.publish"):
-            raise errors.permission_denied("publishing presence needs the presence.publish permission")
+            raise failures.PermissionDenied("publishing presence needs the presence.publish permission")
         status = status_from_wire("status", request.status)
         view = await self._presence.publish(principal.username, principal.session_id, status, request.note)
         return _message(view)

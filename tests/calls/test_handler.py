@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import errors, failures
+from core import failures
 from core.auth.principal import SubscriberPrincipal
 from core.calls.handler import ONLINE_WAIT, CallHandler
 from core.calls.incall import InCall
@@ -183,7 +183,7 @@ async def test_racing_answers_on_the_handler(rig: Rig) -> None:
         return_exceptions=True,
     )
     assert isinstance(results[0], type(call)) and results[0].state is CallState.ACTIVE
-    assert isinstance(results[1], errors.ApiError)
+    assert isinstance(results[1], failures.FailedPrecondition)
     assert results[1].message == "call already answered"
 
 

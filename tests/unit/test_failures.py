@@ -14,12 +14,14 @@ from core import errors, failures
     ("failure", "code"),
     [
         (failures.Invalid("subscriber.email", "is not an address"), grpc.StatusCode.INVALID_ARGUMENT),
+        (failures.Malformed("malformed request"), grpc.StatusCode.INVALID_ARGUMENT),
         (failures.NotFound("subscriber 'x' does not exist"), grpc.StatusCode.NOT_FOUND),
         (failures.AlreadyExists("exists"), grpc.StatusCode.ALREADY_EXISTS),
         (failures.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED),
         (failures.Unauthenticated("expired", reason="EXPIRED"), grpc.StatusCode.UNAUTHENTICATED),
         (failures.FailedPrecondition("ended"), grpc.StatusCode.FAILED_PRECONDITION),
         (failures.Aborted("raced"), grpc.StatusCode.ABORTED),
+        (failures.OutOfRange("expired", reason="EVENTS_EXPIRED"), grpc.StatusCode.OUT_OF_RANGE),
         (failures.Exhausted("slow down", retry_after=1.5), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (failures.Unavailable("gateway down"), grpc.StatusCode.UNAVAILABLE),
     ],
@@ -56,4 +58,4 @@ def test_the_status_carries_each_detail_once_in_order() -> None:
 
 
 def test_a_bare_status_has_no_details() -> None:
-    assert not status_pb2.Status.FromString(errors.not_found("gone").status_details()).details
+    assert not status_pb2.Status.FromString(errors.from_failure(failures.NotFound("gone")).status_details()).details

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from core import errors
+from core import errors, failures
 from edges.wapi.core_client import call_metadata, status_error
 
 
@@ -13,7 +13,7 @@ def trailer(error: errors.ApiError) -> tuple[tuple[str, bytes], ...]:
 
 
 def test_core_error_keeps_message_and_details() -> None:
-    bad = errors.invalid("subscriber.email", "is not an e-mail address")
+    bad = errors.from_failure(failures.Invalid("subscriber.email", "is not an e-mail address"))
     failure = status_error("M.N", bad.code, bad.message, trailer(bad))
     assert failure.code == 3
     assert failure.message == "subscriber.email: is not an e-mail address"
@@ -21,12 +21,12 @@ def test_core_error_keeps_message_and_details() -> None:
         "status": "INVALID_ARGUMENT",
         "fieldViolations": [{"field": "subscriber.email", "description": "subscriber.email: is not an e-mail address"}],
     }
-    slow = errors.exhausted("too many", retry_after=1.5)
+    slow = errors.from_failure(failures.Exhausted("too many", retry_after=1.5))
     assert status_error("M.N", slow.code, slow.message, trailer(slow)).data == {
         "status": "RESOURCE_EXHAUSTED",
         "retryDelay": "1.500s",
     }
-    gone = errors.unauthenticated("revoked", reason="REVOKED")
+    gone = errors.from_failure(failures.Unauthenticated("revoked", reason="REVOKED"))
     assert status_error("M.N", gone.code, gone.message, trailer(gone)).data == {
         "status": "UNAUTHENTICATED",
         "reason": "REVOKED",
