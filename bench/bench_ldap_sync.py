@@ -28,13 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import core.directory.tables  # noqa: E402, F401  (registers the tables)
-from connectors.base import FetchResult  # noqa: E402
 from connectors.config import LdapConfig, parse_connector  # noqa: E402
 from connectors.ldap import LdapConnector  # noqa: E402
-from connectors.runner import SyncRunner  # noqa: E402
 from core.db.engine import create_engine  # noqa: E402
 from core.db.metadata import metadata  # noqa: E402
+from core.directory.connector import FetchResult  # noqa: E402
 from core.directory.records import DirectoryRecord, RunState  # noqa: E402
+from core.directory.runner import SyncRunner  # noqa: E402
 from core.directory.store import DirectoryStore  # noqa: E402
 from settings.config import sqlite_url  # noqa: E402
 from tests.support.slapd import PEOPLE_DN, READER_DN, READER_PASSWORD, running_slapd  # noqa: E402

@@ -208,16 +208,17 @@ async def _connectors(config: Config, args: argparse.Namespace) -> int:
     database. A running core is not needed, and its schedule is not started
     here: this process runs the one connector named, once."""
     from connectors import errors as connector_errors
-    from connectors.base import Connector
     from connectors.google import TYPE as GOOGLE
-    from connectors.google import GoogleLinker, connector_name
-    from connectors.google_links import BROKEN, LINKED
-    from connectors.runner import SyncRunner
+    from connectors.google import GoogleLinker
     from connectors.setup import configured, google_linker
     from core.db.engine import create_engine
     from core.db.migrate import upgrade
     from core.db.work import dispose
+    from core.directory.connector import Connector
+    from core.directory.google import connector_name
+    from core.directory.link_store import BROKEN, LINKED
     from core.directory.records import RunState
+    from core.directory.runner import SyncRunner
     from core.directory.store import DirectoryStore
 
     try:

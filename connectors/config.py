@@ -66,8 +66,8 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-from connectors.base import DAY
 from connectors.errors import ConfigError
+from core.directory.connector import DAY
 
 GOOGLE_AUTHORIZATION_ENDPOINT = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_ENDPOINT = "https://oauth2.googleapis.com/token"

@@ -1,46 +1,15 @@
-"""What can go wrong with a connector, typed so callers can tell it apart."""
+"""What can go wrong with a connector, typed so callers can tell it apart.
+
+The failures of a fetch, which the core's runner tells apart, are the
+core's (``core.directory.connector``); these are the adapters' own."""
 
 from __future__ import annotations
 
-from core.failures import Aborted, FailedPrecondition, Invalid, NotFound, Unavailable
+from core.failures import FailedPrecondition, Invalid, Unavailable
 
 
 class ConfigError(ValueError):
     """A connector section is invalid; the message names the key."""
-
-
-class FetchError(Exception):
-    """A fetch failed. The message is safe to record and show: it never
-    holds a password or a token."""
-
-
-class PermanentFetchError(FetchError):
-    """A fetch failed in a way retrying will not mend; the schedule stops
-    running the connector until it is set up again."""
-
-
-class GrantRevoked(PermanentFetchError):
-    """The subscriber's Google grant is gone (revoked, expired or the
-    password changed): the link is broken until they link again."""
-
-    def __init__(self, username: str, detail: str = "") -> None:
-        message = f"the Google grant of {username} was revoked"
-        super().__init__(f"{message}: {detail}" if detail else message)
-        self.username = username
-
-
-class AlreadyRunning(Aborted):
-    """A run of the connector is under way; SyncConnector answers ABORTED."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"connector {name} is already running")
-        self.name = name
-
-
-class UnknownConnector(NotFound):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no connector named {name}")
-        self.name = name
 
 
 class LinkStateMismatch(Invalid):

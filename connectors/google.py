@@ -24,18 +24,18 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from authlib.common.security import generate_token
 from authlib.deprecate import AuthlibDeprecationWarning
 
-from connectors.base import FetchResult, Schedule
 from connectors.config import GoogleConfig
-from connectors.errors import FetchError, GoogleUnreachable, GrantRevoked, LinkFailed, LinkStateMismatch
-from connectors.google_links import BROKEN, GoogleLink, GoogleLinkStore, PendingLink
+from connectors.errors import GoogleUnreachable, LinkFailed, LinkStateMismatch
 from connectors.google_people import PERSON_FIELDS, map_person
+from core.directory.connector import FetchError, FetchResult, GrantRevoked, Schedule
+from core.directory.google import Authorization, connector_name
+from core.directory.link_store import BROKEN, GoogleLink, GoogleLinkStore, PendingLink
 from core.directory.records import DirectoryRecord
 from core.directory.store import DirectoryStore
 
@@ -49,11 +49,6 @@ with warnings.catch_warnings():
 log = logging.getLogger("wac.connectors.google")
 
 TYPE = "google"
-
-
-def connector_name(username: str) -> str:
-    """The connector, and directory source, of one subscriber's link."""
-    return f"{TYPE}:{username}"
 
 
 def _client(config: GoogleConfig, **kwargs: Any) -> AsyncOAuth2Client:
@@ -73,18 +68,9 @@ def _oauth_reason(exc: OAuthError) -> str:
     return f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
 
 
-@dataclass(frozen=True, slots=True)
-class Authorization:
-    """A link under way: the consent page, its one-time state, and until
-    when ``GoogleLinker.complete`` accepts that state."""
-
-    url: str
-    state: str
-    expire_time: float
-
-
 class GoogleLinker:
-    """Links and unlinks subscribers' Google accounts."""
+    """Links and unlinks subscribers' Google accounts: the core's ``Linker``
+    (``core.directory.google``) over Google's OAuth2 endpoints."""
 
     def __init__(
         self,

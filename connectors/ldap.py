@@ -21,9 +21,7 @@ from typing import Any
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from connectors.base import FetchResult, Schedule
 from connectors.config import LdapConfig
-from connectors.errors import FetchError
 from connectors.ldap_entries import (
     ChangeCursor,
     attributes_digest,
@@ -31,6 +29,7 @@ from connectors.ldap_entries import (
     lower_keys,
     map_entry,
 )
+from core.directory.connector import FetchError, FetchResult, Schedule
 from core.directory.records import DirectoryRecord
 
 log = logging.getLogger("wac.connectors.ldap")

@@ -17,9 +17,9 @@ from typing import Any
 from connectors.config import GoogleConfig, LdapConfig, parse_connectors
 from connectors.errors import ConfigError
 from connectors.google import GoogleLinker
-from connectors.google_links import GoogleLinkStore
 from connectors.ldap import LdapConnector
 from core.cipher import TokenCipher
+from core.directory.link_store import GoogleLinkStore
 from core.directory.store import DirectoryStore
 
 

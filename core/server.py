@@ -20,10 +20,8 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors import errors as connector_errors
-from connectors.base import Connector
 from connectors.kamailio import KamailioCallControl, KamailioRpc, RevokedRegistrations
 from connectors.kamailio_events import KamailioCallEvents
-from connectors.runner import SyncRunner
 from connectors.setup import Configured, configured, google_linker
 from core.auth.rates import RateTable
 from core.calls.gateway import GatewayCalls
@@ -32,14 +30,16 @@ from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.clock import SYSTEM_CLOCK, Clock
-from core.contacts.directory import Directory
-from core.contacts.google import GoogleContacts
-from core.contacts.service import AddressBook
+from core.contacts.handler import AddressBook
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
+from core.directory.connector import Connector
+from core.directory.google import GoogleContacts
+from core.directory.handler import Directory
+from core.directory.runner import SyncRunner
 from core.directory.servicer import DirectoryServicer
 from core.directory.store import DirectoryStore
 from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
@@ -403,7 +403,8 @@ def _connectors(
 
     runner = SyncRunner(directory, wanted.ldap, on_failure=on_failure)
     if wanted.google is not None:
-        google = GoogleContacts(google_linker(wanted.google, directory), runner, directory, events)
+        linker = google_linker(wanted.google, directory)
+        google = GoogleContacts(linker, linker.links, runner, directory, events)
     return runner, google
 
 

@@ -1,6 +1,6 @@
 """ContactsService: translates the protobuf API to the address book.
 
-The use cases live in ``service.py``; this module reads the caller,
+The use cases live in ``handler.py``; this module reads the caller,
 converts messages and nothing else.
 """
 
@@ -12,9 +12,9 @@ import grpc
 from google.protobuf import empty_pb2
 
 from core.auth.principal import subscriber
+from core.contacts.handler import AddressBook
 from core.contacts.messages import contact_message
 from core.contacts.rules import EDITABLE
-from core.contacts.service import AddressBook
 from wac.v1 import contacts_pb2, contacts_pb2_grpc
 
 

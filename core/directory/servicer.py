@@ -15,11 +15,10 @@ from google.protobuf import empty_pb2
 
 from core.auth.principal import subscriber
 from core.checks import require
-from core.contacts.directory import Directory
-from core.contacts.google import GoogleContacts
-from core.contacts.messages import google_link_message
 from core.convert import timestamp
-from core.directory.messages import connector_message, entry_message, run_message
+from core.directory.google import GoogleContacts
+from core.directory.handler import Directory
+from core.directory.messages import connector_message, entry_message, google_link_message, run_message
 from core.directory.records import SyncRunRecord
 from core.failures import PermissionDenied, Unimplemented
 from wac.v1 import directory_pb2, directory_pb2_grpc

@@ -1,4 +1,4 @@
-"""Pure connector rules: configuration, schedule, LDAP mapping and cursor,
+"""Pure connector rules: configuration, LDAP mapping and cursor,
 People API mapping, sealing, the statuses of failures."""
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 
 from connectors.config import AttributeMap, GoogleConfig, LdapConfig, parse_connector, parse_connectors
-from connectors.errors import (
-    AlreadyRunning,
-    ConfigError,
-    GoogleUnreachable,
-    LinkFailed,
-    LinkStateMismatch,
-    UnknownConnector,
-)
+from connectors.errors import ConfigError, GoogleUnreachable, LinkFailed, LinkStateMismatch
 from connectors.google_people import map_person
 from connectors.ldap_entries import ChangeCursor, change_mark, map_entry
-from connectors.schedule import first_delay, retry_delay, wants_full
 from core import errors, failures
 from core.cipher import SealError, TokenCipher
-from core.directory.records import ConnectorState, RunState, SyncRunRecord
+from core.directory.runner import AlreadyRunning, UnknownConnector
 
 LDAP = {"type": "ldap", "urls": ["ldap://127.0.0.1:389"], "base_dn": "dc=example,dc=org"}
 
@@ -89,24 +81,6 @@ def test_google_config() -> None:
         parse_connector("google", {**base, "token_endpoint": "http://tokens.example.org/"})
     local = parse_connector("google", {**base, "token_endpoint": "http://127.0.0.1:8080/token"})
     assert isinstance(local, GoogleConfig)
-
-
-def test_wants_full() -> None:
-    state = ConnectorState(cursor={"x": 1}, last_full_time=1000.0)
-    assert wants_full(requested=True, state=state, now=1001, full_every=None)
-    assert wants_full(requested=False, state=ConnectorState(), now=1001, full_every=None)
-    assert not wants_full(requested=False, state=state, now=1001, full_every=None)
-    assert not wants_full(requested=False, state=state, now=1999, full_every=1000)
-    assert wants_full(requested=False, state=state, now=2000, full_every=1000)
-    assert wants_full(requested=False, state=state, now=1000, full_every=0)
-
-
-def test_delays() -> None:
-    run = SyncRunRecord(1, "c", RunState.SUCCEEDED, True, start_time=1000.0, end_time=1010.0)
-    assert first_delay(last_run=None, now=5000, interval=900) == 0
-    assert first_delay(last_run=run, now=1300, interval=900) == 600
-    assert first_delay(last_run=run, now=9000, interval=900) == 0
-    assert [retry_delay(failures=n, interval=900) for n in (0, 1, 2, 3, 6)] == [900, 30, 60, 120, 900]
 
 
 def raw(**attrs: list[str] | list[bytes]) -> dict[str, list[bytes]]:

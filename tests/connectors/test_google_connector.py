@@ -13,13 +13,15 @@ import httpx
 import pytest
 
 from connectors.config import GoogleConfig, parse_connector
-from connectors.errors import GrantRevoked, LinkFailed, LinkStateMismatch
-from connectors.google import GoogleLinker, connector_name
-from connectors.google_links import BROKEN, LINKED, GoogleLinkStore
-from connectors.runner import SyncRunner
+from connectors.errors import LinkFailed, LinkStateMismatch
+from connectors.google import GoogleLinker
 from core.cipher import TokenCipher
 from core.directory import tables as t
+from core.directory.connector import GrantRevoked
+from core.directory.google import connector_name
+from core.directory.link_store import BROKEN, LINKED, GoogleLinkStore
 from core.directory.records import RunState
+from core.directory.runner import SyncRunner
 from core.directory.store import DirectoryStore
 from tests.support.google_standin import CONTACTS_SCOPE, GoogleStandIn
 

@@ -11,8 +11,8 @@ import pytest
 
 from connectors.config import LdapConfig, parse_connector
 from connectors.ldap import LdapConnector
-from connectors.runner import SyncRunner
 from core.directory.records import RunState
+from core.directory.runner import SyncRunner
 from core.directory.store import DirectoryStore
 from tests.support.slapd import PEOPLE_DN, READER_DN, READER_PASSWORD, SUFFIX, Slapd
 
@@ -200,8 +200,8 @@ async def test_paging_over_many_pages(slapd: Slapd, store: DirectoryStore) -> No
 
 
 async def test_second_run_while_running_is_aborted(slapd: Slapd, store: DirectoryStore) -> None:
-    from connectors.errors import AlreadyRunning
     from core import errors
+    from core.directory.runner import AlreadyRunning
 
     runner = runner_for(store, ldap_config(slapd))
     first = asyncio.create_task(runner.run("corp"))

@@ -1,9 +1,10 @@
-"""Google contacts as ContactsService offers them to each subscriber: start
+"""Google contacts as DirectoryService offers them to each subscriber: start
 and finish linking an account, read and remove the link, and tell the
 subscriber's devices when it changes or breaks.
 
-OAuth2 and the link storage are ``connectors.google``; the imports run on
-the ``SyncRunner``, one connector per linked subscriber, source
+OAuth2 is a ``Linker``, the adapter the composition root hands in
+(``connectors.google``); the links are kept in ``link_store``; the imports
+run on the ``SyncRunner``, one connector per linked subscriber, source
 "google:<username>". This module sequences them and owns no protocol.
 """
 
@@ -12,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
-from connectors.base import Connector
-from connectors.errors import AlreadyRunning, GrantRevoked, UnknownConnector
-from connectors.google import Authorization, GoogleLinker, connector_name
-from connectors.google_links import LINKED, GoogleLink
-from connectors.runner import SyncRunner
 from core.checks import max_length, require
-from core.contacts.messages import google_link_changed, google_link_deleted
+from core.directory.connector import Connector, GrantRevoked
+from core.directory.link_store import LINKED, GoogleLink, GoogleLinkStore
+from core.directory.messages import google_link_changed, google_link_deleted
 from core.directory.records import SyncRunRecord
+from core.directory.runner import AlreadyRunning, SyncRunner, UnknownConnector
+from core.directory.sources import personal_source
 from core.directory.store import DirectoryStore
 from core.events.log import EventLog
 from core.failures import NotFound
@@ -30,6 +31,45 @@ log = logging.getLogger("wac.contacts")
 # Bounds on what a callback hands over; Google's are far shorter.
 MAX_STATE = 128
 MAX_CODE = 2048
+
+
+def connector_name(username: str) -> str:
+    """The connector, and directory source, of one subscriber's link."""
+    return personal_source("google", username)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """A link under way: the consent page, its one-time state, and until
+    when ``Linker.complete`` accepts that state."""
+
+    url: str
+    state: str
+    expire_time: float
+
+
+class Linker(Protocol):
+    """Google's side of a link: OAuth2 consent, code exchange and revocation,
+    and the connector that imports a linked subscriber's contacts. The
+    adapter is ``connectors.google.GoogleLinker``."""
+
+    async def authorize(self, username: str) -> Authorization:
+        """Start a link for ``username``: the consent page with its state."""
+        ...
+
+    async def complete(self, username: str, state: str, code: str) -> GoogleLink:
+        """Exchange the callback's code for a grant bound to ``username``, who
+        must have started ``state``; the link as saved."""
+        ...
+
+    async def unlink(self, username: str) -> bool:
+        """Revoke the grant, forget the link and remove the imported entries;
+        whether there was a link."""
+        ...
+
+    def connector(self, username: str) -> Connector:
+        """The connector importing ``username``'s contacts."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +83,11 @@ class LinkStatus:
 class GoogleContacts:
     """The link flow of every subscriber; each call acts on one subscriber's link."""
 
-    def __init__(self, linker: GoogleLinker, runner: SyncRunner, runs: DirectoryStore, events: EventLog) -> None:
+    def __init__(
+        self, linker: Linker, links: GoogleLinkStore, runner: SyncRunner, runs: DirectoryStore, events: EventLog
+    ) -> None:
         self._linker = linker
-        self._links = linker.links
+        self._links = links
         self._runner = runner
         self._runs = runs
         self._events = events

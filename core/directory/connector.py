@@ -1,4 +1,11 @@
-"""The connector interface: fetch what changed since a cursor, or everything."""
+"""The connector interface the core owns: what an outside system the
+directory imports from must offer (fetch what changed since a cursor, or
+everything), and the failures of a fetch that the runner tells apart.
+
+The adapters (``connectors/``: LDAP, Google contacts) implement it; the
+core never imports them, the composition root (``core/server.py``) hands
+them in.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +52,7 @@ class Connector(Protocol):
     ``fetch`` must not change anything itself: the runner writes its result
     in one transaction, so a fetch that raises leaves the directory as it was.
     It may return a full result when asked for changes (its cursor expired).
-    Failures the run should record are raised as ``FetchError``.
+    Failures the run should record are raised as ``FetchError`` (below).
     """
 
     @property
@@ -67,3 +74,23 @@ class Connector(Protocol):
     def schedule(self) -> Schedule: ...
 
     async def fetch(self, cursor: dict[str, Any] | None, full: bool) -> FetchResult: ...
+
+
+class FetchError(Exception):
+    """A fetch failed. The message is safe to record and show: it never
+    holds a password or a token."""
+
+
+class PermanentFetchError(FetchError):
+    """A fetch failed in a way retrying will not mend; the schedule stops
+    running the connector until it is set up again."""
+
+
+class GrantRevoked(PermanentFetchError):
+    """The subscriber's Google grant is gone (revoked, expired or the
+    password changed): the link is broken until they link again."""
+
+    def __init__(self, username: str, detail: str = "") -> None:
+        message = f"the Google grant of {username} was revoked"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.username = username

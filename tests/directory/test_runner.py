@@ -6,13 +6,18 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import FetchResult, Schedule
-from connectors.errors import AlreadyRunning, FetchError, PermanentFetchError, UnknownConnector
-from connectors.runner import SyncRunner
 from core import errors
+from core.directory.connector import FetchError, FetchResult, PermanentFetchError, Schedule
 from core.directory.records import DirectoryRecord, RunState
+from core.directory.runner import AlreadyRunning, SyncRunner, UnknownConnector
 from core.directory.store import DirectoryStore
+
+
+@pytest.fixture
+def store(sqlite_engine: AsyncEngine) -> DirectoryStore:
+    return DirectoryStore(sqlite_engine)
 
 
 def rec(i: int, phone: str = "") -> DirectoryRecord:
@@ -107,7 +112,7 @@ async def test_one_run_at_a_time(store: DirectoryStore) -> None:
 async def test_schedule_runs_retries_and_drops_permanent_failures(
     store: DirectoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connectors import schedule
+    from core.directory import schedule
 
     monkeypatch.setattr(schedule, "FIRST_RETRY", 0.01)
     c = Scripted(schedule=Schedule(interval=0.02, full_every=None))

@@ -12,13 +12,28 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from connectors import schedule
-from connectors.base import Connector, FetchResult
-from connectors.errors import AlreadyRunning, FetchError, PermanentFetchError, UnknownConnector
+from core.directory import schedule
+from core.directory.connector import Connector, FetchError, FetchResult, PermanentFetchError
 from core.directory.records import Checkpoint, Counts, RunState, SyncRunRecord
 from core.directory.store import DirectoryStore
+from core.failures import Aborted, NotFound
 
 log = logging.getLogger("wac.connectors")
+
+
+class AlreadyRunning(Aborted):
+    """A run of the connector is under way; SyncConnector answers ABORTED."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"connector {name} is already running")
+        self.name = name
+
+
+class UnknownConnector(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no connector named {name}")
+        self.name = name
+
 
 FailureHook = Callable[[Connector, Exception], Awaitable[None]]
 """Told of each failed run, e.g. to tell a subscriber their Google link broke."""

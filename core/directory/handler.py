@@ -1,5 +1,5 @@
-"""The shared directory as the contacts service uses it: searching it, and
-keeping wac's own subscribers in it (source "wac").
+"""The directory handler: searching the shared directory, and keeping wac's
+own subscribers in it (source "wac").
 
 The entries, their keys and the search itself belong to
 ``core.directory.store.DirectoryStore``; this module adds the request
