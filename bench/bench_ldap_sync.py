@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import core.directory.tables  # noqa: E402, F401  (registers the tables)
-from connectors.config import LdapConfig, parse_connector  # noqa: E402
 from connectors.ldap import LdapConnector  # noqa: E402
 from core.db.engine import create_engine  # noqa: E402
 from core.db.metadata import metadata  # noqa: E402
@@ -37,6 +36,7 @@ from core.directory.records import DirectoryRecord, RunState  # noqa: E402
 from core.directory.runner import SyncRunner  # noqa: E402
 from core.directory.store import DirectoryStore  # noqa: E402
 from settings.config import sqlite_url  # noqa: E402
+from settings.connectors import LdapConfig, parse_connector  # noqa: E402
 from tests.support.slapd import PEOPLE_DN, READER_DN, READER_PASSWORD, running_slapd  # noqa: E402
 
 TARGET_FULL_SYNC = 15.0

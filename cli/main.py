@@ -207,7 +207,6 @@ async def _connectors(config: Config, args: argparse.Namespace) -> int:
     """``wac connectors``: one run in this process, against the configured
     database. A running core is not needed, and its schedule is not started
     here: this process runs the one connector named, once."""
-    from connectors import errors as connector_errors
     from connectors.google import TYPE as GOOGLE
     from connectors.google import GoogleLinker
     from connectors.setup import configured, google_linker
@@ -223,7 +222,7 @@ async def _connectors(config: Config, args: argparse.Namespace) -> int:
 
     try:
         wanted = configured(config.connectors)
-    except connector_errors.ConfigError as exc:
+    except ConfigError as exc:
         print(f"wac: configuration error: {exc}", file=sys.stderr)
         return 2
     # The outcome is printed below; the runner's own warning would repeat it.

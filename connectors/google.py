@@ -30,7 +30,6 @@ import httpx
 from authlib.common.security import generate_token
 from authlib.deprecate import AuthlibDeprecationWarning
 
-from connectors.config import GoogleConfig
 from connectors.errors import GoogleUnreachable, LinkFailed, LinkStateMismatch
 from connectors.google_people import PERSON_FIELDS, map_person
 from core.directory.connector import FetchError, FetchResult, GrantRevoked, Schedule
@@ -38,6 +37,7 @@ from core.directory.google import Authorization, connector_name
 from core.directory.link_store import BROKEN, GoogleLink, GoogleLinkStore, PendingLink
 from core.directory.records import DirectoryRecord
 from core.directory.store import DirectoryStore
+from settings.connectors import GoogleConfig
 
 with warnings.catch_warnings():
     # Authlib 1.9 warns on import, always, that its httpx integration is to

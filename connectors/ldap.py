@@ -21,7 +21,6 @@ from typing import Any
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from connectors.config import LdapConfig
 from connectors.ldap_entries import (
     ChangeCursor,
     attributes_digest,
@@ -31,6 +30,7 @@ from connectors.ldap_entries import (
 )
 from core.directory.connector import FetchError, FetchResult, Schedule
 from core.directory.records import DirectoryRecord
+from settings.connectors import LdapConfig
 
 log = logging.getLogger("wac.connectors.ldap")
 

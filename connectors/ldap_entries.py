@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.config import AttributeMap
 from core.directory.records import DirectoryRecord
 from core.phones import InvalidPhoneNumber, normalize_e164
+from settings.connectors import AttributeMap
 
 RawAttributes = Mapping[str, Sequence[bytes]]
 

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.config import GoogleConfig, LdapConfig, parse_connectors
-from connectors.errors import ConfigError
 from connectors.google import GoogleLinker
 from connectors.ldap import LdapConnector
 from core.cipher import TokenCipher
 from core.directory.link_store import GoogleLinkStore
 from core.directory.store import DirectoryStore
+from settings.connectors import GoogleConfig, LdapConfig, parse_connectors
+from settings.fields import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from connectors.config import AttributeMap, GoogleConfig, LdapConfig, parse_connector, parse_connectors
-from connectors.errors import ConfigError, GoogleUnreachable, LinkFailed, LinkStateMismatch
+from connectors.errors import GoogleUnreachable, LinkFailed, LinkStateMismatch
 from connectors.google_people import map_person
 from connectors.ldap_entries import ChangeCursor, change_mark, map_entry
 from core import errors, failures
 from core.cipher import SealError, TokenCipher
 from core.directory.runner import AlreadyRunning, UnknownConnector
+from settings.connectors import AttributeMap, GoogleConfig, LdapConfig, parse_connector, parse_connectors
+from settings.fields import ConfigError
 
 LDAP = {"type": "ldap", "urls": ["ldap://127.0.0.1:389"], "base_dn": "dc=example,dc=org"}
 
@@ -44,16 +45,20 @@ def test_ldaps_urls_imply_ssl_and_secrets_come_from_files(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({**LDAP, "page_size": 0}, "connectors.corp.page_size: must be an integer from 1 to 10000, got 0"),
-        ({**LDAP, "pagesize": 5}, "connectors.corp.pagesize: is not a known key"),
-        ({**LDAP, "urls": ["http://x"]}, "connectors.corp.urls: must be ldap:// or ldaps:// URLs"),
-        ({k: v for k, v in LDAP.items() if k != "base_dn"}, "connectors.corp.base_dn: is required"),
-        ({**LDAP, "bind_dn": "cn=x"}, "connectors.corp.bind_password: is required"),
-        ({**LDAP, "interval": "soon"}, "connectors.corp.interval: must be a duration"),
-        ({**LDAP, "default_region": "XX"}, "connectors.corp.default_region: must be a two-letter region"),
-        ({**LDAP, "change_attribute": "whenChanged"}, "connectors.corp.change_attribute: must be one of"),
-        ({**LDAP, "attributes": {"phone": ["x"]}}, "connectors.corp.attributes.phone: is not a known key"),
-        ({**LDAP, "type": "exchange"}, 'connectors.corp.type: must be "ldap" or "google"'),
+        ({**LDAP, "page_size": 0}, "[connectors.corp] page_size: must be between 1 and 10000, got 0"),
+        ({**LDAP, "pagesize": 5}, "[connectors.corp] unknown key(s): pagesize"),
+        ({**LDAP, "urls": ["http://x"]}, "[connectors.corp] urls: must be ldap:// or ldaps:// URLs"),
+        ({k: v for k, v in LDAP.items() if k != "base_dn"}, "[connectors.corp] base_dn: is required"),
+        ({**LDAP, "bind_dn": "cn=x"}, "[connectors.corp] bind_password: is required"),
+        ({**LDAP, "interval": "soon"}, "[connectors.corp] interval: must be a duration"),
+        ({**LDAP, "default_region": "XX"}, "[connectors.corp] default_region: must be a two-letter region"),
+        ({**LDAP, "change_attribute": "whenChanged"}, "[connectors.corp] change_attribute: must be one of"),
+        ({**LDAP, "attributes": {"phone": ["x"]}}, "[connectors.corp.attributes] unknown key(s): phone"),
+        ({**LDAP, "type": "exchange"}, '[connectors.corp] type: must be "ldap" or "google"'),
+        ({**LDAP, "urls": []}, "[connectors.corp] urls: must be a non-empty list of strings"),
+        ({**LDAP, "urls": ["ldaps://x"], "start_tls": True}, "[connectors.corp] start_tls: cannot be used with"),
+        ({**LDAP, "page_size": True}, "[connectors.corp] page_size: expected a number"),
+        ({**LDAP, "timeout": 0}, "[connectors.corp] timeout: must be more than zero"),
     ],
 )
 def test_ldap_errors_name_the_key(table: dict[str, object], message: str) -> None:
@@ -75,9 +80,9 @@ def test_google_config() -> None:
     assert isinstance(config, GoogleConfig)
     assert config.token_endpoint == "https://oauth2.googleapis.com/token"
     assert config.full_every is None and "secret" not in repr(config)
-    with pytest.raises(ConfigError, match=r"connectors\.google\.token_key: must be 32 random bytes"):
+    with pytest.raises(ConfigError, match=r"\[connectors\.google\] token_key: must be 32 random bytes"):
         parse_connector("google", {**base, "token_key": "c2hvcnQ="})
-    with pytest.raises(ConfigError, match=r"connectors\.google\.token_endpoint: must be an https URL"):
+    with pytest.raises(ConfigError, match=r"\[connectors\.google\] token_endpoint: must be an https URL"):
         parse_connector("google", {**base, "token_endpoint": "http://tokens.example.org/"})
     local = parse_connector("google", {**base, "token_endpoint": "http://127.0.0.1:8080/token"})
     assert isinstance(local, GoogleConfig)

@@ -205,7 +205,7 @@ async def test_a_second_sync_while_one_runs_is_aborted(slapd: Slapd, tmp_path: P
 
 async def test_a_bad_connector_section_stops_the_start(tmp_path: Path) -> None:
     config = '[connectors.corp]\ntype = "ldap"\nurls = ["ldap://127.0.0.1:1/"]\nbase_dn = "dc=x"\npage_size = 0\n'
-    with pytest.raises(ConfigError, match=r"connectors\.corp\.page_size: must be an integer from 1 to 10000, got 0"):
+    with pytest.raises(ConfigError, match=r"\[connectors\.corp\] page_size: must be between 1 and 10000, got 0"):
         async with core_with(tmp_path, config):
             pass
     two_google = "".join(
@@ -214,7 +214,7 @@ async def test_a_bad_connector_section_stops_the_start(tmp_path: Path) -> None:
         f'token_key = "{"A" * 43}="\n'
         for name in ("google", "gmail")
     )
-    with pytest.raises(ConfigError, match=r"connectors\.gmail\.type: only one google connector"):
+    with pytest.raises(ConfigError, match=r"\[connectors\.gmail\] type: only one google connector"):
         async with core_with(tmp_path, two_google):
             pass
 
@@ -257,4 +257,4 @@ def test_cli_sync_and_list(slapd: Slapd, tmp_path: Path) -> None:
     write_config(tmp_path, ldap_section(slapd, page_size="0"))
     bad = wac(tmp_path, "sync", "corp")
     assert bad.returncode == 2
-    assert "connectors.corp.page_size: must be an integer" in bad.stderr
+    assert "[connectors.corp] page_size: must be between 1 and 10000" in bad.stderr

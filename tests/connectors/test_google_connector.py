@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from connectors.config import GoogleConfig, parse_connector
 from connectors.errors import LinkFailed, LinkStateMismatch
 from connectors.google import GoogleLinker
 from core.cipher import TokenCipher
@@ -23,6 +22,7 @@ from core.directory.link_store import BROKEN, LINKED, GoogleLinkStore
 from core.directory.records import RunState
 from core.directory.runner import SyncRunner
 from core.directory.store import DirectoryStore
+from settings.connectors import GoogleConfig, parse_connector
 from tests.support.google_standin import CONTACTS_SCOPE, GoogleStandIn
 
 CLIENT_ID = "1234-wac.apps.googleusercontent.com"

@@ -9,11 +9,11 @@ import socket
 import ldap3
 import pytest
 
-from connectors.config import LdapConfig, parse_connector
 from connectors.ldap import LdapConnector
 from core.directory.records import RunState
 from core.directory.runner import SyncRunner
 from core.directory.store import DirectoryStore
+from settings.connectors import LdapConfig, parse_connector
 from tests.support.slapd import PEOPLE_DN, READER_DN, READER_PASSWORD, SUFFIX, Slapd
 
 USABLE, SKIPPED = 12, 2
