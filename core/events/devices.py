@@ -91,6 +91,11 @@ class MemoryDeviceRegistry:
     async def online_devices(self, username: str) -> list[str]:
         return list(self._devices.get(username, {}))
 
+    def streams(self, username: str, session_id: str) -> int:
+        """The device's open event streams: 0 while in its grace period (or gone)."""
+        device = self._devices.get(username, {}).get(session_id)
+        return 0 if device is None else device.streams
+
     def last_seen(self, username: str) -> float:
         devices = self._devices.get(username, {})
         return max((d.last_seen for d in devices.values()), default=0.0)

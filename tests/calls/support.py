@@ -1,11 +1,18 @@
 """Call test helpers: devices that are online (a Login session with an open
 Subscribe stream) and collect their call events, so that a test asserts each
-device's exact sequence of call events."""
+device's exact sequence of call events.
+
+The calls suite's worlds run on a fake clock (tests/support/clock.py): no
+timer of the core fires (ring timeout, device grace) unless a test advances
+the clock, so "nothing else arrives" needs no waiting, only a marker sent
+down the device's stream behind whatever is still in flight
+(``Device.quiet``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,10 +22,12 @@ from typing import Any
 import grpc
 import pytest
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.server import Core, build_core
+from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login, test_config
 from tests.support.timing import seconds
-from wac.v1 import calls_pb2, calls_pb2_grpc, events_pb2, events_pb2_grpc
+from wac.v1 import calls_pb2, calls_pb2_grpc, contacts_pb2, events_pb2, events_pb2_grpc
 
 SDP = (
     "v=0\r\n"
@@ -45,6 +54,10 @@ CALL_EVENTS = frozenset(
 # Pat's ("pstn") lacks every call permission.
 ROLES_TOML = '[roles.voice]\npermissions = ["call.audio"]\n'
 PEOPLE = {"alice": "Alice Liddell", "bob": "Bob Dylan", "carol": "Carol King", "vic": "Vic", "pat": "Pat"}
+
+# The ids of the markers Device.quiet sends down a stream: contact changes no
+# contact of a real subscriber can have.
+_MARKERS = (f"quiet-marker-{n}" for n in itertools.count())
 
 
 def description(kind: int = OFFER, sdp: str = SDP) -> calls_pb2.SessionDescription:
@@ -87,6 +100,7 @@ class Device:
     inbox: asyncio.Queue[events_pb2.Event] = field(default_factory=asyncio.Queue)
     _stream: Any = None
     _reader: asyncio.Task[None] | None = None
+    _markers: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -109,24 +123,35 @@ class Device:
         self._stream = stub.Subscribe(events_pb2.SubscribeRequest(), metadata=self.metadata)
         self._reader = asyncio.create_task(self._read(self._stream))
         if wait:
-            await eventually(self._online)
+            await eventually(self._connected)
 
-    async def _online(self) -> bool:
-        return self.session_id in await self.core.devices.online_devices(self.username)
+    def _connected(self) -> bool:
+        # Open streams, not "online": a device in its grace period is online
+        # with none, and its grace timer is cancelled only when one opens.
+        return self.core.devices.streams(self.username, self.session_id) > 0
 
     async def _read(self, stream: Any) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for event in stream:
-                if event.WhichOneof("payload") in CALL_EVENTS:
+                kind = event.WhichOneof("payload")
+                if kind in CALL_EVENTS:
                     await self.inbox.put(event)
+                elif kind == "contact_changed":
+                    marker = self._markers.pop(event.contact_changed.contact.contact_id, None)
+                    if marker is not None and not marker.done():
+                        marker.set_result(None)
 
-    async def disconnect(self) -> None:
-        """Close the stream, as a browser tab that goes away does."""
+    async def disconnect(self, *, wait: bool = True) -> None:
+        """Close the stream, as a browser tab that goes away does; unless
+        ``wait`` is False, until the core has seen it close (its grace
+        timer is running: the fake clock can be moved past it)."""
         if self._stream is not None:
             self._stream.cancel()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
         self._stream = self._reader = None
+        if wait:
+            await eventually(lambda: not self._connected())
 
     async def next(self, timeout: float | None = None) -> events_pb2.Event:
         try:
@@ -144,9 +169,24 @@ class Device:
             payloads.append(getattr(event, kind))
         return payloads
 
-    async def quiet(self, delay: float | None = None) -> None:
-        """No further call event arrives within ``delay``."""
-        await asyncio.sleep(delay if delay is not None else seconds(0.04))
+    async def quiet(self) -> None:
+        """No further call event is on its way to this device: a marker
+        published to its stream now comes after every event published
+        before it, and arrives with none of them left unread. (Events that
+        timers would publish later are held back by the fake clock.)"""
+        marker = next(_MARKERS)
+        arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._markers[marker] = arrived
+        event = events_pb2.Event(
+            contact_changed=events_pb2.ContactChanged(contact=contacts_pb2.Contact(contact_id=marker))
+        )
+        await self.core.events.publish_to_sessions([self.session_id], event)
+        try:
+            await asyncio.wait_for(arrived, seconds())
+        except TimeoutError:
+            raise AssertionError(f"{self.username}/{self.session_id[:6]}: the stream is not delivering") from None
+        finally:
+            self._markers.pop(marker, None)
         assert self.inbox.empty(), f"{self.username}: unexpected {self.inbox.get_nowait()}"
 
     # -- calls --------------------------------------------------------
@@ -217,6 +257,7 @@ class World:
     env: Mapping[str, str]
     core: Core
     channel: grpc.aio.Channel
+    clock: Clock
     devices: list[Device] = field(default_factory=list)
     subscribers: set[str] = field(default_factory=set)
 
@@ -237,37 +278,44 @@ class World:
         self.devices.append(device)
         return device
 
+    async def advance(self, seconds: float) -> None:
+        """Move the core's clock forward (a world opened with a fake one)."""
+        assert isinstance(self.clock, FakeClock), "this world runs on the system clock"
+        await self.clock.advance(seconds)
+
     async def service(self, name: str, *scopes: str) -> Service:
         return Service(await api_key(self.core, name, *scopes), self.channel)
 
     async def restart(self, *, before_start: Awaitable[None] | None = None) -> None:
         """Stop the core (devices drop), optionally wait, and start a new one on the same data."""
         for device in self.devices:
-            await device.disconnect()
+            await device.disconnect(wait=False)
         await self.core.stop(0.2)
         await self.channel.close()
         if before_start is not None:
             await before_start
-        self.core = await build_core(test_config(self.data_dir, self.env))
+        self.core = await build_core(test_config(self.data_dir, self.env), clock=self.clock)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.core.port}")
         for device in self.devices:
             device.channel, device.core = self.channel, self.core
 
     async def close(self) -> None:
         for device in self.devices:
-            await device.disconnect()
+            await device.disconnect(wait=False)
         await self.core.stop(0.2)
         await self.channel.close()
 
 
 @asynccontextmanager
-async def open_world(tmp_path: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[World]:
+async def open_world(
+    tmp_path: Path, env: Mapping[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[World]:
     roles = tmp_path / "roles.toml"
     roles.write_text(ROLES_TOML)
     full_env = {"WAC_CONFIG": str(roles), **(env or {})}
     data_dir = tmp_path / "data"
-    core = await build_core(test_config(data_dir, full_env))
-    world = World(data_dir, full_env, core, grpc.aio.insecure_channel(f"127.0.0.1:{core.port}"))
+    core = await build_core(test_config(data_dir, full_env), clock=clock)
+    world = World(data_dir, full_env, core, grpc.aio.insecure_channel(f"127.0.0.1:{core.port}"), clock)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(world.close)
         yield world

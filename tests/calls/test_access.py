@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
-from tests.calls.support import ANSWER, OFFER, SDP, Call, World, description, fails
+from core.calls.handler import ONLINE_WAIT
+from tests.calls.support import ANSWER, OFFER, SDP, Call, World, description, eventually, fails
 from tests.support.core import login
 from wac.v1 import calls_pb2, calls_pb2_grpc
+
+# Less than any fake interval a test measures, more than float rounding.
+TICK = 0.001
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -140,11 +146,19 @@ async def test_caller_device_must_be_online(world: World) -> None:
     request = calls_pb2.CreateCallRequest(callee="bob", offer=description(OFFER))
     stub = calls_pb2_grpc.CallsServiceStub(world.channel)
     metadata = (("authorization", f"Bearer {session.access_token}"),)
-    await fails(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        stub.CreateCall(request, metadata=metadata),
-        "no open event stream",
+    refused = asyncio.ensure_future(
+        fails(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            stub.CreateCall(request, metadata=metadata),
+            "no open event stream",
+        )
     )
+    # The core waits ONLINE_WAIT for a stream that may be on its way.
+    await eventually(lambda: any(abs(delay - ONLINE_WAIT) < 1e-6 for delay in world.clock.delays()))
+    await world.advance(ONLINE_WAIT - TICK)
+    assert not refused.done(), "refused before its wait was over"
+    await world.advance(TICK)
+    await refused
 
 
 async def test_call_right_after_subscribe(world: World) -> None:

@@ -20,6 +20,8 @@ from tests.calls.support import (
 )
 
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+# Less than any fake interval a test measures, more than float rounding.
+TICK = 0.001
 
 
 async def test_basic_call(world: World) -> None:
@@ -61,7 +63,7 @@ async def test_basic_call(world: World) -> None:
     # Times and durations are kept to the microsecond, each rounded on its own.
     assert abs(record.duration.ToNanoseconds() - span) <= 1000
     await alice.quiet()
-    await bob.quiet(0)
+    await bob.quiet()
 
 
 async def test_callee_hangs_up(world: World) -> None:
@@ -123,18 +125,24 @@ async def test_cancel(world: World) -> None:
 
 
 async def test_no_answer(world_with) -> None:
-    async with world_with({"WAC_CALLS_RING_TIMEOUT": "0.3"}) as world:
+    async with world_with({"WAC_CALLS_RING_TIMEOUT": "45"}) as world:
         alice, bob = await world.device("alice"), await world.device("bob")
         call = await alice.create("bob")
         await bob.expect("call_invited")
         await alice.expect("call_ringing")
 
+        await world.advance(45 - TICK)
+        await asyncio.gather(alice.quiet(), bob.quiet())
+        assert (await alice.get(call.call_id)).state == Call.RINGING
+        await world.advance(TICK)
         ((a,), (b,)) = await asyncio.gather(alice.expect("call_ended"), bob.expect("call_ended"))
         assert a.reason == b.reason == Call.NO_ANSWER
         assert a.call.ended_by == "wac"
         record = await alice.get(call.call_id)
         assert (record.end_reason, record.ended_by) == (Call.NO_ANSWER, "wac")
         assert not record.HasField("duration")
+        await world.advance(2 * 45)
+        await asyncio.gather(alice.quiet(), bob.quiet())
 
 
 async def test_callee_offline_is_unavailable(world: World) -> None:
@@ -154,6 +162,7 @@ async def test_phone_numbers_end_unavailable_and_stay_in_history(world: World) -
         assert (call.callee, call.end_reason) == (target, Call.UNAVAILABLE)
         (event,) = await alice.expect("call_ended")
         assert event.reason == Call.UNAVAILABLE
+        await world.advance(1)  # the next call is a second newer
     listed = await alice.list()
     assert [c.callee for c in listed.calls] == ["sip:someone@example.org", "tel:+34911234567"]
 
@@ -226,8 +235,8 @@ async def test_busy_on_busy(world_with) -> None:
             assert (busy.state, busy.end_reason, busy.ended_by) == (Call.ENDED, Call.BUSY, "wac")
             (event,) = await carol.expect("call_ended")
             assert event.reason == Call.BUSY
-        await alice.quiet(0)
-        await bob.quiet(0)
+        await alice.quiet()
+        await bob.quiet()
 
         # Once the call is over they are reachable again.
         await alice.hangup(call.call_id)
@@ -304,7 +313,7 @@ async def test_ice_relay_before_and_after_answer(world: World) -> None:
     await alice.expect("ice_candidate")
     await phone.ice(call.call_id)  # lost the race: dropped silently
     await alice.quiet()
-    await phone.quiet(0)
+    await phone.quiet()
 
 
 async def test_ice_bounds(world_with) -> None:
@@ -376,7 +385,7 @@ async def test_renegotiation_glare_caller_wins(world: World) -> None:
 
 
 async def test_device_lost_ends_active_call(world_with) -> None:
-    async with world_with({"WAC_PRESENCE_GRACE_PERIOD": "0.3"}) as world:
+    async with world_with({"WAC_PRESENCE_GRACE_PERIOD": "20"}) as world:
         alice, bob = await world.device("alice"), await world.device("bob")
         call = await alice.create("bob")
         await bob.answer(call.call_id)
@@ -384,32 +393,42 @@ async def test_device_lost_ends_active_call(world_with) -> None:
         await bob.expect("call_invited")
 
         await bob.disconnect()
+        await world.advance(20 - TICK)
+        await alice.quiet()
+        assert (await alice.get(call.call_id)).state == Call.ACTIVE, "still within the grace period"
+        await world.advance(TICK)
         (ended,) = await alice.expect("call_ended")
         assert ended.reason == Call.FAILED
         assert (ended.call.end_reason, ended.call.ended_by) == (Call.FAILED, "wac")
         record = await bob.get(call.call_id)
         assert record.end_reason == Call.FAILED
+        await world.advance(2 * 20)
+        await alice.quiet()
 
 
 async def test_short_blip_keeps_the_call(world_with) -> None:
-    async with world_with({"WAC_PRESENCE_GRACE_PERIOD": "0.5"}) as world:
+    async with world_with({"WAC_PRESENCE_GRACE_PERIOD": "20"}) as world:
         alice, bob = await world.device("alice"), await world.device("bob")
         call = await alice.create("bob")
         await bob.answer(call.call_id)
         await alice.expect("call_ringing", "call_answered")
         await bob.disconnect()
+        await world.advance(20 - TICK)
         await bob.connect()
-        await asyncio.sleep(0.7)
+        await world.advance(2 * 20)  # well past where the grace period would have ended
         assert (await alice.get(call.call_id)).state == Call.ACTIVE
-        await alice.quiet(0)
+        await alice.quiet()
 
 
 async def test_caller_lost_while_ringing(world_with) -> None:
-    async with world_with({"WAC_PRESENCE_GRACE_PERIOD": "0.3"}) as world:
+    async with world_with({"WAC_PRESENCE_GRACE_PERIOD": "20"}) as world:
         alice, bob = await world.device("alice"), await world.device("bob")
         call = await alice.create("bob")
         await bob.expect("call_invited")
         await alice.disconnect()
+        await world.advance(20 - TICK)
+        await bob.quiet()
+        await world.advance(TICK)
         (ended,) = await bob.expect("call_ended")
         assert ended.reason == Call.FAILED
         assert (await bob.get(call.call_id)).ended_by == "wac"

@@ -33,23 +33,33 @@ def write(call_id: str) -> CallWrite:
 
 
 class SlowStore:
+    """A store whose commits last until the test lets them end."""
+
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[list[str]] = []
         self.fail = fail
+        self.committing = asyncio.Event()
+        self.released = asyncio.Event()
+        self.released.set()
 
     async def write_batch(self, writes: Sequence[CallWrite]) -> None:
         self.batches.append([w.call.call_id for w in writes])
-        await asyncio.sleep(0.01)
+        self.committing.set()
+        await self.released.wait()
         if self.fail:
             raise OSError("disk full")
 
 
 async def test_writes_queued_during_a_commit_share_the_next() -> None:
     store = SlowStore()
+    store.released.clear()
     writer = GroupWriter(store)
     first = asyncio.ensure_future(writer.write(write("c0")))
-    await asyncio.sleep(0)  # c0's commit is under way
+    await store.committing.wait()  # c0's commit is under way
     rest = [asyncio.ensure_future(writer.write(write(f"c{i}"))) for i in range(1, 6)]
+    await asyncio.sleep(0)  # they are queued behind it
+    assert not first.done()
+    store.released.set()
     await asyncio.gather(first, *rest)
     assert store.batches == [["c0"], ["c1", "c2", "c3", "c4", "c5"]]
 

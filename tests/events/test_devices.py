@@ -82,3 +82,19 @@ async def test_an_ended_session_is_lost_at_once(
     await clock.advance(10 * GRACE)
     assert lost == [("alice", "s1", EPOCH)], "told once: its grace timer went with it"
     assert clock.pending() == 0
+
+
+async def test_open_streams_are_counted_apart_from_being_online(
+    clock: FakeClock, devices: MemoryDeviceRegistry
+) -> None:
+    assert devices.streams("alice", "s1") == 0
+    await devices.stream_opened("alice", "s1")
+    await devices.stream_opened("alice", "s1")
+    assert devices.streams("alice", "s1") == 2
+    await devices.stream_closed("alice", "s1")
+    await devices.stream_closed("alice", "s1")
+    # Online through its grace period, with no stream: the grace timer runs.
+    assert (devices.streams("alice", "s1"), await devices.online_devices("alice")) == (0, ["s1"])
+    assert clock.delays() == [GRACE]
+    await devices.stream_opened("alice", "s1")
+    assert (devices.streams("alice", "s1"), clock.delays()) == (1, [])

@@ -63,6 +63,11 @@ class FakeClock:
         """Timers not yet due and not cancelled."""
         return sum(1 for _, _, t in self._timers if not t.cancelled)
 
+    def delays(self) -> list[float]:
+        """How far ahead each timer not yet due (nor cancelled) is, soonest
+        first: a test waits for the one a real server's request arms."""
+        return sorted(due - self._elapsed for due, _, t in self._timers if not t.cancelled)
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by seconds, firing each timer at its due time
         (those that the callbacks start on the way too)."""
