@@ -20,7 +20,6 @@ from core.cipher import TokenCipher
 from core.directory.link_store import GoogleLinkStore
 from core.directory.store import DirectoryStore
 from settings.connectors import GoogleConfig, LdapConfig, parse_connectors
-from settings.fields import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +32,8 @@ class Configured:
 
 def configured(tables: Mapping[str, Any]) -> Configured:
     """Parse and check every connector section; ``ConfigError`` names the key at fault."""
-    configs = parse_connectors(tables)
+    configs = parse_connectors(tables)  # at most one google section: settings/connectors.py
     google = [c for c in configs.values() if isinstance(c, GoogleConfig)]
-    if len(google) > 1:
-        # One Google project serves every subscriber; two would make two
-        # connectors for one link.
-        raise ConfigError(
-            f"connectors.{google[1].name}.type: only one google connector may be configured, "
-            f"and connectors.{google[0].name} is one"
-        )
     ldap = tuple(LdapConnector(c) for c in configs.values() if isinstance(c, LdapConfig))
     return Configured(ldap=ldap, google=google[0] if google else None)
 

@@ -86,6 +86,8 @@ def test_google_config() -> None:
         parse_connector("google", {**base, "token_endpoint": "http://tokens.example.org/"})
     local = parse_connector("google", {**base, "token_endpoint": "http://127.0.0.1:8080/token"})
     assert isinstance(local, GoogleConfig)
+    with pytest.raises(ConfigError, match=r"\[connectors\.gmail\] type: only one google connector"):
+        parse_connectors({"google": base, "gmail": base})
 
 
 def raw(**attrs: list[str] | list[bytes]) -> dict[str, list[bytes]]:
