@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,7 @@ from core.server import Core
 from tests.support.core import login
 from tests.support.timing import seconds
 from wac.v1 import (
+    contacts_pb2,
     contacts_pb2_grpc,
     directory_pb2_grpc,
     events_pb2,
@@ -30,6 +32,9 @@ from wac.v1 import (
 )
 
 Status = presence_pb2.Presence.Status
+# Numbers the markers Device.drain sends down a stream: contact changes no
+# contact of a real subscriber can have.
+_MARKERS = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -167,15 +172,24 @@ class Device:
                 return heard
             heard.append(presence)
 
-    async def drain(self, quiet: float = 0.08) -> list[events_pb2.Event]:
-        """Every event until none has come for ``quiet`` timeouts (0.4 s unscaled)."""
-        quiet = seconds(quiet)
+    async def drain(self) -> list[events_pb2.Event]:
+        """Every event published to this device so far: those that arrive
+        before a marker published to its stream now (the stream keeps the
+        log's order), so no waiting proves that no other is on its way."""
+        marker = f"drain-marker-{next(_MARKERS)}"
+        event = events_pb2.Event(
+            contact_changed=events_pb2.ContactChanged(contact=contacts_pb2.Contact(contact_id=marker))
+        )
+        await self.core.events.publish_to_sessions([self.session.session_id], event)
         out: list[events_pb2.Event] = []
         while True:
             try:
-                out.append(await asyncio.wait_for(self.queue.get(), quiet))
+                got = await asyncio.wait_for(self.queue.get(), seconds())
             except TimeoutError:
+                raise AssertionError(f"{self.username}: the stream is not delivering") from None
+            if got.contact_changed.contact.contact_id == marker:
                 return out
+            out.append(got)
 
     async def logout(self) -> None:
         await self.identity.Logout(identity_pb2.LogoutRequest(), metadata=self.metadata)
