@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import httpx
 
+from core.clock import SYSTEM_CLOCK, Clock
 from tests.calls.support import Call, Device, description
 from tests.support.core import login
 from tests.support.stack import Stack, running_stack
@@ -30,11 +31,13 @@ PASSWORD = "correct horse"
 
 
 @asynccontextmanager
-async def sapi_stack(tmp_path: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Stack]:
+async def sapi_stack(
+    tmp_path: Path, env: Mapping[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[Stack]:
     """running_stack with the roles file as WAC_CONFIG, plus any overrides."""
     config = tmp_path / "wac.toml"
     config.write_text(ROLES_TOML)
-    async with running_stack(tmp_path / "data", {"WAC_CONFIG": str(config), **(env or {})}) as stack:
+    async with running_stack(tmp_path / "data", {"WAC_CONFIG": str(config), **(env or {})}, clock=clock) as stack:
         yield stack
 
 

@@ -21,6 +21,7 @@ from websockets.asyncio.client import connect
 
 from tests.sapi.conftest import Sapi
 from tests.sapi.support import PASSWORD, SPAIN, USER, assert_error, rfc3339, sapi_client, sapi_stack
+from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login
 from tests.support.stack import Stack
 from tests.support.timing import seconds
@@ -108,14 +109,18 @@ async def test_verify_inactive_tokens_is_a_200_with_the_reason(
 
 
 async def test_verify_an_expired_token(tmp_path: Path) -> None:
-    async with sapi_stack(tmp_path, {"WAC_IDENTITY_ACCESS_TOKEN_TTL": "1"}) as stack:
+    clock = FakeClock()
+    async with sapi_stack(tmp_path, {"WAC_IDENTITY_ACCESS_TOKEN_TTL": "60"}, clock=clock) as stack:
         await add_subscriber(stack.core, "alice")
         key = await api_key(stack.core, "gateway", "identity.verify")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.core.port}") as channel:
             session = await login(channel, "alice")
-        expires = session.expire_time.seconds
-        await asyncio.sleep(max(0.0, expires - time.time()) + 0.1)
+        assert session.expire_time.seconds == int(clock.time()) + 60
         async with sapi_client(stack, key) as gateway:
+            await clock.advance(60 - 1)
+            alive = await gateway.post(VERIFY, json={"token": session.access_token})
+            assert alive.json()["active"] is True
+            await clock.advance(1)
             response = await gateway.post(VERIFY, json={"token": session.access_token})
     assert response.status_code == 200, response.text
     assert response.json() == {"active": False, "reason": "EXPIRED", "permissions": [], "sessionId": ""}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli import envoy
+from core.clock import SYSTEM_CLOCK, Clock
 from core.server import Core, build_core
 from edges.wapi.server import Edge, start_edge
 from tests.support.core import test_config
@@ -93,12 +94,17 @@ async def front_door(
 
 @asynccontextmanager
 async def running_stack(
-    data_dir: Path, env: Mapping[str, str] | None = None, *, listen: int | None = None, gateway_ws: str | None = None
+    data_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    listen: int | None = None,
+    gateway_ws: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Stack]:
-    """Core, edge and Envoy (on ``listen`` if given, routing /sip to
+    """Core (on ``clock``), edge and Envoy (on ``listen`` if given, routing /sip to
     ``gateway_ws`` if given); everything is stopped on exit, even on failure."""
     require_envoy()
-    core = await build_core(test_config(data_dir, env))
+    core = await build_core(test_config(data_dir, env), clock=clock)
     # Chosen first: the edge admits browsers from the front door's origin.
     listen = listen or free_port()
     edge_env = {
