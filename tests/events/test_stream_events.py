@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 
 from core.server import Core
-from tests.support.core import add_subscriber, api_key, login
+from settings.config import PresenceConfig
+from tests.support.clock import FakeClock
+from tests.support.core import add_subscriber, api_key, login, running_core
 from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc, presence_pb2, presence_pb2_grpc
 
 Request = events_pb2.StreamEventsRequest
@@ -153,29 +156,36 @@ async def test_a_duplicate_subscription_key_and_an_expired_seq_are_refused(
         assert (negative.subscription, negative.ended.code) == (3, grpc.StatusCode.INVALID_ARGUMENT.value[0])
 
 
-async def test_resume_after_detach_gets_the_missed_events_once(core: Core, channel: grpc.aio.Channel) -> None:
-    await add_subscriber(core, "alice")
-    alice = await login(channel, "alice")
-    async with mux(channel, core.hop_key) as stream:
-        await stream.attach(1, alice.access_token)
-        await stream.next_for(1, "accepted")
-        await set_status(channel, alice.access_token, Status.AWAY, "one")
-        first = await stream.presence_note(1, "one")
-        await stream.detach(1)
-        await set_status(channel, alice.access_token, Status.BUSY, "two")
-        await asyncio.sleep(0.4)  # past the presence coalescing window
-        await set_status(channel, alice.access_token, Status.DO_NOT_DISTURB, "three")
-        await asyncio.sleep(0.4)
-        await stream.attach(2, alice.access_token, after_seq=first.seq)
-        await stream.next_for(2, "accepted")
-        notes = []
-        seqs = []
-        while "three" not in notes:
-            event = (await stream.next_for(2, "event")).event
-            notes.append(event.presence_changed.note)
-            seqs.append(event.seq)
-        assert "one" not in notes
-        assert seqs == list(range(first.seq + 1, first.seq + 1 + len(seqs)))
+async def test_resume_after_detach_gets_the_missed_events_once(tmp_path: Path) -> None:
+    clock = FakeClock()  # moved past each presence coalescing window
+    window = PresenceConfig().coalesce_ms / 1000
+    async with (
+        running_core(tmp_path / "data", clock=clock) as core,
+        grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel,
+    ):
+        await add_subscriber(core, "alice")
+        alice = await login(channel, "alice")
+        async with mux(channel, core.hop_key) as stream:
+            await stream.attach(1, alice.access_token)
+            await stream.next_for(1, "accepted")
+            await set_status(channel, alice.access_token, Status.AWAY, "one")
+            await clock.advance(window)
+            first = await stream.presence_note(1, "one")
+            await stream.detach(1)
+            await set_status(channel, alice.access_token, Status.BUSY, "two")
+            await clock.advance(window)
+            await set_status(channel, alice.access_token, Status.DO_NOT_DISTURB, "three")
+            await clock.advance(window)
+            await stream.attach(2, alice.access_token, after_seq=first.seq)
+            await stream.next_for(2, "accepted")
+            notes = []
+            seqs = []
+            while "three" not in notes:
+                event = (await stream.next_for(2, "event")).event
+                notes.append(event.presence_changed.note)
+                seqs.append(event.seq)
+            assert notes == ["two", "three"]
+            assert seqs == [first.seq + 1, first.seq + 2]
 
 
 async def test_revocation_ends_the_subscription_with_ok_after_the_revoked_event(
