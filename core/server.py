@@ -221,13 +221,13 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         await identity.provision_service_key(
             gatewaykey.NAME, list(gatewaykey.SCOPES), gatewaykey.gateway_key_path(config)
         )
-    subscribers = IdentityStore(engine)
     contacts_store = followers.contacts_store
     presence = PresenceService(
         SqlPresenceStore(engine),
         events,
         contacts_store,
-        subscribers,
+        # Identity's subscriber read-cache, evicted by identity on every change.
+        identity.subscribers,
         visibility=config.presence.visibility,
         coalesce_interval=config.presence.coalesce_ms / 1000,
         max_note=config.presence.max_note,
@@ -259,7 +259,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         gateway_calls = GatewayCalls(
             store=CallStore(engine),
             in_call=in_call,
-            subscribers=subscribers,
+            subscribers=IdentityStore(engine),
             control=KamailioCallControl(gateway_rpc),
             clock=clock,
         )
@@ -269,7 +269,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         store=CallStore(engine),
         events=events,
         devices=devices,
-        subscribers=subscribers,
+        subscribers=identity.subscribers,
         config=config.calls,
         ice_config=config.ice,
         device_grace=config.presence.grace_period,

@@ -95,9 +95,6 @@ from settings.config import CallsConfig, IceConfig
 log = logging.getLogger("wac.calls")
 
 NOT_PARTICIPANT = "not a participant of this call"
-# A renamed caller shows its new name in invites within this many seconds.
-DISPLAY_NAME_TTL = 10.0
-DISPLAY_NAME_CACHE_SIZE = 10_000
 # How long CreateCall waits for the caller's device to come online.
 ONLINE_WAIT = 2.0
 MAX_CALL_ID = 64
@@ -107,15 +104,13 @@ Step = Callable[[CallMachine, float], list[Effect]]
 T = TypeVar("T")
 
 
-class Subscriber(Protocol):
-    @property
-    def display_name(self) -> str: ...
-
-
 class Subscribers(Protocol):
-    """Who exists: the identity store satisfies it."""
+    """Who exists and what they are called: identity's subscriber read-cache
+    (``core/identity/subscribers.py``), which a call set-up reads from memory."""
 
-    async def get_subscriber(self, username: str) -> Subscriber | None: ...
+    async def exists(self, username: str) -> bool: ...
+
+    async def display_name(self, username: str) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -189,7 +184,6 @@ class CallHandler:
         self._placed: dict[str, set[str]] = {}
         self._ringing_at: dict[str, set[str]] = {}
         self._timers: dict[tuple[str, TimerKind], Timer] = {}
-        self._display_names: dict[str, tuple[str, float]] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnect_check: Timer | None = None
@@ -254,7 +248,7 @@ class CallHandler:
         online = () if to_uri else tuple(await self._devices.online_devices(callee))
         # Online devices prove the callee exists (deleting a subscriber ends
         # its sessions); only an offline callee costs a lookup.
-        if not to_uri and not online and await self._subscribers.get_subscriber(callee) is None:
+        if not to_uri and not online and not await self._subscribers.exists(callee):
             raise failures.NotFound(f"subscriber '{callee}' does not exist")
         await self._require_online(who)
         display_name = await self._display_name(who.username)
@@ -524,17 +518,9 @@ class CallHandler:
             arrived.set()
 
     async def _display_name(self, username: str) -> str:
-        """The caller's display name for invites, cached for a few seconds."""
-        now = self._clock.time()
-        hit = self._display_names.get(username)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        row = await self._subscribers.get_subscriber(username)
-        name = row.display_name if row is not None and row.display_name else username
-        if len(self._display_names) >= DISPLAY_NAME_CACHE_SIZE:
-            self._display_names.clear()
-        self._display_names[username] = (name, now + DISPLAY_NAME_TTL)
-        return name
+        """The caller's display name for invites (a renamed caller's new
+        name within the subscriber cache's staleness bound)."""
+        return await self._subscribers.display_name(username) or username
 
     async def _read(self, call_id: str) -> CallInfo | None:
         machine = self._live.get(call_id)

@@ -17,7 +17,8 @@ Guarantees:
   ``[identity] revocation_poll`` seconds.
 - A refresh token is rotated once (see ``sessions.py``).
 - Every change of a subscriber is told to the subscriber listeners before
-  the call that made it answers.
+  the call that made it answers, and evicted from the subscriber read-cache
+  (``subscribers.py``, shared with calls and presence) before them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +54,7 @@ from core.identity.revocations import (
 )
 from core.identity.sessions import Sessions
 from core.identity.store import ApiKeyRow, Duplicate, IdentityStore, NumberTaken, SubscriberRow
+from core.identity.subscribers import SubscriberCache
 from core.identity.tokens import TokenInvalid
 from core.phones import InvalidPhoneNumber, normalize_e164
 from settings.config import Config
@@ -84,14 +86,6 @@ class SubscriberFields(Protocol):
     def roles(self) -> Sequence[str]: ...
     @property
     def disabled(self) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """A subscriber as verification needs it, its permissions worked out once."""
-
-    row: SubscriberRow
-    permissions: frozenset[str]
 
 
 class IdentityHandler:
@@ -142,7 +136,10 @@ class IdentityHandler:
         self.password_checks = self._logins.checks
         self._sessions = Sessions(identity, store, events, devices, self._keys, self._revocations, clock)
         self._subscriber_listeners: list[SubscriberListener] = []
-        self._subscriber_cache: dict[str, tuple[_Known | None, float]] = {}
+        # Verification reads subscribers from here; calls and presence too
+        # (the composition root hands it to them). Every change made here
+        # evicts the subscriber's entry before the listeners hear of it.
+        self._subscribers = SubscriberCache(store, config.roles, clock)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ----------------------------------------------------
@@ -184,6 +181,11 @@ class IdentityHandler:
     def role_map(self) -> Mapping[str, tuple[str, ...]]:
         return self._config.roles
 
+    @property
+    def subscribers(self) -> SubscriberCache:
+        """The shared read-cache of subscribers (see ``subscribers.py``)."""
+        return self._subscribers
+
     # -- authentication (the interceptor calls this) -------------------
     async def authenticate(self, bearer: str) -> Principal:
         """The caller an access token or an API key stands for;
@@ -213,7 +215,10 @@ class IdentityHandler:
         # revoked: from memory, or one bounded lookup for a session too new.
         if not await self._revocations.is_issued(claims.session_id):
             return Inactive.REVOKED
-        known = await self._known_subscriber(claims.username)
+        # From memory: a disabled subscriber is refused within the cache's
+        # staleness bound everywhere (disabling also revokes the sessions,
+        # which is immediate locally).
+        known = await self._subscribers.get(claims.username)
         if known is None or known.row.disabled:
             return Inactive.DISABLED
         principal = SubscriberPrincipal(
@@ -223,23 +228,6 @@ class IdentityHandler:
             expires_at=claims.expires_at,
         )
         return Verified(principal, known.row)
-
-    async def _known_subscriber(self, username: str) -> _Known | None:
-        # A one-second cache: verification stays a memory lookup under load,
-        # and a disabled subscriber is refused within a second everywhere
-        # (disabling also revokes the sessions, which is immediate locally).
-        now = self._clock.time()
-        hit = self._subscriber_cache.get(username)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        row = await self._store.get_subscriber(username)
-        known = None
-        if row is not None:
-            known = _Known(row, rules.permissions_for(row.roles, self.role_map))
-        if len(self._subscriber_cache) > 100_000:
-            self._subscriber_cache.clear()
-        self._subscriber_cache[username] = (known, now + 1.0)
-        return known
 
     # -- introspection ------------------------------------------------
     async def verify_token(self, token: str) -> Verified | Inactive:
@@ -295,7 +283,7 @@ class IdentityHandler:
         return await self._sessions.revoke_all(username, reason)
 
     async def _revoked_elsewhere(self, username: str, session_id: str, reason: str) -> None:
-        self._subscriber_cache.pop(username, None)
+        self._subscribers.forget(username)
         await self._sessions.revoked_elsewhere(username, session_id, reason)
 
     # -- subscribers --------------------------------------------------
@@ -343,7 +331,7 @@ class IdentityHandler:
         return row
 
     async def _notify(self, username: str, row: SubscriberRow | None) -> None:
-        self._subscriber_cache.pop(username, None)
+        self._subscribers.forget(username)
         for listener in self._subscriber_listeners:
             await listener(username, row)
 

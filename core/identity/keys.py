@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachetools import TTLCache
+
 from core.auth.principal import SCOPES, ServicePrincipal
 from core.clock import Clock
 from core.failures import Aborted, AlreadyExists, Invalid, NotFound, Unauthenticated
@@ -25,6 +27,8 @@ log = logging.getLogger("wac.identity")
 # How long an API key's row is trusted before it is read again. Its end is
 # polled separately (RevocationCache), so this bounds nothing but reads.
 API_KEY_CACHE = 60.0
+# Keys remembered at most (the least recently used dropped first).
+API_KEY_CACHE_SIZE = 10_000
 # Last uses of API keys are written in the background, this often at most.
 API_KEY_USE_FLUSH = 60.0
 # A rotated key's default grace: a day to roll the new key out.
@@ -127,7 +131,6 @@ class _KnownKey:
     principal: ServicePrincipal
     key_id: str
     end: float | None
-    read_until: float
 
 
 class ApiKeys:
@@ -137,7 +140,9 @@ class ApiKeys:
         self._store = store
         self._revocations = revocations
         self._clock = clock
-        self._known: dict[str, _KnownKey] = {}
+        self._known: TTLCache[str, _KnownKey] = TTLCache(
+            maxsize=API_KEY_CACHE_SIZE, ttl=API_KEY_CACHE, timer=clock.monotonic
+        )
         self._used: dict[str, float] = {}
 
     async def authenticate(self, key: str) -> ServicePrincipal:
@@ -152,19 +157,16 @@ class ApiKeys:
         """The key if it authenticates now: from memory, its row read at
         most once a minute; its end (revoked, or rotated and past its grace)
         known on every core within a poll."""
-        now = self._clock.time()
-        known = self._known.get(key)
-        if known is None or known.read_until <= now:
-            known = None
+        try:
+            known = self._known[key]
+        except KeyError:
             parts = apikeys.split(key)
             row = await self._store.get_api_key(parts[0]) if parts else None
             if parts is None or row is None or not apikeys.matches(parts[1], row.secret_hash):
                 return None
             principal = ServicePrincipal(key_name=row.name, scopes=frozenset(row.scopes))
-            known = _KnownKey(principal, row.key_id, row.revoke_time, now + API_KEY_CACHE)
-            if len(self._known) > 10_000:
-                self._known.clear()
-            self._known[key] = known
+            known = self._known[key] = _KnownKey(principal, row.key_id, row.revoke_time)
+        now = self._clock.time()
         ends = [end for end in (known.end, self._revocations.key_end(known.key_id)) if end is not None]
         if ends and min(ends) <= now:
             return None

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from cachetools import FIFOCache
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.identity.store import IdentityStore
@@ -31,8 +32,8 @@ log = logging.getLogger("wac.identity")
 # beyond the budget an unknown session is refused without a query.
 LOOKUP_BURST = 20
 LOOKUP_RATE = 10.0
-# Session ids found not to exist, remembered so that a replayed forged
-# token costs no further lookup.
+# Session ids found not to exist, remembered (the oldest forgotten first)
+# so that a replayed forged token costs no further lookup.
 MAX_UNKNOWN = 10_000
 # A revoked or rotated API key stays listed this long after its end, so
 # that a key cached before the end is refused whatever the cache's age.
@@ -89,7 +90,7 @@ class RevocationCache:
         # Session id -> until when a token of it may be valid (its refresh
         # token's expiry plus a token lifetime).
         self._live: dict[str, float] = {}
-        self._unknown: OrderedDict[str, None] = OrderedDict()
+        self._unknown: FIFOCache[str, None] = FIFOCache(maxsize=MAX_UNKNOWN)
         self._lookups: dict[str, asyncio.Future[bool]] = {}
         self._budget = float(LOOKUP_BURST)
         self._budget_time = clock.time()
@@ -154,8 +155,6 @@ class RevocationCache:
             self.issued(session_id, row.refresh_expire_time + self._keep_for)
             return True
         self._unknown[session_id] = None
-        if len(self._unknown) > MAX_UNKNOWN:
-            self._unknown.popitem(last=False)
         return False
 
     def _spend(self) -> bool:

@@ -17,10 +17,10 @@ import binascii
 import json
 import math
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import FIFOCache
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
@@ -61,8 +61,8 @@ class KeyRing:
         self._max_lifetime = max_lifetime + 1.0
         self._keys: dict[str, ECKey] = {}
         self._signing_kid = ""
-        self._verified: OrderedDict[str, Claims] = OrderedDict()
-        self._cache_size = cache_size
+        # Tokens whose signature verified, the oldest forgotten first.
+        self._verified: FIFOCache[str, Claims] = FIFOCache(maxsize=cache_size)
 
     def load(self, rows: list[tuple[str, str, float]]) -> None:
         """Install (kid, private JWK JSON, create_time) rows; the newest signs."""
@@ -128,8 +128,6 @@ class KeyRing:
         if claims.expires_at - claims.issued_at > self._max_lifetime:
             raise TokenInvalid("MALFORMED", "the token's lifetime exceeds the access-token lifetime")
         self._verified[token] = claims
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
         return claims
 
     def jwks(self) -> list[dict[str, Any]]:

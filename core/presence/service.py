@@ -15,8 +15,10 @@ per interval.
 
 What is per process. The device rows are in SQL, shared by any core that
 opens the same database. The coalescer and its timer, the in-call flags,
-the set of online subscribers, the last aggregate of each subject and the
-display-name cache live in this object: the embedded deployment (one core).
+the set of online subscribers and the last aggregate of each subject live
+in this object: the embedded deployment (one core). Display names come
+from identity's subscriber read-cache, which a rename made on this core
+evicts at once (and this service then re-announces the subject).
 A distributed deployment keeps the same store and event-log interfaces and
 moves these into shared services: each subject's changes go to one owner
 core (consistent hashing of the username over the live cores, or a lease
@@ -57,10 +59,6 @@ log = logging.getLogger("wac.presence")
 
 MAX_BATCH = 500
 MAX_USERNAME = 64
-# Display names are cached this long; a change made on this core is seen at
-# once (identity tells us), one made on another core within this time.
-NAME_TTL = 60.0
-_MAX_CACHED_NAMES = 100_000
 
 
 class Named(Protocol):
@@ -69,9 +67,12 @@ class Named(Protocol):
 
 
 class SubscriberLookup(Protocol):
-    """Where subscribers' existence and display names come from (identity's store)."""
+    """Where subscribers' existence and display names come from: identity's
+    subscriber read-cache (``core/identity/subscribers.py``). A change made
+    on this core is seen at once, one made elsewhere within its staleness
+    bound."""
 
-    async def get_subscriber(self, username: str) -> Named | None: ...
+    async def display_name(self, username: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class _Subject:
     published: int = 0  # the version watchers last heard of
     heard: Aggregate | None = None  # the state watchers last heard
     renamed: bool = False  # watchers must hear the new display name
+    heard_name: str | None = None  # the display name watchers last heard
     # The device rows behind ``state``. Only a write changes them, and every
     # write goes through this subject's lock, so an in-call flip (no write)
     # re-aggregates from here instead of re-reading the rows: two of the
@@ -131,7 +133,6 @@ class PresenceService:
         self._subjects: dict[str, _Subject] = {}
         self._online: dict[str, set[str]] = {}  # username -> sessions online on this core
         self._in_call: set[str] = set()
-        self._names: dict[str, tuple[str, float]] = {}
         self._timer: Timer | None = None
         self._timer_deadline = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
@@ -164,7 +165,7 @@ class PresenceService:
             await self._store.publish(username, session_id, status, note, now, connected=connected)
 
         state = await self._apply(username, write)
-        return PresenceView(username, await self._display_name(username) or username, state)
+        return PresenceView(username, await self._subscribers.display_name(username) or username, state)
 
     async def set_in_call(self, username: str, in_call: bool) -> None:
         """Whether the subscriber has at least one active call now.
@@ -210,16 +211,15 @@ class PresenceService:
         """Identity listener: a renamed subscriber's watchers hear the new
         name; a deleted one's devices are forgotten."""
         if row is None:
-            self._names.pop(username, None)
             self._subjects.pop(username, None)
             self._in_call.discard(username)
             await self._store.forget(username)
             return
         name = row.display_name or username
-        cached = self._names.get(username)
-        self._names[username] = (name, self._clock.time() + NAME_TTL)
         subject = self._subjects.get(username)
-        if cached is not None and cached[0] != name and subject is not None and subject.state:
+        # Identity evicted the old name before telling us: the next emission
+        # reads the new one; forced, it is sent even though the state is not new.
+        if subject is not None and subject.state and subject.heard_name not in (None, name):
             await self._apply(username, force=True)
 
     async def links_changed(self, owner: str, added: Collection[str], removed: Collection[str]) -> None:
@@ -272,7 +272,7 @@ class PresenceService:
         now = self._clock.time()
         out: list[PresenceView] = []
         for name in wanted:
-            display_name = await self._display_name(name)
+            display_name = await self._subscribers.display_name(name)
             if display_name is None:
                 continue
             state = aggregate(devices.get(name, ()), in_call=name in self._in_call, now=now)
@@ -284,27 +284,12 @@ class PresenceService:
         return await self.visibility.may_see(viewer, subject)
 
     async def _view(self, username: str) -> PresenceView | None:
-        display_name = await self._display_name(username)
+        display_name = await self._subscribers.display_name(username)
         if display_name is None:
             return None
         devices = await self._store.devices(username)
         state = aggregate(devices, in_call=username in self._in_call, now=self._clock.time())
         return PresenceView(username, display_name, state)
-
-    async def _display_name(self, username: str) -> str | None:
-        now = self._clock.time()
-        hit = self._names.get(username)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        row = await self._subscribers.get_subscriber(username)
-        if row is None:
-            self._names.pop(username, None)
-            return None
-        if len(self._names) >= _MAX_CACHED_NAMES:
-            self._names.clear()
-        name = row.display_name or username
-        self._names[username] = (name, now + NAME_TTL)
-        return name
 
     # -- change, coalescing, emission ---------------------------------
     async def _apply(
@@ -349,7 +334,7 @@ class PresenceService:
             # call, a quick away): watchers already have this state.
             subject.published = version
             return
-        display_name = await self._display_name(username)
+        display_name = await self._subscribers.display_name(username)
         if display_name is None:
             return
         watchers = await self.visibility.watchers_of(username)
@@ -357,6 +342,7 @@ class PresenceService:
         await self._events.publish(watchers, event)
         subject.published = version
         subject.heard = state
+        subject.heard_name = display_name
         subject.renamed = False
 
     def _schedule(self) -> None:

@@ -42,14 +42,14 @@ GRACE = 5.0
 TICK = 0.001
 
 
-@dataclass(frozen=True)
-class Person:
-    display_name: str
-
-
 class People:
-    async def get_subscriber(self, username: str) -> Person | None:
-        return Person(username.title()) if username in {"alice", "bob", "carol"} else None
+    """The subscriber read-cache's face that calls use."""
+
+    async def exists(self, username: str) -> bool:
+        return username in {"alice", "bob", "carol"}
+
+    async def display_name(self, username: str) -> str | None:
+        return username.title() if await self.exists(username) else None
 
 
 @dataclass

@@ -9,8 +9,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ import grpc
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from sqlalchemy import Engine, event
 
 from core.identity.store import IdentityStore, SessionRow
 from core.server import Core
 from tests.support.core import add_subscriber, api_key, login, running_core
+from tests.support.sql import statements
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
 Reason = identity_pb2.VerifyTokenResponse.Reason
@@ -193,21 +192,7 @@ async def test_verifying_a_known_token_issues_no_sql(core: Core, channel, gatewa
             assert (await verdict(channel, gateway, session.access_token)).active
         elapsed = time.monotonic() - started
     # Nothing about sessions; the subscriber's record is re-read at most
-    # once a second (its one-second cache), not per verification.
+    # once a second (the subscriber read-cache's staleness bound), not per
+    # verification.
     assert not [s for s in sql if "sessions" in s], sql
     assert len(sql) <= int(elapsed) + 1, sql
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """Every SQL statement any engine of this process runs meanwhile."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)

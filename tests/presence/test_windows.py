@@ -36,14 +36,11 @@ TICK = 0.001
 Wire = presence_pb2.Presence.Status
 
 
-@dataclass(frozen=True)
-class Person:
-    display_name: str
-
-
 class People:
-    async def get_subscriber(self, username: str) -> Person | None:
-        return Person(f"{username.title()} Example")
+    """The subscriber read-cache's face that presence uses."""
+
+    async def display_name(self, username: str) -> str | None:
+        return f"{username.title()} Example"
 
 
 class Links:
