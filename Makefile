@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-PROTOS := $(wildcard proto/wac/v1/*.proto)
+PROTOS := $(wildcard proto/wac/v1/*.proto proto/wac/internal/v1/*.proto)
 JS := clients/js
 
 .PHONY: setup gen check-gen lint-proto run test test-py test-js lint bench clean sdk system-deps
@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-# Python stubs (wac/v1) and Envoy's descriptor set are built, never
-# committed, so they cannot drift from the .proto files.
+# Python stubs (wac/v1, wac/internal/v1) and Envoy's descriptor set (wac.v1
+# alone) are built, never committed, so they cannot drift from the .proto
+# files.
 build/wac.pb: $(PROTOS) tools/gen_proto.py $(VENV)/.installed
 	$(PY) tools/gen_proto.py
 

@@ -1,6 +1,7 @@
 """The one server interceptor: authenticate, authorise, map errors, log.
 
-Every wac.v1 method passes through ``_guard``; health and reflection do not.
+Every method of wac's own packages (the contract, wac.v1, and the internal
+hops, wac.internal.v1) passes through ``_wrap``; health and reflection do not.
 Failures leave as canonical statuses with a precise message. An unexpected
 exception is logged with a reference the client also gets, never a trace.
 """
@@ -27,6 +28,10 @@ from core.auth.rates import RateTable
 from core.nul import nul_field
 
 log = logging.getLogger("wac.rpc")
+
+# The packages whose methods are guarded: a method outside them (health,
+# reflection) is served as it is, so each of wac's packages must be here.
+GUARDED_PREFIXES = ("/wac.v1.", "/wac.internal.v1.")
 
 # Metadata in which a hop (the WAPI edge, Envoy) shows the hop key on the
 # calls it forwards for a client, beside the client's own credential.
@@ -118,7 +123,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(details)
-        if handler is None or not method.startswith("/wac.v1."):
+        if handler is None or not method.startswith(GUARDED_PREFIXES):
             return handler
         wrapped = self._wrap(method, handler)
         self._wrapped[method] = wrapped

@@ -43,9 +43,11 @@ from core.directory.runner import SyncRunner
 from core.directory.servicer import DirectoryServicer
 from core.directory.store import DirectoryStore
 from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
+from core.events.edge_stream import EdgeStreamServicer, StreamLimits
+from core.events.handler import EventsHandler
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
-from core.events.servicer import EventsServicer, StreamLimits
+from core.events.servicer import EventsServicer
 from core.identity.handler import IdentityHandler
 from core.identity.messages import SipGatewayAnnouncement
 from core.identity.servicer import IdentityServicer
@@ -57,6 +59,7 @@ from core.presence.store import SqlPresenceStore
 from settings import datadir, gatewaykey, hopkey
 from settings.collector import tend as collector_tend
 from settings.config import Config, ConfigError
+from wac.internal.v1 import stream_pb2_grpc
 from wac.v1 import (
     calls_pb2,
     calls_pb2_grpc,
@@ -102,7 +105,7 @@ class Core:
     contacts: AddressBook | None = None
     # The hop key this core trusts (see settings/hopkey.py), and StreamEvents.
     hop_key: str = ""
-    event_streams: EventsServicer | None = None
+    event_streams: EdgeStreamServicer | None = None
     # The gateway's call reports, while [gateway] is enabled.
     gateway_events: KamailioCallEvents | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -295,8 +298,13 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(identity, sip_gateway=sip_gateway(config)), server
     )
-    event_streams = EventsServicer(events, devices, identity.authenticate, _stream_limits(config))
-    events_pb2_grpc.add_EventsServiceServicer_to_server(event_streams, server)
+    session_events = EventsHandler(events, devices)
+    events_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(session_events), server)
+    # wac.internal.v1: served on the same port for the hops that hold the
+    # hop key; left out of reflection and health (SERVICE_NAMES), which the
+    # front door passes through.
+    event_streams = EdgeStreamServicer(session_events, identity.authenticate, _stream_limits(config))
+    stream_pb2_grpc.add_EdgeStreamServiceServicer_to_server(event_streams, server)
     presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(presence), server)
     contacts_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(book), server)
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(

@@ -82,7 +82,7 @@ WELL_KNOWN: dict[str, Schema] = {
         "additionalProperties": True,
     },
     ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
-    # A status inside a message (StreamEvents) has the shape of every error.
+    # A status inside a message has the shape of every error.
     ".google.rpc.Status": {"$ref": "#/components/schemas/Error"},
 }
 # Types whose JSON is a string, and so may be a query or path parameter.

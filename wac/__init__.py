@@ -1,2 +1,3 @@
-"""The generated API stubs (``wac.v1``, from proto/wac/v1), named after the
-contract's package; tools/gen_proto.py writes them, nothing else lives here."""
+"""The generated stubs, named after their packages: the contract (``wac.v1``,
+from proto/wac/v1) and wac's internal hops (``wac.internal.v1``, from
+proto/wac/internal/v1); tools/gen_proto.py writes them, nothing else lives here."""

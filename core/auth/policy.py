@@ -73,7 +73,7 @@ RULES: dict[str, Rule] = {
     # The edge's one stream for all its sockets: only wac's own hops may
     # open it (the hop key); each attachment then carries its session's
     # token and is checked as Subscribe.
-    "/wac.v1.EventsService/StreamEvents": _services("hop"),
+    "/wac.internal.v1.EdgeStreamService/StreamEvents": _services("hop"),
 }
 
 # A method missing from the table is closed to everyone but admins: a new

@@ -23,8 +23,9 @@ SCOPES = frozenset(
         "connectors.admin",
         # The SIP gateway: who owns a phone number (GetPhoneNumberOwner).
         "numbers.lookup",
-        # wac's own hops (the WAPI edge, Envoy): opens StreamEvents, and
-        # vouches for the client address it forwards (x-wac-hop).
+        # wac's own hops (the WAPI edge, Envoy): opens the internal
+        # EdgeStreamService.StreamEvents, and vouches for the client
+        # address it forwards (x-wac-hop).
         "hop",
         "admin",
     }

@@ -1,5 +1,6 @@
 """Every socket's event subscription and every long poll (the HTTP
-fallback's), over one EventsService.StreamEvents stream to the core.
+fallback's), over one stream to the core: EdgeStreamService.StreamEvents,
+an internal hop (wac.internal.v1) that only wac's own hops may open.
 
 A gRPC stream per socket costs the core and the edge one gRPC message each
 per event, which is most of their work in a fan-out: one presence change
@@ -28,15 +29,15 @@ from google.rpc import status_pb2
 
 from edges.wapi.core_client import STATUS_DETAILS_KEY, CoreClient, status_error
 from edges.wapi.rpc import RpcError
-from wac.v1 import events_pb2
+from wac.internal.v1 import stream_pb2
 
 log = logging.getLogger("wac.edge")
 
 METHOD = "EventsService.Subscribe"
-_PATH = "/wac.v1.EventsService/StreamEvents"
+_PATH = "/wac.internal.v1.EdgeStreamService/StreamEvents"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
-Request = events_pb2.StreamEventsRequest
+Request = stream_pb2.StreamEventsRequest
 
 
 class Sink(Protocol):
@@ -135,7 +136,7 @@ class EventStreams:
         if self._link is not None and not self._link.call.done():
             return self._link
         requests: asyncio.Queue[Request | None] = asyncio.Queue()
-        call = self._client.stream_stream(_PATH, events_pb2.StreamEventsResponse, _requests(requests))
+        call = self._client.stream_stream(_PATH, stream_pb2.StreamEventsResponse, _requests(requests))
         link = _Link(call, requests)
         link.reader = asyncio.create_task(self._read(link), name="wapi-event-streams")
         self._link = link
@@ -168,7 +169,7 @@ class EventStreams:
                 del self._subscriptions[key]
                 _end(subscription, failure)
 
-    def _deliver(self, delivery: events_pb2.StreamEventsResponse.Delivery) -> None:
+    def _deliver(self, delivery: stream_pb2.StreamEventsResponse.Delivery) -> None:
         outcome = delivery.WhichOneof("outcome")
         if outcome == "event":
             subscription = self._subscriptions.get(delivery.subscription)

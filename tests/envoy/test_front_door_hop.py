@@ -14,6 +14,7 @@ import pytest
 from tests.support.core import add_subscriber, login
 from tests.support.stack import Stack, running_stack
 from tests.support.timing import seconds
+from wac.internal.v1 import stream_pb2_grpc
 from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc
 
 # The fourth failed login from one address within the delay is refused.
@@ -37,7 +38,7 @@ async def front(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
 
 
 async def test_stream_events_is_not_routed_even_with_the_hop_key(stack: Stack, front: grpc.aio.Channel) -> None:
-    call = events_pb2_grpc.EventsServiceStub(front).StreamEvents(
+    call = stream_pb2_grpc.EdgeStreamServiceStub(front).StreamEvents(
         metadata=(("authorization", f"Bearer {stack.core.hop_key}"),)
     )
     # Envoy answers the headers alone. (Nothing is written: a write racing
@@ -46,6 +47,21 @@ async def test_stream_events_is_not_routed_even_with_the_hop_key(stack: Stack, f
     assert await asyncio.wait_for(call.code(), seconds()) == grpc.StatusCode.PERMISSION_DENIED
     assert await call.details() == "this method is internal to wac"
     assert stack.core.event_streams is not None and not stack.core.event_streams.streams
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # Any method of the internal package, however named.
+        "/wac.internal.v1.NoSuchService/Anything",
+        # Where StreamEvents was before it moved: every EventsService path but Subscribe.
+        "/wac.v1.EventsService/StreamEvents",
+    ],
+)
+async def test_internal_paths_are_not_routed(stack: Stack, front: grpc.aio.Channel, path: str) -> None:
+    call = front.stream_stream(path)(metadata=(("authorization", f"Bearer {stack.core.hop_key}"),))
+    assert await asyncio.wait_for(call.code(), seconds()) == grpc.StatusCode.PERMISSION_DENIED
+    assert await call.details() == "this method is internal to wac"
 
 
 async def test_subscribe_is_still_routed(stack: Stack, front: grpc.aio.Channel) -> None:

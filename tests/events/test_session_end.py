@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from core.auth.principal import SubscriberPrincipal
 from core.events.devices import MemoryDeviceRegistry
+from core.events.handler import EventsHandler
 from core.events.memory import MemoryEventLog
-from core.events.servicer import EventsServicer
 from wac.v1 import events_pb2
-
-
-async def _refuse(_token: str) -> SubscriberPrincipal:
-    raise AssertionError("not used")
 
 
 async def test_a_stream_opened_after_the_session_ended_brings_no_device_online() -> None:
@@ -24,14 +20,14 @@ async def test_a_stream_opened_after_the_session_ended_brings_no_device_online()
         lost.append(session_id)
 
     devices.on_lost(on_lost)
-    servicer = EventsServicer(events, devices, _refuse)
+    handler = EventsHandler(events, devices)
     alice = SubscriberPrincipal("alice", "s1", frozenset(), expires_at=1e12)
     await events.open("s1", "alice")
     final = events_pb2.Event(session_revoked=events_pb2.SessionRevoked(session_id="s1", reason="logout"))
     await events.close("s1", final)
 
-    pending = await servicer._open(alice, 0)
-    delivered = [event async for event in servicer._follow(alice, 0, pending)]
+    pending = await handler.open(alice, 0)
+    delivered = [event async for event in handler.follow(alice, 0, pending)]
 
     assert [e.WhichOneof("payload") for e in delivered] == ["session_revoked"]
     assert await devices.online_devices("alice") == []
@@ -40,10 +36,10 @@ async def test_a_stream_opened_after_the_session_ended_brings_no_device_online()
 async def test_a_live_session_is_online_while_its_stream_is_open() -> None:
     events = MemoryEventLog()
     devices = MemoryDeviceRegistry(grace_period=30)
-    servicer = EventsServicer(events, devices, _refuse)
+    handler = EventsHandler(events, devices)
     alice = SubscriberPrincipal("alice", "s1", frozenset(), expires_at=1e12)
-    pending = await servicer._open(alice, 0)
-    stream = servicer._follow(alice, 0, pending)
+    pending = await handler.open(alice, 0)
+    stream = handler.follow(alice, 0, pending)
     await events.publish(["alice"], events_pb2.Event(session_revoked=events_pb2.SessionRevoked(session_id="x")))
     first = await anext(stream)
     assert first.seq == 1

@@ -1,4 +1,4 @@
-"""EventsService.StreamEvents against a real core: many sessions' event
+"""EdgeStreamService.StreamEvents (wac.internal.v1) against a real core: many sessions' event
 streams over one gRPC stream, opened with the hop key (the edge's
 credential), each attachment authorised by its own token."""
 
@@ -15,10 +15,11 @@ from core.server import Core
 from settings.config import PresenceConfig
 from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login, running_core
-from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc, presence_pb2, presence_pb2_grpc
+from wac.internal.v1 import stream_pb2, stream_pb2_grpc
+from wac.v1 import events_pb2, identity_pb2, identity_pb2_grpc, presence_pb2, presence_pb2_grpc
 
-Request = events_pb2.StreamEventsRequest
-Delivery = events_pb2.StreamEventsResponse.Delivery
+Request = stream_pb2.StreamEventsRequest
+Delivery = stream_pb2.StreamEventsResponse.Delivery
 Status = presence_pb2.Presence.Status
 
 
@@ -26,7 +27,7 @@ class Mux:
     """One StreamEvents call: attach and detach, and the deliveries by subscription."""
 
     def __init__(self, channel: grpc.aio.Channel, credential: str) -> None:
-        self.call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents(metadata=md(credential))
+        self.call = stream_pb2_grpc.EdgeStreamServiceStub(channel).StreamEvents(metadata=md(credential))
         self.deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 

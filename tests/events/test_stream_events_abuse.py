@@ -19,9 +19,10 @@ from core.server import Core
 from tests.calls.support import SDP, description, eventually
 from tests.support.core import add_subscriber, api_key, login, running_core
 from tests.support.timing import seconds
+from wac.internal.v1 import stream_pb2, stream_pb2_grpc
 from wac.v1 import calls_pb2, calls_pb2_grpc, events_pb2, events_pb2_grpc
 
-Request = events_pb2.StreamEventsRequest
+Request = stream_pb2.StreamEventsRequest
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -42,7 +43,7 @@ async def core_with(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[tuple[
         yield core, channel
 
 
-async def next_delivery(call: grpc.aio.StreamStreamCall) -> events_pb2.StreamEventsResponse.Delivery:
+async def next_delivery(call: grpc.aio.StreamStreamCall) -> stream_pb2.StreamEventsResponse.Delivery:
     """The next delivery, skipping the session's own presence events."""
     while True:
         response = await asyncio.wait_for(call.read(), seconds())
@@ -50,6 +51,14 @@ async def next_delivery(call: grpc.aio.StreamStreamCall) -> events_pb2.StreamEve
         for delivery in response.deliveries:
             if delivery.WhichOneof("outcome") != "event":
                 return delivery
+
+
+async def test_the_public_package_does_not_serve_the_edge_stream(core: Core, channel: grpc.aio.Channel) -> None:
+    """StreamEvents moved to wac.internal.v1: its old wac.v1 path is not a method, even with the hop key."""
+    call = channel.stream_stream("/wac.v1.EventsService/StreamEvents")(metadata=md(core.hop_key))
+    await call.done_writing()
+    assert await asyncio.wait_for(call.code(), seconds()) == grpc.StatusCode.UNIMPLEMENTED
+    assert core.event_streams is not None and not core.event_streams.streams
 
 
 @pytest.mark.parametrize("credential", ["none", "subscriber", "api key without hop", "garbage"])
@@ -64,7 +73,7 @@ async def test_a_stream_without_the_hop_key_is_refused_before_any_attach(
         "api key without hop": await api_key(core, "gateway", "identity.verify", "presence.read"),
         "garbage": "wac_0123456789abcdef_not-the-key",
     }[credential]
-    call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents(metadata=md(presented))
+    call = stream_pb2_grpc.EdgeStreamServiceStub(channel).StreamEvents(metadata=md(presented))
     # A valid session's attach, which an open stream would accept.
     await call.write(attach(1, alice.access_token))
     responses = await asyncio.wait_for(_collect(call), seconds())
@@ -77,7 +86,7 @@ async def test_a_stream_without_the_hop_key_is_refused_before_any_attach(
     assert not await core.devices.online_devices("alice")
 
 
-async def _collect(call: grpc.aio.StreamStreamCall) -> list[events_pb2.StreamEventsResponse]:
+async def _collect(call: grpc.aio.StreamStreamCall) -> list[stream_pb2.StreamEventsResponse]:
     """Every response until the stream ends, however it ends."""
     responses = []
     try:
@@ -92,7 +101,7 @@ async def test_attachments_per_stream_are_bounded_and_the_stream_carries_on(tmp_
     async with core_with(tmp_path, {"WAC_EVENTS_MAX_ATTACHMENTS_PER_STREAM": "3"}) as (core, channel):
         await add_subscriber(core, "alice")
         alice = await login(channel, "alice")
-        call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents(metadata=md(core.hop_key))
+        call = stream_pb2_grpc.EdgeStreamServiceStub(channel).StreamEvents(metadata=md(core.hop_key))
         for key in (1, 2, 3):
             await call.write(attach(key, alice.access_token))
             assert (await next_delivery(call)).WhichOneof("outcome") == "accepted"
@@ -112,7 +121,7 @@ async def test_streams_per_caller_are_bounded(tmp_path: Path) -> None:
     async with core_with(tmp_path, {"WAC_EVENTS_MAX_STREAMS_PER_PEER": "2"}) as (core, channel):
         await add_subscriber(core, "alice")
         alice = await login(channel, "alice")
-        stub = events_pb2_grpc.EventsServiceStub(channel)
+        stub = stream_pb2_grpc.EdgeStreamServiceStub(channel)
         open_calls = []
         for key in (1, 2):
             call = stub.StreamEvents(metadata=md(core.hop_key))
@@ -149,7 +158,7 @@ async def unread_streams(
     assert servicer is not None
     calls = []
     for _ in range(streams):
-        call = events_pb2_grpc.EventsServiceStub(channel).StreamEvents(metadata=md(core.hop_key))
+        call = stream_pb2_grpc.EdgeStreamServiceStub(channel).StreamEvents(metadata=md(core.hop_key))
         for key in range(1, attachments + 1):
             await call.write(attach(key, alice.access_token))
         for key in range(attachments + 1, attachments + 200):

@@ -12,8 +12,9 @@ from google.protobuf import empty_pb2
 
 from core.auth.principal import SubscriberPrincipal
 from core.events.devices import MemoryDeviceRegistry
+from core.events.edge_stream import Delivery, EdgeStreamServicer, StreamLimits, _Stream
+from core.events.handler import EventsHandler
 from core.events.memory import MemoryEventLog
-from core.events.servicer import Delivery, EventsServicer, StreamLimits, _Stream
 from tests.support.clock import FakeClock
 
 STALL = 30.0
@@ -41,7 +42,8 @@ def accepted(key: int) -> Any:
 async def test_a_full_stream_that_takes_nothing_ends_after_exactly_the_stall_time() -> None:
     clock = FakeClock()
     limits = StreamLimits(send_queue=1, stall_seconds=STALL)
-    servicer = EventsServicer(MemoryEventLog(clock=clock), MemoryDeviceRegistry(1, clock=clock), _refuse, limits, clock)
+    handler = EventsHandler(MemoryEventLog(clock=clock), MemoryDeviceRegistry(1, clock=clock))
+    servicer = EdgeStreamServicer(handler, _refuse, limits, clock)
     stream = _Stream(servicer, limits)
     handler = asyncio.ensure_future(asyncio.Event().wait())  # the blocked RPC handler
     context = Context()

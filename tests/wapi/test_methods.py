@@ -22,8 +22,10 @@ def test_every_method_of_every_service() -> None:
     subscribe = TABLE.get("EventsService.Subscribe")
     assert subscribe is not None and subscribe.path == "/wac.v1.EventsService/Subscribe"
     assert {m.name for m in TABLE if m.server_streaming and not m.client_streaming} == {"EventsService.Subscribe"}
-    # The edge's own stream to the core is in the table, but never callable.
-    assert {m.name for m in TABLE if m.client_streaming} == {"EventsService.StreamEvents"}
+    # No method of the contract streams from the client: the edge's own stream
+    # to the core is in wac.internal.v1, which the table is never built from.
+    assert {m.name for m in TABLE if m.client_streaming} == set()
+    assert TABLE.get("EventsService.StreamEvents") is None and TABLE.get("EdgeStreamService.StreamEvents") is None
     assert {m.name for m in TABLE if m.opens_session} == {"IdentityService.Login", "IdentityService.RefreshSession"}
 
 
@@ -54,6 +56,7 @@ def new_service_pool() -> descriptor_pool.DescriptorPool:
     service = proto.service.add(name="EchoService")
     service.method.add(name="Echo", input_type=".test.v1.Shout", output_type=".test.v1.Shout")
     service.method.add(name="Many", input_type=".test.v1.Shout", output_type=".test.v1.Shout", server_streaming=True)
+    service.method.add(name="Gather", input_type=".test.v1.Shout", output_type=".test.v1.Shout", client_streaming=True)
     pool.Add(proto)
     return pool
 
@@ -83,6 +86,20 @@ async def test_a_new_method_is_reachable_with_no_edge_change() -> None:
     finally:
         await client.close()
         await server.stop(None)
+
+
+async def test_a_method_streaming_from_the_client_is_in_the_table_but_never_callable() -> None:
+    table = MethodTable([new_service_pool().FindServiceByName("test.v1.EchoService")])
+    gather = table.get("EchoService.Gather")
+    assert gather is not None and gather.client_streaming
+    client = CoreClient("127.0.0.1:1", deadline=5)
+    try:
+        with pytest.raises(RpcError) as refused:
+            Dispatcher(table, client).resolve(Request("EchoService.Gather", {}, 1))
+        assert refused.value.code == -32601
+        assert refused.value.message == "EchoService.Gather streams from the client, which the WAPI does not carry"
+    finally:
+        await client.close()
 
 
 def test_stream_json_equals_the_plain_conversion() -> None:

@@ -657,75 +657,6 @@ export interface SessionRevoked {
   reason?: string;
 }
 
-/** A request on StreamEvents: start or stop one session's subscription. */
-export interface StreamEventsRequest {
-  /**
-   * Start a subscription.
-   *
-   * (oneof action: at most one member is set)
-   */
-  attach?: StreamEventsRequest_Attach;
-  /**
-   * Stop a subscription.
-   *
-   * (oneof action: at most one member is set)
-   */
-  detach?: StreamEventsRequest_Detach;
-}
-
-/** Start a subscription. */
-export interface StreamEventsRequest_Attach {
-  /**
-   * Chosen by the sender, unique among this stream's live subscriptions;
-   * names the subscription in responses and in Detach.
-   */
-  subscription?: string;
-  /** The session's access token. */
-  accessToken?: string;
-  /** As SubscribeRequest.after_seq. */
-  afterSeq?: string;
-  /** The client's network address, as x-forwarded-for on a unary call. */
-  clientAddress?: string;
-}
-
-/** Stop a subscription; its stream ends with no further delivery. */
-export interface StreamEventsRequest_Detach {
-  /** The subscription to stop. */
-  subscription?: string;
-}
-
-/** Deliveries to any of the stream's subscriptions, in order for each. */
-export interface StreamEventsResponse {
-  /** The deliveries, in order. */
-  deliveries?: StreamEventsResponse_Delivery[];
-}
-
-/** One thing for one subscription. */
-export interface StreamEventsResponse_Delivery {
-  /** The subscription, as chosen in its Attach. */
-  subscription?: string;
-  /**
-   * The subscription was accepted; its events follow.
-   *
-   * (oneof outcome: at most one member is set)
-   */
-  accepted?: Empty;
-  /**
-   * The subscription's next event.
-   *
-   * (oneof outcome: at most one member is set)
-   */
-  event?: Event;
-  /**
-   * The subscription ended: code 0 when its session ended (logout,
-   * revocation), otherwise the status its Subscribe would have ended
-   * with, such as UNAUTHENTICATED or OUT_OF_RANGE. Nothing follows.
-   *
-   * (oneof outcome: at most one member is set)
-   */
-  ended?: { code?: number; message?: string; details?: { "@type": string; [key: string]: unknown }[] };
-}
-
 /** The request for Subscribe. */
 export interface SubscribeRequest {
   /**
@@ -1252,19 +1183,6 @@ export interface Methods {
    * one target, for example action "call.pstn" on target "+34600111222".
    */
   "IdentityService.Authorize": [AuthorizeRequest, AuthorizeResponse];
-  /**
-   * StreamEvents carries the Subscribe streams of many sessions over one
-   * stream, for an edge that holds the clients' connections: one gRPC
-   * message then carries events of many sessions, where a stream per
-   * session costs a message per event. Only wac's own hops open it: the
-   * stream carries the hop key (an API key with the scope "hop"), and the
-   * front door does not route it. Each attachment carries its session's
-   * access token and is authorised as that session's Subscribe would be.
-   * Bounded: attachments per stream and streams per caller
-   * (RESOURCE_EXHAUSTED beyond), and a stream whose deliveries go unread
-   * ends with RESOURCE_EXHAUSTED. Not part of the WAPI.
-   */
-  "EventsService.StreamEvents": [StreamEventsRequest, StreamEventsResponse];
 }
 
 /** A JSON-RPC method name of the WAPI. */
@@ -1272,5 +1190,4 @@ export type MethodName = keyof Methods;
 
 /** The server-streaming methods; over the WAPI their items arrive as notifications. */
 export type StreamingMethodName =
-  | "EventsService.Subscribe"
-  | "EventsService.StreamEvents";
+  | "EventsService.Subscribe";

@@ -1,0 +1,73 @@
+"""One session's events, from a seq on, until the session ends: what
+EventsService.Subscribe streams to a client, and what each attachment of
+the edge's shared stream (core/events/edge_stream.py) carries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from core import failures
+from core.auth.principal import SubscriberPrincipal
+from core.events.devices import DeviceRegistry
+from core.events.log import EventLog, EventsExpired
+from wac.v1 import events_pb2
+
+# A waiting stream wakes this often even with nothing to send, so that a
+# session closed elsewhere or a cancelled call is noticed promptly.
+WAKE_SECONDS = 15.0
+
+
+class EventsHandler:
+    def __init__(self, events: EventLog, devices: DeviceRegistry) -> None:
+        self._events = events
+        self._devices = devices
+
+    async def open(self, principal: SubscriberPrincipal, after_seq: int) -> list[events_pb2.Event]:
+        """Validate and open the session's log; its first events. Raises the
+        failure the stream is refused with."""
+        if after_seq < 0:
+            raise failures.Invalid("after_seq", "must not be negative")
+        await self._events.open(principal.session_id, principal.username)
+        try:
+            return await self._events.read(principal.session_id, after_seq)
+        except EventsExpired as exc:
+            raise _expired(exc) from None
+
+    async def follow(
+        self, principal: SubscriberPrincipal, after: int, pending: list[events_pb2.Event]
+    ) -> AsyncIterator[events_pb2.Event]:
+        """The session's events from ``pending`` on, until the session ends."""
+        session = principal.session_id
+        # A stream that reaches here after its session ended (a Subscribe
+        # authenticated just before a logout) delivers the final events but
+        # must not bring the device back online for a grace period.
+        online = await self._events.is_open(session)
+        if online:
+            await self._devices.stream_opened(principal.username, session)
+        try:
+            while True:
+                for event in pending:
+                    yield event
+                    after = event.seq
+                if not pending and not await self._events.is_open(session):
+                    # Closed: deliver whatever was appended up to the close
+                    # (the final sessionRevoked), then end.
+                    pending = await self._events.read(session, after)
+                    if not pending:
+                        return
+                    continue
+                try:
+                    pending = await self._events.wait(session, after, WAKE_SECONDS)
+                except EventsExpired as exc:
+                    # The reader fell so far behind that its next events were
+                    # dropped: end the stream with the reason in-band.
+                    raise _expired(exc) from None
+        finally:
+            if online:
+                await self._devices.stream_closed(principal.username, session)
+
+
+def _expired(exc: EventsExpired) -> failures.OutOfRange:
+    return failures.OutOfRange(
+        f"{exc}; reload your state and subscribe again with after_seq 0", reason="EVENTS_EXPIRED"
+    )
