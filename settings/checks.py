@@ -50,20 +50,28 @@ def host(value: str) -> str:
     return value
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """ "host:port" (or "[v6]:port") as (host, port), both halves checked."""
+def split_address(address: str, *, any_port: bool = False) -> tuple[str, int]:
+    """ "host:port" (or "[v6]:port") as (host, port), both halves checked;
+    with ``any_port``, port 0 (a listener on any free port) too."""
     host_text, sep, port_text = address.rpartition(":")
     host_text = host_text.removeprefix("[").removesuffix("]")
     if not sep or not host_text or not port_text.isdigit() or not _HOST.match(host_text):
         raise Invalid(f"must be host:port, got {address!r}")
     number = int(port_text)
-    port(number)
+    if not (any_port and number == 0):
+        port(number)
     return host_text, number
 
 
 def address(value: str) -> str:
     """A listening or connecting address, host:port."""
     split_address(value)
+    return value
+
+
+def listen_address(value: str) -> str:
+    """A listening address, host:port, port 0 meaning any free port."""
+    split_address(value, any_port=True)
     return value
 
 

@@ -59,7 +59,7 @@ MIN_SEND_QUEUE_BYTES = 65536
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    listen: str = "127.0.0.1:8081"
+    listen: str = key("127.0.0.1:8081", check=checks.listen_address)
     core_address: str = "127.0.0.1:50051"
     max_message_bytes: int = key(65536, at_least=1024)
     max_batch: int = key(20, between=(1, 1000))
@@ -72,7 +72,7 @@ class EdgeConfig:
     long_poll_seconds: float = key(25.0, positive=True)
     # The WAPI's HTTP side (POST /wapi/http, long polls, /sdk/ and the demo),
     # beside the WebSocket on `listen`; Envoy routes to both.
-    http_listen: str = "127.0.0.1:8082"
+    http_listen: str = key("127.0.0.1:8082", check=checks.listen_address)
     # Deadline of every unary call to the core, in seconds (> 0): a core that
     # is down or stuck answers UNAVAILABLE or DEADLINE_EXCEEDED, never a hang.
     call_deadline: float = key(10.0, positive=True)

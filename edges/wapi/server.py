@@ -25,8 +25,9 @@ from edges.wapi.event_streams import EventStreams
 from edges.wapi.http import HttpEdge, HttpLimits
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
+from settings import checks
 from settings.collector import tend as collector_tend
-from settings.config import Config, ConfigError
+from settings.config import Config
 from settings.hopkey import read_hop_key
 
 log = logging.getLogger("wac.edge")
@@ -50,17 +51,9 @@ HTTP_SHUTDOWN_TIMEOUT = 2.0
 HOP_KEY_WAIT = 30.0
 
 
-def split_address(address: str, what: str) -> tuple[str, int]:
-    """ "host:port" or "[v6]:port", port 0 meaning any free port."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"[edge] {what}: expected host:port, got {address!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
 def default_origins(config: Config, http_host: str, http_port: int) -> tuple[str, ...]:
     """The front door's own origin and the edge's HTTP origin (which serves the demo)."""
-    envoy_host, envoy_port = split_address(config.envoy.listen, "the front door's address ([envoy] listen)")
+    envoy_host, envoy_port = checks.split_address(config.envoy.listen)  # checked with the configuration
     # A front door on a wildcard address is reached as localhost at least.
     envoy_host = envoy_host if origin_of(envoy_host, envoy_port) else "127.0.0.1"
     return (*origin_of(envoy_host, envoy_port), *origin_of(http_host, http_port))
@@ -100,8 +93,9 @@ class Edge:
 async def start_edge(config: Config) -> Edge:
     """Connect to the core and start both servers on the configured addresses."""
     edge = config.edge
-    ws_host, ws_port = split_address(edge.listen, "listen")
-    http_host, http_port = split_address(edge.http_listen, "http_listen")
+    # Both checked with the configuration (port 0: any free port).
+    ws_host, ws_port = checks.split_address(edge.listen, any_port=True)
+    http_host, http_port = checks.split_address(edge.http_listen, any_port=True)
 
     # The core may write the hop key a moment after it starts (wac run).
     hop_key = await asyncio.to_thread(read_hop_key, config, HOP_KEY_WAIT)

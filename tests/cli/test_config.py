@@ -111,6 +111,9 @@ def test_nonsensical_throttle_settings_are_refused(
         ({"WAC_EDGE_SEND_QUEUE_BYTES": "65535"}, "WAC_EDGE_SEND_QUEUE_BYTES: must be at least 65536"),
         ({"WAC_EDGE_HEADER_TIMEOUT": "-1"}, "WAC_EDGE_HEADER_TIMEOUT: must be more than zero"),
         ({"WAC_ENVOY_LISTEN": "8080"}, "WAC_ENVOY_LISTEN: must be host:port, got '8080'"),
+        ({"WAC_ENVOY_LISTEN": "127.0.0.1:0"}, "WAC_ENVOY_LISTEN: must be a TCP port (1-65535), got 0"),
+        ({"WAC_EDGE_LISTEN": "127.0.0.1"}, "WAC_EDGE_LISTEN: must be host:port, got '127.0.0.1'"),
+        ({"WAC_EDGE_HTTP_LISTEN": "127.0.0.1:70000"}, "WAC_EDGE_HTTP_LISTEN: must be a TCP port (1-65535), got 70000"),
         ({"WAC_ENVOY_ADMIN_PORT": "70000"}, "WAC_ENVOY_ADMIN_PORT: must be between 0 and 65535"),
         ({"WAC_ENVOY_LOG_LEVEL": "loud"}, "WAC_ENVOY_LOG_LEVEL: must be one of trace, debug, info, warning"),
         ({"WAC_ENVOY_UPGRADES_PER_ADDRESS": "-1"}, "WAC_ENVOY_UPGRADES_PER_ADDRESS: must not be negative"),
@@ -121,6 +124,11 @@ def test_every_section_is_checked_the_same_way(env: dict[str, str], message: str
     with pytest.raises(ConfigError) as err:
         load_config(None, env)
     assert message in str(err.value)
+
+
+def test_edge_listeners_may_take_any_free_port() -> None:
+    edge = load_config(None, {"WAC_EDGE_LISTEN": "127.0.0.1:0", "WAC_EDGE_HTTP_LISTEN": "[::1]:0"}).edge
+    assert (edge.listen, edge.http_listen) == ("127.0.0.1:0", "[::1]:0")
 
 
 def test_throttle_settings_at_their_bounds_are_accepted() -> None:
