@@ -3,6 +3,12 @@
 A key ``[section] key`` is overridden by ``WAC_SECTION_KEY`` (``data_dir`` by
 ``WAC_DATA_DIR``). Lists in the environment are comma-separated. Nothing is
 required: the defaults run everything on one machine.
+
+Each section is read by ``settings.fields.load_section``: what a key accepts
+is declared beside it with ``key(...)``, and a mistake is named
+``[section] key: reason``. The ``[connectors.NAME]`` tables are kept as
+given here and read the same way by ``settings.connectors`` when connectors
+run.
 """
 
 from __future__ import annotations
@@ -17,8 +23,6 @@ from typing import Any
 
 from settings import checks
 from settings.fields import ConfigError, key, load_section
-
-__all__ = ["SECTIONS", "Config", "ConfigError", "load_config", "sqlite_url"]
 
 
 @dataclass(frozen=True)
