@@ -8,10 +8,6 @@ from __future__ import annotations
 from core.failures import FailedPrecondition, Invalid, Unavailable
 
 
-class ConfigError(ValueError):
-    """A connector section is invalid; the message names the key."""
-
-
 class LinkStateMismatch(Invalid):
     """The callback's state is not one this subscriber started, or it expired:
     a forged or replayed callback. INVALID_ARGUMENT naming the state."""

@@ -7,13 +7,15 @@ error body, and the WAPI edge into a JSON-RPC error, so it is built once here.
 from __future__ import annotations
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from core import failures
 
 
-class ApiError(Exception):
-    """A failure to report to the client as it is."""
+class ApiError:
+    """A failure as the client sees it: a status code, a precise message and
+    the details (the field at fault, a retry delay, a reason). Built only by
+    ``from_failure``; handlers raise the domain failures of core/failures.py."""
 
     def __init__(
         self,
@@ -24,7 +26,6 @@ class ApiError(Exception):
         retry_after: float | None = None,
         reason: str | None = None,
     ) -> None:
-        super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
@@ -48,58 +49,6 @@ class ApiError(Exception):
         if self.reason is not None:
             status.details.add().Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain="wac"))
         return status
-
-
-def invalid(field: str, message: str) -> ApiError:
-    """INVALID_ARGUMENT naming the field, e.g. invalid("subscriber.email", "...")."""
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}", field=field)
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.NOT_FOUND, message)
-
-
-def already_exists(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.ALREADY_EXISTS, message)
-
-
-def permission_denied(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message)
-
-
-def unauthenticated(message: str, reason: str | None = None) -> ApiError:
-    return ApiError(grpc.StatusCode.UNAUTHENTICATED, message, reason=reason)
-
-
-def failed_precondition(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message)
-
-
-def aborted(message: str) -> ApiError:
-    """A concurrent change won; the caller may retry."""
-    return ApiError(grpc.StatusCode.ABORTED, message)
-
-
-def unavailable(message: str, retry_after: float | None = None) -> ApiError:
-    """A system wac depends on (the SIP gateway) did not answer; the caller may retry."""
-    return ApiError(grpc.StatusCode.UNAVAILABLE, message, retry_after=retry_after)
-
-
-def exhausted(message: str, retry_after: float | None = None) -> ApiError:
-    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, retry_after=retry_after)
-
-
-__all__ = [
-    "ApiError",
-    "already_exists",
-    "code_pb2",
-    "exhausted",
-    "failed_precondition",
-    "invalid",
-    "not_found",
-    "permission_denied",
-    "unauthenticated",
-]
 
 
 _CODES: dict[type[failures.Failure], grpc.StatusCode] = {

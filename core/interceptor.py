@@ -253,7 +253,7 @@ def _gone(context: grpc.aio.ServicerContext, exc: Exception) -> bool:
     cancelled or disconnected, or its status was sent (a stream ended for
     not reading). A write then fails with gRPC's internal ExecuteBatchError;
     that is the normal end of a stream, not an error of the server."""
-    if isinstance(exc, errors.ApiError | failures.Failure | grpc.aio.AbortError):
+    if isinstance(exc, failures.Failure | grpc.aio.AbortError):
         return False
     return context.cancelled() or isinstance(exc, cygrpc.ExecuteBatchError)
 
@@ -264,12 +264,11 @@ async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext) -> An
 
 async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
     if isinstance(exc, failures.Failure):
-        exc = errors.from_failure(exc)
-    if isinstance(exc, errors.ApiError):
+        error = errors.from_failure(exc)
         await context.abort(
-            exc.code,
-            exc.message,
-            trailing_metadata=(("grpc-status-details-bin", exc.status_details()),),
+            error.code,
+            error.message,
+            trailing_metadata=(("grpc-status-details-bin", error.status_details()),),
         )
     if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
         raise exc

@@ -19,7 +19,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors import errors as connector_errors
 from connectors.kamailio import KamailioCallControl, KamailioRpc, RevokedRegistrations
 from connectors.kamailio_events import KamailioCallEvents
 from connectors.setup import Configured, configured, google_linker
@@ -168,8 +167,8 @@ def identity_with_followers(
     subscribers = IdentityStore(engine)
     region = config.phones.default_region
     contacts_store = SqlContactsStore(engine)
-    book = AddressBook(contacts_store, events, subscribers, default_region=region)
-    directory_store = DirectoryStore(engine)
+    book = AddressBook(contacts_store, events, subscribers, default_region=region, clock=clock.time)
+    directory_store = DirectoryStore(engine, clock=clock.time)
     directory = Directory(directory_store, subscribers, default_region=region)
     for listener in (book.subscriber_changed, directory.subscriber_changed):
         identity.on_subscriber_changed(listener)
@@ -238,7 +237,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         clock=clock,
     )
     book, directory_store, directory = followers.book, followers.directory_store, followers.directory
-    runner, google = _connectors(wanted, directory_store, events)
+    runner, google = _connectors(wanted, directory_store, events, clock)
     devices.on_online(presence.device_online)
     devices.on_lost(presence.device_lost)
     book.on_links_changed(presence.links_changed)
@@ -390,14 +389,11 @@ def _stream_limits(config: Config) -> StreamLimits:
 
 def _configured_connectors(config: Config) -> Configured:
     """The [connectors.NAME] sections, checked: a bad one is a ConfigError naming its key."""
-    try:
-        return configured(config.connectors)
-    except connector_errors.ConfigError as exc:
-        raise ConfigError(str(exc)) from None
+    return configured(config.connectors)
 
 
 def _connectors(
-    wanted: Configured, directory: DirectoryStore, events: MemoryEventLog
+    wanted: Configured, directory: DirectoryStore, events: MemoryEventLog, clock: Clock
 ) -> tuple[SyncRunner, GoogleContacts | None]:
     """The LDAP connectors on one runner, and the Google link flow if a
     Google section is configured (its subscribers' connectors join the
@@ -409,7 +405,7 @@ def _connectors(
         if google is not None:
             await google.connector_failed(connector, exc)
 
-    runner = SyncRunner(directory, wanted.ldap, on_failure=on_failure)
+    runner = SyncRunner(directory, wanted.ldap, on_failure=on_failure, sleep=clock.sleep)
     if wanted.google is not None:
         linker = google_linker(wanted.google, directory)
         google = GoogleContacts(linker, linker.links, runner, directory, events)

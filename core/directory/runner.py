@@ -48,12 +48,15 @@ class SyncRunner:
         connectors: Iterable[Connector] = (),
         *,
         on_failure: FailureHook | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._on_failure = on_failure
         # One clock for deciding and recording, or a full run could be
-        # judged due by one and recorded by the other.
+        # judged due by one and recorded by the other; ``sleep`` waits on
+        # the same clock (the core's, which tests replace).
         self._clock = store.clock
+        self._sleep = sleep
         self._connectors: dict[str, Connector] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -210,7 +213,7 @@ class SyncRunner:
         delay = schedule.first_delay(last_run=last, now=self._clock(), interval=interval)
         failures = 0
         while True:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             try:
                 run, error = await self._run(name, full=False)
             except AlreadyRunning:
