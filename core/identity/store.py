@@ -138,6 +138,13 @@ class IdentityStore:
         row = await self._work.read(lambda conn: conn.execute(stmt).first())
         return _subscriber(row) if row else None
 
+    async def get_subscribers(self, usernames: Sequence[str]) -> list[SubscriberRow]:
+        """Those of these subscribers that exist, in one query (a presence
+        batch reads up to 500)."""
+        stmt = select(t.subscribers).where(t.subscribers.c.username.in_(usernames))
+        rows = await self._work.read(lambda conn: conn.execute(stmt).all())
+        return [_subscriber(r) for r in rows]
+
     async def list_subscribers(self, after: str, limit: int) -> list[SubscriberRow]:
         query = (
             select(t.subscribers)

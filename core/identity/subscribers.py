@@ -8,7 +8,7 @@ the composition root hands it to calls and presence, which only read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,6 +43,8 @@ class SubscriberSource(Protocol):
     """Where subscribers are read from (identity's store)."""
 
     async def get_subscriber(self, username: str) -> SubscriberRow | None: ...
+
+    async def get_subscribers(self, usernames: Sequence[str]) -> list[SubscriberRow]: ...
 
 
 class SubscriberCache:
@@ -95,6 +97,27 @@ class SubscriberCache:
         if generation == self._generation:
             self._known[username] = known
         return known
+
+    async def get_many(self, usernames: Sequence[str]) -> dict[str, KnownSubscriber | None]:
+        """Several subscribers by username (None for those that do not
+        exist); those not cached are read in one query."""
+        out: dict[str, KnownSubscriber | None] = {}
+        missing: list[str] = []
+        for username in usernames:
+            try:
+                out[username] = self._known[username]
+            except KeyError:
+                missing.append(username)
+        if missing:
+            generation = self._generation
+            rows = {row.username: row for row in await self._store.get_subscribers(missing)}
+            for username in missing:
+                row = rows.get(username)
+                known = None if row is None else KnownSubscriber(row, rules.permissions_for(row.roles, self._roles))
+                if generation == self._generation:
+                    self._known[username] = known
+                out[username] = known
+        return out
 
     async def exists(self, username: str) -> bool:
         """Whether there is a subscriber of that name (disabled or not)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,6 +73,8 @@ class SubscriberLookup(Protocol):
     bound."""
 
     async def display_name(self, username: str) -> str | None: ...
+
+    async def get_many(self, usernames: Sequence[str]) -> Mapping[str, Named | None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,13 +272,14 @@ class PresenceService:
             wanted = [name for name in wanted if name in visible]
         devices = await self._store.devices_of(wanted)
         now = self._clock.time()
+        known = await self._subscribers.get_many(wanted)
         out: list[PresenceView] = []
         for name in wanted:
-            display_name = await self._subscribers.display_name(name)
-            if display_name is None:
+            subscriber = known.get(name)
+            if subscriber is None:
                 continue
             state = aggregate(devices.get(name, ()), in_call=name in self._in_call, now=now)
-            out.append(PresenceView(name, display_name, state))
+            out.append(PresenceView(name, subscriber.display_name, state))
         return out
 
     async def may_see(self, viewer: str, subject: str) -> bool:

@@ -6,6 +6,7 @@ process within the bound; then through the identity handler that owns it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class Rows:
             await self.gate.wait()
         return found
 
+    async def get_subscribers(self, usernames: Sequence[str]) -> list[SubscriberRow]:
+        self.reads.append(",".join(usernames))
+        return [self.rows[name] for name in usernames if name in self.rows]
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -65,6 +70,22 @@ async def test_a_subscriber_is_read_once_per_staleness_bound(clock: FakeClock) -
     await clock.advance(TICK)
     await cache.get("alice")
     assert rows.reads == ["alice", "alice"], "read again once the bound is over"
+
+
+async def test_a_batch_reads_only_what_is_not_cached_in_one_query(clock: FakeClock) -> None:
+    rows = Rows(row("alice", "Alice Liddell"), row("bob"), row("carol", "Carol"))
+    cache = SubscriberCache(rows, ROLES, clock)
+    await cache.get("alice")
+    known = await cache.get_many(["alice", "bob", "nobody", "carol"])
+    assert {name: k and k.display_name for name, k in known.items()} == {
+        "alice": "Alice Liddell",
+        "bob": "bob",
+        "nobody": None,
+        "carol": "Carol",
+    }
+    assert rows.reads == ["alice", "bob,nobody,carol"], "the misses in one read"
+    assert await cache.get_many(["bob", "nobody"]) == {"bob": known["bob"], "nobody": None}
+    assert len(rows.reads) == 2, "the batch's answers are kept, the unknown one too"
 
 
 async def test_a_change_elsewhere_is_seen_within_the_bound(clock: FakeClock) -> None:

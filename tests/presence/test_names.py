@@ -6,7 +6,7 @@ watchers at once, with the new name, as before the cache was shared."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +43,10 @@ class Rows:
     async def get_subscriber(self, username: str) -> SubscriberRow | None:
         self.reads.append(username)
         return self.rows.get(username)
+
+    async def get_subscribers(self, usernames: Sequence[str]) -> list[SubscriberRow]:
+        self.reads.extend(usernames)
+        return [self.rows[name] for name in usernames if name in self.rows]
 
 
 class Links:

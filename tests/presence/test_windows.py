@@ -11,7 +11,7 @@ which it does in the store's own thread."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from core.db.work import dispose
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from core.presence.rules import Status
-from core.presence.service import PresenceService
+from core.presence.service import Named, PresenceService
 from core.presence.store import SqlPresenceStore
 from settings.config import PresenceConfig, sqlite_url
 from tests.calls.support import eventually
@@ -41,6 +41,14 @@ class People:
 
     async def display_name(self, username: str) -> str | None:
         return f"{username.title()} Example"
+
+    async def get_many(self, usernames: Sequence[str]) -> dict[str, Named | None]:
+        return {name: Person(f"{name.title()} Example") for name in usernames}
+
+
+@dataclass(frozen=True)
+class Person:
+    display_name: str
 
 
 class Links:
