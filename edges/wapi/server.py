@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +92,10 @@ class Edge:
         await self.client.close()
 
 
-async def start_edge(config: Config) -> Edge:
-    """Connect to the core and start both servers on the configured addresses."""
+async def start_edge(config: Config, *, clock: Callable[[], float] = time.monotonic) -> Edge:
+    """Connect to the core and start both servers on the configured addresses.
+    ``clock``: the monotonic time of the sockets' and requests' rate limits
+    (tests pass their own)."""
     edge = config.edge
     # Both checked with the configuration (port 0: any free port).
     ws_host, ws_port = checks.split_address(edge.listen, any_port=True)
@@ -118,7 +122,7 @@ async def start_edge(config: Config) -> Edge:
     origins = OriginPolicy(())
     gate = Admission(slots, origins, client.hop_key)
     ws_server = await ws_serve(
-        make_handler(dispatcher, ws_limits),
+        make_handler(dispatcher, ws_limits, clock),
         ws_host,
         ws_port,
         process_request=make_process_request(gate),
@@ -149,6 +153,7 @@ async def start_edge(config: Config) -> Edge:
         gate,
         sdk_dir=Path(edge.sdk_dir) if edge.sdk_dir else DEFAULT_SDK_DIR,
         demo_dir=Path(edge.demo_dir) if edge.demo_dir else DEFAULT_DEMO_DIR,
+        clock=clock,
     )
     runner = web.AppRunner(
         http.app(),

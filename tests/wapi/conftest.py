@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ async def start(core: Core, tmp_path: Path) -> AsyncIterator[EdgeFactory]:
     """Start edges in front of the test's core; all are stopped at the end."""
     edges: list[Edge] = []
 
-    async def make(**edge: Any) -> Edge:
-        started = await start_edge(edge_config(tmp_path / "data", core.port, **edge))
+    async def make(*, clock: Callable[[], float] = time.monotonic, **edge: Any) -> Edge:
+        started = await start_edge(edge_config(tmp_path / "data", core.port, **edge), clock=clock)
         edges.append(started)
         return started
 

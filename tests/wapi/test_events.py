@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.server import Core
 from edges.wapi.server import Edge
+from tests.support.clock import FakeClock
 from tests.support.core import api_key
 from tests.support.server import free_port
 from tests.support.timing import seconds
@@ -187,11 +188,14 @@ async def test_rate_limit_then_flood_close_1008(start: EdgeFactory) -> None:
 
 
 async def test_rate_limit_recovers_after_a_pause(start: EdgeFactory) -> None:
-    edge = await start(rate_per_second=20, rate_burst=2, flood_close_after=50)
+    clock = FakeClock()
+    edge = await start(rate_per_second=20, rate_burst=2, flood_close_after=50, clock=clock.monotonic)
     async with wapi(edge) as client:
         await client.send([{"jsonrpc": "2.0", "id": n, "method": "No.Such"} for n in range(3)])
         assert [r["error"]["code"] for r in await client.recv()] == [-32601, -32601, -32000]
-        await asyncio.sleep(0.2)  # two tokens back at 20 per second
+        await clock.advance(0.049)  # not yet one token back at 20 per second
+        assert (await client.error("No.Such"))["code"] == -32000
+        await clock.advance(0.002)  # one token back: 0.051 s
         assert (await client.error("No.Such"))["code"] == -32601
 
 
