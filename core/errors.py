@@ -32,10 +32,6 @@ class ApiError:
         self.retry_after = retry_after
         self.reason = reason
 
-    def status_details(self) -> bytes:
-        """The serialized google.rpc.Status for ``grpc-status-details-bin``."""
-        return self.status().SerializeToString()
-
     def status(self) -> status_pb2.Status:
         """The failure as a google.rpc.Status, with its details."""
         status = status_pb2.Status(code=self.code.value[0], message=self.message)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 from grpc._cython import cygrpc
+from grpc_status import rpc_status
 
 from core import errors, failures, undecodable
 from core.auth import policy
@@ -264,12 +265,8 @@ async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext) -> An
 
 async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
     if isinstance(exc, failures.Failure):
-        error = errors.from_failure(exc)
-        await context.abort(
-            error.code,
-            error.message,
-            trailing_metadata=(("grpc-status-details-bin", error.status_details()),),
-        )
+        # grpcio-status packs the google.rpc.Status into grpc-status-details-bin.
+        await context.abort_with_status(rpc_status.to_status(errors.from_failure(exc).status()))
     if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError):
         raise exc
     if isinstance(exc, asyncio.InvalidStateError | grpc.aio.UsageError):

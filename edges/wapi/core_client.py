@@ -10,12 +10,13 @@ clear message, never a hang.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from edges.wapi.forwarded import HOP_HEADER
 from edges.wapi.methods import Method
@@ -25,7 +26,6 @@ log = logging.getLogger("wac.edge")
 
 Metadata = tuple[tuple[str, str], ...]
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 _CHANNEL_OPTIONS = [
     # Reconnect quickly once a restarted core is back: the default backoff
@@ -85,7 +85,7 @@ class CoreClient:
         try:
             response: Message = await callable_(request, metadata=metadata + self._hop, timeout=self.deadline)
         except grpc.aio.AioRpcError as exc:
-            raise status_error(method.name, exc.code(), exc.details(), exc.trailing_metadata(), self.deadline) from None
+            raise status_error(method.name, exc.code(), exc.details(), rich_status(exc), self.deadline) from None
         return response
 
     def stream(self, method: Method, request: Message, metadata: Metadata) -> grpc.aio.UnaryStreamCall:
@@ -118,7 +118,11 @@ class CoreClient:
         code = await call.code()
         if code == grpc.StatusCode.OK:
             return None
-        return status_error(method.name, code, await call.details(), await call.trailing_metadata())
+        try:
+            rich = await rpc_status.aio.from_call(call)
+        except (ValueError, DecodeError):  # unreadable, or contradicting the status: not the core's own
+            rich = None
+        return status_error(method.name, code, await call.details(), rich)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -128,12 +132,12 @@ def status_error(
     method: str,
     code: grpc.StatusCode,
     details: str | None,
-    trailing: Iterable[tuple[str, Any]] | None,
+    status: status_pb2.Status | None,
     deadline: float | None = None,
 ) -> RpcError:
     """A gRPC status as a JSON-RPC error: code = the status number, message = the core's.
 
-    The google.rpc.Status details in ``grpc-status-details-bin`` become
+    The google.rpc.Status details (``status``, from ``grpc-status-details-bin``) become
     ``data``: BadRequest field violations as ``fieldViolations``, RetryInfo as
     ``retryDelay`` (a proto3 JSON duration, "1.500s"), ErrorInfo as
     ``reason``. A status without details did not come from the core's own
@@ -142,7 +146,6 @@ def status_error(
     transport's own text, which can name internal addresses, only goes to
     the log.
     """
-    status = _status_details(trailing)
     data: dict[str, Any] = {"status": code.name}
     message = (status.message if status is not None else "") or details or ""
     if status is not None:
@@ -161,14 +164,14 @@ def status_error(
     return RpcError(code.value[0], message or code.name.lower().replace("_", " "), data)
 
 
-def _status_details(trailing: Iterable[tuple[str, Any]] | None) -> status_pb2.Status | None:
-    for key, value in trailing or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            try:
-                return status_pb2.Status.FromString(value)
-            except Exception:
-                return None
-    return None
+def rich_status(call: grpc.Call | grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status a finished call carries (grpcio-status reads
+    ``grpc-status-details-bin``), or None: absent, or contradicting the
+    call's own status, so not the core's."""
+    try:
+        return rpc_status.from_call(call)
+    except (ValueError, DecodeError):
+        return None
 
 
 def _add_details(status: status_pb2.Status, data: dict[str, Any]) -> None:

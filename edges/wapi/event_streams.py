@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from edges.wapi.core_client import STATUS_DETAILS_KEY, CoreClient, status_error
+from edges.wapi.core_client import CoreClient, rich_status, status_error
 from edges.wapi.rpc import RpcError
 from wac.internal.v1 import stream_pb2
 
@@ -154,7 +154,7 @@ class EventStreams:
                 {"status": "UNAVAILABLE"},
             )
         except grpc.aio.AioRpcError as exc:
-            failure = status_error(METHOD, exc.code(), exc.details(), exc.trailing_metadata())
+            failure = status_error(METHOD, exc.code(), exc.details(), rich_status(exc))
         except asyncio.CancelledError:
             failure = RpcError(grpc.StatusCode.UNAVAILABLE.value[0], "the edge is stopping", {"status": "UNAVAILABLE"})
         except Exception:
@@ -199,7 +199,7 @@ def _status_failure(status: status_pb2.Status) -> RpcError | None:
     if status.code == 0:
         return None
     code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    return status_error(METHOD, code, status.message, [(STATUS_DETAILS_KEY, status.SerializeToString())])
+    return status_error(METHOD, code, status.message, status)
 
 
 def _ended_before_accepted() -> RpcError:

@@ -22,12 +22,13 @@ import pytest
 from core.directory.store import DirectoryStore
 from core.server import Core
 from edges.wapi.server import Edge, start_edge
-from tests.presence.devices import Device, cheap_password_hashing, eventually, field_violations, md
+from tests.presence.devices import Device, cheap_password_hashing, eventually, md
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.core import test_config as config_for
 from tests.support.google_standin import GoogleStandIn
 from tests.support.server import free_port
 from tests.support.stack import front_door
+from tests.support.status import field_violations
 from tests.support.timing import seconds
 from tests.wapi.support import wapi
 from wac.v1 import directory_pb2, directory_pb2_grpc, identity_pb2, identity_pb2_grpc

@@ -11,8 +11,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from core.server import Core
-from tests.presence.devices import Device, field_violations, md
+from tests.presence.devices import Device, md
 from tests.support.core import add_subscriber, api_key
+from tests.support.status import field_violations
 from wac.v1 import contacts_pb2, identity_pb2
 
 Contact = contacts_pb2.Contact

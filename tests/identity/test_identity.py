@@ -9,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2, status_pb2
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -17,6 +16,7 @@ from core.server import Core
 from tests.calls.support import eventually
 from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login, running_core
+from tests.support.status import field_violations
 from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc
 
 # Less than any fake interval a test measures, more than float rounding.
@@ -27,18 +27,6 @@ Reason = identity_pb2.VerifyTokenResponse.Reason
 
 def md(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
-
-
-def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    return [v.field for v in bad.field_violations]
-    return []
 
 
 @pytest.fixture

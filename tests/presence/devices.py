@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import pytest
 from argon2 import PasswordHasher
-from google.rpc import error_details_pb2, status_pb2
 
 from core.identity import passwords
 from core.server import Core
@@ -46,19 +45,6 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def md(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
-
-
-def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
-    """The fields a google.rpc.BadRequest detail names."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    return [v.field for v in bad.field_violations]
-    return []
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float | None = None) -> None:

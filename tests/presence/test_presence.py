@@ -13,8 +13,9 @@ import grpc
 import pytest
 
 from core.server import Core
-from tests.presence.devices import Device, Status, eventually, field_violations, md
+from tests.presence.devices import Device, Status, eventually, md
 from tests.support.core import add_subscriber, api_key, running_core
+from tests.support.status import field_violations
 from tests.support.timing import seconds
 from wac.v1 import contacts_pb2, identity_pb2, presence_pb2, presence_pb2_grpc
 
