@@ -29,7 +29,7 @@ from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.clock import SYSTEM_CLOCK, Clock
-from core.contacts.handler import AddressBook
+from core.contacts.handler import ContactsHandler
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
 from core.db.engine import create_engine
@@ -37,7 +37,7 @@ from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.directory.connector import Connector
 from core.directory.google import GoogleContacts
-from core.directory.handler import Directory
+from core.directory.handler import DirectoryHandler
 from core.directory.runner import SyncRunner
 from core.directory.servicer import DirectoryServicer
 from core.directory.store import DirectoryStore
@@ -52,7 +52,7 @@ from core.identity.messages import SipGatewayAnnouncement
 from core.identity.servicer import IdentityServicer
 from core.identity.store import IdentityStore
 from core.interceptor import CoreInterceptor, Forwarding
-from core.presence.service import PresenceService
+from core.presence.handler import PresenceHandler
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
 from settings import datadir, gatewaykey, hopkey
@@ -100,8 +100,8 @@ class Core:
     events: MemoryEventLog
     devices: MemoryDeviceRegistry
     health: Any
-    presence: PresenceService | None = None
-    contacts: AddressBook | None = None
+    presence: PresenceHandler | None = None
+    contacts: ContactsHandler | None = None
     # The hop key this core trusts (see settings/hopkey.py), and StreamEvents.
     hop_key: str = ""
     event_streams: EdgeStreamServicer | None = None
@@ -131,9 +131,9 @@ class SubscriberFollowers:
     stores the core also uses for the rest of its wiring."""
 
     contacts_store: SqlContactsStore
-    book: AddressBook
+    book: ContactsHandler
     directory_store: DirectoryStore
-    directory: Directory
+    directory: DirectoryHandler
 
 
 def sip_gateway(config: Config) -> SipGatewayAnnouncement | None:
@@ -167,9 +167,9 @@ def identity_with_followers(
     subscribers = IdentityStore(engine)
     region = config.phones.default_region
     contacts_store = SqlContactsStore(engine)
-    book = AddressBook(contacts_store, events, subscribers, default_region=region, clock=clock.time)
+    book = ContactsHandler(contacts_store, events, subscribers, default_region=region, clock=clock.time)
     directory_store = DirectoryStore(engine, clock=clock.time)
-    directory = Directory(directory_store, subscribers, default_region=region)
+    directory = DirectoryHandler(directory_store, subscribers, default_region=region)
     for listener in (book.subscriber_changed, directory.subscriber_changed):
         identity.on_subscriber_changed(listener)
     return identity, SubscriberFollowers(contacts_store, book, directory_store, directory)
@@ -224,7 +224,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
             gatewaykey.NAME, list(gatewaykey.SCOPES), gatewaykey.gateway_key_path(config)
         )
     contacts_store = followers.contacts_store
-    presence = PresenceService(
+    presence = PresenceHandler(
         SqlPresenceStore(engine),
         events,
         contacts_store,

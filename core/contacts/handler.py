@@ -40,7 +40,7 @@ def _sort_name(display_name: str) -> str:
     return fold(display_name)[:255]
 
 
-class AddressBook:
+class ContactsHandler:
     """Contacts of every subscriber; each call acts on one owner's book."""
 
     def __init__(

@@ -12,7 +12,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from core.auth.principal import subscriber
-from core.contacts.handler import AddressBook
+from core.contacts.handler import ContactsHandler
 from core.contacts.messages import contact_message
 from core.contacts.rules import EDITABLE
 from wac.v1 import contacts_pb2, contacts_pb2_grpc
@@ -32,7 +32,7 @@ def _fields(contact: contacts_pb2.Contact) -> dict[str, Any]:
 class ContactsServicer(contacts_pb2_grpc.ContactsServiceServicer):
     def __init__(
         self,
-        book: AddressBook,
+        book: ContactsHandler,
     ) -> None:
         self._book = book
 

@@ -60,7 +60,7 @@ def subscriber_record(row: Subscriber) -> DirectoryRecord | None:
     )
 
 
-class Directory:
+class DirectoryHandler:
     def __init__(self, store: DirectoryStore, subscribers: SubscriberSource, *, default_region: str = "ES") -> None:
         self._store = store
         self._subscribers = subscribers

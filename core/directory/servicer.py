@@ -17,7 +17,7 @@ from core.auth.principal import subscriber
 from core.checks import require
 from core.convert import timestamp
 from core.directory.google import GoogleContacts
-from core.directory.handler import Directory
+from core.directory.handler import DirectoryHandler
 from core.directory.messages import connector_message, entry_message, google_link_message, run_message
 from core.directory.records import SyncRunRecord
 from core.failures import PermissionDenied, Unimplemented
@@ -46,7 +46,7 @@ class LastRuns(Protocol):
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(
         self,
-        directory: Directory,
+        directory: DirectoryHandler,
         *,
         connectors: ConnectorRunner | None = None,
         runs: LastRuns | None = None,

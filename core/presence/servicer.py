@@ -6,8 +6,8 @@ import grpc
 
 from core import failures
 from core.auth.principal import SubscriberPrincipal, current, subscriber
+from core.presence.handler import PresenceHandler, PresenceView
 from core.presence.messages import presence_message, status_from_wire
-from core.presence.service import PresenceService, PresenceView
 from wac.v1 import presence_pb2, presence_pb2_grpc
 
 
@@ -23,7 +23,7 @@ def _viewer() -> str | None:
 
 
 class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
-    def __init__(self, presence: PresenceService) -> None:
+    def __init__(self, presence: PresenceHandler) -> None:
         self._presence = presence
 
     async def SetPresence(

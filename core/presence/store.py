@@ -3,7 +3,7 @@
 SQL only (SQLAlchemy Core, the same statements on SQLite and PostgreSQL);
 it knows nothing of gRPC, of events or of the aggregation rule. Rows are
 shared through the database, so every core reading them sees the same
-devices; see ``service.py`` for what stays per process.
+devices; see ``handler.py`` for what stays per process.
 """
 
 from __future__ import annotations

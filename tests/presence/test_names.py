@@ -19,8 +19,8 @@ from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from core.identity.store import SubscriberRow
 from core.identity.subscribers import STALENESS, SubscriberCache
+from core.presence.handler import PresenceHandler
 from core.presence.rules import Status
-from core.presence.service import PresenceService
 from core.presence.store import SqlPresenceStore
 from settings.config import PresenceConfig, sqlite_url
 from tests.support.clock import EPOCH, FakeClock
@@ -65,7 +65,7 @@ class Rig:
     rows: Rows
     names: SubscriberCache
     events: MemoryEventLog
-    presence: PresenceService
+    presence: PresenceHandler
 
     async def heard(self, after: int = 0) -> list[presence_pb2.Presence]:
         """alice's presenceChanged events in bob's log after seq ``after``."""
@@ -93,7 +93,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     names = SubscriberCache(rows, {"user": ()}, clock)
     events = MemoryEventLog(clock=clock)
     devices = MemoryDeviceRegistry(grace_period=PresenceConfig().grace_period, clock=clock)
-    presence = PresenceService(SqlPresenceStore(engine), events, Links(), names, coalesce_interval=WINDOW, clock=clock)
+    presence = PresenceHandler(SqlPresenceStore(engine), events, Links(), names, coalesce_interval=WINDOW, clock=clock)
     devices.on_online(presence.device_online)
     devices.on_lost(presence.device_lost)
     await presence.start()

@@ -22,8 +22,8 @@ from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
+from core.presence.handler import Named, PresenceHandler
 from core.presence.rules import Status
-from core.presence.service import Named, PresenceService
 from core.presence.store import SqlPresenceStore
 from settings.config import PresenceConfig, sqlite_url
 from tests.calls.support import eventually
@@ -68,7 +68,7 @@ class Rig:
     clock: FakeClock
     events: MemoryEventLog
     devices: MemoryDeviceRegistry
-    presence: PresenceService
+    presence: PresenceHandler
 
     async def connect(self, username: str, session_id: str) -> None:
         await self.events.open(session_id, username)
@@ -92,7 +92,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = FakeClock()
     events = MemoryEventLog(clock=clock)
     devices = MemoryDeviceRegistry(grace_period=GRACE, clock=clock)
-    presence = PresenceService(
+    presence = PresenceHandler(
         SqlPresenceStore(engine), events, Links(), People(), coalesce_interval=WINDOW, clock=clock
     )
     devices.on_online(presence.device_online)

@@ -104,7 +104,7 @@ class _Subject:
     devices: list[DeviceStatus] | None = None
 
 
-class PresenceService:
+class PresenceHandler:
     """Presence for one core; see the module docstring for what is shared."""
 
     def __init__(
