@@ -66,6 +66,20 @@ class Registration:
 
 
 @dataclass(frozen=True, slots=True)
+class Leg:
+    """One side of a dialog as Kamailio reaches it (dlg.list's "caller" or
+    "callee"): what an in-dialog request to that side is built from."""
+
+    tag: str = ""
+    contact: str = ""
+    cseq: int = 0
+    # The Route set of requests to this side: "<sip:...;lr>,<sip:...;lr>".
+    route_set: str = ""
+    # Kamailio's socket towards this side: "udp:127.0.0.1:5060".
+    socket: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Dialog:
     """A call through the gateway, as Kamailio's dialog module tracks it."""
 
@@ -86,6 +100,7 @@ class Dialog:
     cseq: int = 0
     # The script's dialog variables ($dlg_var): wac_caller, wac_callee, ...
     variables: dict[str, str] = field(default_factory=dict)
+    callee: Leg = field(default_factory=Leg)
 
     def report(self) -> CallReport | None:
         """The dialog as the report wac would have had of it: INVITE while
@@ -182,8 +197,53 @@ class KamailioRpc:
         return [_dialog(entry) for entry in result or [] if isinstance(entry, dict)]
 
     async def end_dialog(self, dialog: Dialog) -> None:
-        """End a call (``dlg.end_dlg``): Kamailio sends BYE to both sides."""
+        """End a call (``dlg.end_dlg``): Kamailio sends BYE to both sides,
+        the caller's first. It does not always send the second: when the
+        caller's 200 to its BYE is handled (by another Kamailio process)
+        before the dialog module gets to the callee, the dialog is already
+        deleted and the callee's BYE is dropped with "terminating
+        non-confirmed dialogs not supported" (kamailio/kamailio#4169,
+        #4268). So the callee's BYE is looked for among Kamailio's
+        transactions and, when missing, sent here (``bye_callee``)."""
         await self.call("dlg.end_dlg", dialog.h_entry, dialog.h_id)
+        if dialog.state in (3, 4) and dialog.callee.contact and not await self.callee_bye_sent(dialog):
+            log.warning("Kamailio dropped the callee's BYE of %s; sending it", dialog.call_id)
+            await self.bye_callee(dialog)
+
+    async def callee_bye_sent(self, dialog: Dialog) -> bool:
+        """Whether Kamailio holds a BYE transaction towards the callee of
+        this dialog (``tm.list``; a completed one is kept for its wait
+        timer, seconds after the answer)."""
+        for cell in await self.call("tm.list") or []:
+            if not isinstance(cell, dict) or str(cell.get("method", "")) != "BYE":
+                continue
+            # Whole header lines: "Call-ID: abc\r\n", "To: <sip:...>;tag=x\r\n".
+            if _header_value(cell.get("callid")) != dialog.call_id:
+                continue
+            # The BYE to the callee carries the callee's tag in its To.
+            if f"tag={dialog.callee.tag}" in str(cell.get("to", "")):
+                return True
+        return False
+
+    async def bye_callee(self, dialog: Dialog) -> None:
+        """Send the callee the BYE the dialog module would have (``tm.t_uac_start``):
+        the callee's contact as Request-URI, its route set, the dialog's
+        tags, the caller's next CSeq."""
+        leg = dialog.callee
+        headers = [
+            f"From: <{dialog.from_uri}>;tag={dialog.from_tag}",
+            f"To: <{dialog.to_uri}>;tag={leg.tag}",
+            f"Call-ID: {dialog.call_id}",
+            f"CSeq: {dialog.cseq + 1} BYE",
+            "Max-Forwards: 70",
+        ]
+        routes = [route.strip() for route in leg.route_set.split(",") if route.strip()]
+        if routes:
+            headers.append(f"Route: {', '.join(routes)}")
+        next_hop = routes[0].strip("<>") if routes else "."
+        await self.call(
+            "tm.t_uac_start", "BYE", leg.contact, next_hop, leg.socket or ".", "\r\n".join(headers) + "\r\n"
+        )
 
     async def dialog(self, call_id: str, from_tag: str) -> Dialog | None:
         """The dialog of that Call-ID and From tag (``dlg.dlg_list``); None
@@ -236,6 +296,9 @@ def _dialog(entry: dict[str, Any]) -> Dialog:
     caller = entry.get("caller")
     caller = caller if isinstance(caller, dict) else {}
     cseq = str(caller.get("cseq", "0"))
+    callee = entry.get("callee")
+    callee = callee if isinstance(callee, dict) else {}
+    callee_cseq = str(callee.get("cseq", "0"))
     # "variables": [{"wac_caller": "alice"}, {"anchored": "1"}, ...]
     variables: dict[str, str] = {}
     for item in entry.get("variables") or []:
@@ -253,7 +316,19 @@ def _dialog(entry: dict[str, Any]) -> Dialog:
         from_tag=str(caller.get("tag", "")),
         cseq=int(cseq) if cseq.isdigit() else 0,
         variables=variables,
+        callee=Leg(
+            tag=str(callee.get("tag", "")),
+            contact=str(callee.get("contact", "")),
+            cseq=int(callee_cseq) if callee_cseq.isdigit() else 0,
+            route_set=str(callee.get("route_set", "")),
+            socket=str(callee.get("socket", "")),
+        ),
     )
+
+
+def _header_value(line: Any) -> str:
+    """The value of a header line as tm.list gives it ("Call-ID: abc\r\n")."""
+    return str(line or "").partition(":")[2].strip()
 
 
 def _contacts(result: Any) -> list[dict[str, Any]]:

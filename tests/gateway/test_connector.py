@@ -217,6 +217,9 @@ async def test_a_gateway_call_is_listed_and_ended_with_a_bye_to_both_sides(gatew
         assert dialog.start_time > 0
 
         await rpc.end_dialog(dialog)
+        # Kamailio sent the callee's BYE itself (the caller answers only
+        # below, so no race dropped it).
+        assert await rpc.callee_bye_sent(dialog)
         # The caller gets its BYE (and answers it); so does the trunk, whose
         # scenario ends only on a BYE it answered.
         bye = await asyncio.to_thread(caller.read_request)
@@ -231,6 +234,43 @@ async def test_a_gateway_call_is_listed_and_ended_with_a_bye_to_both_sides(gatew
         # Ending it again: Kamailio no longer knows it.
         with pytest.raises(KamailioError):
             await rpc.end_dialog(dialog)
+    finally:
+        caller.close()
+        if trunk.poll() is None:
+            trunk.kill()
+            trunk.wait()
+        await rpc.close()
+
+
+async def test_the_callee_s_bye_is_sent_by_the_connector_when_kamailio_drops_it(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    # dlg.end_dlg sometimes sends only the caller's BYE (kamailio#4169,
+    # #4268: the caller's answer is handled before the callee's BYE is
+    # built). The connector then sends it itself, built from dlg.list's
+    # callee leg: here it is sent alone, and the trunk takes it as the
+    # dialog's BYE (its scenario ends only on a BYE it answered).
+    rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
+    token = await gateway.token("alice")
+    trunk = await asyncio.to_thread(start_trunk, gateway.trunk_port, tmp_path)
+    caller = SipTcp(gateway.sip_port)
+    try:
+        call_id = await asyncio.to_thread(answered_call, caller, token)
+        start = time.monotonic()
+        while not (ours := [d for d in await rpc.dialogs() if d.call_id == call_id and d.state == 4]):
+            assert time.monotonic() - start < seconds(), await rpc.dialogs()
+            await asyncio.sleep(0.02)
+        dialog = ours[0]
+        assert dialog.callee.tag and dialog.callee.contact.startswith("sip:"), dialog.callee
+        assert not await rpc.callee_bye_sent(dialog), "no BYE yet"
+
+        await rpc.bye_callee(dialog)
+        assert await asyncio.to_thread(trunk.wait, seconds(2)) == 0, (tmp_path / "trunk.log").read_text()
+        [bye] = [m for m in traced(tmp_path / "trunk.msg") if m.received and m.first_line.startswith("BYE ")]
+        assert f"Call-ID: {call_id}" in bye.text and f"tag={dialog.callee.tag}" in bye.text, bye.text
+        assert f"CSeq: {dialog.cseq + 1} BYE" in bye.text, bye.text
+        # Kamailio's own transaction of it: what end_dialog looks for.
+        assert await rpc.callee_bye_sent(dialog)
     finally:
         caller.close()
         if trunk.poll() is None:
