@@ -84,15 +84,7 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
         # ports; tests/gateway runs them on free ones.
         "WAC_GATEWAY_ENABLED": "false",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "cli", "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=seconds(6),
-        cwd=ROOT,
-        check=False,
-    )
+    result = wac_run(env)
     assert result.returncode == 1
     assert "longer than a unix socket allows" in result.stderr
     assert "envoy refused its configuration" in result.stderr
@@ -100,7 +92,14 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
 
 def test_a_value_the_configuration_refuses_stops_wac_run_before_any_child(tmp_path: Path) -> None:
     env = {**os.environ, "WAC_DATA_DIR": str(tmp_path / "data"), "WAC_ENVOY_LOG_LEVEL": "shouting"}
-    result = subprocess.run(
+    result = wac_run(env)
+    assert result.returncode == 78
+    assert "WAC_ENVOY_LOG_LEVEL: must be one of trace, debug, info, warning" in result.stderr
+
+
+def wac_run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`wac run` that is expected to give up within seconds: its exit and output."""
+    return subprocess.run(
         [sys.executable, "-m", "cli", "run"],
         env=env,
         capture_output=True,
@@ -109,5 +108,3 @@ def test_a_value_the_configuration_refuses_stops_wac_run_before_any_child(tmp_pa
         cwd=ROOT,
         check=False,
     )
-    assert result.returncode == 78
-    assert "WAC_ENVOY_LOG_LEVEL: must be one of trace, debug, info, warning" in result.stderr

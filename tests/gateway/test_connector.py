@@ -200,6 +200,16 @@ def answered_call(caller: SipTcp, token: str) -> str:
     return call_id
 
 
+async def acked(rpc: KamailioRpc, call_id: str) -> Dialog:
+    """The call's dialog, once listed with its ACK through (state 4:
+    confirmed and ACKed)."""
+    start = time.monotonic()
+    while not (ours := [d for d in await rpc.dialogs() if d.call_id == call_id and d.state == 4]):
+        assert time.monotonic() - start < seconds(), await rpc.dialogs()
+        await asyncio.sleep(0.02)
+    return ours[0]
+
+
 async def test_a_gateway_call_is_listed_and_ended_with_a_bye_to_both_sides(gateway: Gateway, tmp_path: Path) -> None:
     rpc = KamailioRpc(f"127.0.0.1:{rpc_port(gateway)}")
     token = await gateway.token("alice")  # alice has the role pstn
@@ -207,12 +217,7 @@ async def test_a_gateway_call_is_listed_and_ended_with_a_bye_to_both_sides(gatew
     caller = SipTcp(gateway.sip_port)
     try:
         call_id = await asyncio.to_thread(answered_call, caller, token)
-        # Listed once the ACK went through (state 4: confirmed and ACKed).
-        start = time.monotonic()
-        while not (ours := [d for d in await rpc.dialogs() if d.call_id == call_id and d.state == 4]):
-            assert time.monotonic() - start < seconds(), await rpc.dialogs()
-            await asyncio.sleep(0.02)
-        dialog: Dialog = ours[0]
+        dialog = await acked(rpc, call_id)
         assert dialog.from_uri == "sip:alice@127.0.0.1" and NUMBER in dialog.to_uri
         assert dialog.start_time > 0
 
@@ -256,11 +261,7 @@ async def test_the_callee_s_bye_is_sent_by_the_connector_when_kamailio_drops_it(
     caller = SipTcp(gateway.sip_port)
     try:
         call_id = await asyncio.to_thread(answered_call, caller, token)
-        start = time.monotonic()
-        while not (ours := [d for d in await rpc.dialogs() if d.call_id == call_id and d.state == 4]):
-            assert time.monotonic() - start < seconds(), await rpc.dialogs()
-            await asyncio.sleep(0.02)
-        dialog = ours[0]
+        dialog = await acked(rpc, call_id)
         assert dialog.callee.tag and dialog.callee.contact.startswith("sip:"), dialog.callee
         assert not await rpc.callee_bye_sent(dialog), "no BYE yet"
 

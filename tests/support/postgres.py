@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.server import LocalServer
+from tests.support.server import LocalServer, throwaway
 from tests.support.system import missing
 
 _DEBIAN = Path("/usr/lib/postgresql")
@@ -111,6 +110,11 @@ class Postgres(LocalServer):
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
 
+    def start(self) -> None:
+        if not (self.data / "PG_VERSION").exists():
+            self.initdb()
+        super().start()
+
     def command(self) -> list[str]:
         return [
             str(self.bin_dir / "postgres"),
@@ -154,17 +158,8 @@ class Postgres(LocalServer):
 def postgres_server() -> Iterator[Postgres]:
     """One PostgreSQL server for the whole session."""
     bin_dir = require_postgres()
-    # Not pytest's tmp_path: that is private to root (postgres must enter
-    # it) and deep enough to exceed the 107-byte limit of a socket path.
-    directory = Path(tempfile.mkdtemp(prefix="wac-pg-"))
-    server = Postgres(directory, bin_dir)
-    try:
-        server.initdb()
-        server.start()
+    with throwaway(lambda directory: Postgres(directory, bin_dir), "wac-pg-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

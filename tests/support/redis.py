@@ -15,15 +15,13 @@ number of this test's own, flushed after it).
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.server import LocalServer
+from tests.support.server import LocalServer, throwaway
 from tests.support.system import require_program
 
 # Redis has 16 numbered databases by default; tests take them in turn and
@@ -98,14 +96,8 @@ def require_redis() -> str:
 def redis_server() -> Iterator[Redis]:
     """One Redis server for the whole session."""
     program = require_redis()
-    directory = Path(tempfile.mkdtemp(prefix="wac-redis-"))
-    server = Redis(directory, program)
-    try:
-        server.start()
+    with throwaway(lambda directory: Redis(directory, program), "wac-redis-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import collections
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.support.timing import seconds
 
@@ -113,3 +117,22 @@ class LocalServer(ABC):
     def log_tail(self) -> str:
         path = self.directory / f"{self.name}.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+Server = TypeVar("Server", bound=LocalServer)
+
+
+@contextmanager
+def throwaway(make: Callable[[Path], Server], prefix: str) -> Iterator[Server]:
+    """A server with a temp dir of its own, started; stopped and its dir
+    removed after. Not pytest's tmp_path: that is private to root (a server
+    running as another user must enter it) and deep enough to exceed the
+    107-byte limit of a unix socket's path."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    server = make(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
