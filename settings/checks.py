@@ -33,6 +33,9 @@ _RTPENGINE = re.compile(r"^udp:(?P<host>[0-9.]+):(?P<port>[0-9]{1,5})$")
 # An API key as wac makes them (URL-safe base64 with a prefix).
 _API_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
 _COUNTS = {2: "two", 3: "three", 4: "four"}
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
@@ -178,6 +181,34 @@ def api_key(value: str) -> str:
     """Empty (the file in the data dir), or an API key as wac makes them. Never echoed."""
     if value and not _API_KEY.match(value):
         raise Invalid("is not an API key (`wac admin apikey create` makes them)")
+    return value
+
+
+def redis_url(value: str) -> str:
+    """Empty (embedded), or where the cluster's Redis is. Only the scheme is
+    echoed: the URL may carry a password."""
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise Invalid(f"must be a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise Invalid("must name the socket's path (unix:///run/redis/redis.sock)")
+        return value
+    try:
+        parts.port  # noqa: B018 (it parses the port)
+    except ValueError:
+        raise Invalid("has a port that is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise Invalid(f"must name a host ({parts.scheme}://host[:port][/db])")
+    return value
+
+
+def node_id(value: str) -> str:
+    """Empty (derived at start), or a node's name: it lands in Redis keys and values."""
+    if value and not _NODE_ID.fullmatch(value):
+        raise Invalid(f"must be 1 to 64 of A-Z a-z 0-9 . _ -, got {value!r}")
     return value
 
 

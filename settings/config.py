@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from settings import checks
-from settings.fields import ConfigError, key, load_section
+from settings.fields import ConfigError, Invalid, key, load_section
 
 
 @dataclass(frozen=True)
@@ -289,6 +289,33 @@ class GatewayConfig:
         checks.rtp_ports((self.rtp_port_min, self.rtp_port_max))
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """For a cluster (issue Scale-out, in progress): the state cores share."""
+
+    # Empty: embedded, one process keeps it all in memory. Otherwise Redis
+    # (redis://, rediss:// or unix://), the same URL for every node. Never
+    # echoed: it may carry a password.
+    redis_url: str = key("", check=checks.redis_url, secret=True)
+    # This node's name in leases and heartbeats, unique in the cluster
+    # ([A-Za-z0-9._-], at most 64). Empty: the host name and process id.
+    node_id: str = key("", check=checks.node_id)
+    # Seconds a lease (ownership of a call, a presence subject, a
+    # connector's run) outlives a node that stopped renewing it: how long
+    # a dead node's work waits before another node takes it over.
+    lease_seconds: float = key(5.0, between=(1, 60))
+    # Seconds between renewals; less than half of lease_seconds, so that a
+    # renewal delayed by one beat still arrives in time.
+    heartbeat_seconds: float = key(1.0, between=(0.1, 10))
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_seconds < self.lease_seconds / 2:
+            raise Invalid(
+                f"must be less than half of lease_seconds ({self.lease_seconds:g}), got {self.heartbeat_seconds:g}",
+                "heartbeat_seconds",
+            )
+
+
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
     "user": ("call.audio", "call.video", "presence.publish", "contacts.directory"),
     "pstn": ("call.pstn",),
@@ -309,6 +336,7 @@ class Config:
     phones: PhonesConfig = field(default_factory=PhonesConfig)
     ice: IceConfig = field(default_factory=IceConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # Role name -> permissions. New subscribers get the "user" role.
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     # Connector name -> its table, validated by the connectors package.
@@ -335,6 +363,7 @@ SECTIONS: dict[str, type] = {
     "phones": PhonesConfig,
     "ice": IceConfig,
     "gateway": GatewayConfig,
+    "cluster": ClusterConfig,
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from settings.config import SECTIONS, ConfigError, load_config
+from settings.config import SECTIONS, ClusterConfig, ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "wac.example.toml"
 
@@ -144,3 +144,64 @@ def test_throttle_settings_at_their_bounds_are_accepted() -> None:
     identity = load_config(None, env).identity
     assert (identity.throttle_after, identity.throttle_delay, identity.lock_seconds) == (1, 3600.0, 604800)
     assert (identity.username_max_delay, identity.refresh_min_interval) == (0.0, 0.0)
+
+
+def test_the_cluster_section_defaults_to_embedded_and_takes_a_redis_cluster(tmp_path: Path) -> None:
+    assert load_config(None, {}).cluster == ClusterConfig("", "", 5.0, 1.0)
+    path = tmp_path / "wac.toml"
+    path.write_text(
+        '[cluster]\nredis_url = "rediss://:s3cret@redis.example:6380/2"\nnode_id = "core-1.eu_west"\n'
+        "lease_seconds = 10\nheartbeat_seconds = 4.9\n"
+    )
+    cluster = load_config(path, {}).cluster
+    assert (cluster.redis_url, cluster.node_id) == ("rediss://:s3cret@redis.example:6380/2", "core-1.eu_west")
+    assert (cluster.lease_seconds, cluster.heartbeat_seconds) == (10.0, 4.9)
+    assert "s3cret" not in repr(cluster)
+    for url in ("redis://127.0.0.1", "unix:///run/redis/redis.sock"):
+        assert load_config(None, {"WAC_CLUSTER_REDIS_URL": url}).cluster.redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[cluster]\nredis_url = 'http://:s3cret@h'\n", {}, "[cluster] redis_url: must be a redis://, rediss:// or"),
+        ("", {"WAC_CLUSTER_REDIS_URL": "127.0.0.1:6379"}, "WAC_CLUSTER_REDIS_URL: must be a redis://"),
+        ("", {"WAC_CLUSTER_REDIS_URL": "redis://"}, "WAC_CLUSTER_REDIS_URL: must name a host"),
+        ("", {"WAC_CLUSTER_REDIS_URL": "redis://:s3cret@h:port"}, "WAC_CLUSTER_REDIS_URL: has a port that is not"),
+        ("", {"WAC_CLUSTER_REDIS_URL": "unix://"}, "WAC_CLUSTER_REDIS_URL: must name the socket's path"),
+        (
+            "[cluster]\nnode_id = 'core 1'\n",
+            {},
+            "[cluster] node_id: must be 1 to 64 of A-Z a-z 0-9 . _ -, got 'core 1'",
+        ),
+        ("", {"WAC_CLUSTER_NODE_ID": "c:1"}, "WAC_CLUSTER_NODE_ID: must be 1 to 64 of"),
+        ("", {"WAC_CLUSTER_NODE_ID": "n" * 65}, "WAC_CLUSTER_NODE_ID: must be 1 to 64 of"),
+        ("[cluster]\nlease_seconds = 0.5\n", {}, "[cluster] lease_seconds: must be between 1 and 60, got 0.5"),
+        ("[cluster]\nlease_seconds = 61\n", {}, "[cluster] lease_seconds: must be between 1 and 60, got 61"),
+        ("[cluster]\nheartbeat_seconds = 0.05\n", {}, "[cluster] heartbeat_seconds: must be between 0.1 and 10"),
+        (
+            "[cluster]\nheartbeat_seconds = 2.5\n",
+            {},
+            "[cluster] heartbeat_seconds: must be less than half of lease_seconds (5), got 2.5",
+        ),
+        (
+            "[cluster]\nlease_seconds = 2\n",
+            {},
+            "[cluster] heartbeat_seconds: must be less than half of lease_seconds (2), got 1",
+        ),
+        (
+            "",
+            {"WAC_CLUSTER_LEASE_SECONDS": "18", "WAC_CLUSTER_HEARTBEAT_SECONDS": "9"},
+            "[cluster] heartbeat_seconds: must be less than half of lease_seconds (18), got 9",
+        ),
+    ],
+)
+def test_cluster_mistakes_are_named_without_the_redis_password(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "wac.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env)
+    assert message in str(err.value)
+    assert "s3cret" not in str(err.value)

@@ -1,0 +1,19 @@
+"""State shared between cores: the cluster's seam.
+
+Each interface of state that several cores must agree on (who owns a call
+or a presence subject, which devices are online) lives here as a small typed
+``Protocol`` with its two implementations side by side: the embedded one, in
+this process's memory on the injected clock (the default, one process), and
+the Redis one, for a cluster. Neither inherits from the other; the same
+scenario tests run against both. ``core/server.py`` chooses between them
+once, from ``[cluster] redis_url`` (empty: embedded), and everything else is
+typed against the interfaces.
+
+- ``leases.py``: named leases with fencing tokens (``Leases``, the embedded
+  ``LocalLeases``) and the ``Keeper`` that renews a node's leases;
+  ``redis_leases.py``: ``RedisLeases``.
+- ``devices.py``: which devices are online (``DeviceRegistry``, the
+  embedded ``LocalDeviceRegistry``); ``redis_devices.py``: the cluster's.
+- ``redis_client.py``: the process's one Redis client.
+- ``node.py``: this node's id.
+"""
