@@ -288,3 +288,15 @@ async def test_the_keeper_counts_a_lease_lost_before_it_may_lapse_when_renewals_
 def test_a_node_id_never_holds_the_separator_of_redis_values() -> None:
     with pytest.raises(ValueError, match="no ':'"):
         RedisLeases(redis_client.connect("redis://127.0.0.1:1"), "node:a")
+
+
+async def test_lapsed_local_leases_do_not_stay_in_memory() -> None:
+    clock = FakeClock()
+    leases = LocalLeases("node-a", clock)
+    for number in range(5000):
+        assert await leases.acquire(f"call:{number}", TTL) is not None
+        if number % 1000 == 999:
+            await clock.advance(TTL)  # a crashed owner's work: never released, never renewed
+    # What a sweep leaves is at most the holdings still live, and the table
+    # never grew past twice what was live at the last sweep.
+    assert len(leases._table.holdings) <= 2000
