@@ -29,6 +29,7 @@ from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.clock import SYSTEM_CLOCK, Clock
+from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.contacts.handler import ContactsHandler
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
@@ -41,7 +42,6 @@ from core.directory.handler import DirectoryHandler
 from core.directory.runner import SyncRunner
 from core.directory.servicer import DirectoryServicer
 from core.directory.store import DirectoryStore
-from core.events.devices import DeviceRegistry, MemoryDeviceRegistry
 from core.events.edge_stream import EdgeStreamServicer, StreamLimits
 from core.events.handler import EventsHandler
 from core.events.log import EventLog
@@ -98,7 +98,7 @@ class Core:
     port: int
     identity: IdentityHandler
     events: MemoryEventLog
-    devices: MemoryDeviceRegistry
+    devices: LocalDeviceRegistry
     health: Any
     presence: PresenceHandler | None = None
     contacts: ContactsHandler | None = None
@@ -162,7 +162,7 @@ def identity_with_followers(
     no stream or device to tell of a revocation: running cores learn of it
     from their revocation poll."""
     events = MemoryEventLog() if events is None else events
-    devices = MemoryDeviceRegistry(0) if devices is None else devices
+    devices = LocalDeviceRegistry(0) if devices is None else devices
     identity = IdentityHandler(config, IdentityStore(engine), events, devices, clock)
     subscribers = IdentityStore(engine)
     region = config.phones.default_region
@@ -192,7 +192,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     events = MemoryEventLog(
         retention=config.events.retention, max_events=config.events.max_events_per_session, clock=clock
     )
-    devices = MemoryDeviceRegistry(grace_period=config.presence.grace_period, clock=clock)
+    devices = LocalDeviceRegistry(grace_period=config.presence.grace_period, clock=clock)
     # One JSON-RPC client of Kamailio for every use (registrations, calls),
     # closed last.
     gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen) if config.gateway.enabled else None

@@ -88,7 +88,7 @@ from core.calls.machine import (
 from core.calls.store import CallStore, CallWrite
 from core.calls.writer import GroupWriter
 from core.clock import SYSTEM_CLOCK, Clock, Timer
-from core.events.devices import DeviceRegistry
+from core.cluster.devices import DeviceRegistry
 from core.events.log import EventLog
 from settings.config import CallsConfig, IceConfig
 

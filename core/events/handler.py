@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from core import failures
 from core.auth.principal import SubscriberPrincipal
-from core.events.devices import DeviceRegistry
+from core.cluster.devices import DeviceRegistry
 from core.events.log import EventLog, EventsExpired
 from wac.v1 import events_pb2
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from core.auth.principal import Principal, SubscriberPrincipal
 from core.checks import max_length, require
 from core.clock import SYSTEM_CLOCK, Clock
-from core.events.devices import DeviceRegistry
+from core.cluster.devices import DeviceRegistry
 from core.events.log import EventLog
 from core.failures import (
     AlreadyExists,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from core.checks import require
 from core.clock import Clock
-from core.events.devices import DeviceRegistry
+from core.cluster.devices import DeviceRegistry
 from core.events.log import EventLog
 from core.failures import Aborted, Exhausted, Unauthenticated
 from core.identity import rules

@@ -23,10 +23,10 @@ from core.calls.handler import ONLINE_WAIT, CallHandler
 from core.calls.incall import InCall
 from core.calls.machine import CallInfo, CallState, DescriptionType, EndReason, Media, SessionDescription
 from core.calls.store import CallStore
+from core.cluster.devices import LocalDeviceRegistry
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
-from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from settings.config import CallsConfig, IceConfig, sqlite_url
 from tests.calls.support import SDP, eventually
@@ -57,7 +57,7 @@ class Rig:
     engine: AsyncEngine
     clock: FakeClock
     handler: CallHandler = field(init=False)
-    devices: MemoryDeviceRegistry = field(init=False)
+    devices: LocalDeviceRegistry = field(init=False)
     events: MemoryEventLog = field(init=False)
     in_call: list[tuple[str, bool]] = field(default_factory=list)
 
@@ -66,7 +66,7 @@ class Rig:
         in memory, so a restarted core starts with none), the stored calls."""
         # Kept for the longest fake wait of a test, which reads whole logs.
         self.events = MemoryEventLog(retention=3600, clock=self.clock)
-        self.devices = MemoryDeviceRegistry(grace_period=GRACE, clock=self.clock)
+        self.devices = LocalDeviceRegistry(grace_period=GRACE, clock=self.clock)
 
         async def on_call_state(username: str, in_call: bool) -> None:
             self.in_call.append((username, in_call))

@@ -5,7 +5,7 @@ reaches the servicer just after it)."""
 from __future__ import annotations
 
 from core.auth.principal import SubscriberPrincipal
-from core.events.devices import MemoryDeviceRegistry
+from core.cluster.devices import LocalDeviceRegistry
 from core.events.handler import EventsHandler
 from core.events.memory import MemoryEventLog
 from wac.v1 import events_pb2
@@ -13,7 +13,7 @@ from wac.v1 import events_pb2
 
 async def test_a_stream_opened_after_the_session_ended_brings_no_device_online() -> None:
     events = MemoryEventLog()
-    devices = MemoryDeviceRegistry(grace_period=30)
+    devices = LocalDeviceRegistry(grace_period=30)
     lost: list[str] = []
 
     async def on_lost(username: str, session_id: str) -> None:
@@ -35,7 +35,7 @@ async def test_a_stream_opened_after_the_session_ended_brings_no_device_online()
 
 async def test_a_live_session_is_online_while_its_stream_is_open() -> None:
     events = MemoryEventLog()
-    devices = MemoryDeviceRegistry(grace_period=30)
+    devices = LocalDeviceRegistry(grace_period=30)
     handler = EventsHandler(events, devices)
     alice = SubscriberPrincipal("alice", "s1", frozenset(), expires_at=1e12)
     pending = await handler.open(alice, 0)

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from core.auth.principal import SubscriberPrincipal
-from core.events.devices import MemoryDeviceRegistry
+from core.cluster.devices import LocalDeviceRegistry
 from core.events.edge_stream import Delivery, EdgeStreamServicer, StreamLimits, _Stream
 from core.events.handler import EventsHandler
 from core.events.memory import MemoryEventLog
@@ -42,7 +42,7 @@ def accepted(key: int) -> Any:
 async def test_a_full_stream_that_takes_nothing_ends_after_exactly_the_stall_time() -> None:
     clock = FakeClock()
     limits = StreamLimits(send_queue=1, stall_seconds=STALL)
-    handler = EventsHandler(MemoryEventLog(clock=clock), MemoryDeviceRegistry(1, clock=clock))
+    handler = EventsHandler(MemoryEventLog(clock=clock), LocalDeviceRegistry(1, clock=clock))
     servicer = EdgeStreamServicer(handler, _refuse, limits, clock)
     stream = _Stream(servicer, limits)
     handler = asyncio.ensure_future(asyncio.Event().wait())  # the blocked RPC handler

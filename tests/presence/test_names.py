@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from core.cluster.devices import LocalDeviceRegistry
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
-from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from core.identity.store import SubscriberRow
 from core.identity.subscribers import STALENESS, SubscriberCache
@@ -92,7 +92,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     rows = Rows()
     names = SubscriberCache(rows, {"user": ()}, clock)
     events = MemoryEventLog(clock=clock)
-    devices = MemoryDeviceRegistry(grace_period=PresenceConfig().grace_period, clock=clock)
+    devices = LocalDeviceRegistry(grace_period=PresenceConfig().grace_period, clock=clock)
     presence = PresenceHandler(SqlPresenceStore(engine), events, Links(), names, coalesce_interval=WINDOW, clock=clock)
     devices.on_online(presence.device_online)
     devices.on_lost(presence.device_lost)

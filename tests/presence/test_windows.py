@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from core.cluster.devices import LocalDeviceRegistry
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
-from core.events.devices import MemoryDeviceRegistry
 from core.events.memory import MemoryEventLog
 from core.presence.handler import Named, PresenceHandler
 from core.presence.rules import Status
@@ -67,7 +67,7 @@ class Links:
 class Rig:
     clock: FakeClock
     events: MemoryEventLog
-    devices: MemoryDeviceRegistry
+    devices: LocalDeviceRegistry
     presence: PresenceHandler
 
     async def connect(self, username: str, session_id: str) -> None:
@@ -91,7 +91,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     engine = create_engine(url)
     clock = FakeClock()
     events = MemoryEventLog(clock=clock)
-    devices = MemoryDeviceRegistry(grace_period=GRACE, clock=clock)
+    devices = LocalDeviceRegistry(grace_period=GRACE, clock=clock)
     presence = PresenceHandler(
         SqlPresenceStore(engine), events, Links(), People(), coalesce_interval=WINDOW, clock=clock
     )

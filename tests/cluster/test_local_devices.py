@@ -1,11 +1,11 @@
-"""The embedded device registry on a fake clock: a device whose last stream
+"""The embedded device registry (LocalDeviceRegistry) on a fake clock: a device whose last stream
 closed stays online for exactly the grace period, then is lost."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.events.devices import MemoryDeviceRegistry
+from core.cluster.devices import LocalDeviceRegistry
 from tests.support.clock import EPOCH, FakeClock
 
 GRACE = 30.0
@@ -23,8 +23,8 @@ def lost(clock: FakeClock) -> list[tuple[str, str, float]]:
 
 
 @pytest.fixture
-def devices(clock: FakeClock, lost: list[tuple[str, str, float]]) -> MemoryDeviceRegistry:
-    registry = MemoryDeviceRegistry(grace_period=GRACE, clock=clock)
+def devices(clock: FakeClock, lost: list[tuple[str, str, float]]) -> LocalDeviceRegistry:
+    registry = LocalDeviceRegistry(grace_period=GRACE, clock=clock)
 
     async def on_lost(username: str, session_id: str) -> None:
         lost.append((username, session_id, clock.time()))
@@ -34,7 +34,7 @@ def devices(clock: FakeClock, lost: list[tuple[str, str, float]]) -> MemoryDevic
 
 
 async def test_a_device_is_lost_when_the_grace_period_after_its_last_stream_is_over(
-    clock: FakeClock, devices: MemoryDeviceRegistry, lost: list[tuple[str, str, float]]
+    clock: FakeClock, devices: LocalDeviceRegistry, lost: list[tuple[str, str, float]]
 ) -> None:
     online: list[str] = []
 
@@ -60,7 +60,7 @@ async def test_a_device_is_lost_when_the_grace_period_after_its_last_stream_is_o
 
 
 async def test_a_stream_reopened_within_the_grace_period_keeps_the_device(
-    clock: FakeClock, devices: MemoryDeviceRegistry, lost: list[tuple[str, str, float]]
+    clock: FakeClock, devices: LocalDeviceRegistry, lost: list[tuple[str, str, float]]
 ) -> None:
     await devices.stream_opened("alice", "s1")
     await devices.stream_closed("alice", "s1")
@@ -73,7 +73,7 @@ async def test_a_stream_reopened_within_the_grace_period_keeps_the_device(
 
 
 async def test_an_ended_session_is_lost_at_once(
-    clock: FakeClock, devices: MemoryDeviceRegistry, lost: list[tuple[str, str, float]]
+    clock: FakeClock, devices: LocalDeviceRegistry, lost: list[tuple[str, str, float]]
 ) -> None:
     await devices.stream_opened("alice", "s1")
     await devices.stream_closed("alice", "s1")
@@ -84,9 +84,7 @@ async def test_an_ended_session_is_lost_at_once(
     assert clock.pending() == 0
 
 
-async def test_open_streams_are_counted_apart_from_being_online(
-    clock: FakeClock, devices: MemoryDeviceRegistry
-) -> None:
+async def test_open_streams_are_counted_apart_from_being_online(clock: FakeClock, devices: LocalDeviceRegistry) -> None:
     assert devices.streams("alice", "s1") == 0
     await devices.stream_opened("alice", "s1")
     await devices.stream_opened("alice", "s1")

@@ -4,14 +4,18 @@ A device (session) is connected while it has at least one event stream open.
 When its last stream closes it stays online for a grace period, so a page
 reload or a network blip does not flap its presence or drop its calls; past
 the grace period it is lost, and the listeners are told.
+
+``DeviceRegistry`` is the interface; ``LocalDeviceRegistry`` the embedded
+implementation (one process, its grace timers on the injected clock);
+``redis_devices.py`` holds the cluster's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.clock import SYSTEM_CLOCK, Clock, Timer
@@ -32,9 +36,41 @@ class DeviceRegistry(Protocol):
     async def online_devices(self, username: str) -> list[str]:
         """The user's sessions that are connected or within their grace period."""
 
-    def on_online(self, listener: DeviceListener) -> None: ...
+    def on_online(self, listener: DeviceListener) -> None:
+        """Told when a device opens its first stream (on the node it opened on)."""
 
-    def on_lost(self, listener: DeviceListener) -> None: ...
+    def on_lost(self, listener: DeviceListener) -> None:
+        """Told once when a device is lost (by one node of a cluster)."""
+
+
+@dataclass(slots=True)
+class DeviceListeners:
+    """The listeners of a registry, and the tasks its grace timers start."""
+
+    online: list[DeviceListener] = field(default_factory=list)
+    lost: list[DeviceListener] = field(default_factory=list)
+    _expiries: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def tell_online(self, username: str, session_id: str) -> None:
+        await _tell(self.online, username, session_id)
+
+    async def tell_lost(self, username: str, session_id: str) -> None:
+        await _tell(self.lost, username, session_id)
+
+    def expire_soon(self, expiry: Coroutine[Any, Any, None]) -> None:
+        """Run a grace timer's expiry: timers call plain functions."""
+        # Held until done: the loop keeps only a weak reference to a task.
+        task = asyncio.ensure_future(expiry)
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+
+async def _tell(listeners: list[DeviceListener], username: str, session_id: str) -> None:
+    for listener in listeners:
+        try:
+            await listener(username, session_id)
+        except Exception:
+            log.exception("device listener failed for %s/%s", username, session_id)
 
 
 @dataclass(slots=True)
@@ -44,22 +80,20 @@ class _Device:
     last_seen: float = 0.0
 
 
-class MemoryDeviceRegistry:
+class LocalDeviceRegistry:
     """The embedded registry: one process, its grace timers on ``clock``."""
 
     def __init__(self, grace_period: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._grace = grace_period
         self._clock = clock
-        self._expiries: set[asyncio.Task[Any]] = set()
+        self._listeners = DeviceListeners()
         self._devices: dict[str, dict[str, _Device]] = {}
-        self._online: list[DeviceListener] = []
-        self._lost: list[DeviceListener] = []
 
     def on_online(self, listener: DeviceListener) -> None:
-        self._online.append(listener)
+        self._listeners.online.append(listener)
 
     def on_lost(self, listener: DeviceListener) -> None:
-        self._lost.append(listener)
+        self._listeners.lost.append(listener)
 
     async def stream_opened(self, username: str, session_id: str) -> None:
         devices = self._devices.setdefault(username, {})
@@ -73,7 +107,7 @@ class MemoryDeviceRegistry:
         device.streams += 1
         device.last_seen = self._clock.time()
         if came_online:
-            await self._notify(self._online, username, session_id)
+            await self._listeners.tell_online(username, session_id)
 
     async def stream_closed(self, username: str, session_id: str) -> None:
         device = self._devices.get(username, {}).get(session_id)
@@ -86,7 +120,7 @@ class MemoryDeviceRegistry:
 
     async def ended(self, username: str, session_id: str) -> None:
         if self._drop(username, session_id):
-            await self._notify(self._lost, username, session_id)
+            await self._listeners.tell_lost(username, session_id)
 
     async def online_devices(self, username: str) -> list[str]:
         return list(self._devices.get(username, {}))
@@ -101,17 +135,14 @@ class MemoryDeviceRegistry:
         return max((d.last_seen for d in devices.values()), default=0.0)
 
     def _grace_over(self, username: str, session_id: str) -> None:
-        # Held until done: the loop keeps only a weak reference to a task.
-        task = asyncio.ensure_future(self._expire(username, session_id))
-        self._expiries.add(task)
-        task.add_done_callback(self._expiries.discard)
+        self._listeners.expire_soon(self._expire(username, session_id))
 
     async def _expire(self, username: str, session_id: str) -> None:
         device = self._devices.get(username, {}).get(session_id)
         if device is None or device.streams > 0:
             return
         self._drop(username, session_id)
-        await self._notify(self._lost, username, session_id)
+        await self._listeners.tell_lost(username, session_id)
 
     def _drop(self, username: str, session_id: str) -> bool:
         devices = self._devices.get(username)
@@ -123,10 +154,3 @@ class MemoryDeviceRegistry:
         if not devices:
             del self._devices[username]
         return True
-
-    async def _notify(self, listeners: list[DeviceListener], username: str, session_id: str) -> None:
-        for listener in listeners:
-            try:
-                await listener(username, session_id)
-            except Exception:
-                log.exception("device listener failed for %s/%s", username, session_id)
