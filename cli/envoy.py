@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
@@ -39,6 +40,89 @@ MIN_CONNECTIONS = 16
 ADMIN_SOCKET_MODE = 0o600
 # sockaddr_un.sun_path holds 108 bytes with its NUL.
 _MAX_SOCKET_PATH = 107
+
+
+# What `wac cluster` adds to the template (see render_config): YAML at the
+# indentation of the spot it fills, dollar-names filled in as the
+# template's are. A single node renders none of it, so its configuration
+# stays as it was.
+
+# One upstream endpoint, as the template's clusters list them.
+_ENDPOINT = """\
+        - endpoint:
+            address:
+              socket_address: { address: $host, port_value: $port }"""
+
+# Several cores: round robin per request (a core's work is mostly unary
+# calls, each short), and none to a core that fails its grpc.health.v1
+# check twice; a stopping core answers NOT_SERVING first (Core.stop).
+# no_traffic_interval: Envoy's default checks an idle cluster once a minute.
+_CORE_BALANCING = """
+    lb_policy: ROUND_ROBIN
+    health_checks:
+    - timeout: 1s
+      interval: 2s
+      no_traffic_interval: 2s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      grpc_health_check: {}"""
+
+# Several edges: a WebSocket or a long poll is held for minutes or hours,
+# so a new one goes to the edge holding the fewest (all compared: with two
+# picked at random, as Envoy's default does, both picks are often the same
+# edge). The edge has no health endpoint: a refused TCP connection takes it
+# out.
+_EDGE_BALANCING = """
+    load_balancing_policy:
+      policies:
+      - typed_extension_config:
+          name: envoy.load_balancing_policies.least_request
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest
+            selection_method: FULL_SCAN
+    health_checks:
+    - timeout: 1s
+      interval: 2s
+      no_traffic_interval: 2s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      tcp_health_check: {}"""
+
+# The cores' side door, for wac's own hops (the WAPI edges' calls and
+# StreamEvents streams), on 127.0.0.1: every gRPC path, internal ones
+# included, to any healthy core, so an edge names one address whatever
+# the number of cores, and survives a core's death. Nothing is removed or
+# added: the edge's x-forwarded-for and x-wac-hop reach the core as sent
+# (the core believes the address only beside the hop key, and
+# StreamEvents needs the key itself).
+_HOP_LISTENER = """
+  - name: core_hops
+    address:
+      socket_address: { address: 127.0.0.1, port_value: $hop_port }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: core_hops
+          codec_type: HTTP2
+          skip_xff_append: true
+          http2_protocol_options:
+            connection_keepalive: { interval: 30s, timeout: 10s }
+          route_config:
+            name: core_hops
+            virtual_hosts:
+            - name: cores
+              domains: ["*"]
+              routes:
+              # The edge sets its own deadlines; an event stream lasts as
+              # long as the edge and may be quiet for minutes.
+              - match: { prefix: / }
+                route: { cluster: wac_core, timeout: 0s, idle_timeout: 0s }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"""
 
 
 class EnvoyError(RuntimeError):
@@ -73,9 +157,9 @@ def render_config(
     *,
     listen_host: str = "127.0.0.1",
     listen_port: int = 8080,
-    core_address: str = "127.0.0.1:50051",
-    edge_address: str = "127.0.0.1:8081",
-    edge_http_address: str = "127.0.0.1:8082",
+    core_address: str | Sequence[str] = "127.0.0.1:50051",
+    edge_address: str | Sequence[str] = "127.0.0.1:8081",
+    edge_http_address: str | Sequence[str] = "127.0.0.1:8082",
     gateway_ws_address: str = "127.0.0.1:8088",
     admin_port: int = 9901,
     admin_socket: str | Path | None = None,
@@ -84,6 +168,7 @@ def render_config(
     descriptor_path: str | Path = DEFAULT_DESCRIPTOR,
     openapi_path: str | Path = DEFAULT_OPENAPI,
     hop_key: str = "",
+    hop_listen_port: int | None = None,
 ) -> str:
     """Fill in envoy/envoy.yaml.tmpl and return the YAML text.
 
@@ -98,6 +183,12 @@ def render_config(
     ws_listen), where /sip goes; while no gateway runs, /sip answers 503.
     upgrades_per_address is how many WebSockets one client address may open
     a minute (0: no limit).
+
+    Several cores or edges (a sequence of addresses each; the edges'
+    WebSocket and HTTP addresses in the same order) are balanced and
+    health-checked; hop_listen_port adds the cores' side door on 127.0.0.1
+    for the edges (wac cluster). One core and one edge without it render
+    exactly what a single node always rendered.
 
     Paths are made absolute, because Envoy resolves relative ones against its
     own working directory, not the caller's. Nothing is checked on disk here;
@@ -121,20 +212,22 @@ def render_config(
     connections = connection_budget(MAX_CONNECTIONS if max_connections is None else max_connections)
     if upgrades_per_address < 0:
         raise ValueError(f"upgrades_per_address must be 0 (no limit) or more, got {upgrades_per_address}")
-    core_host, core_port = guard("core_address", checks.split_address, core_address)
-    edge_host, edge_port = guard("edge_address", checks.split_address, edge_address)
-    edge_http_host, edge_http_port = guard("edge_http_address", checks.split_address, edge_http_address)
+    edges = _addresses("edge_address", edge_address)
+    if len(_addresses("edge_http_address", edge_http_address)) != len(edges):
+        raise ValueError("edge_address and edge_http_address must name as many edges")
+    hop_listener = ""
+    if hop_listen_port is not None:
+        guard("hop_listen_port", checks.port, hop_listen_port)
+        hop_listener = Template(_HOP_LISTENER).substitute(hop_port=hop_listen_port)
     gateway_ws_host, gateway_ws_port = guard("gateway_ws_address", checks.split_address, gateway_ws_address)
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
         listen_host=listen_host,
         listen_port=listen_port,
-        core_host=core_host,
-        core_port=core_port,
-        edge_host=edge_host,
-        edge_port=edge_port,
-        edge_http_host=edge_http_host,
-        edge_http_port=edge_http_port,
+        hop_listener=hop_listener,
+        core_endpoints=_endpoints("core_address", core_address, _CORE_BALANCING),
+        edge_endpoints=_endpoints("edge_address", edge_address, _EDGE_BALANCING),
+        edge_http_endpoints=_endpoints("edge_http_address", edge_http_address, _EDGE_BALANCING),
         gateway_ws_host=gateway_ws_host,
         gateway_ws_port=gateway_ws_port,
         admin_address=admin_address,
@@ -152,6 +245,21 @@ def render_config(
         hop_key=json.dumps(hop_key),
         openapi_path=json.dumps(str(Path(openapi_path).resolve())),
     )
+
+
+def _addresses(name: str, given: str | Sequence[str]) -> list[tuple[str, int]]:
+    """Each host:port of ``given`` (one, or a sequence), checked; at least one."""
+    addresses = [given] if isinstance(given, str) else list(given)
+    if not addresses:
+        raise ValueError(f"{name}: at least one address is needed")
+    return [guard(name, checks.split_address, address) for address in addresses]
+
+
+def _endpoints(name: str, given: str | Sequence[str], balancing: str) -> str:
+    """A cluster's endpoints, and with several its balancing and health checks."""
+    addresses = _addresses(name, given)
+    lines = "\n".join(Template(_ENDPOINT).substitute(host=host, port=port) for host, port in addresses)
+    return lines + balancing if len(addresses) > 1 else lines
 
 
 def validate_config(path: str | Path, *, timeout: float = 60.0) -> None:

