@@ -265,6 +265,15 @@ class RedisDeviceRegistry:
                 log.warning("devices: heartbeat of node %s failed", self.node, exc_info=True)
             await self._clock.sleep(self._interval)
 
+    async def close(self) -> None:
+        """Leave the cluster (a graceful stop): the next sweep, on another
+        node, starts the graces of the devices this node held, and ends the
+        graces it had started, without waiting for its heartbeat's TTL."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        await self._redis.delete(node_key(self.node))
+
     async def sweep(self) -> None:
         """Start the grace period of devices held by dead nodes, and end the
         graces that are over (a dead node's, or any missed). Any node may

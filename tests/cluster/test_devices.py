@@ -273,6 +273,22 @@ async def test_the_devices_of_a_dead_node_go_through_their_grace_on_another(
         await asyncio.gather(beating, return_exceptions=True)
 
 
+async def test_a_node_that_leaves_hands_its_devices_to_the_next_sweep(cluster: RedisSetup) -> None:
+    a_registry, b_registry = cluster.registry(), cluster.registry()
+    a, b = Node(a_registry), Node(b_registry)
+    await a_registry.heartbeat()
+    await a_registry.stream_opened("alice", "s1")  # still open when A stops
+    await a_registry.stream_opened("alice", "s2")
+    await a_registry.stream_closed("alice", "s2")  # in the grace A started
+    await a_registry.close()
+    await b_registry.sweep()  # at once: no TTL to wait for
+    assert sorted(await b_registry.online_devices("alice")) == ["s1", "s2"]
+    await cluster.elapse(cluster.grace)
+    await b_registry.sweep()
+    await cluster.eventually(lambda: sorted(b.lost) == [("alice", "s1"), ("alice", "s2")])
+    assert a.lost == []
+
+
 async def test_the_graces_of_a_dead_node_are_ended_by_a_sweep(cluster: RedisSetup) -> None:
     # Node A's timers never fire (its clock stands still), as if it died
     # during the grace period it started.
