@@ -88,6 +88,20 @@ _EDGE_BALANCING = """
       healthy_threshold: 1
       tcp_health_check: {}"""
 
+# Several cores or edges: the virtual hosts' retry policy (the health
+# checks take a dead one out only after two failed checks).
+_RETRY_POLICY = """
+$indent# A request that never reached a core or edge (one that just died) is
+$indent# tried once more on another: nothing was sent, so any method may be.
+${indent}retry_policy:
+$indent  retry_on: connect-failure,refused-stream
+$indent  num_retries: 1
+$indent  retry_host_predicate:
+$indent  - name: envoy.retry_host_predicates.previous_hosts
+$indent    typed_config:
+$indent      "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate
+$indent  host_selection_retry_max_attempts: 3"""
+
 # The cores' side door, for wac's own hops (the WAPI edges' calls and
 # StreamEvents streams), on 127.0.0.1: every gRPC path, internal ones
 # included, to any healthy core, so an edge names one address whatever
@@ -113,7 +127,7 @@ _HOP_LISTENER = """
             name: core_hops
             virtual_hosts:
             - name: cores
-              domains: ["*"]
+              domains: ["*"]$retry_policy
               routes:
               # The edge sets its own deadlines; an event stream lasts as
               # long as the edge and may be quiet for minutes.
@@ -215,16 +229,20 @@ def render_config(
     edges = _addresses("edge_address", edge_address)
     if len(_addresses("edge_http_address", edge_http_address)) != len(edges):
         raise ValueError("edge_address and edge_http_address must name as many edges")
+    several = len(_addresses("core_address", core_address)) > 1 or len(edges) > 1
+    # Both virtual hosts' keys sit at this indentation.
+    retry_policy = Template(_RETRY_POLICY).substitute(indent=" " * 14) if several else ""
     hop_listener = ""
     if hop_listen_port is not None:
         guard("hop_listen_port", checks.port, hop_listen_port)
-        hop_listener = Template(_HOP_LISTENER).substitute(hop_port=hop_listen_port)
+        hop_listener = Template(_HOP_LISTENER).substitute(hop_port=hop_listen_port, retry_policy=retry_policy)
     gateway_ws_host, gateway_ws_port = guard("gateway_ws_address", checks.split_address, gateway_ws_address)
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
         listen_host=listen_host,
         listen_port=listen_port,
         hop_listener=hop_listener,
+        retry_policy=retry_policy,
         core_endpoints=_endpoints("core_address", core_address, _CORE_BALANCING),
         edge_endpoints=_endpoints("edge_address", edge_address, _EDGE_BALANCING),
         edge_http_endpoints=_endpoints("edge_http_address", edge_http_address, _EDGE_BALANCING),

@@ -93,7 +93,7 @@ def test_binary_is_the_wheels_executable(envoy_path: str) -> None:
 
 def test_one_core_and_one_edge_render_no_balancing_nor_side_door() -> None:
     text = envoy.render_config()
-    for absent in ("health_checks", "lb_policy", "load_balancing_policy", "core_hops"):
+    for absent in ("health_checks", "lb_policy", "load_balancing_policy", "core_hops", "retry_policy"):
         assert absent not in text
     assert text.count("- endpoint:") == 4  # core, edge, gateway, edge's HTTP
 
@@ -120,6 +120,8 @@ def test_several_cores_and_edges_are_balanced_and_health_checked(envoy_path: str
     assert "health_checks" not in sections["wac_gateway_ws"]
     listeners = text.split("\n  clusters:\n", 1)[0]
     assert "name: core_hops" in listeners and "port_value: 50053" in listeners
+    # Both virtual hosts (the front door's, the side door's) retry a request no core received.
+    assert listeners.count("retry_on: connect-failure,refused-stream") == 2
     config = tmp_path / "envoy.yaml"
     config.write_text(text)
     envoy.validate_config(config)
