@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,14 +122,14 @@ def served_by_all(cluster: Cluster) -> bool:
     return min(cluster.requests("wac_core", cluster.cores) + cluster.requests("wac_edge", cluster.edges)) > 0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@contextmanager
+def running_cluster(work: Path, *args: str, env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """`wac cluster ARGS` on free ports, once every core and edge serves; stopped after."""
     require_postgres()
     require_redis()
-    work = tmp_path_factory.mktemp("cluster")
     data = work / "data"
     front, core_base, edge_base = free_port(), consecutive_free_ports(3), consecutive_free_ports(4)
-    env = {
+    environment = {
         **os.environ,
         "WAC_DATA_DIR": str(data),
         "WAC_ENVOY_LISTEN": f"127.0.0.1:{front}",
@@ -138,13 +139,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "WAC_GATEWAY_ENABLED": "false",
     }
     for name in ("WAC_CONFIG", "WAC_ENVOY_ADMIN_PORT", "WAC_CORE_DATABASE_URL", "WAC_CLUSTER_REDIS_URL"):
-        env.pop(name, None)
+        environment.pop(name, None)
     log = work / "cluster.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             # The side door at the port after the two cores' (the default).
-            [sys.executable, "-m", "cli", "cluster", "--demo"],
-            env=env,
+            [sys.executable, "-m", "cli", "cluster", *args],
+            env={**environment, **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -170,6 +171,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster"), "--demo") as running:
+        yield running
 
 
 def credentials(cluster: Cluster) -> dict[str, str]:
@@ -246,3 +253,14 @@ def test_sigterm_stops_everything_and_removes_the_throwaway_servers(cluster: Clu
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=seconds()).close()
     assert not list(Path(tempfile.gettempdir()).glob(f"wac-cluster-*-{cluster.process.pid}-*")), "temp dirs left"
+
+
+def test_given_servers_are_used_and_their_urls_not_shown(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
+    given = {"WAC_CORE_DATABASE_URL": postgres_url, "WAC_CLUSTER_REDIS_URL": redis_url}
+    with running_cluster(tmp_path, env=given) as cluster:
+        output = cluster.output()
+        assert "throwaway" not in output, output
+        assert postgres_url not in output and "(given)" in output, output
+        assert not list(Path(tempfile.gettempdir()).glob(f"wac-cluster-*-{cluster.process.pid}-*"))
+        cluster.process.send_signal(signal.SIGTERM)
+        assert cluster.process.wait(seconds(6)) == 0, cluster.output()[-4000:]
