@@ -319,4 +319,9 @@ def run(
             ),
             flush=True,
         )
-        return asyncio.run(Supervisor([], config_args, children=children).run())
+        try:
+            return asyncio.run(Supervisor([], config_args, children=children).run())
+        finally:
+            # Leaving asyncio.run restored SIGTERM's default: a second one
+            # must not cut short the stop of the throwaway servers.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -59,6 +59,15 @@ class Cluster:
                 found[(parts[0], parts[1], parts[2])] = parts[3]
         return found
 
+    def balancing(self) -> str:
+        """Each core's and edge's health and requests, as Envoy sees them (for failure messages)."""
+        try:
+            counters = self.counters()
+        except OSError as error:
+            return f"Envoy's admin interface did not answer: {error}"
+        wanted = ("health_flags", "rq_total", "rq_active")
+        return "\n".join(f"{key[0]} {key[1]} {key[2]}: {value}" for key, value in counters.items() if key[2] in wanted)
+
     def edges_of(self, cluster: str) -> tuple[str, ...]:
         """The edges' endpoints in Envoy's cluster: each HTTP port is its WebSocket port + 1."""
         if cluster == "wac_edge":
@@ -93,7 +102,9 @@ def wait_for(condition: Callable[[], bool], what: str, cluster: Cluster, timeout
     deadline = time.monotonic() + timeout
     while not condition():
         if cluster.process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s\n{cluster.output()[-6000:]}")
+            raise AssertionError(
+                f"{what} did not happen within {timeout:.0f} s\n{cluster.balancing()}\n{cluster.output()[-6000:]}"
+            )
         time.sleep(0.1)
 
 
@@ -161,7 +172,7 @@ def running_cluster(work: Path, *args: str, env: Mapping[str, str] | None = None
     )
     try:
         wait_for(lambda: all_healthy(running), "every core and edge healthy behind Envoy", running, seconds(12))
-        wait_for(lambda: served_by_all(running), "every core and edge served a request", running, seconds())
+        wait_for(lambda: served_by_all(running), "every core and edge served a request", running, seconds(3))
         yield running
     finally:
         if process.poll() is None:
