@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from cli import envoy, throwaway
 from cli.supervisor import Child, Supervisor
 from settings import checks, datadir, hopkey
@@ -292,6 +294,10 @@ def run(
         except (ConfigError, ValueError, envoy.EnvoyError, throwaway.ThrowawayError) as exc:
             print(f"wac cluster: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        except SQLAlchemyError as exc:
+            # A given database that does not answer, or refuses wac's user.
+            print(f"wac cluster: the database at {_shown(database_url, database_given)}: {exc}", file=sys.stderr)
+            return 1
         shared = {
             "WAC_CORE_DATABASE_URL": database_url,
             "WAC_CLUSTER_REDIS_URL": shared_redis,
