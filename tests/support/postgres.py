@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import secrets
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -32,6 +30,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from cli.throwaway import ThrowawayError
+from cli.throwaway import postgres_bin_dir as throwaway_postgres_bin_dir
 from tests.support.server import LocalServer, throwaway
 from tests.support.system import missing
 
@@ -40,19 +40,11 @@ _SYSTEM_USER = "postgres"  # created by Debian's postgresql-common
 
 
 def postgres_bin_dir() -> Path | None:
-    """The directory holding initdb and postgres: Debian's newest, else PATH's."""
-
-    def version(path: Path) -> tuple[int, ...]:
-        return tuple(int(n) for n in re.findall(r"\d+", path.name)) or (0,)
-
-    candidates = sorted(_DEBIAN.glob("*/bin"), key=lambda p: version(p.parent), reverse=True)
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    for directory in candidates:
-        if all(os.access(directory / name, os.X_OK) for name in ("initdb", "postgres")):
-            return directory
-    return None
+    """The directory holding initdb and postgres (the one `wac cluster` uses), or None."""
+    try:
+        return throwaway_postgres_bin_dir()
+    except ThrowawayError:
+        return None
 
 
 def require_postgres() -> Path:
