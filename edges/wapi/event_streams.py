@@ -154,7 +154,7 @@ class EventStreams:
                 {"status": "UNAVAILABLE"},
             )
         except grpc.aio.AioRpcError as exc:
-            failure = status_error(METHOD, exc.code(), exc.details(), rich_status(exc))
+            failure = _stream_failure(exc)
         except asyncio.CancelledError:
             failure = RpcError(grpc.StatusCode.UNAVAILABLE.value[0], "the edge is stopping", {"status": "UNAVAILABLE"})
         except Exception:
@@ -183,6 +183,24 @@ class EventStreams:
             subscription = self._subscriptions.pop(delivery.subscription, None)
             if subscription is not None:
                 _end(subscription, _status_failure(delivery.ended))
+
+
+def _stream_failure(exc: grpc.aio.AioRpcError) -> RpcError:
+    """Why every subscription of a failed shared stream ended. A status the
+    core sent itself (with its google.rpc details) is passed on; any other
+    failure is the hop's: the core died or a proxy between (Envoy, in a
+    cluster) reset the stream, which gRPC reports as INTERNAL or UNKNOWN.
+    Each subscriber then reconnects and resumes from its last seq, so it is
+    told UNAVAILABLE, as when the core ends the stream itself."""
+    rich = rich_status(exc)
+    if rich is None and exc.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        log.warning("the shared event stream broke", extra={"code": exc.code().name, "detail": exc.details()})
+        return RpcError(
+            grpc.StatusCode.UNAVAILABLE.value[0],
+            "the wac core ended the event stream; reconnect and resume",
+            {"status": "UNAVAILABLE"},
+        )
+    return status_error(METHOD, exc.code(), exc.details(), rich)
 
 
 def _end(subscription: _Subscription, failure: RpcError | None) -> None:

@@ -1,0 +1,94 @@
+"""edges.wapi.event_streams: how the shared stream's failures reach each
+subscription (a fake core client; the stream itself is tested end to end in
+tests/events and tests/wapi)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from grpc.aio import AioRpcError, Metadata
+from grpc_status import rpc_status
+
+from core import errors, failures
+from edges.wapi.event_streams import EventStreams
+from edges.wapi.rpc import RpcError
+from wac.internal.v1 import stream_pb2
+
+
+class BrokenCall:
+    """A StreamEvents call that accepts every attach, then fails as told."""
+
+    def __init__(self, requests: AsyncIterator[Message], error: AioRpcError) -> None:
+        self._requests = requests
+        self._error = error
+        self._done = False
+
+    def __aiter__(self) -> AsyncIterator[stream_pb2.StreamEventsResponse]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[stream_pb2.StreamEventsResponse]:
+        async for request in self._requests:
+            accepted = stream_pb2.StreamEventsResponse.Delivery(subscription=request.attach.subscription)
+            accepted.accepted.SetInParent()
+            yield stream_pb2.StreamEventsResponse(deliveries=[accepted])
+            break
+        await asyncio.sleep(0)
+        self._done = True
+        raise self._error
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        self._done = True
+
+
+class Client:
+    def __init__(self, error: AioRpcError) -> None:
+        self.error = error
+
+    def stream_stream(self, path: str, response_type: Any, requests: AsyncIterator[Message]) -> BrokenCall:
+        return BrokenCall(requests, self.error)
+
+
+async def ended_with(error: AioRpcError) -> RpcError | None:
+    streams = EventStreams(Client(error), deadline=2)  # type: ignore[arg-type]
+    ended: asyncio.Future[RpcError | None] = asyncio.get_running_loop().create_future()
+
+    class Socket:
+        def event(self, message: Message) -> None:
+            pass
+
+        def ended(self, failure: RpcError | None) -> None:
+            ended.set_result(failure)
+
+    await streams.subscribe("token", 0, "203.0.113.9", Socket())
+    try:
+        return await asyncio.wait_for(ended, 2)
+    finally:
+        await streams.close()
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE])
+async def test_a_broken_hop_tells_every_subscriber_to_reconnect_and_resume(code: grpc.StatusCode) -> None:
+    # What a core that dies behind Envoy looks like: a reset stream, no details.
+    failure = await ended_with(AioRpcError(code, Metadata(), Metadata(), details="Received RST_STREAM"))
+    assert failure is not None
+    assert (failure.code, failure.message) == (
+        grpc.StatusCode.UNAVAILABLE.value[0],
+        "the wac core ended the event stream; reconnect and resume",
+    )
+
+
+async def test_a_status_the_core_sent_itself_is_passed_on() -> None:
+    sent = rpc_status.to_status(errors.from_failure(failures.Exhausted("too many streams", retry_after=1)).status())
+    error = AioRpcError(sent.code, Metadata(), Metadata(*sent.trailing_metadata), details=sent.details)
+    failure = await ended_with(error)
+    assert failure is not None
+    assert (failure.code, failure.message) == (grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], "too many streams")
+    assert failure.data["retryDelay"] == "1s"
