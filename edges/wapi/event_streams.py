@@ -193,7 +193,8 @@ def _stream_failure(exc: grpc.aio.AioRpcError) -> RpcError:
     Each subscriber then reconnects and resumes from its last seq, so it is
     told UNAVAILABLE, as when the core ends the stream itself."""
     rich = rich_status(exc)
-    if rich is None and exc.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+    # UNAVAILABLE (the core cannot be reached) keeps status_error's own message.
+    if rich is None and exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
         log.warning("the shared event stream broke", extra={"code": exc.code().name, "detail": exc.details()})
         return RpcError(
             grpc.StatusCode.UNAVAILABLE.value[0],

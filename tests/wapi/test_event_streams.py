@@ -74,7 +74,7 @@ async def ended_with(error: AioRpcError) -> RpcError | None:
         await streams.close()
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE])
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN])
 async def test_a_broken_hop_tells_every_subscriber_to_reconnect_and_resume(code: grpc.StatusCode) -> None:
     # What a core that dies behind Envoy looks like: a reset stream, no details.
     failure = await ended_with(AioRpcError(code, Metadata(), Metadata(), details="Received RST_STREAM"))
@@ -83,6 +83,12 @@ async def test_a_broken_hop_tells_every_subscriber_to_reconnect_and_resume(code:
         grpc.StatusCode.UNAVAILABLE.value[0],
         "the wac core ended the event stream; reconnect and resume",
     )
+
+
+async def test_a_core_that_cannot_be_reached_is_said_so() -> None:
+    failure = await ended_with(AioRpcError(grpc.StatusCode.UNAVAILABLE, Metadata(), Metadata(), details="refused"))
+    assert failure is not None
+    assert (failure.code, failure.message) == (14, "the wac core is unavailable; try again shortly")
 
 
 async def test_a_status_the_core_sent_itself_is_passed_on() -> None:
