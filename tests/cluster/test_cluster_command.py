@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,8 +224,11 @@ def test_sapi_requests_are_spread_over_both_cores(cluster: Cluster) -> None:
 def test_wapi_logins_go_through_both_edges_to_both_cores(cluster: Cluster) -> None:
     passwords = credentials(cluster)
     before = cluster.requests("wac_core", cluster.cores)
-    sockets = [connect(f"ws://127.0.0.1:{cluster.front}/wapi", open_timeout=seconds()) for _ in range(2)]
-    try:
+    with ExitStack() as held:
+        sockets = [
+            held.enter_context(connect(f"ws://127.0.0.1:{cluster.front}/wapi", open_timeout=seconds()))
+            for _ in range(2)
+        ]
         # Two held WebSockets: the second goes to the edge holding none.
         counters = cluster.counters()
         assert [counters[("wac_edge", host, "rq_active")] for host in cluster.edges] == ["1", "1"]
@@ -240,9 +243,6 @@ def test_wapi_logins_go_through_both_edges_to_both_cores(cluster: Cluster) -> No
                 ws.send(json.dumps(request))
                 answer = json.loads(ws.recv(timeout=seconds()))
                 assert answer["id"] == attempt + 1 and answer["result"]["accessToken"], (index, answer)
-    finally:
-        for ws in sockets:
-            ws.close()
     after = cluster.requests("wac_core", cluster.cores)
     # Each edge's calls alternate over the cores through the side door.
     assert all(now > then for now, then in zip(after, before, strict=True)), (before, after)
