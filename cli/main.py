@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "core":
             from core.server import serve
 
-            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core")
+            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core", config.cluster.node_id)
             try:
                 asyncio.run(serve(config))
             except ConfigError as exc:
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "edge":
             from edges.wapi.server import serve as serve_edge
 
-            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "edge")
+            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "edge", config.cluster.node_id)
             try:
                 asyncio.run(serve_edge(config))
             except ConfigError as exc:

@@ -246,7 +246,11 @@ def test_wapi_logins_go_through_both_edges_to_both_cores(cluster: Cluster) -> No
     after = cluster.requests("wac_core", cluster.cores)
     # Each edge's calls alternate over the cores through the side door.
     assert all(now > then for now, then in zip(after, before, strict=True)), (before, after)
-    assert cluster.output().count('"message": "login"') >= 4
+    output = cluster.output()
+    assert output.count('"message": "login"') >= 4
+    # Each core names itself on its lines: the merged output says who logged whom in.
+    for core in ("core-1", "core-2"):
+        assert f'"message": "login", "node": "{core}"' in output, output[-3000:]
 
 
 def test_sigterm_stops_everything_and_removes_the_throwaway_servers(cluster: Cluster) -> None:
