@@ -11,6 +11,7 @@ for the nodes' keepers too (a heartbeat at a time).
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
 import pytest
@@ -29,8 +30,8 @@ HEARTBEAT = 0.05
 MARGIN = 0.05
 
 
-class Nodes:
-    """Two nodes on one store, and time."""
+class Nodes(ABC):
+    """Two nodes on one store, and time; each store says how its time passes."""
 
     def __init__(self, a: Leases, b: Leases) -> None:
         self.a = a
@@ -38,8 +39,9 @@ class Nodes:
         # The nodes' own clock, for their keepers: it moves only in run_for.
         self.clock = FakeClock()
 
+    @abstractmethod
     async def pass_store_time(self, seconds: float) -> None:
-        raise NotImplementedError
+        """Let the store's own time move on by ``seconds``."""
 
     async def pause(self, seconds: float) -> None:
         """The store's time passes (a bit more on Redis) while no node runs."""
