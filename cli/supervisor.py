@@ -41,7 +41,7 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """In the child before exec: SIGTERM when the supervisor dies, however it dies.
 
     A supervisor killed with SIGKILL would otherwise leave its core holding
@@ -128,7 +128,7 @@ class Supervisor:
         child.process = await asyncio.create_subprocess_exec(
             *child.argv,
             env={**os.environ, **child.env} if child.env else None,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         print(f"wac: started {child.role} (pid {child.process.pid})", file=sys.stderr)
 

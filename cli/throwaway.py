@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cli.supervisor import _die_with_parent
+from cli.supervisor import die_with_parent
 
 _DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
 _POSTGRES_USER = "postgres"
@@ -158,7 +158,7 @@ def postgres() -> Iterator[str]:
                     # Stopped even when the launcher is killed (SIGKILL): a
                     # server left running would hold its port and temp dir.
                     # Started before the launcher runs any other thread.
-                    preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
+                    preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
                     **as_user,
                 )
 
@@ -217,7 +217,7 @@ def redis() -> Iterator[str]:
                     # Stopped even when the launcher is killed (SIGKILL): a
                     # server left running would hold its port and temp dir.
                     # Started before the launcher runs any other thread.
-                    preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
+                    preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
                 )
             if _wait_ready(process, functools.partial(_redis_pings, port)):
                 break
