@@ -108,6 +108,41 @@ def _wait_ready(process: subprocess.Popen[bytes], probe: Callable[[], bool]) -> 
     return False
 
 
+def _launch(
+    name: str,
+    command: Callable[[int], list[str]],
+    answers: Callable[[int], bool],
+    directory: Path,
+    log: Path,
+    stop_signal: int,
+    popen: dict[str, Any],
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``command(port)`` at a free port until it answers there (a port
+    can be taken between choosing and binding it): the process and its port."""
+    for _ in range(_TRIES):
+        port = free_port()
+        with log.open("ab") as sink:
+            process = subprocess.Popen(
+                command(port),
+                cwd=directory,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Not in the launcher's process group: a Ctrl-C reaches the
+                # launcher, which stops the servers last, after the cores.
+                start_new_session=True,
+                # Stopped even when the launcher is killed (SIGKILL): a server
+                # left running would hold its port and temp dir. Started
+                # before the launcher runs any other thread.
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
+                **popen,
+            )
+        if _wait_ready(process, functools.partial(answers, port)):
+            return process, port
+        _stop(process, stop_signal)
+    raise ThrowawayError(f"{name} did not start: {_log_tail(log)}")
+
+
 def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
@@ -138,46 +173,25 @@ def postgres() -> Iterator[str]:
         )
         if init.returncode != 0:
             raise ThrowawayError(f"initdb failed ({init.returncode}): {init.stderr.strip()}")
-        for _ in range(_TRIES):
-            port = free_port()
-            with log.open("ab") as sink:
-                process = subprocess.Popen(
-                    [
-                        str(bin_dir / "postgres"),
-                        *("-D", str(data), "-p", str(port), "-k", str(sockets)),
-                        *("-c", "listen_addresses=127.0.0.1"),
-                        *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
-                    ],
-                    cwd=directory,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    # Not in the launcher's process group: a Ctrl-C reaches
-                    # the launcher, which stops the database last, after the cores.
-                    start_new_session=True,
-                    # Stopped even when the launcher is killed (SIGKILL): a
-                    # server left running would hold its port and temp dir.
-                    # Started before the launcher runs any other thread.
-                    preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
-                    **as_user,
-                )
 
-            def answers(port: int = port) -> bool:
-                try:
-                    # The socket in our own dir: an answer there is this server's.
-                    with psycopg.connect(
-                        host=str(sockets), port=port, user=_ROLE, dbname="postgres", connect_timeout=2
-                    ):
-                        return True
-                except psycopg.OperationalError:
-                    return False
+        def command(port: int) -> list[str]:
+            return [
+                str(bin_dir / "postgres"),
+                *("-D", str(data), "-p", str(port), "-k", str(sockets)),
+                *("-c", "listen_addresses=127.0.0.1"),
+                *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+            ]
 
-            if _wait_ready(process, answers):
-                break
-            # PostgreSQL's "fast" shutdown: it does not wait for clients.
-            _stop(process, signal.SIGINT)
-        else:
-            raise ThrowawayError(f"postgres did not start: {_log_tail(log)}")
+        def answers(port: int) -> bool:
+            try:
+                # The socket in our own dir: an answer there is this server's.
+                with psycopg.connect(host=str(sockets), port=port, user=_ROLE, dbname="postgres", connect_timeout=2):
+                    return True
+            except psycopg.OperationalError:
+                return False
+
+        # PostgreSQL's "fast" shutdown (SIGINT): it does not wait for clients.
+        process, port = _launch("postgres", command, answers, directory, log, signal.SIGINT, as_user)
         try:
             with psycopg.connect(
                 host=str(sockets), port=port, user=_ROLE, dbname="postgres", autocommit=True
@@ -199,31 +213,16 @@ def redis() -> Iterator[str]:
     directory = Path(tempfile.mkdtemp(prefix=f"wac-cluster-redis-{os.getpid()}-"))
     log = directory / "redis.log"
     try:
-        for _ in range(_TRIES):
-            port = free_port()
-            with log.open("ab") as sink:
-                process = subprocess.Popen(
-                    [
-                        program,
-                        *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)),
-                        # No RDB snapshots or AOF: a throwaway server.
-                        *("--save", "", "--appendonly", "no"),
-                    ],
-                    cwd=directory,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    # Stopped even when the launcher is killed (SIGKILL): a
-                    # server left running would hold its port and temp dir.
-                    # Started before the launcher runs any other thread.
-                    preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
-                )
-            if _wait_ready(process, functools.partial(_redis_pings, port)):
-                break
-            _stop(process, signal.SIGTERM)
-        else:
-            raise ThrowawayError(f"redis-server did not start: {_log_tail(log)}")
+
+        def command(port: int) -> list[str]:
+            return [
+                program,
+                *("--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)),
+                # No RDB snapshots or AOF: a throwaway server.
+                *("--save", "", "--appendonly", "no"),
+            ]
+
+        process, port = _launch("redis-server", command, _redis_pings, directory, log, signal.SIGTERM, {})
         try:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
