@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from tests.calls.support import SDP, VIDEO_SDP
-from tests.calls.test_wapi import call_event
+from tests.calls.test_wapi import CALL_EVENTS, call_event
 from tests.presence.devices import cheap_password_hashing
 from tests.presence.test_wapi import presence_until
 from tests.support.cluster import Deployment, Side, deployment
@@ -166,6 +166,10 @@ async def test_call_with_forking_and_answered_elsewhere(deployment: Deployment) 
         assert (ended["state"], ended["endReason"], ended["endedBy"]) == ("ENDED", "COMPLETED", "alice")
         kind, event = await call_event(laptop)
         assert (kind, event["reason"]) == ("callEnded", "COMPLETED")
+        # The phone's part ended once: a contact bob adds on the laptop now
+        # reaches the phone behind no other call event.
+        await laptop.result("ContactsService.CreateContact", {"contact": {"displayName": "Carol"}})
+        assert [list(e) for e in await phone.events_until("contactChanged") if set(e) & set(CALL_EVENTS)] == []
         for client in (alice, phone, laptop):
             got = await client.result("CallsService.GetCall", {"callId": call["callId"]})
             assert (got["state"], got["endReason"]) == ("ENDED", "COMPLETED")
