@@ -2,9 +2,13 @@
 
 Each session has its own log; an event published to a subscriber is appended
 to the log of each of its open sessions with that session's next ``seq``. A
-reader resumes from the last seq it saw. The embedded implementation keeps
-logs in memory (``memory.py``); a distributed one keeps them where every core
-and edge can reach them, behind the same interface.
+reader resumes from the last seq it saw. Seqs grow by one per event; where a
+session's start is the implementation's: the embedded log starts at 1, the
+cluster's above any seq a lost Redis may have issued, so no reader ever
+takes a new event for one it missed. The embedded implementation keeps logs
+in memory (``memory.py``); the cluster's keeps them on Redis
+(``redis_log.py``), where every core reads and writes them, behind the same
+interface.
 """
 
 from __future__ import annotations

@@ -1,0 +1,499 @@
+"""The cluster's event log, on Redis: every core appends to and reads from
+the same per-session logs, with the contract of the embedded one
+(``memory.py``).
+
+Keys (one Redis, not Redis Cluster: a publish touches the keys of many
+sessions, named inside its script):
+
+- ``wac:ev:<session>``, a stream: the session's log. Entry ids are
+  ``<seq>-0``, so a resume reads ``XRANGE (<after_seq>-0 +`` directly;
+  fields ``e``, the serialized Event without seq and time, and ``t``, the
+  appending node's ``Clock.time`` (a fake clock in tests).
+- ``wac:evmeta:<session>``, a hash: ``user``, ``open`` (1/0), ``next``
+  (the next seq).
+- ``wac:evuser:<username>``, a set: the user's open sessions (routing).
+- ``wac:evroute:<session>``, a set: the nodes with readers waiting on the
+  session, each told of its new events; refreshed by every wait, so a node
+  that stopped reading drops out after a retention window.
+- ``wac:inbox:<node>``, a stream: the notices of one node (session, seq,
+  time and the event itself), bounded in length.
+
+Appending (a publish, a close with its final event) is one Lua script per
+call: for each target session it takes the next seq, XADDs with an exact
+MAXLEN of ``max_events``, drops the entries older than ``retention``, and
+XADDs a notice to the inbox of each node reading the session. Every key is
+PEXPIREd ``retention`` after its last write or read, so an abandoned
+session costs nothing after the window (the embedded log's sweep, done by
+Redis: ``sweep()`` has nothing to do).
+
+Fan-in: a node reads its inbox with ONE task doing ``XREAD BLOCK``,
+however many sessions it serves, and hands each notice's event to the local
+waiters of its session, which return it without another round trip; a
+waiter handed a gap (a notice trimmed from an inbox that fell behind)
+reads the stream instead. A waiter registers before its read (the same
+script that routes the session's notices to this node), so a notice
+arriving between the read and the wait is kept, and every waiter re-reads
+its stream when the inbox reader lost its connection (notices may be lost
+with it) or the log stops.
+
+Seqs are never reused across a data loss: a session's log created when its
+meta is unknown starts at the Redis server's time in microseconds (about
+1.8e15, exact in a JavaScript number), above any seq a previous
+incarnation of it issued (that would take a million events a second), so a
+reader resuming from a seq of the lost incarnation gets EventsExpired (the
+seq is below the first kept or was never issued), never a later event under
+its old number. Redis's own clock, not the nodes': one clock for every
+core, which a restarted Redis keeps.
+
+Redis failing (refused, timed out) is ``failures.Unavailable``: the call
+fails at once with UNAVAILABLE instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as redis
+
+from core import failures
+from core.clock import SYSTEM_CLOCK, Clock
+from core.events.log import EventsExpired
+from wac.v1 import events_pb2
+
+log = logging.getLogger("wac.events")
+
+# An inbox longer than this loses its oldest notices: a reader that far
+# behind re-reads its streams (a waiter handed a gap does).
+INBOX_MAX = 10_000
+# Notices taken per XREAD.
+INBOX_BATCH = 1_000
+# How long one XREAD blocks: below the client's reply timeout
+# (core/cluster/redis_client.py), which would otherwise cut it.
+INBOX_BLOCK_MS = 1_000
+# Pause before reading the inbox again after Redis failed.
+RETRY_SECONDS = 0.5
+
+# Shared by the scripts. The seq is a Lua number (a double): written with
+# %.0f, exact below 2^53, where tostring would write 1.8e+15.
+_PRELUDE = """
+local function int(n) return string.format('%.0f', n) end
+local function stream_key(s) return 'wac:ev:' .. s end
+local function meta_key(s) return 'wac:evmeta:' .. s end
+local function route_key(s) return 'wac:evroute:' .. s end
+local function user_key(u) return 'wac:evuser:' .. u end
+-- Drop the entries appended before horizon (their time field).
+local function prune(key, horizon)
+  while true do
+    local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 64)
+    if #head == 0 then return end
+    local keep = nil
+    for _, entry in ipairs(head) do
+      local fields = entry[2]
+      local t
+      for i = 1, #fields, 2 do
+        if fields[i] == 't' then t = tonumber(fields[i + 1]) end
+      end
+      if t >= horizon then keep = entry[1] break end
+    end
+    if keep then
+      redis.call('XTRIM', key, 'MINID', keep)
+      return
+    end
+    local last = head[#head][1]
+    redis.call('XTRIM', key, 'MINID', int(tonumber(string.match(last, '^(%d+)')) + 1))
+    if #head < 64 then return end
+  end
+end
+local function touch(s, user, ttl)
+  redis.call('PEXPIRE', stream_key(s), ttl)
+  redis.call('PEXPIRE', meta_key(s), ttl)
+  if user then redis.call('PEXPIRE', user_key(user), ttl) end
+end
+"""
+
+# ARGV: now, retention ms, max events, payload, mode ("users", "sessions"
+# or "close"), exclude session, then the usernames or session ids.
+# For "close" the payload may be empty (no final event). Returns the
+# number of events appended.
+_APPEND = (
+    _PRELUDE
+    + """
+local now, ttl, max_events = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local payload, mode, exclude = ARGV[4], ARGV[5], ARGV[6]
+local horizon = now - ttl / 1000
+local appended = 0
+local function append(s, user)
+  local seq = redis.call('HINCRBY', meta_key(s), 'next', 1) - 1
+  local id = int(seq) .. '-0'
+  local key = stream_key(s)
+  redis.call('XADD', key, 'MAXLEN', max_events, id, 'e', payload, 't', ARGV[1])
+  prune(key, horizon)
+  touch(s, user, ttl)
+  appended = appended + 1
+  return seq
+end
+local function notify(s, seq, body)
+  for _, node in ipairs(redis.call('SMEMBERS', route_key(s))) do
+    redis.call('XADD', 'wac:inbox:' .. node, 'MAXLEN', '~', '"""
+    + str(INBOX_MAX)
+    + """', '*', 's', s, 'q', int(seq), 'e', body, 't', ARGV[1])
+  end
+end
+if mode == 'users' then
+  for i = 7, #ARGV do
+    local user = ARGV[i]
+    for _, s in ipairs(redis.call('SMEMBERS', user_key(user))) do
+      if redis.call('HGET', meta_key(s), 'open') == '1' then
+        if s ~= exclude then notify(s, append(s, user), payload) end
+      else
+        -- Its meta expired or it was closed: no longer routed.
+        redis.call('SREM', user_key(user), s)
+      end
+    end
+  end
+else
+  for i = 7, #ARGV do
+    local s = ARGV[i]
+    local meta = redis.call('HMGET', meta_key(s), 'user', 'open')
+    if meta[2] == '1' then
+      if mode == 'close' then
+        local seq = 0
+        if payload ~= '' then seq = append(s, meta[1]) end
+        redis.call('HSET', meta_key(s), 'open', '0')
+        redis.call('SREM', user_key(meta[1]), s)
+        -- seq 0 with no event: the readers re-read and see it closed.
+        notify(s, seq, payload)
+      else
+        notify(s, append(s, meta[1]), payload)
+      end
+    end
+  end
+end
+return appended
+"""
+)
+
+# KEYS: none. ARGV: session, username, retention ms.
+_OPEN = (
+    _PRELUDE
+    + """
+local s, user, ttl = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', meta_key(s)) == 0 then
+  local now = redis.call('TIME')
+  local first = now[1] .. string.format('%06d', tonumber(now[2]))
+  redis.call('HSET', meta_key(s), 'user', user, 'open', '1', 'next', first)
+  redis.call('SADD', user_key(user), s)
+end
+touch(s, redis.call('HGET', meta_key(s), 'user'), ttl)
+return 1
+"""
+)
+
+# ARGV: session, after seq, limit, now, retention ms, route node ("" for a
+# plain read). Returns {0, open, entries} or {1, reason}.
+_READ = (
+    _PRELUDE
+    + """
+local s, after, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now, ttl, node = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+if node ~= '' then
+  redis.call('SADD', route_key(s), node)
+  redis.call('PEXPIRE', route_key(s), ttl)
+end
+local meta = redis.call('HMGET', meta_key(s), 'user', 'open', 'next')
+if not meta[3] then
+  if after > 0 then
+    return {1, 'no events are kept for this session after seq ' .. int(after)}
+  end
+  return {0, 0, {}}
+end
+local next_seq = tonumber(meta[3])
+touch(s, meta[1], ttl)
+local key = stream_key(s)
+prune(key, now - ttl / 1000)
+if after >= next_seq then
+  return {1, 'seq ' .. int(after) .. ' was never issued to this session (last is ' .. int(next_seq - 1) .. ')'}
+end
+local first = next_seq
+local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+if after ~= 0 and after + 1 < first then
+  return {1, 'events after seq ' .. int(after) .. ' are no longer kept (oldest kept is ' .. int(first) .. ')'}
+end
+local open = 0
+if meta[2] == '1' then open = 1 end
+return {0, open, redis.call('XRANGE', key, '(' .. int(after) .. '-0', '+', 'COUNT', limit)}
+"""
+)
+
+T = TypeVar("T")
+# A stream's entries as redis-py parses them: (id, fields).
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    # A bare future with a timer handle is much cheaper than
+    # asyncio.wait_for, which makes a task per wake-up; with thousands of
+    # idle streams that is most of the cost.
+    future: asyncio.Future[None]
+    # (seq, time, event without seq) handed by the inbox reader.
+    handed: list[tuple[int, float, events_pb2.Event]] = field(default_factory=list)
+
+
+class RedisEventLog:
+    """The event log of node ``node`` on the Redis of ``client``
+    (core/cluster/redis_client.py), every node of the cluster on the same
+    one. ``start()`` before waiting: the inbox reader wakes the waiters."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        node: str,
+        retention: float = 120.0,
+        max_events: int = 10_000,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._redis = client
+        self.node = node
+        self._inbox = f"wac:inbox:{node}"
+        self._retention = retention
+        self._ttl_ms = max(1, round(retention * 1000))
+        self._max_events = max_events
+        self._clock = clock
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._append = client.register_script(_APPEND)
+        self._open = client.register_script(_OPEN)
+        self._read = client.register_script(_READ)
+
+    async def start(self) -> None:
+        """Start this node's one inbox reader."""
+        if self._reader is None:
+            self._stopped = False
+            last = await _unavailable(self._last_inbox_id())
+            self._reader = asyncio.create_task(self._read_inbox(last), name=f"events-inbox-{self.node}")
+
+    async def stop(self) -> None:
+        """Stop the inbox reader and wake every waiter (it returns what its
+        stream holds)."""
+        self._stopped = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            # Not cancelled in its XREAD: redis-py (8.1) may swallow the
+            # cancellation there and read on. A notice of no session ends
+            # the XREAD, and the reader sees it is stopped; at worst the
+            # XREAD's own block ends it.
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._redis.xadd(self._inbox, {"s": ""}, maxlen=INBOX_MAX, approximate=True)
+            await asyncio.wait({reader}, timeout=2 * INBOX_BLOCK_MS / 1000)
+            if not reader.done():
+                # Waiting to retry after a failure.
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        self._wake_all()
+
+    def sweep(self) -> None:
+        """Nothing to do: Redis expires a log a retention window after its
+        last write or read."""
+
+    async def open(self, session_id: str, username: str) -> None:
+        await _unavailable(self._open(args=[session_id, username, self._ttl_ms]))
+
+    async def close(self, session_id: str, final: events_pb2.Event | None = None) -> None:
+        payload = b"" if final is None else final.SerializeToString()
+        await self._run_append("close", payload, "", [session_id])
+
+    async def publish(
+        self,
+        usernames: Iterable[str],
+        event: events_pb2.Event,
+        exclude_session: str | None = None,
+    ) -> None:
+        names = list(usernames)
+        if names:
+            await self._run_append("users", event.SerializeToString(), exclude_session or "", names)
+
+    async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
+        sessions = list(session_ids)
+        if sessions:
+            await self._run_append("sessions", event.SerializeToString(), "", sessions)
+
+    async def read(self, session_id: str, after_seq: int, limit: int = 500) -> list[events_pb2.Event]:
+        events, _ = await self._read_log(session_id, after_seq, limit, route=False)
+        return events
+
+    async def wait(self, session_id: str, after_seq: int, timeout: float, limit: int = 500) -> list[events_pb2.Event]:
+        deadline = self._clock.time() + timeout
+        while True:
+            waiter = _Waiter(asyncio.get_running_loop().create_future())
+            waiters = self._waiters.setdefault(session_id, [])
+            waiters.append(waiter)
+            try:
+                events, still_open = await self._read_log(session_id, after_seq, limit, route=True)
+                if events or not still_open or self._stopped:
+                    return events
+                remaining = deadline - self._clock.time()
+                if remaining <= 0:
+                    return []
+                if not waiter.future.done():
+                    timer = self._clock.call_later(remaining, _wake, waiter.future)
+                    try:
+                        await waiter.future
+                    finally:
+                        timer.cancel()
+                handed = _following(waiter.handed, after_seq, limit)
+                if handed:
+                    return handed
+                # Woken without the next event (a close, a gap, a lost
+                # inbox connection, the timeout): read the stream again.
+            finally:
+                if not waiter.future.done():
+                    waiter.future.cancel()
+                waiters.remove(waiter)
+                if not waiters and self._waiters.get(session_id) is waiters:
+                    del self._waiters[session_id]
+
+    async def is_open(self, session_id: str) -> bool:
+        state = await _unavailable(self._redis.hget(f"wac:evmeta:{session_id}", "open"))
+        return state == b"1"
+
+    async def _run_append(self, mode: str, payload: bytes, exclude: str, names: Sequence[str]) -> None:
+        args: list[Any] = [repr(self._clock.time()), self._ttl_ms, self._max_events, payload, mode, exclude, *names]
+        await _unavailable(self._append(args=args))
+
+    async def _read_log(
+        self, session_id: str, after_seq: int, limit: int, *, route: bool
+    ) -> tuple[list[events_pb2.Event], bool]:
+        args: list[Any] = [
+            session_id,
+            after_seq,
+            limit,
+            repr(self._clock.time()),
+            self._ttl_ms,
+            self.node if route else "",
+        ]
+        reply = await _unavailable(self._read(args=args))
+        if reply[0] == 1:
+            raise EventsExpired(_text(reply[1]))
+        events = []
+        for entry_id, fields in reply[2]:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            events.append(_event(_seq(entry_id), float(values[b"t"]), values[b"e"]))
+        return events, reply[1] == 1
+
+    async def _last_inbox_id(self) -> str:
+        last = cast(_Entries, await self._redis.xrevrange(self._inbox, count=1))
+        return _text(last[0][0]) if last else "0-0"
+
+    async def _read_inbox(self, last: str) -> None:
+        inbox = self._inbox
+        while not self._stopped:
+            try:
+                replies = cast(
+                    list[tuple[bytes, _Entries]],
+                    await self._redis.xread({inbox: last}, count=INBOX_BATCH, block=INBOX_BLOCK_MS),
+                )
+            except (redis.RedisError, OSError):
+                log.warning("events: reading the inbox of node %s failed", self.node, exc_info=True)
+                last = await self._recover()
+                continue
+            for _, notices in replies:
+                for notice_id, fields in notices:
+                    last = _text(notice_id)
+                    self._hand(fields)
+
+    async def _recover(self) -> str:
+        """After a failed read: where to read on, once Redis answers; then
+        every waiter re-reads its stream, since notices may have been lost
+        meanwhile."""
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            if self._stopped:
+                return "0-0"
+            try:
+                last = await self._last_inbox_id()
+                # The idle connections of the pool may be to the Redis that
+                # went away (a restart): the client does not retry on them,
+                # so the woken waiters would fail on their re-read.
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
+            except (redis.RedisError, OSError):
+                continue
+            self._wake_all()
+            return last
+
+    def _hand(self, fields: dict[bytes, bytes]) -> None:
+        waiters = self._waiters.get(_text(fields[b"s"]))
+        if not waiters:
+            return  # no reader here any more (or stop()'s notice)
+        seq, payload = int(fields[b"q"]), fields[b"e"]
+        shared = None
+        if seq and payload:
+            shared = events_pb2.Event.FromString(payload)
+        for waiter in waiters:
+            if shared is not None:
+                waiter.handed.append((seq, float(fields[b"t"]), shared))
+            _wake(waiter.future)
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                _wake(waiter.future)
+
+
+def _following(handed: list[tuple[int, float, events_pb2.Event]], after_seq: int, limit: int) -> list[events_pb2.Event]:
+    """The handed events that follow ``after_seq`` with no gap, or none."""
+    events: list[events_pb2.Event] = []
+    expected = after_seq + 1
+    for seq, when, shared in handed:
+        if seq < expected:
+            continue  # read already, before the wait
+        if seq > expected or len(events) == limit:
+            break
+        event = events_pb2.Event()
+        event.CopyFrom(shared)
+        _stamp(event, seq, when)
+        events.append(event)
+        expected += 1
+    # A gap after the first ones is fine: the next wait reads from there.
+    return events
+
+
+def _event(seq: int, when: float, payload: bytes) -> events_pb2.Event:
+    event = events_pb2.Event.FromString(payload)
+    _stamp(event, seq, when)
+    return event
+
+
+def _stamp(event: events_pb2.Event, seq: int, when: float) -> None:
+    event.seq = seq
+    event.time.FromMicroseconds(round(when * 1e6))
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _unavailable(reply: Awaitable[T]) -> T:
+    """The reply; Redis failing is the log being unavailable."""
+    try:
+        return await reply
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise failures.Unavailable(f"the event log (Redis) did not answer: {exc}") from exc

@@ -1,0 +1,322 @@
+"""The EventLog contract, kept by both implementations: the embedded one
+(memory.py) and the cluster's (redis_log.py, on a real Redis, two nodes
+where it matters). Seqs are compared from the session's first one: the
+embedded log starts at 1, the cluster's above every seq a lost Redis may
+have issued."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from core import failures
+from core.cluster import redis_client
+from core.events.log import EventLog, EventsExpired
+from core.events.memory import MemoryEventLog
+from core.events.redis_log import RedisEventLog
+from tests.support.clock import FakeClock
+from tests.support.timing import seconds
+from wac.v1 import events_pb2
+
+# The reading node of a two-node log (the other one writes); a log made by
+# the factory with no node is the first one.
+MakeLog = Callable[..., Awaitable[EventLog]]
+
+
+def note(text: str) -> events_pb2.Event:
+    return events_pb2.Event(session_revoked=events_pb2.SessionRevoked(session_id=text))
+
+
+def texts(events: list[events_pb2.Event]) -> list[str]:
+    return [e.session_revoked.session_id for e in events]
+
+
+async def first_seq(log: EventLog, session: str) -> int:
+    """The seq the session's next event will have: its first."""
+    await log.publish_to_sessions([session], note("probe"))
+    probe = await log.read(session, 0)
+    return probe[-1].seq + 1
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_log(request: pytest.FixtureRequest) -> AsyncIterator[MakeLog]:
+    """Makes logs sharing one store: for memory, the same log each time
+    (one process); for Redis, one log per node on the same Redis."""
+    if request.param == "memory":
+        shared: dict[str, MemoryEventLog] = {}
+
+        async def make_memory(node: str = "a", **options: object) -> EventLog:
+            if "log" not in shared:
+                shared["log"] = MemoryEventLog(**options)  # type: ignore[arg-type]
+            return shared["log"]
+
+        yield make_memory
+        return
+    client = redis_client.connect(request.getfixturevalue("redis_url"))
+    logs: dict[str, RedisEventLog] = {}
+
+    async def make_redis(node: str = "a", **options: object) -> EventLog:
+        if node not in logs:
+            logs[node] = RedisEventLog(client, node=node, **options)  # type: ignore[arg-type]
+            await logs[node].start()
+        return logs[node]
+
+    try:
+        yield make_redis
+    finally:
+        for made in logs.values():
+            await made.stop()
+        await redis_client.close(client)
+
+
+async def test_publish_read_and_resume(make_log: MakeLog) -> None:
+    log = await make_log()
+    await log.open("s1", "alice")
+    await log.open("s2", "alice")
+    await log.open("s3", "bob")
+    await log.publish(["alice"], note("one"))
+    await log.publish(["alice", "bob"], note("two"))
+    events = await log.read("s1", 0)
+    assert texts(events) == ["one", "two"]
+    first = events[0].seq
+    assert events[1].seq == first + 1
+    assert all(e.HasField("time") for e in events)
+    assert texts(await log.read("s1", first)) == ["two"]
+    assert await log.read("s1", first + 1) == []
+    assert texts(await log.read("s3", 0)) == ["two"]
+    assert texts(await log.read("s1", 0, limit=1)) == ["one"]
+
+
+async def test_the_session_that_caused_an_event_is_left_out(make_log: MakeLog) -> None:
+    log = await make_log()
+    await log.open("s1", "alice")
+    await log.open("s2", "alice")
+    await log.publish(["alice"], note("one"), exclude_session="s1")
+    assert await log.read("s1", 0) == []
+    assert texts(await log.read("s2", 0)) == ["one"]
+
+
+async def test_publish_to_sessions_reaches_those_open_sessions_only(make_log: MakeLog) -> None:
+    log = await make_log()
+    await log.open("s1", "alice")
+    await log.open("s2", "alice")
+    await log.open("s3", "bob")
+    await log.close("s3")
+    await log.publish_to_sessions(["s1", "s3", "unknown"], note("one"))
+    assert texts(await log.read("s1", 0)) == ["one"]
+    assert await log.read("s2", 0) == []
+    assert await log.read("s3", 0) == []
+    assert await log.read("unknown", 0) == []
+
+
+async def test_a_closed_session_keeps_its_final_event_and_gets_no_more(make_log: MakeLog) -> None:
+    log = await make_log()
+    await log.open("s1", "alice")
+    await log.open("s2", "alice")
+    assert await log.is_open("s1")
+    assert not await log.is_open("unknown")
+    await log.publish(["alice"], note("one"))
+    await log.close("s1", note("bye"))
+    await log.close("s1", note("again"))  # closing twice appends nothing
+    assert not await log.is_open("s1")
+    await log.publish(["alice"], note("two"))
+    await log.publish_to_sessions(["s1"], note("three"))
+    await log.open("s1", "alice")  # stays closed
+    assert not await log.is_open("s1")
+    assert texts(await log.read("s1", 0)) == ["one", "bye"]
+    assert texts(await log.read("s2", 0)) == ["one", "two"]
+
+
+async def test_seqs_never_issued_and_unknown_sessions_are_expired(make_log: MakeLog) -> None:
+    log = await make_log()
+    await log.open("s1", "alice")
+    first = await first_seq(log, "s1")
+    with pytest.raises(EventsExpired):
+        await log.read("s1", first)  # not issued yet
+    with pytest.raises(EventsExpired):
+        await log.read("unknown", 5)
+    assert await log.read("unknown", 0) == []
+
+
+async def test_events_beyond_the_count_bound_are_expired(make_log: MakeLog) -> None:
+    log = await make_log(max_events=3)
+    await log.open("s1", "alice")
+    first = await first_seq(log, "s1")
+    for text in ("one", "two", "three", "four", "five"):
+        await log.publish(["alice"], note(text))
+    assert texts(await log.read("s1", 0)) == ["three", "four", "five"]
+    with pytest.raises(EventsExpired):
+        await log.read("s1", first)  # "two" is gone
+    assert texts(await log.read("s1", first + 1)) == ["three", "four", "five"]
+
+
+async def test_events_past_the_retention_window_are_expired(make_log: MakeLog) -> None:
+    clock = FakeClock()
+    log = await make_log(retention=120, clock=clock)
+    await log.open("s1", "alice")
+    first = await first_seq(log, "s1")
+    await log.publish(["alice"], note("one"))
+    await clock.advance(100)
+    await log.publish(["alice"], note("two"))
+    await clock.advance(20)
+    assert texts(await log.read("s1", first - 1)) == ["one", "two"], "at the window's edge: kept"
+    await clock.advance(0.001)
+    with pytest.raises(EventsExpired):
+        await log.read("s1", first - 1)
+    assert texts(await log.read("s1", first)) == ["two"]
+    assert texts(await log.read("s1", 0)) == ["two"]
+
+
+async def test_a_wait_wakes_on_an_event_published_by_another_node(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    await writer.open("s1", "alice")
+    first = await first_seq(writer, "s1")
+    waiting = asyncio.ensure_future(reader.wait("s1", first - 1, timeout=seconds(10)))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await writer.publish(["alice"], note("one"))
+    events = await asyncio.wait_for(waiting, seconds(2))
+    assert texts(events) == ["one"]
+    assert events[0].seq == first
+
+
+async def test_a_wait_wakes_when_another_node_closes_the_session(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    await writer.open("s1", "alice")
+    first = await first_seq(writer, "s1")
+    waiting = asyncio.ensure_future(reader.wait("s1", first - 1, timeout=seconds(10)))
+    await asyncio.sleep(0.05)
+    await writer.close("s1", note("bye"))
+    assert texts(await asyncio.wait_for(waiting, seconds(2))) == ["bye"]
+    waiting = asyncio.ensure_future(reader.wait("s1", first, timeout=seconds(10)))
+    assert await asyncio.wait_for(waiting, seconds(2)) == [], "closed: the wait ends at once"
+
+
+async def test_a_wait_ends_at_its_timeout(make_log: MakeLog) -> None:
+    clock = FakeClock()
+    log = await make_log(clock=clock)
+    await log.open("s1", "alice")
+    waiting = asyncio.ensure_future(log.wait("s1", 0, timeout=15))
+    await asyncio.sleep(0.05)
+    await clock.advance(14.9)
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await clock.advance(0.1)
+    assert await asyncio.wait_for(waiting, seconds(2)) == []
+    assert clock.pending() == 0, "its timer is cancelled"
+
+
+async def test_an_event_published_while_a_wait_starts_is_not_missed(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    await writer.open("s1", "alice")
+    first = await first_seq(writer, "s1")
+    for round_ in range(20):
+        waiting = asyncio.ensure_future(reader.wait("s1", first - 1 + round_, timeout=seconds(10)))
+        await writer.publish(["alice"], note(str(round_)))
+        events = await asyncio.wait_for(waiting, seconds(2))
+        assert texts(events) == [str(round_)]
+
+
+async def test_redis_many_waiting_sessions_share_one_blocking_read(redis_url: str) -> None:
+    client = redis_client.connect(redis_url)
+    reader = RedisEventLog(client, node="b")
+    writer = RedisEventLog(client, node="a")
+    await reader.start()
+    try:
+        sessions = [f"s{i}" for i in range(50)]
+        for session in sessions:
+            await writer.open(session, f"user{session}")
+        waits = [asyncio.ensure_future(reader.wait(s, 0, timeout=seconds(10))) for s in sessions]
+        await asyncio.sleep(0.2)
+        blocked = []
+        for _ in range(5):
+            clients = await client.client_list()
+            blocked.append(sum(1 for c in clients if c.get("cmd") in ("xread", "blpop")))
+            await asyncio.sleep(0.05)
+        assert max(blocked) <= 1 and 1 in blocked, blocked
+        await writer.publish([f"user{s}" for s in sessions], note("all"))
+        results = await asyncio.wait_for(asyncio.gather(*waits), seconds(3))
+        assert all(texts(r) == ["all"] for r in results)
+    finally:
+        await reader.stop()
+        await redis_client.close(client)
+
+
+async def test_redis_stop_wakes_every_waiter(redis_url: str) -> None:
+    client = redis_client.connect(redis_url)
+    log = RedisEventLog(client, node="a")
+    await log.start()
+    try:
+        await log.open("s1", "alice")
+        waiting = asyncio.ensure_future(log.wait("s1", 0, timeout=seconds(30)))
+        await asyncio.sleep(0.05)
+        await log.stop()
+        assert await asyncio.wait_for(waiting, seconds(2)) == []
+    finally:
+        await log.stop()
+        await redis_client.close(client)
+
+
+async def test_redis_losing_its_data_expires_resumes_and_never_reuses_seqs(redis_url: str) -> None:
+    client = redis_client.connect(redis_url)
+    log = RedisEventLog(client, node="a")
+    await log.start()
+    try:
+        await log.open("s1", "alice")
+        for text in ("one", "two", "three"):
+            await log.publish(["alice"], note(text))
+        seen = await log.read("s1", 0)
+        last = seen[-1].seq
+        await client.flushdb()
+        # The session is opened again (a refresh) before the client resumes,
+        # and new events are appended.
+        await log.open("s1", "alice")
+        for text in ("four", "five", "six", "seven"):
+            await log.publish(["alice"], note(text))
+        for after in (seen[0].seq, seen[1].seq, last):
+            with pytest.raises(EventsExpired):
+                await log.read("s1", after)
+        fresh = await log.read("s1", 0)
+        assert texts(fresh) == ["four", "five", "six", "seven"]
+        assert fresh[0].seq > last, "no seq of the lost log is issued again"
+    finally:
+        await log.stop()
+        await redis_client.close(client)
+
+
+async def test_redis_losing_its_data_under_a_waiting_reader_expires_it(redis_url: str) -> None:
+    client = redis_client.connect(redis_url)
+    log = RedisEventLog(client, node="a")
+    await log.start()
+    try:
+        await log.open("s1", "alice")
+        await log.publish(["alice"], note("one"))
+        last = (await log.read("s1", 0))[-1].seq
+        await client.flushdb()
+        with pytest.raises(EventsExpired):
+            await log.wait("s1", last, timeout=seconds(5))
+    finally:
+        await log.stop()
+        await redis_client.close(client)
+
+
+async def test_redis_unreachable_is_unavailable() -> None:
+    client = redis_client.connect("redis://127.0.0.1:1/0")
+    log = RedisEventLog(client, node="a")
+    try:
+        for call in (
+            log.open("s1", "alice"),
+            log.publish(["alice"], note("one")),
+            log.read("s1", 0),
+            log.wait("s1", 0, timeout=1),
+            log.is_open("s1"),
+        ):
+            with pytest.raises(failures.Unavailable):
+                await asyncio.wait_for(call, seconds(5))
+    finally:
+        await redis_client.close(client)
