@@ -12,11 +12,13 @@ sessions, named inside its script):
 - ``wac:evmeta:<session>``, a hash: ``user``, ``open`` (1/0), ``next``
   (the next seq).
 - ``wac:evuser:<username>``, a set: the user's open sessions (routing).
-- ``wac:evroute:<session>``, a set: the nodes with readers waiting on the
-  session, each told of its new events; refreshed by every wait, so a node
-  that stopped reading drops out after a retention window.
+- ``wac:evroute:<session>``, a sorted set: the nodes with readers waiting
+  on the session, each told of its new events, scored by when that ends
+  unless one of its readers waits again (a retention window after its last
+  wait), so a node that stopped reading drops out on its own.
 - ``wac:inbox:<node>``, a stream: the notices of one node (session, seq,
-  time and the event itself), bounded in length.
+  time and the event itself), bounded in length, gone a retention window
+  after its last notice (a node that left).
 
 Appending (a publish, a close with its final event) is one Lua script per
 call: for each target session it takes the next seq, XADDs with an exact
@@ -138,10 +140,14 @@ local function append(s, user)
   return seq
 end
 local function notify(s, seq, body)
-  for _, node in ipairs(redis.call('SMEMBERS', route_key(s))) do
-    redis.call('XADD', 'wac:inbox:' .. node, 'MAXLEN', '~', '"""
+  local route = route_key(s)
+  redis.call('ZREMRANGEBYSCORE', route, '-inf', '(' .. ARGV[1])
+  for _, node in ipairs(redis.call('ZRANGE', route, 0, -1)) do
+    local inbox = 'wac:inbox:' .. node
+    redis.call('XADD', inbox, 'MAXLEN', '~', '"""
     + str(INBOX_MAX)
     + """', '*', 's', s, 'q', int(seq), 'e', body, 't', ARGV[1])
+    redis.call('PEXPIRE', inbox, ttl)
   end
 end
 if mode == 'users' then
@@ -202,7 +208,7 @@ _READ = (
 local s, after, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now, ttl, node = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 if node ~= '' then
-  redis.call('SADD', route_key(s), node)
+  redis.call('ZADD', route_key(s), now + ttl / 1000, node)
   redis.call('PEXPIRE', route_key(s), ttl)
 end
 local meta = redis.call('HMGET', meta_key(s), 'user', 'open', 'next')

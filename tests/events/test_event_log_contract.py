@@ -320,3 +320,24 @@ async def test_redis_unreachable_is_unavailable() -> None:
                 await asyncio.wait_for(call, seconds(5))
     finally:
         await redis_client.close(client)
+
+
+async def test_redis_a_node_that_stopped_reading_is_told_no_more(redis_url: str) -> None:
+    clock = FakeClock()
+    client = redis_client.connect(redis_url)
+    reader = RedisEventLog(client, node="b", retention=120, clock=clock)
+    writer = RedisEventLog(client, node="a", retention=120, clock=clock)
+    try:
+        await writer.open("s1", "alice")
+        assert await reader.read("s1", 0) == []
+        waiting = asyncio.ensure_future(reader.wait("s1", 0, timeout=1))
+        await asyncio.sleep(0.05)
+        await clock.advance(1)
+        assert await asyncio.wait_for(waiting, seconds(2)) == []
+        await writer.publish(["alice"], note("one"))
+        assert await client.xlen("wac:inbox:b") == 1, "read a moment ago: told"
+        await clock.advance(120.001)
+        await writer.publish(["alice"], note("two"))
+        assert await client.xlen("wac:inbox:b") == 1, "read a retention window ago: not told"
+    finally:
+        await redis_client.close(client)
