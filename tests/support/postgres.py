@@ -102,10 +102,10 @@ class Postgres(LocalServer):
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
         if not (self.data / "PG_VERSION").exists():
             self.initdb()
-        super().start()
+        super().start(port)
 
     def command(self) -> list[str]:
         return [

@@ -76,9 +76,11 @@ class LocalServer(ABC):
     def ready(self) -> bool:
         """One readiness probe: True once the server answers."""
 
-    def start(self) -> None:
-        for _ in range(3):  # a free port can be taken between finding and binding it
-            self.port = free_port()
+    def start(self, port: int | None = None) -> None:
+        """Start at a free port, or at ``port`` (a restart where clients
+        expect the server back at the same address)."""
+        for _ in range(1 if port else 3):  # a free port can be taken between finding and binding it
+            self.port = port or free_port()
             with (self.directory / f"{self.name}.log").open("ab") as log:
                 self.process = subprocess.Popen(
                     self.command(),
