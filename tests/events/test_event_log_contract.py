@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -340,4 +341,63 @@ async def test_redis_a_node_that_stopped_reading_is_told_no_more(redis_url: str)
         await writer.publish(["alice"], note("two"))
         assert await client.xlen("wac:inbox:b") == 1, "read a retention window ago: not told"
     finally:
+        await redis_client.close(client)
+
+
+async def test_redis_a_followed_session_is_read_once_then_handed_its_events(redis_url: str) -> None:
+    client = redis_client.connect(redis_url)
+    reader = RedisEventLog(client, node="b")
+    writer = RedisEventLog(client, node="a")
+    await reader.start()
+    reads = 0
+    read_log = reader._read_log
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_log(*args, **kwargs)
+
+    reader._read_log = counted  # type: ignore[method-assign]
+    try:
+        await writer.open("s1", "alice")
+        after = 0
+        for round_ in range(10):
+            waiting = asyncio.ensure_future(reader.wait("s1", after, timeout=seconds(10)))
+            await asyncio.sleep(0.01)
+            await writer.publish(["alice"], note(str(round_)))
+            await writer.publish(["alice"], note(f"{round_}+"))
+            events = await asyncio.wait_for(waiting, seconds(2))
+            if len(events) == 1:  # the second was published after the wake
+                events += await asyncio.wait_for(reader.wait("s1", events[0].seq, timeout=seconds(10)), seconds(2))
+            assert texts(events) == [str(round_), f"{round_}+"]
+            after = events[-1].seq
+        assert reads == 1, "one read routes the session here; its events come through the inbox"
+    finally:
+        await reader.stop()
+        await redis_client.close(client)
+
+
+async def test_redis_a_lost_notice_makes_the_reader_read_its_stream(redis_url: str) -> None:
+    client = redis_client.connect(redis_url)
+    reader = RedisEventLog(client, node="b")
+    writer = RedisEventLog(client, node="a")
+    await reader.start()
+    try:
+        await writer.open("s1", "alice")
+        waiting = asyncio.ensure_future(reader.wait("s1", 0, timeout=seconds(10)))
+        await asyncio.sleep(0.05)
+        await writer.publish(["alice"], note("one"))
+        (one,) = await asyncio.wait_for(waiting, seconds(2))
+        # The notice of "two" never reaches node b (an inbox trimmed while
+        # it was behind, say); that of "three" does.
+        score = (await client.zscore("wac:evroute:s1", "b")) or 0
+        await client.zrem("wac:evroute:s1", "b")
+        await writer.publish(["alice"], note("two"))
+        await client.zadd("wac:evroute:s1", {"b": score})
+        waiting = asyncio.ensure_future(reader.wait("s1", one.seq, timeout=seconds(10)))
+        await asyncio.sleep(0.05)
+        await writer.publish(["alice"], note("three"))
+        assert texts(await asyncio.wait_for(waiting, seconds(2))) == ["two", "three"]
+    finally:
+        await reader.stop()
         await redis_client.close(client)
