@@ -26,7 +26,11 @@ MAXLEN of ``max_events``, drops the entries older than ``retention``, and
 XADDs a notice to the inbox of each node reading the session. Every key is
 PEXPIREd ``retention`` after its last write or read, so an abandoned
 session costs nothing after the window (the embedded log's sweep, done by
-Redis: ``sweep()`` has nothing to do).
+Redis: ``sweep()`` has nothing to do). Unlike the embedded log, which drops
+a log nobody read for the window even while events arrive, a log written
+to lives on, bounded by count and time all the same. Times, and the
+retention of entries and routes, are the nodes' ``Clock``; key expiry is
+Redis's.
 
 Fan-in: a node reads its inbox with ONE task doing ``XREAD BLOCK``,
 however many sessions it serves, and hands each notice's event to the local
@@ -65,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as redis
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from core import failures
 from core.clock import SYSTEM_CLOCK, Clock
@@ -604,8 +609,10 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 async def _unavailable(reply: Awaitable[T]) -> T:
-    """The reply; Redis failing is the log being unavailable."""
+    """The reply; Redis failing is the log being unavailable. A full or
+    read-only Redis (a replica after a failover) cannot serve now, like a
+    lost one; any other error is a bug here, left as it is."""
     try:
         return await reply
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise failures.Unavailable(f"the event log (Redis) did not answer: {exc}") from exc
+    except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OutOfMemoryError, OSError) as exc:
+        raise failures.Unavailable(f"the event log (Redis) is unavailable: {exc}") from exc
