@@ -129,10 +129,10 @@ local function touch(s, user, ttl)
 end
 """
 
-# ARGV: now, retention ms, max events, payload, mode ("users", "sessions"
-# or "close"), exclude session, then the usernames or session ids.
-# For "close" the payload may be empty (no final event). Returns the
-# number of events appended.
+# ARGV: now, retention ms, max events, payload, mode ("users", "sessions",
+# "close" after appending the payload, "end" closing with none), exclude
+# session, then the usernames or session ids. Returns the number of events
+# appended.
 _APPEND = (
     _PRELUDE
     + """
@@ -178,9 +178,9 @@ else
     local s = ARGV[i]
     local meta = redis.call('HMGET', meta_key(s), 'user', 'open')
     if meta[2] == '1' then
-      if mode == 'close' then
+      if mode == 'close' or mode == 'end' then
         local seq = 0
-        if payload ~= '' then seq = append(s, meta[1]) end
+        if mode == 'close' then seq = append(s, meta[1]) end
         redis.call('HSET', meta_key(s), 'open', '0')
         redis.call('SREM', user_key(meta[1]), s)
         -- Closed ('1'): the readers read the stream again and see it.
@@ -370,7 +370,7 @@ class RedisEventLog:
 
     async def close(self, session_id: str, final: events_pb2.Event | None = None) -> None:
         payload = b"" if final is None else final.SerializeToString()
-        await self._run_append("close", payload, "", [session_id])
+        await self._run_append("end" if final is None else "close", payload, "", [session_id])
 
     async def publish(
         self,
@@ -546,7 +546,8 @@ class RedisEventLog:
         if not waiters and follow is None:
             return  # no reader here any more (or stop()'s notice)
         seq, payload = int(fields[b"q"]), fields[b"e"]
-        shared = events_pb2.Event.FromString(payload) if seq and payload else None
+        # seq 0: a close with no final event.
+        shared = events_pb2.Event.FromString(payload) if seq else None
         when = float(fields[b"t"])
         if follow is not None:
             if fields.get(b"c") == b"1":

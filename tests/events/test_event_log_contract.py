@@ -401,3 +401,16 @@ async def test_redis_a_lost_notice_makes_the_reader_read_its_stream(redis_url: s
     finally:
         await reader.stop()
         await redis_client.close(client)
+
+
+async def test_an_event_with_no_fields_set_is_kept_like_any_other(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    await writer.open("s1", "alice")
+    first = await first_seq(writer, "s1")
+    waiting = asyncio.ensure_future(reader.wait("s1", first - 1, timeout=seconds(10)))
+    await asyncio.sleep(0.05)
+    await writer.publish(["alice"], events_pb2.Event())
+    assert [e.seq for e in await asyncio.wait_for(waiting, seconds(2))] == [first]
+    await writer.close("s1", events_pb2.Event())
+    assert [e.seq for e in await reader.read("s1", first - 1)] == [first, first + 1]
