@@ -416,3 +416,14 @@ async def test_an_event_with_no_fields_set_is_kept_like_any_other(make_log: Make
     assert [e.seq for e in await asyncio.wait_for(waiting, seconds(2))] == [first]
     await writer.close("s1", events_pb2.Event())
     assert [e.seq for e in await reader.read("s1", first - 1)] == [first, first + 1]
+
+
+async def test_a_publish_to_many_subscribers_reaches_each_once(make_log: MakeLog) -> None:
+    log = await make_log()
+    users = [f"user{i}" for i in range(600)]  # more than one append script's share on Redis
+    for user in users:
+        await log.open(f"s-{user}", user)
+    await log.publish(users, note("all"), exclude_session="s-user7")
+    for user in users:
+        expected = [] if user == "user7" else ["all"]
+        assert texts(await log.read(f"s-{user}", 0)) == expected
