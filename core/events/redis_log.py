@@ -537,10 +537,12 @@ class RedisEventLog:
                 log.warning("events: reading the inbox of node %s failed", self.node, exc_info=True)
                 last = await self._recover()
                 continue
+            # A fan-out's notices carry the same event: parsed once.
+            parsed: dict[bytes, events_pb2.Event] = {}
             for _, notices in replies:
                 for notice_id, fields in notices:
                     last = _text(notice_id)
-                    self._hand(fields)
+                    self._hand(fields, parsed)
 
     async def _recover(self) -> str:
         """After a failed read: where to read on, once Redis answers; then
@@ -561,15 +563,18 @@ class RedisEventLog:
             self._wake_all()
             return last
 
-    def _hand(self, fields: dict[bytes, bytes]) -> None:
+    def _hand(self, fields: dict[bytes, bytes], parsed: dict[bytes, events_pb2.Event]) -> None:
         session_id = _text(fields[b"s"])
         waiters = self._waiters.get(session_id)
         follow = self._follows.get(session_id)
         if not waiters and follow is None:
             return  # no reader here any more (or stop()'s notice)
         seq, payload = int(fields[b"q"]), fields[b"e"]
-        # seq 0: a close with no final event.
-        shared = events_pb2.Event.FromString(payload) if seq else None
+        shared = None
+        if seq:  # 0: a close with no final event
+            shared = parsed.get(payload)
+            if shared is None:
+                shared = parsed[payload] = events_pb2.Event.FromString(payload)
         when = float(fields[b"t"])
         if follow is not None:
             if fields.get(b"c") == b"1":
