@@ -75,6 +75,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -345,8 +346,6 @@ def consecutive_free_ports(count: int) -> int:
 
 
 def _bindable(port: int) -> bool:
-    import socket
-
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
