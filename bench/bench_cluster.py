@@ -57,7 +57,8 @@ measured over a quiet window with every socket connected.
 The assumptions (changes per hour, watchers, utilisation, memory per edge,
 call length) are options, printed with the estimate. One machine's two CPUs
 run the clients too: the figures are per-operation costs on this machine,
-not a cluster's capacity.
+not a cluster's capacity. Most of a run's time goes to logging the
+sockets in, twice (each log-in costs the cores some 20-30 ms of CPU).
 
     .venv/bin/python bench/bench_cluster.py [--pairs 8,16] [--seconds 10]
         [--sockets 5000] [--workers 2] [--changes 1] [--only calls|fanout]
