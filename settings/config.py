@@ -307,6 +307,11 @@ class ClusterConfig:
     # Seconds between renewals; less than half of lease_seconds, so that a
     # renewal delayed by one beat still arrives in time.
     heartbeat_seconds: float = key(1.0, between=(0.1, 10))
+    # host:port at which the other cores reach this core's gRPC (a call's
+    # inputs are forwarded to the core that owns it). Empty: core.listen
+    # with its bound port, refused at start if that host is a wildcard
+    # (0.0.0.0, ::) while redis_url is set.
+    advertise: str = key("", check=lambda value: value and checks.address(value))
 
     def __post_init__(self) -> None:
         if not self.heartbeat_seconds < self.lease_seconds / 2:

@@ -47,14 +47,35 @@ Access rules (the machine then checks which *device* may act):
 - A caller has at most ``calls.max_calls_per_caller`` live calls placed, and
   at most ``calls.max_ringing_per_callee`` calls ring at one callee; beyond
   them CreateCall is RESOURCE_EXHAUSTED (the rule is the machine's). The
-  counts are this core's live calls, and a call counts from the moment it
-  passes the check (before its row is written), so concurrent CreateCalls
-  cannot all slip under the bound.
+  counts are the cluster's (``core/cluster/call_sets.py``), and a call
+  counts from the moment its place is reserved, before the check (before
+  its row is written), so concurrent CreateCalls cannot all slip under the
+  bound.
+
+In a cluster (``ownership``), each live call is owned by one core, the one
+holding its lease ``call:<id>``: the core that created it, or the one that
+took it over. Only the owner holds the call in memory, runs its timers and
+applies its inputs; the servicer forwards an input that reaches another
+core to the owner (``locate``). A call whose owner is gone (its lease
+lapsed) is adopted by the first core that gets its lease: at once when an
+input for it arrives, otherwise at the next heartbeat of any core, which
+looks through the gone nodes' sets of calls (``core/cluster/owners.py``).
+The adopter restores the machine from the store, as a restart does, re-arms
+its timers from the stored deadlines (a ring timeout that passed fires at
+once) and treats the call's devices that are no longer online as lost. A
+device lost on another core reaches the owner through its inbox.
+
+No fencing token is written with the call rows: the Keeper stops a call's
+work once its lease may lapse before the next renewal, before another core
+can take it, so only an owner paused past its lease (a stopped process)
+could write once more on waking; guarding against that would cost a column
+and a conditional update on every transition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -85,10 +106,13 @@ from core.calls.machine import (
     check_sdp,
     is_uri_callee,
 )
-from core.calls.store import CallStore, CallWrite
+from core.calls.store import CallStore, CallWrite, StoredCall
 from core.calls.writer import GroupWriter
 from core.clock import SYSTEM_CLOCK, Clock, Timer
+from core.cluster.call_sets import CallSets, LocalCallSets
 from core.cluster.devices import DeviceRegistry
+from core.cluster.leases import Keeper, Lease, Leases
+from core.cluster.owners import CallOwners, Orphan
 from core.events.log import EventLog
 from settings.config import CallsConfig, IceConfig
 
@@ -97,6 +121,10 @@ log = logging.getLogger("wac.calls")
 NOT_PARTICIPANT = "not a participant of this call"
 # How long CreateCall waits for the caller's device to come online.
 ONLINE_WAIT = 2.0
+# In a cluster the device may come online on another core: how often the
+# wait looks at the registry meanwhile.
+ONLINE_POLL = 0.05
+LEASE_PREFIX = "call:"
 MAX_CALL_ID = 64
 MAX_CALLEE = 256
 
@@ -111,6 +139,19 @@ class Subscribers(Protocol):
     async def exists(self, username: str) -> bool: ...
 
     async def display_name(self, username: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """What a core of a cluster owns its calls with: the leases, the Keeper
+    that renews them (started and closed by the composition root), the
+    owners' bookkeeping, and the address the other cores reach it at."""
+
+    leases: Leases
+    keeper: Keeper
+    owners: CallOwners
+    lease_seconds: float
+    heartbeat_seconds: float
 
 
 @dataclass(slots=True)
@@ -155,13 +196,17 @@ class CallHandler:
         device_grace: float,
         in_call: InCall | None = None,
         gateway: GatewayCalls | None = None,
+        sets: CallSets | None = None,
+        ownership: Ownership | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``device_grace`` is how long a restored call waits for its devices
         to reconnect after a restart (the device registry's grace period).
         ``in_call`` (started and stopped here) tells presence who is in a
-        call; ``gateway`` holds the calls through the SIP gateway; ``clock``
-        gives the time and runs the calls' timers."""
+        call; ``gateway`` holds the calls through the SIP gateway; ``sets``
+        the counts the bounds check and the devices' calls; ``ownership``
+        makes this core one of a cluster; ``clock`` gives the time and runs
+        the calls' timers."""
         self._store = store
         self._writer = GroupWriter(store)
         self._events = events
@@ -175,14 +220,14 @@ class CallHandler:
         self._clock = clock
         self._locks = _CallLocks()
         self._live: dict[str, CallMachine] = {}
-        # session id -> live calls it takes part in (caller or offered device)
-        self._by_device: dict[str, set[str]] = {}
-        # The bounds on creation: caller -> its live calls placed, callee ->
-        # the calls ringing at it. A call enters both when it passes the
-        # check in create(), and leaves them when it ends (the callee's also
-        # when it is answered).
-        self._placed: dict[str, set[str]] = {}
-        self._ringing_at: dict[str, set[str]] = {}
+        # The bounds on creation (a call enters the caller's and callee's
+        # counts when create() reserves its place, and leaves them when it
+        # ends, the callee's also when it is answered), and the live calls
+        # of each device (caller or offered).
+        self._sets = sets or LocalCallSets()
+        self._ownership = ownership
+        self._address = ""
+        self._heartbeat: asyncio.Task[None] | None = None
         self._timers: dict[tuple[str, TimerKind], Timer] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -191,17 +236,22 @@ class CallHandler:
 
     # -- lifecycle ----------------------------------------------------
     async def start(self) -> None:
-        """Reload the live calls and re-arm their timers; listen for lost devices."""
+        """Reload the live calls and re-arm their timers; listen for lost
+        devices. In a cluster, the calls are taken over as their owners go,
+        by the heartbeat ``advertise`` starts."""
         self._devices.on_lost(self._device_lost)
         self._devices.on_online(self._device_online)
         self._in_call.start()
+        if self._ownership is not None:
+            await self._ownership.owners.restart()
+            return
         for call_id, snapshot in await self._store.live_snapshots():
             try:
                 machine = CallMachine.restore(snapshot)
             except ValueError:
                 log.exception("call %s has an unreadable snapshot; it stays as stored", call_id)
                 continue
-            self._adopt(machine)
+            await self._adopt(machine, counted=False)
             if machine.state is CallState.ACTIVE:
                 self._mark_active(machine.info())
             for timer in machine.pending_timers():
@@ -212,9 +262,23 @@ class CallHandler:
                 self._device_grace, lambda: self._spawn(self._drop_absent_devices(tuple(self._live)))
             )
 
+    def advertise(self, address: str) -> None:
+        """In a cluster: the address other cores reach this one's gRPC at
+        (known once the server is bound); starts the heartbeat that
+        announces it, reads this core's inbox and adopts orphaned calls."""
+        if self._ownership is None or self._heartbeat is not None:
+            return
+        self._address = address
+        self._heartbeat = asyncio.create_task(self._beat(self._ownership), name="calls-ownership")
+
     async def stop(self) -> None:
-        """Stop the timers and let transitions in flight finish."""
+        """Stop the timers and let transitions in flight finish. In a
+        cluster the Keeper's close then releases the calls' leases, and the
+        other cores take them over at their next heartbeat."""
         self._stopped = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._reconnect_check is not None:
             self._reconnect_check.cancel()
         for handle in self._timers.values():
@@ -227,6 +291,11 @@ class CallHandler:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._writer.close()
         await self._in_call.stop()
+        if self._ownership is not None:
+            try:
+                await self._ownership.owners.leave()
+            except Exception:  # its announcement lapses instead
+                log.warning("calls: could not leave the cluster's owners", exc_info=True)
 
     # -- subscriber inputs --------------------------------------------
     async def create(
@@ -252,11 +321,35 @@ class CallHandler:
             raise failures.NotFound(f"subscriber '{callee}' does not exist")
         await self._require_online(who)
         display_name = await self._display_name(who.username)
-        # From reading the counts to reserving the call in them there is no
-        # await: no other CreateCall can run in between.
-        machine, effects = _checked(
+        callee_busy = await self._in_call.busy_anywhere(callee)
+        call_id = secrets.token_urlsafe(16)
+        # The place is taken before the rule is checked, in one step with
+        # reading the counts: concurrent CreateCalls see each other.
+        placed, ringing = await self._sets.reserve(call_id, who.username, callee)
+        try:
+            machine, effects = self._created(who, call_id, callee, media, offer, online, callee_busy, placed, ringing)
+        except BaseException:
+            await self._sets.release(call_id, who.username, callee)
+            raise
+        if machine.state is CallState.ENDED:
+            await self._sets.release(call_id, who.username, callee)
+        return await self._run(self._begin(machine, effects, display_name))
+
+    def _created(
+        self,
+        who: SubscriberPrincipal,
+        call_id: str,
+        callee: str,
+        media: Media,
+        offer: SessionDescription,
+        online: tuple[str, ...],
+        callee_busy: bool,
+        placed: int,
+        ringing: int,
+    ) -> tuple[CallMachine, list[Effect]]:
+        return _checked(
             lambda: CallMachine.create(
-                call_id=secrets.token_urlsafe(16),
+                call_id=call_id,
                 caller=who.username,
                 caller_device=who.session_id,
                 callee=callee,
@@ -264,20 +357,17 @@ class CallHandler:
                 offer=offer,
                 online_devices=online,
                 now=self._clock.time(),
-                callee_busy=self._in_call.busy(callee),
+                callee_busy=callee_busy,
                 busy_on_busy=self._config.busy_on_busy,
                 ring_timeout=self._config.ring_timeout,
                 max_ice_candidates=self._config.max_candidates,
                 max_sdp_bytes=self._config.max_sdp_bytes,
-                caller_live_calls=len(self._placed.get(who.username, ())),
-                callee_ringing_calls=len(self._ringing_at.get(callee, ())),
+                caller_live_calls=placed,
+                callee_ringing_calls=ringing,
                 max_calls_per_caller=self._config.max_calls_per_caller,
                 max_ringing_per_callee=self._config.max_ringing_per_callee,
             )
         )
-        if machine.state is not CallState.ENDED:
-            self._count(machine.info())
-        return await self._run(self._begin(machine, effects, display_name))
 
     async def answer(self, who: SubscriberPrincipal, call_id: str, answer: SessionDescription) -> CallInfo:
         return await self._act(who, call_id, lambda m, now: m.answer(device=who.session_id, answer=answer, now=now))
@@ -420,13 +510,20 @@ class CallHandler:
         async with self._locks.hold(machine.call_id):
             call = machine.info()
             live = call.state is not CallState.ENDED
+            if live:
+                # Leased before its row exists: no other core adopts a call
+                # it finds in the store while this one is still writing it.
+                await self._own(call.call_id)
             try:
                 await self._writer.write(CallWrite(call, machine.snapshot() if live else None, new=True))
             except BaseException:
-                self._uncount(call)  # not stored, so not placed: it frees its place
+                # Not stored, so not placed: it frees its place.
+                await self._sets.release(call.call_id, call.caller, call.callee)
+                if live:
+                    await self._disown(call.call_id)
                 raise
             if live:
-                self._adopt(machine)
+                await self._adopt(machine, counted=True)
             await self._carry_out(machine, effects, CallState.RINGING, display_name)
             log.debug("call %s %s -> %s: %s", call.call_id, call.caller, call.callee, call.state.value)
             return call
@@ -448,46 +545,36 @@ class CallHandler:
             elif isinstance(effect, CancelTimer):
                 self._disarm(call_id, effect.kind)
         call = machine.info()
-        if was is CallState.RINGING and call.state is not CallState.RINGING:
-            _discard(self._ringing_at, call.callee, call_id)
+        if was is CallState.RINGING and call.state is CallState.ACTIVE:
+            await self._sets.answered(call_id, call.callee)
         if was is not CallState.ACTIVE and call.state is CallState.ACTIVE:
             self._mark_active(call)
         if call.state is CallState.ENDED:
-            self._forget(machine)
+            await self._forget(machine)
             log.debug("call %s ended %s by %s", call_id, call.end_reason, call.ended_by)
             if was is CallState.ACTIVE:
                 self._in_call.remove(call_id, call.caller, call.callee)
 
     # -- bookkeeping --------------------------------------------------
-    def _adopt(self, machine: CallMachine) -> None:
+    async def _adopt(self, machine: CallMachine, *, counted: bool) -> None:
+        """Hold a live call in memory; ``counted``: create() reserved its
+        place already (a restored or adopted call takes it again)."""
         call = machine.info()
         self._live[call.call_id] = machine
-        self._count(call)
-        for device in (call.caller_device, *call.offered_devices):
-            self._by_device.setdefault(device, set()).add(call.call_id)
+        if not counted:
+            await self._sets.reserve(call.call_id, call.caller, call.callee)
+            if call.state is not CallState.RINGING:
+                await self._sets.answered(call.call_id, call.callee)
+        await self._sets.attach(call.call_id, (call.caller_device, *call.offered_devices))
 
-    def _count(self, call: CallInfo) -> None:
-        """A live call in the bounds' counts (idempotent)."""
-        self._placed.setdefault(call.caller, set()).add(call.call_id)
-        if call.state is CallState.RINGING:
-            self._ringing_at.setdefault(call.callee, set()).add(call.call_id)
-
-    def _uncount(self, call: CallInfo) -> None:
-        _discard(self._placed, call.caller, call.call_id)
-        _discard(self._ringing_at, call.callee, call.call_id)
-
-    def _forget(self, machine: CallMachine) -> None:
+    async def _forget(self, machine: CallMachine) -> None:
         call = machine.info()
         self._live.pop(call.call_id, None)
-        self._uncount(call)
         for kind in TimerKind:
             self._disarm(call.call_id, kind)
-        for device in (call.caller_device, *call.offered_devices):
-            calls = self._by_device.get(device)
-            if calls is not None:
-                calls.discard(call.call_id)
-                if not calls:
-                    del self._by_device[device]
+        await self._sets.release(call.call_id, call.caller, call.callee)
+        await self._sets.detach(call.call_id, (call.caller_device, *call.offered_devices))
+        await self._disown(call.call_id)
 
     def _mark_active(self, call: CallInfo) -> None:
         self._in_call.add(call.call_id, call.caller, call.callee)
@@ -500,17 +587,30 @@ class CallHandler:
         arrived = self._arrivals.setdefault(who.session_id, asyncio.Event())
         arrival = asyncio.ensure_future(arrived.wait())
         give_up = self._clock.call_later(ONLINE_WAIT, arrival.cancel)
+        # In a cluster the device may open its stream on another core,
+        # whose registry tells only that core.
+        watch = None if self._ownership is None else asyncio.ensure_future(self._watch_online(who, arrived))
         try:
             await asyncio.wait({arrival})
         finally:
             give_up.cancel()
             arrival.cancel()
+            if watch is not None:
+                watch.cancel()
+                if self._arrivals.get(who.session_id) is arrived and arrived.is_set():
+                    del self._arrivals[who.session_id]
         if arrival.cancelled():
             self._arrivals.pop(who.session_id, None)
             raise failures.FailedPrecondition(
                 "this device has no open event stream: subscribe to EventsService before "
                 "placing a call, or it would miss the call's events"
             )
+
+    async def _watch_online(self, who: SubscriberPrincipal, arrived: asyncio.Event) -> None:
+        while not arrived.is_set():
+            await self._clock.sleep(ONLINE_POLL)
+            if who.session_id in await self._devices.online_devices(who.username):
+                arrived.set()
 
     async def _device_online(self, username: str, session_id: str) -> None:
         arrived = self._arrivals.pop(session_id, None)
@@ -547,8 +647,20 @@ class CallHandler:
         self._spawn(self._internal(call_id, lambda m, now: m.timer_fired(kind, now=now)))
 
     async def _device_lost(self, username: str, session_id: str) -> None:
-        for call_id in tuple(self._by_device.get(session_id, ())):
-            await self._run(self._internal(call_id, _lost(session_id)))
+        for call_id in await self._sets.calls_of(session_id):
+            await self._lost_input(call_id, session_id)
+
+    async def _lost_input(self, call_id: str, device: str) -> None:
+        """Apply a lost device to its call here, or send it to the call's owner."""
+        if self._ownership is not None and call_id not in self._live:
+            try:
+                owner = await self._owner_elsewhere(call_id)
+            except failures.Unavailable:
+                owner = None  # being taken over: the adopter checks its devices
+            if owner is not None:
+                await self._ownership.owners.send(owner, call_id, device)
+                return
+        await self._run(self._internal(call_id, _lost(device)))
 
     async def _drop_absent_devices(self, call_ids: tuple[str, ...]) -> None:
         """After a restart: the devices of restored calls that never came back are lost."""
@@ -578,6 +690,120 @@ class CallHandler:
             except Exception:
                 log.exception("call %s: internal input failed", call_id)
 
+    # -- ownership in a cluster ---------------------------------------
+    async def locate(self, call_id: str, *, forwarded: bool) -> str | None:
+        """The node that owns the call, when it is another live core (the
+        input goes there); None when this core applies it, after adopting
+        the call if its owner is gone. ``forwarded``: the input comes from
+        another core, which found this one the owner."""
+        if self._ownership is None:
+            return None
+        _check_call_id(call_id)
+        if call_id in self._live or (self._gateway is not None and self._gateway.holds(call_id)):
+            return None
+        owner = await self._owner_elsewhere(call_id)
+        if owner is not None and forwarded:
+            raise failures.Unavailable("the call moved to another core meanwhile: retry")
+        return owner
+
+    def lease_lost(self, lease: Lease) -> None:
+        """The Keeper lost a call's lease: another core may own the call
+        now, so this one lets it go (its state stays in the store)."""
+        self._spawn(self._let_go(lease.name.removeprefix(LEASE_PREFIX)))
+
+    async def _own(self, call_id: str) -> None:
+        if self._ownership is None:
+            return
+        if await self._ownership.keeper.acquire(LEASE_PREFIX + call_id, self._ownership.lease_seconds) is None:
+            raise failures.Aborted(f"call '{call_id}' is held by another core")
+        await self._ownership.owners.claim(call_id)
+
+    async def _disown(self, call_id: str) -> None:
+        if self._ownership is None:
+            return
+        await self._ownership.keeper.release(LEASE_PREFIX + call_id)
+        await self._ownership.owners.disown(call_id)
+
+    async def _owner_elsewhere(self, call_id: str) -> str | None:
+        """The other core owning a call this one does not hold, after
+        trying to take it over if none does."""
+        own = self._ownership
+        assert own is not None
+        owner = await own.leases.owner(LEASE_PREFIX + call_id)
+        if owner is None:
+            owner = await self._take_over(call_id, None)
+        return None if owner is None or owner == own.owners.node else owner
+
+    async def _take_over(self, call_id: str, orphan: Orphan | None) -> str | None:
+        """Adopt a call with no owner: None once this core holds it (or
+        there is nothing live to hold), else the node that owns it."""
+        own = self._ownership
+        assert own is not None
+        name = LEASE_PREFIX + call_id
+        async with self._locks.hold(call_id):
+            if call_id in self._live:
+                return None
+            if await own.keeper.acquire(name, own.lease_seconds) is None:
+                owner = await own.leases.owner(name)
+                if owner is None or owner == own.owners.node:
+                    # Lapsing as we look, or a lease of this node's previous run.
+                    raise failures.Unavailable("the call is being taken over by a core: retry")
+                if orphan is not None and orphan.node not in (None, owner):
+                    await own.owners.forget(orphan)  # adopted elsewhere meanwhile
+                return owner
+            machine = _restorable(await self._store.get(call_id))
+            if machine is None:
+                await own.keeper.release(name)
+                if orphan is not None:
+                    await own.owners.forget(orphan)
+                return None
+            await own.owners.claim(call_id, None if orphan is None else orphan.node)
+            await self._adopt(machine, counted=False)
+            if machine.state is CallState.ACTIVE:
+                self._mark_active(machine.info())
+            for timer in machine.pending_timers():
+                self._arm(call_id, timer.kind, timer.at)
+            log.info("call %s taken over%s", call_id, f" from node {orphan.node}" if orphan and orphan.node else "")
+        # The devices' state is the cluster's: those gone with the old owner are lost now.
+        self._spawn(self._drop_absent_devices((call_id,)))
+        return None
+
+    async def _let_go(self, call_id: str) -> None:
+        own = self._ownership
+        assert own is not None
+        async with self._locks.hold(call_id):
+            machine = self._live.pop(call_id, None)
+            if machine is None:
+                return
+            for kind in TimerKind:
+                self._disarm(call_id, kind)
+            call = machine.info()
+            # Still in the call, on whichever core adopts it.
+            self._in_call.forget(call_id, call.caller, call.callee)
+            log.warning("call %s: its lease was lost; another core takes it over", call_id)
+            try:
+                await own.owners.disown(call_id, orphaned=True)
+            except Exception:
+                log.warning("call %s: could not mark it orphaned", call_id, exc_info=True)
+
+    async def _beat(self, own: Ownership) -> None:
+        """Every heartbeat: announce this core, apply the inputs other cores
+        sent its calls, adopt the calls whose owner is gone."""
+        while True:
+            try:
+                await own.owners.announce(self._address, own.lease_seconds)
+                for call_id, device in await own.owners.inbox():
+                    await self._lost_input(call_id, device)
+                for orphan in await own.owners.orphans():
+                    if self._stopped:
+                        return
+                    # Unavailable: its lease has not lapsed yet; the next heartbeat.
+                    with contextlib.suppress(failures.Unavailable):
+                        await self._take_over(orphan.call_id, orphan)
+            except Exception:
+                log.warning("calls: the ownership heartbeat failed; retrying", exc_info=True)
+            await self._clock.sleep(own.heartbeat_seconds)
+
     # -- tasks --------------------------------------------------------
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(work)
@@ -597,12 +823,17 @@ class CallHandler:
         return await asyncio.shield(self._spawn(work))
 
 
-def _discard(index: dict[str, set[str]], key: str, call_id: str) -> None:
-    calls = index.get(key)
-    if calls is not None:
-        calls.discard(call_id)
-        if not calls:
-            del index[key]
+def _restorable(stored: StoredCall | None) -> CallMachine | None:
+    """The machine of a stored call that is live on the call machine's path."""
+    if stored is None or stored.snapshot is None or stored.call.via is not Via.WAPI:
+        return None
+    if stored.call.state is CallState.ENDED:
+        return None
+    try:
+        return CallMachine.restore(stored.snapshot)
+    except ValueError:
+        log.exception("call %s has an unreadable snapshot; it stays as stored", stored.call.call_id)
+        return None
 
 
 def _lost(device: str) -> Step:

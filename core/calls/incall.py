@@ -6,6 +6,12 @@ Presence hears each change off the calls' own path (a call's events must not
 wait for presence to fan out), one subscriber at a time and coalesced: a
 subscriber whose state flips twice before the worker reaches it is told
 only its latest state, and never the same state twice in a row.
+
+In a cluster (``shared``) a subscriber's calls may be on several cores: each
+core adds its calls to the cluster's set (``core/cluster/call_sets.py``) and
+presence is told "in a call" when the set gains its first call and "not in
+a call" when it loses its last, by whichever core made the change. Those
+changes are told in order, not coalesced.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from core.cluster.call_sets import CallSets
 
 log = logging.getLogger("wac.calls")
 
@@ -25,8 +33,11 @@ class InCall:
     """username -> the ids of its answered (ACTIVE) calls. Parties that are
     not subscribers (a tel: or sip: URI) are never added."""
 
-    def __init__(self, listener: CallStateListener | None = None) -> None:
+    def __init__(self, listener: CallStateListener | None = None, shared: CallSets | None = None) -> None:
         self._listener = listener
+        self._shared = shared
+        # In a cluster: (call id, username, joined) to apply to the shared set.
+        self._changes: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue()
         self._active: dict[str, set[str]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._wanted: dict[str, bool] = {}
@@ -34,7 +45,11 @@ class InCall:
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._listener is not None and self._worker is None:
+        if self._worker is not None:
+            return
+        if self._shared is not None:
+            self._worker = asyncio.create_task(self._share(self._shared), name="calls-in-call-state")
+        elif self._listener is not None:
             self._worker = asyncio.create_task(self._tell(self._listener), name="calls-in-call-state")
 
     async def stop(self) -> None:
@@ -43,6 +58,7 @@ class InCall:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), 2.0)
+            await asyncio.wait_for(self._changes.join(), 2.0)
         self._worker.cancel()
         await asyncio.gather(self._worker, return_exceptions=True)
         self._worker = None
@@ -50,6 +66,12 @@ class InCall:
     def busy(self, username: str) -> bool:
         """Whether the subscriber has an answered call now."""
         return bool(self._active.get(username))
+
+    async def busy_anywhere(self, username: str) -> bool:
+        """Whether the subscriber has an answered call on any core."""
+        if self._shared is None:
+            return self.busy(username)
+        return await self._shared.busy(username)
 
     def users(self) -> tuple[str, ...]:
         return tuple(self._active)
@@ -60,6 +82,8 @@ class InCall:
             calls = self._active.setdefault(username, set())
             if not calls:
                 self._want(username, True)
+            if self._shared is not None and call_id not in calls:
+                self._changes.put_nowait((call_id, username, True))
             calls.add(call_id)
 
     def remove(self, call_id: str, *usernames: str) -> None:
@@ -70,9 +94,21 @@ class InCall:
             if calls is None or call_id not in calls:
                 continue
             calls.discard(call_id)
+            if self._shared is not None:
+                self._changes.put_nowait((call_id, username, False))
             if not calls:
                 del self._active[username]
                 self._want(username, False)
+
+    def forget(self, call_id: str, *usernames: str) -> None:
+        """This core no longer holds the call, which goes on elsewhere: it
+        leaves this core's view, and nobody is told."""
+        for username in usernames:
+            calls = self._active.get(username)
+            if calls is not None and call_id in calls:
+                calls.discard(call_id)
+                if not calls:
+                    del self._active[username]
 
     def tell_all(self) -> None:
         """Tell presence every subscriber in a call (after a restart)."""
@@ -80,7 +116,7 @@ class InCall:
             self._want(username, True)
 
     def _want(self, username: str, in_call: bool) -> None:
-        if self._listener is None:
+        if self._listener is None or self._shared is not None:
             return
         if username not in self._wanted:
             self._queue.put_nowait(username)
@@ -101,3 +137,18 @@ class InCall:
                 log.exception("in-call state listener failed for %s", username)
             finally:
                 self._queue.task_done()
+
+    async def _share(self, shared: CallSets) -> None:
+        while True:
+            call_id, username, joined = await self._changes.get()
+            try:
+                if joined:
+                    changed = await shared.join(call_id, username)
+                else:
+                    changed = await shared.leave(call_id, username)
+                if changed and self._listener is not None:
+                    await self._listener(username, joined)
+            except Exception:
+                log.exception("in-call state of %s: the cluster's set or its listener failed", username)
+            finally:
+                self._changes.task_done()
