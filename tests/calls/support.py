@@ -23,6 +23,8 @@ import grpc
 import pytest
 
 from core.clock import SYSTEM_CLOCK, Clock
+from core.cluster.devices import LocalDeviceRegistry
+from core.cluster.redis_devices import RedisDeviceRegistry
 from core.server import Core, build_core
 from tests.support.clock import FakeClock
 from tests.support.core import add_subscriber, api_key, login, test_config
@@ -128,7 +130,9 @@ class Device:
     def _connected(self) -> bool:
         # Open streams, not "online": a device in its grace period is online
         # with none, and its grace timer is cancelled only when one opens.
-        return self.core.devices.streams(self.username, self.session_id) > 0
+        registry = self.core.devices
+        assert isinstance(registry, LocalDeviceRegistry | RedisDeviceRegistry)
+        return registry.streams(self.username, self.session_id) > 0
 
     async def _read(self, stream: Any) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
