@@ -510,11 +510,11 @@ class CallHandler:
         async with self._locks.hold(machine.call_id):
             call = machine.info()
             live = call.state is not CallState.ENDED
-            if live:
-                # Leased before its row exists: no other core adopts a call
-                # it finds in the store while this one is still writing it.
-                await self._own(call.call_id)
             try:
+                if live:
+                    # Leased before its row exists: no other core adopts a
+                    # call it finds in the store while this one writes it.
+                    await self._own(call.call_id)
                 await self._writer.write(CallWrite(call, machine.snapshot() if live else None, new=True))
             except BaseException:
                 # Not stored, so not placed: it frees its place.
