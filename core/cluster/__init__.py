@@ -14,6 +14,12 @@ typed against the interfaces.
   ``redis_leases.py``: ``RedisLeases``.
 - ``devices.py``: which devices are online (``DeviceRegistry``, the
   embedded ``LocalDeviceRegistry``); ``redis_devices.py``: the cluster's.
+- ``owners.py``: who owns each live call, where each node is reached, which
+  calls lost their owner (``CallOwners``, the embedded ``LocalCallOwners``);
+  ``redis_owners.py``: ``RedisCallOwners``.
+- ``call_sets.py``: the calls every core counts alike (the bounds on
+  creation, each device's calls, who is in a call: ``CallSets``,
+  ``LocalCallSets``); ``redis_call_sets.py``: ``RedisCallSets``.
 - ``redis_client.py``: the process's one Redis client.
 - ``node.py``: this node's id.
 """
