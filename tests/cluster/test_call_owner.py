@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -92,6 +92,7 @@ async def _stay(self: RedisCallOwners) -> None:
     """A killed core does not say it leaves."""
 
 
+@asynccontextmanager
 async def open_cluster(
     tmp_path: Path, postgres_url: str, redis_url: str, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Cluster]:
@@ -119,7 +120,7 @@ async def open_cluster(
 
 @pytest.fixture
 async def cluster(tmp_path: Path, postgres_url: str, redis_url: str) -> AsyncIterator[Cluster]:
-    async for running in open_cluster(tmp_path, postgres_url, redis_url):
+    async with open_cluster(tmp_path, postgres_url, redis_url) as running:
         yield running
 
 
@@ -165,7 +166,9 @@ async def test_a_ringing_call_of_a_killed_core_still_times_out(
     tmp_path: Path, postgres_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ring_timeout = TAKEOVER + 1.0
-    async for cluster in open_cluster(tmp_path, postgres_url, redis_url, {"WAC_CALLS_RING_TIMEOUT": str(ring_timeout)}):
+    async with open_cluster(
+        tmp_path, postgres_url, redis_url, {"WAC_CALLS_RING_TIMEOUT": str(ring_timeout)}
+    ) as cluster:
         alice = await cluster.device("alice", on="core-a")
         bob = await cluster.device("bob", on="core-b")
         started = asyncio.get_running_loop().time()
@@ -237,7 +240,7 @@ async def test_a_device_lost_on_another_core_reaches_the_calls_owner(cluster: Cl
 
 async def test_the_bounds_on_creation_hold_across_cores(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     env = {"WAC_CALLS_MAX_CALLS_PER_CALLER": "1", "WAC_CALLS_MAX_RINGING_PER_CALLEE": "1"}
-    async for cluster in open_cluster(tmp_path, postgres_url, redis_url, env):
+    async with open_cluster(tmp_path, postgres_url, redis_url, env) as cluster:
         alice = await cluster.device("alice", on="core-a")
         alice_b = await cluster.device("alice", on="core-b")
         await cluster.device("bob", on="core-b")
@@ -262,3 +265,18 @@ def test_the_advertised_address_is_never_a_wildcard() -> None:
 
 async def _owned_by(cluster: Cluster, call_id: str, node: str | None) -> bool:
     return await owner(cluster, call_id) == node
+
+
+async def test_a_caller_whose_stream_opens_on_another_core_may_place_a_call(cluster: Cluster) -> None:
+    await cluster.device("bob", on="core-b")
+    session = await login(cluster.channels["core-a"], "alice")
+    alice = Device(
+        "alice", session.session_id, session.access_token, cluster.channels["core-b"], cluster.cores["core-b"]
+    )
+    cluster.devices.append(alice)
+    # The stream opens on core B while the call is placed through core A,
+    # whose registry is not the one told the device came online.
+    await alice.connect(wait=False)
+    alice.channel = cluster.channels["core-a"]
+    call = await alice.create("bob")
+    assert call.state == calls_pb2.Call.RINGING
