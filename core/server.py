@@ -29,7 +29,9 @@ from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.clock import SYSTEM_CLOCK, Clock
+from core.cluster.choose import SharedState, shared_state
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
+from core.cluster.leases import Keeper, Leases
 from core.contacts.handler import ContactsHandler
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
@@ -39,7 +41,7 @@ from core.db.work import dispose
 from core.directory.connector import Connector
 from core.directory.google import GoogleContacts
 from core.directory.handler import DirectoryHandler
-from core.directory.runner import SyncRunner
+from core.directory.runner import RUN_LEASES, RunLeases, SyncRunner
 from core.directory.servicer import DirectoryServicer
 from core.directory.store import DirectoryStore
 from core.events.edge_stream import EdgeStreamServicer, StreamLimits
@@ -97,9 +99,12 @@ class Core:
     server: grpc.aio.Server
     port: int
     identity: IdentityHandler
-    events: MemoryEventLog
-    devices: LocalDeviceRegistry
+    events: EventLog
+    devices: DeviceRegistry
     health: Any
+    # This node's id, its leases, and what else it shares with other cores
+    # (core/cluster/choose.py): embedded unless [cluster] redis_url is set.
+    shared: SharedState
     presence: PresenceHandler | None = None
     contacts: ContactsHandler | None = None
     # The hop key this core trusts (see settings/hopkey.py), and StreamEvents.
@@ -109,6 +114,18 @@ class Core:
     gateway_events: KamailioCallEvents | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @property
+    def node(self) -> str:
+        return self.shared.node
+
+    @property
+    def leases(self) -> Leases:
+        return self.shared.leases
+
+    @property
+    def keeper(self) -> Keeper:
+        return self.shared.keeper
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.core.shutdown_grace if grace is None else grace
@@ -189,10 +206,11 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     datadir.tighten_files(config.data_dir)
     engine = create_engine(config.database_url)
 
-    events = MemoryEventLog(
-        retention=config.events.retention, max_events=config.events.max_events_per_session, clock=clock
-    )
-    devices = LocalDeviceRegistry(grace_period=config.presence.grace_period, clock=clock)
+    # Embedded, or on the cluster's Redis: chosen there, once.
+    shared = shared_state(config, clock)
+    node, redis, leases, keeper = shared.node, shared.redis, shared.leases, shared.keeper
+    events, devices = shared.events, shared.devices
+    log.info("core node %s: %s", node, "embedded" if redis is None else "in a cluster")
     # One JSON-RPC client of Kamailio for every use (registrations, calls),
     # closed last.
     gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen) if config.gateway.enabled else None
@@ -210,8 +228,10 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         # keys stops the start; what was opened is closed.
         if gateway_rpc is not None:
             await gateway_rpc.close()
+        await shared.close()
         await dispose(engine)
         raise
+    shared_tasks = await shared.start()
     # The edge and Envoy present this key: on StreamEvents, and in x-wac-hop
     # beside a client's credential to vouch for its forwarded address.
     hop_key = config.core.hop_key or await identity.provision_service_key(
@@ -224,8 +244,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
             gatewaykey.NAME, list(gatewaykey.SCOPES), gatewaykey.gateway_key_path(config)
         )
     contacts_store = followers.contacts_store
+    presence_store = SqlPresenceStore(engine)
     presence = PresenceHandler(
-        SqlPresenceStore(engine),
+        presence_store,
         events,
         contacts_store,
         # Identity's subscriber read-cache, evicted by identity on every change.
@@ -234,10 +255,14 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         coalesce_interval=config.presence.coalesce_ms / 1000,
         max_note=config.presence.max_note,
         device_retention=config.identity.refresh_token_ttl,
+        subjects=shared.presence_subjects(presence_store.connected_usernames),
         clock=clock,
     )
     book, directory_store, directory = followers.book, followers.directory_store, followers.directory
-    runner, google = _connectors(wanted, directory_store, events, clock)
+    # In a cluster each run holds its connector's lease: one run at a time
+    # in the whole cluster.
+    run_leases = None if redis is None else RunLeases(keeper, leases, ttl=shared.lease_seconds)
+    runner, google = _connectors(wanted, directory_store, events, run_leases, shared, clock)
     devices.on_online(presence.device_online)
     devices.on_lost(presence.device_lost)
     book.on_links_changed(presence.links_changed)
@@ -247,8 +272,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     await presence.start()
     # Reconciles the mirror with the subscriber table, whatever wrote it.
     await directory.start()
-    # Runs left RUNNING by a core that stopped are over; then the schedule may start.
-    await directory_store.fail_interrupted_runs()
+    # Runs left RUNNING by a core that stopped are over (in a cluster, those
+    # whose connector's lease lapsed); then the schedule may start.
+    await runner.fail_interrupted_runs()
     if google is not None:
         await google.start()
     # Who is in a call, whichever path carries it, for presence.
@@ -335,12 +361,17 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         events=events,
         devices=devices,
         health=health_servicer,
+        shared=shared,
         presence=presence,
         contacts=book,
         hop_key=hop_key,
         event_streams=event_streams,
         gateway_events=gateway_events,
     )
+    # Closed last (closers run in reverse): the leases and the heartbeat go
+    # once nothing works under them any more.
+    core.closers.append(shared.close)
+    core.background.extend(shared_tasks)
     if gateway_rpc is not None:
         core.closers.append(gateway_rpc.close)
     if gateway_registrations is not None:
@@ -356,7 +387,6 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         core.background.append(asyncio.create_task(gateway_events.run(), name="gateway-call-events"))
     if google is not None:
         core.closers.append(google.stop)
-    core.background.append(asyncio.create_task(_sweep(events, clock), name="event-log-sweep"))
     core.background.append(asyncio.create_task(runner.run_forever(), name="connector-schedule"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
     return core
@@ -393,7 +423,12 @@ def _configured_connectors(config: Config) -> Configured:
 
 
 def _connectors(
-    wanted: Configured, directory: DirectoryStore, events: MemoryEventLog, clock: Clock
+    wanted: Configured,
+    directory: DirectoryStore,
+    events: EventLog,
+    run_leases: RunLeases | None,
+    shared: SharedState,
+    clock: Clock,
 ) -> tuple[SyncRunner, GoogleContacts | None]:
     """The LDAP connectors on one runner, and the Google link flow if a
     Google section is configured (its subscribers' connectors join the
@@ -405,17 +440,13 @@ def _connectors(
         if google is not None:
             await google.connector_failed(connector, exc)
 
-    runner = SyncRunner(directory, wanted.ldap, on_failure=on_failure, sleep=clock.sleep)
+    runner = SyncRunner(directory, wanted.ldap, on_failure=on_failure, sleep=clock.sleep, leases=run_leases)
+    if run_leases is not None:
+        shared.on_lost(RUN_LEASES, runner.lease_lost)
     if wanted.google is not None:
         linker = google_linker(wanted.google, directory)
         google = GoogleContacts(linker, linker.links, runner, directory, events)
     return runner, google
-
-
-async def _sweep(events: MemoryEventLog, clock: Clock) -> None:
-    while True:
-        await clock.sleep(30)
-        events.sweep()
 
 
 async def serve(config: Config) -> None:

@@ -42,6 +42,7 @@ import redis.asyncio as redis
 
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.cluster.devices import DeviceListener, DeviceListeners
+from core.cluster.loops import stopping
 
 log = logging.getLogger("wac.devices")
 
@@ -262,6 +263,8 @@ class RedisDeviceRegistry:
             try:
                 await self.heartbeat()
             except redis.RedisError:
+                if stopping():
+                    raise
                 log.warning("devices: heartbeat of node %s failed", self.node, exc_info=True)
             await self._clock.sleep(self._interval)
 

@@ -4,6 +4,11 @@ and a schedule that the core starts.
 A run reads the connector's cursor, fetches, and writes the result with the
 next cursor in one transaction. A fetch or a write that fails is recorded
 as a FAILED run and changes nothing.
+
+In a cluster every core runs the schedule, and a run of connector X
+happens only on the node holding the lease ``connector:X`` (``RunLeases``),
+kept for the run's duration: one run of a connector in the whole cluster.
+A run left RUNNING while nobody holds its lease was interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from core.cluster.leases import Keeper, Lease, Leases
 from core.directory import schedule
 from core.directory.connector import Connector, FetchError, FetchResult, PermanentFetchError
 from core.directory.records import Checkpoint, Counts, RunState, SyncRunRecord
@@ -22,11 +28,46 @@ log = logging.getLogger("wac.connectors")
 
 
 class AlreadyRunning(Aborted):
-    """A run of the connector is under way; SyncConnector answers ABORTED."""
+    """A run of the connector is under way (on ``node``, in a cluster);
+    SyncConnector answers ABORTED."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"connector {name} is already running")
+    def __init__(self, name: str, node: str | None = None) -> None:
+        where = f" on node {node}" if node else ""
+        super().__init__(f"connector {name} is already running{where}")
         self.name = name
+        self.node = node
+
+
+class _NotDue(Exception):
+    """A scheduled run found that another node ran the connector lately."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"not due for {wait:g} s")
+        self.wait = wait
+
+
+# The leases of connectors' runs are named RUN_LEASES + the connector's name.
+RUN_LEASES = "connector:"
+
+
+class RunLeases:
+    """A cluster's leases on connectors' runs, kept by the node's Keeper
+    while the run lasts."""
+
+    def __init__(self, keeper: Keeper, leases: Leases, *, ttl: float) -> None:
+        self._keeper = keeper
+        self._leases = leases
+        self._ttl = ttl
+
+    async def take(self, connector: str) -> bool:
+        """Whether this node now holds the connector's lease."""
+        return await self._keeper.acquire(RUN_LEASES + connector, self._ttl) is not None
+
+    async def holder(self, connector: str) -> str | None:
+        return await self._leases.owner(RUN_LEASES + connector)
+
+    async def give_up(self, connector: str) -> None:
+        await self._keeper.release(RUN_LEASES + connector)
 
 
 class UnknownConnector(NotFound):
@@ -49,8 +90,14 @@ class SyncRunner:
         *,
         on_failure: FailureHook | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        leases: RunLeases | None = None,
     ) -> None:
+        """``leases``: a cluster's, so that each run holds its connector's
+        lease; None on an embedded core (the only one)."""
         self._store = store
+        self._leases = leases
+        # The task of each run under way: a run whose lease is lost stops.
+        self._running: dict[str, asyncio.Task[object]] = {}
         self._on_failure = on_failure
         # One clock for deciding and recording, or a full run could be
         # judged due by one and recorded by the other; ``sleep`` waits on
@@ -119,55 +166,109 @@ class SyncRunner:
         run, _ = await self._run(name, full)
         return run
 
-    async def _run(self, name: str, full: bool) -> tuple[SyncRunRecord, Exception | None]:
+    async def fail_interrupted_runs(self) -> int:
+        """Mark the runs that stopped with their process FAILED; call at
+        start-up, before the schedule. In a cluster only those whose
+        connector's lease nobody holds: another node may be running one."""
+        if self._leases is None:
+            return await self._store.fail_interrupted_runs()
+        failed = 0
+        for name in await self._store.running_connectors():
+            if await self._leases.take(name):
+                try:
+                    failed += await self._store.fail_interrupted_runs(name)
+                finally:
+                    await self._leases.give_up(name)
+        return failed
+
+    def lease_lost(self, lease: Lease) -> None:
+        """The Keeper lost a run's lease: another node may run the
+        connector now, so this run stops (and stays RUNNING until the next
+        holder of the lease marks it failed)."""
+        name = lease.name.removeprefix(RUN_LEASES)
+        task = self._running.get(name)
+        if task is not None:
+            log.warning("sync of %s stops: its lease was lost", name)
+            task.cancel()
+
+    async def _run(self, name: str, full: bool, every: float | None = None) -> tuple[SyncRunRecord, Exception | None]:
+        """``every``: the schedule's interval, for a scheduled run."""
         connector = self.get(name)
         lock = self._locks[name]
         if lock.locked():
             raise AlreadyRunning(name)
         async with lock:
-            state = await self._store.connector_state(name)
-            full = schedule.wants_full(
-                requested=full,
-                state=state,
-                now=self._clock(),
-                full_every=connector.schedule.full_every,
-            )
-            run = await self._store.start_run(name, full=full)
+            if self._leases is None:
+                return await self._sync(connector, full)
+            if not await self._leases.take(name):
+                raise AlreadyRunning(name, await self._leases.holder(name))
+            task = asyncio.current_task()
+            if task is not None:
+                self._running[name] = task
             try:
-                result = await connector.fetch(state.cursor, full)
-                counts = await self._write(connector, result)
-            # The run has to be recorded whatever went wrong: anything but
-            # cancellation becomes a FAILED run.
-            except Exception as exc:
-                error = _describe(exc)
-                if isinstance(exc, FetchError):
-                    log.warning("sync of %s failed: %s", name, error)
-                else:
-                    log.exception("sync of %s failed unexpectedly", name)
-                failed = await self._store.finish_run(run.run_id, state=RunState.FAILED, error=error)
-                if self._on_failure is not None:
-                    await self._report(connector, exc)
-                return failed, exc
-            # A cancelled run (the core stopping) stays RUNNING here: writing
-            # from a cancelled task can outlive the database it writes to,
-            # and the next start marks it failed (fail_interrupted_runs).
-            done = await self._store.finish_run(
-                run.run_id,
-                state=RunState.SUCCEEDED,
-                counts=counts,
-                skipped=result.skipped,
-                full=result.full,
-            )
-            log.info(
-                "sync of %s: %s, +%d ~%d -%d, %d skipped",
-                name,
-                "full" if result.full else "incremental",
-                counts.added,
-                counts.updated,
-                counts.removed,
-                result.skipped,
-            )
-            return done, None
+                # Nobody else holds the lease: a run still RUNNING stopped.
+                await self._store.fail_interrupted_runs(name)
+                if every is not None:
+                    self._check_due(await self._store.last_run(name), every)
+                return await self._sync(connector, full)
+            finally:
+                self._running.pop(name, None)
+                await self._leases.give_up(name)
+
+    def _check_due(self, last: SyncRunRecord | None, every: float) -> None:
+        """Every node runs the schedule: a scheduled run waits for its
+        interval after the last good run, whichever node ran it."""
+        if last is None or last.state is not RunState.SUCCEEDED:
+            return
+        wait = schedule.first_delay(last_run=last, now=self._clock(), interval=every)
+        if wait > 0:
+            raise _NotDue(wait)
+
+    async def _sync(self, connector: Connector, full: bool) -> tuple[SyncRunRecord, Exception | None]:
+        name = connector.name
+        state = await self._store.connector_state(name)
+        full = schedule.wants_full(
+            requested=full,
+            state=state,
+            now=self._clock(),
+            full_every=connector.schedule.full_every,
+        )
+        run = await self._store.start_run(name, full=full)
+        try:
+            result = await connector.fetch(state.cursor, full)
+            counts = await self._write(connector, result)
+        # The run has to be recorded whatever went wrong: anything but
+        # cancellation becomes a FAILED run.
+        except Exception as exc:
+            error = _describe(exc)
+            if isinstance(exc, FetchError):
+                log.warning("sync of %s failed: %s", name, error)
+            else:
+                log.exception("sync of %s failed unexpectedly", name)
+            failed = await self._store.finish_run(run.run_id, state=RunState.FAILED, error=error)
+            if self._on_failure is not None:
+                await self._report(connector, exc)
+            return failed, exc
+        # A cancelled run (the core stopping) stays RUNNING here: writing
+        # from a cancelled task can outlive the database it writes to,
+        # and the next start marks it failed (fail_interrupted_runs).
+        done = await self._store.finish_run(
+            run.run_id,
+            state=RunState.SUCCEEDED,
+            counts=counts,
+            skipped=result.skipped,
+            full=result.full,
+        )
+        log.info(
+            "sync of %s: %s, +%d ~%d -%d, %d skipped",
+            name,
+            "full" if result.full else "incremental",
+            counts.added,
+            counts.updated,
+            counts.removed,
+            result.skipped,
+        )
+        return done, None
 
     async def _write(self, connector: Connector, result: FetchResult) -> Counts:
         checkpoint = Checkpoint(connector.name, result.cursor, full=result.full)
@@ -215,7 +316,10 @@ class SyncRunner:
         while True:
             await self._sleep(delay)
             try:
-                run, error = await self._run(name, full=False)
+                run, error = await self._run(name, full=False, every=interval)
+            except _NotDue as not_due:
+                delay = not_due.wait  # another node ran it: its interval counts
+                continue
             except AlreadyRunning:
                 delay = interval  # someone asked for a run just now; that one counts
                 continue

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import paging
@@ -465,14 +465,18 @@ class DirectoryStore:
             row = (await conn.execute(stmt)).first()
         return None if row is None else _run(row)
 
-    async def fail_interrupted_runs(self) -> int:
-        """Mark runs left RUNNING by a process that stopped as FAILED; call at
-        start-up, before any run begins."""
+    async def fail_interrupted_runs(self, connector: str | None = None) -> int:
+        """Mark runs left RUNNING by a process that stopped as FAILED (only
+        ``connector``'s if given); call when no such run can be under way:
+        at start-up, before any run begins, or holding the connector's lease."""
         r = t.sync_runs
+        running = r.c.state == RunState.RUNNING.value
+        if connector is not None:
+            running = and_(running, r.c.connector == connector)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(r)
-                .where(r.c.state == RunState.RUNNING.value)
+                .where(running)
                 .values(
                     state=RunState.FAILED.value,
                     end_time=self._clock(),
@@ -480,6 +484,13 @@ class DirectoryStore:
                 )
             )
             return result.rowcount or 0
+
+    async def running_connectors(self) -> list[str]:
+        """The connectors with a run recorded as RUNNING."""
+        r = t.sync_runs
+        stmt = select(r.c.connector).where(r.c.state == RunState.RUNNING.value).distinct()
+        async with self._engine.connect() as conn:
+            return [row.connector for row in await conn.execute(stmt)]
 
     async def connector_state(self, connector: str) -> ConnectorState:
         s = t.connector_state

@@ -13,21 +13,20 @@ coalesced per subject: at most one emission per ``coalesce_interval``, the
 latest state winning, so no watcher gets more than one event per subject
 per interval.
 
-What is per process. The device rows are in SQL, shared by any core that
-opens the same database. The coalescer and its timer, the in-call flags,
-the set of online subscribers and the last aggregate of each subject live
-in this object: the embedded deployment (one core). Display names come
+What is shared. The device rows are in SQL, shared by any core that
+opens the same database. Who owns each subject, the in-call flags and the
+online set are behind ``Subjects`` (``subjects.py``): on an embedded core
+this core owns every subject and keeps the flags in memory; in a cluster
+(``core/cluster/redis_presence.py``) a subject is owned by the core holding
+its lease, which alone coalesces and emits for it, with its timers; a core
+applying a change to a subject it does not own writes the row and hands
+the change over, and the owner re-aggregates from the rows. The coalescer,
+its timer and the last aggregate heard by watchers stay in this object, for
+the subjects this core owns. In a cluster the device registry's sweep, not
+:meth:`PresenceHandler.start`, takes a dead core's devices offline, and the
+emission appends to the event log every edge reads. Display names come
 from identity's subscriber read-cache, which a rename made on this core
 evicts at once (and this service then re-announces the subject).
-A distributed deployment keeps the same store and event-log interfaces and
-moves these into shared services: each subject's changes go to one owner
-core (consistent hashing of the username over the live cores, or a lease
-per subject in Redis) which alone coalesces and emits for it, with its
-timers; the in-call flags and the online set become Redis sets (the calls
-service and the device registry write them); device rows carry the core
-that serves the device and a heartbeat, so that a crashed core's devices
-are swept by the others instead of by :meth:`PresenceService.start`; and
-the emission appends to the distributed event log every edge reads.
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ from core.presence.rules import (
     presence_changed,
 )
 from core.presence.store import PresenceStore
+from core.presence.subjects import LocalSubjects, Subjects
 from core.presence.visibility import LinkIndex, Visibility
 from wac.v1 import events_pb2
 
@@ -101,6 +101,8 @@ class _Subject:
     # write goes through this subject's lock, so an in-call flip (no write)
     # re-aggregates from here instead of re-reading the rows: two of the
     # four presence updates of each call setup would otherwise be a query.
+    # In a cluster other cores write rows too: a change they hand over
+    # re-reads them.
     devices: list[DeviceStatus] | None = None
 
 
@@ -118,13 +120,16 @@ class PresenceHandler:
         coalesce_interval: float = 0.25,
         max_note: int = 256,
         device_retention: float = 30 * 86400,
+        subjects: Subjects | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``coalesce_interval`` (seconds, > 0) bounds events per watcher and
         subject; ``max_note`` bounds a published note in characters;
         ``device_retention`` is how long a disconnected device's published
         status is kept for its return (a refresh token's lifetime);
-        ``clock`` reads the time and runs the coalescing timer."""
+        ``subjects``: who owns which subject and the shared flags (default:
+        this core owns them all, ``LocalSubjects``); ``clock`` reads the
+        time and runs the coalescing timer."""
         self._store = store
         self._events = events
         self._subscribers = subscribers
@@ -133,20 +138,25 @@ class PresenceHandler:
         self._device_retention = device_retention
         self._coalescer: Coalescer[str, int] = Coalescer(interval=max(coalesce_interval, 0.001))
         self._subjects: dict[str, _Subject] = {}
-        self._online: dict[str, set[str]] = {}  # username -> sessions online on this core
-        self._in_call: set[str] = set()
+        self._shared: Subjects = LocalSubjects() if subjects is None else subjects
+        self._shared.on_change(self._handed_over)
+        self._shared.on_release(self._released)
         self._timer: Timer | None = None
         self._timer_deadline = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
-        self.visibility = Visibility(visibility, links, self._online.keys)
+        self.visibility = Visibility(visibility, links, self._shared.online_usernames)
 
     # -- lifecycle ----------------------------------------------------
     async def start(self) -> None:
-        """Start from a clean slate: no device is connected to a core that
-        just started (embedded: this is the only core)."""
-        stale = await self._store.disconnect_all()
-        if stale:
-            log.info("presence: %d device(s) of the previous run marked offline", stale)
+        """Embedded: start from a clean slate, no device is connected to a
+        core that just started (this is the only core). In a cluster the
+        other cores' devices are online: the device registry's sweep takes
+        a dead core's through their grace period instead."""
+        if not self._shared.shared:
+            stale = await self._store.disconnect_all()
+            if stale:
+                log.info("presence: %d device(s) of the previous run marked offline", stale)
+        await self._shared.start()
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -155,6 +165,7 @@ class PresenceHandler:
         for task in tuple(self._flushes):
             task.cancel()
         await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self._shared.stop()
 
     # -- what changes presence ----------------------------------------
     async def publish(self, username: str, session_id: str, status: Status, note: str) -> PresenceView:
@@ -163,7 +174,7 @@ class PresenceHandler:
         checks.max_length("note", note, self._max_note)
 
         async def write(now: float) -> None:
-            connected = session_id in self._online.get(username, ())
+            connected = self._shared.is_online(username, session_id)
             await self._store.publish(username, session_id, status, note, now, connected=connected)
 
         state = await self._apply(username, write)
@@ -177,17 +188,12 @@ class PresenceHandler:
         calls service calls this when a call of the subscriber is answered
         and when its last call ends; repeating a value is harmless.
         """
-        if in_call == (username in self._in_call):
-            return
-        if in_call:
-            self._in_call.add(username)
-        else:
-            self._in_call.discard(username)
-        await self._apply(username)
+        if await self._shared.set_in_call(username, in_call):
+            await self._apply(username)
 
     async def device_online(self, username: str, session_id: str) -> None:
         """DeviceRegistry listener: the device opened its first event stream."""
-        self._online.setdefault(username, set()).add(session_id)
+        self._shared.device_online(username, session_id)
 
         async def write(now: float) -> None:
             await self._store.device_online(username, session_id, now)
@@ -197,11 +203,7 @@ class PresenceHandler:
     async def device_lost(self, username: str, session_id: str) -> None:
         """DeviceRegistry listener: the device is gone (grace period over,
         logout or revocation)."""
-        sessions = self._online.get(username)
-        if sessions is not None:
-            sessions.discard(session_id)
-            if not sessions:
-                del self._online[username]
+        self._shared.device_lost(username, session_id)
 
         async def write(now: float) -> None:
             await self._store.device_lost(session_id, now)
@@ -214,7 +216,7 @@ class PresenceHandler:
         name; a deleted one's devices are forgotten."""
         if row is None:
             self._subjects.pop(username, None)
-            self._in_call.discard(username)
+            await self._shared.forget(username)
             await self._store.forget(username)
             return
         name = row.display_name or username
@@ -222,6 +224,10 @@ class PresenceHandler:
         # Identity evicted the old name before telling us: the next emission
         # reads the new one; forced, it is sent even though the state is not new.
         if subject is not None and subject.state and subject.heard_name not in (None, name):
+            await self._apply(username, force=True)
+        elif self._shared.shared and (subject is None or not self._shared.holds(username)):
+            # Another core may own the subject and have told its watchers
+            # the old name: its owner re-announces it.
             await self._apply(username, force=True)
 
     async def links_changed(self, owner: str, added: Collection[str], removed: Collection[str]) -> None:
@@ -271,6 +277,7 @@ class PresenceHandler:
             visible = await self.visibility.visible_among(viewer, wanted)
             wanted = [name for name in wanted if name in visible]
         devices = await self._store.devices_of(wanted)
+        in_call = await self._shared.in_call_among(wanted)
         now = self._clock.time()
         known = await self._subscribers.get_many(wanted)
         out: list[PresenceView] = []
@@ -278,7 +285,7 @@ class PresenceHandler:
             subscriber = known.get(name)
             if subscriber is None:
                 continue
-            state = aggregate(devices.get(name, ()), in_call=name in self._in_call, now=now)
+            state = aggregate(devices.get(name, ()), in_call=name in in_call, now=now)
             out.append(PresenceView(name, subscriber.display_name, state))
         return out
 
@@ -291,7 +298,8 @@ class PresenceHandler:
         if display_name is None:
             return None
         devices = await self._store.devices(username)
-        state = aggregate(devices, in_call=username in self._in_call, now=self._clock.time())
+        in_call = await self._shared.in_call(username)
+        state = aggregate(devices, in_call=in_call, now=self._clock.time())
         return PresenceView(username, display_name, state)
 
     # -- change, coalescing, emission ---------------------------------
@@ -301,19 +309,28 @@ class PresenceHandler:
         write: Callable[[float], Awaitable[None]] | None = None,
         *,
         force: bool = False,
+        reread: bool = False,
     ) -> Aggregate:
         """Write (under the subject's lock), re-aggregate, and offer a real
-        change to the coalescer. Returns the new aggregate."""
+        change to the coalescer; if another core owns the subject, hand the
+        change over to it instead. Returns the new aggregate. ``reread``:
+        another core wrote the rows."""
         subject = self._subjects.setdefault(username, _Subject())
         async with subject.lock:
             now = self._clock.time()
             if write is not None:
                 await write(now)
-            devices = subject.devices
-            if write is not None or devices is None:
+            if not await self._shared.claim(username):
+                await self._shared.hand_over(username, force=force)
+                subject.devices = None
+                rows = await self._store.devices(username)
+                return aggregate(rows, in_call=await self._shared.in_call(username), now=self._clock.time())
+            devices: list[DeviceStatus] | None = subject.devices
+            if write is not None or reread or devices is None:
                 devices = subject.devices = await self._store.devices(username)
+            in_call = await self._shared.in_call(username)
             now = self._clock.time()
-            state = aggregate(devices, in_call=username in self._in_call, now=now)
+            state = aggregate(devices, in_call=in_call, now=now)
             changed = force or presence_changed(subject.state, state)
             subject.state = state
             if not changed:
@@ -374,6 +391,26 @@ class PresenceHandler:
             return
         try:
             async with subject.lock:
-                await self._emit(username, subject)
+                if self._shared.holds(username):
+                    await self._emit(username, subject)
+                elif subject.published < subject.version:
+                    # No longer the owner: the owner now emits the change.
+                    await self._shared.hand_over(username, force=subject.renamed)
         except Exception:
             log.exception("presence: emitting the held change of %s failed", username)
+
+    async def _handed_over(self, username: str, force: bool) -> None:
+        """Another core changed a subject this core owns (or takes over)."""
+        await self._apply(username, force=force, reread=True)
+
+    def _released(self, username: str) -> None:
+        """This core no longer owns the subject: what it remembers of it is
+        stale by the time it owns it again."""
+        subject = self._subjects.get(username)
+        if subject is None:
+            return
+        if subject.lock.locked() or subject.published < subject.version:
+            # In use, or a held change whose flush hands it over.
+            subject.devices = None
+        else:
+            del self._subjects[username]

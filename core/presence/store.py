@@ -44,6 +44,9 @@ class PresenceStore(Protocol):
     async def disconnect_all(self) -> int:
         """Mark every device disconnected (an embedded core at start-up)."""
 
+    async def connected_usernames(self) -> list[str]:
+        """The subscribers with a connected device, on any core."""
+
     async def prune(self, username: str, before: float) -> int:
         """Forget the subscriber's devices disconnected since before ``before``."""
 
@@ -142,6 +145,11 @@ class SqlPresenceStore:
         d = t.presence_devices
         stmt = update(d).where(d.c.connected.is_(True)).values(connected=False)
         return await self._work.write(lambda conn: conn.execute(stmt).rowcount or 0)
+
+    async def connected_usernames(self) -> list[str]:
+        d = t.presence_devices
+        stmt = select(d.c.username).where(d.c.connected.is_(True)).distinct()
+        return await self._work.read(lambda conn: [row.username for row in conn.execute(stmt)])
 
     async def prune(self, username: str, before: float) -> int:
         d = t.presence_devices

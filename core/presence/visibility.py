@@ -12,7 +12,7 @@ subject's own contacts (bounded by the size of an address book), under
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 from core.presence.rules import VisibilityPolicy, may_see
@@ -31,15 +31,15 @@ class LinkIndex(Protocol):
 class Visibility:
     """The ``presence.visibility`` policy, applied.
 
-    ``online`` returns the subscribers with a device online; under "domain"
-    they are the watchers of every change.
+    ``online`` returns the subscribers with a device online (in a cluster,
+    on any core); under "domain" they are the watchers of every change.
     """
 
     def __init__(
         self,
         policy: VisibilityPolicy | str,
         links: LinkIndex,
-        online: Callable[[], Collection[str]],
+        online: Callable[[], Awaitable[Collection[str]]],
     ) -> None:
         self.policy = VisibilityPolicy(policy)
         self._links = links
@@ -62,7 +62,7 @@ class Visibility:
         """The subscribers to tell when ``subject``'s presence changes
         (including the subject, whose other devices show it too)."""
         if self.policy is VisibilityPolicy.DOMAIN:
-            watchers = set(self._online())
+            watchers = set(await self._online())
         else:
             watchers = await self._links.linked_by(subject)
         watchers.add(subject)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 import pytest
 
@@ -28,9 +28,18 @@ class Links:
 LINKS = {"bob": {"alice", "carol"}, "carol": {"alice"}, "dave": set()}
 
 
+def online_set(names: Collection[str]) -> Callable[[], Awaitable[Collection[str]]]:
+    """The online subscribers as the handler gives them: asked for each time."""
+
+    async def online() -> Collection[str]:
+        return names
+
+    return online
+
+
 async def test_contacts_policy_follows_the_subjects_links_one_way() -> None:
     links = Links(LINKS)
-    visibility = Visibility("contacts", links, lambda: {"zed"})
+    visibility = Visibility("contacts", links, online_set({"zed"}))
     # bob links alice: alice may see bob (bob's consent), bob may not see alice.
     assert await visibility.may_see("alice", "bob")
     assert not await visibility.may_see("bob", "alice"), "linking alice grants bob nothing"
@@ -49,7 +58,7 @@ async def test_contacts_policy_follows_the_subjects_links_one_way() -> None:
 
 async def test_contacts_policy_asks_nothing_for_oneself() -> None:
     links = Links(LINKS)
-    visibility = Visibility("contacts", links, set)
+    visibility = Visibility("contacts", links, online_set(set()))
     assert await visibility.visible_among("bob", ["bob"]) == {"bob"}
     assert links.queries == 0
 
@@ -57,7 +66,7 @@ async def test_contacts_policy_asks_nothing_for_oneself() -> None:
 async def test_domain_policy_shows_everyone_and_tells_the_online() -> None:
     links = Links(LINKS)
     online = {"bob", "erin"}
-    visibility = Visibility("domain", links, lambda: online)
+    visibility = Visibility("domain", links, online_set(online))
     assert await visibility.may_see("alice", "bob")
     assert await visibility.visible_among("dave", ["alice", "erin"]) == {"alice", "erin"}
     assert await visibility.watchers_of("alice") == {"alice", "bob", "erin"}
@@ -67,4 +76,4 @@ async def test_domain_policy_shows_everyone_and_tells_the_online() -> None:
 
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError):
-        Visibility("friends", Links({}), set)
+        Visibility("friends", Links({}), online_set(set()))
