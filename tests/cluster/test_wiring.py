@@ -126,6 +126,24 @@ async def test_a_second_core_leaves_the_first_cores_devices_online(cluster: Clus
     assert await b.devices.online_devices("alice") == ["alice-1"]
 
 
+async def test_a_quiet_subjects_lease_is_released(cluster: Cluster) -> None:
+    a = await cluster.core("core-a")
+    await add_subscriber(a, "alice")
+    await a.devices.stream_opened("alice", "alice-1")
+    assert await a.leases.owner("presence:alice") == "core-a"
+
+    async def released() -> bool:
+        return await a.leases.owner("presence:alice") is None
+
+    # Idle for two leases, then given up: leases do not pile up.
+    await eventually(released, "the quiet subject's lease is still held")
+    assert a.keeper.held("presence:alice") is None
+    # The next change takes it again.
+    assert a.presence is not None
+    await a.presence.publish("alice", "alice-1", Status.AWAY, "")
+    assert await a.leases.owner("presence:alice") == "core-a"
+
+
 async def test_a_watcher_on_another_core_hears_one_change_per_window(cluster: Cluster) -> None:
     a = await cluster.core("core-a")
     b = await cluster.core("core-b")
