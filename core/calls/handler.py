@@ -751,14 +751,20 @@ class CallHandler:
                 if orphan is not None and orphan.node not in (None, owner):
                     await own.owners.forget(orphan)  # adopted elsewhere meanwhile
                 return owner
-            machine = _restorable(await self._store.get(call_id))
-            if machine is None:
+            try:
+                machine = _restorable(await self._store.get(call_id))
+                if machine is None:
+                    await own.keeper.release(name)
+                    if orphan is not None:
+                        await own.owners.forget(orphan)
+                    return None
+                await own.owners.claim(call_id, None if orphan is None else orphan.node)
+                await self._adopt(machine, counted=False)
+            except BaseException:
+                # Not held here after all: the lease must not outlive it.
+                self._live.pop(call_id, None)
                 await own.keeper.release(name)
-                if orphan is not None:
-                    await own.owners.forget(orphan)
-                return None
-            await own.owners.claim(call_id, None if orphan is None else orphan.node)
-            await self._adopt(machine, counted=False)
+                raise
             if machine.state is CallState.ACTIVE:
                 self._mark_active(machine.info())
             for timer in machine.pending_timers():
