@@ -23,15 +23,19 @@ from connectors.kamailio import KamailioCallControl, KamailioRpc, RevokedRegistr
 from connectors.kamailio_events import KamailioCallEvents
 from connectors.setup import Configured, configured, google_linker
 from core.auth.rates import RateTable
+from core.calls.forward import Forwarder, advertised
 from core.calls.gateway import GatewayCalls
-from core.calls.handler import CallHandler
+from core.calls.handler import LEASE_PREFIX, CallHandler, Ownership
 from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
 from core.clock import SYSTEM_CLOCK, Clock
+from core.cluster.call_sets import CallSets, LocalCallSets
 from core.cluster.choose import SharedState, shared_state
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.cluster.leases import Keeper, Leases
+from core.cluster.redis_call_sets import RedisCallSets
+from core.cluster.redis_owners import RedisCallOwners
 from core.contacts.handler import ContactsHandler
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
@@ -277,8 +281,26 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     await runner.fail_interrupted_runs()
     if google is not None:
         await google.start()
+    # In a cluster: the calls' counts and in-call sets every core sees
+    # alike, and each live call owned by one core (by lease), the others
+    # forwarding its inputs there.
+    call_sets: CallSets = LocalCallSets() if redis is None else RedisCallSets(redis)
+    ownership: Ownership | None = None
+    forwarder: Forwarder | None = None
+    call_address: Callable[[int], str] | None = None
+    if redis is not None:
+        call_address = advertised(config.cluster.advertise, config.core.listen)
+        owners = RedisCallOwners(redis, node)
+        ownership = Ownership(
+            leases=leases,
+            keeper=keeper,
+            owners=owners,
+            lease_seconds=shared.lease_seconds,
+            heartbeat_seconds=shared.heartbeat_seconds,
+        )
+        forwarder = Forwarder(owners, hop_key=hop_key, address_header=config.core.client_address_header)
     # Who is in a call, whichever path carries it, for presence.
-    in_call = InCall(presence.set_in_call)
+    in_call = InCall(presence.set_in_call, shared=None if redis is None else call_sets)
     gateway_calls: GatewayCalls | None = None
     gateway_events: KamailioCallEvents | None = None
     if gateway_rpc is not None:
@@ -303,8 +325,11 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         device_grace=config.presence.grace_period,
         in_call=in_call,
         gateway=gateway_calls,
+        sets=call_sets,
+        ownership=ownership,
         clock=clock,
     )
+    shared.on_lost(LEASE_PREFIX, calls.lease_lost)
     await calls.start()
 
     server = grpc.aio.server(
@@ -335,7 +360,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(
         DirectoryServicer(directory, connectors=runner, runs=directory_store, google=google), server
     )
-    calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls), server)
+    calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls, forwarder), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -351,6 +376,8 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if call_address is not None:
+        calls.advertise(call_address(port))
 
     core = Core(
         config=config,
@@ -380,6 +407,8 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     core.closers.append(identity.stop)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
+    if forwarder is not None:
+        core.closers.append(forwarder.close)
     if gateway_calls is not None and gateway_events is not None:
         # Closers run in reverse: the reports stop (a background task,
         # cancelled first), then their writes finish, then the calls stop.
