@@ -1,7 +1,7 @@
 """The one place that chooses between the embedded and the cluster's
 implementations of shared state, from ``[cluster] redis_url`` (empty:
-embedded). ``core/server.py`` calls it once and wires what it returns;
-nothing past it sees a Redis type.
+embedded). ``core/server.py`` calls it once and wires what it returns (its
+Redis client, for the other cluster pieces); nothing else sees a Redis type.
 
 Embedded: the event log and device registry in this process's memory,
 leases in memory (one core per data dir, by the data dir's lock, so nothing
@@ -14,7 +14,6 @@ renewing this node's leases.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from core.cluster.redis_presence import LEASE_PREFIX as PRESENCE_LEASES
 from core.cluster.redis_presence import RedisSubjects
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
+from core.events.redis_log import RedisEventLog
 from core.presence.subjects import LocalSubjects, Subjects
 from settings.config import Config
 
@@ -53,7 +53,6 @@ class SharedState:
     # None when embedded.
     redis: redis.Redis | None
     leases: Leases
-    keeper: Keeper
     devices: DeviceRegistry
     events: EventLog
     lease_seconds: float
@@ -63,7 +62,12 @@ class SharedState:
     _lost: dict[str, Callable[[Lease], None]] = field(default_factory=dict)
     _memory_events: MemoryEventLog | None = None
     _redis_devices: RedisDeviceRegistry | None = None
-    _redis_events: Any = None
+    _redis_events: RedisEventLog | None = None
+    # Renews this node's leases; tells ``lease_lost`` of the ones it loses.
+    keeper: Keeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keeper = Keeper(self.leases, self.heartbeat_seconds, self.lease_lost, self.clock)
 
     @property
     def clustered(self) -> bool:
@@ -161,7 +165,6 @@ def shared_state(config: Config, clock: Clock = SYSTEM_CLOCK) -> SharedState:
             node=node,
             redis=None,
             leases=leases,
-            keeper=Keeper(leases, cluster.heartbeat_seconds, lambda lease: None, clock),
             devices=LocalDeviceRegistry(grace_period=grace, clock=clock),
             events=events,
             lease_seconds=cluster.lease_seconds,
@@ -175,50 +178,31 @@ def shared_state(config: Config, clock: Clock = SYSTEM_CLOCK) -> SharedState:
     devices = RedisDeviceRegistry(
         client, node, grace_period=grace, heartbeat_interval=cluster.heartbeat_seconds, clock=clock
     )
-    redis_events = _redis_event_log(client, node, config, clock)
-    memory_events: MemoryEventLog | None = None
-    if redis_events is None:
-        memory_events = _memory_event_log(config, clock)
-    state = SharedState(
-        node=node,
-        redis=client,
-        leases=redis_leases,
-        keeper=Keeper(redis_leases, cluster.heartbeat_seconds, lambda lease: None, clock),
-        devices=devices,
-        events=redis_events if memory_events is None else memory_events,
-        lease_seconds=cluster.lease_seconds,
-        heartbeat_seconds=cluster.heartbeat_seconds,
-        clock=clock,
-        _memory_events=memory_events,
-        _redis_devices=devices,
-        _redis_events=redis_events,
-    )
-    # The Keeper tells the state, which tells the listener of the lease's kind.
-    state.keeper = Keeper(redis_leases, cluster.heartbeat_seconds, state.lease_lost, clock)
-    return state
-
-
-def _memory_event_log(config: Config, clock: Clock) -> MemoryEventLog:
-    events = config.events
-    return MemoryEventLog(retention=events.retention, max_events=events.max_events_per_session, clock=clock)
-
-
-def _redis_event_log(client: redis.Redis, node: str, config: Config, clock: Clock) -> Any:
-    # Imported by name: the cluster's event log (core/events/redis_log.py)
-    # lands beside this wiring (issue 17); until it does, a cluster's events
-    # stay on the core that publishes them, and the log says so.
-    try:
-        module = importlib.import_module("core.events.redis_log")
-    except ModuleNotFoundError:
-        log.error("cluster: core/events/redis_log.py is missing; events stay in this core's memory")
-        return None
-    return module.RedisEventLog(
+    redis_events = RedisEventLog(
         client,
         node=node,
         retention=config.events.retention,
         max_events=config.events.max_events_per_session,
         clock=clock,
     )
+    state = SharedState(
+        node=node,
+        redis=client,
+        leases=redis_leases,
+        devices=devices,
+        events=redis_events,
+        lease_seconds=cluster.lease_seconds,
+        heartbeat_seconds=cluster.heartbeat_seconds,
+        clock=clock,
+        _redis_devices=devices,
+        _redis_events=redis_events,
+    )
+    return state
+
+
+def _memory_event_log(config: Config, clock: Clock) -> MemoryEventLog:
+    events = config.events
+    return MemoryEventLog(retention=events.retention, max_events=events.max_events_per_session, clock=clock)
 
 
 async def _sweep_events(events: MemoryEventLog, clock: Clock) -> None:
