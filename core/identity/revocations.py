@@ -11,6 +11,11 @@ theirs can still be unexpired.
 A token whose session this core has not heard of costs one lookup, rate
 limited and remembered (bounded): it is a session another core created
 since the last poll, or a token minted outside wac with a stolen key.
+Beyond the lookup budget such a token waits for a poll started for it (at
+most one in flight, at most every MIN_POLL_GAP seconds), which brings every
+session created elsewhere meanwhile in one query: a burst of logins on
+another core of a cluster is let in a moment later, never refused, and a
+flood of forgeries costs a few queries a second, not one each.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ log = logging.getLogger("wac.identity")
 # beyond the budget an unknown session is refused without a query.
 LOOKUP_BURST = 20
 LOOKUP_RATE = 10.0
+# Seconds between two polls started for unknown sessions beyond the budget.
+MIN_POLL_GAP = 0.2
 # Session ids found not to exist, remembered (the oldest forgotten first)
 # so that a replayed forged token costs no further lookup.
 MAX_UNKNOWN = 10_000
@@ -97,6 +104,11 @@ class RevocationCache:
         # API key id -> when it stops (stopped) working.
         self._key_ends: dict[str, float] = {}
         self._since = 0.0
+        # When the last finished poll started; one poll at a time, and the
+        # one started for unknown sessions beyond the budget.
+        self._polled_from = float("-inf")
+        self._polling = asyncio.Lock()
+        self._demanded: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str, str, str], Awaitable[None]]] = []
 
     def on_revoked_elsewhere(self, listener: Callable[[str, str, str], Awaitable[None]]) -> None:
@@ -131,7 +143,7 @@ class RevocationCache:
         if pending is not None:
             return await asyncio.shield(pending)
         if not self._spend():
-            return False
+            return await self._issued_after_a_poll(session_id)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._lookups[session_id] = future
         try:
@@ -156,6 +168,29 @@ class RevocationCache:
             return True
         self._unknown[session_id] = None
         return False
+
+    async def _issued_after_a_poll(self, session_id: str) -> bool:
+        """Whether a poll started from now on learns of the session."""
+        asked = self._clock.time()
+        # Twice at most: a poll already running may have started before asked.
+        for _ in range(2):
+            if self._polled_from >= asked:
+                break
+            if self._demanded is None or self._demanded.done():
+                self._demanded = asyncio.create_task(self._demanded_poll(), name="revocations-poll-demanded")
+            try:
+                await asyncio.shield(self._demanded)
+            except Exception:
+                log.warning("revocation poll for an unknown session failed: refusing it", exc_info=True)
+                return False
+        until = self._live.get(session_id)
+        return until is not None and until > self._clock.time()
+
+    async def _demanded_poll(self) -> None:
+        wait = self._polled_from + MIN_POLL_GAP - self._clock.time()
+        if wait > 0:
+            await self._clock.sleep(wait)
+        await self.poll()
 
     def _spend(self) -> bool:
         now = self._clock.time()
@@ -189,6 +224,10 @@ class RevocationCache:
         self._since = now
 
     async def poll(self) -> None:
+        async with self._polling:
+            await self._poll()
+
+    async def _poll(self) -> None:
         # Overlap the window by a second: a change committed by another
         # core with a slightly earlier timestamp must not slip between polls.
         since = self._since - 1.0
@@ -213,6 +252,7 @@ class RevocationCache:
         for key_id, end in tuple(self._key_ends.items()):
             if end < started - KEY_END_KEEP:
                 del self._key_ends[key_id]
+        self._polled_from = started
 
     async def run(self) -> None:
         while True:

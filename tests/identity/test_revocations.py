@@ -21,6 +21,8 @@ class FakeStore:
         self.sessions: dict[str, SessionRow] = {}
         self.key_ends: dict[str, float] = {}
         self.lookups = 0
+        self.polls = 0
+        self.failing = False
 
     def add_session(self, session_id: str, now: float, refresh_expire: float) -> None:
         self.sessions[session_id] = SessionRow(session_id, "alice", "", now, 0, "", refresh_expire, None, None)
@@ -40,6 +42,9 @@ class FakeStore:
         ]
 
     async def sessions_created_since(self, since: float) -> list[tuple[str, float]]:
+        self.polls += 1
+        if self.failing:
+            raise ConnectionError("the database is down")
         return [
             (s.session_id, s.refresh_expire_time)
             for s in self.sessions.values()
@@ -88,9 +93,18 @@ async def test_unknown_sessions_are_looked_up_within_a_budget_and_remembered() -
     store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
     await sessions.load()
-    answers = [await sessions.is_issued(f"forged-{n}") for n in range(revocations.LOOKUP_BURST + 10)]
+    answers = [await sessions.is_issued(f"forged-{n}") for n in range(revocations.LOOKUP_BURST)]
+    # Beyond the budget: no lookup, but one poll for them all, MIN_POLL_GAP
+    # after the last.
+    polls = store.polls
+    beyond = [asyncio.create_task(sessions.is_issued(f"forged-{n}")) for n in range(20, 30)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in beyond)
+    await clock.advance(revocations.MIN_POLL_GAP)
+    answers += await asyncio.gather(*beyond)
     assert not any(answers)
-    assert store.lookups == revocations.LOOKUP_BURST  # the rest refused without a query
+    assert store.lookups == revocations.LOOKUP_BURST  # the rest refused without a lookup
+    assert store.polls == polls + 1
     assert not await sessions.is_issued("forged-0")  # remembered
     assert store.lookups == revocations.LOOKUP_BURST
     await clock.advance(1.0)  # the budget refills
@@ -98,6 +112,33 @@ async def test_unknown_sessions_are_looked_up_within_a_budget_and_remembered() -
     assert await sessions.is_issued("elsewhere")
     assert await sessions.is_issued("elsewhere")
     assert store.lookups == revocations.LOOKUP_BURST + 1
+
+
+async def test_a_burst_of_logins_elsewhere_beyond_the_budget_is_let_in_by_the_next_poll() -> None:
+    store, clock = FakeStore(), FakeClock()
+    sessions = cache(store, clock)
+    await sessions.load()
+    # Another core of the cluster logs many in at once, between two polls.
+    burst = [f"login-{n}" for n in range(revocations.LOOKUP_BURST * 3)]
+    for session_id in burst:
+        store.add_session(session_id, clock.time(), clock.time() + 3600)
+    asked = [asyncio.create_task(sessions.is_issued(session_id)) for session_id in burst]
+    await asyncio.sleep(0)
+    await clock.advance(revocations.MIN_POLL_GAP)
+    assert all(await asyncio.gather(*asked))
+    assert store.lookups == revocations.LOOKUP_BURST
+
+
+async def test_a_failed_poll_refuses_the_unknown_session_rather_than_hang() -> None:
+    store, clock = FakeStore(), FakeClock()
+    sessions = cache(store, clock)
+    await sessions.load()
+    for n in range(revocations.LOOKUP_BURST):
+        await sessions.is_issued(f"forged-{n}")
+    store.failing = True
+    waiting = asyncio.create_task(sessions.is_issued("beyond"))
+    await clock.advance(revocations.MIN_POLL_GAP)
+    assert await waiting is False
 
 
 async def test_sessions_whose_tokens_cannot_be_valid_are_forgotten() -> None:
