@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from core.calls.forward import advertised
+from core.cluster import redis_client
 from core.cluster.leases import Lease
 from core.cluster.redis_leases import RedisLeases
 from core.cluster.redis_owners import RedisCallOwners
@@ -280,3 +281,25 @@ async def test_a_caller_whose_stream_opens_on_another_core_may_place_a_call(clus
     alice.channel = cluster.channels["core-a"]
     call = await alice.create("bob")
     assert call.state == calls_pb2.Call.RINGING
+
+
+async def test_a_call_whose_lease_is_lost_under_a_live_owner_is_adopted(cluster: Cluster, redis_url: str) -> None:
+    alice = await cluster.device("alice", on="core-a")
+    bob = await cluster.device("bob", on="core-b")
+    call = await alice.create("bob")
+    await bob.expect("call_invited")
+    await alice.expect("call_ringing")
+    # As if core A's renewals had not reached Redis in time.
+    client = redis_client.connect(redis_url)
+    try:
+        await client.delete(f"wac:lease:call:{call.call_id}")
+    finally:
+        await redis_client.close(client)
+    # Core A lets it go at its next renewal; a core adopts the orphan.
+    await eventually(partial(_owned, cluster, call.call_id), TAKEOVER + seconds(0.2))
+    await bob.answer(call.call_id)
+    await alice.expect("call_answered")
+
+
+async def _owned(cluster: Cluster, call_id: str) -> bool:
+    return await owner(cluster, call_id) is not None
