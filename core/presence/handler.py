@@ -165,6 +165,12 @@ class PresenceHandler:
         for task in tuple(self._flushes):
             task.cancel()
         await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._shared.shared:
+            # The next owner knows nothing of the changes held here: they
+            # are told now, a little early, rather than never.
+            for username, subject in list(self._subjects.items()):
+                if subject.published < subject.version and self._shared.holds(username):
+                    await self._flush(username)
         await self._shared.stop()
 
     # -- what changes presence ----------------------------------------

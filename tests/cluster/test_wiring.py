@@ -72,9 +72,10 @@ class Cluster:
     def node_env(self, name: str) -> dict[str, str]:
         return {**self.env, "WAC_CLUSTER_NODE_ID": name}
 
-    async def core(self, name: str) -> Core:
+    async def core(self, name: str, *, stopped_by_test: bool = False) -> Core:
         core = await build_core(config_for(self.tmp_path / name, self.node_env(name)), migrate=False)
-        self.stack.push_async_callback(core.stop, 0.2)
+        if not stopped_by_test:
+            self.stack.push_async_callback(core.stop, 0.2)
         return core
 
 
@@ -168,6 +169,31 @@ async def test_a_watcher_on_another_core_hears_one_change_per_window(cluster: Cl
         (presence_pb2.Presence.AWAY, ""),
         (presence_pb2.Presence.AWAY, "back soon"),
     ]
+
+
+async def test_a_stopping_owner_tells_the_change_it_held(cluster: Cluster) -> None:
+    a = await cluster.core("core-a", stopped_by_test=True)
+    try:
+        b = await cluster.core("core-b")
+        assert a.presence is not None
+        for name in ("alice", "bob"):
+            await add_subscriber(a, name)
+        await b.events.open("bob-1", "bob")
+        await b.devices.stream_opened("bob", "bob-1")
+        await a.devices.stream_opened("alice", "alice-1")
+        await asyncio.sleep(2 * COALESCE_MS / 1000)
+        seen = await last_seq(b, "bob-1")
+        await a.presence.publish("alice", "alice-1", Status.AWAY, "")
+        # Held for the window's end, which core A does not live to see.
+        await a.presence.publish("alice", "alice-1", Status.BUSY, "")
+    finally:
+        await a.stop(0.2)
+
+    async def heard_busy() -> bool:
+        heard = presence_of(await b.events.read("bob-1", seen), "alice")
+        return [p.status for p in heard] == [presence_pb2.Presence.AWAY, presence_pb2.Presence.BUSY]
+
+    await eventually(heard_busy, "the change held by the stopped core was never told")
 
 
 KILLABLE = """
