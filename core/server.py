@@ -2,7 +2,8 @@
 configuration, once, and serves them on one grpc.aio server.
 
 The embedded or distributed implementation of each interface is chosen
-here and nowhere else.
+here (the state cores share, through ``core/cluster/choose.py``) and
+nowhere else.
 """
 
 from __future__ import annotations
