@@ -26,6 +26,7 @@ from core import errors, failures, undecodable
 from core.auth import policy
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, set_current
 from core.auth.rates import RateTable
+from core.db import outage
 from core.nul import nul_field
 
 log = logging.getLogger("wac.rpc")
@@ -271,6 +272,11 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) 
         raise exc
     if isinstance(exc, asyncio.InvalidStateError | grpc.aio.UsageError):
         raise exc
+    if outage.is_outage(exc):
+        # One line, no traceback: an outage fails every request alike.
+        log.warning("%s: the database is unreachable: %s", method, exc)
+        unavailable = failures.Unavailable("the database is unreachable; retry shortly")
+        await context.abort_with_status(rpc_status.to_status(errors.from_failure(unavailable).status()))
     ref = secrets.token_hex(4)
     log.error("internal error in %s (ref %s)", method, ref, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); the operator's log has the details")
