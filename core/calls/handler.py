@@ -107,6 +107,7 @@ from core.calls.machine import (
     is_uri_callee,
 )
 from core.calls.store import CallStore, CallWrite, StoredCall
+from core.calls.tasks import cancelled
 from core.calls.writer import GroupWriter
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.cluster.call_sets import CallSets, LocalCallSets
@@ -277,8 +278,7 @@ class CallHandler:
         other cores take them over at their next heartbeat."""
         self._stopped = True
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await cancelled(self._heartbeat)
         if self._reconnect_check is not None:
             self._reconnect_check.cancel()
         for handle in self._timers.values():
@@ -795,7 +795,9 @@ class CallHandler:
     async def _beat(self, own: Ownership) -> None:
         """Every heartbeat: announce this core, apply the inputs other cores
         sent its calls, adopt the calls whose owner is gone."""
-        while True:
+        # Checked as well as cancelled: on Python 3.11 asyncio.wait_for (under
+        # the Redis client's commands) can swallow a cancellation.
+        while not self._stopped:
             try:
                 await own.owners.announce(self._address, own.lease_seconds)
                 for call_id, device in await own.owners.inbox():

@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from core.calls.tasks import cancelled
 from core.cluster.call_sets import CallSets
 
 log = logging.getLogger("wac.calls")
@@ -59,8 +60,7 @@ class InCall:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), 2.0)
             await asyncio.wait_for(self._changes.join(), 2.0)
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
+        await cancelled(self._worker)
         self._worker = None
 
     def busy(self, username: str) -> bool:
