@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.clock import SYSTEM_CLOCK, Clock
+from core.cluster.loops import stopping
 
 log = logging.getLogger("wac.cluster.leases")
 
@@ -248,6 +249,8 @@ class Keeper:
             try:
                 held = await self._leases.renew(entry.lease)
             except Exception as exc:  # unknown: counted held while its ttl allows
+                if stopping():
+                    raise  # a cancelled renewal that redis-py reported as its own error
                 held, failed, error = None, failed + 1, repr(exc)
             if self._kept.get(name) is not entry:
                 continue  # released (or replaced) while it was being renewed
