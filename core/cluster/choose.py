@@ -25,7 +25,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.cluster import redis_client
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.cluster.leases import Keeper, Lease, Leases, LocalLeases
-from core.cluster.loops import stopping
+from core.cluster.loops import end_if_stopping, stopping
 from core.cluster.node import node_id
 from core.cluster.redis_devices import RedisDeviceRegistry
 from core.cluster.redis_leases import RedisLeases
@@ -142,6 +142,7 @@ class SharedState:
 
     async def _sweep_devices(self, devices: RedisDeviceRegistry) -> None:
         while True:
+            end_if_stopping()
             await self.clock.sleep(self.heartbeat_seconds)
             try:
                 held = self.keeper.held(DEVICES_SWEEP) or await self.keeper.acquire(DEVICES_SWEEP, self.lease_seconds)

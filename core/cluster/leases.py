@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.cluster.loops import stopping
+from core.cluster.loops import end_if_stopping, stopping
 
 log = logging.getLogger("wac.cluster.leases")
 
@@ -237,6 +237,7 @@ class Keeper:
 
     async def _run(self) -> None:
         while True:
+            end_if_stopping()
             await self._clock.sleep(self._heartbeat)
             await self._renew_all()
 

@@ -42,7 +42,7 @@ import redis.asyncio as redis
 
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.cluster.devices import DeviceListener, DeviceListeners
-from core.cluster.loops import stopping
+from core.cluster.loops import end_if_stopping, stopping
 
 log = logging.getLogger("wac.devices")
 
@@ -260,6 +260,7 @@ class RedisDeviceRegistry:
         """Beat every heartbeat interval until cancelled; a failed beat is
         logged and tried again at the next."""
         while True:
+            end_if_stopping()
             try:
                 await self.heartbeat()
             except redis.RedisError:

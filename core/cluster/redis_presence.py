@@ -29,7 +29,7 @@ import redis.asyncio as redis
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.cluster.leases import Keeper, Lease, Leases
-from core.cluster.loops import stopping
+from core.cluster.loops import end_if_stopping, stopping
 from core.presence.subjects import ChangeListener, ReleaseListener
 
 log = logging.getLogger("wac.presence")
@@ -189,6 +189,7 @@ class RedisSubjects:
     # -- internals ----------------------------------------------------
     async def _read(self) -> None:
         while True:
+            end_if_stopping()
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except (redis.RedisError, OSError):
@@ -208,6 +209,7 @@ class RedisSubjects:
 
     async def _tend(self) -> None:
         while True:
+            end_if_stopping()
             await self._clock.sleep(self._heartbeat)
             try:
                 await self._tend_once()
