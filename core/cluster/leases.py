@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +58,12 @@ class Leases(Protocol):
         """Make ``lease`` last its ttl again from now. False if it is no
         longer held (it lapsed, whoever holds the name now): the node must
         stop acting on it."""
+        ...
+
+    async def renew_many(self, leases: Sequence[Lease]) -> list[bool]:
+        """``renew`` for each of ``leases``, in as few round trips as the
+        store allows (a node's heartbeat renews all it holds): the answers
+        in the same order."""
         ...
 
     async def release(self, lease: Lease) -> None:
@@ -136,6 +142,9 @@ class LocalLeases:
             return False
         holding.expires = self._clock.monotonic() + lease.ttl
         return True
+
+    async def renew_many(self, leases: Sequence[Lease]) -> list[bool]:
+        return [await self.renew(lease) for lease in leases]
 
     async def release(self, lease: Lease) -> None:
         holding = self._current(lease.name)
@@ -242,26 +251,28 @@ class Keeper:
             await self._renew_all()
 
     async def _renew_all(self) -> None:
-        """One heartbeat: renew every lease kept, one after the other."""
-        failed, error = 0, ""
-        for name, entry in list(self._kept.items()):
-            sent = self._clock.monotonic()
-            held: bool | None
-            try:
-                held = await self._leases.renew(entry.lease)
-            except Exception as exc:  # unknown: counted held while its ttl allows
-                if stopping():
-                    raise  # a cancelled renewal that redis-py reported as its own error
-                held, failed, error = None, failed + 1, repr(exc)
+        """One heartbeat: renew every lease kept, all in one request."""
+        entries = list(self._kept.items())
+        if not entries:
+            return
+        sent = self._clock.monotonic()
+        answers: list[bool | None]
+        try:
+            answers = list(await self._leases.renew_many([entry.lease for _name, entry in entries]))
+        except Exception as exc:  # unknown: counted held while their ttl allows
+            if stopping():
+                raise  # a cancelled renewal that redis-py reported as its own error
+            answers = [None] * len(entries)
+            log.warning("%d lease renewal(s) failed (%r); retrying in %g s", len(entries), exc, self._heartbeat)
+        now = self._clock.monotonic()
+        for (name, entry), held in zip(entries, answers, strict=True):
             if self._kept.get(name) is not entry:
                 continue  # released (or replaced) while it was being renewed
             if held:
                 entry.renewed = sent
-            elif held is False or self._clock.monotonic() - entry.renewed >= entry.lease.ttl - self._heartbeat:
+            elif held is False or now - entry.renewed >= entry.lease.ttl - self._heartbeat:
                 del self._kept[name]
                 self._lost(entry.lease)
-        if failed:
-            log.warning("%d lease renewal(s) failed (%s); retrying in %g s", failed, error, self._heartbeat)
 
     def _lost(self, lease: Lease) -> None:
         try:

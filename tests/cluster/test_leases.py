@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -146,6 +146,23 @@ async def test_an_old_holding_stays_lost_when_its_node_takes_the_name_again(node
     assert await nodes.a.renew(new)
 
 
+async def test_renewing_many_at_once_answers_each_as_renewing_it_alone(nodes: Nodes) -> None:
+    held = [await nodes.a.acquire(f"call:{n}", TTL) for n in range(3)]
+    other = await nodes.a.acquire("presence:alice", 2 * TTL)  # another ttl in the same batch
+    assert all(held) and other is not None
+    leases = [lease for lease in held if lease is not None]
+    await nodes.a.release(leases[1])
+    taken = await nodes.b.acquire("call:1", TTL)  # now another node's
+    assert taken is not None
+    await nodes.pause(0.6 * TTL)
+    assert await nodes.a.renew_many([leases[0], other, leases[1], leases[2]]) == [True, True, False, True]
+    assert await nodes.a.renew_many([]) == []
+    assert await nodes.a.owner("call:1") == "node-b"  # a failed renewal took nothing
+    await nodes.pause(0.6 * TTL)
+    # Renewed: the first ttl is over, the holdings are not.
+    assert await nodes.b.owner("call:0") == "node-a" and await nodes.b.owner("call:2") == "node-a"
+
+
 async def test_the_fencing_token_grows_each_time_the_name_changes_hands(nodes: Nodes) -> None:
     tokens: list[int] = []
     for node in (nodes.a, nodes.b, nodes.a, nodes.a):
@@ -260,6 +277,9 @@ class _Unreachable:
         return await self.leases.acquire(name, ttl)
 
     async def renew(self, lease: Lease) -> bool:
+        raise ConnectionError("store unreachable")
+
+    async def renew_many(self, leases: Sequence[Lease]) -> list[bool]:
         raise ConnectionError("store unreachable")
 
     async def release(self, lease: Lease) -> None:
