@@ -35,4 +35,9 @@ def create_engine(url: str) -> AsyncEngine:
 
         event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it cost every checkout three round trips (begin, a
+    # SELECT, rollback), most of a short unit of work. A connection that
+    # went stale (the server restarted) fails its first statement instead:
+    # that request gets UNAVAILABLE (core/db/outage.py) and SQLAlchemy
+    # invalidates the whole pool at once, so the next requests reconnect.
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
