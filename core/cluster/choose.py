@@ -113,7 +113,9 @@ class SharedState:
             await self._redis_events.start()
         if self._redis_devices is not None:
             # Beating before anything opens a stream: a sweep elsewhere must
-            # not take this node for dead.
+            # not take this node for dead. A previous process of this node
+            # id left its devices first.
+            await self._redis_devices.restart()
             await self._redis_devices.heartbeat()
             self.keeper.start()
             tasks.append(loop.create_task(self._redis_devices.keep_alive(), name="devices-heartbeat"))

@@ -256,6 +256,15 @@ class RedisDeviceRegistry:
         if previous is None:
             await self._reassert()
 
+    async def restart(self) -> None:
+        """Before the first heartbeat of a process: the devices a previous
+        process of this node id held go through their grace period, as a
+        dead node's do. Its heartbeat may not have lapsed yet (a quick
+        restart), and once this process beats no sweep would see it dead:
+        they would stay online for ever."""
+        await self._redis.delete(node_key(self.node))
+        await self._release_node(self.node, self._clock.time())
+
     async def keep_alive(self) -> None:
         """Beat every heartbeat interval until cancelled; a failed beat is
         logged and tried again at the next."""
@@ -300,7 +309,8 @@ class RedisDeviceRegistry:
             await self._expire(username, session_id)
 
     async def _release_node(self, node: str, now: float) -> None:
-        for member in await self._redis.smembers(node_devices_key(node)):
+        members = await self._redis.smembers(node_devices_key(node))
+        for member in members:
             username, session_id = json.loads(member)
             result = await self._hold(
                 keys=[devices_key(username), node_devices_key(node), GRACES, node_key(node)],
@@ -309,7 +319,8 @@ class RedisDeviceRegistry:
             if result == _GRACE_STARTED:
                 self._arm(username, session_id, self._grace)
         await self._forget_node(keys=[node_key(node), node_devices_key(node), NODES], args=[node])
-        log.info("devices: node %s is gone; its devices are in their grace period", node)
+        if members:
+            log.info("devices: node %s is gone; its devices are in their grace period", node)
 
     async def _write(self, username: str, session_id: str) -> int:
         """This node's stream count of the device, as it is when sent, to

@@ -104,6 +104,11 @@ class _Subject:
     # In a cluster other cores write rows too: a change they hand over
     # re-reads them.
     devices: list[DeviceStatus] | None = None
+    # Kept through a spell when this core did not own the subject (a held
+    # change to hand over, or in use when the lease went): other cores may
+    # have told watchers other states meanwhile, so what is remembered here
+    # says nothing of what they last heard.
+    stale: bool = False
 
 
 class PresenceHandler:
@@ -331,6 +336,10 @@ class PresenceHandler:
                 subject.devices = None
                 rows = await self._store.devices(username)
                 return aggregate(rows, in_call=await self._shared.in_call(username), now=self._clock.time())
+            if subject.stale:
+                # Owned again: re-read, and tell the watchers whatever it is.
+                subject.stale = False
+                subject.state = subject.heard = subject.devices = None
             devices: list[DeviceStatus] | None = subject.devices
             if write is not None or reread or devices is None:
                 devices = subject.devices = await self._store.devices(username)
@@ -417,6 +426,6 @@ class PresenceHandler:
             return
         if subject.lock.locked() or subject.published < subject.version:
             # In use, or a held change whose flush hands it over.
-            subject.devices = None
+            subject.stale = True
         else:
             del self._subjects[username]
