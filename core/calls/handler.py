@@ -484,6 +484,10 @@ class CallHandler:
             if machine is None:
                 if call.via is Via.SIP and call.state is not CallState.ENDED:
                     raise failures.FailedPrecondition("this call goes through the SIP gateway: its signalling is SIP's")
+                if call.state is not CallState.ENDED and self._ownership is not None:
+                    # Live, yet held by no core at this instant (its owner
+                    # just died, or let it go): adopted within a lease.
+                    raise failures.Unavailable("the call is being taken over by a core: retry")
                 # Only ended calls are not live: every live call of this core
                 # is in memory from its creation or from start().
                 raise failures.FailedPrecondition("call has ended")
@@ -729,9 +733,15 @@ class CallHandler:
         trying to take it over if none does."""
         own = self._ownership
         assert own is not None
-        owner = await own.leases.owner(LEASE_PREFIX + call_id)
+        name = LEASE_PREFIX + call_id
+        owner = await own.leases.owner(name)
         if owner is None:
             owner = await self._take_over(call_id, None)
+        elif owner == own.owners.node and own.keeper.held(name) is None:
+            # Held under this node's id but not by this process: its
+            # previous run's, killed and restarted under the same id. The
+            # call is adopted once that lease lapses (the orphan search).
+            raise failures.Unavailable("the call is being taken over by a core: retry")
         return None if owner is None or owner == own.owners.node else owner
 
     async def _take_over(self, call_id: str, orphan: Orphan | None) -> str | None:
