@@ -29,9 +29,11 @@ new one and ends every other, so the second core would cut the first one's
 edge off). The SIP gateway is left out: its ports and its key are one per
 machine.
 
-Not shared between cores yet (issue 17, in progress): events, devices,
-calls' and presence subjects' ownership; a scenario spanning two cores does
-not work yet.
+The cores share their state through the Redis (``[cluster] redis_url``,
+core/cluster/choose.py): events, devices, the ownership of calls and
+presence subjects, and connector runs, so a scenario may span both cores
+and a core that dies or restarts leaves the other's devices and calls alone
+(tests/cluster/test_faults.py kills them).
 """
 
 from __future__ import annotations
