@@ -76,7 +76,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -259,7 +258,7 @@ class Deployment:
     def sockets_per_edge(self) -> list[int] | None:
         if self.admin_socket is None:
             return None
-        counters = envoy_counters(self.admin_socket)
+        counters = envoy.endpoint_stats(self.admin_socket)
         return [int(counters.get(("wac_edge", host, "rq_active"), "0")) for host in self.edges]
 
 
@@ -326,35 +325,6 @@ async def embedded(work: Path, args: argparse.Namespace) -> AsyncIterator[Deploy
             stop(process)
 
 
-def envoy_counters(admin_socket: Path) -> dict[tuple[str, str, str], str]:
-    """Envoy's per-endpoint stats: (cluster, host:port, stat) -> value."""
-    _status, body = envoy.admin_request(admin_socket, "/clusters", timeout=5)
-    found = {}
-    for line in body.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4:
-            found[(parts[0], parts[1], parts[2])] = parts[3]
-    return found
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (a base port the cluster adds to)."""
-    for _ in range(200):
-        first = free_port()
-        if first + count < 65536 and all(_bindable(port) for port in range(first, first + count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def servers() -> Iterator[tuple[str, str]]:
     """A throwaway PostgreSQL and Redis of the bench's own: their URLs."""
@@ -365,7 +335,7 @@ def servers() -> Iterator[tuple[str, str]]:
 @contextlib.asynccontextmanager
 async def cluster(work: Path, args: argparse.Namespace, pg_url: str, redis_url: str) -> AsyncIterator[Deployment]:
     """``wac cluster`` on the given servers, the clients through Envoy's front door."""
-    front, core_base, edge_base = free_port(), consecutive_free_ports(3), consecutive_free_ports(4)
+    front, core_base, edge_base = free_port(), throwaway.consecutive_free_ports(3), throwaway.consecutive_free_ports(4)
     env = {
         **os.environ,
         **limits(args.sockets),
@@ -413,7 +383,7 @@ async def healthy(
     deadline = time.monotonic() + 90
     while True:
         with contextlib.suppress(OSError):
-            counters = envoy_counters(admin_socket)
+            counters = envoy.endpoint_stats(admin_socket)
             if all(counters.get((name, host, "health_flags")) == "healthy" for name, host in wanted):
                 break
         if process.poll() is not None or time.monotonic() > deadline:

@@ -417,3 +417,15 @@ def stop_envoy(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def endpoint_stats(admin: int | str | Path, *, timeout: float = 5.0) -> dict[tuple[str, str, str], str]:
+    """Envoy's per-endpoint stats from its admin ``/clusters``:
+    (cluster, host:port, stat) -> value (health_flags, rq_total, rq_active...)."""
+    _status, body = admin_request(admin, "/clusters", timeout=timeout)
+    found = {}
+    for line in body.splitlines():
+        parts = line.split("::")
+        if len(parts) == 4:
+            found[(parts[0], parts[1], parts[2])] = parts[3]
+    return found

@@ -54,6 +54,25 @@ def free_port() -> int:
         return port
 
 
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports on 127.0.0.1 that were free
+    a moment ago: a base port a cluster's plan adds to."""
+    for _ in range(200):
+        first = free_port()
+        if first + count < 65536 and all(_bindable(port) for port in range(first, first + count)):
+            return first
+    raise ThrowawayError(f"no {count} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def postgres_bin_dir() -> Path:
     """The directory holding initdb and postgres: Debian's newest, else PATH's."""
 

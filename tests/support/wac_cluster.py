@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import httpx
 from websockets.sync.client import connect
 
 from cli import envoy
+from cli.throwaway import consecutive_free_ports
 from tests.support.cli import ROOT
 from tests.support.postgres import require_postgres
 from tests.support.redis import require_redis
@@ -50,13 +50,7 @@ class Cluster:
 
     def counters(self) -> dict[tuple[str, str, str], str]:
         """Envoy's per-endpoint stats: (cluster, host:port, stat) -> value."""
-        _status, body = envoy.admin_request(self.admin_socket, "/clusters", timeout=seconds())
-        found = {}
-        for line in body.splitlines():
-            parts = line.split("::")
-            if len(parts) == 4:
-                found[(parts[0], parts[1], parts[2])] = parts[3]
-        return found
+        return envoy.endpoint_stats(self.admin_socket, timeout=seconds())
 
     def pid(self, node: str) -> int:
         """The process now running ``node`` (core-1, edge-2...): the latest
@@ -90,25 +84,6 @@ class Cluster:
     def requests(self, cluster: str, hosts: tuple[str, ...]) -> list[int]:
         counters = self.counters()
         return [int(counters[(cluster, host, "rq_total")]) for host in hosts]
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (a base port the cluster adds to)."""
-    for _ in range(200):
-        first = free_port()
-        ports = range(first, first + count)
-        if all(_bindable(port) for port in ports):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for(condition: Callable[[], bool], what: str, cluster: Cluster, timeout: float) -> None:
