@@ -62,7 +62,12 @@ class Forwarder:
         try:
             response: R = await stub(request, metadata=self._metadata(context), timeout=context.time_remaining())
         except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
+            trailers = tuple(exc.trailing_metadata() or ())
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and not any(key == _DETAILS for key, _ in trailers):
+                # The transport's, not the owner's (whose failures all carry
+                # google.rpc details): its text names internal addresses.
+                raise failures.Unavailable("the core holding this call did not answer; retry in a moment") from None
+            await context.abort(exc.code(), exc.details() or "", trailers)
             raise  # abort raises; this only tells the type checker
         return response
 
@@ -95,6 +100,8 @@ class Forwarder:
         return tuple(kept)
 
 
+# Where the interceptor packs an owner's google.rpc.Status.
+_DETAILS = "grpc-status-details-bin"
 # Set by the transport itself on each call.
 _TRANSPORT = frozenset({"user-agent", "content-type", "te", "host"})
 
