@@ -272,10 +272,11 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) 
         raise exc
     if isinstance(exc, asyncio.InvalidStateError | grpc.aio.UsageError):
         raise exc
-    if outage.is_outage(exc):
+    message = outage.describe(exc)
+    if message is not None:
         # One line, no traceback: an outage fails every request alike.
-        log.warning("%s: the database is unreachable: %s", method, exc)
-        unavailable = failures.Unavailable("the database is unreachable; retry shortly")
+        log.warning("%s: %s: %s", method, message, exc)
+        unavailable = failures.Unavailable(message)
         await context.abort_with_status(rpc_status.to_status(errors.from_failure(unavailable).status()))
     ref = secrets.token_hex(4)
     log.error("internal error in %s (ref %s)", method, ref, exc_info=exc)

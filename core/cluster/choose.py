@@ -31,6 +31,7 @@ from core.cluster.redis_devices import RedisDeviceRegistry
 from core.cluster.redis_leases import RedisLeases
 from core.cluster.redis_presence import LEASE_PREFIX as PRESENCE_LEASES
 from core.cluster.redis_presence import RedisSubjects
+from core.db import outage
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
 from core.events.redis_log import RedisEventLog
@@ -43,6 +44,8 @@ log = logging.getLogger("wac.cluster")
 DEVICES_SWEEP = "devices-sweep"
 # How often the embedded event log drops the logs nobody reads.
 EVENT_LOG_SWEEP = 30.0
+# What a request failing on Redis is told (UNAVAILABLE).
+REDIS_OUT_OF_REACH = "the shared state (Redis) is unreachable; retry shortly"
 
 
 @dataclass
@@ -177,6 +180,10 @@ def shared_state(config: Config, clock: Clock = SYSTEM_CLOCK) -> SharedState:
         )
         return state
     client = redis_client.connect(cluster.redis_url)
+    # A request failing on Redis being out of reach (restarting, failing
+    # over) is UNAVAILABLE, as for the database, not INTERNAL.
+    for kind in (redis.ConnectionError, redis.TimeoutError):
+        outage.register(kind, REDIS_OUT_OF_REACH)
     redis_leases = RedisLeases(client, node)
     devices = RedisDeviceRegistry(
         client, node, grace_period=grace, heartbeat_interval=cluster.heartbeat_seconds, clock=clock

@@ -2,7 +2,11 @@
 restarting, refusing connections, the pool exhausted) rather than a fault of
 the request or of wac: such a request gets UNAVAILABLE ("retry shortly"),
 which clients retry, instead of INTERNAL. Each unit of work is one
-transaction, so a request that failed this way wrote nothing."""
+transaction, so a request that failed this way wrote nothing.
+
+The cluster's Redis is out of reach the same way; its errors are registered
+here (``register``) by the one place that chooses Redis
+(core/cluster/choose.py), so nothing else imports its client."""
 
 from __future__ import annotations
 
@@ -18,6 +22,26 @@ _ASYNCPG = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
 )
+
+
+# Other stores' "out of reach" errors -> what the client is told.
+_OTHERS: dict[type[BaseException], str] = {}
+
+DATABASE = "the database is unreachable; retry shortly"
+
+
+def register(kind: type[BaseException], message: str) -> None:
+    """``kind`` raised by another shared store means it is out of reach."""
+    _OTHERS[kind] = message
+
+
+def describe(exc: BaseException) -> str | None:
+    """What a client is told of an outage (UNAVAILABLE), or None if ``exc``
+    is not one."""
+    for kind, message in _OTHERS.items():
+        if isinstance(exc, kind):
+            return message
+    return DATABASE if is_outage(exc) else None
 
 
 def is_outage(exc: BaseException) -> bool:

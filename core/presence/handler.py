@@ -39,6 +39,7 @@ from typing import Protocol
 
 from core import checks, failures
 from core.clock import SYSTEM_CLOCK, Clock, Timer
+from core.db import outage
 from core.events.log import EventLog
 from core.presence.messages import presence_message
 from core.presence.rules import (
@@ -58,6 +59,10 @@ from wac.v1 import events_pb2
 log = logging.getLogger("wac.presence")
 
 MAX_BATCH = 500
+# Seconds between attempts at an emission the event log refused (Redis
+# restarting, a database blip): the change is kept, never dropped, and the
+# watchers hear the subject's latest state once the log takes it.
+EMIT_RETRY_SECONDS = 0.5
 MAX_USERNAME = 64
 
 
@@ -149,6 +154,7 @@ class PresenceHandler:
         self._timer: Timer | None = None
         self._timer_deadline = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
+        self._retries: dict[str, Timer] = {}  # subject -> its next emission attempt
         self.visibility = Visibility(visibility, links, self._shared.online_usernames)
 
     # -- lifecycle ----------------------------------------------------
@@ -167,6 +173,9 @@ class PresenceHandler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for retry in self._retries.values():
+            retry.cancel()
+        self._retries.clear()
         for task in tuple(self._flushes):
             task.cancel()
         await asyncio.gather(*self._flushes, return_exceptions=True)
@@ -353,7 +362,15 @@ class PresenceHandler:
             subject.renamed = subject.renamed or force
             subject.version += 1
             if self._coalescer.offer(username, subject.version, now):
-                await self._emit(username, subject)
+                try:
+                    await self._emit(username, subject)
+                except Exception as exc:
+                    # The row is written and the change kept: the caller is
+                    # told, and the watchers hear it once the log is back
+                    # (the caller's retry finds no change to emit).
+                    if _out_of_reach(exc):
+                        self._retry_later(username)
+                    raise
             else:
                 self._schedule()
             return state
@@ -395,10 +412,18 @@ class PresenceHandler:
     def _on_timer(self) -> None:
         self._timer = None
         for username, _version in self._coalescer.due(self._clock.time()):
-            task = asyncio.create_task(self._flush(username), name=f"presence-flush-{username}")
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            self._flush_soon(username)
         self._schedule()
+
+    def _flush_soon(self, username: str) -> None:
+        self._retries.pop(username, None)
+        task = asyncio.create_task(self._flush(username), name=f"presence-flush-{username}")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def _retry_later(self, username: str) -> None:
+        if username not in self._retries:
+            self._retries[username] = self._clock.call_later(EMIT_RETRY_SECONDS, self._flush_soon, username)
 
     async def _flush(self, username: str) -> None:
         subject = self._subjects.get(username)
@@ -411,8 +436,12 @@ class PresenceHandler:
                 elif subject.published < subject.version:
                     # No longer the owner: the owner now emits the change.
                     await self._shared.hand_over(username, force=subject.renamed)
-        except Exception:
-            log.exception("presence: emitting the held change of %s failed", username)
+        except Exception as exc:
+            if not _out_of_reach(exc):
+                log.exception("presence: emitting the held change of %s failed", username)
+                return
+            log.warning("presence: the change of %s waits for the shared state to return: %s", username, exc)
+            self._retry_later(username)
 
     async def _handed_over(self, username: str, force: bool) -> None:
         """Another core changed a subject this core owns (or takes over)."""
@@ -429,3 +458,8 @@ class PresenceHandler:
             subject.stale = True
         else:
             del self._subjects[username]
+
+
+def _out_of_reach(exc: Exception) -> bool:
+    """The event log or the database failing for now, not the change."""
+    return isinstance(exc, failures.Unavailable) or outage.describe(exc) is not None

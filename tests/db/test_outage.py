@@ -4,10 +4,16 @@ PostgreSQL under a running cluster."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
+import redis.asyncio as redis
 from sqlalchemy import exc as sa
 
-from core.db.outage import is_outage
+from core.cluster.choose import REDIS_OUT_OF_REACH, shared_state
+from core.db.outage import DATABASE, describe, is_outage
+from tests.support.core import test_config as config_for
+from tests.support.server import free_port
 
 
 def test_a_refused_or_reset_connection_is_an_outage() -> None:
@@ -27,3 +33,15 @@ def test_a_faulty_statement_is_not() -> None:
     assert not is_outage(sa.IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not is_outage(sa.ProgrammingError("SELEC", {}, Exception("syntax error")))
     assert not is_outage(ValueError("a bug"))
+
+
+async def test_a_cluster_core_counts_redis_out_of_reach_as_an_outage(tmp_path: Path) -> None:
+    assert describe(redis.ConnectionError("Connection closed by server.")) in (None, REDIS_OUT_OF_REACH)
+    state = shared_state(config_for(tmp_path, {"WAC_CLUSTER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))
+    try:
+        assert describe(redis.ConnectionError("Connection closed by server.")) == REDIS_OUT_OF_REACH
+        assert describe(redis.TimeoutError("Timeout reading from socket")) == REDIS_OUT_OF_REACH
+        assert describe(redis.ResponseError("WRONGTYPE")) is None, "a bad command is a fault, not an outage"
+        assert describe(ConnectionRefusedError(111, "Connect call failed")) == DATABASE
+    finally:
+        await state.close()

@@ -17,18 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from core import failures
 from core.cluster.devices import LocalDeviceRegistry
 from core.db.engine import create_engine
 from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.events.memory import MemoryEventLog
-from core.presence.handler import Named, PresenceHandler
+from core.presence.handler import EMIT_RETRY_SECONDS, Named, PresenceHandler
 from core.presence.rules import Status
 from core.presence.store import SqlPresenceStore
 from settings.config import PresenceConfig, sqlite_url
 from tests.calls.support import eventually
 from tests.support.clock import EPOCH, FakeClock
-from wac.v1 import presence_pb2
+from wac.v1 import events_pb2, presence_pb2
 
 WINDOW = PresenceConfig().coalesce_ms / 1000
 GRACE = PresenceConfig().grace_period
@@ -63,10 +64,22 @@ class Links:
         return {owner for owner in owners if subject in self.links.get(owner, set())}
 
 
+class FlakyEventLog(MemoryEventLog):
+    """The in-memory log, refusing appends while ``down`` (as the Redis log
+    does while Redis restarts)."""
+
+    down = False
+
+    async def publish(self, usernames: Collection[str], event: events_pb2.Event, **kwargs: object) -> None:
+        if self.down:
+            raise failures.Unavailable("the event log (Redis) is unavailable: Connection closed by server.")
+        await super().publish(usernames, event, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass
 class Rig:
     clock: FakeClock
-    events: MemoryEventLog
+    events: FlakyEventLog
     devices: LocalDeviceRegistry
     presence: PresenceHandler
 
@@ -90,7 +103,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await asyncio.to_thread(upgrade, url)
     engine = create_engine(url)
     clock = FakeClock()
-    events = MemoryEventLog(clock=clock)
+    events = FlakyEventLog(clock=clock)
     devices = LocalDeviceRegistry(grace_period=GRACE, clock=clock)
     presence = PresenceHandler(
         SqlPresenceStore(engine), events, Links(), People(), coalesce_interval=WINDOW, clock=clock
@@ -145,6 +158,43 @@ async def test_a_change_undone_within_the_window_reaches_no_watcher(rig: Rig) ->
     await rig.clock.advance(10 * WINDOW)
 
     assert seen(await rig.heard("b1", after)) == [(Wire.AWAY, "out"), (Wire.DO_NOT_DISTURB, "focus")]
+    assert rig.clock.pending() == 0
+
+
+# --- The event log out of reach. ---------------------------------------------
+
+
+async def test_a_change_the_event_log_refused_reaches_the_watcher_once_it_is_back(rig: Rig) -> None:
+    await rig.clock.advance(WINDOW)
+    after = await rig.last_seq("b1")
+
+    rig.events.down = True
+    with pytest.raises(failures.Unavailable):
+        await rig.presence.publish("alice", "a1", Status.AWAY, "refused at once")
+    # The client retries: the row is already written, nothing new to emit.
+    await rig.presence.publish("alice", "a1", Status.AWAY, "refused at once")
+    await rig.clock.advance(EMIT_RETRY_SECONDS)
+    assert await rig.heard("b1", after) == [], "still down"
+    rig.events.down = False
+    await rig.clock.advance(EMIT_RETRY_SECONDS)
+    assert seen(await rig.heard("b1", after)) == [(Wire.AWAY, "refused at once")]
+    await rig.clock.advance(10 * EMIT_RETRY_SECONDS)
+    assert len(await rig.heard("b1", after)) == 1, "told once"
+    assert rig.clock.pending() == 0
+
+
+async def test_a_held_change_the_event_log_refused_reaches_the_watcher_once_it_is_back(rig: Rig) -> None:
+    await rig.clock.advance(WINDOW)
+    after = await rig.last_seq("b1")
+    await rig.presence.publish("alice", "a1", Status.AWAY, "first")  # heard at once
+    await rig.presence.publish("alice", "a1", Status.BUSY, "held")  # held for the window
+
+    rig.events.down = True
+    await rig.clock.advance(WINDOW)  # the window's flush is refused
+    assert seen(await rig.heard("b1", after)) == [(Wire.AWAY, "first")]
+    rig.events.down = False
+    await rig.clock.advance(EMIT_RETRY_SECONDS)
+    assert seen(await rig.heard("b1", after)) == [(Wire.AWAY, "first"), (Wire.BUSY, "held")]
     assert rig.clock.pending() == 0
 
 
