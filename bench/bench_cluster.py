@@ -127,6 +127,9 @@ class Sample:
     pg_xact: float = math.nan
     pg_wal: float = math.nan
     pg_cpu: dict[int, float] | None = None
+    # CPU seconds the whole machine spent (every process, this one's clients
+    # included): how much of its CPUs a deployment left unused.
+    machine: float = math.nan
 
 
 @dataclass
@@ -141,6 +144,11 @@ class Delta:
     pg_xact: float
     pg_wal: float
     pg_cpu: float
+    machine: float = math.nan
+
+    def busy(self) -> float:
+        """The share of the machine's CPUs in use over the interval."""
+        return self.machine / (self.seconds * (os.cpu_count() or 1)) if self.seconds else math.nan
 
     def role_cpu(self, role: str) -> float:
         """CPU seconds of every process of a role (core, edge, envoy)."""
@@ -166,7 +174,11 @@ class Meter:
             self._pg = psycopg.connect(pg_url.replace("+asyncpg", ""), autocommit=True)
 
     def sample(self) -> Sample:
-        now = Sample(time.perf_counter(), {name: cpu_seconds(pid) for name, pid in self.pids.items()})
+        now = Sample(
+            time.perf_counter(),
+            {name: cpu_seconds(pid) for name, pid in self.pids.items()} | {"clients": cpu_seconds(os.getpid())},
+            machine=machine_cpu_seconds(),
+        )
         if self._redis is not None:
             info = self._redis.info()
             now.redis_commands = int(info["total_commands_processed"])
@@ -204,12 +216,21 @@ class Meter:
             pg_cpu=math.nan
             if before.pg_cpu is None or after.pg_cpu is None
             else sum(after.pg_cpu[pid] - used for pid, used in before.pg_cpu.items() if pid in after.pg_cpu),
+            machine=after.machine - before.machine,
         )
 
     async def measure_idle(self, seconds: float = IDLE_WINDOW) -> Delta:
         before = self.sample()
         await asyncio.sleep(seconds)
         return self.delta(before, self.sample())
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every process on the machine has used (/proc/stat: all
+    but idle and I/O wait)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the two deployments ---------------------------------------------------------------------
@@ -701,6 +722,7 @@ def combine(a: Delta, b: Delta, weight: float = 1.0) -> Delta:
         a.pg_xact + weight * b.pg_xact,
         a.pg_wal + weight * b.pg_wal,
         a.pg_cpu + weight * b.pg_cpu,
+        a.machine + weight * b.machine,
     )
 
 
@@ -764,6 +786,9 @@ def report_calls(runs: list[CallRun], args: argparse.Namespace) -> None:
                 cost.redis_commands / run.setups,
                 cost.pg_xact / run.setups,
                 cost.pg_wal / run.setups,
+                cost.role_cpu("clients") * per,
+                cost.machine * per,
+                cost.busy() * 100,
             ]
         )
     print()
@@ -780,10 +805,14 @@ def report_calls(runs: list[CallRun], args: argparse.Namespace) -> None:
                 "redis cmds",
                 "pg writes",
                 "WAL bytes",
+                "clients ms",
+                "machine ms",
+                "busy %",
             ],
             rows,
             "   Cost per set-up: CPU ms per process kind (summed over its processes), Redis commands, "
-            "PostgreSQL write transactions and WAL bytes",
+            "PostgreSQL write transactions and WAL bytes; the clients' CPU (this process) and the whole "
+            "machine's, and the share of its CPUs in use",
         )
     )
     for run in runs:
@@ -808,6 +837,16 @@ def report_calls(runs: list[CallRun], args: argparse.Namespace) -> None:
             name for name, run in (("embedded", embedded_best), ("cluster", cluster_best)) if not run
         )
         print(f"   ratio: - ({missing}: no level without errors at p99 < {TARGET_SETUP_P99 * 1e3:.0f} ms)")
+    if embedded_best and embedded_best.cost.busy() > 0:
+        # Whatever the deployment, this machine does at most its CPUs'
+        # worth of set-ups: at the embedded node's CPU per set-up (clients
+        # and all), that is this ceiling; the cluster's costs more.
+        ceiling = 1 / embedded_best.cost.busy()
+        print(
+            f"   this machine's ceiling: the embedded node's best level kept {embedded_best.cost.busy():.0%} of "
+            f"its {os.cpu_count()} CPUs busy; no deployment on it exceeds {ceiling:.2f}x that rate "
+            "without spending less CPU per set-up than the embedded node does"
+        )
     fastest = [best([run for run in runs if run.deployment == name]) for name in ("embedded", "cluster")]
     if fastest[0] and fastest[1]:
         print(

@@ -5,13 +5,16 @@ implementation of ``core.presence.subjects.Subjects``.
   the lease ``presence:<username>`` (kept by the node's ``Keeper``). A core
   that applies a change to a subject it does not own hands it to the owner
   on the owner's channel ``wac:presence-dirty:<node>`` (pub/sub, one reader
-  per core), and the owner re-aggregates from the rows. A change whose
+  per core), and the owner re-aggregates, re-reading the rows only when the
+  change wrote them (an in-call flip does not). A change whose
   owner is not listening (it died, its lease not lapsed yet) is tried again
   every heartbeat until some core owns the subject. A lease idle for
   ``idle`` seconds is released, so leases do not pile up; a lease lost moves
   the subject to whichever core next sees a change.
-- In-call flags: the Redis set ``wac:presence:in-call``, so every core
-  aggregates with the same flags.
+- In-call flags: the calls' own sets (``wac:incall:<username>``, see
+  core/cluster/redis_call_sets.py): a subscriber is in a call while its set
+  exists, so every core aggregates with the same flags and there is no
+  second copy to keep in step.
 - Online subscribers: the rows (``connected``), which every core writes; the
   device registry says which devices are online, cluster-wide.
 """
@@ -30,11 +33,11 @@ import redis.asyncio as redis
 from core.clock import SYSTEM_CLOCK, Clock
 from core.cluster.leases import Keeper, Lease, Leases
 from core.cluster.loops import end_if_stopping, stopping
+from core.cluster.redis_call_sets import in_call_key
 from core.presence.subjects import ChangeListener, ReleaseListener
 
 log = logging.getLogger("wac.presence")
 
-IN_CALL = "wac:presence:in-call"
 LEASE_PREFIX = "presence:"
 
 
@@ -71,7 +74,7 @@ class RedisSubjects:
         self._changed: list[ChangeListener] = []
         self._released: list[ReleaseListener] = []
         self._used: dict[str, float] = {}  # owned subject -> last claim (monotonic)
-        self._orphans: dict[str, bool] = {}  # subject -> force, no owner listening
+        self._orphans: dict[str, tuple[bool, bool]] = {}  # subject -> (force, rows), no owner listening
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._telling: set[asyncio.Task[None]] = set()
@@ -91,7 +94,7 @@ class RedisSubjects:
     def holds(self, username: str) -> bool:
         return self._keeper.held(LEASE_PREFIX + username) is not None
 
-    async def hand_over(self, username: str, *, force: bool) -> None:
+    async def hand_over(self, username: str, *, force: bool, rows: bool = True) -> None:
         name = LEASE_PREFIX + username
         for _ in range(2):
             owner = await self._leases.owner(name)
@@ -99,18 +102,19 @@ class RedisSubjects:
                 # Released meanwhile: take it, and apply the change once the
                 # caller (holding the subject's lock) is done.
                 if await self.claim(username):
-                    self._tell_soon(username, force)
+                    self._tell_soon(username, force, rows)
                     return
                 continue  # another core took it first: hand it to that one
             if owner != self._node:
-                payload = json.dumps([username, force], separators=(",", ":"))
+                payload = json.dumps([username, force, rows], separators=(",", ":"))
                 if await self._client.publish(dirty_channel(owner), payload):
                     return
             break
         # The owner is not listening: it died and its lease has not lapsed
         # yet (or this core lost it and Redis still names it); retried
         # every heartbeat until some core owns the subject.
-        self._orphans[username] = self._orphans.get(username, False) or force
+        was_forced, had_rows = self._orphans.get(username, (False, False))
+        self._orphans[username] = (was_forced or force, had_rows or rows)
 
     def on_change(self, listener: ChangeListener) -> None:
         self._changed.append(listener)
@@ -125,26 +129,27 @@ class RedisSubjects:
         self._used.pop(username, None)
         self._tell_released(username)
 
-    # -- shared flags -------------------------------------------------
+    # -- shared flags: the calls' in-call sets ------------------------
     async def in_call(self, username: str) -> bool:
-        return bool(await self._client.sismember(IN_CALL, username))
+        return bool(await self._client.exists(in_call_key(username)))
 
     async def in_call_among(self, usernames: Collection[str]) -> set[str]:
         wanted = list(usernames)
         if not wanted:
             return set()
-        flags = await self._client.smismember(IN_CALL, wanted)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in wanted:
+                pipe.exists(in_call_key(name))
+            flags = await pipe.execute()
         return {name for name, flag in zip(wanted, flags, strict=True) if flag}
 
     async def set_in_call(self, username: str, in_call: bool) -> bool:
-        if in_call:
-            changed = await self._client.sadd(IN_CALL, username)
-        else:
-            changed = await self._client.srem(IN_CALL, username)
-        return bool(changed)
+        # The calls service changed its set already, and tells only when
+        # the set gained its first call or lost its last.
+        return True
 
     async def forget(self, username: str) -> None:
-        await self._client.srem(IN_CALL, username)
+        pass  # a deleted subscriber's calls end, and their sets with them
 
     # The device registry holds which devices are online, cluster-wide, and
     # each core writes its devices' rows: nothing to keep here.
@@ -201,11 +206,11 @@ class RedisSubjects:
             if message is None or message.get("type") != "message":
                 continue
             try:
-                username, force = json.loads(message["data"])
+                username, force, rows = json.loads(message["data"])
             except (ValueError, TypeError):
                 log.warning("presence: malformed hand-over %r", message["data"])
                 continue
-            self._tell_soon(str(username), bool(force))
+            self._tell_soon(str(username), bool(force), bool(rows))
 
     async def _tend(self) -> None:
         while True:
@@ -220,8 +225,8 @@ class RedisSubjects:
 
     async def _tend_once(self) -> None:
         orphans, self._orphans = self._orphans, {}
-        for username, force in orphans.items():
-            self._tell_soon(username, force)
+        for username, (force, rows) in orphans.items():
+            self._tell_soon(username, force, rows)
         now = self._clock.monotonic()
         for username, used in list(self._used.items()):
             if now - used >= self._idle:
@@ -239,14 +244,16 @@ class RedisSubjects:
             except Exception:
                 log.exception("presence: release listener failed for %s", username)
 
-    def _tell_soon(self, username: str, force: bool) -> None:
-        task = asyncio.get_running_loop().create_task(self._tell(username, force), name=f"presence-change-{username}")
+    def _tell_soon(self, username: str, force: bool, rows: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._tell(username, force, rows), name=f"presence-change-{username}"
+        )
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
 
-    async def _tell(self, username: str, force: bool) -> None:
+    async def _tell(self, username: str, force: bool, rows: bool) -> None:
         for listener in self._changed:
             try:
-                await listener(username, force)
+                await listener(username, force, rows)
             except Exception:
                 log.exception("presence: applying the change handed over for %s failed", username)

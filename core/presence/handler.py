@@ -341,7 +341,7 @@ class PresenceHandler:
             if write is not None:
                 await write(now)
             if not await self._shared.claim(username):
-                await self._shared.hand_over(username, force=force)
+                await self._shared.hand_over(username, force=force, rows=write is not None or reread)
                 subject.devices = None
                 rows = await self._store.devices(username)
                 return aggregate(rows, in_call=await self._shared.in_call(username), now=self._clock.time())
@@ -443,9 +443,10 @@ class PresenceHandler:
             log.warning("presence: the change of %s waits for the shared state to return: %s", username, exc)
             self._retry_later(username)
 
-    async def _handed_over(self, username: str, force: bool) -> None:
-        """Another core changed a subject this core owns (or takes over)."""
-        await self._apply(username, force=force, reread=True)
+    async def _handed_over(self, username: str, force: bool, rows: bool) -> None:
+        """Another core changed a subject this core owns (or takes over);
+        ``rows``: it wrote the subject's device rows."""
+        await self._apply(username, force=force, reread=rows)
 
     def _released(self, username: str) -> None:
         """This core no longer owns the subject: what it remembers of it is

@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
-# (username, force): re-aggregate the subject from the rows and emit if it
-# changed (always if ``force``: its display name changed).
-ChangeListener = Callable[[str, bool], Awaitable[None]]
+# (username, force, rows): re-aggregate the subject and emit if it changed
+# (always if ``force``: its display name changed); ``rows``: the change
+# wrote its device rows, which the owner reads again (an in-call flip
+# writes none).
+ChangeListener = Callable[[str, bool, bool], Awaitable[None]]
 # A subject this core no longer owns: what it remembers of it is stale.
 ReleaseListener = Callable[[str], None]
 
@@ -39,9 +41,10 @@ class Subjects(Protocol):
         """Whether this core still owns the subject (no I/O)."""
         ...
 
-    async def hand_over(self, username: str, *, force: bool) -> None:
-        """Tell the subject's owner to re-aggregate it; if no core owns it,
-        this core takes it over and is told (``on_change``) instead."""
+    async def hand_over(self, username: str, *, force: bool, rows: bool = True) -> None:
+        """Tell the subject's owner to re-aggregate it (``rows``: from rows
+        read again); if no core owns it, this core takes it over and is told
+        (``on_change``) instead."""
         ...
 
     def on_change(self, listener: ChangeListener) -> None:
@@ -98,7 +101,7 @@ class LocalSubjects:
     def holds(self, username: str) -> bool:
         return True
 
-    async def hand_over(self, username: str, *, force: bool) -> None:
+    async def hand_over(self, username: str, *, force: bool, rows: bool = True) -> None:
         raise AssertionError("an embedded core owns every subject")
 
     def on_change(self, listener: ChangeListener) -> None:
