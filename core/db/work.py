@@ -14,7 +14,8 @@ synchronous connection, run in one transaction:
   lookups of a few rows, cheaper than the thread hop itself (handing a
   job to a waiting thread costs a GIL handover, 100 µs and more under load).
 - distributed (PostgreSQL): through the async engine's ``run_sync``;
-  asyncpg is natively asynchronous and needs no thread.
+  asyncpg is natively asynchronous and needs no thread. A read runs on a
+  read-only connection outside a transaction: one round trip per statement.
 
 Everything else keeps using the async engine directly: this is for the
 statements that run on every call and every presence change.
@@ -30,11 +31,16 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.db.engine import set_sqlite_pragmas, sync_url
 
 T = TypeVar("T")
+
+# The read-only pool of a PostgreSQL unit-of-work runner, beside the
+# engine's own (core/db/engine.py): reads are short, one statement each.
+READ_POOL = 5
+READ_OVERFLOW = 15
 
 
 class Work(Protocol):
@@ -81,14 +87,27 @@ class SqliteWork:
 
 
 class AsyncWork:
-    """Any other database: units run through the async engine."""
+    """Any other database: units run through the async engine; reads
+    through a second, smaller pool of read-only connections outside any
+    transaction. In a transaction, each read would cost PostgreSQL a BEGIN
+    and a ROLLBACK besides its query: three round trips for one. Under READ
+    COMMITTED each statement reads its own snapshot either way, and the
+    server refuses a write on these connections."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         # Weak: this object is the engine's value in _work, keyed weakly by it.
         self._engine = weakref.ref(engine)
+        self._reader = create_async_engine(
+            engine.url,
+            pool_size=READ_POOL,
+            max_overflow=READ_OVERFLOW,
+            pool_pre_ping=False,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"server_settings": {"default_transaction_read_only": "on"}},
+        )
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        async with self._live().connect() as conn:
+        async with self._reader.connect() as conn:
             return await conn.run_sync(fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
@@ -103,6 +122,9 @@ class AsyncWork:
 
     def close(self) -> None:
         pass
+
+    async def aclose(self) -> None:
+        await self._reader.dispose()
 
 
 _work: weakref.WeakKeyDictionary[AsyncEngine, Work] = weakref.WeakKeyDictionary()
@@ -121,6 +143,8 @@ def work_for(engine: AsyncEngine) -> Work:
 async def dispose(engine: AsyncEngine) -> None:
     """Close ``engine`` and its unit-of-work runner."""
     work = _work.pop(engine, None)
-    if work is not None:
+    if isinstance(work, AsyncWork):
+        await work.aclose()
+    elif work is not None:
         await asyncio.to_thread(work.close)
     await engine.dispose()

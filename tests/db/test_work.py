@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.db.engine import create_engine
 from core.db.work import AsyncWork, Work, dispose, work_for
@@ -75,5 +75,16 @@ async def test_a_read_commits_nothing(work: Work) -> None:
         conn.execute(insert(notes).values(id=1, text="uncommitted"))
         return count(conn)
 
-    assert await work.read(sneaky) == 1
+    if isinstance(work, AsyncWork):
+        # PostgreSQL's reads run on read-only connections: the server refuses.
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            await work.read(sneaky)
+    else:
+        # SQLite's run in a transaction that is rolled back.
+        assert await work.read(sneaky) == 1
     assert await work.read(count) == 0
+
+
+async def test_reads_see_what_writes_committed(work: Work) -> None:
+    await work.write(lambda conn: conn.execute(insert(notes).values(id=7, text="seen")))
+    assert await work.read(lambda conn: conn.execute(select(notes.c.text)).scalars().all()) == ["seen"]
