@@ -38,9 +38,11 @@ from core.db.engine import set_sqlite_pragmas, sync_url
 T = TypeVar("T")
 
 # The read-only pool of a PostgreSQL unit-of-work runner, beside the
-# engine's own (core/db/engine.py): reads are short, one statement each.
+# engine's own (core/db/engine.py, 30 at most): reads are short, one
+# statement each. A core opens 40 connections at most; PostgreSQL's
+# default max_connections (100) serves two cores (README, "Production").
 READ_POOL = 5
-READ_OVERFLOW = 15
+READ_OVERFLOW = 5
 
 
 class Work(Protocol):

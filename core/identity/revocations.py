@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from cachetools import FIFOCache
 
+from core import failures
 from core.clock import SYSTEM_CLOCK, Clock
 from core.identity.store import IdentityStore
 
@@ -180,9 +181,11 @@ class RevocationCache:
                 self._demanded = asyncio.create_task(self._demanded_poll(), name="revocations-poll-demanded")
             try:
                 await asyncio.shield(self._demanded)
-            except Exception:
-                log.warning("revocation poll for an unknown session failed: refusing it", exc_info=True)
-                return False
+            except Exception as exc:
+                # Not known to be revoked: the client retries, rather than
+                # being told to log in again.
+                log.warning("revocation poll for an unknown session failed: %s", exc)
+                raise failures.Unavailable("the session cannot be checked right now; retry shortly") from exc
         until = self._live.get(session_id)
         return until is not None and until > self._clock.time()
 

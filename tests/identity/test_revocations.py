@@ -8,6 +8,9 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
+from core import failures
 from core.identity import revocations
 from core.identity.revocations import RevocationCache
 from core.identity.store import SessionRow
@@ -129,7 +132,7 @@ async def test_a_burst_of_logins_elsewhere_beyond_the_budget_is_let_in_by_the_ne
     assert store.lookups == revocations.LOOKUP_BURST
 
 
-async def test_a_failed_poll_refuses_the_unknown_session_rather_than_hang() -> None:
+async def test_a_failed_poll_answers_unavailable_for_the_unknown_session_rather_than_hang() -> None:
     store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
     await sessions.load()
@@ -138,7 +141,15 @@ async def test_a_failed_poll_refuses_the_unknown_session_rather_than_hang() -> N
     store.failing = True
     waiting = asyncio.create_task(sessions.is_issued("beyond"))
     await clock.advance(revocations.MIN_POLL_GAP)
-    assert await waiting is False
+    # Not "revoked; log in again": the session may well be good, so the
+    # client is told to retry.
+    with pytest.raises(failures.Unavailable, match="retry"):
+        await waiting
+    store.failing = False
+    store.add_session("beyond", clock.time(), clock.time() + 3600)
+    retried = asyncio.create_task(sessions.is_issued("beyond"))
+    await clock.advance(revocations.MIN_POLL_GAP)
+    assert await retried is True
 
 
 async def test_sessions_whose_tokens_cannot_be_valid_are_forgotten() -> None:
