@@ -40,6 +40,11 @@ LOOKUP_BURST = 20
 LOOKUP_RATE = 10.0
 # Seconds between two polls started for unknown sessions beyond the budget.
 MIN_POLL_GAP = 0.2
+# Seconds each poll reaches back before the previous one started: longer
+# than a session's insert takes to commit after its create_time (a login
+# burst queues inserts for a pool connection), else that session would be
+# missed by every poll and its tokens refused as revoked.
+POLL_OVERLAP = 5.0
 # Session ids found not to exist, remembered (the oldest forgotten first)
 # so that a replayed forged token costs no further lookup.
 MAX_UNKNOWN = 10_000
@@ -231,9 +236,9 @@ class RevocationCache:
             await self._poll()
 
     async def _poll(self) -> None:
-        # Overlap the window by a second: a change committed by another
-        # core with a slightly earlier timestamp must not slip between polls.
-        since = self._since - 1.0
+        # Overlap the window: a change committed by another core with a
+        # slightly earlier timestamp must not slip between polls.
+        since = self._since - POLL_OVERLAP
         started = self._clock.time()
         for session_id, refresh_expire in await self._store.sessions_created_since(since):
             self.issued(session_id, refresh_expire + self._keep_for)

@@ -90,6 +90,10 @@ class Sessions:
 
     async def open(self, row: SubscriberRow, device_name: str, now: float) -> IssuedSession:
         """A new session of ``row``'s subscriber on ``device_name``."""
+        # Created now, not when the login arrived (``now``): other cores
+        # poll for sessions by create_time, and a login that queued for its
+        # password check must not look older than it is when it commits.
+        now = max(now, self._clock.time())
         session_id = secrets.token_urlsafe(16)
         secret = secrets.token_urlsafe(32)
         refresh_expire = now + self._config.refresh_token_ttl

@@ -132,6 +132,22 @@ async def test_a_burst_of_logins_elsewhere_beyond_the_budget_is_let_in_by_the_ne
     assert store.lookups == revocations.LOOKUP_BURST
 
 
+async def test_a_login_committed_seconds_after_its_create_time_is_still_polled() -> None:
+    store, clock = FakeStore(), FakeClock()
+    sessions = cache(store, clock)
+    await sessions.load()
+    created = clock.time()
+    await clock.advance(1.5)
+    await sessions.poll()  # the insert has not committed yet: not seen
+    await clock.advance(1.5)
+    # Committed now, 3 s after its create_time (it queued behind a login burst).
+    store.add_session("late", created, created + 3600)
+    await sessions.poll()
+    lookups = store.lookups
+    assert await sessions.is_issued("late")
+    assert store.lookups == lookups, "known from the poll, not looked up"
+
+
 async def test_a_failed_poll_answers_unavailable_for_the_unknown_session_rather_than_hang() -> None:
     store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
