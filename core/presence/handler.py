@@ -155,7 +155,7 @@ class PresenceHandler:
         self._timer_deadline = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
         self._retries: dict[str, Timer] = {}  # subject -> its next emission attempt
-        self.visibility = Visibility(visibility, links, self._shared.online_usernames)
+        self.visibility = Visibility(visibility, links, self._shared.online_usernames, remember=not self._shared.shared)
 
     # -- lifecycle ----------------------------------------------------
     async def start(self) -> None:
@@ -235,6 +235,7 @@ class PresenceHandler:
         """Identity listener: a renamed subscriber's watchers hear the new
         name; a deleted one's devices are forgotten."""
         if row is None:
+            self.visibility.forget(username)
             self._subjects.pop(username, None)
             await self._shared.forget(username)
             await self._store.forget(username)
@@ -255,6 +256,7 @@ class PresenceHandler:
         ``removed``), so ``added`` may now see the owner. The owner's presence
         is sent to their devices at once, so their view needs no reload;
         ``removed`` simply hear no more."""
+        self.visibility.forget(owner)
         if self.visibility.policy is not VisibilityPolicy.CONTACTS:
             return
         watchers = [name for name in added if name != owner]

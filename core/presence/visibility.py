@@ -8,6 +8,12 @@ implements) and the subscribers online right now. The cost of a change is
 proportional to its watchers: under "contacts" one indexed range of the
 subject's own contacts (bounded by the size of an address book), under
 "domain" the online set.
+
+On an embedded core every change of links is told to this core
+(``forget``), so a subject's watchers are remembered between its changes:
+a call set-up changes each party's presence twice, and each change would
+otherwise read the same rows again. In a cluster another core may change
+them: read every time.
 """
 
 from __future__ import annotations
@@ -15,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
+from cachetools import LRUCache
+
 from core.presence.rules import VisibilityPolicy, may_see
+
+# Subjects whose watchers an embedded core remembers (each a set bounded by
+# an address book).
+WATCHERS_CACHED = 10_000
 
 
 class LinkIndex(Protocol):
@@ -40,10 +52,19 @@ class Visibility:
         policy: VisibilityPolicy | str,
         links: LinkIndex,
         online: Callable[[], Awaitable[Collection[str]]],
+        *,
+        remember: bool = False,
     ) -> None:
+        """``remember``: every change of links reaches ``forget`` (one core)."""
         self.policy = VisibilityPolicy(policy)
         self._links = links
         self._online = online
+        self._watchers: LRUCache[str, frozenset[str]] | None = LRUCache(WATCHERS_CACHED) if remember else None
+
+    def forget(self, owner: str) -> None:
+        """``owner``'s contacts changed (or it is gone): its watchers too."""
+        if self._watchers is not None:
+            self._watchers.pop(owner, None)
 
     async def may_see(self, viewer: str, subject: str) -> bool:
         """Whether the subscriber ``viewer`` may see ``subject``'s presence."""
@@ -63,7 +84,11 @@ class Visibility:
         (including the subject, whose other devices show it too)."""
         if self.policy is VisibilityPolicy.DOMAIN:
             watchers = set(await self._online())
-        else:
-            watchers = await self._links.linked_by(subject)
-        watchers.add(subject)
-        return watchers
+            watchers.add(subject)
+            return watchers
+        known = None if self._watchers is None else self._watchers.get(subject)
+        if known is None:
+            known = frozenset(await self._links.linked_by(subject) | {subject})
+            if self._watchers is not None:
+                self._watchers[subject] = known
+        return set(known)

@@ -77,3 +77,25 @@ async def test_domain_policy_shows_everyone_and_tells_the_online() -> None:
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         Visibility("friends", Links({}), online_set(set()))
+
+
+async def test_an_embedded_core_remembers_watchers_until_the_links_change() -> None:
+    links = Links({"bob": {"alice"}})
+    visibility = Visibility("contacts", links, online_set(set()), remember=True)
+    assert await visibility.watchers_of("bob") == {"bob", "alice"}
+    watchers = await visibility.watchers_of("bob")
+    watchers.add("mallory")  # a caller's copy: the remembered set stays
+    assert await visibility.watchers_of("bob") == {"bob", "alice"}
+    assert links.queries == 1, "read once"
+    links.links["bob"].add("carol")
+    visibility.forget("bob")  # what the contacts service tells presence
+    assert await visibility.watchers_of("bob") == {"bob", "alice", "carol"}
+    assert links.queries == 2
+
+
+async def test_a_cluster_core_reads_watchers_every_time() -> None:
+    links = Links({"bob": {"alice"}})
+    visibility = Visibility("contacts", links, online_set(set()))
+    await visibility.watchers_of("bob")
+    links.links["bob"].add("carol")  # changed on another core: no forget here
+    assert await visibility.watchers_of("bob") == {"bob", "alice", "carol"}
