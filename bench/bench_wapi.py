@@ -37,10 +37,12 @@ import gc
 import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -155,14 +157,36 @@ class Stack:
 
 
 # -- a minimal JSON-RPC client ----------------------------------------------------------
-class Client:
-    """Responses by id; event notifications handed to ``on_event`` with their arrival time."""
+# Failures a real client (the SDK) retries with backoff: the core was slow or
+# out of reach for a moment. Their JSON-RPC codes are the gRPC status numbers.
+DEADLINE_EXCEEDED, UNAVAILABLE = 4, 14
+RETRIED = frozenset({DEADLINE_EXCEEDED, UNAVAILABLE})
+RETRIES = 5
 
-    def __init__(self, ws: ClientConnection, on_event: Callable[[dict[str, Any], float], None] | None = None) -> None:
+
+class CallFailed(RuntimeError):
+    """A JSON-RPC error answer; ``code`` is its code (a gRPC status number, or a JSON-RPC one)."""
+
+    def __init__(self, method: str, error: dict[str, Any]) -> None:
+        super().__init__(f"{method}: {error}")
+        self.code = error.get("code")
+
+
+class Client:
+    """Responses by id; event notifications handed to ``on_event`` with their
+    arrival time; ``on_close`` told when the server closed the socket."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        on_event: Callable[[dict[str, Any], float], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.ws = ws
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._on_event = on_event
+        self._on_close = on_close
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -176,6 +200,13 @@ class Client:
                         future.set_result(message)
                 elif message.get("method") == "event" and self._on_event is not None:
                     self._on_event(message["params"], arrived)
+        # Closed by the server (close() cancels this task, which never gets here).
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the socket closed before the answer"))
+        self._waiting.clear()
+        if self._on_close is not None:
+            self._on_close()
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         request_id = next(self._ids)
@@ -184,12 +215,34 @@ class Client:
         await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
         response = await asyncio.wait_for(future, 60)
         if "error" in response:
-            raise RuntimeError(f"{method}: {response['error']}")
+            raise CallFailed(method, response["error"])
         return response["result"]
 
     async def close(self) -> None:
         self._reader.cancel()
         await self.ws.close()
+
+
+def backoff_delay(attempt: int, *, initial: float = 0.5, cap: float = 30.0, jitter: float = 0.5) -> float:
+    """The SDK's reconnection delay (clients/js/src/transport/backoff.ts): the
+    ceiling doubles from ``initial`` up to ``cap``, and the delay falls
+    between ceiling x (1 - jitter) and the ceiling."""
+    ceiling = min(cap, initial * 2**attempt)
+    return ceiling * (1 - jitter * random.random())
+
+
+async def retried(call: Callable[[], Awaitable[Any]], retries: list[int]) -> Any:
+    """``call``, retried up to RETRIES times with jittered backoff while it
+    fails with DEADLINE_EXCEEDED or UNAVAILABLE; each retry counted in ``retries[0]``."""
+    for attempt in itertools.count():
+        try:
+            return await call()
+        except CallFailed as failure:
+            if failure.code not in RETRIED or attempt >= RETRIES:
+                raise
+        retries[0] += 1
+        await asyncio.sleep(backoff_delay(attempt))
+    raise AssertionError("unreachable")
 
 
 @contextlib.asynccontextmanager
@@ -409,40 +462,134 @@ async def latency(args: argparse.Namespace, workdir: Path) -> tuple[list[list[ob
     return rows, ok
 
 
-# -- part 2: idle connections --------------------------------------------------------------
-async def worker(port: int, first: int, count: int) -> None:
-    """A client process: ``count`` watchers connect, log in, subscribe, then wait for commands."""
-    raise_open_files(count + 256)
-    arrivals: dict[str, list[float]] = {}
-    failures: list[str] = []
+# -- the watchers' client processes ----------------------------------------------------------
+class Watcher:
+    """One watcher's socket, kept as the SDK keeps it: events deduplicated by
+    seq, and, when ``resume``, a socket the server closed reconnected with
+    the SDK's jittered backoff, presenting its access token and subscribing
+    after the last seq it saw."""
 
-    def on_event(event: dict[str, Any], arrived: float) -> None:
+    __slots__ = ("arrivals", "attempt_at", "client", "dropped_at", "duplicates", "failed_attempts", "gaps", "index",
+                 "port", "reasons", "reconnecting", "resume", "resumed_at", "seq", "stopping", "token")  # fmt: skip
+
+    def __init__(
+        self, port: int, index: int, arrivals: dict[str, list[float]], reasons: Counter[str], *, resume: bool
+    ) -> None:
+        self.port = port
+        self.index = index
+        # Shared by the process's watchers: note -> arrival times, and why reconnections failed.
+        self.arrivals = arrivals
+        self.reasons = reasons
+        self.resume = resume
+        self.client: Client | None = None
+        self.token = ""
+        self.seq = 0
+        self.gaps = 0  # seqs never seen: events lost
+        self.duplicates = 0
+        self.failed_attempts = 0  # reconnections that did not resume
+        self.dropped_at: float | None = None
+        self.resumed_at: float | None = None
+        self.attempt_at = 0.0  # when the reconnection that resumed began
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def on_event(self, event: dict[str, Any], arrived: float) -> None:
+        seq = int(event.get("seq", 0))
+        if seq <= self.seq:
+            self.duplicates += 1  # a replay overlapping what was seen: the SDK drops it too
+            return
+        self.gaps += seq - self.seq - 1
+        self.seq = seq
         presence = event.get("presenceChanged")
         if presence and presence.get("username") == SUBJECT:
-            arrivals.setdefault(presence.get("note", ""), []).append(arrived)
+            self.arrivals.setdefault(presence.get("note", ""), []).append(arrived)
 
-    clients: list[Client] = []
+    def on_close(self) -> None:
+        if self.resume and not self.stopping and self.reconnecting is None:
+            self.dropped_at, self.resumed_at = time.monotonic(), None
+            self.reconnecting = asyncio.create_task(self._reconnect())
+
+    async def connect(self, retries: list[int]) -> None:
+        """A fresh socket: log in, subscribe from the start."""
+        ws = await connect(f"ws://127.0.0.1:{self.port}/wapi", **WS_OPTIONS)
+        self.client = client = Client(ws, self.on_event, self.on_close)
+        params = {"username": watcher(self.index), "password": PASSWORD, "deviceName": "idle"}
+        session = await retried(lambda: client.call("IdentityService.Login", params), retries)
+        self.token = session["accessToken"]
+        await retried(lambda: client.call("EventsService.Subscribe", {}), retries)
+
+    async def _reconnect(self) -> None:
+        # The SDK's machine: the first retry after a stable link waits
+        # attempt 0's delay, so do the second; each later failure doubles it.
+        failures = 0
+        while not self.stopping:
+            await asyncio.sleep(backoff_delay(max(0, failures - 1)))
+            client = None
+            self.attempt_at = time.monotonic()
+            try:
+                url = f"ws://127.0.0.1:{self.port}/wapi?access_token={self.token}"
+                client = Client(await connect(url, **WS_OPTIONS), self.on_event, self.on_close)
+                self.client = client
+                await client.call("EventsService.Subscribe", {"afterSeq": str(self.seq)})
+            except Exception as exc:
+                # A refused connection (the edge is down) or a Subscribe that
+                # failed: this link is no good, the next one resumes.
+                self.reasons[type(exc).__name__ if not isinstance(exc, CallFailed) else f"code {exc.code}"] += 1
+                failures += 1
+                self.failed_attempts += 1
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.close()
+                continue
+            self.resumed_at = time.monotonic()
+            break
+        self.reconnecting = None
+
+    async def close(self) -> None:
+        self.stopping = True
+        if self.reconnecting is not None:
+            self.reconnecting.cancel()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+
+
+async def worker(port: int, first: int, count: int, *, resume: bool = False) -> None:
+    """A client process: ``count`` watchers connect, log in, subscribe, then
+    wait for commands on stdin. With ``resume``, a socket the edge closes
+    reconnects and resumes as the SDK does (the storm scenario).
+
+    Its first line: {"ready", "failed", "failures", "retries"}; then one
+    line per command: ``report`` (arrival times per note), ``count <note>``,
+    ``resumed`` (how many sockets are resumed and connected), ``storm`` (each
+    resumed socket's drop and resume times, seq gaps, duplicates, failed
+    reconnections); ``quit`` ends it.
+    """
+    raise_open_files(count + 256)
+    arrivals: dict[str, list[float]] = {}
+    reasons: Counter[str] = Counter()
+    failures: list[str] = []
+    retries = [0]
+    watchers: list[Watcher] = []
     gate = asyncio.Semaphore(64)
 
     async def one(index: int) -> None:
         async with gate:
+            socket_watcher = Watcher(port, index, arrivals, reasons, resume=resume)
             try:
-                ws = await connect(f"ws://127.0.0.1:{port}/wapi", **WS_OPTIONS)
-                client = Client(ws, on_event)
-                await client.call(
-                    "IdentityService.Login", {"username": watcher(index), "password": PASSWORD, "deviceName": "idle"}
-                )
-                await client.call("EventsService.Subscribe", {})
-                clients.append(client)
+                await socket_watcher.connect(retries)
+                watchers.append(socket_watcher)
             except Exception as exc:
                 failures.append(repr(exc)[:200])
+                await socket_watcher.close()
 
     await asyncio.gather(*(one(i) for i in range(first, first + count)))
     gc.collect()
     # One process holds thousands of clients here (a browser holds one): its
     # own full collections would be counted as delivery time.
     gc.freeze()
-    print(json.dumps({"ready": len(clients), "failures": failures[:3], "failed": len(failures)}), flush=True)
+    status = {"ready": len(watchers), "failures": failures[:3], "failed": len(failures), "retries": retries[0]}
+    print(json.dumps(status), flush=True)
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := (await reader.readline()).decode().strip():
@@ -450,13 +597,75 @@ async def worker(port: int, first: int, count: int) -> None:
             print(json.dumps({"arrivals": arrivals}), flush=True)
         elif line.startswith("count "):
             print(json.dumps({"count": len(arrivals.get(line.removeprefix("count "), []))}), flush=True)
+        elif line == "resumed":
+            resumed = sum(w.resumed_at is not None and w.reconnecting is None for w in watchers)
+            print(json.dumps({"resumed": resumed}), flush=True)
+        elif line == "storm":
+            print(json.dumps({
+                "dropped": [w.dropped_at for w in watchers if w.dropped_at is not None],
+                "resumed": [w.resumed_at for w in watchers if w.resumed_at is not None],
+                "took": [w.resumed_at - w.attempt_at for w in watchers if w.resumed_at is not None],
+                "gaps": sum(w.gaps for w in watchers),
+                "duplicates": sum(w.duplicates for w in watchers),
+                "failed_attempts": sum(w.failed_attempts for w in watchers),
+                "reasons": reasons,
+            }), flush=True)  # fmt: skip
         elif line == "quit":
             break
-    for client in clients:
-        with contextlib.suppress(Exception):
-            await client.close()
+    for one_watcher in watchers:
+        await one_watcher.close()
 
 
+class Workers:
+    """The client processes holding the watchers' sockets (``worker``'s protocol)."""
+
+    def __init__(self) -> None:
+        self.processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self, port: int, sockets: int, workers: int, *extra: str) -> dict[str, Any]:
+        """Start them; once each is ready, their sockets, failures and retries added up."""
+        share = -(-sockets // workers)
+        for first in range(0, sockets, share):
+            argv = [__file__, "--worker", str(port), str(first), str(min(share, sockets - first)), *extra]
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, limit=1 << 26
+            )
+            self.processes.append(process)
+        total: dict[str, Any] = {"ready": 0, "failed": 0, "retries": 0, "failures": []}
+        for process in self.processes:
+            assert process.stdout is not None
+            status = json.loads(await process.stdout.readline())
+            for key in ("ready", "failed", "retries"):
+                total[key] += status[key]
+            total["failures"] += status["failures"]
+        return total
+
+    async def ask(self, command: str) -> list[dict[str, Any]]:
+        answers = []
+        for process in self.processes:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(f"{command}\n".encode())
+            await process.stdin.drain()
+            answers.append(json.loads(await process.stdout.readline()))
+        return answers
+
+    async def count(self, note: str) -> int:
+        return sum(answer["count"] for answer in await self.ask(f"count {note}"))
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(Exception):
+                assert process.stdin is not None
+                process.stdin.write(b"quit\n")
+                await process.stdin.drain()
+        for process in self.processes:
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+
+
+# -- part 2: idle connections --------------------------------------------------------------
 async def quiesce(pids: list[int], *, busy: float = 0.05, limit: float = 120.0) -> float:
     """Seconds until every process used less than ``busy`` of a CPU over one second."""
     started = time.perf_counter()
@@ -484,7 +693,7 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
     started = time.perf_counter()
     await stack.populate(args.connections)
     print(f"setup: done in {time.perf_counter() - started:.0f} s", flush=True)
-    workers: list[asyncio.subprocess.Process] = []
+    workers = Workers()
     try:
         await stack.start()
         assert stack.core is not None and stack.edge is not None
@@ -493,24 +702,16 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
             await asyncio.sleep(2)
             edge_before, core_before = rss_kib(stack.edge.pid), rss_kib(stack.core.pid)
             edge_cpu, core_cpu = cpu_seconds(stack.edge.pid), cpu_seconds(stack.core.pid)
-            share = -(-args.connections // args.workers)
             started = time.perf_counter()
-            for first in range(0, args.connections, share):
-                count = min(share, args.connections - first)
-                argv = [__file__, "--worker", str(stack.ws_port), str(first), str(count)]
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, limit=1 << 26
-                )
-                workers.append(process)
-            ready = 0
-            for process in workers:
-                assert process.stdout is not None
-                status = json.loads(await process.stdout.readline())
-                ready += status["ready"]
-                if status["failed"]:
-                    print(f"worker: {status['failed']} connections failed, e.g. {status['failures']}", flush=True)
+            ramp_status = await workers.start(stack.ws_port, args.connections, args.workers)
+            ready = ramp_status["ready"]
+            if ramp_status["failed"]:
+                print(f"worker: {ramp_status['failed']} connections failed, e.g. {ramp_status['failures'][:3]}",
+                      flush=True)  # fmt: skip
             ramp = time.perf_counter() - started
-            print(f"connected and subscribed: {ready} in {ramp:.1f} s", flush=True)
+            retries = ramp_status["retries"]
+            print(f"connected and subscribed: {ready} in {ramp:.1f} s, {retries} log-ins or subscriptions "
+                  "retried (DEADLINE_EXCEEDED, UNAVAILABLE)", flush=True)  # fmt: skip
             # Idle means idle: wait until neither process still works through
             # the ramp-up (presence writes, coalescing) before measuring.
             quiet = await quiesce([stack.edge.pid, stack.core.pid])
@@ -519,25 +720,6 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
             per_edge = (edge_after - edge_before) / max(ready, 1)
             per_core = (core_after - core_before) / max(ready, 1)
             ramp_cpu = (cpu_seconds(stack.edge.pid) - edge_cpu, cpu_seconds(stack.core.pid) - core_cpu)
-
-            async def collect() -> dict[str, list[float]]:
-                arrivals: dict[str, list[float]] = {}
-                for process in workers:
-                    assert process.stdin is not None and process.stdout is not None
-                    process.stdin.write(b"report\n")
-                    await process.stdin.drain()
-                    for note, times in json.loads(await process.stdout.readline())["arrivals"].items():
-                        arrivals.setdefault(note, []).extend(times)
-                return arrivals
-
-            async def count(note: str) -> int:
-                total = 0
-                for process in workers:
-                    assert process.stdin is not None and process.stdout is not None
-                    process.stdin.write(f"count {note}\n".encode())
-                    await process.stdin.drain()
-                    total += json.loads(await process.stdout.readline())["count"]
-                return total
 
             # One change at a time: the next starts once every socket has
             # the last one and both processes are idle again, so that each
@@ -552,14 +734,17 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
                 await subject.call("PresenceService.SetPresence", {"status": status, "note": note})
                 for _ in range(120):  # 30 s at most
                     await asyncio.sleep(0.25)
-                    if await count(note) >= ready:
+                    if await workers.count(note) >= ready:
                         break
                 fan_cpu = (
                     fan_cpu[0] + cpu_seconds(stack.edge.pid) - cpu[0],
                     fan_cpu[1] + cpu_seconds(stack.core.pid) - cpu[1],
                 )
                 await quiesce([stack.edge.pid, stack.core.pid], limit=10)
-            arrivals = await collect()
+            arrivals: dict[str, list[float]] = {}
+            for answer in await workers.ask("report"):
+                for note, times in answer["arrivals"].items():
+                    arrivals.setdefault(note, []).extend(times)
             delays = [t - sent[note] for note in sent for t in arrivals.get(note, [])]
             delivered = {note: len(arrivals.get(note, [])) for note in sent}
         memory = [
@@ -587,17 +772,160 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
         )
         return memory, fanout, ok
     finally:
-        for process in workers:
-            with contextlib.suppress(Exception):
-                assert process.stdin is not None
-                process.stdin.write(b"quit\n")
-                await process.stdin.drain()
-        for process in workers:
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
+        await workers.stop()
         stack.stop()
+
+
+# -- part 3: a reconnect storm -------------------------------------------------------------------
+async def storm(args: argparse.Namespace, workdir: Path) -> tuple[list[list[object]], list[list[object]], bool]:
+    """The edge restarts under --connections subscribed sockets, which
+    reconnect as the SDK does and resume after their last seq, while the
+    subject's presence changes: while the edge is down and right after."""
+    import grpc
+
+    from wac.v1 import events_pb2, events_pb2_grpc, identity_pb2, identity_pb2_grpc, presence_pb2, presence_pb2_grpc
+
+    stack = Stack(
+        workdir,
+        WAC_EDGE_MAX_CONNECTIONS_PER_ADDRESS=str(args.connections + 100),
+        WAC_EDGE_AUTH_DEADLINE="120",
+        WAC_CORE_RATE_PER_SECOND="1000000",
+        WAC_CORE_RATE_BURST="1000000",
+    )
+    print(f"storm setup: {args.connections} subscribers and contacts ...", flush=True)
+    await stack.populate(args.connections)
+    workers = Workers()
+    try:
+        await stack.start()
+        assert stack.core is not None and stack.edge is not None
+        core_pid = stack.core.pid
+        # The subject speaks to the core directly, so that it can change its
+        # presence while the edge is down; its own stream keeps it online.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.core_port}") as channel:
+            login = identity_pb2.LoginRequest(username=SUBJECT, password=PASSWORD)
+            session = await identity_pb2_grpc.IdentityServiceStub(channel).Login(login)
+            metadata = (("authorization", f"Bearer {session.access_token}"),)
+            subject_events = events_pb2_grpc.EventsServiceStub(channel).Subscribe(
+                events_pb2.SubscribeRequest(), metadata=metadata
+            )
+            drain = asyncio.create_task(_drain(subject_events))
+            presence = presence_pb2_grpc.PresenceServiceStub(channel)
+            changes = itertools.count()
+            published: list[str] = []
+
+            async def change(phase: str) -> None:
+                number = next(changes)
+                status = presence_pb2.Presence.AWAY if number % 2 == 0 else presence_pb2.Presence.AVAILABLE
+                note = f"{phase}-{number}"
+                await presence.SetPresence(presence_pb2.SetPresenceRequest(status=status, note=note), metadata=metadata)
+                published.append(note)
+
+            async def delivered(notes: list[str], ready: int, limit: float) -> None:
+                deadline = time.monotonic() + limit
+                while time.monotonic() < deadline:
+                    if all([await workers.count(note) >= ready for note in notes]):
+                        return
+                    await asyncio.sleep(0.25)
+
+            await asyncio.sleep(1)
+            core_cpu = cpu_seconds(core_pid)
+            started = time.perf_counter()
+            status = await workers.start(stack.ws_port, args.connections, args.workers, "--resume")
+            ready = status["ready"]
+            ramp = time.perf_counter() - started
+            print(f"storm: {ready} sockets logged in and subscribed in {ramp:.1f} s, {status['retries']} "
+                  f"retried, {status['failed']} failed {status['failures']}", flush=True)  # fmt: skip
+            await quiesce([stack.edge.pid, core_pid])
+            fresh_cpu = (cpu_seconds(core_pid) - core_cpu) / max(ready, 1)
+            await change("before")
+            await delivered(published, ready, 30)
+            await quiesce([stack.edge.pid, core_pid], limit=10)
+
+            # The storm: the edge stops (closing every socket with 1001),
+            # the subject's presence changes while it is down, the edge
+            # comes back and it changes again at once.
+            print("storm: restarting the edge", flush=True)
+            core_cpu = cpu_seconds(core_pid)
+            stopped_at = time.monotonic()
+            stack.edge.terminate()
+            await asyncio.to_thread(stack.edge.wait)
+            for _ in range(2):
+                await change("down")
+            await asyncio.sleep(max(0.0, stopped_at + args.downtime - time.monotonic()))
+            stack.edge = spawn("-m", "cli", "edge", env=stack.env)
+            await wait_port(stack.ws_port)
+            up_at = time.monotonic()
+            # What the storm does to everyone else's requests: the subject
+            # asks the core for a presence every 50 ms until all resumed.
+            probes: list[float] = []
+            probing = asyncio.create_task(_probe(presence, metadata, probes))
+            for _ in range(2):
+                await change("after")
+            resumed = 0
+            while time.monotonic() - up_at < args.storm_limit:
+                resumed = sum(answer["resumed"] for answer in await workers.ask("resumed"))
+                if resumed >= ready:
+                    break
+                await asyncio.sleep(0.25)
+            probing.cancel()
+            await delivered(published, ready, 30)
+            await quiesce([stack.edge.pid, core_pid], limit=20)
+            storm_cpu = (cpu_seconds(core_pid) - core_cpu) / max(resumed, 1)
+            counts = {note: await workers.count(note) for note in published}
+            details = await workers.ask("storm")
+            drain.cancel()
+        resumed_at = [at for answer in details for at in answer["resumed"]]
+        since_up = [max(0.0, at - up_at) for at in resumed_at]
+        took = [seconds for answer in details for seconds in answer["took"]]
+        lost = sum(ready - counts[note] for note in published)
+        gaps = sum(answer["gaps"] for answer in details)
+        failed_attempts = sum(answer["failed_attempts"] for answer in details)
+        reasons: Counter[str] = Counter()
+        for answer in details:
+            reasons.update(answer["reasons"])
+        duplicates = sum(answer["duplicates"] for answer in details)
+        downtime = up_at - stopped_at
+        rows: list[list[object]] = [
+            ["sockets subscribed, then resumed", f"{ready} / {len(resumed_at)}"],
+            ["edge down for (s)", f"{downtime:.1f}"],
+            ["all resumed, after the edge was back (s)", f"{max(since_up, default=float('nan')):.2f}"],
+            ["each socket's resume after the edge was back: p50 / p99 (ms)",
+             f"{percentile(since_up, 0.5) * 1e3:.0f} / {percentile(since_up, 0.99) * 1e3:.0f}"],
+            ["each socket's last reconnection, connect to Subscribe answered: p50 / p99 (ms)",
+             f"{percentile(took, 0.5) * 1e3:.0f} / {percentile(took, 0.99) * 1e3:.0f}"],
+            ["reconnections that did not resume", failed_attempts],
+            ["  why", ", ".join(f"{why} {count}" for why, count in reasons.most_common(4)) or "-"],
+            [f"presence events lost (of {len(published)} x {ready})", lost],
+            ["seq gaps (any event lost)", gaps],
+            ["duplicates dropped by seq", duplicates],
+            ["core CPU per resumed socket (ms)", f"{storm_cpu * 1e3:.2f}"],
+            ["core CPU per fresh log-in + subscribe (ms)", f"{fresh_cpu * 1e3:.2f}"],
+            ["another client's GetPresence during the storm: p50 / p99 / max (ms)",
+             f"{percentile(probes, 0.5) * 1e3:.0f} / {percentile(probes, 0.99) * 1e3:.0f} / "
+             f"{max(probes, default=float('nan')) * 1e3:.0f}"],
+        ]  # fmt: skip
+        ok = ready == len(resumed_at) == args.connections and lost == 0 and gaps == 0
+        return rows, [[note, counts[note]] for note in published], ok
+    finally:
+        await workers.stop()
+        stack.stop()
+
+
+async def _probe(presence: Any, metadata: tuple[tuple[str, str], ...], samples: list[float]) -> None:
+    from wac.v1 import presence_pb2
+
+    request = presence_pb2.GetPresenceRequest(username=SUBJECT)
+    while True:
+        started = time.perf_counter()
+        await presence.GetPresence(request, metadata=metadata)
+        samples.append(time.perf_counter() - started)
+        await asyncio.sleep(0.05)
+
+
+async def _drain(call: Any) -> None:
+    with contextlib.suppress(Exception):
+        async for _ in call:
+            pass
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -636,6 +964,20 @@ async def main_async(args: argparse.Namespace) -> int:
                     f"   One presence event to every socket (target: p99 < {TARGET_FANOUT_P99 * 1e3:g} ms)",
                 )
             )
+        if args.only in (None, "storm"):
+            rows, notes, passed = await storm(args, Path(tmp) / "storm")
+            ok &= passed
+            print()
+            print(
+                table(
+                    ["measure", "value"],
+                    rows,
+                    f"3. Reconnect storm: the edge restarts under {args.connections} subscribed sockets, which "
+                    "resume as the SDK does (target: every socket resumed, 0 events lost)",
+                )
+            )
+            print()
+            print(table(["presence change", "sockets that got it"], notes, "   Each change, by when it was made"))
     print()
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
@@ -649,10 +991,13 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--changes", type=int, default=5)
-    parser.add_argument("--only", choices=["latency", "idle"])
+    parser.add_argument("--downtime", type=float, default=2.0, help="seconds the edge stays down in the storm")
+    parser.add_argument("--storm-limit", type=float, default=120.0, help="seconds the sockets have to resume")
+    parser.add_argument("--only", choices=["latency", "idle", "storm"])
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stub-core", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         asyncio.run(run_echo_server(args.echo_server))
@@ -661,7 +1006,7 @@ def main() -> int:
         asyncio.run(run_stub_core(args.stub_core))
         return 0
     if args.worker:
-        asyncio.run(worker(*args.worker))
+        asyncio.run(worker(*args.worker, resume=args.resume))
         return 0
     return asyncio.run(main_async(args))
 

@@ -1,5 +1,6 @@
 """Who may open a WAPI connection, as pure code: the Origin allow-list and
-the per-address connection count. No I/O; the adapters ask and act.
+the per-address connection count; and how many subscriptions the edge asks
+the core to attach at once. No I/O; the adapters ask and act.
 
 Both the WebSocket upgrade and the HTTP fallback consult one
 ``ConnectionSlots``, so an address holds at most ``per_address`` WAPI
@@ -9,7 +10,12 @@ answered, long polls included).
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+Waiter = TypeVar("Waiter")
 
 # Matches any Origin in edge.allowed_origins (a deployment that relies on
 # tokens alone and serves browsers from anywhere).
@@ -105,6 +111,63 @@ class Admission:
         self.slots = slots
         self.origins = origins
         self.hop_key = hop_key
+
+
+# Attachments the edge has sent to the core and not yet seen answered. An
+# edge restart brings every client back within a second or two (the SDK's
+# backoff spreads them only that much): 5,000 attachments at once were as
+# many token checks and log reads queued in the core, in front of every
+# other request, until the core answered each later than the edge's call
+# deadline. Through the window the core works on a few at a time, at the
+# rate it answers them, and the rest wait in the edge, where a waiting
+# subscription costs nothing but its place in the queue.
+ATTACH_WINDOW = 64
+
+
+class AttachWindow(Generic[Waiter]):
+    """At most ``limit`` attachments awaiting the core at once; the others
+    wait their turn, first come first served.
+
+    ``enter`` admits at once (True) or queues the waiter; each ``leave`` of
+    an admitted attachment hands its place to the waiter it returns, which
+    the adapter then wakes. A queued waiter that gives up is ``forget``-ten.
+    Bounds: ``limit`` >= 1; the queue holds at most one waiter per
+    subscription being made, so it is bounded by the edge's connections.
+    """
+
+    __slots__ = ("_queue", "admitted", "limit")
+
+    def __init__(self, limit: int = ATTACH_WINDOW) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.admitted = 0
+        self._queue: deque[Waiter] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def enter(self, waiter: Waiter) -> bool:
+        """True when admitted now; else ``waiter`` is queued until a ``leave`` returns it."""
+        if self.admitted < self.limit and not self._queue:
+            self.admitted += 1
+            return True
+        self._queue.append(waiter)
+        return False
+
+    def leave(self) -> Waiter | None:
+        """An admitted attachment was answered (or given up): the waiter
+        admitted in its place, if any (it counts as admitted already)."""
+        if self._queue:
+            return self._queue.popleft()
+        self.admitted = max(0, self.admitted - 1)
+        return None
+
+    def forget(self, waiter: Waiter) -> None:
+        """A queued waiter gave up before its turn."""
+        with contextlib.suppress(ValueError):  # its turn came meanwhile: the adapter leaves instead
+            self._queue.remove(waiter)
 
 
 def _normalize(origin: str) -> str:

@@ -27,6 +27,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from edges.wapi.admission import ATTACH_WINDOW, AttachWindow
 from edges.wapi.core_client import CoreClient, rich_status, status_error
 from edges.wapi.rpc import RpcError
 from wac.internal.v1 import stream_pb2
@@ -76,9 +77,10 @@ class _Link:
 class EventStreams:
     """The edge's subscriptions, keyed by a number unique to the edge."""
 
-    def __init__(self, client: CoreClient, *, deadline: float) -> None:
+    def __init__(self, client: CoreClient, *, deadline: float, attach_window: int = ATTACH_WINDOW) -> None:
         self._client = client
         self._deadline = deadline
+        self._window: AttachWindow[asyncio.Future[None]] = AttachWindow(attach_window)
         self._keys = itertools.count(1)
         self._subscriptions: dict[int, _Subscription] = {}
         self._link: _Link | None = None
@@ -89,8 +91,33 @@ class EventStreams:
 
         Raises RpcError with the core's status when refused (bad token,
         events no longer kept), or when the core does not answer in time.
-        Events may reach ``sink`` before this returns.
+        Events may reach ``sink`` before this returns. Beyond the attach
+        window's limit (a reconnect storm) it first waits its turn, and
+        the core's deadline runs from then.
         """
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._window.enter(turn):
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.cancelled():
+                    self._window.forget(turn)
+                else:  # its turn came as it was cancelled
+                    self._pass_turn()
+                raise
+        try:
+            return await self._attach(token, after_seq, address, sink)
+        finally:
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        """An attachment was answered: its place goes to the next subscription still waiting."""
+        while (waiter := self._window.leave()) is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _attach(self, token: str, after_seq: int, address: str, sink: Sink) -> int:
         if self._closed:
             raise RpcError(grpc.StatusCode.UNAVAILABLE.value[0], "the edge is stopping", {"status": "UNAVAILABLE"})
         link = self._open()

@@ -1,10 +1,10 @@
-"""The admission rules as pure code: connections per address, Origins."""
+"""The admission rules as pure code: connections per address, Origins, the attach window."""
 
 from __future__ import annotations
 
 import pytest
 
-from edges.wapi.admission import ConnectionSlots, OriginPolicy, origin_of
+from edges.wapi.admission import AttachWindow, ConnectionSlots, OriginPolicy, origin_of
 
 
 def test_slots_are_counted_per_address_and_given_back() -> None:
@@ -44,3 +44,26 @@ def test_a_loopback_listener_is_reached_as_127_0_0_1_and_localhost() -> None:
     assert origin_of("10.0.0.5", 8082) == ("http://10.0.0.5:8082",)
     assert origin_of("fd00::5", 8082) == ("http://[fd00::5]:8082",)
     assert origin_of("0.0.0.0", 8080) == ()
+
+
+def test_the_attach_window_admits_up_to_its_limit_then_in_arrival_order() -> None:
+    window: AttachWindow[str] = AttachWindow(2)
+    assert window.enter("a") and window.enter("b")
+    assert not window.enter("c") and not window.enter("d") and not window.enter("e")
+    assert window.waiting == 3
+    window.forget("d")  # gave up before its turn
+    # Each answer hands its place on, first come first served.
+    assert window.leave() == "c"
+    assert window.leave() == "e"
+    assert (window.admitted, window.waiting) == (2, 0)
+    assert window.leave() is None and window.leave() is None
+    assert window.admitted == 0
+    # Empty again: admitted at once, and a waiter never jumps the queue.
+    assert window.enter("f")
+    window.forget("f")  # no longer queued (its turn came): nothing to forget
+    assert window.admitted == 1
+
+
+def test_the_attach_window_needs_room_for_one() -> None:
+    with pytest.raises(ValueError):
+        AttachWindow(0)

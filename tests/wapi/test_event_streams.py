@@ -98,3 +98,92 @@ async def test_a_status_the_core_sent_itself_is_passed_on() -> None:
     assert failure is not None
     assert (failure.code, failure.message) == (grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], "too many streams")
     assert failure.data["retryDelay"] == "1s"
+
+
+class HeldCall:
+    """A StreamEvents call that records each attach and accepts one when the test says."""
+
+    def __init__(self, requests: AsyncIterator[stream_pb2.StreamEventsRequest]) -> None:
+        self.attached: list[int] = []
+        self.accept: asyncio.Queue[int | None] = asyncio.Queue()
+        self._done = False
+        self._reader = asyncio.create_task(self._read(requests))
+
+    async def _read(self, requests: AsyncIterator[stream_pb2.StreamEventsRequest]) -> None:
+        async for request in requests:
+            if request.WhichOneof("action") == "attach":
+                self.attached.append(request.attach.subscription)
+
+    def __aiter__(self) -> AsyncIterator[stream_pb2.StreamEventsResponse]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[stream_pb2.StreamEventsResponse]:
+        while (key := await self.accept.get()) is not None:
+            accepted = stream_pb2.StreamEventsResponse.Delivery(subscription=key)
+            accepted.accepted.SetInParent()
+            yield stream_pb2.StreamEventsResponse(deliveries=[accepted])
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        self._done = True
+        self.accept.put_nowait(None)
+        self._reader.cancel()
+
+
+class HoldingClient:
+    def __init__(self) -> None:
+        self.calls: list[HeldCall] = []
+
+    def stream_stream(self, path: str, response_type: Any, requests: AsyncIterator[Message]) -> HeldCall:
+        self.calls.append(HeldCall(requests))
+        return self.calls[-1]
+
+
+class Quiet:
+    def event(self, message: Message) -> None:
+        pass
+
+    def ended(self, failure: RpcError | None) -> None:
+        pass
+
+
+async def test_attachments_beyond_the_window_wait_until_earlier_ones_are_answered() -> None:
+    client = HoldingClient()
+    streams = EventStreams(client, deadline=2, attach_window=2)  # type: ignore[arg-type]
+    subscribing = [asyncio.create_task(streams.subscribe(f"token{i}", 0, "203.0.113.9", Quiet())) for i in range(4)]
+    await asyncio.sleep(0.05)
+    (call,) = client.calls
+    assert call.attached == [1, 2]  # the core is asked for two at a time
+    subscribing[3].cancel()  # its socket went away while it waited
+    call.accept.put_nowait(1)
+    assert await subscribing[0] == 1
+    await asyncio.sleep(0.05)
+    assert call.attached == [1, 2, 3]  # the answer let the next one through; the cancelled one never goes
+    call.accept.put_nowait(2)
+    call.accept.put_nowait(3)
+    assert [await subscribing[1], await subscribing[2]] == [2, 3]
+    # Everything answered: the window is empty, a new subscription goes at once.
+    later = asyncio.create_task(streams.subscribe("token4", 0, "203.0.113.9", Quiet()))
+    await asyncio.sleep(0.05)
+    assert call.attached == [1, 2, 3, 4]
+    call.accept.put_nowait(4)
+    assert await later == 4
+    await streams.close()
+
+
+async def test_a_waiting_attachment_has_the_whole_deadline_from_its_turn() -> None:
+    client = HoldingClient()
+    streams = EventStreams(client, deadline=0.3, attach_window=1)  # type: ignore[arg-type]
+    first = asyncio.create_task(streams.subscribe("token0", 0, "203.0.113.9", Quiet()))
+    second = asyncio.create_task(streams.subscribe("token1", 0, "203.0.113.9", Quiet()))
+    await asyncio.sleep(0.2)
+    (call,) = client.calls
+    call.accept.put_nowait(1)
+    assert await first == 1
+    await asyncio.sleep(0.2)  # 0.4 s since it asked, 0.2 s since its turn: not yet late
+    assert not second.done() and call.attached == [1, 2]
+    call.accept.put_nowait(2)
+    assert await second == 2
+    await streams.close()
