@@ -603,6 +603,8 @@ class Workers:
             ready += status["ready"]
             if status["failed"]:
                 failures.append(f"{status['failed']} failed in a worker, first: {'; '.join(status['failures'])}")
+            if status.get("retries"):
+                failures.append(f"{status['retries']} log-ins or subscribes retried (DEADLINE_EXCEEDED, UNAVAILABLE)")
         return ready, failures
 
     async def ask(self, command: str) -> list[dict[str, Any]]:

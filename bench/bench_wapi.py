@@ -1,6 +1,7 @@
-"""The WAPI edge: call latency against the WebSocket floor, and the cost of
-many idle connections. The core (``wac core``) and the edge (``wac edge``)
-each run in their own process, so that their memory can be read from /proc.
+"""The WAPI edge: call latency against the WebSocket floor, the cost of
+many idle connections, and an edge restart under them (a reconnect storm).
+The core (``wac core``) and the edge (``wac edge``) each run in their own
+process, so that their memory can be read from /proc.
 
 1. Round trip. One authenticated WebSocket makes --calls sequential calls of
    a cheap method (PresenceService.GetPresence of oneself, and
@@ -17,6 +18,37 @@ each run in their own process, so that their memory can be read from /proc.
    contacts (so they all see it) changes its presence --changes times; each change is one event
    to every connection. Reported: delay from SetPresence to arrival at each
    connection, p50 and p99 (target p99 < 1 s).
+3. Reconnect storm. --connections sockets log in and subscribe as in 2
+   (the core's CPU per fresh log-in + subscribe is measured there), then the
+   edge is stopped (every socket closed with 1001) and started again after
+   --downtime s. Each socket reconnects as the SDK does (its backoff, with
+   its jitter), presenting its access token and subscribing after the last
+   seq it saw. The subject, speaking to the core directly, changes its
+   presence twice while the edge is down and twice right after it is back.
+   Reported: the time until every socket has resumed, each socket's resume
+   (from the edge's return, and from its last connection attempt), the
+   presence events lost and seq gaps (target: 0), the core's CPU per
+   resumed socket beside a fresh log-in's, and another client's
+   GetPresence latency during the storm.
+
+In every part a worker's log-in or subscribe that fails with
+DEADLINE_EXCEEDED or UNAVAILABLE (a loaded core) is retried with the SDK's
+jittered backoff, at most 5 times, and the retries are printed; a socket
+that never got through is reported as failed.
+
+Where a resume's time goes (py-spy on the core, 1,000-2,000 sockets, a
+shared 2-CPU machine): about 70% of an attachment is the token check's
+subscriber read (IdentityHandler.authenticate -> SubscriberCache.get ->
+IdentityStore.get_subscriber: the cache's entries are older than its 1 s
+bound by then, so each resume is a SQL read, a third of it SQLAlchemy
+building the statement); opening the session's log and the replay are a
+few percent; the rest is the stream's writes. A resume costs the core
+1-2.7 ms of CPU against 10-20 ms for a fresh log-in + subscribe (argon2
+included, even at its cheap setting here). Without the edge's attach window
+(edges/wapi/admission.py) 2,000 resuming sockets put 2,000 attachments in
+the core at once: each waited 7.5 s (p50) for its answer, close to the
+edge's 10 s deadline, and another client's GetPresence took up to 1.5 s;
+with it, 4 s and 0.3 s.
 
 Setup writes subscribers and contacts directly through the stores, with a
 cheap argon2 hash (login cost is identity's benchmark, not this one). The
@@ -25,7 +57,7 @@ back to back.
 
     .venv/bin/python bench/bench_wapi.py [--calls 3000] [--concurrency 8]
         [--seconds 5] [--connections 5000] [--workers 2] [--changes 5]
-        [--only latency|idle]
+        [--downtime 2] [--storm-limit 120] [--only latency|idle|storm]
 """
 
 from __future__ import annotations
