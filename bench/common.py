@@ -109,3 +109,14 @@ async def wait_port(port: int, timeout: float = 30.0) -> None:
             writer.close()
             await writer.wait_closed()
             return
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of a process in KiB (Pss in /proc/PID/smaps_rollup).
+
+    Shared pages count once across the processes that map them, so the PSS of
+    processes running the same interpreter add up to what they cost together."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss for pid {pid}")

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
-import secrets
 import signal
 import sys
 import time
@@ -34,11 +34,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli.forked import in_child
 from settings import datadir
 from settings.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from core.directory.records import SyncRunRecord
+    from core.failures import Failure
     from core.identity.handler import IdentityHandler
 
 DEMO_SUBSCRIBERS = (
@@ -290,6 +292,8 @@ def _describe_run(run: SyncRunRecord) -> str:
 
 async def _seed_demo(config: Config) -> int:
     """Create alice and bob with fresh random passwords, once."""
+    import secrets
+
     from wac.v1 import identity_pb2
 
     credentials = config.data_dir / "demo-credentials.txt"
@@ -342,15 +346,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     config_args = ["--config", args.config] if args.config else []
     from cli import logs
-    from core.failures import Failure
 
     try:
         if args.command == "core":
+            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core", config.cluster.node_id)
+            # Alembic's migrations in a child: the serving core never loads Alembic.
+            migrated = in_child(functools.partial(_migrate_core, config))
+            if migrated != 0:
+                return migrated
             from core.server import serve
 
-            logs.setup(os.environ.get("WAC_LOG_LEVEL", "info"), "core", config.cluster.node_id)
             try:
-                asyncio.run(serve(config))
+                asyncio.run(serve(config, migrate=False))
             except ConfigError as exc:
                 print(f"wac core: configuration error: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
@@ -377,10 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rtpengine":
             return _rtpengine(config)
         if args.command == "migrate":
-            from core.db.migrate import upgrade
-
-            config.data_dir.mkdir(parents=True, exist_ok=True)
-            upgrade(config.database_url)
+            _migrate(config)
             print(f"database at head: {config.database_url}")
             return 0
         if args.command == "admin":
@@ -412,13 +416,11 @@ def main(argv: list[str] | None = None) -> int:
             except ConfigError as exc:
                 print(f"wac: {exc}", file=sys.stderr)
                 return EXIT_CONFIG
-            if args.demo:
-                _run(_seed_demo(config))
-            else:
-                from core.db.migrate import upgrade
-
-                config.data_dir.mkdir(parents=True, exist_ok=True)
-                upgrade(config.database_url)
+            # The supervisor only starts and watches: the database layer
+            # and the core it takes to prepare the data load in a child.
+            prepared = in_child(functools.partial(_prepare_run, config, demo=args.demo))
+            if prepared != 0:
+                return prepared
             roles = available_roles(config)
             # The children read it: a core announces the gateway at login
             # only while one runs.
@@ -427,12 +429,49 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(Supervisor(roles, config_args).run())
             finally:
                 run_lock.close()
-    except Failure as exc:
-        print(f"wac: {exc.message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except _failure() as exc:
+        print(f"wac: {exc.message}", file=sys.stderr)
+        return 1
     return 2
+
+
+def _failure() -> type[Failure]:
+    """The core's domain failure. An except clause evaluates its type only
+    when an exception arrives: the supervisor and the edge, which never use
+    the core, do not load it to be ready for one."""
+    from core.failures import Failure
+
+    return Failure
+
+
+def _migrate(config: Config) -> int:
+    """Bring the database schema up to date (Alembic: imported here only)."""
+    from core.db.migrate import upgrade
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(config.database_url)
+    return 0
+
+
+def _migrate_core(config: Config) -> int:
+    try:
+        return _migrate(config)
+    except OSError as exc:
+        # The data dir cannot be written: a restart would meet it again.
+        print(f"wac core: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _prepare_run(config: Config, *, demo: bool) -> int:
+    """What ``wac run`` does to the database before its children start:
+    the schema, and with ``--demo`` the demo subscribers."""
+    try:
+        return _run(_seed_demo(config)) if demo else _migrate(config)
+    except _failure() as exc:
+        print(f"wac: {exc.message}", file=sys.stderr)
+        return 1
 
 
 # The supervisor does not restart a child that exits with this code: a

@@ -13,15 +13,13 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.kamailio import KamailioCallControl, KamailioRpc, RevokedRegistrations
-from connectors.kamailio_events import KamailioCallEvents
 from connectors.setup import Configured, configured, google_linker
 from core.auth.rates import RateTable
 from core.calls.forward import Forwarder, advertised
@@ -35,13 +33,10 @@ from core.cluster.call_sets import CallSets, LocalCallSets
 from core.cluster.choose import SharedState, shared_state
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.cluster.leases import Keeper, Leases
-from core.cluster.redis_call_sets import RedisCallSets
-from core.cluster.redis_owners import RedisCallOwners
 from core.contacts.handler import ContactsHandler
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
 from core.db.engine import create_engine
-from core.db.migrate import upgrade
 from core.db.work import dispose
 from core.directory.connector import Connector
 from core.directory.google import GoogleContacts
@@ -80,6 +75,10 @@ from wac.v1 import (
     presence_pb2,
     presence_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from connectors.kamailio import KamailioRpc, RevokedRegistrations
+    from connectors.kamailio_events import KamailioCallEvents
 
 log = logging.getLogger("wac.core")
 
@@ -207,6 +206,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     # The database in it holds the private signing keys: wac's user only.
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if migrate:
+        # Alembic (with Mako) weighs 9 MiB: loaded only by a core that migrates itself.
+        from core.db.migrate import upgrade
+
         await asyncio.to_thread(upgrade, config.database_url)
     datadir.tighten_files(config.data_dir)
     engine = create_engine(config.database_url)
@@ -218,11 +220,18 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     log.info("core node %s: %s", node, "embedded" if redis is None else "in a cluster")
     # One JSON-RPC client of Kamailio for every use (registrations, calls),
     # closed last.
-    gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen) if config.gateway.enabled else None
+    gateway_rpc: KamailioRpc | None = None
+    if config.gateway.enabled:
+        # The gateway's adapters (and httpx under them) load only when it is enabled.
+        from connectors.kamailio import KamailioRpc
+
+        gateway_rpc = KamailioRpc(config.gateway.jsonrpc_listen)
     gateway_registrations: RevokedRegistrations | None = None
     try:
         identity, followers = identity_with_followers(config, engine, events, devices, clock=clock)
         if gateway_rpc is not None:
+            from connectors.kamailio import RevokedRegistrations
+
             # A revoked subscriber's gateway registrations end with their
             # sessions; listening before start(), whose poll may tell some.
             gateway_registrations = RevokedRegistrations(gateway_rpc)
@@ -285,11 +294,16 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     # In a cluster: the calls' counts and in-call sets every core sees
     # alike, and each live call owned by one core (by lease), the others
     # forwarding its inputs there.
-    call_sets: CallSets = LocalCallSets() if redis is None else RedisCallSets(redis)
+    call_sets: CallSets = LocalCallSets()
     ownership: Ownership | None = None
     forwarder: Forwarder | None = None
     call_address: Callable[[int], str] | None = None
     if redis is not None:
+        # Redis's client loads only in a cluster (core/cluster/choose.py).
+        from core.cluster.redis_call_sets import RedisCallSets
+        from core.cluster.redis_owners import RedisCallOwners
+
+        call_sets = RedisCallSets(redis)
         call_address = advertised(config.cluster.advertise, config.core.listen)
         owners = RedisCallOwners(redis, node)
         ownership = Ownership(
@@ -305,6 +319,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     gateway_calls: GatewayCalls | None = None
     gateway_events: KamailioCallEvents | None = None
     if gateway_rpc is not None:
+        from connectors.kamailio import KamailioCallControl
+        from connectors.kamailio_events import KamailioCallEvents
+
         # The calls through the SIP gateway, from its reports, in the same
         # history; HangupCall ends them there.
         gateway_calls = GatewayCalls(
@@ -479,15 +496,16 @@ def _connectors(
     return runner, google
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, *, migrate: bool = True) -> None:
     """Run the core until SIGTERM or SIGINT, then drain and stop.
 
     One core per data dir: a second one would mark the live core's devices
     offline and run the same call timers. The lock is held until this
-    process ends, however it ends.
+    process ends, however it ends. ``migrate=False``: the caller brought
+    the schema up to date (``wac core`` does, in a child process).
     """
     lock = datadir.lock(config.data_dir, datadir.CORE_LOCK, what="core")
-    core = await build_core(config)
+    core = await build_core(config, migrate=migrate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
