@@ -886,6 +886,7 @@ async def storm(args: argparse.Namespace, workdir: Path) -> tuple[list[list[obje
             stopped_at = time.monotonic()
             stack.edge.terminate()
             await asyncio.to_thread(stack.edge.wait)
+            gone_at = time.monotonic()
             for _ in range(2):
                 await change("down")
             await asyncio.sleep(max(0.0, stopped_at + args.downtime - time.monotonic()))
@@ -924,7 +925,8 @@ async def storm(args: argparse.Namespace, workdir: Path) -> tuple[list[list[obje
         downtime = up_at - stopped_at
         rows: list[list[object]] = [
             ["sockets subscribed, then resumed", f"{ready} / {len(resumed_at)}"],
-            ["edge down for (s)", f"{downtime:.1f}"],
+            ["edge down for (s): in all / closing its sockets and exiting",
+             f"{downtime:.1f} / {gone_at - stopped_at:.1f}"],
             ["all resumed, after the edge was back (s)", f"{max(since_up, default=float('nan')):.2f}"],
             ["each socket's resume after the edge was back: p50 / p99 (ms)",
              f"{percentile(since_up, 0.5) * 1e3:.0f} / {percentile(since_up, 0.99) * 1e3:.0f}"],
