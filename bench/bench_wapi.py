@@ -37,7 +37,7 @@ jittered backoff, at most 5 times, and the retries are printed; a socket
 that never got through is reported as failed.
 
 Where a resume's time goes (py-spy on the core, 1,000-2,000 sockets, a
-shared 2-CPU machine): about 70% of an attachment is the token check's
+shared 2-CPU machine): about 80% of an attachment is the token check's
 subscriber read (IdentityHandler.authenticate -> SubscriberCache.get ->
 IdentityStore.get_subscriber: the cache's entries are older than its 1 s
 bound by then, so each resume is a SQL read, a third of it SQLAlchemy
