@@ -97,6 +97,51 @@ describe("Connection", () => {
     assert.deepEqual(events.map((e) => e.seq), ["7", "3"]);
   });
 
+  it("subscribes again with backoff when the server answers UNAVAILABLE or DEADLINE_EXCEEDED on a live link", async () => {
+    const { clock, network, connection, events } = setup();
+    const errors: WacError[] = [];
+    connection.on("error", (e) => errors.push(e));
+    connection.subscribeEvents();
+    connection.start();
+    await accept(network);
+    network.current.event({ seq: "5" });
+    const link = network.current;
+    const first = link.last("EventsService.Subscribe");
+    link.replyError(first.id, 14, "the session cannot be checked right now; retry shortly", "UNAVAILABLE");
+    await settle();
+    assert.equal(link.requests("EventsService.Subscribe").length, 1, "not at once");
+    await clock.advance(499);
+    assert.equal(link.requests("EventsService.Subscribe").length, 1);
+    await clock.advance(1);
+    const second = link.last("EventsService.Subscribe");
+    assert.notEqual(second.id, first.id);
+    assert.deepEqual(second.params, { afterSeq: "5" }, "after the last seq seen");
+    link.replyError(second.id, 4, "the wac core did not answer within 10 s", "DEADLINE_EXCEEDED");
+    await settle();
+    await clock.advance(999);
+    assert.equal(link.requests("EventsService.Subscribe").length, 2, "the backoff grows");
+    await clock.advance(1);
+    const third = link.last("EventsService.Subscribe");
+    link.reply(third.id, {});
+    link.event({ seq: "6" });
+    assert.deepEqual(events.map((e) => e.seq), ["5", "6"]);
+    assert.deepEqual(errors, [], "retried, not reported");
+    assert.equal(network.current, link, "on the same link");
+  });
+
+  it("does not resubscribe on a link that dropped meanwhile", async () => {
+    const { clock, network, connection } = setup();
+    connection.subscribeEvents();
+    connection.start();
+    await accept(network);
+    const link = network.current;
+    link.replyError(link.last("EventsService.Subscribe").id, 14, "busy", "UNAVAILABLE");
+    await settle();
+    link.fail({ code: 1006, wasOpen: true });
+    await clock.advance(60_000);
+    assert.equal(link.requests("EventsService.Subscribe").length, 1, "the old link is left alone");
+  });
+
   it("sends the handshake first, then Subscribe, then the requests that queued", async () => {
     const { network, connection } = setup();
     connection.handshake = async () => {

@@ -15,7 +15,7 @@ import { Status, WacError } from "../errors.js";
 import type { Event as WacEvent } from "../gen/wac.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS, RpcClient } from "../rpc.js";
 import type { BackoffOptions } from "./backoff.js";
-import { DEFAULT_BACKOFF } from "./backoff.js";
+import { backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
 import { EventCursor } from "./cursor.js";
 import { HttpTransport } from "./http.js";
 import { type Action, ConnectionMachine, type ConnectionState, type TransportPolicy } from "./machine.js";
@@ -92,14 +92,19 @@ export class Connection extends Emitter<ConnectionEvents> {
   private linkId = 0;
   private retryTimer: unknown = null;
   private subscribed = false;
+  private readonly backoff: BackoffOptions;
+  /** Subscribes refused in a row on the current link, and the next try. */
+  private subscribeFailures = 0;
+  private subscribeTimer: unknown = null;
 
   constructor(private readonly options: ConnectionOptions) {
     super();
     this.clock = options.clock ?? systemClock;
     this.createTransport = options.createTransport ?? defaultTransportFactory;
+    this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.machine = new ConnectionMachine({
       policy: options.transport ?? "auto",
-      backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
+      backoff: this.backoff,
       ...(options.fallbackAfter !== undefined ? { fallbackAfter: options.fallbackAfter } : {}),
       ...(options.stableAfterMs !== undefined ? { stableAfterMs: options.stableAfterMs } : {}),
       ...(options.random ? { random: options.random } : {}),
@@ -235,20 +240,37 @@ export class Connection extends Emitter<ConnectionEvents> {
         { afterSeq },
         { immediate: true, timeoutMs: this.options.subscribeTimeoutMs ?? SUBSCRIBE_TIMEOUT_MS },
       )
+      .then(() => {
+        if (id === this.linkId) this.subscribeFailures = 0;
+      })
       .catch((error: WacError) => {
+        // A link that dropped is gone from here: the next one resubscribes.
         if (id !== this.linkId || !this.subscribed) return;
         if (error.code === Status.OUT_OF_RANGE) {
           this.cursor.reset();
           this.emit("resync", undefined);
           if (id === this.linkId && this.state === "connected") this.sendSubscribe(id);
-        } else if (
-          error.code !== Status.UNAVAILABLE && // the link dropped: the next one resubscribes
-          error.code !== Status.UNAUTHENTICATED && // the server closes with 4401 next
-          error.code !== Status.DEADLINE_EXCEEDED // no answer; events may flow all the same
-        ) {
+        } else if (error.code === Status.UNAVAILABLE || error.code === Status.DEADLINE_EXCEEDED) {
+          // The link is up but the stream is not (the core was busy or
+          // unreachable): without another Subscribe no event would come
+          // until the next link. Tried again with jittered backoff, so a
+          // crowd of clients refused together does not return together.
+          this.resubscribeLater(id);
+        } else if (error.code !== Status.UNAUTHENTICATED) {
+          // (UNAUTHENTICATED: the server closes with 4401 next.)
           this.emit("error", error);
         }
       });
+  }
+
+  private resubscribeLater(id: number): void {
+    this.clock.clearTimeout(this.subscribeTimer);
+    const delay = backoffDelay(this.subscribeFailures, this.backoff, this.options.random);
+    this.subscribeFailures += 1;
+    this.subscribeTimer = this.clock.setTimeout(() => {
+      this.subscribeTimer = null;
+      if (id === this.linkId && this.subscribed) this.sendSubscribe(id);
+    }, delay);
   }
 
   private onNotification(method: string, params: unknown): void {
@@ -269,6 +291,9 @@ export class Connection extends Emitter<ConnectionEvents> {
     const transport = this.transport;
     this.transport = null;
     this.linkId += 1;
+    this.clock.clearTimeout(this.subscribeTimer);
+    this.subscribeTimer = null;
+    this.subscribeFailures = 0;
     transport?.close(CloseCode.NORMAL, reason);
     this.rpc.detach(reason);
   }
