@@ -27,6 +27,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from edges.wapi import proto_json
 from edges.wapi.rpc import INVALID_PARAMS, RpcError, encode
 
 PACKAGE = "wac.v1"
@@ -49,6 +50,9 @@ class Method:
 
     def parse_params(self, params: Mapping[str, Any]) -> Message:
         """The request message from JSON params; RpcError -32602 naming the field if they do not fit."""
+        message = proto_json.from_json(params, self.request_type)
+        if message is not None:
+            return message
         try:
             return json_format.ParseDict(params, self.request_type(), ignore_unknown_fields=False)
         except json_format.ParseError as exc:
@@ -69,8 +73,8 @@ def _describe(exc: json_format.ParseError) -> str:
 
 
 def to_json(message: Message) -> dict[str, Any]:
-    """Proto3 JSON, lowerCamelCase names."""
-    return json_format.MessageToDict(message)
+    """Proto3 JSON, lowerCamelCase names (json_format's, planned per type)."""
+    return proto_json.to_json(message)
 
 
 # proto3 JSON writes these as strings, the other integers as numbers.

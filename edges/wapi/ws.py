@@ -47,6 +47,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
+from websockets.protocol import State
 
 from edges.wapi import forwarded, rpc
 from edges.wapi.admission import Admission, refusal_message
@@ -271,7 +272,10 @@ class WapiConnection:
                     continue  # a close is under way: drain, execute nothing more
                 if len(self._inflight) >= self._limits.max_inflight:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._frame(message))
+                exchange = self._receive(message)
+                if exchange is None:
+                    continue  # answered by the edge alone: no task
+                task = asyncio.create_task(self._answer(exchange))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
         except ConnectionClosed:
@@ -307,19 +311,28 @@ class WapiConnection:
         self._flush()
 
     # -- incoming ------------------------------------------------------
-    async def _frame(self, message: str | bytes) -> None:
+    def _receive(self, message: str | bytes) -> Exchange | None:
+        """Parse and admit one frame as it arrives; the requests it asks the
+        core for, or None when it is answered already."""
         session = self._session
+        exchange = None
         try:
             if isinstance(message, bytes):
                 session.receive_binary(self._clock())
             else:
                 exchange = session.receive_text(message, self._clock())
-                if exchange is not None:
-                    await self._exchange(exchange)
+        except Exception as exc:  # an edge bug: tell the client, keep no trace on the wire
+            session.frame_failed(internal_error("websocket frame", exc))
+        self._flush()
+        return exchange
+
+    async def _answer(self, exchange: Exchange) -> None:
+        try:
+            await self._exchange(exchange)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an edge bug: tell the client, keep no trace on the wire
-            session.frame_failed(internal_error("websocket frame", exc))
+            self._session.frame_failed(internal_error("websocket frame", exc))
         self._flush()
 
     async def _exchange(self, exchange: Exchange) -> None:
@@ -467,10 +480,40 @@ class WapiConnection:
             current = asyncio.current_task()
             pending = [task for task in self._inflight if task is not current]
             self._finisher = asyncio.create_task(self._close_when_answered(pending))
-        if session.outbox and self._writer is None:
-            # The writer exists only while there is something to send, so an
-            # idle connection costs no task.
+        if session.outbox and self._writer is None and not self._send_now():
+            # The writer exists only while the socket cannot take what is
+            # queued at once, so an idle connection costs no task.
             self._writer = asyncio.create_task(self._write())
+
+    def _send_now(self) -> bool:
+        """Send what is queued without a task while the kernel takes it all;
+        True when nothing is left for the writer.
+
+        A task and ``ws.send`` per message were half of the edge's CPU per
+        event in a fan-out (one event to thousands of sockets). This is what
+        ``ws.send`` does when it need not wait: frame the text and write it
+        to the transport. Anything else goes to the writer, as before: a
+        Close, a socket no longer open, or bytes still waiting in user space
+        (the client is slow; the writer then waits for the drain).
+        """
+        ws = self._ws
+        protocol = ws.protocol
+        transport = ws.transport
+        session = self._session
+        outbox = session.outbox
+        while outbox:
+            if (
+                isinstance(outbox[0], Close)
+                or protocol.state is not State.OPEN
+                or transport.is_closing()
+                or transport.get_write_buffer_size()
+            ):
+                return False
+            text = session.next_out()
+            assert isinstance(text, str)
+            protocol.send_text(text.encode())
+            ws.send_data()
+        return True
 
     async def _close_when_answered(self, pending: list[asyncio.Task[None]]) -> None:
         if pending:
