@@ -9,11 +9,13 @@ for longer than the retention window are dropped whole.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from core.clock import SYSTEM_CLOCK, Clock
+from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.events.log import EventsExpired
 from wac.v1 import events_pb2
 
@@ -23,7 +25,7 @@ class _SessionLog:
     username: str
     open: bool = True
     next_seq: int = 1
-    # (seq, time, shared event without seq)
+    # (seq, time, shared event stamped with its time, without seq)
     events: deque[tuple[int, float, events_pb2.Event]] = field(default_factory=deque)
     # Futures of readers waiting for the next event. A bare future with a
     # timer handle is much cheaper than asyncio.wait_for, which makes a task
@@ -46,6 +48,7 @@ class MemoryEventLog:
         self._clock = clock
         self._logs: dict[str, _SessionLog] = {}
         self._by_user: dict[str, set[str]] = {}
+        self._timeouts = _Timeouts(clock)
 
     async def open(self, session_id: str, username: str) -> None:
         log = self._logs.get(session_id)
@@ -58,7 +61,8 @@ class MemoryEventLog:
         if log is None or not log.open:
             return
         if final is not None:
-            self._append(log, final, self._clock.time())
+            now = self._clock.time()
+            self._append(log, _stamped(final, now), now)
         log.open = False
         self._unroute(session_id, log.username)
         waiters, log.waiters = log.waiters, []
@@ -72,17 +76,19 @@ class MemoryEventLog:
         exclude_session: str | None = None,
     ) -> None:
         now = self._clock.time()
+        stamped = _stamped(event, now)
         for username in usernames:
             for session_id in tuple(self._by_user.get(username, ())):
                 if session_id != exclude_session:
-                    self._append(self._logs[session_id], event, now)
+                    self._append(self._logs[session_id], stamped, now)
 
     async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
         now = self._clock.time()
+        stamped = _stamped(event, now)
         for session_id in session_ids:
             log = self._logs.get(session_id)
             if log is not None and log.open:
-                self._append(log, event, now)
+                self._append(log, stamped, now)
 
     async def read(self, session_id: str, after_seq: int, limit: int = 500) -> list[events_pb2.Event]:
         log = self._logs.get(session_id)
@@ -101,11 +107,10 @@ class MemoryEventLog:
         out: list[events_pb2.Event] = []
         start = max(0, after_seq + 1 - first)
         for index in range(start, min(len(log.events), start + limit)):
-            seq, when, shared = log.events[index]
+            seq, _, shared = log.events[index]
             event = events_pb2.Event()
             event.CopyFrom(shared)
             event.seq = seq
-            event.time.FromMicroseconds(round(when * 1e6))
             out.append(event)
         return out
 
@@ -120,13 +125,13 @@ class MemoryEventLog:
             if remaining <= 0:
                 return []
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            timer = self._clock.call_later(remaining, _wake, waiter)
+            self._timeouts.add(deadline, waiter)
             log.waiters.append(waiter)
             log.readers += 1
             try:
                 await waiter
             finally:
-                timer.cancel()
+                self._timeouts.discard()
                 log.readers -= 1
                 if not waiter.done():
                     waiter.cancel()
@@ -165,6 +170,77 @@ class MemoryEventLog:
             sessions.discard(session_id)
             if not sessions:
                 del self._by_user[username]
+
+
+def _stamped(event: events_pb2.Event, now: float) -> events_pb2.Event:
+    """The event as every session's log shares it: its time set once per
+    publish, not once per reader."""
+    stamped = events_pb2.Event()
+    stamped.CopyFrom(event)
+    stamped.time.FromMicroseconds(round(now * 1e6))
+    return stamped
+
+
+class _Timeouts:
+    """The waiters' timeouts on one timer, armed for the earliest.
+
+    A timer per wait (call_later) was a fifth of the core's CPU in a fan-out
+    to thousands of streams: each delivery re-arms its reader's wait. Here a
+    wait costs an append (deadlines come mostly in order: every reader asks
+    for the same timeout); a waiter woken by an event stays listed until its
+    deadline passes, when waking it again does nothing.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        # (deadline, order of arrival, waiter), ordered by deadline.
+        self._due: deque[tuple[float, int, asyncio.Future[None]]] = deque()
+        self._count = 0
+        self._timer: Timer | None = None
+        self._timer_at = math.inf
+        # Past this length, the waiters already woken are dropped (bounded
+        # by the live waits, whatever the rate of events).
+        self._compact_at = 1024
+        self._waiting = 0
+
+    def add(self, deadline: float, waiter: asyncio.Future[None]) -> None:
+        if len(self._due) >= self._compact_at:
+            self._due = deque(entry for entry in self._due if not entry[2].done())
+            self._compact_at = max(1024, 2 * len(self._due))
+        self._count += 1
+        self._waiting += 1
+        entry = (deadline, self._count, waiter)
+        if self._due and deadline < self._due[-1][0]:
+            bisect.insort(self._due, entry)
+        else:
+            self._due.append(entry)
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def discard(self) -> None:
+        """A wait ended (woken, timed out or cancelled). Once none is left,
+        nothing stays scheduled."""
+        self._waiting -= 1
+        if self._waiting == 0:
+            self._due.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._clock.call_later(max(0.0, deadline - self._clock.time()), self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self._clock.time()
+        due = self._due
+        while due and due[0][0] <= now:
+            _wake(due.popleft()[2])
+        if due:
+            self._arm(due[0][0])
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -5,19 +5,24 @@ slowed, and what a refused or abandoned attempt leaves counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from core.clock import Clock
 from core.failures import Exhausted, Unauthenticated, Unavailable
 from core.identity import rules
-from core.identity.limits import Busy, KeyedLocks, PasswordChecks
+from core.identity.limits import Busy, PasswordChecks
 from core.identity.passwords import verify_password
-from core.identity.store import IdentityStore, SubscriberRow, ThrottleContention
+from core.identity.store import IdentityStore, SubscriberRow, ThrottleChange, ThrottleContention
 
 log = logging.getLogger("wac.identity")
+
+# A throttle key's state before and after a change.
+Changed = tuple[rules.ThrottleState | None, rules.ThrottleState | None]
 
 # Seconds between two purges of expired login-throttle rows.
 THROTTLE_PURGE_INTERVAL = 60.0
@@ -38,9 +43,9 @@ class Logins:
         self._throttle = throttle
         self._username_max_delay = username_max_delay
         self.checks = checks
-        # Throttle changes of one key wait for each other in this core, so
-        # the compare-and-set only ever retries against other cores.
-        self._locks = KeyedLocks()
+        # Take-backs of reservations whose login was cancelled (held until
+        # done: the loop keeps only a weak reference to a task).
+        self._taking_back: set[asyncio.Task[None]] = set()
 
     async def check(self, username: str, password: str, address: str) -> tuple[SubscriberRow, float]:
         """The subscriber whose password this is, and the time of the check.
@@ -71,20 +76,26 @@ class Logins:
         """
         now = self._clock.time()
         pair, addr, user = f"pair:{address}|{username}", f"addr:{address}", f"user:{username}"
+        refusing = {pair: "this username from this client address", addr: "this client address"}
         reserved: list[str] = []
         try:
-            for key, what in ((pair, "this username from this client address"), (addr, "this client address")):
-                before, _ = await self._change(key, lambda s: rules.reserve(s, self._throttle, now))
-                wait = rules.throttle_wait(before, self._throttle, now)
-                if wait > 0:
+            reservation: list[tuple[str, ThrottleChange]] = [
+                (pair, lambda s: rules.reserve(s, self._throttle, now)),
+                (addr, lambda s: rules.reserve(s, self._throttle, now)),
+                (user, lambda s: rules.record_failure(s, self._throttle, now, lock=False)),
+            ]
+            applied = await self._reserve(reservation)
+            reserved = [key for (key, _), (before, after) in zip(reservation, applied, strict=False) if before != after]
+            for (key, _), (before, after) in zip(reservation, applied, strict=False):
+                wait = rules.throttle_wait(before, self._throttle, now) if before == after else 0.0
+                if key in refusing and wait > 0:
                     locked = before is not None and before.locked_until > now
                     self._failed(username, address, "locked" if locked else "throttled")
                     raise Exhausted(
-                        f"too many failed logins for {what}; try again in {math.ceil(wait)} s", retry_after=wait
+                        f"too many failed logins for {refusing[key]}; try again in {math.ceil(wait)} s",
+                        retry_after=wait,
                     )
-                reserved.append(key)
-            before, _ = await self._change(user, lambda s: rules.record_failure(s, self._throttle, now, lock=False))
-            reserved.append(user)
+            before = applied[-1][0]
             delay = rules.username_delay(before, self._throttle, now, self._username_max_delay)
             if delay > 0:
                 await self._clock.sleep(delay)
@@ -101,22 +112,55 @@ class Logins:
             raise Unauthenticated("wrong username or password", reason="BAD_CREDENTIALS")
         # The right password: the pair starts afresh; the address and the
         # username keep the failures of others, less this attempt.
-        await self._store.clear_throttle(pair)
-        await self._forgive([addr, user])
+        forgive = self._forgiving
+        await self._apply([(pair, None), (addr, forgive), (user, forgive)])
         return row, now
 
-    async def _change(
-        self, key: str, change: Callable[[rules.ThrottleState | None], rules.ThrottleState | None]
-    ) -> tuple[rules.ThrottleState | None, rules.ThrottleState | None]:
+    async def _reserve(self, changes: list[tuple[str, ThrottleChange]]) -> list[Changed]:
+        """The reservation's unit of work, which a cancelled login does not
+        leave counted: the unit goes on in the database's writer when its
+        caller is cancelled (a client that gave up), and may commit; what it
+        counted then is taken back once it has."""
+        unit = asyncio.ensure_future(self._apply(changes, stop_unchanged=True))
         try:
-            async with self._locks.hold(key):
-                return await self._store.change_throttle_state(key, change)
+            return await asyncio.shield(unit)
+        except asyncio.CancelledError:
+            taking_back = self._keep(self._take_back([key for key, _ in changes], unit))
+            # This login keeps its place (its address's slot) until then:
+            # the next login from the address would see the count, and with
+            # two logins under way per address, one count more refuses it.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(taking_back)
+            raise
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # Held until done: the loop keeps only a weak reference to a task.
+        task = asyncio.ensure_future(work)
+        self._taking_back.add(task)
+        task.add_done_callback(self._taking_back.discard)
+        return task
+
+    async def _take_back(self, keys: list[str], unit: asyncio.Future[list[Changed]]) -> None:
+        try:
+            applied = await unit
+        except Exception:
+            return  # not written: nothing counted
+        await self._forgive([key for key, (before, after) in zip(keys, applied, strict=False) if before != after])
+
+    def _forgiving(self, state: rules.ThrottleState | None) -> rules.ThrottleState | None:
+        return rules.forgive(state, self._throttle)
+
+    async def _apply(
+        self, changes: Sequence[tuple[str, ThrottleChange | None]], *, stop_unchanged: bool = False
+    ) -> list[Changed]:
+        try:
+            return await self._store.change_throttle_states(changes, stop_unchanged=stop_unchanged)
         except ThrottleContention:
             raise Unavailable("too many concurrent logins for this account; try again") from None
 
     async def _forgive(self, keys: list[str]) -> None:
-        for key in keys:
-            await self._change(key, lambda s: rules.forgive(s, self._throttle))
+        if keys:
+            await self._apply([(key, self._forgiving) for key in keys])
 
     def _failed(self, username: str, address: str, reason: str) -> None:
         # Never the password; the JSON formatter escapes whatever the

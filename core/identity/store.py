@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +28,10 @@ class NumberTaken(Exception):
         super().__init__(number)
         self.number = number
         self.holder = holder
+
+
+# A change of one login-throttle key's state (the rules' reserve, forgive...).
+ThrottleChange = Callable[[ThrottleState | None], ThrottleState | None]
 
 
 class ThrottleContention(Exception):
@@ -181,8 +185,9 @@ class IdentityStore:
 
     # -- sessions -----------------------------------------------------
     async def create_session(self, row: SessionRow) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(insert(t.sessions).values(**_session_values(row)))
+        # One per login: one unit of work.
+        stmt = insert(t.sessions).values(**_session_values(row))
+        await self._work.write(lambda conn: conn.execute(stmt))
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         async with self._engine.connect() as conn:
@@ -236,8 +241,9 @@ class IdentityStore:
         """(session id, username, reason, time) of revocations at or after ``since``."""
         c = t.sessions.c
         query = select(c.session_id, c.username, c.revoke_reason, c.revoke_time).where(c.revoke_time >= since)
-        async with self._engine.connect() as conn:
-            return [(r[0], r[1], r[2] or "revoked", r[3]) for r in (await conn.execute(query)).all()]
+        # Every revocation poll (each second): one unit of work.
+        rows = await self._work.read(lambda conn: conn.execute(query).all())
+        return [(r[0], r[1], r[2] or "revoked", r[3]) for r in rows]
 
     async def live_sessions(self, after: float) -> list[tuple[str, float]]:
         """(session id, refresh expiry) of unrevoked sessions whose refresh
@@ -253,8 +259,9 @@ class IdentityStore:
         """(session id, refresh expiry) of unrevoked sessions created at or after ``since``."""
         c = t.sessions.c
         query = select(c.session_id, c.refresh_expire_time).where(c.create_time >= since, c.revoke_time.is_(None))
-        async with self._engine.connect() as conn:
-            return [(r[0], r[1]) for r in (await conn.execute(query)).all()]
+        # Every revocation poll, reaching back over a login burst's sessions: one unit of work.
+        rows = await self._work.read(lambda conn: conn.execute(query).all())
+        return [(r[0], r[1]) for r in rows]
 
     async def active_sessions(self, username: str) -> list[SessionRow]:
         query = select(t.sessions).where(t.sessions.c.username == username, t.sessions.c.revoke_time.is_(None))
@@ -315,8 +322,9 @@ class IdentityStore:
         the future included: rotated keys in their grace period)."""
         c = t.api_keys.c
         query = select(c.key_id, c.revoke_time).where(c.revoke_time >= since)
-        async with self._engine.connect() as conn:
-            return [(r[0], r[1]) for r in (await conn.execute(query)).all()]
+        # Every revocation poll: one unit of work.
+        rows = await self._work.read(lambda conn: conn.execute(query).all())
+        return [(r[0], r[1]) for r in rows]
 
     async def record_api_key_use(self, used: Mapping[str, float]) -> None:
         """Store each key's last use (the caller batches: once a minute)."""
@@ -367,45 +375,41 @@ class IdentityStore:
         is lost between concurrent logins on this core or on several cores
         sharing the database, on SQLite and PostgreSQL alike. Raises
         ThrottleContention after ``tries`` lost races."""
-        c = t.login_failures.c
-        for _ in range(tries):
-            old = await self.throttle_state(key)
-            new = change(old)
-            if new == old:
-                return old, old
-            assert new is not None  # change only ever adds or removes a failure
-            values = {
-                "failures": new.failures,
-                "first_time": new.first_time,
-                "last_time": new.last_time,
-                "locked_until": new.locked_until,
-            }
-            async with self._engine.begin() as conn:
-                if old is None:
-                    try:
-                        async with conn.begin_nested():
-                            await conn.execute(insert(t.login_failures).values(key=key, **values))
-                    except IntegrityError:
-                        continue  # another attempt created it first
-                    return old, new
-                result = await conn.execute(
-                    update(t.login_failures)
-                    .where(
-                        c.key == key,
-                        c.failures == old.failures,
-                        c.first_time == old.first_time,
-                        c.last_time == old.last_time,
-                        c.locked_until == old.locked_until,
-                    )
-                    .values(**values)
-                )
-            if result.rowcount:
-                return old, new
-        raise ThrottleContention(key)
+        (changed,) = await self.change_throttle_states([(key, change)], tries=tries)
+        return changed
 
-    async def clear_throttle(self, key: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(t.login_failures).where(t.login_failures.c.key == key))
+    async def change_throttle_states(
+        self,
+        changes: Sequence[tuple[str, ThrottleChange | None]],
+        *,
+        stop_unchanged: bool = False,
+        tries: int = 50,
+    ) -> list[tuple[ThrottleState | None, ThrottleState | None]]:
+        """Apply each change in turn, each as ``change_throttle_state`` does,
+        in one unit of work: (state read, state stored) of each change
+        applied. A change of None deletes the key's row. With
+        ``stop_unchanged``, a change that leaves its key as it was is the
+        last one applied (a reservation that must wait reserves no more).
+
+        One hop for a whole login's throttle keys: through aiosqlite, each
+        key's read and compare-and-set cost a dozen loop-thread round trips.
+        The changes are pure functions of the rules: they run in the
+        writer's thread on SQLite."""
+
+        def run(conn: Connection) -> list[tuple[ThrottleState | None, ThrottleState | None]]:
+            out: list[tuple[ThrottleState | None, ThrottleState | None]] = []
+            for key, change in changes:
+                if change is None:
+                    conn.execute(_THROTTLE_DELETE, {"key": key})
+                    out.append((None, None))
+                    continue
+                old, new = _change_throttle(conn, key, change, tries)
+                out.append((old, new))
+                if stop_unchanged and new == old:
+                    break
+            return out
+
+        return await self._work.write(run)
 
     async def purge_throttle(self, before: float, now: float) -> int:
         """Delete the rows whose window began before ``before`` and whose
@@ -414,6 +418,85 @@ class IdentityStore:
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(table).where(table.c.first_time < before, table.c.locked_until <= now))
         return int(result.rowcount or 0)
+
+
+# Built once: each login runs them several times, and building a statement
+# (and its cache key) cost more than SQLite running it.
+_lf = t.login_failures.c
+_THROTTLE_READ = select(t.login_failures).where(_lf.key == bindparam("key"))
+_THROTTLE_INSERT = insert(t.login_failures)
+_THROTTLE_UPDATE = (
+    update(t.login_failures)
+    .where(
+        _lf.key == bindparam("old_key"),
+        _lf.failures == bindparam("old_failures"),
+        _lf.first_time == bindparam("old_first_time"),
+        _lf.last_time == bindparam("old_last_time"),
+        _lf.locked_until == bindparam("old_locked_until"),
+    )
+    .values(
+        failures=bindparam("new_failures"),
+        first_time=bindparam("new_first_time"),
+        last_time=bindparam("new_last_time"),
+        locked_until=bindparam("new_locked_until"),
+    )
+)
+_THROTTLE_DELETE = delete(t.login_failures).where(_lf.key == bindparam("key"))
+
+
+def _throttle_row(conn: Connection, key: str) -> ThrottleState | None:
+    row = conn.execute(_THROTTLE_READ, {"key": key}).first()
+    if row is None:
+        return None
+    return ThrottleState(row.failures, row.first_time, row.last_time, row.locked_until)
+
+
+def _change_throttle(
+    conn: Connection, key: str, change: ThrottleChange, tries: int
+) -> tuple[ThrottleState | None, ThrottleState | None]:
+    """One key's compare-and-set, inside the caller's transaction. Each read
+    sees what other transactions committed (SQLite's writer holds the lock
+    from its first write; PostgreSQL's READ COMMITTED takes a snapshot per
+    statement), so a lost race reads again and retries."""
+    for _ in range(tries):
+        old = _throttle_row(conn, key)
+        new = change(old)
+        if new == old:
+            return old, old
+        assert new is not None  # change only ever adds or removes a failure
+        if old is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        _THROTTLE_INSERT,
+                        {
+                            "key": key,
+                            "failures": new.failures,
+                            "first_time": new.first_time,
+                            "last_time": new.last_time,
+                            "locked_until": new.locked_until,
+                        },
+                    )
+            except IntegrityError:
+                continue  # another attempt created it first
+            return old, new
+        result = conn.execute(
+            _THROTTLE_UPDATE,
+            {
+                "old_key": key,
+                "old_failures": old.failures,
+                "old_first_time": old.first_time,
+                "old_last_time": old.last_time,
+                "old_locked_until": old.locked_until,
+                "new_failures": new.failures,
+                "new_first_time": new.first_time,
+                "new_last_time": new.last_time,
+                "new_locked_until": new.locked_until,
+            },
+        )
+        if result.rowcount:
+            return old, new
+    raise ThrottleContention(key)
 
 
 async def _hold_numbers(conn: AsyncConnection, username: str, e164s: Sequence[str]) -> None:

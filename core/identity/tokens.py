@@ -86,7 +86,11 @@ class KeyRing:
             "jti": secrets.token_hex(8),
         }
         header = {"alg": ALGORITHM, "kid": self._signing_kid, "typ": "JWT"}
-        return jwt.encode(header, claims, key, algorithms=[ALGORITHM]), float(expires_at)
+        token = jwt.encode(header, claims, key, algorithms=[ALGORITHM])
+        # Signed here, so known good: the session's first calls (its event
+        # subscription follows its login at once) skip the ECDSA check.
+        self._verified[token] = Claims(username, session_id, float(expires_at), float(int(now)))
+        return token, float(expires_at)
 
     def verify(self, token: str) -> Claims:
         """Check the signature (once per token) and return the claims.
