@@ -13,6 +13,7 @@ any Python process of wac. Envoy is C++ and has no target; it is listed, and
 left out of the total the target speaks of (supervisor + core + edge).
 
 The gateway is off (its fixed default ports would clash with other runs).
+Last, which protobuf backend the interpreter uses (upb, the C one, expected).
 
     .venv/bin/python bench/bench_memory.py [--settle 5]
 """
@@ -141,6 +142,20 @@ def measure(settle: float) -> None:
             title=f"wac run --demo at rest ({settle:.0f} s after every port answered)",
         )
     )
+    # The C (upb) backend keeps messages and descriptors outside Python's heap;
+    # the pure-Python one would cost the core and the edge several MiB more.
+    print(f"protobuf backend: {protobuf_backend()} (expected: upb)")
+
+
+def protobuf_backend() -> str:
+    """Which implementation of protobuf this interpreter (the children's) uses."""
+    out = subprocess.run(
+        [sys.executable, "-c", "from google.protobuf.internal import api_implementation as a; print(a.Type())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 def main() -> None:

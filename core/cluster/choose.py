@@ -17,26 +17,26 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis.asyncio as redis
+from typing import TYPE_CHECKING, Any
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.cluster import redis_client
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.cluster.leases import Keeper, Lease, Leases, LocalLeases
 from core.cluster.loops import end_if_stopping, stopping
 from core.cluster.node import node_id
-from core.cluster.redis_devices import RedisDeviceRegistry
-from core.cluster.redis_leases import RedisLeases
-from core.cluster.redis_presence import LEASE_PREFIX as PRESENCE_LEASES
-from core.cluster.redis_presence import RedisSubjects
 from core.db import outage
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
-from core.events.redis_log import RedisEventLog
 from core.presence.subjects import LocalSubjects, Subjects
 from settings.config import Config
+
+# Redis's client and the implementations on it load only in a cluster
+# (redis_url set): an embedded core does not carry them.
+if TYPE_CHECKING:
+    import redis.asyncio as redis
+
+    from core.cluster.redis_devices import RedisDeviceRegistry
+    from core.events.redis_log import RedisEventLog
 
 log = logging.getLogger("wac.cluster")
 
@@ -93,6 +93,9 @@ class SharedState:
         connected subscribers (what a cluster's "domain" watchers are)."""
         if self.redis is None:
             return LocalSubjects()
+        from core.cluster.redis_presence import LEASE_PREFIX as PRESENCE_LEASES
+        from core.cluster.redis_presence import RedisSubjects
+
         subjects = RedisSubjects(
             self.redis,
             self.keeper,
@@ -143,9 +146,13 @@ class SharedState:
                 await step()
             except Exception:  # the next step still runs
                 log.warning("cluster: %s failed on stop", getattr(step, "__qualname__", step), exc_info=True)
+        from core.cluster import redis_client
+
         await redis_client.close(self.redis)
 
     async def _sweep_devices(self, devices: RedisDeviceRegistry) -> None:
+        import redis.asyncio as redis
+
         while True:
             end_if_stopping()
             await self.clock.sleep(self.heartbeat_seconds)
@@ -179,6 +186,13 @@ def shared_state(config: Config, clock: Clock = SYSTEM_CLOCK) -> SharedState:
             _memory_events=events,
         )
         return state
+    import redis.asyncio as redis
+
+    from core.cluster import redis_client
+    from core.cluster.redis_devices import RedisDeviceRegistry
+    from core.cluster.redis_leases import RedisLeases
+    from core.events.redis_log import RedisEventLog
+
     client = redis_client.connect(cluster.redis_url)
     # A request failing on Redis being out of reach (restarting, failing
     # over) is UNAVAILABLE, as for the database, not INTERNAL.

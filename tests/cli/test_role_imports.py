@@ -16,9 +16,21 @@ from tests.support.timing import seconds
 
 # What the supervisor must never hold: each is several MiB resident.
 NOT_IN_SUPERVISOR = ("core", "edges", "connectors", "wac", "sqlalchemy", "alembic", "grpc", "google", "aiohttp")
-# What the embedded core loads only when configured or asked (migrations
-# run in a child of `wac core`, connectors and the gateway when configured).
-NOT_IN_CORE_AT_REST = ("alembic", "mako", "ldap3", "httpx", "authlib", "connectors.ldap", "connectors.google")
+# What the embedded core loads only when configured or asked: migrations
+# run in a child of `wac core`; the connectors and the gateway when
+# configured; Redis in a cluster.
+NOT_IN_CORE_AT_REST = (
+    "alembic",
+    "mako",
+    "ldap3",
+    "httpx",
+    "authlib",
+    "connectors.ldap",
+    "connectors.google",
+    "connectors.kamailio",
+    "redis",
+    "hiredis",
+)
 
 
 def loaded(*modules: str) -> set[str]:
