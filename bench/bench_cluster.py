@@ -71,7 +71,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import json
 import math
 import os
 import re
@@ -577,70 +576,10 @@ class Fanout:
         return not_negative((per_change - fixed) / self.deliveries_per_change)
 
 
-class Workers:
-    """The client processes holding the watchers' sockets (bench_wapi's worker protocol)."""
-
-    def __init__(self) -> None:
-        self.processes: list[asyncio.subprocess.Process] = []
-
-    async def start(self, port: int, sockets: int, workers: int) -> tuple[int, list[str]]:
-        share = -(-sockets // workers)
-        for first in range(0, sockets, share):
-            count = min(share, sockets - first)
-            self.processes.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    *[__file__, "--worker", str(port), str(first), str(count)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    cwd=ROOT,
-                    limit=1 << 26,
-                )
-            )
-        ready, failures = 0, []
-        for process in self.processes:
-            status = json.loads(await self._line(process))
-            ready += status["ready"]
-            if status["failed"]:
-                failures.append(f"{status['failed']} failed in a worker, first: {'; '.join(status['failures'])}")
-            if status.get("retries"):
-                failures.append(f"{status['retries']} log-ins or subscribes retried (DEADLINE_EXCEEDED, UNAVAILABLE)")
-        return ready, failures
-
-    async def ask(self, command: str) -> list[dict[str, Any]]:
-        answers = []
-        for process in self.processes:
-            assert process.stdin is not None
-            process.stdin.write(f"{command}\n".encode())
-            await process.stdin.drain()
-            answers.append(json.loads(await self._line(process)))
-        return answers
-
-    @staticmethod
-    async def _line(process: asyncio.subprocess.Process) -> bytes:
-        assert process.stdout is not None
-        line = await process.stdout.readline()
-        if not line:
-            raise RuntimeError("a client worker ended early")
-        return line
-
-    async def stop(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(Exception):
-                assert process.stdin is not None
-                process.stdin.write(b"quit\n")
-                await process.stdin.drain()
-        for process in self.processes:
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-
-
 async def fanout(deployment: Deployment, args: argparse.Namespace) -> Fanout:
     meter, pids = deployment.meter, deployment.pids
     servers = deployment.servers()
-    workers = Workers()
+    workers = bench_wapi.Workers()
     try:
         async with bench_wapi.logged_in(deployment.port, SUBJECT) as subject:
             await subject.call("EventsService.Subscribe", {})
@@ -648,7 +587,12 @@ async def fanout(deployment: Deployment, args: argparse.Namespace) -> Fanout:
             baseline = await meter.measure_idle()
             rss_before = {name: rss_kib(pid) for name, pid in pids.items()}
             before = meter.sample()
-            ready, failures = await workers.start(deployment.port, args.sockets, args.workers)
+            started = await workers.start(deployment.port, args.sockets, args.workers)
+            ready, failures = started["ready"], list(started["failures"])
+            if started["failed"]:
+                failures.insert(0, f"{started['failed']} sockets never connected")
+            if started["retries"]:
+                failures.append(f"{started['retries']} log-ins or subscribes retried (DEADLINE_EXCEEDED, UNAVAILABLE)")
             progress(f"{deployment.name}: {ready} sockets connected and subscribed")
             for failure in failures:
                 progress(f"{deployment.name}: connections {failure[:300]}")
@@ -669,7 +613,7 @@ async def fanout(deployment: Deployment, args: argparse.Namespace) -> Fanout:
                 )
                 for _ in range(120):  # 30 s at most
                     await asyncio.sleep(0.25)
-                    if sum(answer["count"] for answer in await workers.ask(f"count {note}")) >= ready:
+                    if await workers.count(note) >= ready:
                         break
                 spent = net(meter.delta(before, meter.sample()), idle)
                 changes = spent if changes is None else combine(changes, spent)
@@ -1093,11 +1037,7 @@ def main() -> int:
     sizing.add_argument("--utilisation", type=float, default=0.6, help="of one CPU, per process")
     sizing.add_argument("--edge-memory-gib", type=float, default=4.0, help="memory per edge process")
     sizing.add_argument("--call-seconds", type=float, default=180.0, help="mean length of a call")
-    parser.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        asyncio.run(bench_wapi.worker(*args.worker))
-        return 0
     return asyncio.run(run(args))
 
 
