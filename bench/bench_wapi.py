@@ -15,7 +15,8 @@ process, so that their memory can be read from /proc.
    the same call over gRPC straight to the same core.
 2. Idle connections. --connections sockets (spread over --workers client
    processes) each log in as their own subscriber and subscribe to events,
-   then sit idle. Reported: the edge's RSS growth per connection (target
+   then sit idle. Reported: each process's RSS and PSS before and after,
+   the edge's RSS growth per connection (target
    <= 60 KiB) and the core's. Then one subscriber who has them all as
    contacts (so they all see it) changes its presence --changes times; each change is one event
    to every connection. Reported: delay from SetPresence to arrival at each
@@ -101,6 +102,7 @@ from common import (  # noqa: E402
     cpu_seconds,
     free_port,
     percentile,
+    pss_kib,
     raise_open_files,
     rss_kib,
     table,
@@ -762,6 +764,7 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
             await subject.call("EventsService.Subscribe", {})
             await asyncio.sleep(2)
             edge_before, core_before = rss_kib(stack.edge.pid), rss_kib(stack.core.pid)
+            pss_before = pss_kib(stack.edge.pid), pss_kib(stack.core.pid)
             edge_cpu, core_cpu = cpu_seconds(stack.edge.pid), cpu_seconds(stack.core.pid)
             started = time.perf_counter()
             ramp_status = await workers.start(stack.ws_port, args.connections, args.workers)
@@ -778,6 +781,7 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
             quiet = await quiesce([stack.edge.pid, stack.core.pid])
             print(f"settled after {quiet:.0f} s", flush=True)
             edge_after, core_after = rss_kib(stack.edge.pid), rss_kib(stack.core.pid)
+            pss_after = pss_kib(stack.edge.pid), pss_kib(stack.core.pid)
             per_edge = (edge_after - edge_before) / max(ready, 1)
             per_core = (core_after - core_before) / max(ready, 1)
             ramp_cpu = (cpu_seconds(stack.edge.pid) - edge_cpu, cpu_seconds(stack.core.pid) - core_cpu)
@@ -809,8 +813,8 @@ async def idle(args: argparse.Namespace, workdir: Path) -> tuple[list[list[objec
             delays = [t - sent[note] for note in sent for t in arrivals.get(note, [])]
             delivered = {note: len(arrivals.get(note, [])) for note in sent}
         memory = [
-            ["edge (wac edge)", edge_before, edge_after, per_edge],
-            ["core (wac core)", core_before, core_after, per_core],
+            ["edge (wac edge)", edge_before, edge_after, pss_before[0], pss_after[0], per_edge],
+            ["core (wac core)", core_before, core_after, pss_before[1], pss_after[1], per_core],
         ]
 
         def row(label: str, samples: list[float], count: int) -> list[object]:
@@ -1034,7 +1038,14 @@ async def main_async(args: argparse.Namespace) -> int:
             print()
             print(
                 table(
-                    ["process", "RSS before KiB", "RSS after KiB", "KiB / connection"],
+                    [
+                        "process",
+                        "RSS before KiB",
+                        "RSS after KiB",
+                        "PSS before KiB",
+                        "PSS after KiB",
+                        "RSS KiB / connection",
+                    ],
                     memory,
                     f"2. {args.connections} idle authenticated sockets with events subscribed "
                     f"(target: edge <= {TARGET_KIB_PER_CONNECTION:g} KiB per connection)",
