@@ -130,8 +130,10 @@ class HttpLimits:
     rate_burst: int
     long_poll_seconds: float
     # Seconds a request's body may take to arrive (its headers are timed by
-    # aiohttp's keep-alive timer, set to the same value in server.py).
+    # aiohttp's keep-alive timer, set to the same value in runner()).
     header_timeout: float = 10.0
+    # Answered long polls and closing sockets get this long on shutdown.
+    shutdown_timeout: float = 2.0
 
 
 def json_error(status: int, code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
@@ -191,6 +193,19 @@ class HttpEdge:
         app.router.add_get("/", self._demo)
         app.router.add_get("/{path:.+}", self._demo)
         return app
+
+    def runner(self) -> web.AppRunner:
+        """The application's runner, with the edge's timeouts; not set up."""
+        return web.AppRunner(
+            self.app(),
+            access_log=None,
+            shutdown_timeout=self._limits.shutdown_timeout,
+            # aiohttp's keep-alive timer runs from a connection's opening (and
+            # from each answer) until a whole request has arrived, and partial
+            # headers do not reset it: it is the header timeout that stops a
+            # slowloris, and it also closes idle keep-alive connections.
+            keepalive_timeout=self._limits.header_timeout,
+        )
 
     def stop_polls(self) -> None:
         if self._stopping is None:

@@ -1,5 +1,6 @@
 """The composition root of the WAPI edge: one gRPC channel to the core, the
-WebSocket server (websockets) and the HTTP server (aiohttp), in one process.
+WebSocket server (websockets) and the HTTP server (aiohttp, loaded at the
+HTTP port's first connection: ``http_port.py``), in one process.
 
 ``start_edge`` returns a running ``Edge`` with its actual ports (config may
 say port 0); ``serve`` runs one until SIGTERM or SIGINT, then closes every
@@ -9,14 +10,15 @@ socket with 1001 (going away).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from websockets.asyncio.server import Server
 from websockets.asyncio.server import serve as ws_serve
 
@@ -24,13 +26,16 @@ from edges.wapi.admission import Admission, ConnectionSlots, OriginPolicy, origi
 from edges.wapi.core_client import CoreClient
 from edges.wapi.dispatch import Dispatcher
 from edges.wapi.event_streams import EventStreams
-from edges.wapi.http import HttpEdge, HttpLimits
+from edges.wapi.http_port import HttpPort
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
 from settings import checks
 from settings.collector import tend as collector_tend
-from settings.config import Config
+from settings.config import Config, EdgeConfig
 from settings.hopkey import read_hop_key
+
+if TYPE_CHECKING:
+    from edges.wapi.http import HttpEdge
 
 log = logging.getLogger("wac.edge")
 
@@ -47,8 +52,6 @@ MAX_QUEUE = 4
 WRITE_LIMIT = 32 * 1024
 # Wait this long for a client's close frame before dropping the TCP connection.
 CLOSE_TIMEOUT = 5.0
-# Answered long polls and closing sockets get this long on shutdown.
-HTTP_SHUTDOWN_TIMEOUT = 2.0
 # Seconds to wait for the core to write the hop key (data_dir/hop.key).
 HOP_KEY_WAIT = 30.0
 
@@ -66,8 +69,7 @@ class Edge:
     """A running edge. ``stop`` is idempotent."""
 
     ws_server: Server
-    http_runner: web.AppRunner
-    http: HttpEdge
+    http: HttpPort
     client: CoreClient
     events: EventStreams
     ws_port: int
@@ -87,7 +89,7 @@ class Edge:
         self.ws_server.close()
         self.http.stop_polls()
         await self.ws_server.wait_closed()
-        await self.http_runner.cleanup()
+        await self.http.close()
         await self.events.close()
         await self.client.close()
 
@@ -140,7 +142,29 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         open_timeout=edge.header_timeout,
         server_header=None,
     )
-    http = HttpEdge(
+    http = HttpPort(functools.partial(_http_edge, edge, dispatcher, gate, clock))
+    try:
+        bound_http = await http.listen(http_host, http_port)
+    except BaseException:
+        ws_server.close()
+        await ws_server.wait_closed()
+        await dispatcher.events.close()
+        await client.close()
+        raise
+    bound_ws = ws_server.sockets[0].getsockname()[1]
+    gate.origins = OriginPolicy(edge.allowed_origins or default_origins(config, http_host, bound_http))
+    log.info(
+        "edge listening",
+        extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
+    )
+    return Edge(ws_server, http, client, dispatcher.events, bound_ws, bound_http)
+
+
+def _http_edge(edge: EdgeConfig, dispatcher: Dispatcher, gate: Admission, clock: Callable[[], float]) -> HttpEdge:
+    """The HTTP adapter, built at the HTTP port's first connection: aiohttp loads here."""
+    from edges.wapi.http import HttpEdge, HttpLimits
+
+    return HttpEdge(
         dispatcher,
         HttpLimits(
             max_message_bytes=edge.max_message_bytes,
@@ -155,35 +179,6 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         demo_dir=Path(edge.demo_dir) if edge.demo_dir else DEFAULT_DEMO_DIR,
         clock=clock,
     )
-    runner = web.AppRunner(
-        http.app(),
-        access_log=None,
-        shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
-        # aiohttp's keep-alive timer runs from a connection's opening (and
-        # from each answer) until a whole request has arrived, and partial
-        # headers do not reset it: it is the header timeout that stops a
-        # slowloris, and it also closes idle keep-alive connections.
-        keepalive_timeout=edge.header_timeout,
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, http_host, http_port)
-        await site.start()
-    except BaseException:
-        ws_server.close()
-        await ws_server.wait_closed()
-        await runner.cleanup()
-        await dispatcher.events.close()
-        await client.close()
-        raise
-    bound_ws = ws_server.sockets[0].getsockname()[1]
-    bound_http = runner.addresses[0][1]
-    gate.origins = OriginPolicy(edge.allowed_origins or default_origins(config, http_host, bound_http))
-    log.info(
-        "edge listening",
-        extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
-    )
-    return Edge(ws_server, runner, http, client, dispatcher.events, bound_ws, bound_http)
 
 
 async def serve(config: Config) -> None:

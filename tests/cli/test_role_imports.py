@@ -1,7 +1,8 @@
 """Each process imports what its role needs (issue 18, memory at rest): the
 supervisor of ``wac run`` starts and watches children, so it never loads the
 core, the database layer, gRPC or the connectors; the core loads Alembic,
-the connectors' clients and Redis's only when it uses them. Each check runs
+the connectors' clients and Redis's only when it uses them; the edge loads
+aiohttp (its HTTP port's server) at that port's first connection. Each check runs
 in a fresh interpreter, as the process itself starts."""
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ NOT_IN_CORE_AT_REST = (
     "redis",
     "hiredis",
 )
+
+# What the WAPI edge holds only once its HTTP port has had a connection
+# (aiohttp, about 11 MiB), and never: the core and the database layer.
+NOT_IN_EDGE_AT_REST = ("aiohttp", "multidict", "yarl", "edges.wapi.http", "edges.wapi.oauth2", "core", "sqlalchemy")
 
 
 def loaded(*modules: str) -> set[str]:
@@ -79,3 +84,9 @@ def test_the_supervisor_loads_neither_the_core_nor_the_database_nor_grpc(tmp_pat
 def test_the_core_loads_optional_parts_when_first_used() -> None:
     names = loaded("cli.main", "core.server")
     assert under(names, NOT_IN_CORE_AT_REST) == []
+
+
+def test_the_edge_loads_aiohttp_when_its_http_port_is_first_used() -> None:
+    names = loaded("cli.main", "edges.wapi.server")
+    assert "edges.wapi.http_port" in names
+    assert under(names, NOT_IN_EDGE_AT_REST) == []
