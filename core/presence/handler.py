@@ -193,9 +193,9 @@ class PresenceHandler:
         subscriber's aggregate. OFFLINE makes the device invisible."""
         checks.max_length("note", note, self._max_note)
 
-        async def write(now: float) -> None:
+        async def write(now: float) -> list[DeviceStatus]:
             connected = self._shared.is_online(username, session_id)
-            await self._store.publish(username, session_id, status, note, now, connected=connected)
+            return await self._store.publish(username, session_id, status, note, now, connected=connected)
 
         state = await self._apply(username, write)
         return PresenceView(username, await self._subscribers.display_name(username) or username, state)
@@ -215,8 +215,8 @@ class PresenceHandler:
         """DeviceRegistry listener: the device opened its first event stream."""
         self._shared.device_online(username, session_id)
 
-        async def write(now: float) -> None:
-            await self._store.device_online(username, session_id, now)
+        async def write(now: float) -> list[DeviceStatus]:
+            return await self._store.device_online(username, session_id, now)
 
         await self._apply(username, write)
 
@@ -328,7 +328,7 @@ class PresenceHandler:
     async def _apply(
         self,
         username: str,
-        write: Callable[[float], Awaitable[None]] | None = None,
+        write: Callable[[float], Awaitable[list[DeviceStatus] | None]] | None = None,
         *,
         force: bool = False,
         reread: bool = False,
@@ -336,23 +336,26 @@ class PresenceHandler:
         """Write (under the subject's lock), re-aggregate, and offer a real
         change to the coalescer; if another core owns the subject, hand the
         change over to it instead. Returns the new aggregate. ``reread``:
-        another core wrote the rows."""
+        another core wrote the rows. A write may return the subject's rows
+        as it left them (read in its own transaction): they are not read
+        again."""
         subject = self._subjects.setdefault(username, _Subject())
         async with subject.lock:
             now = self._clock.time()
-            if write is not None:
-                await write(now)
+            written = None if write is None else await write(now)
             if not await self._shared.claim(username):
                 await self._shared.hand_over(username, force=force, rows=write is not None or reread)
                 subject.devices = None
-                rows = await self._store.devices(username)
+                rows = written if written is not None else await self._store.devices(username)
                 return aggregate(rows, in_call=await self._shared.in_call(username), now=self._clock.time())
             if subject.stale:
                 # Owned again: re-read, and tell the watchers whatever it is.
                 subject.stale = False
                 subject.state = subject.heard = subject.devices = None
             devices: list[DeviceStatus] | None = subject.devices
-            if write is not None or reread or devices is None:
+            if written is not None:
+                devices = subject.devices = written
+            elif write is not None or reread or devices is None:
                 devices = subject.devices = await self._store.devices(username)
             in_call = await self._shared.in_call(username)
             now = self._clock.time()
