@@ -41,9 +41,11 @@ MAX_BATCH_BYTES = 1 << 20
 
 Delivery = stream_pb2.StreamEventsResponse.Delivery
 # What waits in a stream's queue: a delivery, or an event with its
-# subscription, put into the response only when a batch is built (a
-# Delivery made first was one more copy of every event, each a few us).
-Queued = Delivery | tuple[int, events_pb2.Event]
+# subscription and seq, put into the response only when a batch is built
+# (a Delivery made first was one more copy of every event, each a few us).
+# The event is shared by every session it went to: copied into the
+# response, where it gets the session's seq.
+Queued = Delivery | tuple[int, int, events_pb2.Event]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,7 @@ class EdgeStreamServicer(stream_pb2_grpc.EdgeStreamServiceServicer):
             set_current(principal, attach.client_address)
             pending = await self._events.open(principal, attach.after_seq)
             await out.put(Delivery(subscription=key, accepted=empty_pb2.Empty()))
-            async for event in self._events.follow(principal, attach.after_seq, pending):
-                await out.put((key, event))
+            await self._events.follow(principal, attach.after_seq, pending, _Outbox(out, key))
             await out.put(Delivery(subscription=key, ended=status_pb2.Status()))
         except failures.Failure as exc:
             await out.put(Delivery(subscription=key, ended=errors.from_failure(exc).status()))
@@ -214,6 +215,13 @@ class _Stream:
     async def put(self, delivery: Queued) -> None:
         await self._queue.put(delivery)
 
+    def offer(self, delivery: Queued) -> bool:
+        """Queue ``delivery`` if there is room now."""
+        if self._queue.full():
+            return False
+        self._queue.put_nowait(delivery)
+        return True
+
     def finished(self, key: int) -> None:
         task = self._tasks.get(key)
         if task is asyncio.current_task():
@@ -229,12 +237,23 @@ class _Stream:
         deliveries = response.deliveries
         size = _add(deliveries, first)
         count = 1
-        while not self._queue.empty() and count < MAX_BATCH and size < MAX_BATCH_BYTES:
-            item = self._queue.get_nowait()
+        # A fan-out queues the same event for many sessions: sized once.
+        shared: events_pb2.Event | None = None
+        shared_size = 0
+        queue = self._queue
+        while not queue.empty() and count < MAX_BATCH and size < MAX_BATCH_BYTES:
+            item = queue.get_nowait()
             if item is None:
-                self._queue.put_nowait(None)  # end after this batch
+                queue.put_nowait(None)  # end after this batch
                 break
-            size += _add(deliveries, item)
+            if isinstance(item, tuple):
+                key, seq, event = item
+                deliveries.add(subscription=key, event=event).event.seq = seq
+                if event is not shared:
+                    shared, shared_size = event, event.ByteSize() + 16
+                size += shared_size
+            else:
+                size += _add(deliveries, item)
             count += 1
         return response
 
@@ -278,12 +297,28 @@ async def _end_stream(context: grpc.aio.ServicerContext, message: str, patience:
 def _add(deliveries: RepeatedCompositeFieldContainer[Delivery], item: Queued) -> int:
     """Put ``item`` into a response's deliveries; about how many bytes it takes."""
     if isinstance(item, tuple):
-        key, event = item
-        deliveries.add(subscription=key, event=event)
-        # The event's size, and a few bytes for its subscription and tags.
+        key, seq, event = item
+        deliveries.add(subscription=key, event=event).event.seq = seq
+        # The event's size, and a few bytes for its subscription, seq and tags.
         return event.ByteSize() + 16
     deliveries.append(item)
     return item.ByteSize()
+
+
+class _Outbox:
+    """One subscription's way into its stream's queue (handler.Outbox)."""
+
+    __slots__ = ("_key", "_stream")
+
+    def __init__(self, stream: _Stream, key: int) -> None:
+        self._stream = stream
+        self._key = key
+
+    def offer(self, seq: int, event: events_pb2.Event) -> bool:
+        return self._stream.offer((self._key, seq, event))
+
+    async def put(self, seq: int, event: events_pb2.Event) -> None:
+        await self._stream.put((self._key, seq, event))
 
 
 def _caller(context: grpc.aio.ServicerContext) -> str:

@@ -4,7 +4,7 @@ the edge's shared stream (core/events/edge_stream.py) carries."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Protocol
 
 from core import failures
 from core.auth.principal import SubscriberPrincipal
@@ -15,6 +15,18 @@ from wac.v1 import events_pb2
 # A waiting stream wakes this often even with nothing to send, so that a
 # session closed elsewhere or a cancelled call is noticed promptly.
 WAKE_SECONDS = 15.0
+
+
+class Outbox(Protocol):
+    """Where a session's events go out (a stream's queue). An event given
+    is shared with other sessions: not to be changed; ``seq`` is its seq
+    in this session."""
+
+    def offer(self, seq: int, event: events_pb2.Event) -> bool:
+        """Take the event if there is room now; False if not."""
+
+    async def put(self, seq: int, event: events_pb2.Event) -> None:
+        """Take the event, waiting for room."""
 
 
 class EventsHandler:
@@ -34,9 +46,16 @@ class EventsHandler:
             raise _expired(exc) from None
 
     async def follow(
-        self, principal: SubscriberPrincipal, after: int, pending: list[events_pb2.Event]
-    ) -> AsyncIterator[events_pb2.Event]:
-        """The session's events from ``pending`` on, until the session ends."""
+        self, principal: SubscriberPrincipal, after: int, pending: list[events_pb2.Event], outbox: Outbox
+    ) -> None:
+        """Put the session's events from ``pending`` on into ``outbox``,
+        until the session ends.
+
+        While the outbox keeps up, the log hands it each event as it is
+        appended (``EventLog.listen``) and this task sleeps; it wakes to
+        read when the log cannot hand (a full outbox, a gap, a close), and
+        every WAKE_SECONDS.
+        """
         session = principal.session_id
         # A stream that reaches here after its session ended (a Subscribe
         # authenticated just before a logout) delivers the final events but
@@ -47,7 +66,7 @@ class EventsHandler:
         try:
             while True:
                 for event in pending:
-                    yield event
+                    await outbox.put(event.seq, event)
                     after = event.seq
                 if not pending and not await self._events.is_open(session):
                     # Closed: deliver whatever was appended up to the close
@@ -57,7 +76,16 @@ class EventsHandler:
                         return
                     continue
                 try:
-                    pending = await self._events.wait(session, after, WAKE_SECONDS)
+                    listening = self._events.listen(session, after, outbox.offer, WAKE_SECONDS)
+                    if listening is None:
+                        pending = await self._events.wait(session, after, WAKE_SECONDS)
+                        continue
+                    try:
+                        await listening.ended
+                    finally:
+                        listening.cancel()
+                    after = listening.last
+                    pending = await self._events.wait(session, after, 0)
                 except EventsExpired as exc:
                     # The reader fell so far behind that its next events were
                     # dropped: end the stream with the reason in-band.

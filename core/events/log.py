@@ -13,7 +13,8 @@ interface.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from wac.v1 import events_pb2
@@ -21,6 +22,30 @@ from wac.v1 import events_pb2
 
 class EventsExpired(Exception):
     """The events after the requested seq are no longer kept."""
+
+
+# Takes a session's next event as it is appended: its seq, and the event
+# stamped with its time but not its seq, shared by every session it was
+# appended to (not to be changed). Returns whether it took it.
+Listener = Callable[[int, events_pb2.Event], bool]
+
+
+class Listening(Protocol):
+    """A listener handed a session's events as they are appended."""
+
+    @property
+    def last(self) -> int:
+        """The seq of the last event the listener took."""
+
+    @property
+    def ended(self) -> asyncio.Future[None]:
+        """Done once no more events are handed: the listener refused one,
+        the session was closed, this node may have missed one (a gap), the
+        log stopped, or the listen's timeout passed. The events after
+        ``last`` are then read or waited for as usual."""
+
+    def cancel(self) -> None:
+        """Stop handing events (idempotent)."""
 
 
 class EventLog(Protocol):
@@ -58,3 +83,14 @@ class EventLog(Protocol):
 
     async def is_open(self, session_id: str) -> bool:
         """Whether the session still receives new events."""
+
+    def listen(self, session_id: str, after_seq: int, listener: Listener, timeout: float) -> Listening | None:
+        """Hand the session's events after ``after_seq`` to ``listener`` as
+        they are appended, in seq order with no gap, until ``timeout``
+        seconds pass or ``Listening.ended`` for another reason. None when
+        the log cannot tell that ``after_seq`` is the last seq issued (the
+        caller waits instead, which reads).
+
+        What a fan-out costs per session: a call at append time, instead
+        of a reader's task woken for each event to read it.
+        """

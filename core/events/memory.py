@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from core.clock import SYSTEM_CLOCK, Clock, Timer
-from core.events.log import EventsExpired
+from core.events.log import EventsExpired, Listener
 from wac.v1 import events_pb2
 
 
@@ -31,6 +31,7 @@ class _SessionLog:
     # timer handle is much cheaper than asyncio.wait_for, which makes a task
     # per wake-up; with thousands of idle streams that is most of the cost.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    listeners: list[_Listening] = field(default_factory=list)
     readers: int = 0
     last_read: float = 0.0
 
@@ -68,6 +69,9 @@ class MemoryEventLog:
         waiters, log.waiters = log.waiters, []
         for waiter in waiters:
             _wake(waiter)
+        listeners, log.listeners = log.listeners, []
+        for listening in listeners:
+            listening.end()
 
     async def publish(
         self,
@@ -142,6 +146,17 @@ class MemoryEventLog:
         log = self._logs.get(session_id)
         return log is not None and log.open
 
+    def listen(self, session_id: str, after_seq: int, listener: Listener, timeout: float) -> _Listening | None:
+        log = self._logs.get(session_id)
+        if log is None or not log.open or after_seq != log.next_seq - 1:
+            return None
+        listening = _Listening(self, log, listener, after_seq)
+        log.listeners.append(listening)
+        log.readers += 1
+        log.last_read = self._clock.time()
+        self._timeouts.add(log.last_read + timeout, listening.ended)
+        return listening
+
     def sweep(self) -> None:
         """Drop the logs of sessions nobody read for a whole retention window."""
         now = self._clock.time()
@@ -151,13 +166,25 @@ class MemoryEventLog:
                 self._unroute(session_id, log.username)
 
     def _append(self, log: _SessionLog, event: events_pb2.Event, now: float) -> None:
-        log.events.append((log.next_seq, now, event))
-        log.next_seq += 1
-        if len(log.events) > self._max_events:
-            log.events.popleft()
-        waiters, log.waiters = log.waiters, []
-        for waiter in waiters:
-            _wake(waiter)
+        seq = log.next_seq
+        events = log.events
+        events.append((seq, now, event))
+        log.next_seq = seq + 1
+        if len(events) > self._max_events:
+            events.popleft()
+        elif events[0][1] < now - self._retention:
+            # A listened log is not read: its old events go here.
+            self._prune(log, now)
+        if log.waiters:
+            waiters, log.waiters = log.waiters, []
+            for waiter in waiters:
+                _wake(waiter)
+        if log.listeners:
+            for listening in tuple(log.listeners):
+                if listening.listener(seq, event):
+                    listening.last = seq
+                else:
+                    listening.end()
 
     def _prune(self, log: _SessionLog, now: float) -> None:
         horizon = now - self._retention
@@ -170,6 +197,33 @@ class MemoryEventLog:
             sessions.discard(session_id)
             if not sessions:
                 del self._by_user[username]
+
+
+class _Listening:
+    """A listener of one session's log (``EventLog.listen``)."""
+
+    __slots__ = ("_events", "_log", "ended", "last", "listener")
+
+    def __init__(self, events: MemoryEventLog, log: _SessionLog, listener: Listener, last: int) -> None:
+        self._events = events
+        self._log: _SessionLog | None = log
+        self.listener = listener
+        self.last = last
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def end(self) -> None:
+        _wake(self.ended)
+        self.cancel()
+
+    def cancel(self) -> None:
+        log, self._log = self._log, None
+        if log is None:
+            return
+        if self in log.listeners:
+            log.listeners.remove(self)
+        log.readers -= 1
+        log.last_read = self._events._clock.time()
+        self._events._timeouts.discard()
 
 
 def _stamped(event: events_pb2.Event, now: float) -> events_pb2.Event:

@@ -73,8 +73,8 @@ import redis.asyncio as redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from core import failures
-from core.clock import SYSTEM_CLOCK, Clock
-from core.events.log import EventsExpired
+from core.clock import SYSTEM_CLOCK, Clock, Timer
+from core.events.log import EventsExpired, Listener
 from wac.v1 import events_pb2
 
 log = logging.getLogger("wac.events")
@@ -313,6 +313,45 @@ class _Waiter:
     handed: list[_Handed] = field(default_factory=list)
 
 
+class _Listening:
+    """A listener of a session this node follows (``EventLog.listen``),
+    handed its events by the inbox reader."""
+
+    __slots__ = ("_by_session", "_session_id", "_timer", "ended", "last", "listener")
+
+    def __init__(self, by_session: dict[str, list[_Listening]], session_id: str, listener: Listener, last: int) -> None:
+        self._by_session: dict[str, list[_Listening]] | None = by_session
+        self._session_id = session_id
+        self._timer: Timer | None = None
+        self.listener = listener
+        self.last = last
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def hand(self, seq: int, shared: events_pb2.Event) -> None:
+        if seq <= self.last:
+            return  # read already
+        if seq == self.last + 1 and self.listener(seq, shared):
+            self.last = seq
+        else:
+            self.end()  # a gap (a notice lost), or refused: read from last
+
+    def end(self) -> None:
+        _wake(self.ended)
+        self.cancel()
+
+    def cancel(self) -> None:
+        by_session, self._by_session = self._by_session, None
+        if by_session is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        listeners = by_session.get(self._session_id, [])
+        if self in listeners:
+            listeners.remove(self)
+            if not listeners:
+                del by_session[self._session_id]
+
+
 class RedisEventLog:
     """The event log of node ``node`` on the Redis of ``client``
     (core/cluster/redis_client.py), every node of the cluster on the same
@@ -335,6 +374,7 @@ class RedisEventLog:
         self._max_events = max_events
         self._clock = clock
         self._waiters: dict[str, list[_Waiter]] = {}
+        self._listeners: dict[str, list[_Listening]] = {}
         self._follows: dict[str, _Follow] = {}
         self._recent = min(FOLLOW_RECENT, max_events)
         self._forgotten_at = clock.time()
@@ -447,6 +487,22 @@ class RedisEventLog:
                 if not waiters and self._waiters.get(session_id) is waiters:
                     del self._waiters[session_id]
 
+    def listen(self, session_id: str, after_seq: int, listener: Listener, timeout: float) -> _Listening | None:
+        follow = self._follows.get(session_id)
+        # Only while this node is surely told of the session's events (its
+        # route alive, no gap, not closed) and has handed all up to after_seq.
+        if follow is None or follow.closed or follow.known != after_seq or self._stopped:
+            return None
+        trusted = follow.routed_at + self._retention / 2 - self._clock.time()
+        if trusted <= 0:
+            return None
+        listening = _Listening(self._listeners, session_id, listener, after_seq)
+        self._listeners.setdefault(session_id, []).append(listening)
+        # Ends while the route is surely alive: the wait that follows reads,
+        # which renews it.
+        listening._timer = self._clock.call_later(min(timeout, trusted), _wake, listening.ended)
+        return listening
+
     def _known(self, session_id: str, after_seq: int, limit: int) -> list[events_pb2.Event] | None:
         """The events after ``after_seq`` from what this node was told of
         the session, or None when its stream must be read."""
@@ -538,7 +594,7 @@ class RedisEventLog:
                 last = await self._recover()
                 continue
             # A fan-out's notices carry the same event: parsed once.
-            parsed: dict[bytes, events_pb2.Event] = {}
+            parsed: dict[tuple[bytes, bytes], events_pb2.Event] = {}
             for _, notices in replies:
                 for notice_id, fields in notices:
                     last = _text(notice_id)
@@ -563,24 +619,34 @@ class RedisEventLog:
             self._wake_all()
             return last
 
-    def _hand(self, fields: dict[bytes, bytes], parsed: dict[bytes, events_pb2.Event]) -> None:
+    def _hand(self, fields: dict[bytes, bytes], parsed: dict[tuple[bytes, bytes], events_pb2.Event]) -> None:
         session_id = _text(fields[b"s"])
         waiters = self._waiters.get(session_id)
         follow = self._follows.get(session_id)
         if not waiters and follow is None:
             return  # no reader here any more (or stop()'s notice)
-        seq, payload = int(fields[b"q"]), fields[b"e"]
+        seq, payload, stamp = int(fields[b"q"]), fields[b"e"], fields[b"t"]
+        when = float(stamp)
         shared = None
         if seq:  # 0: a close with no final event
-            shared = parsed.get(payload)
+            shared = parsed.get((payload, stamp))
             if shared is None:
-                shared = parsed[payload] = events_pb2.Event.FromString(payload)
-        when = float(fields[b"t"])
+                # Stamped with its time for the listeners, who take it as it is.
+                shared = parsed[payload, stamp] = events_pb2.Event.FromString(payload)
+                shared.time.FromMicroseconds(round(when * 1e6))
+        closed = fields.get(b"c") == b"1"
         if follow is not None:
-            if fields.get(b"c") == b"1":
+            if closed:
                 follow.closed = True
             if shared is not None and not follow.take(seq, when, shared):
                 del self._follows[session_id]
+        listeners = self._listeners.get(session_id)
+        if listeners:
+            for listening in tuple(listeners):
+                if shared is not None:
+                    listening.hand(seq, shared)
+                if closed:
+                    listening.end()
         for waiter in waiters or ():
             if shared is not None:
                 waiter.handed.append((seq, when, shared))
@@ -589,6 +655,9 @@ class RedisEventLog:
     def _wake_all(self) -> None:
         # What this node was told may have gaps now.
         self._follows.clear()
+        for listeners in tuple(self._listeners.values()):
+            for listening in tuple(listeners):
+                listening.end()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 _wake(waiter.future)

@@ -14,7 +14,7 @@ import pytest
 
 from core import failures
 from core.cluster import redis_client
-from core.events.log import EventLog, EventsExpired
+from core.events.log import EventLog, EventsExpired, Listening
 from core.events.memory import MemoryEventLog
 from core.events.redis_log import RedisEventLog
 from tests.support.clock import FakeClock
@@ -427,3 +427,82 @@ async def test_a_publish_to_many_subscribers_reaches_each_once(make_log: MakeLog
     for user in users:
         expected = [] if user == "user7" else ["all"]
         assert texts(await log.read(f"s-{user}", 0)) == expected
+
+
+class Taker:
+    """A listener that takes ``room`` events, then refuses."""
+
+    def __init__(self, room: int = 100) -> None:
+        self.room = room
+        self.taken: list[tuple[int, str]] = []
+
+    def __call__(self, seq: int, event: events_pb2.Event) -> bool:
+        if len(self.taken) >= self.room:
+            return False
+        assert event.HasField("time") and event.seq == 0, "stamped with its time, not its seq"
+        self.taken.append((seq, event.session_revoked.session_id))
+        return True
+
+
+async def listened(reader: EventLog, writer: EventLog, taker: Taker, **options: Any) -> tuple[int, Listening]:
+    """s1 opened, one event published and waited for (a Redis node then
+    follows the session), and a listener after it; its seq."""
+    await writer.open("s1", "alice")
+    first = await first_seq(writer, "s1")
+    await writer.publish(["alice"], note("one"))
+    assert texts(await reader.wait("s1", first - 1, timeout=seconds(10))) == ["one"]
+    assert reader.listen("s1", first - 1, taker, seconds(10)) is None, "not the last seq issued"
+    listening = reader.listen("s1", first, taker, options.get("timeout", seconds(10)))
+    assert listening is not None
+    return first, listening
+
+
+async def test_a_listener_is_handed_each_event_until_it_refuses_one(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    taker = Taker(room=2)
+    first, listening = await listened(reader, writer, taker)
+    for text in ("two", "three", "four", "five"):
+        await writer.publish(["alice"], note(text))
+    await asyncio.wait_for(listening.ended, seconds(2))
+    listening.cancel()
+    assert taker.taken == [(first + 1, "two"), (first + 2, "three")]
+    assert listening.last == first + 2
+    assert texts(await reader.read("s1", listening.last)) == ["four", "five"]
+
+
+async def test_a_listener_is_handed_the_final_event_and_ended_by_a_close(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    taker = Taker()
+    first, listening = await listened(reader, writer, taker)
+    await writer.close("s1", note("bye"))
+    await asyncio.wait_for(listening.ended, seconds(2))
+    listening.cancel()
+    assert taker.taken == [(first + 1, "bye")]
+    assert reader.listen("s1", first + 1, taker, seconds(10)) is None, "closed"
+
+
+async def test_a_cancelled_listener_is_handed_nothing_more(make_log: MakeLog) -> None:
+    reader = await make_log("b")
+    writer = await make_log("a")
+    taker = Taker()
+    first, listening = await listened(reader, writer, taker)
+    listening.cancel()
+    await writer.publish(["alice"], note("two"))
+    waiting = asyncio.ensure_future(reader.wait("s1", first, timeout=seconds(10)))
+    assert texts(await asyncio.wait_for(waiting, seconds(2))) == ["two"]
+    assert taker.taken == [] and not listening.ended.done()
+
+
+async def test_a_listen_ends_at_its_timeout(make_log: MakeLog) -> None:
+    clock = FakeClock()
+    log = await make_log(clock=clock)
+    _, listening = await listened(log, log, Taker(), timeout=15)
+    await clock.advance(14.9)
+    await asyncio.sleep(0.05)
+    assert not listening.ended.done()
+    await clock.advance(0.1)
+    await asyncio.wait_for(listening.ended, seconds(2))
+    listening.cancel()
+    assert clock.pending() == 0, "its timer is cancelled"
