@@ -500,15 +500,19 @@ class CallHandler:
         before = machine.snapshot()
         was = machine.state
         effects = _checked(lambda: step(machine, self._clock.time()))
-        if durable and machine.snapshot() != before:
-            try:
-                await self._persist(machine)
-            except BaseException:
-                # Not stored, so not applied: the next input sees the old call.
-                self._live[machine.call_id] = CallMachine.restore(before)
-                raise
-        await self._carry_out(machine, effects, was, display_name)
-        return machine.info()
+        # The call after the input, read once: the row, the effects and the answer share it.
+        call = machine.info()
+        if durable:
+            after = None if call.state is CallState.ENDED else machine.snapshot()
+            if after != before:
+                try:
+                    await self._writer.write(CallWrite(call, after))
+                except BaseException:
+                    # Not stored, so not applied: the next input sees the old call.
+                    self._live[machine.call_id] = CallMachine.restore(before)
+                    raise
+        await self._carry_out(machine, call, effects, was, display_name)
+        return call
 
     async def _begin(self, machine: CallMachine, effects: list[Effect], display_name: str) -> CallInfo:
         async with self._locks.hold(machine.call_id):
@@ -528,18 +532,15 @@ class CallHandler:
                 raise
             if live:
                 await self._adopt(machine, counted=True)
-            await self._carry_out(machine, effects, CallState.RINGING, display_name)
+            await self._carry_out(machine, call, effects, CallState.RINGING, display_name)
             log.debug("call %s %s -> %s: %s", call.call_id, call.caller, call.callee, call.state.value)
             return call
 
-    async def _persist(self, machine: CallMachine) -> None:
-        ended = machine.state is CallState.ENDED
-        await self._writer.write(CallWrite(machine.info(), None if ended else machine.snapshot()))
-
     async def _carry_out(
-        self, machine: CallMachine, effects: Iterable[Effect], was: CallState, display_name: str
+        self, machine: CallMachine, call: CallInfo, effects: Iterable[Effect], was: CallState, display_name: str
     ) -> None:
-        call_id = machine.call_id
+        """Carry out a transition's effects; ``call`` is the machine's call after it."""
+        call_id = call.call_id
         for effect in effects:
             if isinstance(effect, Deliver):
                 event = messages.event_pb(effect.event, caller_display_name=display_name)
@@ -548,13 +549,12 @@ class CallHandler:
                 self._arm(call_id, effect.kind, effect.at)
             elif isinstance(effect, CancelTimer):
                 self._disarm(call_id, effect.kind)
-        call = machine.info()
         if was is CallState.RINGING and call.state is CallState.ACTIVE:
             await self._sets.answered(call_id, call.callee)
         if was is not CallState.ACTIVE and call.state is CallState.ACTIVE:
             self._mark_active(call)
         if call.state is CallState.ENDED:
-            await self._forget(machine)
+            await self._forget(call)
             log.debug("call %s ended %s by %s", call_id, call.end_reason, call.ended_by)
             if was is CallState.ACTIVE:
                 self._in_call.remove(call_id, call.caller, call.callee)
@@ -571,8 +571,7 @@ class CallHandler:
                 await self._sets.answered(call.call_id, call.callee)
         await self._sets.attach(call.call_id, (call.caller_device, *call.offered_devices))
 
-    async def _forget(self, machine: CallMachine) -> None:
-        call = machine.info()
+    async def _forget(self, call: CallInfo) -> None:
         self._live.pop(call.call_id, None)
         for kind in TimerKind:
             self._disarm(call.call_id, kind)
