@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +147,7 @@ class EdgeStreamServicer(stream_pb2_grpc.EdgeStreamServiceServicer):
             set_current(principal, attach.client_address)
             pending = await self._events.open(principal, attach.after_seq)
             await out.put(Delivery(subscription=key, accepted=empty_pb2.Empty()))
-            await self._events.follow(principal, attach.after_seq, pending, _Outbox(out, key))
+            await self._events.follow(principal, attach.after_seq, pending, out.outbox(key))
             await out.put(Delivery(subscription=key, ended=status_pb2.Status()))
         except failures.Failure as exc:
             await out.put(Delivery(subscription=key, ended=errors.from_failure(exc).status()))
@@ -168,15 +169,23 @@ class _Stream:
         self._servicer = servicer
         self._limits = limits
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        # None marks the end of the requests: the edge half-closed.
-        self._queue: asyncio.Queue[Queued | None] = asyncio.Queue(limits.send_queue)
+        self._outboxes: dict[int, _Outbox] = {}
+        # The outgoing queue, at most send_queue long (an asyncio.Queue's
+        # put_nowait was a third of a delivery's cost in a fan-out); None
+        # marks the end of the requests: the edge half-closed.
+        self._items: deque[Queued | None] = deque()
+        self._limit = limits.send_queue
+        # The response builder waiting for a delivery; subscriptions
+        # waiting for room.
+        self._ready: asyncio.Future[None] | None = None
+        self._room: deque[asyncio.Future[None]] = deque()
         self._clock = servicer.clock
         self._taken_at = self._clock.monotonic()
 
     @property
     def queued(self) -> int:
         """Deliveries waiting for the edge to take them (at most send_queue)."""
-        return self._queue.qsize()
+        return len(self._items)
 
     @property
     def attachments(self) -> int:
@@ -189,14 +198,16 @@ class _Stream:
                 if action == "attach":
                     await self._attach(request.attach)
                 elif action == "detach":
-                    task = self._tasks.pop(request.detach.subscription, None)
+                    key = request.detach.subscription
+                    task = self._tasks.pop(key, None)
                     if task is not None:
                         task.cancel()
+                    self._detach(key)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             # The edge went away mid-read (cancelled, connection lost): the
             # normal end of a stream, which the handler ends in turn.
             log.debug("an event stream's requests ended early")
-        await self._queue.put(None)
+        await self.put(None)
 
     async def _attach(self, attach: stream_pb2.StreamEventsRequest.Attach) -> None:
         key = attach.subscription
@@ -208,29 +219,68 @@ class _Stream:
             refusal = failures.Exhausted(f"this stream has {limit} subscriptions, the most it may have")
         if refusal is not None:
             # Waits when the queue is full: the edge's requests then wait too.
-            await self._queue.put(Delivery(subscription=key, ended=errors.from_failure(refusal).status()))
+            await self.put(Delivery(subscription=key, ended=errors.from_failure(refusal).status()))
             return
+        self._detach(key)  # a detached subscription's task may not have ended yet
+        self._outboxes[key] = _Outbox(self, key)
         self._tasks[key] = asyncio.create_task(self._servicer._attachment(attach, self))
 
-    async def put(self, delivery: Queued) -> None:
-        await self._queue.put(delivery)
+    def outbox(self, key: int) -> _Outbox:
+        """Where the subscription's events go (handler.Outbox)."""
+        return self._outboxes[key]
+
+    def _detach(self, key: int) -> None:
+        # Its listener is handed events until its task ends: from now on
+        # they are refused, not sent under a key the edge may reuse.
+        outbox = self._outboxes.pop(key, None)
+        if outbox is not None:
+            outbox.live = False
+
+    async def put(self, delivery: Queued | None) -> None:
+        """Queue ``delivery``, waiting for room."""
+        while len(self._items) >= self._limit:
+            room = asyncio.get_running_loop().create_future()
+            self._room.append(room)
+            try:
+                await room
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled():
+                    self._make_room(1)  # the room it was given goes to the next
+                elif room in self._room:
+                    self._room.remove(room)
+                raise
+        self._items.append(delivery)
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
 
     def offer(self, delivery: Queued) -> bool:
         """Queue ``delivery`` if there is room now."""
-        if self._queue.full():
+        if len(self._items) >= self._limit:
             return False
-        self._queue.put_nowait(delivery)
+        self._items.append(delivery)
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
         return True
 
     def finished(self, key: int) -> None:
         task = self._tasks.get(key)
         if task is asyncio.current_task():
             del self._tasks[key]
+            self._detach(key)
 
     async def next_response(self) -> stream_pb2.StreamEventsResponse | None:
         """The next batch of deliveries, or None once the requests ended."""
-        first = await self._queue.get()
+        items = self._items
+        while not items:
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                await self._ready
+            finally:
+                self._ready = None
         self._taken_at = self._clock.monotonic()
+        first = items.popleft()
         if first is None:
             return None
         response = stream_pb2.StreamEventsResponse()
@@ -240,11 +290,10 @@ class _Stream:
         # A fan-out queues the same event for many sessions: sized once.
         shared: events_pb2.Event | None = None
         shared_size = 0
-        queue = self._queue
-        while not queue.empty() and count < MAX_BATCH and size < MAX_BATCH_BYTES:
-            item = queue.get_nowait()
+        while items and count < MAX_BATCH and size < MAX_BATCH_BYTES:
+            item = items.popleft()
             if item is None:
-                queue.put_nowait(None)  # end after this batch
+                items.appendleft(None)  # end after this batch
                 break
             if isinstance(item, tuple):
                 key, seq, event = item
@@ -255,7 +304,17 @@ class _Stream:
             else:
                 size += _add(deliveries, item)
             count += 1
+        self._make_room(count)
         return response
+
+    def _make_room(self, count: int) -> None:
+        """Wake up to ``count`` subscriptions waiting for room."""
+        room = self._room
+        while count > 0 and room:
+            waiter = room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
 
     async def watch(self, handler: asyncio.Task[Any], context: grpc.aio.ServicerContext) -> None:
         """End the stream when its queue stays full with nothing taken for
@@ -264,10 +323,10 @@ class _Stream:
         stall = self._limits.stall_seconds
         while True:
             await self._clock.sleep(min(stall, 1.0))
-            if not self._queue.full() or self._clock.monotonic() - self._taken_at < stall:
+            if len(self._items) < self._limit or self._clock.monotonic() - self._taken_at < stall:
                 continue
             log.warning("an event stream took nothing for %g s with its queue full: ending it", stall)
-            message = f"the event stream took no deliveries for {stall:g} s with {self._queue.qsize()} waiting"
+            message = f"the event stream took no deliveries for {stall:g} s with {len(self._items)} waiting"
             # The status is queued behind the data the edge has not read,
             # so sending it may take as long as the edge takes to read: it
             # is sent from a task of its own (bounded), while the handler,
@@ -280,13 +339,14 @@ class _Stream:
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
+        for key in tuple(self._outboxes):
+            self._detach(key)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # Deliveries nobody will take: dropped at once, not when the stream
         # object is collected.
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._items.clear()
 
 
 async def _end_stream(context: grpc.aio.ServicerContext, message: str, patience: float) -> None:
@@ -308,14 +368,15 @@ def _add(deliveries: RepeatedCompositeFieldContainer[Delivery], item: Queued) ->
 class _Outbox:
     """One subscription's way into its stream's queue (handler.Outbox)."""
 
-    __slots__ = ("_key", "_stream")
+    __slots__ = ("_key", "_stream", "live")
 
     def __init__(self, stream: _Stream, key: int) -> None:
         self._stream = stream
         self._key = key
+        self.live = True
 
     def offer(self, seq: int, event: events_pb2.Event) -> bool:
-        return self._stream.offer((self._key, seq, event))
+        return self.live and self._stream.offer((self._key, seq, event))
 
     async def put(self, seq: int, event: events_pb2.Event) -> None:
         await self._stream.put((self._key, seq, event))
