@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.contacts import tables as t
@@ -166,12 +166,9 @@ class SqlContactsStore:
         return [replace(r, subscriber="", update_time=now) for r in found]
 
     async def linked_by(self, owner: str) -> set[str]:
-        c = t.contacts
-        # A range of ix_contacts_owner_subscriber: at most max_contacts rows,
-        # so the watchers of one subject are bounded by its own book.
-        query = select(c.c.subscriber).where(c.c.owner == owner, c.c.subscriber != "").distinct()
-        # Read on every presence change: one unit of work (core.db.work).
-        return await self._work.read(lambda conn: set(conn.execute(query).scalars()))
+        # Read on every presence change (and every device online): one unit
+        # of work (core.db.work), its statement built once.
+        return await self._work.read(lambda conn: set(conn.execute(_LINKED_BY, {"owner": owner}).scalars()))
 
     async def owners_among(self, subject: str, owners: Collection[str]) -> set[str]:
         c = t.contacts
@@ -188,3 +185,12 @@ class SqlContactsStore:
 
         # Read on every presence read: one unit of work (core.db.work).
         return await self._work.read(run)
+
+
+# A range of ix_contacts_owner_subscriber: at most max_contacts rows, so the
+# watchers of one subject are bounded by its own book.
+_LINKED_BY = (
+    select(t.contacts.c.subscriber)
+    .where(t.contacts.c.owner == bindparam("owner"), t.contacts.c.subscriber != "")
+    .distinct()
+)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -433,7 +434,13 @@ _CREATED_SINCE = select(t.sessions.c.session_id, t.sessions.c.refresh_expire_tim
 )
 _lf = t.login_failures.c
 _THROTTLE_READ = select(t.login_failures).where(_lf.key == bindparam("key"))
-_THROTTLE_INSERT = insert(t.login_failures)
+# An insert that yields to a row another login created first (ON CONFLICT
+# DO NOTHING, spelled per dialect by SQLAlchemy): no savepoint around it,
+# which cost two statements more and a compilation each time.
+_THROTTLE_INSERTS = {
+    "sqlite": sqlite.insert(t.login_failures).on_conflict_do_nothing(index_elements=[_lf.key]),
+    "postgresql": postgresql.insert(t.login_failures).on_conflict_do_nothing(index_elements=[_lf.key]),
+}
 _THROTTLE_UPDATE = (
     update(t.login_failures)
     .where(
@@ -474,19 +481,17 @@ def _change_throttle(
             return old, old
         assert new is not None  # change only ever adds or removes a failure
         if old is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        _THROTTLE_INSERT,
-                        {
-                            "key": key,
-                            "failures": new.failures,
-                            "first_time": new.first_time,
-                            "last_time": new.last_time,
-                            "locked_until": new.locked_until,
-                        },
-                    )
-            except IntegrityError:
+            inserted = conn.execute(
+                _THROTTLE_INSERTS[conn.dialect.name],
+                {
+                    "key": key,
+                    "failures": new.failures,
+                    "first_time": new.first_time,
+                    "last_time": new.last_time,
+                    "locked_until": new.locked_until,
+                },
+            )
+            if not inserted.rowcount:
                 continue  # another attempt created it first
             return old, new
         result = conn.execute(
