@@ -511,7 +511,7 @@ class CallHandler:
                     # Not stored, so not applied: the next input sees the old call.
                     self._live[machine.call_id] = CallMachine.restore(before)
                     raise
-        await self._carry_out(machine, call, effects, was, display_name)
+        await self._carry_out(call, effects, was, display_name)
         return call
 
     async def _begin(self, machine: CallMachine, effects: list[Effect], display_name: str) -> CallInfo:
@@ -532,14 +532,12 @@ class CallHandler:
                 raise
             if live:
                 await self._adopt(machine, counted=True)
-            await self._carry_out(machine, call, effects, CallState.RINGING, display_name)
+            await self._carry_out(call, effects, CallState.RINGING, display_name)
             log.debug("call %s %s -> %s: %s", call.call_id, call.caller, call.callee, call.state.value)
             return call
 
-    async def _carry_out(
-        self, machine: CallMachine, call: CallInfo, effects: Iterable[Effect], was: CallState, display_name: str
-    ) -> None:
-        """Carry out a transition's effects; ``call`` is the machine's call after it."""
+    async def _carry_out(self, call: CallInfo, effects: Iterable[Effect], was: CallState, display_name: str) -> None:
+        """Carry out a transition's effects; ``call`` is the call after it."""
         call_id = call.call_id
         for effect in effects:
             if isinstance(effect, Deliver):

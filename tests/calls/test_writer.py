@@ -33,7 +33,8 @@ def write(call_id: str) -> CallWrite:
 
 
 class SlowStore:
-    """A store whose commits last until the test lets them end."""
+    """A store whose commits last until the test lets them end, noting each
+    batch and the task that committed it."""
 
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[list[str]] = []
@@ -41,9 +42,11 @@ class SlowStore:
         self.committing = asyncio.Event()
         self.released = asyncio.Event()
         self.released.set()
+        self.tasks: list[asyncio.Task[object] | None] = []
 
     async def write_batch(self, writes: Sequence[CallWrite]) -> None:
         self.batches.append([w.call.call_id for w in writes])
+        self.tasks.append(asyncio.current_task())
         self.committing.set()
         await self.released.wait()
         if self.fail:
@@ -70,3 +73,45 @@ async def test_a_failed_batch_fails_each_of_its_writes() -> None:
     assert all(isinstance(r, OSError) for r in results)
     with pytest.raises(OSError, match="disk full"):
         await writer.write(write("c"))
+
+
+async def test_a_lone_write_commits_in_its_callers_task() -> None:
+    store = SlowStore()
+    writer = GroupWriter(store)
+
+    async def transition() -> asyncio.Task[object] | None:
+        await writer.write(write("c0"))
+        return asyncio.current_task()
+
+    task = asyncio.ensure_future(transition())
+    assert await task is store.tasks[0]
+
+
+async def test_writes_behind_a_lone_write_commit_after_it_in_order() -> None:
+    store = SlowStore()
+    store.released.clear()
+    writer = GroupWriter(store)
+    first = asyncio.ensure_future(writer.write(write("c0")))
+    await store.committing.wait()
+    queued = [writer.submit(write("c1")), asyncio.ensure_future(writer.write(write("c2")))]
+    settled = asyncio.ensure_future(writer.settled())
+    await asyncio.sleep(0)
+    assert not settled.done()
+    store.released.set()
+    await asyncio.gather(first, *queued)
+    await settled
+    assert store.batches == [["c0"], ["c1", "c2"]]
+    assert store.tasks[1] is not store.tasks[0]  # the flusher's, not the first writer's
+
+
+async def test_close_waits_for_a_lone_write() -> None:
+    store = SlowStore()
+    store.released.clear()
+    writer = GroupWriter(store)
+    first = asyncio.ensure_future(writer.write(write("c0")))
+    await store.committing.wait()
+    closed = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0)
+    assert not closed.done()
+    store.released.set()
+    await asyncio.gather(first, closed)
