@@ -5,11 +5,13 @@ reaches the servicer just after it)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from core.auth.principal import SubscriberPrincipal
 from core.cluster.devices import LocalDeviceRegistry
-from core.events.handler import EventsHandler
+from core.events.handler import LISTEN_SECONDS, EventsHandler
 from core.events.memory import MemoryEventLog
+from tests.support.clock import FakeClock
 from tests.support.outbox import Collected
 from wac.v1 import events_pb2
 
@@ -74,3 +76,33 @@ async def test_a_full_outbox_gets_the_rest_in_order_once_it_has_room() -> None:
     await asyncio.wait_for(following, 2)
     assert [seq for seq, _ in outbox.events] == [1, 2, 3, 4, 5]
     assert [e.session_revoked.session_id for _, e in outbox.events] == ["0", "1", "2", "3", "4"]
+
+
+async def test_an_idle_listening_stream_wakes_once_a_listen_period() -> None:
+    clock = FakeClock()
+    events = MemoryEventLog(clock=clock)
+    listens: list[float] = []
+    listen = events.listen
+
+    def counted(*args: Any) -> Any:
+        listens.append(clock.time())
+        return listen(*args)
+
+    events.listen = counted  # type: ignore[method-assign]
+    handler = EventsHandler(events, LocalDeviceRegistry(grace_period=30, clock=clock))
+    alice = SubscriberPrincipal("alice", "s1", frozenset(), expires_at=1e12)
+    pending = await handler.open(alice, 0)
+    following = asyncio.ensure_future(handler.follow(alice, 0, pending, Collected()))
+    try:
+        for _ in range(10):
+            await asyncio.sleep(0)
+        start = clock.time()
+        await clock.advance(LISTEN_SECONDS - 1)
+        assert listens == [start], "not woken by WAKE_SECONDS"
+        await clock.advance(1)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert listens == [start, start + LISTEN_SECONDS]
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
