@@ -623,7 +623,8 @@ class RedisEventLog:
         session_id = _text(fields[b"s"])
         waiters = self._waiters.get(session_id)
         follow = self._follows.get(session_id)
-        if not waiters and follow is None:
+        listeners = self._listeners.get(session_id)
+        if not waiters and follow is None and not listeners:
             return  # no reader here any more (or stop()'s notice)
         seq, payload, stamp = int(fields[b"q"]), fields[b"e"], fields[b"t"]
         when = float(stamp)
@@ -640,8 +641,9 @@ class RedisEventLog:
                 follow.closed = True
             if shared is not None and not follow.take(seq, when, shared):
                 del self._follows[session_id]
-        listeners = self._listeners.get(session_id)
         if listeners:
+            # Each its own judge of a gap: another reader here may have
+            # dropped what this node knows of the session.
             for listening in tuple(listeners):
                 if shared is not None:
                     listening.hand(seq, shared)

@@ -506,3 +506,49 @@ async def test_a_listen_ends_at_its_timeout(make_log: MakeLog) -> None:
     await asyncio.wait_for(listening.ended, seconds(2))
     listening.cancel()
     assert clock.pending() == 0, "its timer is cancelled"
+
+
+async def redis_pair(redis_url: str) -> tuple[Any, RedisEventLog, RedisEventLog]:
+    client = redis_client.connect(redis_url)
+    reader = RedisEventLog(client, node="b")
+    writer = RedisEventLog(client, node="a")
+    await reader.start()
+    return client, reader, writer
+
+
+async def test_redis_a_lost_notice_ends_the_listener_where_it_is(redis_url: str) -> None:
+    client, reader, writer = await redis_pair(redis_url)
+    try:
+        taker = Taker()
+        first, listening = await listened(reader, writer, taker)
+        # The notice of "two" never reaches node b; that of "three" does.
+        score = (await client.zscore("wac:evroute:s1", "b")) or 0
+        await client.zrem("wac:evroute:s1", "b")
+        await writer.publish(["alice"], note("two"))
+        await client.zadd("wac:evroute:s1", {"b": score})
+        await writer.publish(["alice"], note("three"))
+        await asyncio.wait_for(listening.ended, seconds(2))
+        listening.cancel()
+        assert taker.taken == [] and listening.last == first
+        assert texts(await reader.wait("s1", listening.last, timeout=0)) == ["two", "three"]
+    finally:
+        await reader.stop()
+        await redis_client.close(client)
+
+
+async def test_redis_a_listener_is_handed_its_events_when_the_node_forgot_the_session(redis_url: str) -> None:
+    client, reader, writer = await redis_pair(redis_url)
+    try:
+        taker = Taker()
+        first, listening = await listened(reader, writer, taker)
+        # Another reader of the session here found it closed, or a gap:
+        # what the node knew of it is dropped; the listener keeps its own count.
+        reader._follows.clear()
+        await writer.publish(["alice"], note("two"))
+        await writer.close("s1", note("bye"))
+        await asyncio.wait_for(listening.ended, seconds(2))
+        listening.cancel()
+        assert taker.taken == [(first + 1, "two"), (first + 2, "bye")]
+    finally:
+        await reader.stop()
+        await redis_client.close(client)
