@@ -10,6 +10,11 @@ in it raises the failure.
 A lone write is committed in its caller's task: handing it to a flusher
 task cost a task and two turns of the event loop per call transition. The
 flusher task takes over only the writes that queued behind a commit.
+
+A store whose database groups concurrent writes itself (``groups_writes``:
+SQLite's writer thread) gets each write at once, in its caller's task: the
+writes of several calls then join the transaction the database is about to
+commit, with no batch waiting here for the previous one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from core.calls.store import CallWrite
 
 
 class BatchStore(Protocol):
+    @property
+    def groups_writes(self) -> bool:
+        """Whether concurrent write_batch calls are committed together by the store."""
+
     async def write_batch(self, writes: Sequence[CallWrite]) -> None: ...
 
 
@@ -36,6 +45,9 @@ class GroupWriter:
 
     async def write(self, write: CallWrite) -> None:
         """Write one call row; returns once it is committed."""
+        if self._store.groups_writes:
+            await self._store.write_batch([write])
+            return
         if self._alone is not None or self._pending or (self._flusher is not None and not self._flusher.done()):
             await self.submit(write)
             return

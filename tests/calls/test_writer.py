@@ -36,7 +36,8 @@ class SlowStore:
     """A store whose commits last until the test lets them end, noting each
     batch and the task that committed it."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, *, groups_writes: bool = False) -> None:
+        self.groups_writes = groups_writes
         self.batches: list[list[str]] = []
         self.fail = fail
         self.committing = asyncio.Event()
@@ -115,3 +116,17 @@ async def test_close_waits_for_a_lone_write() -> None:
     assert not closed.done()
     store.released.set()
     await asyncio.gather(first, closed)
+
+
+async def test_a_store_that_groups_writes_gets_each_at_once() -> None:
+    store = SlowStore(groups_writes=True)
+    store.released.clear()
+    writer = GroupWriter(store)
+    first = asyncio.ensure_future(writer.write(write("c0")))
+    await store.committing.wait()
+    second = asyncio.ensure_future(writer.write(write("c1")))
+    await asyncio.sleep(0)
+    # Not held back behind c0's commit: the store commits the two together.
+    assert store.batches == [["c0"], ["c1"]]
+    store.released.set()
+    await asyncio.gather(first, second)
