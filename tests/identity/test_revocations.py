@@ -178,6 +178,23 @@ async def test_sessions_whose_tokens_cannot_be_valid_are_forgotten() -> None:
     assert "s" not in sessions._live
 
 
+async def test_expired_entries_are_swept_once_per_interval_not_per_poll() -> None:
+    store, clock = FakeStore(), FakeClock()
+    sessions = cache(store, clock)
+    await sessions.load()
+    await sessions.poll()  # the first poll sweeps
+    sessions.issued("s", clock.time() + 1)
+    await clock.advance(2)
+    await sessions.poll()
+    # Still listed (a sweep walks every live session: not at every poll),
+    # yet no longer issued: its tokens cannot be valid any more.
+    assert "s" in sessions._live
+    assert await sessions.is_issued("s") is False
+    await clock.advance(revocations.SWEEP_INTERVAL)
+    await sessions.poll()
+    assert "s" not in sessions._live
+
+
 async def test_api_key_ends_arrive_by_the_poll_and_are_forgotten_later() -> None:
     store, clock = FakeStore(), FakeClock()
     sessions = cache(store, clock)
