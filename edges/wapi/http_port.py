@@ -81,6 +81,10 @@ class HttpPort:
         return _Waiting(self)
 
     def _wait(self, waiting: _Waiting) -> None:
+        if self._closed:
+            # Accepted just before the port closed: no server to hand it to.
+            waiting.transport.close()
+            return
         self._waiting.add(waiting)
         if self._loading is None or self._loading.done():
             self._loading = asyncio.create_task(self._start_aiohttp(), name="http-port-load")

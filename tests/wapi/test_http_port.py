@@ -56,3 +56,34 @@ async def test_closing_while_aiohttp_loads_drops_the_waiting_connections() -> No
         await asyncio.wait_for(reader.read(), seconds(5))
     writer.close()
     assert not http.loaded
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_connection_accepted_as_the_port_closes_is_dropped_without_loading() -> None:
+    loads: list[int] = []
+
+    def load() -> object:
+        loads.append(1)
+        raise RuntimeError("not to be used")
+
+    http = HttpPort(load)  # type: ignore[arg-type]
+    await http.listen("127.0.0.1", 0)
+    # What the listener made for a connection it accepted just before close().
+    protocol = http._protocol()
+    await http.close()
+    transport = _Transport()
+    protocol.connection_made(transport)
+    await asyncio.sleep(0.05)
+    assert transport.closed
+    assert loads == []
