@@ -34,7 +34,9 @@ Redis's.
 
 Fan-in: a node reads its inbox with ONE task doing ``XREAD BLOCK``,
 however many sessions it serves, and hands each notice's event to the local
-waiters of its session, which return it without another round trip. A
+waiters of its session, which return it without another round trip, and to
+its listeners (``listen``), which take it there and then, each checking
+that it follows the last it took (a gap ends the listener, which reads). A
 waiter registers before its read (the same script that routes the
 session's notices to this node), so a notice arriving between the read and
 the wait is kept. The node also keeps, per session it follows, the last seq
