@@ -7,14 +7,12 @@ order of magnitude, and a lone write still goes out at once. A write
 returns only once its batch has committed; if the batch fails, every write
 in it raises the failure.
 
-A lone write is committed in its caller's task: handing it to a flusher
-task cost a task and two turns of the event loop per call transition. The
-flusher task takes over only the writes that queued behind a commit.
-
 A store whose database groups concurrent writes itself (``groups_writes``:
-SQLite's writer thread) gets each write at once, in its caller's task: the
-writes of several calls then join the transaction the database is about to
-commit, with no batch waiting here for the previous one.
+SQLite's writer thread, core/db/work.py) gets each write at once, in its
+caller's task: the writes of several calls then join the transaction the
+database is about to commit, where batching here held each batch back until
+the one before had come back to the event loop, and cost a flusher task and
+two turns of the loop per call transition.
 """
 
 from __future__ import annotations
@@ -40,38 +38,22 @@ class GroupWriter:
         self._max_batch = max_batch
         self._pending: list[tuple[CallWrite, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        # Done when the write being committed in its caller's task is.
-        self._alone: asyncio.Future[None] | None = None
 
     async def write(self, write: CallWrite) -> None:
         """Write one call row; returns once it is committed."""
         if self._store.groups_writes:
             await self._store.write_batch([write])
             return
-        if self._alone is not None or self._pending or (self._flusher is not None and not self._flusher.done()):
-            await self.submit(write)
-            return
-        alone = self._alone = asyncio.get_running_loop().create_future()
-        try:
-            await self._store.write_batch([write])
-        finally:
-            self._alone = None
-            alone.set_result(None)
-            if self._pending:
-                self._start_flusher()
+        await self.submit(write)
 
     def submit(self, write: CallWrite) -> asyncio.Future[None]:
         """Queue one call row now, in order; the future is done once it is
         committed. Writes queued while a batch commits go in the next one."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((write, done))
-        if self._alone is None:
-            self._start_flusher()
-        return done
-
-    def _start_flusher(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="calls-group-commit")
+        return done
 
     async def _flush(self) -> None:
         while self._pending:
@@ -95,16 +77,10 @@ class GroupWriter:
 
     async def settled(self) -> None:
         """Wait until every write queued so far has committed or failed."""
-        while self._alone is not None or (self._flusher is not None and not self._flusher.done()):
-            if self._alone is not None:
-                await asyncio.wait({self._alone})
-            else:
-                assert self._flusher is not None
-                await asyncio.wait({self._flusher})
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
 
     async def close(self) -> None:
         """Let the writes already queued commit."""
-        if self._alone is not None:
-            await asyncio.wait({self._alone})
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)

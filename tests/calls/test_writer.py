@@ -76,48 +76,6 @@ async def test_a_failed_batch_fails_each_of_its_writes() -> None:
         await writer.write(write("c"))
 
 
-async def test_a_lone_write_commits_in_its_callers_task() -> None:
-    store = SlowStore()
-    writer = GroupWriter(store)
-
-    async def transition() -> asyncio.Task[object] | None:
-        await writer.write(write("c0"))
-        return asyncio.current_task()
-
-    task = asyncio.ensure_future(transition())
-    assert await task is store.tasks[0]
-
-
-async def test_writes_behind_a_lone_write_commit_after_it_in_order() -> None:
-    store = SlowStore()
-    store.released.clear()
-    writer = GroupWriter(store)
-    first = asyncio.ensure_future(writer.write(write("c0")))
-    await store.committing.wait()
-    queued = [writer.submit(write("c1")), asyncio.ensure_future(writer.write(write("c2")))]
-    settled = asyncio.ensure_future(writer.settled())
-    await asyncio.sleep(0)
-    assert not settled.done()
-    store.released.set()
-    await asyncio.gather(first, *queued)
-    await settled
-    assert store.batches == [["c0"], ["c1", "c2"]]
-    assert store.tasks[1] is not store.tasks[0]  # the flusher's, not the first writer's
-
-
-async def test_close_waits_for_a_lone_write() -> None:
-    store = SlowStore()
-    store.released.clear()
-    writer = GroupWriter(store)
-    first = asyncio.ensure_future(writer.write(write("c0")))
-    await store.committing.wait()
-    closed = asyncio.ensure_future(writer.close())
-    await asyncio.sleep(0)
-    assert not closed.done()
-    store.released.set()
-    await asyncio.gather(first, closed)
-
-
 async def test_a_store_that_groups_writes_gets_each_at_once() -> None:
     store = SlowStore(groups_writes=True)
     store.released.clear()
@@ -130,3 +88,5 @@ async def test_a_store_that_groups_writes_gets_each_at_once() -> None:
     assert store.batches == [["c0"], ["c1"]]
     store.released.set()
     await asyncio.gather(first, second)
+    # Each in its caller's task: no flusher task in between.
+    assert store.tasks == [first, second]
