@@ -6,8 +6,6 @@ translation is by name both ways.
 
 from __future__ import annotations
 
-import functools
-
 from core import failures
 from core.calls import machine as m
 from core.convert import duration, timestamp
@@ -47,8 +45,24 @@ def call_pb(call: m.CallInfo) -> calls_pb2.Call:
 # once, then copied, which costs a fifth of building it. Equal CallInfos make
 # equal messages, so a cached one is never stale; it is never handed out to
 # be changed, only copied (call_pb, or a constructor taking it as a field).
-@functools.lru_cache(maxsize=256)
+# Looked up by call id and compared, not hashed: a CallInfo's hash goes
+# through its enums' and Media's Python-level hashes, as dear as a copy.
+_MESSAGES: dict[str, tuple[m.CallInfo, calls_pb2.Call]] = {}
+_MAX_MESSAGES = 256
+
+
 def _call_message(call: m.CallInfo) -> calls_pb2.Call:
+    cached = _MESSAGES.get(call.call_id)
+    if cached is not None and cached[0] == call:
+        return cached[1]
+    message = _built(call)
+    if len(_MESSAGES) >= _MAX_MESSAGES:
+        del _MESSAGES[next(iter(_MESSAGES))]  # the oldest call
+    _MESSAGES[call.call_id] = (call, message)
+    return message
+
+
+def _built(call: m.CallInfo) -> calls_pb2.Call:
     message = calls_pb2.Call(
         call_id=call.call_id,
         caller=call.caller,
