@@ -27,6 +27,7 @@ from edges.wapi.core_client import CoreClient
 from edges.wapi.dispatch import Dispatcher
 from edges.wapi.event_streams import EventStreams
 from edges.wapi.http_port import HttpPort
+from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
 from settings import checks
@@ -70,6 +71,7 @@ class Edge:
 
     ws_server: Server
     http: HttpPort
+    keepalive: Keepalive | None
     client: CoreClient
     events: EventStreams
     ws_port: int
@@ -87,6 +89,8 @@ class Edge:
         self._stopped = True
         # Close every socket with 1001 (going away), answer held polls now.
         self.ws_server.close()
+        if self.keepalive is not None:
+            self.keepalive.close()
         self.http.stop_polls()
         await self.ws_server.wait_closed()
         await self.http.close()
@@ -123,8 +127,10 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
     # connection is served before start_edge returns.
     origins = OriginPolicy(())
     gate = Admission(slots, origins, client.hop_key)
+    # One timer pings every socket (keepalive.py), not a task per socket.
+    keepalive = Keepalive(edge.ping_interval, edge.ping_timeout or None) if edge.ping_interval else None
     ws_server = await ws_serve(
-        make_handler(dispatcher, ws_limits, clock),
+        make_handler(dispatcher, ws_limits, clock, keepalive=keepalive),
         ws_host,
         ws_port,
         process_request=make_process_request(gate),
@@ -134,8 +140,8 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         max_size=edge.max_message_bytes,
         max_queue=MAX_QUEUE,
         write_limit=WRITE_LIMIT,
-        ping_interval=edge.ping_interval or None,
-        ping_timeout=edge.ping_timeout or None,
+        ping_interval=None,
+        ping_timeout=None,
         close_timeout=CLOSE_TIMEOUT,
         # The upgrade's request (headers) and the handshake must be done in
         # header_timeout, as on the HTTP port: a slowloris holds no socket longer.
@@ -157,7 +163,7 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         "edge listening",
         extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
     )
-    return Edge(ws_server, http, client, dispatcher.events, bound_ws, bound_http)
+    return Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http)
 
 
 def _http_edge(edge: EdgeConfig, dispatcher: Dispatcher, gate: Admission, clock: Callable[[], float]) -> HttpEdge:

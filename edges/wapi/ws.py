@@ -53,6 +53,7 @@ from edges.wapi import forwarded, rpc
 from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
+from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import Method
 from edges.wapi.rpc import RpcError
 from edges.wapi.session import Binding, Close, Exchange, RateLimiter, Session, SessionLimits
@@ -143,12 +144,19 @@ def client_address(headers: Headers, peer: Any, hop_key: str) -> str:
 
 
 def make_handler(
-    dispatcher: Dispatcher, limits: WsLimits, clock: Callable[[], float] = time.monotonic
+    dispatcher: Dispatcher,
+    limits: WsLimits,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    keepalive: Keepalive | None = None,
 ) -> Callable[[ServerConnection], Any]:
+    """The connection handler; ``keepalive`` pings the sockets (None: no pings)."""
     session_limits = limits.session()
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None  # the handshake is complete
+        if keepalive is not None:
+            keepalive.watch(ws)
         query = parse_qs(urlsplit(ws.request.path).query)
         token = (query.get("access_token") or [""])[0]
         # The very address process_request counted the connection under.
