@@ -91,11 +91,6 @@ class CallStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._work = work_for(engine)
-        # SQLite's writer thread commits the units that queue while it is
-        # busy in one transaction (core/db/work.py): batching here as well
-        # only held each batch back until the one before had come back to
-        # the event loop, and woke the thread once per batch.
-        self.groups_writes = engine.dialect.name == "sqlite"
 
     async def write_batch(self, writes: Sequence[CallWrite]) -> None:
         """Write several calls in one transaction: all of them or none.

@@ -6,13 +6,6 @@ through SQLAlchemy and the driver; in batches the cost per row falls by an
 order of magnitude, and a lone write still goes out at once. A write
 returns only once its batch has committed; if the batch fails, every write
 in it raises the failure.
-
-A store whose database groups concurrent writes itself (``groups_writes``:
-SQLite's writer thread, core/db/work.py) gets each write at once, in its
-caller's task: the writes of several calls then join the transaction the
-database is about to commit, where batching here held each batch back until
-the one before had come back to the event loop, and cost a flusher task and
-two turns of the loop per call transition.
 """
 
 from __future__ import annotations
@@ -25,10 +18,6 @@ from core.calls.store import CallWrite
 
 
 class BatchStore(Protocol):
-    @property
-    def groups_writes(self) -> bool:
-        """Whether concurrent write_batch calls are committed together by the store."""
-
     async def write_batch(self, writes: Sequence[CallWrite]) -> None: ...
 
 
@@ -41,9 +30,6 @@ class GroupWriter:
 
     async def write(self, write: CallWrite) -> None:
         """Write one call row; returns once it is committed."""
-        if self._store.groups_writes:
-            await self._store.write_batch([write])
-            return
         await self.submit(write)
 
     def submit(self, write: CallWrite) -> asyncio.Future[None]:

@@ -33,21 +33,17 @@ def write(call_id: str) -> CallWrite:
 
 
 class SlowStore:
-    """A store whose commits last until the test lets them end, noting each
-    batch and the task that committed it."""
+    """A store whose commits last until the test lets them end."""
 
-    def __init__(self, fail: bool = False, *, groups_writes: bool = False) -> None:
-        self.groups_writes = groups_writes
+    def __init__(self, fail: bool = False) -> None:
         self.batches: list[list[str]] = []
         self.fail = fail
         self.committing = asyncio.Event()
         self.released = asyncio.Event()
         self.released.set()
-        self.tasks: list[asyncio.Task[object] | None] = []
 
     async def write_batch(self, writes: Sequence[CallWrite]) -> None:
         self.batches.append([w.call.call_id for w in writes])
-        self.tasks.append(asyncio.current_task())
         self.committing.set()
         await self.released.wait()
         if self.fail:
@@ -74,19 +70,3 @@ async def test_a_failed_batch_fails_each_of_its_writes() -> None:
     assert all(isinstance(r, OSError) for r in results)
     with pytest.raises(OSError, match="disk full"):
         await writer.write(write("c"))
-
-
-async def test_a_store_that_groups_writes_gets_each_at_once() -> None:
-    store = SlowStore(groups_writes=True)
-    store.released.clear()
-    writer = GroupWriter(store)
-    first = asyncio.ensure_future(writer.write(write("c0")))
-    await store.committing.wait()
-    second = asyncio.ensure_future(writer.write(write("c1")))
-    await asyncio.sleep(0)
-    # Not held back behind c0's commit: the store commits the two together.
-    assert store.batches == [["c0"], ["c1"]]
-    store.released.set()
-    await asyncio.gather(first, second)
-    # Each in its caller's task: no flusher task in between.
-    assert store.tasks == [first, second]
