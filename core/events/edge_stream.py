@@ -66,7 +66,7 @@ class StreamLimits:
 
     max_attachments: int = 20_000
     max_streams: int = 8
-    send_queue: int = 4096
+    send_queue: int = 20_000
     stall_seconds: float = 30.0
 
 
