@@ -9,27 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from core.db.engine import create_engine
-from core.db.work import dispose
 from core.identity import rules
 from core.identity import tables as t
 from core.identity.store import IdentityStore
-from settings.config import sqlite_url
+from tests.support.sql import two_cores
 
 POLICY = rules.ThrottlePolicy(after=1000, lock_after=1000)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[IdentityStore, IdentityStore]]:
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engines = [create_engine(url), create_engine(url)]
-    async with engines[0].begin() as conn:
-        await conn.run_sync(t.login_failures.create)
-    try:
-        yield IdentityStore(engines[0]), IdentityStore(engines[1])
-    finally:
-        for engine in engines:
-            await dispose(engine)
+    async with two_cores(request, tmp_path, t.login_failures) as (one, other):
+        yield IdentityStore(one), IdentityStore(other)
 
 
 async def test_concurrent_failures_on_two_cores_are_all_counted(stores: tuple[IdentityStore, IdentityStore]) -> None:

@@ -10,27 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from core.db.engine import create_engine
-from core.db.work import dispose
 from core.presence import tables as t
 from core.presence.rules import Status
 from core.presence.store import SqlPresenceStore
-from settings.config import sqlite_url
+from tests.support.sql import two_cores
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def stores(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[SqlPresenceStore, SqlPresenceStore]]:
-    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engines = [create_engine(url), create_engine(url)]
-    async with engines[0].begin() as conn:
-        await conn.run_sync(t.presence_devices.create)
-    try:
-        yield SqlPresenceStore(engines[0]), SqlPresenceStore(engines[1])
-    finally:
-        for engine in engines:
-            await dispose(engine)
+    async with two_cores(request, tmp_path, t.presence_devices) as (one, other):
+        yield SqlPresenceStore(one), SqlPresenceStore(other)
 
 
 async def test_a_new_device_comes_online_available(stores: tuple[SqlPresenceStore, SqlPresenceStore]) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+import pytest
+from sqlalchemy import Engine, Table, event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db.engine import create_engine
+from core.db.work import dispose
+from settings.config import sqlite_url
 
 
 @contextmanager
@@ -22,3 +29,20 @@ def statements() -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(Engine, "before_cursor_execute", record)
+
+
+@asynccontextmanager
+async def two_cores(
+    request: pytest.FixtureRequest, tmp_path: Path, table: Table
+) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+    """Two engines on one database, SQLite or the throwaway PostgreSQL as
+    ``request.param`` says, with ``table`` created: two cores sharing it."""
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    engines = (create_engine(url), create_engine(url))
+    async with engines[0].begin() as conn:
+        await conn.run_sync(table.create)
+    try:
+        yield engines
+    finally:
+        for engine in engines:
+            await dispose(engine)
