@@ -31,7 +31,9 @@ process, so that their memory can be read from /proc.
    --downtime s. Each socket reconnects as the SDK does (its backoff, with
    its jitter), presenting its access token and subscribing after the last
    seq it saw. The subject, speaking to the core directly, changes its
-   presence twice while the edge is down and twice right after it is back.
+   presence twice while the edge is down and twice right after it is back,
+   each at least 0.5 s after the one before (presence folds a change made
+   within 250 ms of the last one it sent into the next: latest state wins).
    Reported: the time until every socket has resumed, each socket's resume
    (from the edge's return, and from its last connection attempt), the
    presence events lost and seq gaps (target: 0), the core's CPU per
@@ -122,6 +124,9 @@ TARGET_FANOUT_P99 = 1.0
 # gRPC straight to the same core; the fan-out's p99 per change and CPU per
 # delivered event; the ramp-up of fresh log-ins and subscriptions.
 TARGET_DIRECT_RATIO = 1.25
+# Seconds between two presence changes of the storm: more than presence's
+# coalescing interval (0.25 s), so that each change is an event of its own.
+CHANGE_SPACING = 0.5
 TARGET_CHANGE_P99 = 0.5
 TARGET_EDGE_US_PER_EVENT = 30.0
 TARGET_CORE_US_PER_EVENT = 20.0
@@ -909,8 +914,15 @@ async def storm(args: argparse.Namespace, workdir: Path) -> tuple[list[list[obje
             presence = presence_pb2_grpc.PresenceServiceStub(channel)
             changes = itertools.count()
             published: list[str] = []
+            last_change = [0.0]
 
             async def change(phase: str) -> None:
+                # Presence emits at most one change per subject per 250 ms,
+                # the latest state winning: a change made sooner after the
+                # last one that went out is folded into the next, by design,
+                # and is no event to lose. Spaced wider, each is an event.
+                await asyncio.sleep(max(0.0, last_change[0] + CHANGE_SPACING - time.monotonic()))
+                last_change[0] = time.monotonic()
                 number = next(changes)
                 status = presence_pb2.Presence.AWAY if number % 2 == 0 else presence_pb2.Presence.AVAILABLE
                 note = f"{phase}-{number}"
