@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -25,6 +26,22 @@ def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection the server has closed (it restarted)
+    is dropped at checkout, with every connection older than it, and the
+    pool opens a fresh one (a "checkout" event listener). asyncpg sees the
+    server's close on its socket as it happens, so this costs no round trip,
+    unlike a pre-ping."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise sa.InvalidatePoolError("the server closed this pooled connection")
+
+
+def watch_closed(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` with ``refuse_closed`` on its pool."""
+    event.listen(engine.sync_engine, "checkout", refuse_closed)
+    return engine
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine tuned for its backend."""
     if url.startswith("sqlite"):
@@ -36,8 +53,8 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
         return engine
     # No pre-ping: it cost every checkout three round trips (begin, a
-    # SELECT, rollback), most of a short unit of work. A connection that
-    # went stale (the server restarted) fails its first statement instead:
-    # that request gets UNAVAILABLE (core/db/outage.py) and SQLAlchemy
-    # invalidates the whole pool at once, so the next requests reconnect.
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
+    # SELECT, rollback), most of a short unit of work. A connection the
+    # server closed is refused at checkout instead (refuse_closed); one that
+    # breaks mid-request fails that request with UNAVAILABLE
+    # (core/db/outage.py) and SQLAlchemy invalidates the whole pool.
+    return watch_closed(create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False))

@@ -40,7 +40,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from core.db.engine import set_sqlite_pragmas, sync_url
+from core.db.engine import set_sqlite_pragmas, sync_url, watch_closed
 
 T = TypeVar("T")
 
@@ -194,13 +194,15 @@ class AsyncWork:
     def __init__(self, engine: AsyncEngine) -> None:
         # Weak: this object is the engine's value in _work, keyed weakly by it.
         self._engine = weakref.ref(engine)
-        self._reader = create_async_engine(
-            engine.url,
-            pool_size=READ_POOL,
-            max_overflow=READ_OVERFLOW,
-            pool_pre_ping=False,
-            isolation_level="AUTOCOMMIT",
-            connect_args={"server_settings": {"default_transaction_read_only": "on"}},
+        self._reader = watch_closed(
+            create_async_engine(
+                engine.url,
+                pool_size=READ_POOL,
+                max_overflow=READ_OVERFLOW,
+                pool_pre_ping=False,
+                isolation_level="AUTOCOMMIT",
+                connect_args={"server_settings": {"default_transaction_read_only": "on"}},
+            )
         )
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
