@@ -10,18 +10,30 @@ here (``register``) by the one place that chooses Redis
 
 from __future__ import annotations
 
-import asyncpg
+import sys
+
 from sqlalchemy import exc as sa
 
-# asyncpg's errors for a server that is there but not serving: starting up
-# or shutting down, out of connection slots, or the connection dropped.
-_ASYNCPG = (
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-)
+
+def _asyncpg_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's errors for a server that is there but not serving: starting
+    up or shutting down, out of connection slots, or the connection dropped.
+
+    Looked up, not imported: SQLAlchemy's PostgreSQL dialect imports asyncpg
+    when its engine is made, so an asyncpg error cannot exist before, and a
+    core on SQLite never loads it (3 MiB). Looked up at each call, never
+    kept: a classification made before the engine existed must not stick."""
+    asyncpg = sys.modules.get("asyncpg")
+    errors = getattr(asyncpg, "exceptions", None)  # None while asyncpg is being imported
+    if errors is None:
+        return ()
+    return (
+        errors.CannotConnectNowError,
+        errors.TooManyConnectionsError,
+        errors.AdminShutdownError,
+        errors.ConnectionDoesNotExistError,
+        errors.InterfaceError,
+    )
 
 
 # Other stores' "out of reach" errors -> what the client is told.
@@ -52,10 +64,11 @@ def is_outage(exc: BaseException) -> bool:
         cause = exc.orig
         # SQLAlchemy's adapter keeps asyncpg's own error as the cause.
         inner = getattr(cause, "__cause__", None)
-        return isinstance(cause, _ASYNCPG) or isinstance(inner, _ASYNCPG) or _locked(exc)
+        asyncpg = _asyncpg_errors()
+        return isinstance(cause, asyncpg) or isinstance(inner, asyncpg) or _locked(exc)
     # A pool that cannot hand out a connection in time; a refused or reset
     # socket, raised as is by the asyncpg dialect when connecting.
-    return isinstance(exc, (sa.TimeoutError, OSError, *_ASYNCPG))
+    return isinstance(exc, (sa.TimeoutError, OSError, *_asyncpg_errors()))
 
 
 def _locked(exc: sa.DBAPIError) -> bool:

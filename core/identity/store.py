@@ -8,10 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.db.dialects import PerDialect
 from core.db.work import work_for
 from core.identity import tables as t
 from core.identity.rules import ThrottleState
@@ -437,10 +437,7 @@ _THROTTLE_READ = select(t.login_failures).where(_lf.key == bindparam("key"))
 # An insert that yields to a row another login created first (ON CONFLICT
 # DO NOTHING, spelled per dialect by SQLAlchemy): no savepoint around it,
 # which cost two statements more and a compilation each time.
-_THROTTLE_INSERTS = {
-    "sqlite": sqlite.insert(t.login_failures).on_conflict_do_nothing(index_elements=[_lf.key]),
-    "postgresql": postgresql.insert(t.login_failures).on_conflict_do_nothing(index_elements=[_lf.key]),
-}
+_THROTTLE_INSERTS = PerDialect(lambda insert: insert(t.login_failures).on_conflict_do_nothing(index_elements=[_lf.key]))
 _THROTTLE_UPDATE = (
     update(t.login_failures)
     .where(

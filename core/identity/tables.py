@@ -80,13 +80,8 @@ api_keys = Table(
 Index("ix_api_keys_name", api_keys.c.name)
 Index("ix_api_keys_revoke_time", api_keys.c.revoke_time)
 # At most one key per name without an end: the one `wac admin apikey` shows as live.
-Index(
-    "uq_api_keys_live_name",
-    api_keys.c.name,
-    unique=True,
-    sqlite_where=api_keys.c.revoke_time.is_(None),
-    postgresql_where=api_keys.c.revoke_time.is_(None),
-)
+# PostgreSQL's predicate is the same; core/db/tables.py adds it for Alembic.
+Index("uq_api_keys_live_name", api_keys.c.name, unique=True, sqlite_where=api_keys.c.revoke_time.is_(None))
 
 signing_keys = Table(
     "signing_keys",

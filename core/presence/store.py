@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.db.dialects import PerDialect
 from core.db.work import work_for
 from core.presence import tables as t
 from core.presence.rules import DeviceStatus, Status
@@ -190,5 +190,5 @@ def _upserts(insert: Callable[[Table], Insert]) -> _Upserts:
     )
 
 
-_UPSERTS = {"sqlite": _upserts(sqlite.insert), "postgresql": _upserts(postgresql.insert)}
+_UPSERTS = PerDialect(_upserts)
 _DEVICES_READ = select(t.presence_devices).where(t.presence_devices.c.username == bindparam("username"))

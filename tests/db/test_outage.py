@@ -4,6 +4,8 @@ PostgreSQL under a running cluster."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -12,6 +14,7 @@ from sqlalchemy import exc as sa
 
 from core.cluster.choose import REDIS_OUT_OF_REACH, shared_state
 from core.db.outage import DATABASE, describe, is_outage
+from tests.support.cli import ROOT
 from tests.support.core import test_config as config_for
 from tests.support.server import free_port
 
@@ -27,6 +30,22 @@ def test_a_dropped_connection_under_a_statement_is_an_outage() -> None:
     assert is_outage(dropped)
     invalidated = sa.DBAPIError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
     assert is_outage(invalidated)
+
+
+def test_asyncpg_is_looked_up_once_loaded_never_imported_for_it() -> None:
+    # A fresh interpreter, as a core starts: one on SQLite never loads
+    # asyncpg, and a failure classified before the PostgreSQL engine loaded
+    # it does not keep asyncpg's errors from being recognised after.
+    code = (
+        "import sys\n"
+        "from core.db.outage import is_outage\n"
+        "assert is_outage(ConnectionRefusedError(111, 'Connect call failed'))\n"
+        "assert not is_outage(ValueError('a bug'))\n"
+        "assert 'asyncpg' not in sys.modules, 'loaded for the classifier'\n"
+        "import asyncpg\n"
+        "assert is_outage(asyncpg.exceptions.CannotConnectNowError('the database system is starting up'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_a_faulty_statement_is_not() -> None:
