@@ -22,11 +22,9 @@ all find +34600111222:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
-
-import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
 __all__ = ["InvalidPhoneNumber", "normalize_e164", "query_digits", "search_keys"]
 
@@ -34,19 +32,34 @@ __all__ = ["InvalidPhoneNumber", "normalize_e164", "query_digits", "search_keys"
 _SEPARATORS: Final = re.compile(r"[\s\-./()\[\]]")
 _PHONE_QUERY: Final = re.compile(r"\+?\d+")
 
+# libphonenumber's parse errors and length verdicts (by their names), in words.
 _PARSE_ERRORS: Final = {
-    NumberParseException.INVALID_COUNTRY_CODE: "has an unknown or missing country code",
-    NumberParseException.NOT_A_NUMBER: "is not a phone number",
-    NumberParseException.TOO_SHORT_AFTER_IDD: "is too short after the international prefix",
-    NumberParseException.TOO_SHORT_NSN: "is too short",
-    NumberParseException.TOO_LONG: "is too long",
+    "INVALID_COUNTRY_CODE": "has an unknown or missing country code",
+    "NOT_A_NUMBER": "is not a phone number",
+    "TOO_SHORT_AFTER_IDD": "is too short after the international prefix",
+    "TOO_SHORT_NSN": "is too short",
+    "TOO_LONG": "is too long",
 }
 _LENGTH_ERRORS: Final = {
-    ValidationResult.TOO_SHORT: "is too short",
-    ValidationResult.TOO_LONG: "is too long",
-    ValidationResult.INVALID_LENGTH: "has the wrong number of digits",
-    ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
+    "TOO_SHORT": "is too short",
+    "TOO_LONG": "is too long",
+    "INVALID_LENGTH": "has the wrong number of digits",
+    "INVALID_COUNTRY_CODE": "has an unknown country code",
 }
+
+
+@functools.cache
+def _problems() -> tuple[dict[int, str], dict[int, str]]:
+    """``_PARSE_ERRORS`` and ``_LENGTH_ERRORS`` by libphonenumber's codes.
+
+    ``phonenumbers`` is imported at the first number, here and in each
+    function: a core holds it (1.2 MiB resident) only once a number came."""
+    from phonenumbers import NumberParseException, ValidationResult
+
+    return (
+        {getattr(NumberParseException, name): text for name, text in _PARSE_ERRORS.items()},
+        {getattr(ValidationResult, name): text for name, text in _LENGTH_ERRORS.items()},
+    )
 
 
 class InvalidPhoneNumber(ValueError):
@@ -63,6 +76,8 @@ def _shown(raw: str) -> str:
 
 
 def _check_region(region: str) -> str:
+    import phonenumbers
+
     region = region.upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown default region {region!r}; use an ISO 3166 code such as 'ES'")
@@ -77,23 +92,27 @@ def normalize_e164(raw: str, default_region: str = "ES") -> str:
     ("600111222", "(600) 111-222"). ValueError if ``default_region`` is not
     a known region code.
     """
+    import phonenumbers
+    from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+
     region = _check_region(default_region)
+    parse_errors, length_errors = _problems()
     text = raw.strip()
     if not text:
         raise InvalidPhoneNumber(raw, "is empty")
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
-        raise InvalidPhoneNumber(raw, _PARSE_ERRORS.get(exc.error_type, "is not a phone number")) from exc
+        raise InvalidPhoneNumber(raw, parse_errors.get(exc.error_type, "is not a phone number")) from exc
     if not phonenumbers.is_valid_number(number):
         reason = phonenumbers.is_possible_number_with_reason(number)
         national = number.country_code == phonenumbers.country_code_for_region(region)
         if national and not text.startswith("+"):
-            problem = f"{_LENGTH_ERRORS.get(reason, 'is not a valid number')} for {region}"
+            problem = f"{length_errors.get(reason, 'is not a valid number')} for {region}"
             if reason is not ValidationResult.TOO_SHORT:
                 problem += "; numbers of other countries need a + and their country code"
         else:
-            problem = _LENGTH_ERRORS.get(reason) or (f"is not a valid number for country code +{number.country_code}")
+            problem = length_errors.get(reason) or (f"is not a valid number for country code +{number.country_code}")
         raise InvalidPhoneNumber(raw, problem)
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
@@ -104,6 +123,9 @@ def search_keys(e164: str) -> list[str]:
     "+34600111222" gives ["+34600111222", "34600111222", "600111222"].
     InvalidPhoneNumber unless ``e164`` is a number in E.164 form.
     """
+    import phonenumbers
+    from phonenumbers import NumberParseException, PhoneNumberFormat
+
     try:
         number = phonenumbers.parse(e164, None)
     except NumberParseException as exc:
@@ -121,6 +143,8 @@ def query_digits(query: str, default_region: str = "ES") -> list[str]:
     brackets, and an optional leading "+". The prefixes are matched against
     the digit-only keys of :func:`search_keys`.
     """
+    import phonenumbers
+
     region = _check_region(default_region)
     compact = _SEPARATORS.sub("", query)
     if not _PHONE_QUERY.fullmatch(compact):

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import phonenumbers
-
 from settings.fields import Invalid
 
 # Host names and IP literals only: the value lands unquoted in YAML.
@@ -225,6 +223,10 @@ def https_url(value: str) -> str:
 
 def region(value: str) -> str:
     """A region of libphonenumber, upper-cased."""
+    # Imported here: only a connector's section sets a region, and every
+    # process reads the configuration (1.2 MiB resident in each otherwise).
+    import phonenumbers
+
     upper = value.upper()
     if upper not in phonenumbers.SUPPORTED_REGIONS:
         raise Invalid(f"must be a two-letter region like ES or GB, got {upper!r}")

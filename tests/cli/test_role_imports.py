@@ -16,11 +16,26 @@ from tests.support.cli import ROOT, cli_env
 from tests.support.timing import seconds
 
 # What the supervisor must never hold: each is several MiB resident.
-NOT_IN_SUPERVISOR = ("core", "edges", "connectors", "wac", "sqlalchemy", "alembic", "grpc", "google", "aiohttp")
+NOT_IN_SUPERVISOR = (
+    "core",
+    "edges",
+    "connectors",
+    "wac",
+    "sqlalchemy",
+    "alembic",
+    "grpc",
+    "google",
+    "aiohttp",
+    "phonenumbers",
+)
 # What the embedded core loads only when configured or asked: migrations
 # run in a child of `wac core`; the connectors and the gateway when
-# configured; Redis in a cluster.
+# configured; Redis, asyncpg and SQLAlchemy's PostgreSQL dialect in a
+# cluster; phonenumbers at the first phone number.
 NOT_IN_CORE_AT_REST = (
+    "asyncpg",
+    "sqlalchemy.dialects.postgresql",
+    "phonenumbers",
     "alembic",
     "mako",
     "ldap3",
@@ -35,7 +50,16 @@ NOT_IN_CORE_AT_REST = (
 
 # What the WAPI edge holds only once its HTTP port has had a connection
 # (aiohttp, about 11 MiB), and never: the core and the database layer.
-NOT_IN_EDGE_AT_REST = ("aiohttp", "multidict", "yarl", "edges.wapi.http", "edges.wapi.oauth2", "core", "sqlalchemy")
+NOT_IN_EDGE_AT_REST = (
+    "aiohttp",
+    "multidict",
+    "yarl",
+    "edges.wapi.http",
+    "edges.wapi.oauth2",
+    "core",
+    "sqlalchemy",
+    "phonenumbers",
+)
 
 
 def loaded(*modules: str) -> set[str]:
