@@ -39,6 +39,10 @@ SUBSCRIBE = "/wac.v1.EventsService/Subscribe"
 # (an event with an SDP is up to 32 KiB; the edge accepts 4 MiB).
 MAX_BATCH = 512
 MAX_BATCH_BYTES = 1 << 20
+# A response of fewer deliveries waits one turn of the event loop for more:
+# each response is one gRPC write (13.5% of the core's samples during call
+# set-ups), a turn of the loop a few microseconds.
+COALESCE_BELOW = 4
 
 Delivery = stream_pb2.StreamEventsResponse.Delivery
 # What waits in a stream's queue: a delivery, or an event with its
@@ -279,6 +283,12 @@ class _Stream:
                 await self._ready
             finally:
                 self._ready = None
+        if len(items) < COALESCE_BELOW:
+            # One turn of the loop first: the deliveries that the tasks
+            # ready now go on to queue (a call's event to its other party,
+            # a log-in's presence) join this response instead of each
+            # costing a gRPC message of its own.
+            await asyncio.sleep(0)
         self._taken_at = self._clock.monotonic()
         first = items.popleft()
         if first is None:
