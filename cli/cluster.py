@@ -188,7 +188,7 @@ def render_envoy(config: Config, plan: Plan, hop_key: str) -> list[str]:
     path.chmod(0o600)
     path.write_text(text)
     envoy.validate_config(path)
-    return envoy.envoy_command(path, log_level=config.envoy.log_level)
+    return envoy.envoy_command(path, log_level=config.envoy.log_level, concurrency=config.envoy.workers or None)
 
 
 def _connectable(listen: str) -> str:
