@@ -93,10 +93,7 @@ STRING_LIKE = {
 }
 
 ERROR_RESPONSES = {
-    "400": (
-        "The request is malformed or a field is invalid "
-        "(INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)."
-    ),
+    "400": ("The request is malformed or a field is invalid (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)."),
     "401": "The credentials are missing, invalid or expired (UNAUTHENTICATED).",
     "403": "The caller may not do this (PERMISSION_DENIED).",
     "404": "The resource or the path does not exist (NOT_FOUND).",
@@ -214,9 +211,7 @@ def map_entry(
     return message if message is not None and message.options.map_entry else None
 
 
-def field_schema(
-    catalogue: Catalogue, owner: str, index: int, field: descriptor_pb2.FieldDescriptorProto
-) -> Schema:
+def field_schema(catalogue: Catalogue, owner: str, index: int, field: descriptor_pb2.FieldDescriptorProto) -> Schema:
     entry = map_entry(catalogue, field)
     if entry is not None:
         schema: Schema = {
@@ -240,9 +235,7 @@ def field_schema(
     return schema
 
 
-def message_schema(
-    catalogue: Catalogue, full_name: str, skip: frozenset[str] = frozenset()
-) -> Schema:
+def message_schema(catalogue: Catalogue, full_name: str, skip: frozenset[str] = frozenset()) -> Schema:
     """An object schema for a message, leaving out the fields named in skip."""
     message = catalogue.messages[full_name]
     properties: dict[str, Schema] = {}
@@ -283,22 +276,14 @@ def operations(catalogue: Catalogue) -> list[Operation]:
                 if verb is None:
                     continue
                 if verb not in HTTP_METHODS:
-                    raise SystemExit(
-                        f"{service.name}.{method.name}: unsupported http rule {verb!r}"
-                    )
+                    raise SystemExit(f"{service.name}.{method.name}: unsupported http rule {verb!r}")
                 path = (FILE_SERVICE, s_index, SERVICE_METHOD, m_index)
                 description = catalogue.comments.get((file.name, path), "")
-                found.append(
-                    Operation(
-                        service.name, method, verb, getattr(rule, verb), rule.body, description
-                    )
-                )
+                found.append(Operation(service.name, method, verb, getattr(rule, verb), rule.body, description))
     return found
 
 
-def field_by_path(
-    catalogue: Catalogue, message: str, dotted: str
-) -> descriptor_pb2.FieldDescriptorProto:
+def field_by_path(catalogue: Catalogue, message: str, dotted: str) -> descriptor_pb2.FieldDescriptorProto:
     """Follow "subscriber.username" from message to the field it names."""
     *parents, last = dotted.split(".")
     for name in parents:
@@ -351,9 +336,7 @@ def operation_object(catalogue: Catalogue, op: Operation) -> tuple[str, Schema]:
 
     request_fields = catalogue.messages[request].field
     if op.body == "*":
-        schema = (
-            message_schema(catalogue, request, skip=frozenset(bound)) if bound else ref(request)
-        )
+        schema = message_schema(catalogue, request, skip=frozenset(bound)) if bound else ref(request)
         has_fields = bool(schema.get("properties")) if bound else bool(request_fields)
         operation["requestBody"] = {
             "required": has_fields,
@@ -493,9 +476,7 @@ def build(files: descriptor_pb2.FileDescriptorSet) -> Schema:
             "responses": {
                 code: {
                     "description": text,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 }
                 for code, text in ERROR_RESPONSES.items()
             },
@@ -513,9 +494,7 @@ def render(descriptor: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--descriptor", type=Path, default=DESCRIPTOR, help="descriptor set (build/wac.pb)"
-    )
+    parser.add_argument("--descriptor", type=Path, default=DESCRIPTOR, help="descriptor set (build/wac.pb)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="document to write or check")
     parser.add_argument("--check", action="store_true", help="exit 1 if --output is not up to date")
     args = parser.parse_args(argv)
