@@ -223,7 +223,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each timed load")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--rounds", type=int, default=2, help="timed loads of each kind, alternated")
-    parser.add_argument("--envoy-concurrency", type=int, default=None, help="Envoy workers (default: one per core)")
+    parser.add_argument(
+        "--envoy-concurrency", type=int, default=None, help="Envoy workers, as envoy.workers (default: one per CPU)"
+    )
     parser.add_argument("--load", choices=("rest", "grpc"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
