@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import envoy
+from cli import envoy, main
+from tests.support.core import test_config as config_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,3 +133,18 @@ def test_edges_websocket_and_http_addresses_must_pair() -> None:
         envoy.render_config(edge_address=["127.0.0.1:8081", "127.0.0.1:8083"], edge_http_address="127.0.0.1:8082")
     with pytest.raises(ValueError, match="core_address"):
         envoy.render_config(core_address=[])
+
+
+@pytest.mark.parametrize(("workers", "expected"), [("0", None), ("1", "1")])
+def test_wac_envoy_runs_the_configured_workers(
+    envoy_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str, expected: str | None
+) -> None:
+    # The test default listens on port 0, which the front door cannot name.
+    env = {"WAC_ENVOY_WORKERS": workers, "WAC_CORE_LISTEN": "127.0.0.1:50051", "WAC_CORE_HOP_KEY": "wac_0123_s3cret"}
+    config = config_for(tmp_path, env)
+    started: list[list[str]] = []
+    monkeypatch.setattr(main.os, "execv", lambda _path, argv: started.append(list(argv)))
+    main._envoy(config)
+    (command,) = started
+    # 0: Envoy's own default, one worker per CPU.
+    assert (command[command.index("--concurrency") + 1] if "--concurrency" in command else None) == expected
