@@ -224,7 +224,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--rounds", type=int, default=2, help="timed loads of each kind, alternated")
     parser.add_argument(
-        "--envoy-concurrency", type=int, default=None, help="Envoy workers, as envoy.workers (default: one per CPU)"
+        "--envoy-concurrency",
+        type=int,
+        default=envoy.NODE_WORKERS,
+        help="Envoy workers, as envoy.workers (default: wac run's, 1)",
     )
     parser.add_argument("--load", choices=("rest", "grpc"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -293,6 +293,15 @@ def validate_config(path: str | Path, *, timeout: float = 60.0) -> None:
         raise EnvoyError(f"Envoy rejected {path}:\n{output or f'exit code {result.returncode}'}")
 
 
+# Worker threads of the front door of one node (`wac run`, `wac envoy`):
+# it serves one core and one edge, each a Python process that saturates one
+# CPU long before one Envoy worker does (tens of thousands of connections
+# and requests a second). A second worker only contends with them for the
+# CPUs: on 2 CPUs it cost Envoy 8-17% more CPU per SAPI request and kept the
+# SAPI below 90% of direct gRPC, where one met it (bench/PROFILES.md).
+NODE_WORKERS = 1
+
+
 def envoy_command(
     config_path: str | Path,
     *,

@@ -513,7 +513,9 @@ def _envoy(config: Config) -> int:
         path.chmod(0o600)
         path.write_text(text)
         envoy.validate_config(path)
-        command = envoy.envoy_command(path, log_level=config.envoy.log_level, concurrency=config.envoy.workers or None)
+        command = envoy.envoy_command(
+            path, log_level=config.envoy.log_level, concurrency=config.envoy.workers or envoy.NODE_WORKERS
+        )
     except (ValueError, envoy.EnvoyError, ConfigError) as exc:
         print(f"wac envoy: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -125,12 +125,9 @@ class EnvoyConfig:
     # New WebSockets (upgrade requests) one client address may open per
     # minute at the front door; beyond: 429 until the minute is over. 0: no limit.
     upgrades_per_address: int = 120
-    # Envoy's worker threads. 0: one per CPU, Envoy's own default, right for
-    # a front door with the machine to itself. Where Envoy shares a few CPUs
-    # with the core it serves, fewer contend less with the core: on 2 CPUs
-    # with a core and its clients, 1 worker cost Envoy about 10% less CPU per
-    # SAPI request (bench/PROFILES.md). One worker holds tens of thousands
-    # of connections.
+    # Envoy's worker threads. 0: chosen by what Envoy fronts: 1 for one
+    # node's core and edge (`wac run`, `wac envoy`; cli/envoy.NODE_WORKERS),
+    # one per CPU for `wac cluster`'s several.
     workers: int = key(0, at_least=0)
 
 

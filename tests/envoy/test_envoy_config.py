@@ -135,9 +135,9 @@ def test_edges_websocket_and_http_addresses_must_pair() -> None:
         envoy.render_config(core_address=[])
 
 
-@pytest.mark.parametrize(("workers", "expected"), [("0", None), ("1", "1")])
+@pytest.mark.parametrize(("workers", "expected"), [("0", "1"), ("3", "3")])
 def test_wac_envoy_runs_the_configured_workers(
-    envoy_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str, expected: str | None
+    envoy_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str, expected: str
 ) -> None:
     # The test default listens on port 0, which the front door cannot name.
     env = {"WAC_ENVOY_WORKERS": workers, "WAC_CORE_LISTEN": "127.0.0.1:50051", "WAC_CORE_HOP_KEY": "wac_0123_s3cret"}
@@ -146,5 +146,5 @@ def test_wac_envoy_runs_the_configured_workers(
     monkeypatch.setattr(main.os, "execv", lambda _path, argv: started.append(list(argv)))
     main._envoy(config)
     (command,) = started
-    # 0: Envoy's own default, one worker per CPU.
-    assert (command[command.index("--concurrency") + 1] if "--concurrency" in command else None) == expected
+    # 0: one worker, for the one core and edge behind it.
+    assert command[command.index("--concurrency") + 1] == expected
