@@ -15,6 +15,7 @@
     wac admin apikey list | revoke NAME | rotate NAME [--grace SECONDS]
     wac connectors sync NAME [--full]   run one connector now (no running core needed)
     wac connectors list                 each connector and its last run
+    wac --version                       the installed package's version
 
 Every command takes ``--config FILE`` (or ``WAC_CONFIG``); see
 ``wac.example.toml`` for every key and its ``WAC_*`` override.
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.forked import in_child
+from cli.version import version
 from settings import datadir
 from settings.config import Config, ConfigError, load_config
 
@@ -52,6 +54,7 @@ DEMO_SUBSCRIBERS = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wac", description="WebRTC Application Controller")
     parser.add_argument("--config", help="TOML configuration file (default: $WAC_CONFIG, else built-in defaults)")
+    parser.add_argument("--version", action="version", version=f"wac {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
