@@ -19,12 +19,12 @@ from pathlib import Path
 from string import Template
 
 from settings import checks
+from settings.assets import asset
 from settings.checks import guard
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
-DEFAULT_DESCRIPTOR = ROOT / "build" / "wac.pb"
-DEFAULT_OPENAPI = ROOT / "envoy" / "openapi.json"
+TEMPLATE = asset("envoy", "envoy.yaml.tmpl")
+DEFAULT_DESCRIPTOR = asset("build", "wac.pb")
+DEFAULT_OPENAPI = asset("envoy", "openapi.json")
 
 # Connections Envoy may hold by default (each WebSocket is one); lowered to
 # fit the file-descriptor limit, see connection_budget.

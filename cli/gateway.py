@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 
 from settings import checks
+from settings.assets import asset
 from settings.checks import guard
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "gateway" / "kamailio.cfg.tmpl"
+TEMPLATE = asset("gateway", "kamailio.cfg.tmpl")
 
 # Debian installs both in sbin or bin; a user's PATH may lack /usr/sbin.
 _SEARCH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")

@@ -31,6 +31,7 @@ from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
 from settings import checks
+from settings.assets import asset
 from settings.collector import tend as collector_tend
 from settings.config import Config, EdgeConfig
 from settings.hopkey import read_hop_key
@@ -40,9 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wac.edge")
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SDK_DIR = ROOT / "clients" / "js" / "dist"
-DEFAULT_DEMO_DIR = ROOT / "clients" / "js" / "demo"
+DEFAULT_SDK_DIR = asset("clients", "js", "dist")
+DEFAULT_DEMO_DIR = asset("clients", "js", "demo")
 
 # Incoming frames websockets buffers before it stops reading the socket. The
 # edge reads promptly (bounded by max_inflight), so a few suffice, and each
