@@ -4,8 +4,8 @@ The files the processes read at run time and do not import (Envoy's template,
 its descriptor set and openapi.json, Kamailio's template, the built JS SDK and
 the demo) live in a checkout where the repository keeps or builds them. A
 wheel carries the same files under ``wac/share/``, at the same relative paths
-(pyproject.toml's ``[tool.hatch.build.targets.wheel.force-include]``), so one
-relative path names a file in both: ``asset("envoy", "envoy.yaml.tmpl")``.
+(hatch_build.py, the build hook, lists them), so one relative path names a
+file in both: ``asset("envoy", "envoy.yaml.tmpl")``.
 
 Alembic's migrations are a package's own files (core/db/migrations) and need
 no such help.
