@@ -112,7 +112,11 @@ def plan(config: Config, *, cores: int, edges: int, hop_port: int | None) -> Pla
     for index in range(cores):
         name = f"core-{index + 1}"
         listen = f"{core_host}:{core_port + index}"
-        core_nodes.append(Node(name, "core", root / name, (listen,), {"WAC_CORE_LISTEN": listen}))
+        env = {"WAC_CORE_LISTEN": listen}
+        metrics = _nth(config.core.metrics_listen, index)
+        if metrics:
+            env["WAC_CORE_METRICS_LISTEN"] = metrics
+        core_nodes.append(Node(name, "core", root / name, (listen, *_probed(metrics)), env))
     edge_nodes = []
     for index in range(edges):
         name = f"edge-{index + 1}"
@@ -123,8 +127,30 @@ def plan(config: Config, *, cores: int, edges: int, hop_port: int | None) -> Pla
             "WAC_EDGE_HTTP_LISTEN": http_listen,
             "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{hop_port}",
         }
-        edge_nodes.append(Node(name, "edge", root / name, (listen, http_listen), env))
+        metrics = _nth(config.edge.metrics_listen, index)
+        if metrics:
+            env["WAC_EDGE_METRICS_LISTEN"] = metrics
+        edge_nodes.append(Node(name, "edge", root / name, (listen, http_listen, *_probed(metrics)), env))
     return Plan(root, tuple(core_nodes), tuple(edge_nodes), config.envoy.listen, hop_port)
+
+
+def _nth(address: str, index: int) -> str:
+    """The index-th core's or edge's /metrics address: the configured port
+    plus 2 x index, so that the cores' (9464, 9466, ...) and the edges'
+    (9465, 9467, ...) interleave from the defaults (empty: none; port 0:
+    any free port for each)."""
+    if not address:
+        return ""
+    host, port = checks.split_address(address, any_port=True)  # checked with the configuration
+    port = port + 2 * index if port else 0
+    if not 0 <= port < 65536:
+        raise ConfigError(f"port {port} of the cluster's plan is out of range: choose lower base ports")
+    return f"{host}:{port}"
+
+
+def _probed(metrics: str) -> tuple[str, ...]:
+    """The /metrics address among a node's listens, unless none or any free port."""
+    return (metrics,) if metrics and not metrics.endswith(":0") else ()
 
 
 def taken_ports(plan: Plan) -> list[str]:

@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             if prepared != 0:
                 return prepared
             roles = available_roles(config)
+            for line in metrics_addresses(config):
+                print(f"wac: metrics: {line}", file=sys.stderr)
             # The children read it: a core announces the gateway at login
             # only while one runs.
             os.environ.update(children_env(config, roles))
@@ -531,6 +533,23 @@ HOP_KEY_WAIT = 30.0
 
 # Envoy's admin interface, in the data dir, when [envoy] admin_port is 0.
 ADMIN_SOCKET = "envoy-admin.sock"
+
+
+def metrics_addresses(config: Config) -> list[str]:
+    """Where ``wac run``'s processes serve the Prometheus text format
+    (README, Metrics): the core's and the edge's /metrics, and Envoy's
+    statistics on its admin interface."""
+    lines = [
+        f"{role} http://{address}/metrics"
+        for role, address in (("core", config.core.metrics_listen), ("edge", config.edge.metrics_listen))
+        if address
+    ]
+    if config.envoy.admin_port:
+        lines.append(f"envoy http://127.0.0.1:{config.envoy.admin_port}/stats/prometheus")
+    else:
+        socket_path = config.data_dir / ADMIN_SOCKET
+        lines.append(f"envoy curl --unix-socket {socket_path} http://localhost/stats/prometheus")
+    return lines
 
 
 def _clear_stale_socket(path: Path) -> None:

@@ -22,7 +22,7 @@ import grpc
 from grpc._cython import cygrpc
 from grpc_status import rpc_status
 
-from core import errors, failures, undecodable
+from core import errors, failures, metrics, undecodable
 from core.auth import policy
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, set_current
 from core.auth.rates import RateTable
@@ -133,6 +133,8 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rule = policy.rule_for(method)
+        # Its counters and histogram, resolved once per method.
+        measured = metrics.RpcMetrics(method)
         authenticator = self._authenticator
         forwarding = self._forwarding
         limit = self._limit
@@ -167,6 +169,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     await _fail(context, method, exc)
                 finally:
+                    measured.finished(context.code(), time.perf_counter() - started)
                     _log_call(method, context, started)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -196,6 +199,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                         return
                     await _fail(context, method, exc)
                 finally:
+                    measured.finished(context.code(), None)
                     _log_call(method, context, started)
 
             return grpc.unary_stream_rpc_method_handler(
@@ -220,6 +224,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                         return
                     await _fail(context, method, exc)
                 finally:
+                    measured.finished(context.code(), None)
                     _log_call(method, context, started)
 
             return grpc.stream_stream_rpc_method_handler(

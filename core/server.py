@@ -9,6 +9,7 @@ nowhere else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.setup import Configured, configured, google_linker
+from core import metrics
 from core.auth.rates import RateTable
 from core.calls.forward import Forwarder, advertised
 from core.calls.gateway import GatewayCalls
@@ -349,6 +351,8 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     )
     shared.on_lost(LEASE_PREFIX, calls.lease_lost)
     await calls.start()
+    # Counted at scrape time (one core per process outside the tests).
+    metrics.SOURCES.calls_by_state = calls.live_by_state
 
     server = grpc.aio.server(
         interceptors=[_interceptor(config, identity, hop_key, clock)],
@@ -425,6 +429,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     core.closers.append(identity.stop)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
+    core.closers.append(functools.partial(setattr, metrics.SOURCES, "calls_by_state", None))
     if forwarder is not None:
         core.closers.append(forwarder.close)
     if gateway_calls is not None and gateway_events is not None:
@@ -506,6 +511,7 @@ async def serve(config: Config, *, migrate: bool = True) -> None:
     """
     lock = datadir.lock(config.data_dir, datadir.CORE_LOCK, what="core")
     core = await build_core(config, migrate=migrate)
+    metrics_listener = metrics.listen(config.core.metrics_listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -515,4 +521,6 @@ async def serve(config: Config, *, migrate: bool = True) -> None:
     collector.cancel()
     log.info("core stopping: draining calls for up to %.0f s", config.core.shutdown_grace)
     await core.stop()
+    if metrics_listener is not None:
+        metrics_listener.close()
     lock.close()

@@ -76,6 +76,11 @@ def listen_address(value: str) -> str:
     return value
 
 
+def optional_listen_address(value: str) -> str:
+    """A listening address as listen_address, or empty: not listening."""
+    return listen_address(value) if value else value
+
+
 def ipv4_address(value: str) -> str:
     """host:port with an IPv4 host: Kamailio's listeners."""
     host_text, _port = split_address(value)

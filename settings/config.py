@@ -54,6 +54,9 @@ class CoreConfig:
     # request of their own); 0: API keys are not limited.
     api_key_rate_per_second: float = key(0.0, between=(0, 10_000_000))
     api_key_rate_burst: int = key(1000, between=(1, 10_000_000))
+    # Prometheus's /metrics of the core (core/metrics.py), served by `wac
+    # core` alone (not the tests' in-process cores). Empty: not served.
+    metrics_listen: str = key("127.0.0.1:9464", check=checks.optional_listen_address)
 
 
 # The smallest [edge] send_queue_bytes: any one event (a 32 KiB offer in its
@@ -108,6 +111,9 @@ class EdgeConfig:
     # http://localhost:<envoy port>) and the edge's http_listen origin.
     # "*" allows any. Others are refused with 403 and a JSON error.
     allowed_origins: tuple[str, ...] = ()
+    # Prometheus's /metrics of the edge (edges/wapi/metrics.py), served by
+    # `wac edge`. Empty: not served.
+    metrics_listen: str = key("127.0.0.1:9465", check=checks.optional_listen_address)
 
 
 @dataclass(frozen=True)

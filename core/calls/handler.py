@@ -83,7 +83,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from core import checks, failures, paging
+from core import checks, failures, metrics, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
 from core.calls import ice, messages
 from core.calls.gateway import GatewayCalls
@@ -262,6 +262,15 @@ class CallHandler:
             self._reconnect_check = self._clock.call_later(
                 self._device_grace, lambda: self._spawn(self._drop_absent_devices(tuple(self._live)))
             )
+
+    def live_by_state(self) -> dict[str, int]:
+        """Live calls on this core by state: a metric read at scrape time,
+        on the metrics listener's thread (the copy is atomic under the GIL)."""
+        counts: dict[str, int] = {}
+        for machine in list(self._live.values()):
+            state = machine.state.value
+            counts[state] = counts.get(state, 0) + 1
+        return counts
 
     def advertise(self, address: str) -> None:
         """In a cluster: the address other cores reach this one's gRPC at
@@ -532,6 +541,7 @@ class CallHandler:
                 raise
             if live:
                 await self._adopt(machine, counted=True)
+            metrics.CALLS_PLACED.inc()
             await self._carry_out(call, effects, CallState.RINGING, display_name)
             log.debug("call %s %s -> %s: %s", call.call_id, call.caller, call.callee, call.state.value)
             return call
@@ -548,10 +558,14 @@ class CallHandler:
             elif isinstance(effect, CancelTimer):
                 self._disarm(call_id, effect.kind)
         if was is CallState.RINGING and call.state is CallState.ACTIVE:
+            metrics.CALL_SETUPS.inc()
+            if call.answer_time is not None:
+                metrics.CALL_SETUP_DURATION.observe(max(0.0, call.answer_time - call.create_time))
             await self._sets.answered(call_id, call.callee)
         if was is not CallState.ACTIVE and call.state is CallState.ACTIVE:
             self._mark_active(call)
         if call.state is CallState.ENDED:
+            metrics.CALL_ENDINGS_BY(call.end_reason.value if call.end_reason else "UNKNOWN").inc()
             await self._forget(call)
             log.debug("call %s ended %s by %s", call_id, call.end_reason, call.ended_by)
             if was is CallState.ACTIVE:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from core import metrics
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.events.log import EventsExpired, Listener
 from wac.v1 import events_pb2
@@ -79,6 +80,7 @@ class MemoryEventLog:
         event: events_pb2.Event,
         exclude_session: str | None = None,
     ) -> None:
+        metrics.EVENTS_PUBLISHED.inc()
         now = self._clock.time()
         stamped = _stamped(event, now)
         for username in usernames:
@@ -87,6 +89,7 @@ class MemoryEventLog:
                     self._append(self._logs[session_id], stamped, now)
 
     async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
+        metrics.EVENTS_PUBLISHED.inc()
         now = self._clock.time()
         stamped = _stamped(event, now)
         for session_id in session_ids:

@@ -74,7 +74,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
-from core import failures
+from core import failures, metrics
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.events.log import EventsExpired, Listener
 from wac.v1 import events_pb2
@@ -430,11 +430,13 @@ class RedisEventLog:
         event: events_pb2.Event,
         exclude_session: str | None = None,
     ) -> None:
+        metrics.EVENTS_PUBLISHED.inc()
         names = list(usernames)
         if names:
             await self._run_append("users", event.SerializeToString(), exclude_session or "", names)
 
     async def publish_to_sessions(self, session_ids: Iterable[str], event: events_pb2.Event) -> None:
+        metrics.EVENTS_PUBLISHED.inc()
         sessions = list(session_ids)
         if sessions:
             await self._run_append("sessions", event.SerializeToString(), "", sessions)

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from core import metrics
 from core.auth.principal import Principal, SubscriberPrincipal
 from core.checks import max_length, require
 from core.clock import SYSTEM_CLOCK, Clock
@@ -37,6 +39,7 @@ from core.cluster.devices import DeviceRegistry
 from core.events.log import EventLog
 from core.failures import (
     AlreadyExists,
+    Exhausted,
     Invalid,
     NotFound,
     PermissionDenied,
@@ -233,9 +236,11 @@ class IdentityHandler:
     async def verify_token(self, token: str) -> Verified | Inactive:
         """VerifyToken: the token's caller, or why it is not active."""
         require("token", token)
-        if token.count(".") != 2:
-            return Inactive.MALFORMED
-        return await self._verify(token)
+        started = time.perf_counter()
+        verdict = await self._verify(token) if token.count(".") == 2 else Inactive.MALFORMED
+        metrics.TOKEN_VERIFICATION_DURATION.observe(time.perf_counter() - started)
+        metrics.TOKEN_VERIFICATIONS_BY("active" if isinstance(verdict, Verified) else verdict.name.lower()).inc()
+        return verdict
 
     async def authorize(self, token: str, action: str, target: str) -> rules.Decision:
         """Authorize: may the token's subscriber do ``action`` on ``target``?"""
@@ -256,15 +261,21 @@ class IdentityHandler:
     async def login(self, username: str, password: str, device_name: str, address: str) -> IssuedSession:
         """A new session for the subscriber whose password this is, from
         ``address`` (the client's; empty for in-process calls)."""
-        require("username", username)
-        require("password", password)
-        max_length("username", username, 64)
-        max_length("password", password, rules.MAX_PASSWORD)
-        max_length("device_name", device_name, rules.MAX_DEVICE_NAME)
-        row, now = await self._logins.check(username, password, address)
-        if row.disabled:
-            raise PermissionDenied(f"subscriber '{row.username}' is disabled")
-        return await self._sessions.open(row, device_name, now)
+        try:
+            require("username", username)
+            require("password", password)
+            max_length("username", username, 64)
+            max_length("password", password, rules.MAX_PASSWORD)
+            max_length("device_name", device_name, rules.MAX_DEVICE_NAME)
+            row, now = await self._logins.check(username, password, address)
+            if row.disabled:
+                raise PermissionDenied(f"subscriber '{row.username}' is disabled")
+            issued = await self._sessions.open(row, device_name, now)
+        except BaseException as exc:
+            metrics.LOGINS_BY(_login_outcome(exc)).inc()
+            raise
+        metrics.LOGINS_BY("success").inc()
+        return issued
 
     async def refresh(self, refresh_token: str) -> IssuedSession:
         """The session with a new access token and its refresh token rotated."""
@@ -453,3 +464,16 @@ def _number_taken(field: str, numbers: tuple[str, ...], taken: NumberTaken) -> A
     where = f"{field}[{numbers.index(taken.number)}]" if taken.number in numbers else field
     holder = f"subscriber '{taken.holder}'" if taken.holder else "another subscriber"
     return AlreadyExists(f"{where}: the phone number {taken.number} belongs to {holder}", field=where)
+
+
+def _login_outcome(exc: BaseException) -> str:
+    """The outcome label of a login that failed with ``exc``."""
+    if isinstance(exc, Unauthenticated):
+        return "bad_credentials"
+    if isinstance(exc, Exhausted):
+        return "throttled"
+    if isinstance(exc, PermissionDenied):
+        return "disabled"
+    if isinstance(exc, Invalid):
+        return "invalid"
+    return "error" if isinstance(exc, Exception) else "cancelled"

@@ -15,6 +15,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
+from core import metrics
 from core.checks import require
 from core.clock import Clock
 from core.cluster.devices import DeviceRegistry
@@ -253,6 +254,8 @@ class Sessions:
         await self._devices.ended(username, session_id)
 
     async def _after_revoke(self, username: str, revoked: list[str], reason: str, now: float) -> None:
+        if revoked:
+            metrics.SESSION_REVOCATIONS_BY(reason).inc(len(revoked))
         for session_id in revoked:
             self._revocations.add(session_id, reason, now)
             await self._tell_revoked(username, session_id, reason)

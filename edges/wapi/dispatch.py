@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import Any
 
 from google.protobuf.message import Message
@@ -17,6 +18,7 @@ from edges.wapi import methods
 from edges.wapi.core_client import CoreClient, call_metadata
 from edges.wapi.event_streams import EventStreams
 from edges.wapi.methods import Method, MethodTable, StreamJson
+from edges.wapi.metrics import OK, MethodMetrics, status_name
 from edges.wapi.rpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, Request, RpcError
 
 log = logging.getLogger("wac.edge")
@@ -32,6 +34,8 @@ class Dispatcher:
         self.events = EventStreams(client, deadline=client.deadline)
         # Shared by every connection: a fan-out is converted once.
         self.stream_json = StreamJson()
+        # Each method's metrics, made at its first call.
+        self._measured: dict[str, MethodMetrics] = {}
 
     def resolve(self, request: Request) -> tuple[Method, Message]:
         """The method and its request message; RpcError -32601 or -32602."""
@@ -56,7 +60,16 @@ class Dispatcher:
 
     async def call(self, method: Method, message: Message, credential: str | None, address: str) -> dict[str, Any]:
         """One unary call; the result as proto3 JSON, or RpcError."""
-        response = await self.client.call(method, message, call_metadata(credential, address))
+        measured = self._measured.get(method.name)
+        if measured is None:
+            measured = self._measured[method.name] = MethodMetrics(method.name)
+        started = time.perf_counter()
+        try:
+            response = await self.client.call(method, message, call_metadata(credential, address))
+        except RpcError as failure:
+            measured.finished(status_name(failure.code), time.perf_counter() - started)
+            raise
+        measured.finished(OK, time.perf_counter() - started)
         return methods.to_json(response)
 
 

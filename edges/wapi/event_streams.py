@@ -85,6 +85,9 @@ class EventStreams:
         self._subscriptions: dict[int, _Subscription] = {}
         self._link: _Link | None = None
         self._closed = False
+        # Events passed to a sink: an integer, read by a metrics scrape
+        # (edges/wapi/metrics.py), so that a delivery costs one addition.
+        self.delivered = 0
 
     async def subscribe(self, token: str, after_seq: int, address: str, sink: Sink) -> int:
         """Attach a session; returns its key once the core accepted it.
@@ -142,6 +145,11 @@ class EventStreams:
             self._subscriptions.pop(key, None)
             raise failure
         return key
+
+    @property
+    def subscriptions(self) -> int:
+        """Subscriptions attached or being attached."""
+        return len(self._subscriptions)
 
     def unsubscribe(self, key: int) -> None:
         """Stop a subscription; its sink hears nothing more."""
@@ -201,6 +209,7 @@ class EventStreams:
         if outcome == "event":
             subscription = self._subscriptions.get(delivery.subscription)
             if subscription is not None:
+                self.delivered += 1
                 subscription.sink.event(delivery.event)
         elif outcome == "accepted":
             subscription = self._subscriptions.get(delivery.subscription)

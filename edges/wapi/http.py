@@ -173,6 +173,8 @@ class HttpEdge:
     ) -> None:
         self._dispatcher = dispatcher
         self._limits = limits
+        # Long polls held now: read by a metrics scrape.
+        self.polls = 0
         self._gate = gate
         self._sdk_dir = sdk_dir
         self._demo_dir = demo_dir
@@ -367,9 +369,11 @@ class HttpEdge:
             key = await events.subscribe(token, int(after), client_address(request, self._gate.hop_key), poll)
         except RpcError as failure:
             return _failed(failure)
+        self.polls += 1
         try:
             await self._hold(poll)
         finally:
+            self.polls -= 1
             events.unsubscribe(key)
         if poll.failure is not None and not poll.texts:
             return _failed(poll.failure)

@@ -51,6 +51,12 @@ class HttpPort:
         bound: int = self._listener.sockets[0].getsockname()[1]
         return bound
 
+    @property
+    def polls(self) -> int:
+        """Long polls held now (none before the HTTP adapter is loaded)."""
+        edge = self._edge
+        return 0 if edge is None else edge.polls
+
     def stop_polls(self) -> None:
         """Answer the held long polls now (the edge is stopping)."""
         if self._edge is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import Server
 from websockets.asyncio.server import serve as ws_serve
 
+from edges.wapi import metrics
 from edges.wapi.admission import Admission, ConnectionSlots, OriginPolicy, origin_of
 from edges.wapi.core_client import CoreClient
 from edges.wapi.dispatch import Dispatcher
@@ -87,6 +88,7 @@ class Edge:
         if self._stopped:
             return
         self._stopped = True
+        metrics.SOURCES.watch(None)
         # Close every socket with 1001 (going away), answer held polls now.
         self.ws_server.close()
         if self.keepalive is not None:
@@ -163,7 +165,10 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         "edge listening",
         extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
     )
-    return Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http)
+    started = Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http)
+    # Read at scrape time (one edge per process outside the tests).
+    metrics.SOURCES.watch(started)
+    return started
 
 
 def _http_edge(edge: EdgeConfig, dispatcher: Dispatcher, gate: Admission, clock: Callable[[], float]) -> HttpEdge:
@@ -194,6 +199,7 @@ async def serve(config: Config) -> None:
         # hour for nothing an operator acts on.
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     edge = await start_edge(config)
+    metrics_listener = metrics.listen(config.edge.metrics_listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,3 +209,5 @@ async def serve(config: Config) -> None:
     collector.cancel()
     log.info("edge stopping")
     await edge.stop()
+    if metrics_listener is not None:
+        metrics_listener.close()

@@ -55,6 +55,7 @@ from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import Method
+from edges.wapi.metrics import websocket_closed
 from edges.wapi.rpc import RpcError
 from edges.wapi.session import Binding, Close, Exchange, RateLimiter, Session, SessionLimits
 
@@ -293,6 +294,7 @@ class WapiConnection:
 
     async def _teardown(self) -> None:
         self._session.closed()
+        websocket_closed(self._ws.close_code)
         if self._auth_timer is not None:
             self._auth_timer.cancel()  # nothing left to time
             self._auth_timer = None

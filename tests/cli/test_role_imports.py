@@ -27,6 +27,7 @@ NOT_IN_SUPERVISOR = (
     "google",
     "aiohttp",
     "phonenumbers",
+    "prometheus_client",
 )
 # What the embedded core loads only when configured or asked: migrations
 # run in a child of `wac core`; the connectors and the gateway when

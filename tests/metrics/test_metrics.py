@@ -1,0 +1,145 @@
+"""The core's and the edge's /metrics after real WAPI traffic: what an
+operator would read there. Counters are compared before and after, as the
+metrics are the process's (other tests in this process add to them); the
+gauges of a running core and edge are their own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from core import metrics as core_metrics
+from core.server import Core
+from edges.wapi import metrics as edge_metrics
+from edges.wapi.server import Edge, start_edge
+from tests.calls.support import SDP
+from tests.calls.test_wapi import call_event, online
+from tests.metrics.support import scrape, value
+from tests.support.core import add_subscriber, api_key
+from tests.wapi.conftest import edge_config
+from tests.wapi.support import eventually, wapi
+from wac.v1 import identity_pb2, identity_pb2_grpc
+
+LOGIN = "/wac.v1.IdentityService/Login"
+
+
+@pytest.fixture
+async def edge(core: Core, tmp_path: Path) -> AsyncIterator[Edge]:
+    started = await start_edge(edge_config(tmp_path / "data", core.port))
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+@pytest.fixture
+def core_port() -> Iterator[int]:
+    listener = core_metrics.listen("127.0.0.1:0")
+    assert listener is not None
+    yield listener.port
+    listener.close()
+
+
+@pytest.fixture
+def edge_port() -> Iterator[int]:
+    listener = edge_metrics.listen("127.0.0.1:0")
+    assert listener is not None
+    yield listener.port
+    listener.close()
+
+
+async def test_logins_and_sockets(core: Core, edge: Edge, core_port: int, edge_port: int) -> None:
+    await add_subscriber(core, "alice")
+    core_before, edge_before = await scrape(core_port), await scrape(edge_port)
+    assert value(edge_before, "wac_edge_websockets") == 0
+    async with wapi(edge) as alice:
+        await alice.login("alice")
+        error = await alice.error("IdentityService.Login", {"username": "alice", "password": "wrong"})
+        assert error["data"]["status"] == "UNAUTHENTICATED"
+        core_after, edge_after = await scrape(core_port), await scrape(edge_port)
+        assert value(edge_after, "wac_edge_websockets") == 1
+    await eventually(lambda: edge.connections == 0)
+    edge_closed = await scrape(edge_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(core_after, name, **labels) - value(core_before, name, **labels)
+
+    assert delta("wac_core_logins_total", outcome="success") == 1
+    assert delta("wac_core_logins_total", outcome="bad_credentials") == 1
+    assert delta("wac_core_rpc_requests_total", method=LOGIN, code="OK") == 1
+    assert delta("wac_core_rpc_requests_total", method=LOGIN, code="UNAUTHENTICATED") == 1
+    assert delta("wac_core_rpc_duration_seconds_count", method=LOGIN) == 2
+
+    def edge_delta(name: str, **labels: str) -> float:
+        return value(edge_after, name, **labels) - value(edge_before, name, **labels)
+
+    login = "IdentityService.Login"
+    assert edge_delta("wac_edge_wapi_requests_total", method=login, code="OK") == 1
+    assert edge_delta("wac_edge_wapi_requests_total", method=login, code="UNAUTHENTICATED") == 1
+    assert edge_delta("wac_edge_wapi_request_duration_seconds_count", method=login) == 2
+    assert value(edge_closed, "wac_edge_websockets") == 0
+    closes = value(edge_closed, "wac_edge_websocket_closes_total", code="1000")
+    assert closes - value(edge_before, "wac_edge_websocket_closes_total", code="1000") == 1
+
+
+async def test_a_call_set_up_and_ended(core: Core, edge: Edge, core_port: int, edge_port: int) -> None:
+    await add_subscriber(core, "alice")
+    await add_subscriber(core, "bob")
+    before, edge_before = await scrape(core_port), await scrape(edge_port)
+    async with wapi(edge) as alice, wapi(edge) as bob:
+        await online(core, alice, "alice")
+        await online(core, bob, "bob")
+        assert value(await scrape(edge_port), "wac_edge_event_subscriptions") == 2
+
+        call = await alice.result("CallsService.CreateCall", {"callee": "bob", "offer": {"type": "OFFER", "sdp": SDP}})
+        assert value(await scrape(core_port), "wac_core_calls", state="RINGING") == 1
+        assert (await call_event(bob))[0] == "callInvited"
+        answer = {"callId": call["callId"], "answer": {"type": "ANSWER", "sdp": SDP}}
+        await bob.result("CallsService.AnswerCall", answer)
+        assert (await call_event(alice))[0] in ("callRinging", "callAnswered")
+        during = await scrape(core_port)
+        assert value(during, "wac_core_calls", state="ACTIVE") == 1
+        assert value(during, "wac_core_calls", state="RINGING") == 0
+        await alice.result("CallsService.HangupCall", {"callId": call["callId"]})
+        while (await call_event(bob))[0] != "callEnded":
+            pass
+        after, edge_after = await scrape(core_port), await scrape(edge_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("wac_core_calls_placed_total") == 1
+    assert delta("wac_core_call_setups_total") == 1
+    assert delta("wac_core_call_setup_duration_seconds_count") == 1
+    assert delta("wac_core_call_endings_total", reason="COMPLETED") == 1
+    assert value(after, "wac_core_calls", state="ACTIVE") == 0
+    # callInvited, callRinging, callAnswered, callEnded at least, and presence.
+    assert delta("wac_core_events_published_total") >= 4
+    delivered = value(edge_after, "wac_edge_events_delivered_total") - value(
+        edge_before, "wac_edge_events_delivered_total"
+    )
+    assert delivered >= 4
+
+
+async def test_token_verifications_and_revocations(core: Core, channel: grpc.aio.Channel, core_port: int) -> None:
+    await add_subscriber(core, "alice")
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+    session = await stub.Login(identity_pb2.LoginRequest(username="alice", password="correct horse", device_name="t"))
+    key = await api_key(core, "operator", "identity.verify")
+    md = (("authorization", f"Bearer {key}"),)
+    before = await scrape(core_port)
+    await stub.VerifyToken(identity_pb2.VerifyTokenRequest(token=session.access_token), metadata=md)
+    await stub.VerifyToken(identity_pb2.VerifyTokenRequest(token="not-a-token"), metadata=md)
+    await core.identity.revoke_sessions("alice")
+    after = await scrape(core_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("wac_core_token_verifications_total", result="active") == 1
+    assert delta("wac_core_token_verifications_total", result="malformed") == 1
+    assert delta("wac_core_token_verification_duration_seconds_count") == 2
+    assert delta("wac_core_session_revocations_total", reason="revoked") == 1
