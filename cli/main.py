@@ -8,6 +8,7 @@
     wac gateway                 the SIP gateway alone (Kamailio, gateway/kamailio.cfg.tmpl)
     wac rtpengine               the gateway's media anchor alone (rtpengine, userspace)
     wac migrate                 bring the database schema up to date
+    wac status [--json]         each child of `wac run`, the readiness, sockets and calls
     wac admin subscriber add USERNAME --password PASSWORD [--display-name NAME]
                                 [--phone E164]... [--email ADDR] [--role ROLE]...
     wac admin subscriber list | passwd USERNAME --password P | disable USERNAME | enable USERNAME
@@ -77,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("gateway", help="run the SIP gateway alone (Kamailio: SIP over WebSocket and the trunk)")
     commands.add_parser("rtpengine", help="run the gateway's media anchor alone (rtpengine, userspace)")
     commands.add_parser("migrate", help="bring the database schema up to date")
+    status = commands.add_parser(
+        "status", help="the wac run of this data dir: children, readiness, sockets, calls (exit 0, 1 unready, 3 off)"
+    )
+    status.add_argument("--json", action="store_true", help="the same as one JSON document")
+
 
     admin = commands.add_parser("admin", help="provisioning").add_subparsers(dest="object", required=True)
     sub = admin.add_parser("subscriber", help="manage subscribers").add_subparsers(dest="action", required=True)
@@ -386,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
             return _gateway(config)
         if args.command == "rtpengine":
             return _rtpengine(config)
+        if args.command == "status":
+            from cli import status
+
+            return status.show(config, as_json=args.json)
         if args.command == "migrate":
             _migrate(config)
             print(f"database at head: {config.database_url}")
@@ -431,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             # only while one runs.
             os.environ.update(children_env(config, roles))
             try:
-                return asyncio.run(Supervisor(roles, config_args).run())
+                return asyncio.run(Supervisor(roles, config_args, status_dir=config.data_dir).run())
             finally:
                 run_lock.close()
     except KeyboardInterrupt:

@@ -25,6 +25,9 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from settings import status
 
 MAX_RESTARTS = 5
 EXIT_CONFIG = 78  # sysexits' EX_CONFIG: restarting cannot help
@@ -66,6 +69,11 @@ class Child:
     deaths: deque[float] = field(default_factory=deque)
     # Clean exits in the window: they slow restarts down, never stop them.
     clean_exits: deque[float] = field(default_factory=deque)
+    # For `wac status`: running, restarting (after an exit) or stopped.
+    state: str = "starting"
+    started: float = 0.0
+    restarts: int = 0
+    last_exit: int | None = None
 
 
 class Supervisor:
@@ -80,9 +88,12 @@ class Supervisor:
         start_gap: float = 0.3,
         program: list[str] | None = None,
         children: Sequence[Child] = (),
+        status_dir: Path | None = None,
     ) -> None:
         """Each child runs ``program + [role]`` (default: ``wac CONFIG_ARGS ROLE``);
-        ``children`` follow them, each with its own command and environment."""
+        ``children`` follow them, each with its own command and environment.
+        ``status_dir``: where to keep ``run.status.json`` (settings/status.py),
+        each child's state for ``wac status``."""
         program = program if program is not None else [sys.executable, "-m", "cli", *config_args]
         self._children = [*(Child(role, [*program, role]) for role in roles), *children]
         self._grace = grace
@@ -90,6 +101,8 @@ class Supervisor:
         self._max_restart_delay = max_restart_delay
         self._start_gap = start_gap
         self._stopping = asyncio.Event()
+        self._status_dir = status_dir
+        self._started = time.time()
         self.failure: str | None = None
 
     async def run(self) -> int:
@@ -111,6 +124,9 @@ class Supervisor:
         for watcher in watchers:
             watcher.cancel()
         await self._stop_all()
+        for child in self._children:
+            child.state = "stopped"
+        self._write_status(stopped=True)
         if self.failure:
             print(f"wac: {self.failure}", file=sys.stderr)
             return 1
@@ -130,6 +146,8 @@ class Supervisor:
             env={**os.environ, **child.env} if child.env else None,
             preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
+        child.state, child.started = "running", time.time()
+        self._write_status()
         print(f"wac: started {child.role} (pid {child.process.pid})", file=sys.stderr)
 
     async def _watch(self, child: Child) -> None:
@@ -156,11 +174,38 @@ class Supervisor:
                 )
                 self._stopping.set()
                 return
+            child.state, child.last_exit, child.restarts = "restarting", code, child.restarts + 1
+            self._write_status()
             exits = len(child.deaths) + len(child.clean_exits)
             delay = min(self._max_restart_delay, self._restart_delay * 2 ** (exits - 1))
             print(f"wac: {child.role} exited with code {code}; restarting in {delay:.1f} s", file=sys.stderr)
             await asyncio.sleep(delay)
             await self._start(child)
+
+    def _write_status(self, *, stopped: bool = False) -> None:
+        if self._status_dir is None:
+            return
+        document = {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": self._started,
+            "stopped": stopped,
+            "children": [
+                {
+                    "role": child.role,
+                    "state": child.state,
+                    "pid": child.process.pid if child.process is not None and child.state == "running" else None,
+                    "started": child.started,
+                    "restarts": child.restarts,
+                    "last_exit": child.last_exit,
+                }
+                for child in self._children
+            ],
+        }
+        try:
+            status.write(self._status_dir, "run", document)
+        except OSError as exc:
+            print(f"wac: cannot write the status file: {exc}", file=sys.stderr)
 
     async def _stop_all(self) -> None:
         running = [c for c in self._children if c.process and c.process.returncode is None]

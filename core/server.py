@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,6 +53,7 @@ from core.events.handler import EventsHandler
 from core.events.log import EventLog
 from core.events.memory import MemoryEventLog
 from core.events.servicer import EventsServicer
+from core.health import ReadinessHealth
 from core.identity.handler import IdentityHandler
 from core.identity.messages import SipGatewayAnnouncement
 from core.identity.servicer import IdentityServicer
@@ -59,7 +62,8 @@ from core.interceptor import CoreInterceptor, Forwarding
 from core.presence.handler import PresenceHandler
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
-from settings import datadir, gatewaykey, hopkey
+from core.readiness import Readiness, database_probe, gateway_probe, head_revision
+from settings import datadir, gatewaykey, hopkey, status
 from settings.collector import tend as collector_tend
 from settings.config import Config, ConfigError
 from wac.internal.v1 import stream_pb2_grpc
@@ -384,7 +388,12 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     )
     calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls, forwarder), server)
 
-    health_servicer = health.aio.HealthServicer()
+    # Ready: the database reachable and migrated, and the gateway answering
+    # when it is enabled (core/readiness.py); every service's health follows.
+    probes = [("database", database_probe(config.database_url, engine, head_revision()))]
+    if gateway_rpc is not None:
+        probes.append(("gateway", gateway_probe(gateway_rpc)))
+    health_servicer = ReadinessHealth(Readiness(probes), SERVICE_NAMES)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
 
@@ -396,8 +405,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     if port == 0:
         raise OSError(f"cannot listen on {config.core.listen}: address in use or not local")
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.refresh()
     if call_address is not None:
         calls.advertise(call_address(port))
 
@@ -440,8 +448,54 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     if google is not None:
         core.closers.append(google.stop)
     core.background.append(asyncio.create_task(runner.run_forever(), name="connector-schedule"))
+    core.background.append(asyncio.create_task(health_servicer.run(), name="readiness"))
+    core.background.append(asyncio.create_task(_write_status(core, calls), name="status-file"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
     return core
+
+
+async def _write_status(core: Core, calls: CallHandler) -> None:
+    """This core's part of ``wac status`` (settings/status.py), every few seconds."""
+    started = time.time()
+    host = core.config.core.listen.rsplit(":", 1)[0]
+    while True:
+        document = {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": started,
+            "node": core.node,
+            "version": _version(),
+            "listen": f"{host}:{core.port}",
+            "database": _database_name(core.config.database_url),
+            "active_calls": calls.live_calls,
+            "failed": core.health.failed,
+        }
+        try:
+            await asyncio.to_thread(status.write, core.config.data_dir, "core", document)
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+        await asyncio.sleep(status.INTERVAL)
+
+
+def _version() -> str:
+    """As ``wac --version`` says it (cli/version.py, which the core may not import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wac")
+    except PackageNotFoundError:
+        return "0.0.0+checkout"
+
+
+def _database_name(url: str) -> str:
+    """The database's kind and where it is, never its password."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite {parsed.database}"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+    return f"{parsed.get_backend_name()} {where}"
 
 
 def _interceptor(config: Config, identity: IdentityHandler, hop_key: str, clock: Clock) -> CoreInterceptor:

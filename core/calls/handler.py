@@ -235,6 +235,11 @@ class CallHandler:
         self._reconnect_check: Timer | None = None
         self._stopped = False
 
+    @property
+    def live_calls(self) -> int:
+        """The calls in progress that this core holds (rings and answered ones)."""
+        return len(self._live)
+
     # -- lifecycle ----------------------------------------------------
     async def start(self) -> None:
         """Reload the live calls and re-arm their timers; listen for lost

@@ -72,6 +72,11 @@ class CoreClient:
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._streams: dict[str, grpc.aio.UnaryStreamMultiCallable] = {}
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel itself (the readiness probe asks the core's health on it)."""
+        return self._channel
+
     async def call(self, method: Method, request: Message, metadata: Metadata) -> Message:
         """One unary call; raises RpcError with the core's status on failure."""
         callable_ = self._unary.get(method.path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -27,11 +28,12 @@ from edges.wapi.admission import Admission, ConnectionSlots, OriginPolicy, origi
 from edges.wapi.core_client import CoreClient
 from edges.wapi.dispatch import Dispatcher
 from edges.wapi.event_streams import EventStreams
+from edges.wapi.health import Readiness, with_probes
 from edges.wapi.http_port import HttpPort
 from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
-from settings import checks
+from settings import checks, status
 from settings.assets import asset
 from settings.collector import tend as collector_tend
 from settings.config import Config, EdgeConfig
@@ -77,6 +79,8 @@ class Edge:
     events: EventStreams
     ws_port: int
     http_port: int
+    # /readyz: the link to the core, and the core's checks (health.py).
+    readiness: Readiness | None = None
     _stopped: bool = False
 
     @property
@@ -129,13 +133,15 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
     # connection is served before start_edge returns.
     origins = OriginPolicy(())
     gate = Admission(slots, origins, client.hop_key)
+    readiness = Readiness(client)
     # One timer pings every socket (keepalive.py), not a task per socket.
     keepalive = Keepalive(edge.ping_interval, edge.ping_timeout or None) if edge.ping_interval else None
     ws_server = await ws_serve(
         make_handler(dispatcher, ws_limits, clock, keepalive=keepalive),
         ws_host,
         ws_port,
-        process_request=make_process_request(gate),
+        # /healthz and /readyz first (health.py), then the upgrade's checks.
+        process_request=with_probes(make_process_request(gate), readiness),
         # Frames are small JSON: compression would cost two zlib contexts
         # (tens of KiB) per connection for little gain.
         compression=None,
@@ -165,7 +171,7 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         "edge listening",
         extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
     )
-    started = Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http)
+    started = Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http, readiness)
     # Read at scrape time (one edge per process outside the tests).
     metrics.SOURCES.watch(started)
     return started
@@ -192,6 +198,35 @@ def _http_edge(edge: EdgeConfig, dispatcher: Dispatcher, gate: Admission, clock:
     )
 
 
+async def _write_status(config: Config, edge: Edge) -> None:
+    """This edge's part of ``wac status`` (settings/status.py), every few seconds."""
+    started = time.time()
+    ws_host = config.edge.listen.rsplit(":", 1)[0]
+    http_host = config.edge.http_listen.rsplit(":", 1)[0]
+    # wac cluster's edges share a data dir: the second and later by port.
+    name = "edge" if edge.ws_port == _port(config.edge.listen) else f"edge-{edge.ws_port}"
+    while True:
+        checks = {} if edge.readiness is None else await edge.readiness.checks()
+        document = {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "started": started,
+            "listen": [f"{ws_host}:{edge.ws_port}", f"{http_host}:{edge.http_port}"],
+            "core": edge.client.address,
+            "sockets": edge.connections,
+            "failed": {check: reason for check, reason in checks.items() if reason},
+        }
+        try:
+            await asyncio.to_thread(status.write, config.data_dir, name, document)
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+        await asyncio.sleep(status.INTERVAL)
+
+
+def _port(listen: str) -> int:
+    return int(listen.rsplit(":", 1)[1])
+
+
 async def serve(config: Config) -> None:
     """Run the edge until SIGTERM or SIGINT, then close every socket with 1001."""
     if not log.isEnabledFor(logging.DEBUG):
@@ -205,8 +240,10 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     collector = asyncio.create_task(collector_tend(), name="gc")
+    writer = asyncio.create_task(_write_status(config, edge), name="status-file")
     await stop.wait()
     collector.cancel()
+    writer.cancel()
     log.info("edge stopping")
     await edge.stop()
     if metrics_listener is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import redis as redis_sync
 from websockets.asyncio.client import connect
@@ -386,3 +387,34 @@ async def test_postgres_down_requests_fail_unavailable_then_succeed(
         # The refused write left nothing behind: one contact of that name, the one made after.
         assert [c["contactId"] for c in listed["contacts"] if c["displayName"] == name] == [made["contactId"]]
     healthy_again(cluster)
+
+
+def test_postgres_down_the_cores_are_not_ready_and_envoy_stops_routing_to_them(
+    cluster: Cluster, servers: Servers
+) -> None:
+    """Readiness, not liveness: both cores still answer, NOT_SERVING, and
+    Envoy's gRPC health checks take them out until the database is back."""
+
+    def cores_out() -> bool:
+        counters = cluster.counters()
+        return all("failed_active_hc" in counters.get(("wac_core", core, "health_flags"), "") for core in cluster.cores)
+
+    def readyz() -> tuple[int, Any]:
+        answer = httpx.get(f"http://127.0.0.1:{cluster.front}/readyz", timeout=seconds())
+        return answer.status_code, answer.json()
+
+    port = servers.postgres.port
+    servers.postgres.stop()
+    try:
+        wait_for(cores_out, "Envoy taking the cores out", cluster, seconds(2))
+        wait_for(lambda: readyz()[0] == 503, "/readyz 503", cluster, seconds())
+        _status, body = readyz()
+        assert body["checks"]["database"]["status"] == "fail", body
+        assert body["checks"]["core"]["status"] == "pass", body
+        assert body["checks"]["database"]["output"].startswith("unreachable"), body
+        # Neither the address nor the credentials of the database.
+        assert servers.postgres.url(servers.database) not in str(body) and str(port) not in str(body)
+    finally:
+        servers.postgres.start(port)
+    healthy_again(cluster)
+    assert readyz()[0] == 200

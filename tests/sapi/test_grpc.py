@@ -3,7 +3,9 @@ SAPI, with the same credentials, plus health checking and reflection."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.sapi.conftest import Sapi
+from tests.sapi.support import sapi_stack
 from tests.support.core import add_subscriber, api_key, login
 from tests.support.stack import Stack
 from tests.support.timing import seconds
@@ -24,11 +27,28 @@ async def front_channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
         yield channel
 
 
-async def test_health_check(front_channel: grpc.aio.Channel) -> None:
+async def test_health_check(tmp_path: Path) -> None:
+    async with (
+        sapi_stack(tmp_path, {"WAC_GATEWAY_ENABLED": "false"}) as stack,
+        grpc.aio.insecure_channel(f"127.0.0.1:{stack.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "wac.v1.IdentityService"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=seconds())
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health_check_not_serving_while_the_enabled_gateway_does_not_answer(
+    front_channel: grpc.aio.Channel,
+) -> None:
+    """The stack's gateway is enabled, and no Kamailio runs: the core is not
+    ready, and its Check says why in its trailing metadata."""
     health = health_pb2_grpc.HealthStub(front_channel)
-    for service in ("", "wac.v1.IdentityService"):
-        answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=seconds())
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    for service in ("", "wac.v1.CallsService"):
+        call = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=seconds())
+        assert (await call).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        checks = json.loads(dict(await call.trailing_metadata())["wac-readiness"])
+        assert checks == {"database": "", "gateway": "Kamailio does not answer on its JSON-RPC listener"}
 
 
 async def test_identity_with_an_api_key(stack: Stack, sapi: Sapi, front_channel: grpc.aio.Channel) -> None:
