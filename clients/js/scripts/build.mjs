@@ -3,11 +3,14 @@
 //
 //   node scripts/build.mjs          dist/wac.js (ES module) and dist/wac.umd.js
 //                                  (UMD: AMD, CommonJS or the global `Wac`),
-//                                  both minified, with source maps
+//                                  both minified, with source maps; the UMD
+//                                  again as dist/wac.umd.cjs, and the type
+//                                  declarations in dist/types (npm's package)
 //   node scripts/build.mjs --tests  test/*.test.ts into dist/test/*.test.js,
 //                                  for `node --test`
 
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
@@ -55,6 +58,20 @@ async function buildLibrary() {
     const bytes = readFileSync(resolve(DIST, name));
     console.log(`dist/${name}: ${bytes.length} bytes, ${gzipSync(bytes).length} gzipped`);
   }
+  // The package is "type": "module", so Node would read wac.umd.js as an ES
+  // module; require() gets the same UMD under a CommonJS name (package.json's
+  // exports), while /sdk/wac.umd.js keeps its name for browsers.
+  copyFileSync(resolve(DIST, "wac.umd.js"), resolve(DIST, "wac.umd.cjs"));
+  buildDeclarations();
+}
+
+// The package's types: declarations of src/, what `import ... from "@wac/sdk"`
+// sees in TypeScript.
+function buildDeclarations() {
+  rmSync(resolve(DIST, "types"), { recursive: true, force: true });
+  const tsc = resolve(ROOT, "node_modules", ".bin", "tsc");
+  const args = ["-p", "tsconfig.json", "--noEmit", "false", "--declaration", "--emitDeclarationOnly"];
+  execFileSync(tsc, [...args, "--rootDir", "src", "--outDir", "dist/types"], { cwd: ROOT, stdio: "inherit" });
 }
 
 async function buildTests() {
