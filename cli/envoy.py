@@ -52,6 +52,10 @@ _ENDPOINT = """\
         - endpoint:
             address:
               socket_address: { address: $host, port_value: $port }"""
+# An edge's HTTP port is health-checked on its WebSocket port, where the
+# edge answers /readyz (a probe on the HTTP port would load aiohttp).
+_HEALTH_PORT = """
+            health_check_config: { port_value: $port }"""
 
 # Several cores: round robin per request (a core's work is mostly unary
 # calls, each short), and none to a core that fails its grpc.health.v1
@@ -70,8 +74,8 @@ _CORE_BALANCING = """
 # Several edges: a WebSocket or a long poll is held for minutes or hours,
 # so a new one goes to the edge holding the fewest (all compared: with two
 # picked at random, as Envoy's default does, both picks are often the same
-# edge). The edge has no health endpoint: a refused TCP connection takes it
-# out.
+# edge). An edge not ready (edges/wapi/health.py: cut off from the cores,
+# or they from the database) or not answering is left out.
 _EDGE_BALANCING = """
     load_balancing_policy:
       policies:
@@ -86,7 +90,7 @@ _EDGE_BALANCING = """
       no_traffic_interval: 2s
       unhealthy_threshold: 2
       healthy_threshold: 1
-      tcp_health_check: {}"""
+      http_health_check: { path: /readyz }"""
 
 # Several cores or edges: the virtual hosts' retry policy (the health
 # checks take a dead one out only after two failed checks).
@@ -245,7 +249,9 @@ def render_config(
         retry_policy=retry_policy,
         core_endpoints=_endpoints("core_address", core_address, _CORE_BALANCING),
         edge_endpoints=_endpoints("edge_address", edge_address, _EDGE_BALANCING),
-        edge_http_endpoints=_endpoints("edge_http_address", edge_http_address, _EDGE_BALANCING),
+        edge_http_endpoints=_endpoints(
+            "edge_http_address", edge_http_address, _EDGE_BALANCING, health_ports=[port for _, port in edges]
+        ),
         gateway_ws_host=gateway_ws_host,
         gateway_ws_port=gateway_ws_port,
         admin_address=admin_address,
@@ -273,11 +279,19 @@ def _addresses(name: str, given: str | Sequence[str]) -> list[tuple[str, int]]:
     return [guard(name, checks.split_address, address) for address in addresses]
 
 
-def _endpoints(name: str, given: str | Sequence[str], balancing: str) -> str:
-    """A cluster's endpoints, and with several its balancing and health checks."""
+def _endpoints(name: str, given: str | Sequence[str], balancing: str, *, health_ports: Sequence[int] = ()) -> str:
+    """A cluster's endpoints, and with several their balancing and health
+    checks (on ``health_ports``, one per endpoint, when given)."""
     addresses = _addresses(name, given)
-    lines = "\n".join(Template(_ENDPOINT).substitute(host=host, port=port) for host, port in addresses)
-    return lines + balancing if len(addresses) > 1 else lines
+    if len(addresses) == 1:
+        return Template(_ENDPOINT).substitute(host=addresses[0][0], port=addresses[0][1])
+    lines = []
+    for index, (host, port) in enumerate(addresses):
+        line = Template(_ENDPOINT).substitute(host=host, port=port)
+        if health_ports:
+            line += Template(_HEALTH_PORT).substitute(port=health_ports[index])
+        lines.append(line)
+    return "\n".join(lines) + balancing
 
 
 def validate_config(path: str | Path, *, timeout: float = 60.0) -> None:

@@ -393,11 +393,16 @@ def test_postgres_down_the_cores_are_not_ready_and_envoy_stops_routing_to_them(
     cluster: Cluster, servers: Servers
 ) -> None:
     """Readiness, not liveness: both cores still answer, NOT_SERVING, and
-    Envoy's gRPC health checks take them out until the database is back."""
+    Envoy's gRPC health checks take them out until the database is back;
+    the edges' /readyz fails with them, and Envoy's HTTP checks take the
+    edges out. (With every host out, Envoy's panic mode still routes to all.)"""
 
-    def cores_out() -> bool:
+    def all_out() -> bool:
         counters = cluster.counters()
-        return all("failed_active_hc" in counters.get(("wac_core", core, "health_flags"), "") for core in cluster.cores)
+        hosts = [("wac_core", core) for core in cluster.cores] + [
+            (name, edge) for name in ("wac_edge", "wac_edge_http") for edge in cluster.edges_of(name)
+        ]
+        return all("failed_active_hc" in counters.get((name, host, "health_flags"), "") for name, host in hosts)
 
     def readyz() -> tuple[int, Any]:
         answer = httpx.get(f"http://127.0.0.1:{cluster.front}/readyz", timeout=seconds())
@@ -406,7 +411,8 @@ def test_postgres_down_the_cores_are_not_ready_and_envoy_stops_routing_to_them(
     port = servers.postgres.port
     servers.postgres.stop()
     try:
-        wait_for(cores_out, "Envoy taking the cores out", cluster, seconds(2))
+        # The edges' /readyz fails with the cores' (database): out too.
+        wait_for(all_out, "Envoy taking the cores and edges out", cluster, seconds(2))
         wait_for(lambda: readyz()[0] == 503, "/readyz 503", cluster, seconds())
         _status, body = readyz()
         assert body["checks"]["database"]["status"] == "fail", body

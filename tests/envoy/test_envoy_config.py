@@ -116,7 +116,14 @@ def test_several_cores_and_edges_are_balanced_and_health_checked(envoy_path: str
     for name, ports in (("wac_edge", (8081, 8083)), ("wac_edge_http", (8082, 8084))):
         edge = sections[name]
         assert all(f"port_value: {port}" in edge for port in ports)
-        assert "least_request" in edge and "selection_method: FULL_SCAN" in edge and "tcp_health_check: {}" in edge
+        assert "least_request" in edge and "selection_method: FULL_SCAN" in edge
+        # Not ready (edges/wapi/health.py) is out, both ports checked on the WebSocket one.
+        assert "http_health_check: { path: /readyz }" in edge
+    assert "health_check_config" not in sections["wac_edge"]
+    assert [line.strip() for line in sections["wac_edge_http"].splitlines() if "health_check_config" in line] == [
+        "health_check_config: { port_value: 8081 }",
+        "health_check_config: { port_value: 8083 }",
+    ]
     # The gateway is one per machine: neither balanced nor checked.
     assert "health_checks" not in sections["wac_gateway_ws"]
     listeners = text.split("\n  clusters:\n", 1)[0]
