@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -221,6 +222,23 @@ def test_database_unreachable_readyz_names_it_and_grpc_health_is_not_serving(run
         aside.rename(database)
     until(lambda: readyz(run)[0] == 200, "/readyz 200 again", run, seconds())
     until(lambda: grpc_health(run) == SERVING, "SERVING again", run, seconds())
+
+
+def test_database_not_migrated_readyz_says_so(run: Run) -> None:
+    def set_revision(revision: str) -> str:
+        with contextlib.closing(sqlite3.connect(run.data / "wac.sqlite3", timeout=seconds())) as db, db:
+            (before,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+            db.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        return str(before)
+
+    head = set_revision("0001")
+    try:
+        until(lambda: readyz(run)[0] == 503, "/readyz 503", run, seconds())
+        assert failing(readyz(run)[1]) == {"database": f"not migrated: the schema is at 0001, this core needs {head}"}
+        assert grpc_health(run) == NOT_SERVING
+    finally:
+        set_revision(head)
+    until(lambda: readyz(run)[0] == 200, "/readyz 200 again", run, seconds())
 
 
 def test_core_down_readyz_names_the_core(run: Run) -> None:
