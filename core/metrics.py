@@ -108,6 +108,28 @@ CALL_ENDINGS = Counter(
     registry=REGISTRY,
 )
 
+CONNECTOR_RUNS = Counter(
+    "wac_core_connector_runs_total",
+    "Directory connector runs (LDAP, Google) finished by this core, by outcome: succeeded, failed.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CONNECTOR_RUN_DURATION = Histogram(
+    "wac_core_connector_run_duration_seconds",
+    "Seconds a directory connector run took, fetch and write, by outcome: succeeded, failed.",
+    ["outcome"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+    registry=REGISTRY,
+)
+
+DB_STATEMENT_DURATION = Histogram(
+    "wac_core_db_statement_duration_seconds",
+    "Seconds each SQL statement took, from its execution to its result (waiting for the database "
+    "included, the pool's checkout not).",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+
 
 class Children:
     """A labelled metric's children, each resolved once: ``.labels`` hashes
@@ -132,6 +154,12 @@ LOGINS_BY = Children(LOGINS)
 TOKEN_VERIFICATIONS_BY = Children(TOKEN_VERIFICATIONS)
 SESSION_REVOCATIONS_BY = Children(SESSION_REVOCATIONS)
 CALL_ENDINGS_BY = Children(CALL_ENDINGS)
+
+
+def connector_run(outcome: str, seconds: float) -> None:
+    """A connector run finished (a few a minute at most: no children kept)."""
+    CONNECTOR_RUNS.labels(outcome).inc()
+    CONNECTOR_RUN_DURATION.labels(outcome).observe(seconds)
 
 
 class RpcMetrics:
@@ -169,6 +197,8 @@ class Sources(Collector):
 
     def __init__(self) -> None:
         self.calls_by_state: Callable[[], Mapping[str, int]] | None = None
+        # The embedded event log only: Redis keeps a cluster's.
+        self.events_retained: Callable[[], int] | None = None
 
     def collect(self) -> Iterable[Metric]:
         calls = GaugeMetricFamily(
@@ -178,6 +208,13 @@ class Sources(Collector):
         for state in ("RINGING", "ACTIVE"):
             calls.add_metric([state], counts.get(state, 0))
         yield calls
+        if self.events_retained is not None:
+            yield GaugeMetricFamily(
+                "wac_core_event_log_events",
+                "Events the embedded event log keeps for sessions to resume from (every session's, "
+                "within [events] retention); not served by a core in a cluster (Redis keeps them).",
+                value=self.events_retained(),
+            )
 
     def describe(self) -> Iterable[Metric]:
         return self.collect()

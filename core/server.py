@@ -357,6 +357,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     await calls.start()
     # Counted at scrape time (one core per process outside the tests).
     metrics.SOURCES.calls_by_state = calls.live_by_state
+    metrics.SOURCES.events_retained = events.retained if isinstance(events, MemoryEventLog) else None
 
     server = grpc.aio.server(
         interceptors=[_interceptor(config, identity, hop_key, clock)],
@@ -438,6 +439,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
     core.closers.append(functools.partial(setattr, metrics.SOURCES, "calls_by_state", None))
+    core.closers.append(functools.partial(setattr, metrics.SOURCES, "events_retained", None))
     if forwarder is not None:
         core.closers.append(forwarder.close)
     if gateway_calls is not None and gateway_events is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from core import metrics
 
 
 def sync_url(url: str) -> str:
@@ -42,6 +45,23 @@ def watch_closed(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
+def time_statements(engine: Engine) -> None:
+    """Each statement of ``engine`` timed in wac_core_db_statement_duration_seconds
+    (two event listeners: a few microseconds per statement)."""
+    observe = metrics.DB_STATEMENT_DURATION.observe
+
+    def started(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: bool) -> None:
+        conn.info["wac_statement_started"] = time.perf_counter()
+
+    def finished(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: bool) -> None:
+        start = conn.info.pop("wac_statement_started", None)
+        if start is not None:
+            observe(time.perf_counter() - start)
+
+    event.listen(engine, "before_cursor_execute", started)
+    event.listen(engine, "after_cursor_execute", finished)
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine tuned for its backend."""
     if url.startswith("sqlite"):
@@ -51,10 +71,13 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=16, max_overflow=0, pool_timeout=30)
 
         event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
+        time_statements(engine.sync_engine)
         return engine
     # No pre-ping: it cost every checkout three round trips (begin, a
     # SELECT, rollback), most of a short unit of work. A connection the
     # server closed is refused at checkout instead (refuse_closed); one that
     # breaks mid-request fails that request with UNAVAILABLE
     # (core/db/outage.py) and SQLAlchemy invalidates the whole pool.
-    return watch_closed(create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False))
+    engine = watch_closed(create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False))
+    time_statements(engine.sync_engine)
+    return engine

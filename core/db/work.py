@@ -40,7 +40,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from core.db.engine import set_sqlite_pragmas, sync_url, watch_closed
+from core.db.engine import set_sqlite_pragmas, sync_url, time_statements, watch_closed
 
 T = TypeVar("T")
 
@@ -92,6 +92,7 @@ class SqliteWork:
             max_overflow=0,
         )
         event.listen(self._engine, "connect", set_sqlite_pragmas)
+        time_statements(self._engine)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wac-db-write")
         # Units waiting for the writer, and whether it is taking them (then
         # a new unit only joins the queue: no job, no wake-up of the thread).
@@ -204,6 +205,7 @@ class AsyncWork:
                 connect_args={"server_settings": {"default_transaction_read_only": "on"}},
             )
         )
+        time_statements(self._reader.sync_engine)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         async with self._reader.connect() as conn:

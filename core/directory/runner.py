@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from core import metrics
 from core.cluster.leases import Keeper, Lease, Leases
 from core.directory import schedule
 from core.directory.connector import Connector, FetchError, FetchResult, PermanentFetchError
@@ -234,6 +236,7 @@ class SyncRunner:
             full_every=connector.schedule.full_every,
         )
         run = await self._store.start_run(name, full=full)
+        started = time.perf_counter()
         try:
             result = await connector.fetch(state.cursor, full)
             counts = await self._write(connector, result)
@@ -246,6 +249,7 @@ class SyncRunner:
             else:
                 log.exception("sync of %s failed unexpectedly", name)
             failed = await self._store.finish_run(run.run_id, state=RunState.FAILED, error=error)
+            metrics.connector_run("failed", time.perf_counter() - started)
             if self._on_failure is not None:
                 await self._report(connector, exc)
             return failed, exc
@@ -259,6 +263,7 @@ class SyncRunner:
             skipped=result.skipped,
             full=result.full,
         )
+        metrics.connector_run("succeeded", time.perf_counter() - started)
         log.info(
             "sync of %s: %s, +%d ~%d -%d, %d skipped",
             name,

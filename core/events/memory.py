@@ -52,6 +52,11 @@ class MemoryEventLog:
         self._by_user: dict[str, set[str]] = {}
         self._timeouts = _Timeouts(clock)
 
+    def retained(self) -> int:
+        """Events kept now, every session's: a metric read at scrape time on
+        the metrics listener's thread (the copy is atomic under the GIL)."""
+        return sum(len(log.events) for log in list(self._logs.values()))
+
     async def open(self, session_id: str, username: str) -> None:
         log = self._logs.get(session_id)
         if log is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from google.rpc import status_pb2
 
 from edges.wapi.admission import ATTACH_WINDOW, AttachWindow
 from edges.wapi.core_client import CoreClient, rich_status, status_error
+from edges.wapi.metrics import EVENT_DELIVERY_LAG
 from edges.wapi.rpc import RpcError
 from wac.internal.v1 import stream_pb2
 
@@ -181,8 +183,18 @@ class EventStreams:
         failure: RpcError
         try:
             async for response in link.call:
-                for delivery in response.deliveries:
+                deliveries = response.deliveries
+                for delivery in deliveries:
                     self._deliver(delivery)
+                # Once per batch, not per event: the first event's lag
+                # (an event without its publication time is not timed).
+                for delivery in deliveries:
+                    if delivery.HasField("event"):
+                        published = delivery.event.time
+                        if published.seconds:
+                            lag = time.time() - published.seconds - published.nanos / 1e9
+                            EVENT_DELIVERY_LAG.observe(max(0.0, lag))
+                        break
             failure = RpcError(
                 grpc.StatusCode.UNAVAILABLE.value[0],
                 "the wac core ended the event stream; reconnect and resume",

@@ -55,6 +55,14 @@ WAPI_DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
+EVENT_DELIVERY_LAG = Histogram(
+    "wac_edge_event_delivery_lag_seconds",
+    "Seconds from an event's publication in the core to its being written to the edge's sockets "
+    "(wall clocks of both). One observation per batch the core streams, for its first event, after the "
+    "whole batch is passed on: the batch's longest lag, sampled, not every event's.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
 WEBSOCKET_CLOSES = Counter(
     "wac_edge_websocket_closes_total",
     "WebSockets closed, by close code (1000 normal, 1001 going away, 1006 dropped without a close, "

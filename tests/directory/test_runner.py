@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import errors
+from core import errors, metrics
 from core.directory.connector import FetchError, FetchResult, PermanentFetchError, Schedule
 from core.directory.records import DirectoryRecord, RunState
 from core.directory.runner import AlreadyRunning, SyncRunner, UnknownConnector
@@ -160,3 +160,22 @@ async def test_connectors_join_and_leave_the_schedule(store: DirectoryStore) -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_runs_are_counted_by_outcome_with_their_duration(store: DirectoryStore) -> None:
+    def sample(name: str, outcome: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {"outcome": outcome}) or 0.0
+
+    before = {
+        (name, outcome): sample(name, outcome)
+        for name in ("wac_core_connector_runs_total", "wac_core_connector_run_duration_seconds_count")
+        for outcome in ("succeeded", "failed")
+    }
+    c = Scripted()
+    c.script = [FetchResult(full=True, records=(rec(1),), cursor={"n": 1}), FetchError("the server said no")]
+    runner = SyncRunner(store, [c])
+    await runner.run("t")
+    await runner.run("t")
+    for name in ("wac_core_connector_runs_total", "wac_core_connector_run_duration_seconds_count"):
+        for outcome in ("succeeded", "failed"):
+            assert sample(name, outcome) - before[name, outcome] == 1, (name, outcome)

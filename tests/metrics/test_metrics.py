@@ -118,10 +118,16 @@ async def test_a_call_set_up_and_ended(core: Core, edge: Edge, core_port: int, e
     assert value(after, "wac_core_calls", state="ACTIVE") == 0
     # callInvited, callRinging, callAnswered, callEnded at least, and presence.
     assert delta("wac_core_events_published_total") >= 4
+    # Kept for resumption: at least the call's events to both sessions.
+    assert value(after, "wac_core_event_log_events") >= 4
     delivered = value(edge_after, "wac_edge_events_delivered_total") - value(
         edge_before, "wac_edge_events_delivered_total"
     )
     assert delivered >= 4
+    lag = "wac_edge_event_delivery_lag_seconds_count"
+    assert value(edge_after, lag) - value(edge_before, lag) >= 1
+    # The call's rows were written (and the subscribers read).
+    assert delta("wac_core_db_statement_duration_seconds_count") >= 3
 
 
 async def test_token_verifications_and_revocations(core: Core, channel: grpc.aio.Channel, core_port: int) -> None:
