@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
+import httpx
 
 from tests.support.cli import ROOT
 from tests.support.gateway import SipTcp, require_gateway
@@ -111,6 +114,7 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
         ], log.read_text(errors="replace")[-3000:]
         key = (data / "gateway.key").read_text().strip()
         assert key and key not in log.read_text(errors="replace"), "the gateway key is never logged"
+        assert_readiness_follows_the_gateway(front, log)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -122,3 +126,37 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
     assert process.returncode == 0, log.read_text(errors="replace")[-3000:]
     left = subprocess.run(["pgrep", "-f", str(data)], check=False, capture_output=True, text=True)
     assert left.stdout == "", "no Kamailio or rtpengine outlives wac run"
+
+
+def readyz(front: int) -> tuple[int, dict[str, Any]]:
+    answer = httpx.get(f"http://127.0.0.1:{front}/readyz", timeout=seconds())
+    return answer.status_code, answer.json()
+
+
+def assert_readiness_follows_the_gateway(front: int, log: Path) -> None:
+    """The gateway is one of the node's readiness checks: Kamailio stopped
+    (all its processes: SIGSTOP) makes /readyz 503 naming it."""
+    deadline = time.monotonic() + seconds()
+    while readyz(front)[0] != 200:
+        assert time.monotonic() < deadline, readyz(front)
+        time.sleep(0.1)
+    assert readyz(front)[1]["checks"]["gateway"] == {"status": "pass"}
+    kamailio = int(re.findall(r"wac: started gateway \(pid (\d+)\)", log.read_text(errors="replace"))[-1])
+    children = Path(f"/proc/{kamailio}/task/{kamailio}/children").read_text().split()
+    processes = [kamailio, *map(int, children)]
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + seconds()
+        while readyz(front)[0] != 503:
+            assert time.monotonic() < deadline, readyz(front)
+            time.sleep(0.1)
+        failed = {name: check for name, check in readyz(front)[1]["checks"].items() if check["status"] == "fail"}
+        assert list(failed) == ["gateway"], failed
+    finally:
+        for pid in processes:
+            os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + seconds()
+    while readyz(front)[0] != 200:
+        assert time.monotonic() < deadline, readyz(front)
+        time.sleep(0.1)
