@@ -354,7 +354,7 @@ def run(
             flush=True,
         )
         try:
-            return asyncio.run(Supervisor([], config_args, children=children).run())
+            return asyncio.run(Supervisor([], config_args, children=children, status_dir=config.data_dir).run())
         finally:
             # Leaving asyncio.run restored SIGTERM's default: a second one
             # must not cut short the stop of the throwaway servers.

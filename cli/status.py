@@ -1,7 +1,10 @@
-"""``wac status``: one screen on the ``wac run`` of a data dir, from the
-status files its processes keep there (settings/status.py): each child's
-state, pid, uptime, restarts and listen addresses, the version, the
-database, the connected sockets, the active calls and the readiness.
+"""``wac status``: one screen on the ``wac run`` (or ``wac cluster``) of a
+data dir, from the status files its processes keep there
+(settings/status.py): each child's state, pid, uptime, restarts and listen
+addresses, the version, the database, the connected sockets, the active
+calls and the readiness. A cluster's cores and edges (``core-N``,
+``edge-N``) keep theirs in their own data dirs, ``cluster/<name>/``; its
+sockets and calls are the sums over them.
 
 Exit codes (as LSB's ``status``): 0 every child running and the node
 ready; 1 ``wac run`` is up but a child is not running or a readiness check
@@ -30,41 +33,46 @@ def gather(config: Config, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     run = status.read(config.data_dir, "run")
     running = run is not None and not run.get("stopped") and status.alive(run.get("pid"))
-    core = _fresh(status.read(config.data_dir, "core"), now)
-    edge = _fresh(status.read(config.data_dir, "edge"), now)
     listens = {
-        "core": [core["listen"]] if core else [config.core.listen],
-        "edge": edge["listen"] if edge else [config.edge.listen, config.edge.http_listen],
+        "core": [config.core.listen],
+        "edge": [config.edge.listen, config.edge.http_listen],
         "envoy": [config.envoy.listen],
         "gateway": [config.gateway.ws_listen, config.gateway.sip_listen],
         "rtpengine": [config.gateway.rtpengine],
     }
     children = []
+    cores: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     for child in (run or {}).get("children", []) if running else []:
+        role = str(child.get("role"))
         state = child.get("state", "unknown")
         if state == "running" and not status.alive(child.get("pid")):
             state = "exited"
+        listen = listens.get(role, [])
+        kind = role.split("-", 1)[0]
+        if kind in ("core", "edge"):
+            node = _node(config, role, kind, now)
+            # In a cluster each check is named after its node: core-2's database.
+            prefix = "" if role == kind else f"{role} "
+            if node is None:
+                failed[prefix + kind] = "not running"
+            else:
+                (cores if kind == "core" else edges).append(node)
+                listen = [node["listen"]] if kind == "core" else list(node["listen"])
+                for check, reason in node.get("failed", {}).items():
+                    failed[prefix + check] = reason
         children.append(
             {
-                "role": child.get("role"),
+                "role": role,
                 "state": state,
                 "pid": child.get("pid") if state == "running" else None,
                 "uptime": max(0.0, now - child["started"]) if state == "running" and child.get("started") else None,
                 "restarts": child.get("restarts", 0),
-                "listen": listens.get(str(child.get("role")), []),
+                "listen": listen,
             }
         )
-    failed: dict[str, str] = {}
-    if running:
-        if edge is None:
-            failed["edge"] = "not running"
-        else:
-            failed.update(edge.get("failed", {}))
-        if core is None:
-            failed.setdefault("core", "not running")
-        else:
-            # The core's own view of its checks is the fresher one.
-            failed.update(core.get("failed", {}))
+    core = cores[0] if cores else None
     return {
         "running": running,
         "pid": run.get("pid") if running and run else None,
@@ -75,8 +83,8 @@ def gather(config: Config, now: float | None = None) -> dict[str, Any]:
         "ready": running and not failed and all(c["state"] == "running" for c in children),
         "failed": failed,
         "children": children,
-        "sockets": edge.get("sockets") if edge else None,
-        "active_calls": core.get("active_calls") if core else None,
+        "sockets": sum(edge.get("sockets", 0) for edge in edges) if edges else None,
+        "active_calls": sum(core.get("active_calls", 0) for core in cores) if cores else None,
     }
 
 
@@ -115,6 +123,12 @@ def show(config: Config, *, as_json: bool = False) -> int:
     document = gather(config)
     print(json.dumps(document, indent=2) if as_json else render(document), end="\n" if as_json else "")
     return exit_code(document)
+
+
+def _node(config: Config, role: str, kind: str, now: float) -> dict[str, Any] | None:
+    """The status of a core or edge: in the data dir (wac run), or in its own (a cluster's core-N, edge-N)."""
+    directory = config.data_dir if role == kind else config.data_dir / "cluster" / role
+    return _fresh(status.read(directory, kind), now)
 
 
 def _fresh(document: dict[str, Any] | None, now: float) -> dict[str, Any] | None:

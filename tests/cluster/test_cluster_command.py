@@ -12,6 +12,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,6 +23,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from tests.support.cli import ROOT
 from tests.support.timing import seconds
 from tests.support.wac_cluster import Cluster, running_cluster
 
@@ -92,6 +95,31 @@ def test_wapi_logins_go_through_both_edges_to_both_cores(cluster: Cluster) -> No
     # Each core names itself on its lines: the merged output says who logged whom in.
     for core in ("core-1", "core-2"):
         assert f'"message": "login", "node": "{core}"' in output, output[-3000:]
+
+
+def test_wac_status_shows_every_node(cluster: Cluster) -> None:
+    env = {**os.environ, "WAC_DATA_DIR": str(cluster.data), "WAC_ENVOY_LISTEN": f"127.0.0.1:{cluster.front}"}
+    env.pop("WAC_CONFIG", None)
+    shown = subprocess.run(
+        [sys.executable, "-m", "cli", "status", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds(2),
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    document = json.loads(shown.stdout)
+    assert document["ready"] and document["failed"] == {}, document
+    children = {child["role"]: child for child in document["children"]}
+    assert set(children) == {"core-1", "core-2", "edge-1", "edge-2", "envoy"}
+    for name, child in children.items():
+        assert child["state"] == "running" and child["pid"] == cluster.pid(name), child
+    assert children["core-2"]["listen"] == [cluster.cores[1]]
+    assert children["edge-2"]["listen"][0] == cluster.edges[1]
+    assert document["database"].startswith("postgresql 127.0.0.1:"), document
+    assert document["sockets"] == 0 and document["active_calls"] == 0, document
 
 
 def test_sigterm_stops_everything_and_removes_the_throwaway_servers(cluster: Cluster) -> None:
