@@ -5,10 +5,12 @@ gauges of a running core and edge are their own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from core import metrics as core_metrics
@@ -19,8 +21,10 @@ from tests.calls.support import SDP
 from tests.calls.test_wapi import call_event, online
 from tests.metrics.support import scrape, value
 from tests.support.core import add_subscriber, api_key
+from tests.support.timing import seconds
 from tests.wapi.conftest import edge_config
-from tests.wapi.support import eventually, wapi
+from tests.wapi.support import PASSWORD, eventually, wapi
+from tests.wapi.test_events import publish
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
 LOGIN = "/wac.v1.IdentityService/Login"
@@ -149,3 +153,28 @@ async def test_token_verifications_and_revocations(core: Core, channel: grpc.aio
     assert delta("wac_core_token_verifications_total", result="malformed") == 1
     assert delta("wac_core_token_verification_duration_seconds_count") == 2
     assert delta("wac_core_session_revocations_total", reason="revoked") == 1
+
+
+async def test_http_fallback_polls(core: Core, edge: Edge, edge_port: int) -> None:
+    """A held long poll is an HTTP-fallback session subscribed to its events."""
+    await add_subscriber(core, "alice")
+    before = await scrape(edge_port)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.http_port}", timeout=seconds(2)) as http:
+        params = {"username": "alice", "password": PASSWORD}
+        login = {"jsonrpc": "2.0", "id": 1, "method": "IdentityService.Login", "params": params}
+        session = (await http.post("/wapi/http", json=login)).json()["result"]
+        headers = {"Authorization": f"Bearer {session['accessToken']}"}
+        drained = await http.get("/wapi/http/events", headers=headers)
+        after = max((int(e["seq"]) for e in drained.json()["events"]), default=0)
+        poll = asyncio.create_task(http.get(f"/wapi/http/events?afterSeq={after}", headers=headers))
+        await eventually(lambda: edge.http.polls == 1)
+        held = await scrape(edge_port)
+        await publish(core, 1, 1)
+        assert (await asyncio.wait_for(poll, seconds())).status_code == 200
+        await eventually(lambda: edge.http.polls == 0)
+        answered = await scrape(edge_port)
+    assert value(held, "wac_edge_http_polls") == 1
+    assert value(held, "wac_edge_event_subscriptions") == 1
+    assert value(answered, "wac_edge_http_polls") == 0
+    ok = value(answered, "wac_edge_wapi_requests_total", method="IdentityService.Login", code="OK")
+    assert ok - value(before, "wac_edge_wapi_requests_total", method="IdentityService.Login", code="OK") == 1
