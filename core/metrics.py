@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -129,6 +129,15 @@ DB_STATEMENT_DURATION = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
 )
+
+DIRECTORY_ENTRIES = Gauge(
+    "wac_core_directory_entries",
+    "Entries in the directory (the subscribers' mirror and every connector's), as counted at most every minute.",
+    registry=REGISTRY,
+)
+# How often a core counts the directory for DIRECTORY_ENTRIES: one COUNT(*)
+# a minute, rather than a query on every scrape (scrapes run on a thread).
+DIRECTORY_COUNT_SECONDS = 60.0
 
 
 class Children:

@@ -450,6 +450,7 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     if google is not None:
         core.closers.append(google.stop)
     core.background.append(asyncio.create_task(runner.run_forever(), name="connector-schedule"))
+    core.background.append(asyncio.create_task(_count_directory(directory_store, clock), name="directory-size"))
     core.background.append(asyncio.create_task(health_servicer.run(), name="readiness"))
     core.background.append(asyncio.create_task(_write_status(core, calls), name="status-file"))
     log.info("core listening on %s", config.core.listen.rsplit(":", 1)[0] + f":{port}")
@@ -498,6 +499,17 @@ def _database_name(url: str) -> str:
         return f"sqlite {parsed.database}"
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
     return f"{parsed.get_backend_name()} {where}"
+
+
+async def _count_directory(store: DirectoryStore, clock: Clock) -> None:
+    """The directory's size for its gauge, counted at start and every
+    metrics.DIRECTORY_COUNT_SECONDS; a failed count is retried then."""
+    while True:
+        try:
+            metrics.DIRECTORY_ENTRIES.set(await store.count())
+        except Exception as exc:  # an outage: the gauge keeps its last value
+            log.debug("directory count failed: %s", exc)
+        await clock.sleep(metrics.DIRECTORY_COUNT_SECONDS)
 
 
 def _interceptor(config: Config, identity: IdentityHandler, hop_key: str, clock: Clock) -> CoreInterceptor:

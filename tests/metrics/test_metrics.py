@@ -20,10 +20,10 @@ from edges.wapi.server import Edge, start_edge
 from tests.calls.support import SDP
 from tests.calls.test_wapi import call_event, online
 from tests.metrics.support import scrape, value
-from tests.support.core import add_subscriber, api_key
+from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.timing import seconds
 from tests.wapi.conftest import edge_config
-from tests.wapi.support import PASSWORD, eventually, wapi
+from tests.wapi.support import PASSWORD, close_code, eventually, wapi
 from tests.wapi.test_events import publish
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
@@ -178,3 +178,34 @@ async def test_http_fallback_polls(core: Core, edge: Edge, edge_port: int) -> No
     assert value(answered, "wac_edge_http_polls") == 0
     ok = value(answered, "wac_edge_wapi_requests_total", method="IdentityService.Login", code="OK")
     assert ok - value(before, "wac_edge_wapi_requests_total", method="IdentityService.Login", code="OK") == 1
+
+
+async def test_the_directory_is_counted_at_start(tmp_path: Path, core_port: int) -> None:
+    async with running_core(tmp_path / "data") as first:
+        await add_subscriber(first, "alice")
+        await add_subscriber(first, "bob")
+    async with running_core(tmp_path / "data"):
+
+        async def counted() -> float:
+            return value(await scrape(core_port), "wac_core_directory_entries")
+
+        deadline = asyncio.get_running_loop().time() + seconds()
+        while await counted() != 2:
+            assert asyncio.get_running_loop().time() < deadline, "the directory was not counted"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_socket_the_edge_closes_counts_under_the_edge_s_code(
+    core: Core, tmp_path: Path, edge_port: int
+) -> None:
+    edge = await start_edge(edge_config(tmp_path / "data", core.port, auth_deadline=0.2))
+    try:
+        before = await scrape(edge_port)
+        async with wapi(edge) as client:
+            assert close_code(await client.closed()) == 4401  # never logged in
+        await eventually(lambda: edge.connections == 0)
+        after = await scrape(edge_port)
+    finally:
+        await edge.stop()
+    closes = "wac_edge_websocket_closes_total"
+    assert value(after, closes, code="4401") - value(before, closes, code="4401") == 1
