@@ -65,9 +65,10 @@ EVENT_DELIVERY_LAG = Histogram(
 )
 WEBSOCKET_CLOSES = Counter(
     "wac_edge_websocket_closes_total",
-    "WebSockets closed, by close code (1000 normal, 1001 going away, 1006 dropped without a close, "
+    "WebSockets closed, by close code (the edge's when it closed first, else the client's): 1000 normal, "
+    "1001 going away, 1006 dropped without a close, "
     "1008 policy: flooding or a refused origin, 1009 message too big, 1011 internal error, "
-    "4401 unauthenticated, 4408 send queue full; other: any other code).",
+    "4401 unauthenticated, 4408 send queue full; other: any other code.",
     ["code"],
     registry=REGISTRY,
 )

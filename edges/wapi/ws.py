@@ -294,7 +294,7 @@ class WapiConnection:
 
     async def _teardown(self) -> None:
         self._session.closed()
-        websocket_closed(self._ws.close_code)
+        websocket_closed(_close_code(self._ws))
         if self._auth_timer is not None:
             self._auth_timer.cancel()  # nothing left to time
             self._auth_timer = None
@@ -553,3 +553,14 @@ class WapiConnection:
             session.drop_outbox()
         finally:
             self._writer = None
+
+
+def _close_code(ws: ServerConnection) -> int | None:
+    """The code the socket was closed with: the edge's own when it closed
+    first (a client too slow to read may never echo it), else the client's;
+    None when no close frame came either way (dropped)."""
+    protocol = ws.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and protocol.close_rcvd_then_sent is not True:
+        return sent.code
+    return received.code if received is not None else None
