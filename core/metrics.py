@@ -130,6 +130,13 @@ DB_STATEMENT_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+LOGIN_THROTTLE_KEYS = Gauge(
+    "wac_core_login_throttle_keys",
+    "Login-throttle keys (a username, an address, or both) by state: throttled (attempts delayed), "
+    "locked (attempts refused until the lock ends); counted at start and every minute.",
+    ["state"],
+    registry=REGISTRY,
+)
 DIRECTORY_ENTRIES = Gauge(
     "wac_core_directory_entries",
     "Entries in the directory (the subscribers' mirror and every connector's), as counted at most every minute.",

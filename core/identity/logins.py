@@ -12,6 +12,7 @@ import math
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from core import metrics
 from core.clock import Clock
 from core.failures import Exhausted, Unauthenticated, Unavailable
 from core.identity import rules
@@ -171,6 +172,7 @@ class Logins:
         """Drop throttle rows whose window is over (the rules ignore them
         already), for ever: a flood from many addresses leaves a row per
         address and per pair, which would otherwise stay."""
+        await self._count()
         while True:
             await self._clock.sleep(THROTTLE_PURGE_INTERVAL)
             try:
@@ -178,3 +180,17 @@ class Logins:
                 await self._store.purge_throttle(before=now - self._throttle.window, now=now)
             except Exception:
                 log.exception("purging expired login throttle rows failed; retrying")
+            await self._count()
+
+    async def _count(self) -> None:
+        """The throttled and locked keys' gauges, as often as the purge runs."""
+        now = self._clock.time()
+        try:
+            slowed, locked = await self._store.throttle_counts(
+                after=self._throttle.after, since=now - self._throttle.window, now=now
+            )
+        except Exception as exc:  # an outage: the gauges keep their last values
+            log.debug("counting the login throttle's keys failed: %s", exc)
+            return
+        metrics.LOGIN_THROTTLE_KEYS.labels("throttled").set(slowed)
+        metrics.LOGIN_THROTTLE_KEYS.labels("locked").set(locked)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -407,6 +407,21 @@ class IdentityStore:
             return out
 
         return await self._work.write(run)
+
+    async def throttle_counts(self, *, after: int, since: float, now: float) -> tuple[int, int]:
+        """(keys slowed down, keys locked) at ``now``: slowed, a key with at
+        least ``after`` failures in a window begun since ``since``, not
+        locked; locked, one whose lock lasts past ``now``."""
+        table = t.login_failures
+        locked = table.c.locked_until > now
+        slowed = (table.c.locked_until <= now) & (table.c.first_time >= since) & (table.c.failures >= after)
+        stmt = select(
+            func.coalesce(func.sum(case((slowed, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((locked, 1), else_=0)), 0),
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).one()
+        return int(row[0]), int(row[1])
 
     async def purge_throttle(self, before: float, now: float) -> int:
         """Delete the rows whose window began before ``before`` and whose

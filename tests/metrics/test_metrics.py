@@ -6,6 +6,7 @@ gauges of a running core and edge are their own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from core import metrics as core_metrics
+from core.identity import logins
 from core.server import Core
 from edges.wapi import metrics as edge_metrics
 from edges.wapi.server import Edge, start_edge
@@ -209,3 +211,32 @@ async def test_a_socket_the_edge_closes_counts_under_the_edge_s_code(
         await edge.stop()
     closes = "wac_edge_websocket_closes_total"
     assert value(after, closes, code="4401") - value(before, closes, code="4401") == 1
+
+
+async def test_throttled_and_locked_login_keys(tmp_path: Path, core_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counted with each purge of the throttle's rows: often, for the test.
+    monkeypatch.setattr(logins, "THROTTLE_PURGE_INTERVAL", 0.05)
+    env = {"WAC_IDENTITY_THROTTLE_DELAY": "0.01", "WAC_IDENTITY_LOCK_AFTER": "4"}
+    async with running_core(tmp_path / "data", env) as core:
+        await add_subscriber(core, "alice")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
+            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+            for _ in range(6):
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stub.Login(identity_pb2.LoginRequest(username="alice", password="wrong", device_name="t"))
+                await asyncio.sleep(0.1)
+
+        async def keys() -> tuple[float, float]:
+            samples = await scrape(core_port)
+            return (
+                value(samples, "wac_core_login_throttle_keys", state="throttled"),
+                value(samples, "wac_core_login_throttle_keys", state="locked"),
+            )
+
+        deadline = asyncio.get_running_loop().time() + seconds()
+        while (counted := await keys())[1] < 1:
+            assert asyncio.get_running_loop().time() < deadline, counted
+            await asyncio.sleep(0.05)
+    throttled, locked = counted
+    # The address and the username-and-address pair lock; the username alone only slows down.
+    assert locked >= 1 and throttled >= 1
