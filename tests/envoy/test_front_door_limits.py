@@ -127,3 +127,12 @@ def test_the_admin_socket_is_0600(limited_front_door: tuple[int, Path]) -> None:
 def test_a_unix_socket_path_too_long_is_refused() -> None:
     with pytest.raises(ValueError, match="longer than a unix socket allows"):
         envoy.render_config(admin_socket="/tmp/" + "d" * 120 + "/envoy-admin.sock")
+
+
+def test_envoys_statistics_for_prometheus_are_on_the_admin_socket(limited_front_door: tuple[int, Path]) -> None:
+    """Where README (Metrics) and `wac run` send Prometheus for Envoy's own statistics."""
+    _port, admin = limited_front_door
+    status, body = envoy.admin_request(admin, "/stats/prometheus", timeout=seconds())
+    assert status == 200
+    assert "# TYPE envoy_server_live gauge" in body
+    assert "envoy_http_downstream_rq_total{" in body
