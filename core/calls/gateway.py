@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from core import failures
+from core import failures, metrics
 from core.auth.principal import Principal, SubscriberPrincipal
 from core.calls.incall import InCall
 from core.calls.machine import CallInfo, CallState, EndReason, Media, Via, is_uri_callee
@@ -184,6 +184,15 @@ class GatewayCalls:
     async def stop(self) -> None:
         await self._writer.close()
 
+    def live_by_state(self) -> dict[str, int]:
+        """Live gateway calls by state, as ``CallHandler.live_by_state``
+        (read on the metrics listener's thread; the copy is atomic)."""
+        counts: dict[str, int] = {}
+        for entry in list(self._live.values()):
+            state = entry.call.state.value
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     def holds(self, call_id: str) -> bool:
         """Whether call_id is a live call through the gateway."""
         return call_id in self._ids
@@ -269,11 +278,14 @@ class GatewayCalls:
                     ended_by="wac",
                     end_detail=f"SIP {report.code or 404}",
                 )
+                metrics.CALLS_PLACED.inc()
+                metrics.CALL_ENDINGS_BY(EndReason.UNAVAILABLE.value).inc()
                 self._write(CallWrite(call, None, new=True))
                 self._remember_ended(key)
 
     def _begin(self, report: CallReport) -> _Live:
         call = self._new_call(report)
+        metrics.CALLS_PLACED.inc()
         entry = _Live(call, report.from_tag, report.cseq)
         self._write(CallWrite(call, self._snapshot(entry), new=True))
         self._hold(entry)
@@ -303,6 +315,8 @@ class GatewayCalls:
 
     def _answer(self, entry: _Live, at: float) -> None:
         call = replace(entry.call, state=CallState.ACTIVE, answer_time=max(at, entry.call.create_time))
+        metrics.CALL_SETUPS.inc()
+        metrics.CALL_SETUP_DURATION.observe(max(0.0, at - entry.call.create_time))
         self._write(CallWrite(call, self._snapshot(entry)))
         entry.call = call
         self._in_call.add(call.call_id, *_parties(call))
@@ -321,6 +335,7 @@ class GatewayCalls:
             ended_by=by,
             end_detail=detail,
         )
+        metrics.CALL_ENDINGS_BY(reason.value).inc()
         self._write(CallWrite(call, None))
         entry.call = call
         key = (was.sip_call_id, entry.from_tag)

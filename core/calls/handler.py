@@ -269,9 +269,10 @@ class CallHandler:
             )
 
     def live_by_state(self) -> dict[str, int]:
-        """Live calls on this core by state: a metric read at scrape time,
-        on the metrics listener's thread (the copy is atomic under the GIL)."""
-        counts: dict[str, int] = {}
+        """Live calls on this core by state, the gateway's included: a metric
+        read at scrape time, on the metrics listener's thread (the copy is
+        atomic under the GIL)."""
+        counts = {} if self._gateway is None else self._gateway.live_by_state()
         for machine in list(self._live.values()):
             state = machine.state.value
             counts[state] = counts.get(state, 0) + 1

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from connectors.kamailio_events import ReportError, decode_report, read_netstring
-from core import failures
+from core import failures, metrics
 from core.auth.principal import ServicePrincipal
 from core.calls.gateway import CallReport, GatewayCalls, GatewayError, ReportKind, failure_reason
 from core.calls.incall import InCall
@@ -246,3 +246,24 @@ async def test_netstrings_are_read_and_anything_else_is_refused() -> None:
     for bad in (b"abc:hello,", b"5:hello;", b"99999999:x,", b"20000:" + b"x" * 20001):
         with pytest.raises(ReportError):
             await read_netstring(await stream(bad))
+
+
+async def test_a_gateway_call_counts_in_the_calls_metrics(rig: Rig) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    names = (
+        "wac_core_calls_placed_total",
+        "wac_core_call_setups_total",
+        "wac_core_call_setup_duration_seconds_count",
+    )
+    before = {name: sample(name) for name in names}
+    completed = sample("wac_core_call_endings_total", reason="COMPLETED")
+    await rig.calls.report(report(ReportKind.INVITE))
+    assert rig.calls.live_by_state() == {"RINGING": 1}
+    await rig.calls.report(report(ReportKind.ANSWER, NOW + 2))
+    assert rig.calls.live_by_state() == {"ACTIVE": 1}
+    await rig.calls.report(report(ReportKind.END, NOW + 10, ended_by="alice"))
+    assert rig.calls.live_by_state() == {}
+    assert {name: sample(name) - before[name] for name in names} == dict.fromkeys(names, 1)
+    assert sample("wac_core_call_endings_total", reason="COMPLETED") - completed == 1
