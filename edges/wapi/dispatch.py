@@ -58,11 +58,16 @@ class Dispatcher:
             # to exhaust the parser's stack: a client's error, not the edge's.
             raise RpcError(INVALID_PARAMS, "invalid params: values are nested too deeply") from None
 
-    async def call(self, method: Method, message: Message, credential: str | None, address: str) -> dict[str, Any]:
-        """One unary call; the result as proto3 JSON, or RpcError."""
+    def measured(self, method: Method) -> MethodMetrics:
+        """The method's request counter and latency histogram."""
         measured = self._measured.get(method.name)
         if measured is None:
             measured = self._measured[method.name] = MethodMetrics(method.name)
+        return measured
+
+    async def call(self, method: Method, message: Message, credential: str | None, address: str) -> dict[str, Any]:
+        """One unary call; the result as proto3 JSON, or RpcError."""
+        measured = self.measured(method)
         started = time.perf_counter()
         try:
             response = await self.client.call(method, message, call_metadata(credential, address))

@@ -50,7 +50,8 @@ WAPI_REQUESTS = Counter(
 )
 WAPI_DURATION = Histogram(
     "wac_edge_wapi_request_duration_seconds",
-    "Seconds from a WAPI request's call to the core to its result, by method (Service.Method).",
+    "Seconds from a WAPI request's call to the core to its result (a subscription: until the core accepted "
+    "it), by method (Service.Method).",
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,

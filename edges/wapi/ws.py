@@ -55,7 +55,7 @@ from edges.wapi.core_client import call_metadata
 from edges.wapi.dispatch import Dispatcher, internal_error
 from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import Method
-from edges.wapi.metrics import websocket_closed
+from edges.wapi.metrics import OK, status_name, websocket_closed
 from edges.wapi.rpc import RpcError
 from edges.wapi.session import Binding, Close, Exchange, RateLimiter, Session, SessionLimits
 
@@ -365,7 +365,14 @@ class WapiConnection:
             method, message = self._dispatcher.resolve(request)
             credential = session.credential_for(method)
             if method.server_streaming:
-                start = await self._subscribe(method, message, credential)
+                # Counted and timed as unary calls are, until the core accepted it.
+                measured, started = self._dispatcher.measured(method), time.perf_counter()
+                try:
+                    start = await self._subscribe(method, message, credential)
+                except RpcError as failure:
+                    measured.finished(status_name(failure.code), time.perf_counter() - started)
+                    raise
+                measured.finished(OK, time.perf_counter() - started)
                 session.succeeded(exchange, index, request, {})
                 return start
             if method.opens_session:

@@ -130,6 +130,9 @@ async def test_a_call_set_up_and_ended(core: Core, edge: Edge, core_port: int, e
         edge_before, "wac_edge_events_delivered_total"
     )
     assert delivered >= 4
+    subscribe = {"method": "EventsService.Subscribe", "code": "OK"}
+    requests = "wac_edge_wapi_requests_total"
+    assert value(edge_after, requests, **subscribe) - value(edge_before, requests, **subscribe) == 2
     lag = "wac_edge_event_delivery_lag_seconds_count"
     assert value(edge_after, lag) - value(edge_before, lag) >= 1
     # The call's rows were written (and the subscribers read).
