@@ -83,7 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="the same as one JSON document")
 
-
     admin = commands.add_parser("admin", help="provisioning").add_subparsers(dest="object", required=True)
     sub = admin.add_parser("subscriber", help="manage subscribers").add_subparsers(dest="action", required=True)
     add = sub.add_parser("add", help="create a subscriber")

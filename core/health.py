@@ -62,6 +62,10 @@ class ReadinessHealth(health.aio.HealthServicer):
         if ready != self._ready:
             if ready:
                 log.info("core ready")
+            elif self._ready is None:
+                # Starting before what it checks (Kamailio starts after the
+                # core under wac run) is no fault: a warning is for losing it.
+                log.info("core not ready yet", extra={"failed": self.failed})
             else:
                 log.warning("core not ready", extra={"failed": self.failed})
             self._ready = ready

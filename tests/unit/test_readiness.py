@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
+import pytest
 from alembic.script import ScriptDirectory
+from grpc_health.v1 import health_pb2
 
 from core.db.migrate import alembic_config
+from core.health import NOT_SERVING, SERVING, ReadinessHealth
 from core.readiness import NotReady, Readiness, head_revision
 
 
@@ -16,6 +21,16 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Context:
+    """The part of a grpc.aio servicer context that a health Check uses."""
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self.trailing = metadata
+
+    async def abort(self, code: Any, details: str) -> None:
+        raise AssertionError(f"aborted: {code} {details}")
 
 
 def test_the_head_revision_is_alembics() -> None:
@@ -65,3 +80,37 @@ async def test_a_failing_slow_or_broken_probe_names_its_check() -> None:
     # What an unexpected error says stays in the log.
     assert results["other"].reason == "the check failed (see the core's log)"
     assert results["fine"].ok and not any(results[name].ok for name in ("database", "gateway", "other"))
+
+
+async def test_a_core_starting_unready_says_so_quietly_and_warns_when_it_loses_readiness(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    up = False
+
+    async def gateway() -> None:
+        if not up:
+            raise NotReady("Kamailio does not answer")
+
+    clock = Clock()
+    health = ReadinessHealth(Readiness([("gateway", gateway)], max_age=1.0, clock=clock), ["wac.v1.CallsService"])
+    caplog.set_level(logging.INFO, logger="wac.core")
+
+    async def status() -> int:
+        request = health_pb2.HealthCheckRequest(service="wac.v1.CallsService")
+        return (await health.Check(request, Context())).status
+
+    # Starting before the gateway: not ready, but no warning.
+    await health.refresh()
+    assert await status() == NOT_SERVING
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, "core not ready yet")]
+    caplog.clear()
+    up, clock.now = True, 1.0
+    await health.refresh()
+    assert await status() == SERVING
+    up, clock.now = False, 2.0
+    await health.refresh()
+    assert await status() == NOT_SERVING
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "core ready"),
+        (logging.WARNING, "core not ready"),
+    ]
