@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 
 from tests.calls.support import SDP
 from tests.cli.test_run_process import Run, environment, front_door_answers
-from tests.support.cli import ROOT
+from tests.support.cli import ROOT, stop
 from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.support import WapiClient
@@ -133,13 +133,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[Run]
         until(lambda: readyz(running)[0] == 200, "the node ready", running, seconds(2))
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(seconds(4))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process)
 
 
 def until(condition: Callable[[], bool], what: str, run: Run, timeout: float) -> None:

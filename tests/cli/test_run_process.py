@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from cli import envoy
-from tests.support.cli import ROOT, wac
+from tests.support.cli import ROOT, stop, wac
 from tests.support.server import free_port
 from tests.support.timing import seconds
 
@@ -112,13 +112,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         wait_for(lambda: front_door_answers(running), "wac run serving", running, seconds(6))
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(seconds(4))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process)
 
 
 def test_the_data_dir_is_private_and_envoy_admin_is_a_0600_socket(run: Run) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import httpx
 
-from tests.support.cli import ROOT
+from tests.support.cli import ROOT, stop
 from tests.support.gateway import SipTcp, require_gateway
 from tests.support.server import free_port
 from tests.support.timing import seconds
@@ -116,13 +116,7 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
         assert key and key not in log.read_text(errors="replace"), "the gateway key is never logged"
         assert_readiness_follows_the_gateway(front, log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(seconds(4))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process)
     assert process.returncode == 0, log.read_text(errors="replace")[-3000:]
     left = subprocess.run(["pgrep", "-f", str(data)], check=False, capture_output=True, text=True)
     assert left.stdout == "", "no Kamailio or rtpengine outlives wac run"

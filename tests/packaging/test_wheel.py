@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -27,7 +26,7 @@ import httpx
 import pytest
 import websockets.sync.client
 
-from tests.support.cli import ROOT
+from tests.support.cli import ROOT, stop
 from tests.support.server import free_port
 from tests.support.timing import seconds
 
@@ -203,13 +202,7 @@ def test_wac_run_demo_serves_the_front_door(installed: Installed) -> None:
         body = verified.json()
         assert body["active"] is True and body["subscriber"]["username"] == "alice", body
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(seconds(4))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process)
     assert process.returncode == 0, log.read_text(errors="replace")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -53,3 +54,17 @@ async def wac_async(*args: str, env: Mapping[str, str], timeout: float = 6) -> s
     out, err = await asyncio.wait_for(process.communicate(), seconds(timeout))
     assert process.returncode is not None
     return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
+
+
+def stop(process: subprocess.Popen[bytes], grace: float | None = None) -> None:
+    """Stop ``wac run`` (or ``wac cluster``) as an operator does, with ^C;
+    past ``grace`` seconds (default ``seconds(4)``), kill its whole process
+    group. Nothing if it has exited already."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(seconds(4) if grace is None else grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
