@@ -461,15 +461,17 @@ async def _write_status(core: Core, calls: CallHandler) -> None:
     """This core's part of ``wac status`` (settings/status.py), every few seconds."""
     started = time.time()
     host = core.config.core.listen.rsplit(":", 1)[0]
+    # Once: looking the version up scans the installed packages.
+    version, database = _version(), _database_name(core.config.database_url)
     while True:
         document = {
             "pid": os.getpid(),
             "time": time.time(),
             "started": started,
             "node": core.node,
-            "version": _version(),
+            "version": version,
             "listen": f"{host}:{core.port}",
-            "database": _database_name(core.config.database_url),
+            "database": database,
             "active_calls": calls.live_calls,
             "failed": core.health.failed,
         }

@@ -28,6 +28,7 @@ NOT_IN_SUPERVISOR = (
     "aiohttp",
     "phonenumbers",
     "prometheus_client",
+    "importlib.metadata",
 )
 # What the embedded core loads only when configured or asked: migrations
 # run in a child of `wac core`; the connectors and the gateway when
