@@ -22,18 +22,16 @@ time by ``Sources`` rather than on every transition.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from settings import checks
-
-log = logging.getLogger("wac.metrics")
+from settings import metrics_port
+from settings.metrics_port import Listener
 
 REGISTRY = CollectorRegistry()
 # CPU seconds, resident memory, open file descriptors of the core process.
@@ -240,30 +238,6 @@ SOURCES = Sources()
 REGISTRY.register(SOURCES)
 
 
-class Listener:
-    """The /metrics HTTP listener (prometheus_client's, on a daemon thread)."""
-
-    def __init__(self, address: str, registry: CollectorRegistry) -> None:
-        host, port = checks.split_address(address, any_port=True)  # checked with the configuration
-        self._server, self._thread = start_http_server(port, host, registry=registry)
-        self.port: int = self._server.server_port
-        self.address = f"{host}:{self.port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def listen(address: str) -> Listener | None:
     """Serve the core's /metrics on ``address``; None when it is empty (off)."""
-    if not address:
-        return None
-    try:
-        listener = Listener(address, REGISTRY)
-    except OSError as exc:
-        # Metrics are the operator's view, not the service: a core whose
-        # metrics port is taken still serves, and says so.
-        log.error("core metrics not served: cannot listen on %s: %s", address, exc)
-        return None
-    log.info("core metrics on http://%s/metrics", listener.address)
-    return listener
+    return metrics_port.listen(address, REGISTRY, "core")

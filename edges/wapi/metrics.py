@@ -24,18 +24,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from settings import checks
-
-log = logging.getLogger("wac.metrics")
+from settings import metrics_port
+from settings.metrics_port import Listener
 
 REGISTRY = CollectorRegistry()
 # CPU seconds, resident memory, open file descriptors of the edge process.
@@ -215,30 +213,6 @@ SOURCES = Sources()
 REGISTRY.register(SOURCES)
 
 
-class Listener:
-    """The /metrics HTTP listener (prometheus_client's, on a daemon thread)."""
-
-    def __init__(self, address: str) -> None:
-        host, port = checks.split_address(address, any_port=True)  # checked with the configuration
-        self._server, self._thread = start_http_server(port, host, registry=REGISTRY)
-        self.port: int = self._server.server_port
-        self.address = f"{host}:{self.port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def listen(address: str) -> Listener | None:
     """Serve the edge's /metrics on ``address``; None when it is empty (off)."""
-    if not address:
-        return None
-    try:
-        listener = Listener(address)
-    except OSError as exc:
-        # Metrics are the operator's view, not the service: an edge whose
-        # metrics port is taken still serves, and says so.
-        log.error("edge metrics not served: cannot listen on %s: %s", address, exc)
-        return None
-    log.info("edge metrics on http://%s/metrics", listener.address)
-    return listener
+    return metrics_port.listen(address, REGISTRY, "edge")

@@ -6,7 +6,6 @@ and by TypeScript through its declarations."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import ROOT
+from tests.support.system import missing
 
 JS = ROOT / "clients" / "js"
 BUILT = (JS / "dist" / "wac.js", JS / "dist" / "wac.umd.cjs", JS / "dist" / "types" / "index.d.ts")
@@ -32,11 +32,9 @@ def _run(args: list[str], cwd: Path, timeout: float = 120) -> str:
 @pytest.fixture(scope="module")
 def consumer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty project with the packed tarball installed."""
-    missing = [str(path) for path in (*BUILT, TSC) if not path.exists()]
-    if missing or shutil.which("npm") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"make setup should have built the SDK: missing {missing or 'npm'}")
-        pytest.skip(f"the SDK is not built (make sdk): missing {missing or 'npm'}")
+    absent = [str(path) for path in (*BUILT, TSC) if not path.exists()]
+    if absent or shutil.which("npm") is None:
+        missing(f"the SDK is not built (make setup builds it): missing {absent or 'npm'}")
     work = tmp_path_factory.mktemp("npm")
     # --ignore-scripts: pack what `make sdk` built, nothing rebuilt.
     packed = json.loads(_run(["npm", "pack", "--json", "--ignore-scripts", "--pack-destination", str(work)], JS))
