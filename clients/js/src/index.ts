@@ -4,6 +4,7 @@ export type { WacOptions, WacEvents, SessionStore, SessionEndedInfo, PlaceCallOp
 export type { GatewayOptions, SipRegistration, SipRegistrationState } from "./sip/stack.js";
 export type { CallVia } from "./sip/target.js";
 export { WacError, Status, statusName } from "./errors.js";
+export { newTraceparent } from "./trace.js";
 export type { StatusName } from "./errors.js";
 export { Call } from "./calls/call.js";
 export type { CallState, CallDirection, CallEvents, CallEndedInfo, MediaOptions, MediaKind } from "./calls/call.js";

@@ -18,6 +18,7 @@
 import type { Clock } from "./clock.js";
 import { errorFromJsonRpc, type JsonRpcErrorObject, Status, WacError } from "./errors.js";
 import type { MethodName, Methods } from "./gen/wac.js";
+import { type TraceparentSource, traceparentOf } from "./trace.js";
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 
@@ -56,6 +57,8 @@ export class RpcClient {
     private readonly clock: Clock,
     private readonly onNotification: NotificationHandler,
     private readonly defaultTimeoutMs: number = DEFAULT_REQUEST_TIMEOUT_MS,
+    /** Asked once per call, when it is made: the W3C traceparent its request carries, if any. */
+    private readonly traceparent?: TraceparentSource,
   ) {}
 
   /** Calls a WAPI method; see the class comment for how it settles. */
@@ -67,7 +70,7 @@ export class RpcClient {
   callRaw(method: string, params: unknown, options: CallOptions = {}): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
-      const frame = JSON.stringify({ jsonrpc: "2.0", id, method, params: params ?? {} });
+      const frame = JSON.stringify(this.request(id, method, params));
       const pending: Pending = {
         id,
         frame,
@@ -176,6 +179,17 @@ export class RpcClient {
     if (!pending) return; // timed out already, or not ours
     if (error && typeof error === "object") pending.reject(errorFromJsonRpc(error));
     else pending.resolve(result ?? {});
+  }
+
+  /**
+   * One request object. `traceparent` (the WAPI's one extension member) is
+   * read when the call is made, in the caller's context, and kept with the
+   * frame: a queued or retried request carries the same one.
+   */
+  private request(id: number, method: string, params: unknown): object {
+    const request = { jsonrpc: "2.0", id, method, params: params ?? {} };
+    const traceparent = this.traceparent && traceparentOf(this.traceparent);
+    return traceparent ? { ...request, traceparent } : request;
   }
 
   private transmit(pending: Pending): void {

@@ -37,6 +37,7 @@ import {
   refreshDelay,
   refreshTokenUsable,
 } from "./session.js";
+import { newTraceparent } from "./trace.js";
 import type { BackoffOptions } from "./transport/backoff.js";
 import { Connection } from "./transport/connection.js";
 import type { ConnectionState, TransportPolicy } from "./transport/machine.js";
@@ -87,6 +88,16 @@ export interface WacOptions {
    * those calls go over the WAPI, which ends them with a reason.
    */
   gateway?: GatewayOptions;
+  /**
+   * The W3C traceparent of each WAPI request: called once per request, when
+   * it is made (so in the caller's context), over either transport; a
+   * string goes out as the request's `traceparent` member and the edge's
+   * and core's spans join that trace; undefined (or "") sends none. With
+   * OpenTelemetry:
+   * `() => { const c: { traceparent?: string } = {}; propagation.inject(context.active(), c); return c.traceparent; }`.
+   * Without a tracer, `newTraceparent` makes one. Unset: no member, no cost.
+   */
+  traceparent?: () => string | undefined;
   /** @internal Test seams. */
   clock?: Clock;
   /** @internal */
@@ -147,6 +158,8 @@ const DEFAULT_STORAGE_KEY = "wac.session";
 export class Wac extends Emitter<WacEvents> {
   static readonly WacError = WacError;
   static readonly Status = Status;
+  /** A fresh random W3C traceparent (also exported as `newTraceparent`). */
+  static readonly newTraceparent = newTraceparent;
 
   /** The current session, or null when logged out. */
   session: Session | null = null;
@@ -184,6 +197,7 @@ export class Wac extends Emitter<WacEvents> {
       ...(options.fallbackAfter !== undefined ? { fallbackAfter: options.fallbackAfter } : {}),
       ...(options.random ? { random: options.random } : {}),
       ...(options.createTransport ? { createTransport: options.createTransport } : {}),
+      ...(options.traceparent ? { traceparent: options.traceparent } : {}),
     });
     this.connection.accessToken = () =>
       !this.mustRefresh && accessTokenUsable(this.session, this.clock.now()) ? this.session?.accessToken : undefined;

@@ -14,6 +14,7 @@ import { Emitter } from "../emitter.js";
 import { Status, WacError } from "../errors.js";
 import type { Event as WacEvent } from "../gen/wac.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS, RpcClient } from "../rpc.js";
+import type { TraceparentSource } from "../trace.js";
 import type { BackoffOptions } from "./backoff.js";
 import { backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
 import { EventCursor } from "./cursor.js";
@@ -47,6 +48,8 @@ export interface ConnectionOptions {
   random?: () => number;
   /** Makes transports; tests pass fakes. */
   createTransport?: TransportFactory;
+  /** The W3C traceparent each request carries (the WAPI's `traceparent` member); none if unset. */
+  traceparent?: TraceparentSource;
 }
 
 export interface ConnectionEvents {
@@ -113,6 +116,7 @@ export class Connection extends Emitter<ConnectionEvents> {
       this.clock,
       (method, params) => this.onNotification(method, params),
       options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      options.traceparent,
     );
   }
 
