@@ -33,6 +33,7 @@ from websockets.asyncio.client import connect
 from tests.calls.support import SDP
 from tests.cli.test_run_process import Run, environment, front_door_answers
 from tests.support.cli import ROOT, stop
+from tests.support.run import start_run
 from tests.support.server import free_port
 from tests.support.timing import seconds
 from tests.wapi.support import WapiClient
@@ -118,15 +119,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[Run]
     # The edge reaches the core through the relay, which a test cuts.
     env["WAC_EDGE_CORE_ADDRESS"] = f"127.0.0.1:{relay.port}"
     log = work / "run.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "run", "--demo"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+    process = start_run(env, log, "--demo")
     running = Run(process, data, log, front, relay.target, env)
     try:
         until(lambda: front_door_answers(running), "wac run serving", running, seconds(6))

@@ -9,7 +9,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ from typing import Any
 import grpc
 import httpx
 
-from tests.support.cli import ROOT, stop
+from tests.support.cli import stop
 from tests.support.gateway import SipTcp, require_gateway
+from tests.support.run import start_run
 from tests.support.server import free_port
 from tests.support.timing import seconds
 from wac.v1 import calls_pb2, calls_pb2_grpc, identity_pb2, identity_pb2_grpc
@@ -51,15 +51,7 @@ def test_wac_run_starts_the_gateway_which_asks_the_sapi_with_the_provisioned_key
     }
     env.pop("WAC_CONFIG", None)
     log = tmp_path / "run.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "run", "--demo"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+    process = start_run(env, log, "--demo")
     try:
         # Up once Kamailio answers a REGISTER without a token (no callout).
         deadline = time.monotonic() + seconds(6)
