@@ -33,7 +33,7 @@ from edges.wapi.http_port import HttpPort
 from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
-from settings import checks, status
+from settings import checks, library_logs, status
 from settings.assets import asset
 from settings.collector import tend as collector_tend
 from settings.config import Config, EdgeConfig
@@ -136,6 +136,8 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
     readiness = Readiness(client)
     # One timer pings every socket (keepalive.py), not a task per socket.
     keepalive = Keepalive(edge.ping_interval, edge.ping_timeout or None) if edge.ping_interval else None
+    # At debug, websockets logs the hop key and every frame's secrets.
+    library_logs.never_below_info("websockets")
     ws_server = await ws_serve(
         make_handler(dispatcher, ws_limits, clock, keepalive=keepalive),
         ws_host,
