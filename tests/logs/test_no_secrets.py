@@ -320,7 +320,8 @@ async def test_no_secret_reaches_the_logs_of_a_whole_run(tmp_path: Path) -> None
         key_files(data, found)
     except BaseException:
         stop(process)
-        print(log.read_text(errors="replace")[-4000:])
+        # Redacted: the tail shows why the drive failed, not the secrets so far.
+        print(found.redacted(log.read_text(errors="replace")[-4000:]))
         raise
     stop(process)
     assert process.returncode == 0, log.read_text(errors="replace")[-3000:]
