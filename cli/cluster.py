@@ -207,6 +207,8 @@ def render_envoy(config: Config, plan: Plan, hop_key: str) -> list[str]:
         upgrades_per_address=config.envoy.upgrades_per_address,
         hop_key=hop_key,
         hop_listen_port=plan.hop_port,
+        otlp_endpoint=config.tracing.otlp_endpoint,
+        sample_ratio=config.tracing.sample_ratio,
     )
     path = plan.envoy_dir / "envoy.yaml"
     # It holds the hop key: private before the secret is written.

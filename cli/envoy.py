@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit
 
 from settings import checks
 from settings.assets import asset
@@ -113,6 +114,60 @@ $indent  host_selection_retry_max_attempts: 3"""
 # added: the edge's x-forwarded-for and x-wac-hop reach the core as sent
 # (the core believes the address only beside the hop key, and
 # StreamEvents needs the key itself).
+# The front door's tracer ([tracing] otlp_endpoint): a span per request,
+# in the trace of the client's traceparent when it sent one (and sampled
+# as the client decided), else in a new one kept at the sampling ratio.
+_TRACING = """
+          tracing:
+            random_sampling: { value: $percent }
+            spawn_upstream_span: false
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service:
+                  envoy_grpc: { cluster_name: wac_otlp }
+                  timeout: 1s
+                service_name: wac-envoy"""
+
+# The OTLP/gRPC collector Envoy exports its spans to.
+_OTLP_CLUSTER = """\
+  - name: wac_otlp
+    type: STRICT_DNS
+    dns_lookup_family: V4_PREFERRED
+    connect_timeout: 2s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}$tls
+    load_assignment:
+      cluster_name: wac_otlp
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: $host, port_value: $port }
+# Envoy's tracer exports every second, as wac's processes do, instead of
+# every 5 s: a trace is whole while the operator still looks for it.
+layered_runtime:
+  layers:
+  - name: tracing
+    static_layer:
+      tracing.opentelemetry.flush_interval_ms: 1000
+      tracing.opentelemetry.min_flush_spans: 64
+"""
+
+_OTLP_TLS = """
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {host}
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: /etc/ssl/certs/ca-certificates.crt }}"""
+
 _HOP_LISTENER = """
   - name: core_hops
     address:
@@ -187,6 +242,8 @@ def render_config(
     openapi_path: str | Path = DEFAULT_OPENAPI,
     hop_key: str = "",
     hop_listen_port: int | None = None,
+    otlp_endpoint: str = "",
+    sample_ratio: float = 1.0,
 ) -> str:
     """Fill in envoy/envoy.yaml.tmpl and return the YAML text.
 
@@ -207,6 +264,11 @@ def render_config(
     health-checked; hop_listen_port adds the cores' side door on 127.0.0.1
     for the edges (wac cluster). One core and one edge without it render
     exactly what a single node always rendered.
+
+    otlp_endpoint ([tracing], http(s)://host:port of an OTLP/gRPC
+    collector) turns Envoy's OpenTelemetry tracer on: a span per request at
+    the front door, sent on to the core and the edge in traceparent, new
+    traces kept at sample_ratio; empty, Envoy makes no span.
 
     Paths are made absolute, because Envoy resolves relative ones against its
     own working directory, not the caller's. Nothing is checked on disk here;
@@ -241,8 +303,12 @@ def render_config(
         guard("hop_listen_port", checks.port, hop_listen_port)
         hop_listener = Template(_HOP_LISTENER).substitute(hop_port=hop_listen_port, retry_policy=retry_policy)
     gateway_ws_host, gateway_ws_port = guard("gateway_ws_address", checks.split_address, gateway_ws_address)
+    tracing, tracing_cluster = _tracing(otlp_endpoint, sample_ratio)
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
+        generate_request_id="true" if tracing else "false",
+        tracing=tracing,
+        tracing_cluster=tracing_cluster,
         listen_host=listen_host,
         listen_port=listen_port,
         hop_listener=hop_listener,
@@ -269,6 +335,19 @@ def render_config(
         hop_key=json.dumps(hop_key),
         openapi_path=json.dumps(str(Path(openapi_path).resolve())),
     )
+
+
+def _tracing(otlp_endpoint: str, sample_ratio: float) -> tuple[str, str]:
+    """The connection manager's tracing block and the collector's cluster; ("", "") when off."""
+    guard("otlp_endpoint", checks.otlp_endpoint, otlp_endpoint)
+    if not otlp_endpoint:
+        return "", ""
+    if not 0 <= sample_ratio <= 1:
+        raise ValueError(f"sample_ratio must be from 0 to 1, got {sample_ratio:g}")
+    endpoint = urlsplit(otlp_endpoint)
+    tls = _OTLP_TLS.format(host=json.dumps(endpoint.hostname)) if endpoint.scheme == "https" else ""
+    cluster = Template(_OTLP_CLUSTER).substitute(host=json.dumps(endpoint.hostname), port=endpoint.port, tls=tls)
+    return Template(_TRACING).substitute(percent=f"{sample_ratio * 100:g}"), cluster
 
 
 def _addresses(name: str, given: str | Sequence[str]) -> list[tuple[str, int]]:

@@ -36,9 +36,22 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info", process: str = "wac", node: str = "") -> None:
+    """Lines at ``level`` from wac's own loggers (``wac.*``), and at info or
+    above from every library, whatever ``level`` says.
+
+    Debug is for wac's lines (one per request, which never name a secret).
+    Libraries write at debug what they carry: websockets every upgrade's
+    headers (the hop key Envoy adds, an ``?access_token=`` in the path) and
+    every frame (passwords, tokens, SDPs); aiosqlite every statement with
+    its parameters (password hashes, private signing keys); others alike.
+    tests/logs/test_no_secrets.py greps a whole `wac run` at debug."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    wanted = logging.getLevelNamesMapping().get(level.upper())
+    if wanted is None:
+        raise ValueError(f"WAC_LOG_LEVEL must be debug, info, warning, error or critical, got {level!r}")
+    root.setLevel(max(logging.INFO, wanted))
+    logging.getLogger("wac").setLevel(wanted)
     logging.getLogger("wac").info("starting", extra={"role": process})

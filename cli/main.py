@@ -531,6 +531,8 @@ def _envoy(config: Config) -> int:
             upgrades_per_address=config.envoy.upgrades_per_address,
             # Under wac run the core writes it a moment after it starts.
             hop_key=read_hop_key(config, HOP_KEY_WAIT),
+            otlp_endpoint=config.tracing.otlp_endpoint,
+            sample_ratio=config.tracing.sample_ratio,
         )
         path = config.data_dir / "envoy.yaml"
         # It holds the hop key: private before the secret is written.

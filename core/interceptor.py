@@ -25,9 +25,11 @@ from grpc_status import rpc_status
 from core import errors, failures, metrics, undecodable
 from core.auth import policy
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal, set_current
+from core.auth.principal import current as current_principal
 from core.auth.rates import RateTable
 from core.db import outage
 from core.nul import nul_field
+from settings import traces
 
 log = logging.getLogger("wac.rpc")
 
@@ -65,26 +67,41 @@ class Forwarding:
         return bool(self.hop_key) and hmac.compare_digest(presented.encode(), self.hop_key.encode())
 
 
-def _metadata(metadata: tuple[tuple[str, str | bytes], ...], forwarded_header: str) -> tuple[str | None, str, str]:
-    """(bearer credential, forwarded address, x-wac-hop) of a call."""
+@dataclass(frozen=True, slots=True)
+class CallMetadata:
+    """What the interceptor reads from a call's metadata."""
+
+    token: str | None = None  # the bearer credential
+    forwarded: str = ""  # the client address a hop forwarded
+    hop: str = ""  # x-wac-hop
+    traceparent: str = ""  # W3C trace context of the caller (Envoy, the edge, a client)
+    malformed: bool = False  # an authorization that is not "Bearer <credential>"
+
+
+def _metadata(metadata: tuple[tuple[str, str | bytes], ...], forwarded_header: str) -> CallMetadata:
     token: str | None = None
     forwarded = ""
     hop = ""
+    traceparent = ""
+    malformed = False
     for key, value in metadata:
         if not isinstance(value, str):
             continue
         if key == "authorization":
             scheme, _, rest = value.partition(" ")
             if scheme.lower() != "bearer" or not rest.strip():
-                raise failures.Unauthenticated("malformed authorization: expected 'Bearer <credential>'")
-            token = rest.strip()
+                malformed = True
+            else:
+                token = rest.strip()
         elif key == forwarded_header:
             # The last entry is the one the trusted hop added; entries
             # before it came from whoever sent the request to that hop.
             forwarded = value.rsplit(",", 1)[-1].strip()
         elif key == HOP_METADATA:
             hop = value
-    return token, forwarded, hop
+        elif key == traces.TRACEPARENT:
+            traceparent = value
+    return CallMetadata(token, forwarded, hop, traceparent, malformed)
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -103,8 +120,12 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         subscriber_rates: RateTable | None = None,
         api_key_rates: RateTable | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracing: traces.Tracing | None = None,
     ) -> None:
         self._authenticator = authenticator
+        # None (tracing off): no span is made, a caller's traceparent only
+        # names the trace in the log lines.
+        self._tracing = tracing
         self._forwarding = forwarding or Forwarding()
         # Subscribers and anonymous callers (by address) share one table;
         # API keys have their own allowance. None: not limited.
@@ -139,13 +160,27 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
         forwarding = self._forwarding
         limit = self._limit
 
-        async def enter(context: grpc.aio.ServicerContext) -> None:
-            token, forwarded, hop = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
+        tracing = self._tracing
+        service, _, short = method[1:].rpartition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": short}
+
+        def traced(call: CallMetadata) -> contextlib.AbstractContextManager[Any]:
+            """The call's span (tracing on), or its caller's trace id for
+            its log lines (off); nothing at all for a call without one."""
+            if tracing is not None:
+                return tracing.span(method[1:], call.traceparent, attributes)
+            if call.traceparent:
+                return traces.Serving(call.traceparent)
+            return _UNTRACED
+
+        async def enter(context: grpc.aio.ServicerContext, call: CallMetadata) -> None:
+            if call.malformed:
+                raise failures.Unauthenticated("malformed authorization: expected 'Bearer <credential>'")
             peer = _peer_host(context)
             address = peer
-            if forwarded and (peer in forwarding.trusted_proxies or (hop and forwarding.is_hop(hop))):
-                address = forwarded
-            principal = await authenticator.authenticate(token) if token else None
+            if call.forwarded and (peer in forwarding.trusted_proxies or (call.hop and forwarding.is_hop(call.hop))):
+                address = call.forwarded
+            principal = await authenticator.authenticate(call.token) if call.token else None
             policy.check(rule, principal, method)
             limit(principal, address)
             set_current(principal, address)
@@ -157,20 +192,29 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             if field is not None:
                 raise failures.Invalid(field, "must not contain NUL characters (U+0000)")
 
+        def finished(context: grpc.aio.ServicerContext, started: float, span: Any, unary: bool) -> None:
+            elapsed = time.perf_counter() - started
+            code = context.code()
+            measured.finished(code, elapsed if unary else None)
+            _log_call(method, code, context, elapsed)
+            if span is not None and tracing is not None:
+                _end_span(tracing, span, code, context)
+
         if handler.unary_unary is not None:
             behavior = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                try:
-                    await enter(context)
-                    check(request)
-                    return await behavior(request, context)
-                except Exception as exc:
-                    await _fail(context, method, exc)
-                finally:
-                    measured.finished(context.code(), time.perf_counter() - started)
-                    _log_call(method, context, started)
+                call = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
+                with traced(call) as span:
+                    try:
+                        await enter(context, call)
+                        check(request)
+                        return await behavior(request, context)
+                    except Exception as exc:
+                        await _fail(context, method, exc)
+                    finally:
+                        finished(context, started, span, True)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -182,25 +226,26 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> None:
                 started = time.perf_counter()
-                try:
-                    await enter(context)
-                    check(request)
-                    # Written here rather than yielded to gRPC, so that a
-                    # write to a client that went away fails in this frame
-                    # (one debug line) instead of as a logged traceback.
-                    # Closed on any exit, cancellation included, so that the
-                    # servicer's cleanup runs now rather than when collected.
-                    async with contextlib.aclosing(stream_behavior(request, context)) as items:
-                        async for item in items:
-                            await context.write(item)
-                except Exception as exc:
-                    if _gone(context, exc):
-                        log.debug("%s: the client went away", method)
-                        return
-                    await _fail(context, method, exc)
-                finally:
-                    measured.finished(context.code(), None)
-                    _log_call(method, context, started)
+                call = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
+                with traced(call) as span:
+                    try:
+                        await enter(context, call)
+                        check(request)
+                        # Written here rather than yielded to gRPC, so that a
+                        # write to a client that went away fails in this frame
+                        # (one debug line) instead of as a logged traceback.
+                        # Closed on any exit, cancellation included, so that the
+                        # servicer's cleanup runs now rather than when collected.
+                        async with contextlib.aclosing(stream_behavior(request, context)) as items:
+                            async for item in items:
+                                await context.write(item)
+                    except Exception as exc:
+                        if _gone(context, exc):
+                            log.debug("%s: the client went away", method)
+                            return
+                        await _fail(context, method, exc)
+                    finally:
+                        finished(context, started, span, False)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
@@ -212,20 +257,21 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
 
             async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
                 started = time.perf_counter()
-                try:
-                    await enter(context)
-                    # Written and closed as in stream above.
-                    async with contextlib.aclosing(bidi_behavior(undecodable.refusing(requests), context)) as items:
-                        async for item in items:
-                            await context.write(item)
-                except Exception as exc:
-                    if _gone(context, exc):
-                        log.debug("%s: the client went away", method)
-                        return
-                    await _fail(context, method, exc)
-                finally:
-                    measured.finished(context.code(), None)
-                    _log_call(method, context, started)
+                call = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
+                with traced(call) as span:
+                    try:
+                        await enter(context, call)
+                        # Written and closed as in stream above.
+                        async with contextlib.aclosing(bidi_behavior(undecodable.refusing(requests), context)) as items:
+                            async for item in items:
+                                await context.write(item)
+                    except Exception as exc:
+                        if _gone(context, exc):
+                            log.debug("%s: the client went away", method)
+                            return
+                        await _fail(context, method, exc)
+                    finally:
+                        finished(context, started, span, False)
 
             return grpc.stream_stream_rpc_method_handler(
                 bidi,
@@ -288,13 +334,48 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, exc: Exception) 
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); the operator's log has the details")
 
 
-def _log_call(method: str, context: grpc.aio.ServicerContext, started: float) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug(
-            "rpc",
-            extra={
-                "method": method,
-                "code": str(context.code()),
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+def _log_call(method: str, code: grpc.StatusCode | None, context: grpc.aio.ServicerContext, elapsed: float) -> None:
+    """One line per call: at debug when it succeeded (or its client went
+    away), at warning when it failed. The caller is named by username or
+    API key name, never by its credential; the message is the status's,
+    which wac writes for clients and never fills with secrets."""
+    failed = code is not None and code not in _QUIET_CODES
+    level = logging.WARNING if failed else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    fields: dict[str, Any] = {
+        "method": method,
+        "code": code.name if code is not None else "OK",
+        "ms": round(elapsed * 1000, 2),
+    }
+    caller = current_principal()
+    if isinstance(caller, SubscriberPrincipal):
+        fields["subscriber"] = caller.username
+    elif isinstance(caller, ServicePrincipal):
+        fields["api_key"] = caller.key_name
+    trace_id = traces.current_trace_id()
+    if trace_id:
+        fields["trace_id"] = trace_id
+    if failed:
+        fields["error"] = (context.details() or "")[:200]
+    log.log(level, "rpc failed" if failed else "rpc", extra=fields)
+
+
+def _end_span(
+    tracing: traces.Tracing, span: Any, code: grpc.StatusCode | None, context: grpc.aio.ServicerContext
+) -> None:
+    status = code or grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", status.value[0])
+    caller = current_principal()
+    if isinstance(caller, SubscriberPrincipal):
+        span.set_attribute("enduser.id", caller.username)
+    if code is not None and code not in _QUIET_CODES:
+        tracing.fail(span, f"{status.name}: {(context.details() or '')[:200]}")
+
+
+# A call that ended so is not a failure of anyone's: it succeeded, or its
+# client went away (a stream's normal end).
+_QUIET_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.CANCELLED})
+
+# The context of a call that carries no trace (tracing off, no traceparent).
+_UNTRACED = contextlib.nullcontext()

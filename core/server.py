@@ -63,7 +63,7 @@ from core.presence.handler import PresenceHandler
 from core.presence.servicer import PresenceServicer
 from core.presence.store import SqlPresenceStore
 from core.readiness import Readiness, database_probe, gateway_probe, head_revision
-from settings import datadir, gatewaykey, hopkey, status
+from settings import datadir, gatewaykey, hopkey, status, traces
 from settings.collector import tend as collector_tend
 from settings.config import Config, ConfigError
 from wac.internal.v1 import stream_pb2_grpc
@@ -359,8 +359,10 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     metrics.SOURCES.calls_by_state = calls.live_by_state
     metrics.SOURCES.events_retained = events.retained if isinstance(events, MemoryEventLog) else None
 
+    # None unless [tracing] otlp_endpoint is set: OpenTelemetry is not even loaded.
+    tracing = traces.start(config.tracing, "wac-core", node)
     server = grpc.aio.server(
-        interceptors=[_interceptor(config, identity, hop_key, clock)],
+        interceptors=[_interceptor(config, identity, hop_key, clock, tracing)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
@@ -429,6 +431,9 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     # Closed last (closers run in reverse): the leases and the heartbeat go
     # once nothing works under them any more.
     core.closers.append(shared.close)
+    if tracing is not None:
+        # Closed after everything else: the spans of the last calls go out too.
+        core.closers.append(functools.partial(asyncio.to_thread, tracing.close))
     core.background.extend(shared_tasks)
     if gateway_rpc is not None:
         core.closers.append(gateway_rpc.close)
@@ -514,7 +519,9 @@ async def _count_directory(store: DirectoryStore, clock: Clock) -> None:
         await clock.sleep(metrics.DIRECTORY_COUNT_SECONDS)
 
 
-def _interceptor(config: Config, identity: IdentityHandler, hop_key: str, clock: Clock) -> CoreInterceptor:
+def _interceptor(
+    config: Config, identity: IdentityHandler, hop_key: str, clock: Clock, tracing: traces.Tracing | None
+) -> CoreInterceptor:
     core = config.core  # the rates' ranges are checked with the configuration
     forwarding = Forwarding(
         hop_key=hop_key, trusted_proxies=frozenset(core.trusted_proxies), header=core.client_address_header.lower()
@@ -526,6 +533,7 @@ def _interceptor(config: Config, identity: IdentityHandler, hop_key: str, clock:
         # A rate of 0 leaves API keys unlimited (RateTable then keeps nothing).
         api_key_rates=RateTable(rate=core.api_key_rate_per_second, burst=core.api_key_rate_burst),
         clock=clock.monotonic,
+        tracing=tracing,
     )
 
 

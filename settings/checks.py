@@ -226,6 +226,25 @@ def https_url(value: str) -> str:
     raise Invalid(f"must be an https URL (http only on loopback), got {value!r}")
 
 
+def otlp_endpoint(value: str) -> str:
+    """Empty (traces off), or an OTLP/gRPC collector: http://host:port
+    (plaintext) or https://host:port (TLS), no path."""
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"must be an OTLP/gRPC collector's http://host:port or https://host:port, got {value!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise Invalid("has a port that is not a number from 0 to 65535") from None
+    if port is None or port == 0:
+        raise Invalid(f"must name the collector's port (4317 by convention), got {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise Invalid(f"must be http(s)://host:port alone (OTLP/gRPC has no path), got {value!r}")
+    return value
+
+
 def region(value: str) -> str:
     """A region of libphonenumber, upper-cased."""
     # Imported here: only a connector's section sets a region, and every

@@ -334,6 +334,19 @@ class ClusterConfig:
             )
 
 
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces of the core, the edge and Envoy (settings/traces.py)."""
+
+    # Empty (the default): no spans are made or exported, and OpenTelemetry
+    # is not even loaded. Otherwise the OTLP/gRPC collector every process
+    # exports its spans to: http://host:port, or https:// for TLS.
+    otlp_endpoint: str = key("", check=checks.otlp_endpoint)
+    # The fraction of new traces kept (0 to 1); a request that arrives
+    # with a W3C traceparent follows its caller's sampled flag.
+    sample_ratio: float = key(1.0, between=(0, 1))
+
+
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
     "user": ("call.audio", "call.video", "presence.publish", "contacts.directory"),
     "pstn": ("call.pstn",),
@@ -355,6 +368,7 @@ class Config:
     ice: IceConfig = field(default_factory=IceConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     # Role name -> permissions. New subscribers get the "user" role.
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     # Connector name -> its table, validated by the connectors package.
@@ -382,6 +396,7 @@ SECTIONS: dict[str, type] = {
     "ice": IceConfig,
     "gateway": GatewayConfig,
     "cluster": ClusterConfig,
+    "tracing": TracingConfig,
 }
 
 

@@ -10,7 +10,6 @@ from sqlalchemy import exc as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core import metrics
-from settings import library_logs
 
 
 def sync_url(url: str) -> str:
@@ -66,8 +65,6 @@ def time_statements(engine: Engine) -> None:
 def create_engine(url: str) -> AsyncEngine:
     """An async engine tuned for its backend."""
     if url.startswith("sqlite"):
-        # At debug, aiosqlite logs each statement with its parameters.
-        library_logs.never_below_info("aiosqlite")
         # A fixed pool: each aiosqlite connection is a thread with its own
         # PRAGMAs, so opening overflow connections under load and closing
         # them again costs more than the queries they serve.

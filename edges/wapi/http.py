@@ -55,7 +55,7 @@ from google.protobuf.message import Message
 
 from edges.wapi import forwarded, oauth2, rpc
 from edges.wapi.admission import Admission, refusal_message
-from edges.wapi.dispatch import Dispatcher, internal_error
+from edges.wapi.dispatch import Dispatcher, internal_error, login_name
 from edges.wapi.methods import StreamJson
 from edges.wapi.rpc import RpcError
 from edges.wapi.session import (
@@ -67,6 +67,7 @@ from edges.wapi.session import (
     SessionLimits,
     not_logged_in,
 )
+from settings import traces
 
 log = logging.getLogger("wac.edge")
 
@@ -281,15 +282,21 @@ class HttpEdge:
         )
         exchange = session.receive_text(body, now)
         if exchange is not None:
+            # The HTTP request's trace (Envoy's span, or the client's), for
+            # the requests of the body that do not name their own.
+            traceparent = request.headers.get(traces.TRACEPARENT, "")
             requests = exchange.requests
             if len(requests) == 1:
                 index, item = requests[0]
-                await self._execute(session, exchange, index, item, address, None)
+                await self._execute(session, exchange, index, item, address, None, traceparent)
             else:
                 # Logins and refreshes of the batch take turns on this lock, in order.
                 turns = asyncio.Lock()
                 await asyncio.gather(
-                    *(self._execute(session, exchange, index, item, address, turns) for index, item in requests)
+                    *(
+                        self._execute(session, exchange, index, item, address, turns, traceparent)
+                        for index, item in requests
+                    )
                 )
             session.finish(exchange)
         text = session.next_out()
@@ -309,18 +316,32 @@ class HttpEdge:
         request: rpc.Request,
         address: str,
         turns: asyncio.Lock | None,
+        traceparent: str,
     ) -> None:
-        credential: str | None = None
         try:
             method, message = self._dispatcher.resolve(request)
             credential = session.credential_for(method)
+        except RpcError as failure:
+            self._dispatcher.refused(request, failure)
+            session.failed(exchange, index, request, failure, None)
+            return
+        except Exception as exc:
+            session.failed(exchange, index, request, internal_error(request.method, exc), None)
+            return
+        traceparent = request.traceparent or traceparent
+        try:
             if method.opens_session and turns is not None:
                 # One after another: the core's throttle counts each failure
                 # before the next attempt is checked.
                 async with turns:
-                    result = await self._dispatcher.call(method, message, credential, address)
+                    result = await self._dispatcher.call(
+                        method, message, credential, address, traceparent=traceparent, subscriber=login_name(message)
+                    )
             else:
-                result = await self._dispatcher.call(method, message, credential, address)
+                subscriber = login_name(message) if method.opens_session else ""
+                result = await self._dispatcher.call(
+                    method, message, credential, address, traceparent=traceparent, subscriber=subscriber
+                )
             # Not bound to the session it may open: over HTTP every request
             # brings its own token.
             session.succeeded(exchange, index, request, result)

@@ -62,6 +62,14 @@ EVENT_DELIVERY_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )
+WAPI_REFUSED = Counter(
+    "wac_edge_wapi_refused_total",
+    "WAPI JSON-RPC requests the edge answered itself with an error, never calling the core, by code: "
+    "METHOD_NOT_FOUND, INVALID_PARAMS (a request the contract does not have), UNAUTHENTICATED (not "
+    "logged in), INTERNAL_ERROR (an edge bug).",
+    ["code"],
+    registry=REGISTRY,
+)
 WEBSOCKET_CLOSES = Counter(
     "wac_edge_websocket_closes_total",
     "WebSockets closed, by close code (the edge's when it closed first, else the client's): 1000 normal, "
@@ -80,7 +88,16 @@ SNAPSHOT_TIMEOUT = 5.0
 KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 4401, 4408})
 
 OK = grpc.StatusCode.OK.name
-_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+# gRPC's statuses, and JSON-RPC's own errors, which the edge answers itself.
+_STATUS_NAMES = {
+    **{code.value[0]: code.name for code in grpc.StatusCode},
+    -32700: "PARSE_ERROR",
+    -32600: "INVALID_REQUEST",
+    -32601: "METHOD_NOT_FOUND",
+    -32602: "INVALID_PARAMS",
+    -32603: "INTERNAL_ERROR",
+    -32000: "RATE_LIMITED",
+}
 
 
 class MethodMetrics:
@@ -102,7 +119,7 @@ class MethodMetrics:
 
 
 def status_name(code: int) -> str:
-    """A JSON-RPC error's code (the gRPC status number) as the status's name."""
+    """A JSON-RPC error's code (a gRPC status number, or JSON-RPC's own) as its name."""
     return _STATUS_NAMES.get(code, "UNKNOWN")
 
 

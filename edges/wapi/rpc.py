@@ -30,7 +30,9 @@ RATE_LIMITED = -32000
 
 JsonId = str | int | float | None
 
-_REQUEST_MEMBERS = frozenset({"jsonrpc", "method", "params", "id"})
+# "traceparent" (W3C Trace Context, optional): the client's trace this
+# request belongs to; an extension member of the WAPI beside JSON-RPC's own.
+_REQUEST_MEMBERS = frozenset({"jsonrpc", "method", "params", "id", "traceparent"})
 _RESPONSE_MEMBERS = frozenset({"jsonrpc", "result", "error", "id"})
 
 
@@ -57,6 +59,9 @@ class Request:
     params: Mapping[str, Any]
     id: JsonId = None
     notification: bool = False
+    # The request's W3C traceparent as sent ("" when absent); a malformed
+    # one is ignored where it is read (settings/traces.parse), as W3C says.
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +240,10 @@ def _item(message: Any) -> Item | None:
         )
     if not isinstance(params, dict):
         return Invalid(RpcError(INVALID_REQUEST, 'invalid request: "params" must be an object'), request_id)
-    return Request(method=method, params=params, id=request_id, notification=not has_id)
+    traceparent = message.get("traceparent", "")
+    if not isinstance(traceparent, str):
+        return Invalid(RpcError(INVALID_REQUEST, 'invalid request: "traceparent" must be a string'), request_id)
+    return Request(method=method, params=params, id=request_id, notification=not has_id, traceparent=traceparent)
 
 
 def _is_response(message: dict[str, Any]) -> bool:

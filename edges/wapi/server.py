@@ -33,7 +33,7 @@ from edges.wapi.http_port import HttpPort
 from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import MethodTable
 from edges.wapi.ws import WsLimits, make_handler, make_process_request
-from settings import checks, library_logs, status
+from settings import checks, status, traces
 from settings.assets import asset
 from settings.collector import tend as collector_tend
 from settings.config import Config, EdgeConfig
@@ -81,6 +81,7 @@ class Edge:
     http_port: int
     # /readyz: the link to the core, and the core's checks (health.py).
     readiness: Readiness | None = None
+    tracing: traces.Tracing | None = None
     _stopped: bool = False
 
     @property
@@ -102,6 +103,9 @@ class Edge:
         await self.http.close()
         await self.events.close()
         await self.client.close()
+        if self.tracing is not None:
+            # The spans of the last requests go out too.
+            await asyncio.to_thread(self.tracing.close)
 
 
 async def start_edge(config: Config, *, clock: Callable[[], float] = time.monotonic) -> Edge:
@@ -116,7 +120,9 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
     # The core may write the hop key a moment after it starts (wac run).
     hop_key = await asyncio.to_thread(read_hop_key, config, HOP_KEY_WAIT)
     client = CoreClient(edge.core_address, deadline=edge.call_deadline, hop_key=hop_key)
-    dispatcher = Dispatcher(MethodTable.for_package(), client)
+    # None unless [tracing] otlp_endpoint is set: OpenTelemetry is not even loaded.
+    tracing = traces.start(config.tracing, "wac-edge", config.cluster.node_id)
+    dispatcher = Dispatcher(MethodTable.for_package(), client, tracing)
     ws_limits = WsLimits(
         max_batch=edge.max_batch,
         rate_per_second=edge.rate_per_second,
@@ -136,8 +142,6 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
     readiness = Readiness(client)
     # One timer pings every socket (keepalive.py), not a task per socket.
     keepalive = Keepalive(edge.ping_interval, edge.ping_timeout or None) if edge.ping_interval else None
-    # At debug, websockets logs the hop key and every frame's secrets.
-    library_logs.never_below_info("websockets")
     ws_server = await ws_serve(
         make_handler(dispatcher, ws_limits, clock, keepalive=keepalive),
         ws_host,
@@ -166,6 +170,8 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         await ws_server.wait_closed()
         await dispatcher.events.close()
         await client.close()
+        if tracing is not None:
+            tracing.close()
         raise
     bound_ws = ws_server.sockets[0].getsockname()[1]
     gate.origins = OriginPolicy(edge.allowed_origins or default_origins(config, http_host, bound_http))
@@ -173,7 +179,7 @@ async def start_edge(config: Config, *, clock: Callable[[], float] = time.monoto
         "edge listening",
         extra={"websocket": f"{ws_host}:{bound_ws}", "http": f"{http_host}:{bound_http}", "core": edge.core_address},
     )
-    started = Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http, readiness)
+    started = Edge(ws_server, http, keepalive, client, dispatcher.events, bound_ws, bound_http, readiness, tracing)
     # Read at scrape time (one edge per process outside the tests).
     metrics.SOURCES.watch(started)
     return started

@@ -52,11 +52,14 @@ class Binding:
     latest result wins, so a refresh replaces the token in place.
     """
 
-    __slots__ = ("session_id", "token")
+    __slots__ = ("session_id", "token", "username")
 
     def __init__(self, token: str | None = None) -> None:
         self.token = token or None
         self.session_id: str | None = None
+        # Whom the connection logged in as, for the log lines ("" until a
+        # Login or RefreshSession result names it).
+        self.username = ""
 
     @property
     def bound(self) -> bool:
@@ -69,6 +72,9 @@ class Binding:
             self.token = token
             session_id = session.get("sessionId")
             self.session_id = session_id if isinstance(session_id, str) else None
+            subscriber = session.get("subscriber")
+            username = subscriber.get("username") if isinstance(subscriber, dict) else None
+            self.username = username if isinstance(username, str) else ""
 
     def credential_for(self, method: Method, *, hint: str) -> str | None:
         """The bearer token to send with ``method``.

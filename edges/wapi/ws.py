@@ -52,7 +52,7 @@ from websockets.protocol import State
 from edges.wapi import forwarded, rpc
 from edges.wapi.admission import Admission, refusal_message
 from edges.wapi.core_client import call_metadata
-from edges.wapi.dispatch import Dispatcher, internal_error
+from edges.wapi.dispatch import Dispatcher, internal_error, login_name
 from edges.wapi.keepalive import Keepalive
 from edges.wapi.methods import Method
 from edges.wapi.metrics import OK, status_name, websocket_closed
@@ -360,10 +360,17 @@ class WapiConnection:
     async def _execute(self, exchange: Exchange, index: int, request: rpc.Request) -> Callable[[], None] | None:
         """Make one request's call; a subscription returns what starts it once its result is queued."""
         session = self._session
-        credential: str | None = None
         try:
             method, message = self._dispatcher.resolve(request)
             credential = session.credential_for(method)
+        except RpcError as failure:
+            self._dispatcher.refused(request, failure, session.binding.username)
+            session.failed(exchange, index, request, failure, None)
+            return None
+        except Exception as exc:
+            session.failed(exchange, index, request, internal_error(request.method, exc), None)
+            return None
+        try:
             if method.server_streaming:
                 # Counted and timed as unary calls are, until the core accepted it.
                 measured, started = self._dispatcher.measured(method), time.perf_counter()
@@ -378,7 +385,14 @@ class WapiConnection:
             if method.opens_session:
                 await self._open_session(exchange, index, request, method, message)
             else:
-                result = await self._dispatcher.call(method, message, credential, self._address)
+                result = await self._dispatcher.call(
+                    method,
+                    message,
+                    credential,
+                    self._address,
+                    traceparent=request.traceparent,
+                    subscriber=session.binding.username,
+                )
                 session.succeeded(exchange, index, request, result)
         except RpcError as failure:
             session.failed(exchange, index, request, failure, credential)
@@ -400,7 +414,9 @@ class WapiConnection:
         if self._session_lock is None:
             self._session_lock = asyncio.Lock()  # FIFO: waiters proceed in arrival order
         async with self._session_lock:
-            result = await self._dispatcher.call(method, message, None, self._address)
+            result = await self._dispatcher.call(
+                method, message, None, self._address, traceparent=request.traceparent, subscriber=login_name(message)
+            )
             self._session.opened(exchange, index, request, result)
 
     # -- subscriptions -------------------------------------------------

@@ -29,12 +29,15 @@ NOT_IN_SUPERVISOR = (
     "phonenumbers",
     "prometheus_client",
     "importlib.metadata",
+    "opentelemetry",
 )
 # What the embedded core loads only when configured or asked: migrations
 # run in a child of `wac core`; the connectors and the gateway when
 # configured; Redis, asyncpg and SQLAlchemy's PostgreSQL dialect in a
-# cluster; phonenumbers at the first phone number.
+# cluster; phonenumbers at the first phone number; OpenTelemetry when
+# [tracing] otlp_endpoint is set.
 NOT_IN_CORE_AT_REST = (
+    "opentelemetry",
     "asyncpg",
     "sqlalchemy.dialects.postgresql",
     "phonenumbers",
@@ -51,8 +54,10 @@ NOT_IN_CORE_AT_REST = (
 )
 
 # What the WAPI edge holds only once its HTTP port has had a connection
-# (aiohttp, about 11 MiB), and never: the core and the database layer.
+# (aiohttp, about 11 MiB), OpenTelemetry only when traces are on, and
+# never: the core and the database layer.
 NOT_IN_EDGE_AT_REST = (
+    "opentelemetry",
     "aiohttp",
     "multidict",
     "yarl",

@@ -57,7 +57,12 @@ def require_envoy() -> str:
 
 @asynccontextmanager
 async def front_door(
-    core_port: int, edge: Edge, directory: Path, listen: int | None = None, gateway_ws: str | None = None
+    core_port: int,
+    edge: Edge,
+    directory: Path,
+    listen: int | None = None,
+    gateway_ws: str | None = None,
+    otlp_endpoint: str = "",
 ) -> AsyncIterator[int]:
     """A real Envoy in front of a core and an edge; yields its listening port
     (``listen``, when the edge was told it as its [envoy] listen). /sip goes
@@ -78,6 +83,7 @@ async def front_door(
             admin_port=admin,
             # The edge's own hop key, which the core it talks to trusts.
             hop_key=edge.client.hop_key,
+            otlp_endpoint=otlp_endpoint,
         )
     )
     log = directory / "envoy.log"
@@ -117,7 +123,9 @@ async def running_stack(
     edge: Edge | None = None
     try:
         edge = await start_edge(test_config(data_dir, edge_env))
-        async with front_door(core.port, edge, data_dir, listen, gateway_ws) as port:
+        # Envoy's tracer follows the core's and the edge's [tracing] as under `wac run`.
+        otlp = (env or {}).get("WAC_TRACING_OTLP_ENDPOINT", "")
+        async with front_door(core.port, edge, data_dir, listen, gateway_ws, otlp) as port:
             yield Stack(core=core, edge=edge, port=port)
     finally:
         if edge is not None:
