@@ -50,6 +50,20 @@ _SUFFIXES = {
 }
 
 
+async def exposed_as_written(port: int, path: str) -> set[str]:
+    """The sample names of http://127.0.0.1:PORT/PATH as written, which is
+    what Prometheus stores: Envoy's counters have no _total, which
+    prometheus_client's parser would add."""
+    text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}")
+    found: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            found.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            found.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return found
+
+
 async def exposed(port: int) -> set[str]:
     """The sample names http://127.0.0.1:PORT/metrics declares (HELP and
     TYPE), whether or not a labelled child has a sample yet."""

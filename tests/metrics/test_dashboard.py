@@ -1,6 +1,7 @@
-"""deploy/grafana/wac.json uses only metrics that a real core and a real
-edge expose: every name in every panel's PromQL expression and in the
-template variables' queries is read off a live /metrics."""
+"""deploy/grafana/wac.json uses only metrics that a real core, a real edge
+and a real Envoy expose: every name in every panel's PromQL expression and
+in the template variables' queries is read off a live /metrics (Envoy's
+/stats/prometheus)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from core import metrics as core_metrics
-from core.server import Core
 from edges.wapi import metrics as edge_metrics
-from edges.wapi.server import start_edge
-from tests.metrics.support import exposed
+from tests.metrics.support import exposed, exposed_as_written
 from tests.support.core import add_subscriber
-from tests.wapi.conftest import edge_config
+from tests.support.stack import running_stack
+from tests.support.timing import seconds
 from tests.wapi.support import wapi
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "wac.json"
@@ -65,26 +67,39 @@ def test_the_parser_finds_names_and_skips_the_rest() -> None:
     assert metric_names("sum(rate(x_total[$__rate_interval])) / sum(y)") == {"x_total", "y"}
 
 
-async def test_every_metric_of_the_dashboard_is_exposed(core: Core, tmp_path: Path) -> None:
+def used_metrics() -> set[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     used: set[str] = set()
     for expression in expressions(dashboard):
         names = metric_names(expression)
         assert names, f"no metric in {expression!r}"
         used |= names
-    assert any(name.startswith("wac_core_") for name in used) and any(name.startswith("wac_edge_") for name in used)
+    return used
+
+
+async def test_every_metric_of_the_dashboard_is_exposed(tmp_path: Path) -> None:
+    used = used_metrics()
+    for prefix in ("wac_core_", "wac_edge_", "envoy_"):
+        assert any(name.startswith(prefix) for name in used), f"no {prefix}* panel"
 
     core_listener = core_metrics.listen("127.0.0.1:0")
     edge_listener = edge_metrics.listen("127.0.0.1:0")
     assert core_listener is not None and edge_listener is not None
-    edge = await start_edge(edge_config(tmp_path / "data", core.port))
     try:
-        await add_subscriber(core, "alice")
-        async with wapi(edge) as alice:
-            await alice.login("alice")
-        available = await exposed(core_listener.port) | await exposed(edge_listener.port)
+        async with running_stack(tmp_path / "data") as stack:
+            await add_subscriber(stack.core, "alice")
+            # A WAPI login through the front door: the edge's, the core's
+            # and Envoy's request histograms have a sample.
+            async with wapi(stack.edge) as alice:
+                await alice.login("alice")
+            async with httpx.AsyncClient(base_url=stack.url, timeout=seconds()) as http:
+                assert (await http.get("/healthz")).status_code == 200
+            available = (
+                await exposed(core_listener.port)
+                | await exposed(edge_listener.port)
+                | await exposed_as_written(stack.admin_port, "/stats/prometheus")
+            )
     finally:
-        await edge.stop()
         core_listener.close()
         edge_listener.close()
     assert sorted(used - available) == []

@@ -34,6 +34,7 @@ class Stack:
     core: Core
     edge: Edge
     port: int  # Envoy's front door
+    admin_port: int = 0  # Envoy's admin interface (its /stats/prometheus)
 
     @property
     def url(self) -> str:
@@ -63,6 +64,7 @@ async def front_door(
     listen: int | None = None,
     gateway_ws: str | None = None,
     otlp_endpoint: str = "",
+    admin: int | None = None,
 ) -> AsyncIterator[int]:
     """A real Envoy in front of a core and an edge; yields its listening port
     (``listen``, when the edge was told it as its [envoy] listen). /sip goes
@@ -71,7 +73,7 @@ async def front_door(
     Its config and log are written in ``directory``; a failure to start
     shows the log."""
     require_envoy()
-    listen, admin = listen or free_port(), free_port()
+    listen, admin = listen or free_port(), admin or free_port()
     config = directory / "envoy.yaml"
     config.write_text(
         envoy.render_config(
@@ -125,8 +127,9 @@ async def running_stack(
         edge = await start_edge(test_config(data_dir, edge_env))
         # Envoy's tracer follows the core's and the edge's [tracing] as under `wac run`.
         otlp = (env or {}).get("WAC_TRACING_OTLP_ENDPOINT", "")
-        async with front_door(core.port, edge, data_dir, listen, gateway_ws, otlp) as port:
-            yield Stack(core=core, edge=edge, port=port)
+        admin = free_port()
+        async with front_door(core.port, edge, data_dir, listen, gateway_ws, otlp, admin) as port:
+            yield Stack(core=core, edge=edge, port=port, admin_port=admin)
     finally:
         if edge is not None:
             await edge.stop()
