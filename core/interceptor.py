@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -221,31 +221,38 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=undecodable.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
+
+        async def pump(
+            context: grpc.aio.ServicerContext, request: Any | None, open_items: Callable[[], AsyncGenerator[Any, None]]
+        ) -> None:
+            """Serve a stream: its items are written here rather than yielded
+            to gRPC, so that a write to a client that went away fails in this
+            frame (one debug line) instead of as a logged traceback. Closed
+            on any exit, cancellation included, so that the servicer's
+            cleanup runs now rather than when collected."""
+            started = time.perf_counter()
+            call = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
+            with traced(call) as span:
+                try:
+                    await enter(context, call)
+                    if request is not None:
+                        check(request)
+                    async with contextlib.aclosing(open_items()) as items:
+                        async for item in items:
+                            await context.write(item)
+                except Exception as exc:
+                    if _gone(context, exc):
+                        log.debug("%s: the client went away", method)
+                        return
+                    await _fail(context, method, exc)
+                finally:
+                    finished(context, started, span, False)
+
         if handler.unary_stream is not None:
             stream_behavior = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> None:
-                started = time.perf_counter()
-                call = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
-                with traced(call) as span:
-                    try:
-                        await enter(context, call)
-                        check(request)
-                        # Written here rather than yielded to gRPC, so that a
-                        # write to a client that went away fails in this frame
-                        # (one debug line) instead of as a logged traceback.
-                        # Closed on any exit, cancellation included, so that the
-                        # servicer's cleanup runs now rather than when collected.
-                        async with contextlib.aclosing(stream_behavior(request, context)) as items:
-                            async for item in items:
-                                await context.write(item)
-                    except Exception as exc:
-                        if _gone(context, exc):
-                            log.debug("%s: the client went away", method)
-                            return
-                        await _fail(context, method, exc)
-                    finally:
-                        finished(context, started, span, False)
+                await pump(context, request, lambda: stream_behavior(request, context))
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
@@ -256,22 +263,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             bidi_behavior = handler.stream_stream
 
             async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-                started = time.perf_counter()
-                call = _metadata(tuple(context.invocation_metadata() or ()), forwarding.header)
-                with traced(call) as span:
-                    try:
-                        await enter(context, call)
-                        # Written and closed as in stream above.
-                        async with contextlib.aclosing(bidi_behavior(undecodable.refusing(requests), context)) as items:
-                            async for item in items:
-                                await context.write(item)
-                    except Exception as exc:
-                        if _gone(context, exc):
-                            log.debug("%s: the client went away", method)
-                            return
-                        await _fail(context, method, exc)
-                    finally:
-                        finished(context, started, span, False)
+                await pump(context, None, lambda: bidi_behavior(undecodable.refusing(requests), context))
 
             return grpc.stream_stream_rpc_method_handler(
                 bidi,
