@@ -69,6 +69,13 @@ RULES: dict[str, Rule] = {
     "/wac.v1.CallsService/GetCall": _services("calls.read", subscribers=True),
     "/wac.v1.CallsService/ListCalls": _services("calls.read", subscribers=True),
     "/wac.v1.CallsService/GetIceServers": SUBSCRIBER,
+    "/wac.v1.ConferencesService/CreateConference": SUBSCRIBER,
+    "/wac.v1.ConferencesService/InviteToConference": SUBSCRIBER,
+    "/wac.v1.ConferencesService/JoinConference": SUBSCRIBER,
+    "/wac.v1.ConferencesService/LeaveConference": SUBSCRIBER,
+    "/wac.v1.ConferencesService/EndConference": _services("conferences.write", subscribers=True),
+    "/wac.v1.ConferencesService/KickFromConference": _services("conferences.write"),
+    "/wac.v1.ConferencesService/ListConferences": _services("conferences.read", subscribers=True),
     "/wac.v1.EventsService/Subscribe": SUBSCRIBER,
     # The edge's one stream for all its sockets: only wac's own hops may
     # open it (the hop key); each attachment then carries its session's

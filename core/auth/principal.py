@@ -20,6 +20,10 @@ SCOPES = frozenset(
         "presence.read",
         "calls.read",
         "calls.write",
+        # Operators' view of conferences: list the active ones (read), end
+        # one or kick a participant (write).
+        "conferences.read",
+        "conferences.write",
         "connectors.admin",
         # The SIP gateway: who owns a phone number (GetPhoneNumberOwner).
         "numbers.lookup",

@@ -254,6 +254,158 @@ export type SessionDescription_Type =
   /** An answer. */
   | "ANSWER";
 
+// ---- wac/v1/conferences.proto ----
+
+/** A Conference between a creator and its invitees, in one media-server room. */
+export interface Conference {
+  /** The conference's unguessable id. */
+  conferenceId?: string;
+  /** What the conference is about, 1 to 200 characters. */
+  title?: string;
+  /** The username of the subscriber who created it. */
+  creator?: string;
+  /** The media of its room. */
+  media?: Conference_Media;
+  /**
+   * The usernames invited, in the order they were invited; the creator is
+   * not among them.
+   */
+  invitees?: string[];
+  /** The members in the room now, in the order they joined; none once ended. */
+  participants?: ConferenceParticipant[];
+  /** The conference's state. */
+  state?: Conference_State;
+  /** When the conference was created. */
+  createTime?: string;
+  /** When the conference ended. */
+  endTime?: string;
+  /** Who ended it: the creator's username, or the operator's API key name. */
+  endedBy?: string;
+}
+
+/** One member in a conference's room. */
+export interface ConferenceParticipant {
+  /** The participant's username. */
+  username?: string;
+  /**
+   * The publisher id wac gave the participant in the room: a remote feed
+   * with this id is this participant's (the display name a feed announces
+   * is the browser's own word, this is wac's).
+   */
+  feedId?: string;
+  /** When the participant joined. */
+  joinTime?: string;
+}
+
+/** The media a conference's room carries. */
+export type Conference_Media =
+  /** Not set: AUDIO. */
+  | "MEDIA_UNSPECIFIED"
+  /** Audio only. */
+  | "AUDIO"
+  /** Audio and video. */
+  | "AUDIO_VIDEO";
+
+/** The state of a conference. */
+export type Conference_State =
+  /** Not set. */
+  | "STATE_UNSPECIFIED"
+  /** Open: its members may join its room. */
+  | "ACTIVE"
+  /** Over: its room is gone and nobody may join. */
+  | "ENDED";
+
+/** The request for CreateConference. */
+export interface CreateConferenceRequest {
+  /** What the conference is about, 1 to 200 characters. */
+  title?: string;
+  /**
+   * The usernames to invite, at most 50; duplicates and the creator are
+   * left out. NOT_FOUND, naming the field, for one that does not exist.
+   */
+  invitees?: string[];
+  /** The media of the room; AUDIO when unset. */
+  media?: Conference_Media;
+}
+
+/** The request for EndConference. */
+export interface EndConferenceRequest {
+  /** The conference's id. */
+  conferenceId?: string;
+}
+
+/** The request for InviteToConference. */
+export interface InviteToConferenceRequest {
+  /** The conference's id. */
+  conferenceId?: string;
+  /** The usernames to invite; with those invited before, at most 50. */
+  invitees?: string[];
+}
+
+/** The request for JoinConference. */
+export interface JoinConferenceRequest {
+  /** The conference's id. */
+  conferenceId?: string;
+}
+
+/** What a device needs to enter a conference's room on the media server. */
+export interface JoinConferenceResponse {
+  /** The conference, with the caller among its participants. */
+  conference?: Conference;
+  /**
+   * The path of the media server's WebSocket API on the front door (e.g.
+   * "/janus"), subprotocol "janus-protocol".
+   */
+  janusPath?: string;
+  /** The room's id on the media server (a JavaScript-safe integer). */
+  room?: string;
+  /**
+   * The media server's signed token: sent with every request to it, valid
+   * until the caller's access token expires (join again for a new one).
+   */
+  token?: string;
+  /**
+   * The publisher id the device must join the room with, so that wac can
+   * kick it out (a JavaScript-safe integer).
+   */
+  feedId?: string;
+  /**
+   * The STUN and TURN servers to use, with time-limited TURN credentials, as
+   * GetIceServers gives them.
+   */
+  iceServers?: IceServer[];
+}
+
+/** The request for KickFromConference. */
+export interface KickFromConferenceRequest {
+  /** The conference's id. */
+  conferenceId?: string;
+  /** The participant to take out of the room. */
+  username?: string;
+}
+
+/** The request for LeaveConference. */
+export interface LeaveConferenceRequest {
+  /** The conference's id. */
+  conferenceId?: string;
+}
+
+/** The request for ListConferences. */
+export interface ListConferencesRequest {
+  /** The maximum number of conferences to return, 1 to 1000 (default 100). */
+  pageSize?: number;
+  /** A page token from a previous call, to fetch the next page. */
+  pageToken?: string;
+}
+
+/** The result of ListConferences. */
+export interface ListConferencesResponse {
+  /** The conferences: active first, then ended, newest first within each. */
+  conferences?: Conference[];
+  /** A token for the next page; empty on the last page. */
+  nextPageToken?: string;
+}
+
 // ---- wac/v1/contacts.proto ----
 
 /** A Contact is an entry in one subscriber's personal address book. */
@@ -548,6 +700,59 @@ export interface CallUpdated {
   description?: SessionDescription;
 }
 
+/** A conference ended (sent to every member). */
+export interface ConferenceEnded {
+  /** The conference, with who ended it. */
+  conference?: Conference;
+}
+
+/** This subscriber was invited to a conference. */
+export interface ConferenceInvited {
+  /** The conference. */
+  conference?: Conference;
+  /** The display name of its creator, who invited. */
+  creatorDisplayName?: string;
+}
+
+/**
+ * A member entered a conference's room (sent to every member, but the
+ * device that joined).
+ */
+export interface ConferenceParticipantJoined {
+  /** The conference, with the participant among its participants. */
+  conference?: Conference;
+  /** The participant's username. */
+  username?: string;
+}
+
+/**
+ * A member left a conference's room (sent to every member, but the device
+ * that left of its own accord).
+ */
+export interface ConferenceParticipantLeft {
+  /** The conference, without the participant. */
+  conference?: Conference;
+  /** The participant's username. */
+  username?: string;
+  /** Why it left. */
+  reason?: ConferenceParticipantLeft_Reason;
+}
+
+/** Why a participant left. */
+export type ConferenceParticipantLeft_Reason =
+  /** Not set. */
+  | "REASON_UNSPECIFIED"
+  /** It left (LeaveConference). */
+  | "LEFT"
+  /** An operator kicked it out (KickFromConference). */
+  | "KICKED"
+  /** Its session ended (logout, revocation, disabling): out of every room. */
+  | "SESSION_ENDED"
+  /** Its device went offline past the presence grace period. */
+  | "CONNECTION_LOST"
+  /** It joined from another of its devices, which took its place. */
+  | "MOVED";
+
 /** A contact changed. */
 export interface ContactChanged {
   /** The contact as it is now (only contact_id when deleted). */
@@ -623,6 +828,32 @@ export interface Event {
    * (oneof payload: at most one member is set)
    */
   googleLinkChanged?: GoogleLinkChanged;
+  /**
+   * This subscriber was invited to a conference.
+   *
+   * (oneof payload: at most one member is set)
+   */
+  conferenceInvited?: ConferenceInvited;
+  /**
+   * A member entered the room of a conference this subscriber created or
+   * is invited to.
+   *
+   * (oneof payload: at most one member is set)
+   */
+  conferenceParticipantJoined?: ConferenceParticipantJoined;
+  /**
+   * A member left the room of a conference this subscriber created or is
+   * invited to.
+   *
+   * (oneof payload: at most one member is set)
+   */
+  conferenceParticipantLeft?: ConferenceParticipantLeft;
+  /**
+   * A conference this subscriber created or is invited to ended.
+   *
+   * (oneof payload: at most one member is set)
+   */
+  conferenceEnded?: ConferenceEnded;
 }
 
 /** A subscriber's Google link changed. */
@@ -1045,6 +1276,54 @@ export interface Methods {
   "CallsService.Renegotiate": [RenegotiateRequest, Call];
   /** SendIceCandidate relays a trickled ICE candidate to the other party. */
   "CallsService.SendIceCandidate": [SendIceCandidateRequest, SendIceCandidateResponse];
+  /**
+   * CreateConference opens a conference with its creator and invitees, and
+   * its room on the media server. Each invitee's devices get
+   * conferenceInvited. Needs the call.audio permission, and call.video for
+   * AUDIO_VIDEO.
+   */
+  "ConferencesService.CreateConference": [CreateConferenceRequest, Conference];
+  /**
+   * EndConference ends a conference for everyone: its room is destroyed and
+   * every member gets conferenceEnded. Its creator may, and operators (the
+   * conferences.write scope). FAILED_PRECONDITION if it already ended.
+   */
+  "ConferencesService.EndConference": [EndConferenceRequest, Conference];
+  /**
+   * InviteToConference adds invitees to an active conference; only its
+   * creator may. Each new invitee's devices get conferenceInvited; an
+   * invitee already invited is left as it is.
+   */
+  "ConferencesService.InviteToConference": [InviteToConferenceRequest, Conference];
+  /**
+   * JoinConference enters the caller's device into the conference's room:
+   * the answer says where the room is and carries a media-server token for
+   * it. The device must have an open event stream. The other members get
+   * conferenceParticipantJoined. A device that joins again (to refresh its
+   * token, or after a reconnect) keeps its feed id; another device of the
+   * same subscriber takes the place over, and the first one's feed is
+   * kicked out of the room. FAILED_PRECONDITION once the conference ended.
+   */
+  "ConferencesService.JoinConference": [JoinConferenceRequest, JoinConferenceResponse];
+  /**
+   * KickFromConference takes one participant out of the room, through the
+   * media server; the members get conferenceParticipantLeft with reason
+   * KICKED. Operators only (the conferences.write scope). The subscriber
+   * stays invited: end the conference to keep everyone out.
+   */
+  "ConferencesService.KickFromConference": [KickFromConferenceRequest, Conference];
+  /**
+   * LeaveConference takes the caller out of the room. The other members get
+   * conferenceParticipantLeft. Leaving a room one is not in changes nothing.
+   */
+  "ConferencesService.LeaveConference": [LeaveConferenceRequest, Conference];
+  /**
+   * ListConferences lists conferences. A subscriber gets those it created
+   * or is invited to, the active ones first, then the ended ones, newest
+   * first within each. An operator (the conferences.read scope) gets every
+   * active conference, newest first, with its participants.
+   */
+  "ConferencesService.ListConferences": [ListConferencesRequest, ListConferencesResponse];
   /** CreateContact adds a contact to the caller's address book. */
   "ContactsService.CreateContact": [CreateContactRequest, Contact];
   /** DeleteContact removes one of the caller's contacts. */
