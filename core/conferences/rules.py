@@ -1,0 +1,229 @@
+"""Conferences' rules: who may do what to a conference, and what each input
+makes of it. Pure: a conference and ``now`` in, the conference after the
+input (or a refusal) out; the handler stores it and carries out the rest.
+
+- Only the creator and the invitees (the members) may join, and nobody once
+  the conference ended. Anyone else is refused with the same message as an
+  unknown conference id (``NOT_INVITED``), so that its existence is not
+  leaked; every rule checks membership before anything else.
+- Only the creator invites. The creator, or an operator, ends.
+- A member is in the room from one device at a time: joining again from the
+  same device keeps its place and its feed id, joining from another device
+  takes the place over with a new feed id (the handler kicks the old feed).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from core import checks, failures
+
+NOT_INVITED = "not invited to this conference"
+HAS_ENDED = "the conference has ended"
+MAX_TITLE = 200
+# Invitees of one conference, those invited later included: every member
+# may be in the room at once, and each publisher costs the media server a
+# stream to every other participant. Bounded like a subscriber's phone
+# numbers (a constant), not like calls' rates (configured).
+MAX_INVITEES = 50
+# Conferences one subscriber may have active at once: each holds a room on
+# the media server until it is ended.
+MAX_ACTIVE_PER_CREATOR = 10
+MAX_USERNAME = 64
+MAX_CONFERENCE_ID = 64
+# Feed ids are JavaScript-safe integers: the SDK hands them to the media
+# server as JSON numbers, which a browser reads as doubles.
+FEED_ID_LIMIT = 1 << 53
+
+
+class State(enum.Enum):
+    ACTIVE = "ACTIVE"
+    ENDED = "ENDED"
+
+
+class Media(enum.Enum):
+    AUDIO = "AUDIO"
+    AUDIO_VIDEO = "AUDIO_VIDEO"
+
+    @property
+    def video(self) -> bool:
+        return self is Media.AUDIO_VIDEO
+
+
+class LeaveReason(enum.Enum):
+    """Why a participant left the room; the names are the contract's."""
+
+    LEFT = "LEFT"
+    KICKED = "KICKED"
+    SESSION_ENDED = "SESSION_ENDED"
+    CONNECTION_LOST = "CONNECTION_LOST"
+    MOVED = "MOVED"
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """A member in the room, from one device."""
+
+    username: str
+    session_id: str
+    feed_id: int
+    join_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Conference:
+    conference_id: str
+    title: str
+    creator: str
+    media: Media
+    # In the order invited; the creator is not among them.
+    invitees: tuple[str, ...]
+    # In the order they joined.
+    participants: tuple[Participant, ...]
+    state: State
+    room: int
+    create_time: float
+    end_time: float | None = None
+    ended_by: str = ""
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Everyone the conference's events go to: its creator and invitees."""
+        return (self.creator, *self.invitees)
+
+    def is_member(self, username: str) -> bool:
+        return username == self.creator or username in self.invitees
+
+    def participant(self, username: str) -> Participant | None:
+        return next((p for p in self.participants if p.username == username), None)
+
+
+# -- request fields ----------------------------------------------------
+def title(value: str) -> str:
+    checks.require("title", value.strip())
+    checks.max_length("title", value, MAX_TITLE)
+    return value
+
+
+def new_invitees(field: str, requested: Sequence[str], *, creator: str, invited: Sequence[str] = ()) -> tuple[str, ...]:
+    """The usernames of ``requested`` not yet members, in order, once each;
+    INVALID_ARGUMENT naming ``field[i]`` for a malformed one, or ``field``
+    when the members would be too many."""
+    new: list[str] = []
+    for index, username in enumerate(requested):
+        checks.require(f"{field}[{index}]", username)
+        checks.max_length(f"{field}[{index}]", username, MAX_USERNAME)
+        if username != creator and username not in invited and username not in new:
+            new.append(username)
+    if len(invited) + len(new) > MAX_INVITEES:
+        raise failures.Invalid(field, f"a conference has at most {MAX_INVITEES} invitees")
+    return tuple(new)
+
+
+def conference_id(value: str) -> None:
+    checks.require("conference_id", value)
+    checks.max_length("conference_id", value, MAX_CONFERENCE_ID)
+
+
+# -- access ------------------------------------------------------------
+def member(conference: Conference | None, username: str) -> Conference:
+    """The conference, if ``username`` is one of its members; an unknown
+    conference gets the same refusal as a stranger's."""
+    if conference is None or not conference.is_member(username):
+        raise failures.PermissionDenied(NOT_INVITED)
+    return conference
+
+
+def active(conference: Conference) -> Conference:
+    if conference.state is State.ENDED:
+        raise failures.FailedPrecondition(HAS_ENDED)
+    return conference
+
+
+def found(conference: Conference | None, conference_id: str) -> Conference:
+    """For operators, who may know which conferences exist."""
+    if conference is None:
+        raise failures.NotFound(f"conference '{conference_id}' does not exist")
+    return conference
+
+
+def may_join(conference: Conference | None, username: str) -> Conference:
+    return active(member(conference, username))
+
+
+def may_end(conference: Conference | None, conference_id: str, username: str | None) -> Conference:
+    """``username`` None: an operator, who may end any conference."""
+    if username is None:
+        return active(found(conference, conference_id))
+    conference = member(conference, username)
+    if username != conference.creator:
+        raise failures.PermissionDenied("only the conference's creator or an operator may end it")
+    return active(conference)
+
+
+# -- inputs: the conference before, the conference after ----------------
+def invite(conference: Conference | None, username: str, requested: Sequence[str]) -> Conference:
+    conference = member(conference, username)
+    if username != conference.creator:
+        raise failures.PermissionDenied("only the conference's creator may invite")
+    active(conference)
+    new = new_invitees("invitees", requested, creator=conference.creator, invited=conference.invitees)
+    return replace(conference, invitees=conference.invitees + new)
+
+
+def join(
+    conference: Conference | None,
+    username: str,
+    session_id: str,
+    now: float,
+    draw_feed_id: Callable[[], int],
+) -> Conference:
+    """The member in the room from ``session_id``: unchanged if it is there
+    from that device already, else with a feed id no other participant has."""
+    conference = may_join(conference, username)
+    present = conference.participant(username)
+    if present is not None and present.session_id == session_id:
+        return conference
+    taken = {p.feed_id for p in conference.participants if p.username != username}
+    feed_id = draw_feed_id()
+    while feed_id in taken:
+        feed_id = draw_feed_id()
+    others = tuple(p for p in conference.participants if p.username != username)
+    return replace(conference, participants=(*others, Participant(username, session_id, feed_id, now)))
+
+
+def leave(conference: Conference | None, username: str, session_id: str | None = None) -> Conference:
+    """The member out of the room; unchanged if it is not there (or, with
+    ``session_id``, not there from that device: another device took over)."""
+    conference = member(conference, username)
+    present = conference.participant(username)
+    if present is None or (session_id is not None and present.session_id != session_id):
+        return conference
+    return replace(conference, participants=tuple(p for p in conference.participants if p.username != username))
+
+
+def kick(conference: Conference | None, conference_id: str, username: str) -> Conference:
+    conference = active(found(conference, conference_id))
+    if conference.participant(username) is None:
+        raise failures.FailedPrecondition(f"'{username}' is not in the conference's room")
+    return leave(conference, username)
+
+
+def end(conference: Conference, by: str, now: float) -> Conference:
+    """Ended by ``by``; everyone leaves the room."""
+    return replace(conference, state=State.ENDED, participants=(), end_time=now, ended_by=by)
+
+
+# -- what changed ------------------------------------------------------
+def departed(before: Conference, after: Conference) -> tuple[Participant, ...]:
+    """The participants of ``before`` not in ``after`` from the same device
+    (gone, or moved to another device)."""
+    kept = {(p.username, p.session_id) for p in after.participants}
+    return tuple(p for p in before.participants if (p.username, p.session_id) not in kept)
+
+
+def arrived(before: Conference, after: Conference) -> tuple[Participant, ...]:
+    kept = {(p.username, p.session_id) for p in before.participants}
+    return tuple(p for p in after.participants if (p.username, p.session_id) not in kept)
