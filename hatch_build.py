@@ -22,6 +22,7 @@ SHARED = (
     "envoy/openapi.json",
     "build/wac.pb",  # tools/gen_proto.py
     "gateway/kamailio.cfg.tmpl",
+    "janus",
     "clients/js/dist/wac.js",  # npm run build (make sdk)
     "clients/js/dist/wac.js.map",
     "clients/js/dist/wac.umd.js",

@@ -253,6 +253,7 @@ def limits(sockets: int) -> dict[str, str]:
         "WAC_IDENTITY_LOCK_AFTER": "100000",
         "WAC_LOG_LEVEL": "warning",
         "WAC_GATEWAY_ENABLED": "false",
+        "WAC_CONFERENCES_ENABLED": "false",
     }
 
 

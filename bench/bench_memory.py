@@ -85,6 +85,7 @@ def measure(settle: float) -> None:
             "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
             "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
             "WAC_GATEWAY_ENABLED": "false",
+            "WAC_CONFERENCES_ENABLED": "false",
             "WAC_LOG_LEVEL": "warning",
         }
         env.pop("WAC_CONFIG", None)

@@ -26,7 +26,7 @@ The launcher prepares what the cores would otherwise race for: the schema
 (migrated once, before any core starts) and the hop key (provisioned once
 and copied into every node's data dir; a core finding no key there makes a
 new one and ends every other, so the second core would cut the first one's
-edge off). The SIP gateway is left out: its ports and its key are one per
+edge off). The SIP gateway and Janus are left out: their ports and keys are one per
 machine.
 
 The cores share their state through the Redis (``[cluster] redis_url``,
@@ -296,6 +296,11 @@ def run(
             "wac cluster: running without the SIP gateway (one per machine; not part of the local cluster)",
             file=sys.stderr,
         )
+    if config.conferences.enabled:
+        print(
+            "wac cluster: running without conferences (Janus is one per machine; not part of the local cluster)",
+            file=sys.stderr,
+        )
     # Until the supervisor takes them over, SIGTERM unwinds like Ctrl-C, so
     # the throwaway servers started meanwhile are stopped and removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -333,6 +338,8 @@ def run(
             "WAC_CLUSTER_REDIS_URL": shared_redis,
             # One per machine: each core would bind the gateway's ports.
             "WAC_GATEWAY_ENABLED": "false",
+            # Likewise Janus's: the cores say conferences are off.
+            "WAC_CONFERENCES_ENABLED": "false",
         }
         program = [sys.executable, "-m", "cli", *config_args]
         children = [

@@ -234,6 +234,7 @@ def render_config(
     edge_address: str | Sequence[str] = "127.0.0.1:8081",
     edge_http_address: str | Sequence[str] = "127.0.0.1:8082",
     gateway_ws_address: str = "127.0.0.1:8088",
+    janus_ws_address: str = "127.0.0.1:8188",
     admin_port: int = 9901,
     admin_socket: str | Path | None = None,
     max_connections: int | None = None,
@@ -256,6 +257,8 @@ def render_config(
     reads it.
     gateway_ws_address is Kamailio's WebSocket listener ([gateway]
     ws_listen), where /sip goes; while no gateway runs, /sip answers 503.
+    janus_ws_address is Janus's ([conferences] janus_ws_listen), where
+    /janus goes, likewise.
     upgrades_per_address is how many WebSockets one client address may open
     a minute (0: no limit).
 
@@ -303,6 +306,7 @@ def render_config(
         guard("hop_listen_port", checks.port, hop_listen_port)
         hop_listener = Template(_HOP_LISTENER).substitute(hop_port=hop_listen_port, retry_policy=retry_policy)
     gateway_ws_host, gateway_ws_port = guard("gateway_ws_address", checks.split_address, gateway_ws_address)
+    janus_ws_host, janus_ws_port = guard("janus_ws_address", checks.split_address, janus_ws_address)
     tracing, tracing_cluster = _tracing(otlp_endpoint, sample_ratio)
     template = Template(TEMPLATE.read_text(encoding="utf-8"))
     return template.substitute(
@@ -320,6 +324,8 @@ def render_config(
         ),
         gateway_ws_host=gateway_ws_host,
         gateway_ws_port=gateway_ws_port,
+        janus_ws_host=janus_ws_host,
+        janus_ws_port=janus_ws_port,
         admin_address=admin_address,
         max_connections=connections,
         upgrades_per_address=upgrades_per_address,

@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("envoy", help="run the Envoy front door alone (SAPI, WAPI, gRPC on one port)")
     commands.add_parser("gateway", help="run the SIP gateway alone (Kamailio: SIP over WebSocket and the trunk)")
     commands.add_parser("rtpengine", help="run the gateway's media anchor alone (rtpengine, userspace)")
+    commands.add_parser("janus", help="run the conferences' media server alone (Janus, VideoRoom only)")
     commands.add_parser("migrate", help="bring the database schema up to date")
     status = commands.add_parser(
         "status", help="the wac run of this data dir: children, readiness, sockets, calls (exit 0, 1 unready, 3 off)"
@@ -402,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             return _gateway(config)
         if args.command == "rtpengine":
             return _rtpengine(config)
+        if args.command == "janus":
+            return _janus(config)
         if args.command == "status":
             from cli import status
 
@@ -525,6 +528,7 @@ def _envoy(config: Config) -> int:
             edge_address=_connectable(config.edge.listen),
             edge_http_address=_connectable(config.edge.http_listen),
             gateway_ws_address=_connectable(config.gateway.ws_listen),
+            janus_ws_address=_connectable(config.conferences.janus_ws_listen),
             admin_port=config.envoy.admin_port or 9901,
             admin_socket=admin_socket,
             max_connections=config.envoy.max_connections,
@@ -602,10 +606,14 @@ def _connectable(listen: str) -> str:
 def children_env(config: Config, roles: list[str]) -> dict[str, str]:
     """What ``wac run``'s children must be told beyond the configuration:
     a gateway left out (its programs missing) is disabled for them too, so
-    that the core neither announces it at login nor provisions its key."""
+    that the core neither announces it at login nor provisions its key;
+    likewise conferences without Janus."""
+    env: dict[str, str] = {}
     if config.gateway.enabled and "gateway" not in roles:
-        return {"WAC_GATEWAY_ENABLED": "false"}
-    return {}
+        env["WAC_GATEWAY_ENABLED"] = "false"
+    if config.conferences.enabled and "janus" not in roles:
+        env["WAC_CONFERENCES_ENABLED"] = "false"
+    return env
 
 
 def available_roles(config: Config | None = None) -> list[str]:
@@ -615,20 +623,35 @@ def available_roles(config: Config | None = None) -> list[str]:
     ``[gateway] enabled`` and its programs are installed; when they are not,
     this says once why and how to add them."""
     roles = ["core", "edge", "envoy"]
-    if config is None or not config.gateway.enabled:
+    if config is None:
         return roles
-    from cli.gateway import missing_programs
+    if config.gateway.enabled:
+        from cli import gateway
 
-    absent = missing_programs()
-    if absent:
-        print(
-            f"wac: running without the SIP gateway: {' and '.join(absent)} not installed. "
-            "Add them with `sudo make system-deps` (deps/debian.txt), "
-            "or set [gateway] enabled = false to silence this.",
-            file=sys.stderr,
-        )
-        return roles
-    return [*roles, "rtpengine", "gateway"]
+        absent = gateway.missing_programs()
+        if absent:
+            print(
+                f"wac: running without the SIP gateway: {' and '.join(absent)} not installed. "
+                "Add them with `sudo make system-deps` (deps/debian.txt), "
+                "or set [gateway] enabled = false to silence this.",
+                file=sys.stderr,
+            )
+        else:
+            roles += ["rtpengine", "gateway"]
+    if config.conferences.enabled:
+        from cli import janus
+
+        absent = janus.missing_programs()
+        if absent:
+            print(
+                f"wac: running without conferences: {' and '.join(absent)} not installed. "
+                "Add it with `sudo make system-deps` (deps/debian.txt), "
+                "or set [conferences] enabled = false to silence this.",
+                file=sys.stderr,
+            )
+        else:
+            roles.append("janus")
+    return roles
 
 
 # Seconds `wac gateway` waits for the core to write the gateway key.
@@ -692,6 +715,35 @@ def _rtpengine(config: Config) -> int:
         )
     except (ValueError, gateway.GatewayError) as exc:
         print(f"wac rtpengine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    os.execv(command[0], command)
+
+
+def _janus(config: Config) -> int:
+    """Write Janus's configuration into the data dir, then become Janus."""
+    from cli import janus
+    from settings.januskey import janus_secrets
+
+    settings = config.conferences
+    try:
+        if not settings.enabled:
+            raise ConfigError("conferences are off ([conferences] enabled = false)")
+        secrets = janus_secrets(config)
+        files = janus.render_configs(
+            config.data_dir / "janus",
+            ws_listen=settings.janus_ws_listen,
+            api_listen=settings.janus_api_listen,
+            rtp_ports=(settings.rtp_port_min, settings.rtp_port_max),
+            ice_interfaces=settings.ice_interfaces,
+            public_address=settings.public_address,
+            stun_server=settings.stun_server,
+            max_participants=settings.max_participants,
+            token_secret=secrets.token,
+            room_admin_key=secrets.room_admin,
+        )
+        command = janus.janus_command(janus.write_configs(config.data_dir / "janus", files))
+    except (ValueError, janus.JanusError, ConfigError) as exc:
+        print(f"wac janus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     os.execv(command[0], command)
 

@@ -53,8 +53,9 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # the tests start their own on free ports. Neither slapd's instance nor
 # PostgreSQL's cluster "main" is used either (tests/support/slapd.py,
 # tests/support/postgres.py start their own servers), nor Debian's Redis on 6379
-# (tests/support/redis.py starts its own).
-for service in rtpengine-daemon rtpengine kamailio redis-server; do
+# (tests/support/redis.py starts its own), nor Debian's Janus on 8088 and
+# 8188 (wac janus runs its own; the tests start theirs on free ports).
+for service in rtpengine-daemon rtpengine kamailio redis-server janus; do
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now "$service" >/dev/null 2>&1 || true
   elif [ -x "/etc/init.d/$service" ]; then

@@ -226,6 +226,18 @@ def https_url(value: str) -> str:
     raise Invalid(f"must be an https URL (http only on loopback), got {value!r}")
 
 
+_INTERFACE_ITEM = re.compile(r"[A-Za-z0-9.:_-]{1,64}")
+
+
+def ice_interfaces(value: str) -> str:
+    """Janus's ice_enforce_list: interface names or address prefixes,
+    comma-separated ("lo", "eth0", "eth0,192.168.")."""
+    items = [item.strip() for item in value.split(",")]
+    if not value or not all(_INTERFACE_ITEM.fullmatch(item) for item in items):
+        raise Invalid(f'must be interface names or address prefixes, comma-separated ("lo", "eth0"), got {value!r}')
+    return ",".join(items)
+
+
 def otlp_endpoint(value: str) -> str:
     """Empty (traces off), or an OTLP/gRPC collector: http://host:port
     (plaintext) or https://host:port (TLS), no path."""

@@ -335,6 +335,42 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class ConferencesConfig:
+    """Multi-party conferences through Janus's VideoRoom (cli/janus.py)."""
+
+    # Janus runs under `wac run` when it is installed; off, or without it,
+    # ConferencesService answers that conferences are off.
+    enabled: bool = True
+    # Janus's WebSocket API (subprotocol janus-protocol), which browsers
+    # reach through the front door at /janus; loopback only.
+    janus_ws_listen: str = key("127.0.0.1:8188", check=checks.loopback("browsers reach Janus through /janus"))
+    # Janus's HTTP API, where the core creates and ends rooms; loopback only.
+    janus_api_listen: str = key("127.0.0.1:8187", check=checks.loopback("only the core calls it"))
+    # The UDP ports of Janus's media (RTP and RTCP, one per stream).
+    rtp_port_min: int = key(40000, between=(1024, 65_535))
+    rtp_port_max: int = key(44999, between=(1024, 65_535))
+    # The network interfaces (or address prefixes) Janus gathers ICE
+    # candidates on, comma-separated: "lo" serves this machine's browsers;
+    # a deployment names its interface ("eth0") and its public_address.
+    ice_interfaces: str = key("lo", check=checks.ice_interfaces)
+    # The public IPv4 address of a Janus behind a 1:1 NAT (a cloud VM): put
+    # in its candidates instead of the private one. Empty: none.
+    public_address: str = key("", check=lambda value: value and checks.ipv4(value))
+    # A STUN server (host:port) Janus asks for its public address. Empty: none.
+    stun_server: str = key("", check=lambda value: value and checks.address(value))
+    # Publishers one room holds at most (Janus's "publishers").
+    max_participants: int = key(16, between=(2, 100))
+    # The secret Janus's tokens are signed with and its rooms administered
+    # by; the same on every node in a cluster. Empty: janus.key in the data
+    # dir, made at the first start. Never echoed.
+    janus_secret: str = key("", secret=True, secret_file=True)
+
+    def __post_init__(self) -> None:
+        checks.rtp_ports((self.rtp_port_min, self.rtp_port_max))
+        checks.distinct_ports({"janus_ws_listen": self.janus_ws_listen, "janus_api_listen": self.janus_api_listen})
+
+
+@dataclass(frozen=True)
 class TracingConfig:
     """OpenTelemetry traces of the core, the edge and Envoy (settings/traces.py)."""
 
@@ -368,6 +404,7 @@ class Config:
     ice: IceConfig = field(default_factory=IceConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    conferences: ConferencesConfig = field(default_factory=ConferencesConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     # Role name -> permissions. New subscribers get the "user" role.
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
@@ -396,6 +433,7 @@ SECTIONS: dict[str, type] = {
     "ice": IceConfig,
     "gateway": GatewayConfig,
     "cluster": ClusterConfig,
+    "conferences": ConferencesConfig,
     "tracing": TracingConfig,
 }
 

@@ -33,9 +33,10 @@ def test_run_serves_everything_and_stops_cleanly(tmp_path: Path) -> None:
         "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
-        # Kamailio and rtpengine would take the gateway's fixed default
-        # ports; tests/gateway runs them on free ones.
+        # Kamailio, rtpengine and Janus would take their fixed default
+        # ports; tests/gateway and tests/janus run them on free ones.
         "WAC_GATEWAY_ENABLED": "false",
+        "WAC_CONFERENCES_ENABLED": "false",
     }
     log = tmp_path / "run.log"
     with log.open("wb") as sink:
@@ -80,9 +81,10 @@ def test_a_child_that_refuses_its_configuration_stops_everything(tmp_path: Path)
         "WAC_EDGE_LISTEN": f"127.0.0.1:{edge}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_http}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
-        # Kamailio and rtpengine would take the gateway's fixed default
-        # ports; tests/gateway runs them on free ones.
+        # Kamailio, rtpengine and Janus would take their fixed default
+        # ports; tests/gateway and tests/janus run them on free ones.
         "WAC_GATEWAY_ENABLED": "false",
+        "WAC_CONFERENCES_ENABLED": "false",
     }
     result = wac_run(env)
     assert result.returncode == 1

@@ -58,9 +58,10 @@ def environment(data: Path, front: int, core: int) -> dict[str, str]:
         "WAC_EDGE_LISTEN": f"127.0.0.1:{free_port()}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
         "WAC_EDGE_CORE_ADDRESS": f"127.0.0.1:{core}",
-        # Kamailio and rtpengine would take the gateway's fixed default
-        # ports; tests/gateway runs them on free ones.
+        # Kamailio, rtpengine and Janus would take their fixed default
+        # ports; tests/gateway and tests/janus run them on free ones.
         "WAC_GATEWAY_ENABLED": "false",
+        "WAC_CONFERENCES_ENABLED": "false",
     }
     # The admin interface's default is under test: no port from outside.
     env.pop("WAC_ENVOY_ADMIN_PORT", None)

@@ -96,7 +96,7 @@ def test_one_core_and_one_edge_render_no_balancing_nor_side_door() -> None:
     text = envoy.render_config()
     for absent in ("health_checks", "lb_policy", "load_balancing_policy", "core_hops", "retry_policy"):
         assert absent not in text
-    assert text.count("- endpoint:") == 4  # core, edge, gateway, edge's HTTP
+    assert text.count("- endpoint:") == 5  # core, edge, gateway, Janus, edge's HTTP
 
 
 def test_several_cores_and_edges_are_balanced_and_health_checked(envoy_path: str, tmp_path: Path) -> None:

@@ -158,8 +158,9 @@ def test_wac_run_demo_serves_the_front_door(installed: Installed) -> None:
         WAC_EDGE_LISTEN=f"127.0.0.1:{free_port()}",
         WAC_EDGE_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
         WAC_EDGE_CORE_ADDRESS=f"127.0.0.1:{core}",
-        # Kamailio and rtpengine would take the gateway's fixed default ports.
+        # Kamailio, rtpengine and Janus would take their fixed default ports.
         WAC_GATEWAY_ENABLED="false",
+        WAC_CONFERENCES_ENABLED="false",
     )
     log = installed.cwd / "run.log"
     with log.open("wb") as sink:

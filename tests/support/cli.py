@@ -18,9 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment on ``data_dir``, without a caller's WAC_CONFIG
     unless ``extra`` names one."""
-    # The gateway is off: under `wac run` Kamailio and rtpengine would take
-    # its fixed default ports (tests/gateway runs them on free ones).
-    env = {**os.environ, "WAC_DATA_DIR": str(data_dir), "WAC_GATEWAY_ENABLED": "false"}
+    # The gateway and conferences are off: under `wac run` Kamailio,
+    # rtpengine and Janus would take their fixed default ports (tests/gateway
+    # and tests/janus run them on free ones).
+    env = {
+        **os.environ,
+        "WAC_DATA_DIR": str(data_dir),
+        "WAC_GATEWAY_ENABLED": "false",
+        "WAC_CONFERENCES_ENABLED": "false",
+    }
     env.pop("WAC_CONFIG", None)
     return {**env, **(extra or {})}
 

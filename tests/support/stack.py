@@ -65,6 +65,7 @@ async def front_door(
     gateway_ws: str | None = None,
     otlp_endpoint: str = "",
     admin: int | None = None,
+    janus_ws: str | None = None,
 ) -> AsyncIterator[int]:
     """A real Envoy in front of a core and an edge; yields its listening port
     (``listen``, when the edge was told it as its [envoy] listen). /sip goes
@@ -82,6 +83,7 @@ async def front_door(
             edge_address=f"127.0.0.1:{edge.ws_port}",
             edge_http_address=f"127.0.0.1:{edge.http_port}",
             **({"gateway_ws_address": gateway_ws} if gateway_ws else {}),
+            **({"janus_ws_address": janus_ws} if janus_ws else {}),
             admin_port=admin,
             # The edge's own hop key, which the core it talks to trusts.
             hop_key=edge.client.hop_key,
@@ -107,6 +109,7 @@ async def running_stack(
     *,
     listen: int | None = None,
     gateway_ws: str | None = None,
+    janus_ws: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Stack]:
     """Core (on ``clock``), edge and Envoy (on ``listen`` if given, routing /sip to
@@ -128,7 +131,7 @@ async def running_stack(
         # Envoy's tracer follows the core's and the edge's [tracing] as under `wac run`.
         otlp = (env or {}).get("WAC_TRACING_OTLP_ENDPOINT", "")
         admin = free_port()
-        async with front_door(core.port, edge, data_dir, listen, gateway_ws, otlp, admin) as port:
+        async with front_door(core.port, edge, data_dir, listen, gateway_ws, otlp, admin, janus_ws) as port:
             yield Stack(core=core, edge=edge, port=port, admin_port=admin)
     finally:
         if edge is not None:
