@@ -11,9 +11,13 @@ with its wac session at the latest; the core signs its own, short ones.
 Each room is created private, with a secret of its own (derived from the
 room admin key, so no state is kept for it) without which it can be
 neither changed nor destroyed, and with an allow-list of room tokens: a
-participant joins with the room token wac admitted it with, and a kick
-removes that token before it ends the participant's session in the room.
-Everything that goes wrong is a ``JanusError``; nothing here knows gRPC.
+participant publishes with the room token wac admitted it with (and
+subscribes with its publisher's private id), and a kick removes that token
+before it ends the participant's presence in the room, so that a Janus
+token, which cannot be revoked, lets no one back in.
+
+``JanusRooms`` raises ``JanusError``; ``JanusBridge`` is the core's
+ConferenceBridge over it, with the core's failures.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from core import failures
 
 log = logging.getLogger("wac.conferences")
 
@@ -105,7 +111,7 @@ class JanusRooms:
     def janus_path(self) -> str:
         return PATH
 
-    def join_token(self, expires_at: float) -> str:
+    async def join_token(self, expires_at: float) -> str:
         """The token a browser reaches Janus with, until ``expires_at``."""
         return sign_token(self._token_secret, expires_at)
 
@@ -129,8 +135,10 @@ class JanusRooms:
             "audiocodec": "opus",
             "videocodec": "vp8",
             "notify_joining": True,
-            # Only who wac admitted (an allowed room token) joins.
+            # Only who wac admitted joins: a publisher with an allowed room
+            # token, a subscriber with a publisher's private id in the room.
             "allowed": [],
+            "require_pvtid": True,
         }
         if not video:
             # An audio-only conference: the SDK publishes audio alone, and
@@ -231,3 +239,51 @@ class JanusRooms:
             error = answer.get("error", {})
             raise JanusError(name, str(error.get("reason", "refused")), error.get("code"))
         return answer
+
+
+class JanusBridge:
+    """core/conferences/bridge.py's ConferenceBridge over ``JanusRooms``:
+    a Janus that does not answer, or refuses, is the core's UNAVAILABLE
+    (the caller may retry), never a trace."""
+
+    def __init__(self, rooms: JanusRooms) -> None:
+        self._rooms = rooms
+
+    @property
+    def janus_path(self) -> str:
+        return self._rooms.janus_path
+
+    async def create_room(self, conference_id: str, *, video: bool) -> int:
+        async with _unavailable():
+            return await self._rooms.create_room(conference_id, video=video)
+
+    async def destroy_room(self, room: int) -> None:
+        async with _unavailable():
+            await self._rooms.destroy_room(room)
+
+    async def admit(self, room: int) -> str:
+        async with _unavailable():
+            return await self._rooms.admit(room)
+
+    async def revoke(self, room: int, token: str) -> None:
+        async with _unavailable():
+            await self._rooms.revoke(room, token)
+
+    async def kick(self, room: int, feed_id: int) -> None:
+        async with _unavailable():
+            await self._rooms.kick(room, feed_id)
+
+    async def join_token(self, expires_at: float) -> str:
+        return await self._rooms.join_token(expires_at)
+
+    async def close(self) -> None:
+        await self._rooms.close()
+
+
+@asynccontextmanager
+async def _unavailable() -> AsyncIterator[None]:
+    try:
+        yield
+    except JanusError as exc:
+        log.warning("Janus: %s", exc)
+        raise failures.Unavailable("the conferences' media server did not answer; try again shortly") from None

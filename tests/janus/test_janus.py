@@ -15,7 +15,8 @@ import httpx
 import pytest
 import websockets
 
-from connectors.janus import JanusError, JanusRooms, sign_token
+from connectors.janus import JanusBridge, JanusError, JanusRooms, sign_token
+from core import failures
 from settings.januskey import JanusSecrets, janus_secrets
 from tests.support.janus import RunningJanus, running_janus
 from tests.support.stack import running_stack
@@ -160,3 +161,16 @@ async def test_browsers_reach_janus_through_the_front_door(tmp_path: Path, janus
             await socket.send(json.dumps({"janus": "create", "transaction": "c"}))
             refused = json.loads(await asyncio.wait_for(socket.recv(), seconds()))
             assert refused["error"]["code"] == 403
+
+
+async def test_the_core_sees_a_janus_that_does_not_answer_as_unavailable(secrets: JanusSecrets) -> None:
+    bridge = JanusBridge(
+        JanusRooms("http://127.0.0.1:9/janus", token_secret=secrets.token, room_admin_key=secrets.room_admin)
+    )
+    try:
+        with pytest.raises(failures.Unavailable, match="media server did not answer"):
+            await bridge.create_room("conf-5", video=True)
+        # Tokens are signed here, Janus or not.
+        assert (await bridge.join_token(time.time() + 60)).count(",") == 2
+    finally:
+        await bridge.close()
