@@ -374,6 +374,13 @@ export interface JoinConferenceResponse {
    * GetIceServers gives them.
    */
   iceServers?: IceServer[];
+  /**
+   * The room token the device joins the room with as a publisher (the
+   * VideoRoom's join "token"); its subscriptions then give the publisher's
+   * private id. wac takes it back when the participant leaves or is
+   * kicked, so that the media server's token alone lets no one back in.
+   */
+  roomToken?: string;
 }
 
 /** The request for KickFromConference. */
