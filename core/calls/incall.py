@@ -1,6 +1,7 @@
 """Who is in a call: the answered calls of each subscriber, whichever path
-carried them (the WAPI's call machine or the SIP gateway), and the worker
-that tells presence when a subscriber's in-call state changes.
+carried them (the WAPI's call machine or the SIP gateway), the conference
+rooms it is in (``joined``/``left``), and the worker that tells presence
+when a subscriber's in-call state changes.
 
 Presence hears each change off the calls' own path (a call's events must not
 wait for presence to fan out), one subscriber at a time and coalesced: a
@@ -109,6 +110,25 @@ class InCall:
                 calls.discard(call_id)
                 if not calls:
                     del self._active[username]
+
+    def joined(self, room: str, username: str) -> None:
+        """The subscriber entered a room whose membership lives in the
+        database (a conference's), where any core may see it leave: in a
+        cluster the change goes to the cluster's set alone, which every core
+        changes alike (add() would also keep it in this core's memory, which
+        the core that sees it leave could not clear); embedded, as add().
+        Idempotent."""
+        if self._shared is None:
+            self.add(room, username)
+        else:
+            self._changes.put_nowait((room, username, True))
+
+    def left(self, room: str, username: str) -> None:
+        """The subscriber left a room entered with joined(), told by any core."""
+        if self._shared is None:
+            self.remove(room, username)
+        else:
+            self._changes.put_nowait((room, username, False))
 
     def tell_all(self) -> None:
         """Tell presence every subscriber in a call (after a restart)."""
