@@ -204,11 +204,13 @@ def leave(conference: Conference | None, username: str, session_id: str | None =
     return replace(conference, participants=tuple(p for p in conference.participants if p.username != username))
 
 
-def kick(conference: Conference | None, conference_id: str, username: str) -> Conference:
+def to_kick(conference: Conference | None, conference_id: str, username: str) -> Participant:
+    """The participant an operator kicks out of an active conference's room."""
     conference = active(found(conference, conference_id))
-    if conference.participant(username) is None:
+    participant = conference.participant(username)
+    if participant is None:
         raise failures.FailedPrecondition(f"'{username}' is not in the conference's room")
-    return leave(conference, username)
+    return participant
 
 
 def end(conference: Conference, by: str, now: float) -> Conference:
