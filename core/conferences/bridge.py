@@ -1,5 +1,6 @@
-"""The media server, as conferences see it: rooms made and destroyed, a
-participant's feed kicked out, and the tokens that let a browser in.
+"""The media server, as conferences see it: rooms made and destroyed, each
+participant admitted with a room token and kicked out, and the tokens that
+let a browser reach the media server.
 
 ``ConferenceBridge`` is the interface; the Janus connector
 (``connectors/janus.py``) implements it over the VideoRoom plugin's admin
@@ -42,10 +43,22 @@ class ConferenceBridge(Protocol):
         is gone already is not an error."""
         ...
 
+    async def admit(self, room: int) -> str:
+        """A new room token the room lets one participant in with (its
+        allow-list): a media-server token alone, which cannot be revoked,
+        lets nobody in."""
+        ...
+
+    async def revoke(self, room: int, token: str) -> None:
+        """Take a room token ``admit`` gave back: it lets nobody in any more.
+        A room that is gone already is not an error."""
+        ...
+
     async def kick(self, room: int, feed_id: int) -> None:
-        """Take the publisher ``feed_id`` out of the room. A feed that is
-        not (or no longer) in the room is not an error: a participant who
-        left may have left the media server first."""
+        """Take the publisher ``feed_id`` out of the room (after its room
+        token was revoked, so that it cannot come back). A feed that is not
+        (or no longer) in the room is not an error: a participant who left
+        may have left the media server first."""
         ...
 
     async def join_token(self, expires_at: float) -> str:
@@ -72,6 +85,12 @@ class NoBridge:
         raise failures.FailedPrecondition(OFF)
 
     async def destroy_room(self, room: int) -> None:
+        raise failures.FailedPrecondition(OFF)
+
+    async def admit(self, room: int) -> str:
+        raise failures.FailedPrecondition(OFF)
+
+    async def revoke(self, room: int, token: str) -> None:
         raise failures.FailedPrecondition(OFF)
 
     async def kick(self, room: int, feed_id: int) -> None:

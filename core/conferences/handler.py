@@ -81,7 +81,8 @@ class Subscribers(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """What a device needs to enter a conference's room."""
+    """What a device needs to enter a conference's room (the participant's
+    room token among it)."""
 
     conference: Conference
     participant: Participant
@@ -229,18 +230,31 @@ class ConferenceHandler:
 
     async def join(self, who: SubscriberPrincipal, conference_id: str) -> Joined:
         rules.conference_id(conference_id)
-        rules.may_join(await self._store.get(conference_id), who.username)
+        current = rules.may_join(await self._store.get(conference_id), who.username)
         await self._require_online(who)
         # Before the join is stored: without a token there is no join.
         token = await self._bridge.join_token(who.expires_at)
         path = self._bridge.janus_path
         now = self._clock.time()
 
-        def step(conference: Conference | None) -> Conference:
-            return rules.join(conference, who.username, who.session_id, now, _draw_feed_id)
-
         async def change() -> Conference:
-            before, after = await self._store.change(conference_id, step)
+            # A new room token each time, the same device's too (its
+            # reconnect joins the room anew); a token of a device that has
+            # joined is taken back once it is replaced: the media server
+            # checks it when a publisher joins, not after.
+            admitted = await self._bridge.admit(current.room)
+
+            def step(conference: Conference | None) -> Conference:
+                return rules.join(conference, who.username, who.session_id, now, _draw_feed_id, admitted)
+
+            try:
+                before, after = await self._store.change(conference_id, step)
+            except BaseException:
+                await self._revoke(current.room, admitted)  # not stored, so not admitted
+                raise
+            was = before.participant(who.username)
+            if was is not None and was.session_id == who.session_id:
+                await self._revoke(current.room, was.room_token)
             await self._carried_out(before, after, LeaveReason.MOVED, exclude=who.session_id)
             return after
 
@@ -289,6 +303,8 @@ class ConferenceHandler:
         current = await self._store.get(conference_id)
         participant = rules.to_kick(current, conference_id, username)
         assert current is not None
+        if participant.room_token:
+            await self._bridge.revoke(current.room, participant.room_token)
         await self._bridge.kick(current.room, participant.feed_id)
 
         def step(conference: Conference | None) -> Conference:
@@ -361,7 +377,7 @@ class ConferenceHandler:
             if not kicked:
                 # Out in wac, out of the room: even one that left of its own
                 # accord (it may have left wac only).
-                await self._kick(after.room, participant)
+                await self._take_out(after.room, participant)
         for participant in rules.arrived(before, after):
             self._in_call.joined(room, participant.username)
             await self._events.publish(
@@ -375,12 +391,22 @@ class ConferenceHandler:
         name = await self._subscribers.display_name(conference.creator) or conference.creator
         await self._events.publish(usernames, messages.invited(conference, name))
 
-    async def _kick(self, room: int, participant: Participant) -> None:
+    async def _take_out(self, room: int, participant: Participant) -> None:
+        """Its room token taken back, then its feed kicked out of the room."""
+        await self._revoke(room, participant.room_token)
         try:
             await self._bridge.kick(room, participant.feed_id)
         except Exception as exc:
-            # Out in wac all the same: it may not join again without a new token.
+            # Out in wac all the same, and its room token lets it in no more.
             log.warning("could not kick %s's feed out of room %s: %s", participant.username, room, exc)
+
+    async def _revoke(self, room: int, token: str) -> None:
+        if not token:
+            return
+        try:
+            await self._bridge.revoke(room, token)
+        except Exception as exc:
+            log.warning("could not take a room token of room %s back: %s", room, exc)
 
     async def _destroy(self, conference: Conference) -> None:
         try:

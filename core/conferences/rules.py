@@ -70,6 +70,10 @@ class Participant:
     session_id: str
     feed_id: int
     join_time: float
+    # The media server's room token it was admitted with: it publishes with
+    # it, and it is taken back when the participant leaves. A secret of the
+    # participant's: never in a message to anyone else.
+    room_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +183,23 @@ def join(
     session_id: str,
     now: float,
     draw_feed_id: Callable[[], int],
+    room_token: str = "",
 ) -> Conference:
-    """The member in the room from ``session_id``: unchanged if it is there
-    from that device already, else with a feed id no other participant has."""
+    """The member in the room from ``session_id`` with ``room_token``: if it
+    is there from that device already, its place and feed id kept, else with
+    a feed id no other participant has."""
     conference = may_join(conference, username)
     present = conference.participant(username)
     if present is not None and present.session_id == session_id:
-        return conference
+        kept = tuple(replace(p, room_token=room_token) if p is present else p for p in conference.participants)
+        return replace(conference, participants=kept)
     taken = {p.feed_id for p in conference.participants if p.username != username}
     feed_id = draw_feed_id()
     while feed_id in taken:
         feed_id = draw_feed_id()
     others = tuple(p for p in conference.participants if p.username != username)
-    return replace(conference, participants=(*others, Participant(username, session_id, feed_id, now)))
+    joined = Participant(username, session_id, feed_id, now, room_token)
+    return replace(conference, participants=(*others, joined))
 
 
 def leave(conference: Conference | None, username: str, session_id: str | None = None) -> Conference:

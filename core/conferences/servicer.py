@@ -41,6 +41,7 @@ class ConferencesServicer(conferences_pb2_grpc.ConferencesServiceServicer):
             token=joined.token,
             feed_id=joined.participant.feed_id,
             ice_servers=messages.ice_servers_pb(joined.ice_servers),
+            room_token=joined.participant.room_token,
         )
 
     async def LeaveConference(

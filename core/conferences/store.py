@@ -37,7 +37,10 @@ def _conference(row: Any, members: Sequence[Any]) -> Conference:
         creator=m["creator"],
         media=Media(m["media"]),
         invitees=tuple(r._mapping["username"] for r in ordered if r._mapping["position"] > 0),
-        participants=tuple(Participant(r["username"], r["session_id"], r["feed_id"], r["join_time"]) for r in present),
+        participants=tuple(
+            Participant(r["username"], r["session_id"], r["feed_id"], r["join_time"], r["room_token"] or "")
+            for r in present
+        ),
         state=State(m["state"]),
         room=m["room"],
         create_time=m["create_time"],
@@ -62,8 +65,13 @@ def _load(conn: Connection, ids: Sequence[str], *, lock: bool = False) -> dict[s
 
 def _in_room(participant: Participant | None) -> dict[str, Any]:
     if participant is None:
-        return {"session_id": None, "feed_id": None, "join_time": None}
-    return {"session_id": participant.session_id, "feed_id": participant.feed_id, "join_time": participant.join_time}
+        return {"session_id": None, "feed_id": None, "join_time": None, "room_token": None}
+    return {
+        "session_id": participant.session_id,
+        "feed_id": participant.feed_id,
+        "join_time": participant.join_time,
+        "room_token": participant.room_token or None,
+    }
 
 
 def _member_rows(conference: Conference, usernames: Iterable[str], first_position: int) -> list[dict[str, Any]]:

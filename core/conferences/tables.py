@@ -44,10 +44,12 @@ conference_members = Table(
     Column("create_time", Float, nullable=False),
     Column("active", Boolean, nullable=False),
     # While the member is in the room: the device (session) it joined from,
-    # the publisher id wac gave it, and since when. NULL otherwise.
+    # the publisher id wac gave it, since when, and the room token the media
+    # server admitted it with (taken back when it leaves). NULL otherwise.
     Column("session_id", String(64), nullable=True),
     Column("feed_id", BigInteger, nullable=True),
     Column("join_time", Float, nullable=True),
+    Column("room_token", String(64), nullable=True),
 )
 Index(
     "ix_conference_members_username_active",

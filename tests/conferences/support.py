@@ -3,8 +3,8 @@ a fake clock) serving ConferencesService over a recording bridge, and
 devices that collect their conference events.
 
 ``RecordingBridge`` is a test double of the media server, not Janus: it
-records the rooms made and destroyed, the feeds kicked and the tokens
-issued, so a test asserts what wac asked of the media server. Janus itself
+records the rooms made and destroyed, the room tokens admitted and taken
+back, the feeds kicked and the tokens issued, so a test asserts what wac asked of the media server. Janus itself
 is tested end to end in tests/janus.
 
 core/server.py does not serve conferences yet: ``open_conferences`` wires
@@ -47,13 +47,17 @@ Conference = conferences_pb2.Conference
 
 @dataclass
 class RecordingBridge:
-    """A test double of the media server: records what wac asks of it.
-    ``unavailable`` makes every method fail as a Janus that does not answer."""
+    """A test double of the media server: records what wac asks of it, in
+    order in ``calls`` and by kind in the other lists. ``unavailable`` makes
+    every method fail as a Janus that does not answer."""
 
     rooms: dict[int, tuple[str, bool]] = field(default_factory=dict)  # room -> (conference id, video)
     destroyed: list[int] = field(default_factory=list)
+    admitted: list[tuple[int, str]] = field(default_factory=list)  # (room, room token)
+    revoked: list[tuple[int, str]] = field(default_factory=list)
     kicks: list[tuple[int, int]] = field(default_factory=list)  # (room, feed id)
     tokens: list[tuple[str, float]] = field(default_factory=list)  # (token, expires at)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
     unavailable: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
@@ -61,26 +65,37 @@ class RecordingBridge:
     def janus_path(self) -> str:
         return JANUS_PATH
 
-    def _answer(self) -> None:
+    def _answer(self, name: str, *args: Any) -> None:
         if self.unavailable:
             raise failures.Unavailable("Janus did not answer")
+        self.calls.append((name, args))
 
     async def create_room(self, conference_id: str, *, video: bool) -> int:
-        self._answer()
+        self._answer("create_room", conference_id)
         room = next(self._ids)
         self.rooms[room] = (conference_id, video)
         return room
 
     async def destroy_room(self, room: int) -> None:
-        self._answer()
+        self._answer("destroy_room", room)
         self.destroyed.append(room)
 
+    async def admit(self, room: int) -> str:
+        token = f"room-token-{len(self.admitted)}"
+        self._answer("admit", room, token)
+        self.admitted.append((room, token))
+        return token
+
+    async def revoke(self, room: int, token: str) -> None:
+        self._answer("revoke", room, token)
+        self.revoked.append((room, token))
+
     async def kick(self, room: int, feed_id: int) -> None:
-        self._answer()
+        self._answer("kick", room, feed_id)
         self.kicks.append((room, feed_id))
 
     async def join_token(self, expires_at: float) -> str:
-        self._answer()
+        self._answer("join_token", expires_at)
         token = f"token-{len(self.tokens)}"
         self.tokens.append((token, expires_at))
         return token

@@ -5,6 +5,7 @@ and presence's IN_CALL while they are in one."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -19,13 +20,15 @@ Reason = ConferenceParticipantLeft.Reason
 
 async def in_room(conferences: Conferences, creator: Member, *members: Member) -> tuple[str, dict[str, int]]:
     """A conference of ``creator`` with ``members`` in its room, every
-    event of its making read; its id, and each participant's feed id."""
+    event of its making read; its id, and each participant's feed id (and
+    room token, under its username with "/token")."""
     made = await creator.open(*(m.username for m in members))
-    feeds = {}
+    feeds: dict[str, Any] = {}
     for member in members:
         await member.expect("conference_invited")
     for index, member in enumerate(members):
-        feeds[member.username] = (await member.join(made.conference_id)).feed_id
+        joined = await member.join(made.conference_id)
+        feeds[member.username], feeds[f"{member.username}/token"] = joined.feed_id, joined.room_token
         for other in (creator, *members[:index]):
             await other.expect("conference_participant_joined")
     return made.conference_id, feeds
@@ -39,7 +42,8 @@ async def test_an_operator_kicks_through_the_media_server(conferences: Conferenc
 
     kicked = await operator.kick(conference_id, "bob")
     assert not kicked.participants and list(kicked.invitees) == ["bob"]
-    assert conferences.recorded.kicks == [(room, feeds["bob"])]
+    # His room token first, so that his media-server token gets him back in no more.
+    assert conferences.recorded.calls[-2:] == [("revoke", (room, feeds["bob/token"])), ("kick", (room, feeds["bob"]))]
     for member in (alice, bob):
         (told,) = await member.expect("conference_participant_left")
         assert (told.username, told.reason) == ("bob", Reason.KICKED)
@@ -73,6 +77,8 @@ async def test_revoked_sessions_leave_every_room_within_a_second(conferences: Co
     await stub.RevokeSessions(identity_pb2.RevokeSessionsRequest(username="bob"), metadata=admin.metadata)
     kicked = {(rooms[first], first_feeds["bob"]), (rooms[second], second_feeds["bob"])}
     await eventually(lambda: set(conferences.recorded.kicks) == kicked, timeout=1.0)
+    revoked = {(rooms[first], first_feeds["bob/token"]), (rooms[second], second_feeds["bob/token"])}
+    assert set(conferences.recorded.revoked) == revoked
     assert asyncio.get_running_loop().time() - started < 1.0
     for member in (alice, carol):
         (told,) = await member.expect("conference_participant_left")

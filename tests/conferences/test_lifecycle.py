@@ -45,6 +45,9 @@ async def test_create_invite_join_leave_end(conferences: Conferences) -> None:
     joined = await bob.join(made.conference_id)
     assert (joined.janus_path, joined.room) == (JANUS_PATH, room)
     assert bridge.tokens == [(joined.token, bob.expire_time)]
+    # Admitted to the room with a room token of his own, which nobody else sees.
+    assert bridge.admitted == [(room, joined.room_token)]
+    assert joined.room_token not in str(joined.conference)
     assert 0 < joined.feed_id < 2**53
     [participant] = joined.conference.participants
     assert (participant.username, participant.feed_id) == ("bob", joined.feed_id)
@@ -64,7 +67,8 @@ async def test_create_invite_join_leave_end(conferences: Conferences) -> None:
     # Bob leaves: the others are told why, and his feed is out of the room.
     left = await bob.leave(made.conference_id)
     assert [p.username for p in left.participants] == ["alice"]
-    assert bridge.kicks == [(room, joined.feed_id)]
+    # His room token is taken back before his feed is kicked out of the room.
+    assert bridge.calls[-2:] == [("revoke", (room, joined.room_token)), ("kick", (room, joined.feed_id))]
     for member in (alice, carol):
         (told,) = await member.expect("conference_participant_left")
         assert (told.username, told.reason) == ("bob", LEFT)
@@ -95,9 +99,11 @@ async def test_joining_again_keeps_the_place_and_another_device_takes_it_over(co
     first = await bob.join(made.conference_id)
     await alice.expect("conference_participant_joined")
 
-    # The same device again (a new token): same feed, nobody is told.
+    # The same device again (new tokens): same feed, the old room token
+    # taken back, nobody told.
     again = await bob.join(made.conference_id)
     assert again.feed_id == first.feed_id and again.token != first.token
+    assert again.room_token != first.room_token and bridge.revoked == [(first.room, first.room_token)]
     await alice.quiet()
 
     # Another of Bob's devices takes the place over: the first is told,
@@ -107,6 +113,7 @@ async def test_joining_again_keeps_the_place_and_another_device_takes_it_over(co
     assert moved.feed_id != first.feed_id
     assert [(p.username, p.feed_id) for p in moved.conference.participants] == [("bob", moved.feed_id)]
     assert bridge.kicks == [(first.room, first.feed_id)]
+    assert bridge.revoked[-1] == (first.room, again.room_token)
     (told,) = await bob.expect("conference_participant_left")
     assert (told.username, told.reason) == ("bob", MOVED)
     await bob.expect("conference_participant_joined")

@@ -53,7 +53,9 @@ def test_a_member_is_in_the_room_from_one_device() -> None:
     feeds = itertools.count(1)
     joined = rules.join(CONFERENCE, "bob", "web", 101.0, lambda: next(feeds))
     assert joined.participants == (Participant("bob", "web", 1, 101.0),)
-    assert rules.join(joined, "bob", "web", 102.0, lambda: next(feeds)) is joined
+    assert rules.join(joined, "bob", "web", 102.0, lambda: next(feeds)) == joined
+    refreshed = rules.join(joined, "bob", "web", 102.5, lambda: next(feeds), "new-room-token")
+    assert refreshed.participants == (Participant("bob", "web", 1, 101.0, "new-room-token"),)
     moved = rules.join(joined, "bob", "phone", 103.0, lambda: next(feeds))
     assert moved.participants == (Participant("bob", "phone", 2, 103.0),)
     assert rules.departed(joined, moved) == joined.participants

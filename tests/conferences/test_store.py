@@ -95,9 +95,9 @@ async def test_a_conference_round_trips_through_its_changes(store: ConferenceSto
     def draw() -> int:
         return 42
 
-    before, after = await store.change("k1", lambda c: rules.join(c, "bob", "bob-web", 101.0, draw))
+    before, after = await store.change("k1", lambda c: rules.join(c, "bob", "bob-web", 101.0, draw, "secret"))
     assert before == made
-    assert after.participants == (Participant("bob", "bob-web", 42, 101.0),)
+    assert after.participants == (Participant("bob", "bob-web", 42, 101.0, "secret"),)
     _, after = await store.change("k1", lambda c: rules.invite(c, "alice", ["carol", "bob", "dave"]))
     _, after = await store.change("k1", lambda c: rules.join(c, "alice", "alice-web", 102.0, lambda: 7))
     assert await store.get("k1") == after

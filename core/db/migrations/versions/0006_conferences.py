@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(length=64), nullable=True),
         sa.Column("feed_id", sa.BigInteger(), nullable=True),
         sa.Column("join_time", sa.Float(), nullable=True),
+        sa.Column("room_token", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("conference_id", "username", name=op.f("pk_conference_members")),
     )
     op.create_index(
