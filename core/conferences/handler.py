@@ -29,6 +29,9 @@ Guarantees:
 - The media server's token of a join expires with the caller's access
   token (the principal carries no later expiry of its session): the SDK
   joins again, from the same device, for a new one, and keeps its place.
+  That token cannot be revoked, so each join also admits the device to
+  the room with a room token of its own (``ConferenceBridge.admit``), taken
+  back whenever it leaves, before its feed is kicked.
 - Ending a conference never fails for the media server: the conference
   ends in wac, and a room the bridge could not destroy is logged.
   Creating and joining need the media server; kicking asks it first, so an
