@@ -33,9 +33,9 @@ class ConferenceBridge(Protocol):
         """Make the conference's room (audio only unless ``video``) and
         answer its id: unguessable, and a JavaScript-safe integer (below
         2**53), since the SDK sends it to the media server as a JSON number.
-        The room must let in only holders of ``join_token``'s tokens, and
-        hold as many publishers as a conference has members (the creator
-        and ``rules.MAX_INVITEES``)."""
+        The room must let in only publishers ``admit`` let in, and hold
+        ``[conferences] max_participants`` publishers (wac refuses a join
+        past it)."""
         ...
 
     async def destroy_room(self, room: int) -> None:

@@ -108,12 +108,15 @@ class ConferenceHandler:
         in_call: InCall,
         ice_config: IceConfig,
         device_grace: float,
+        max_participants: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``in_call`` is the calls' (started and stopped by them): one
         subscriber in a call and a room is in a call until it left both.
         ``device_grace``: how long a restarted core waits for the devices
-        of the participants it finds to come back."""
+        of the participants it finds to come back. ``max_participants``:
+        the publishers a room of the media server holds (a join past it is
+        refused here, not by the media server after wac admitted it)."""
         self._store = store
         self._events = events
         self._devices = devices
@@ -122,6 +125,7 @@ class ConferenceHandler:
         self._in_call = in_call
         self._ice = ice_config
         self._device_grace = device_grace
+        self._max_participants = max_participants
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnect_check: Timer | None = None
@@ -248,7 +252,15 @@ class ConferenceHandler:
             admitted = await self._bridge.admit(current.room)
 
             def step(conference: Conference | None) -> Conference:
-                return rules.join(conference, who.username, who.session_id, now, _draw_feed_id, admitted)
+                return rules.join(
+                    conference,
+                    who.username,
+                    who.session_id,
+                    now,
+                    _draw_feed_id,
+                    admitted,
+                    max_participants=self._max_participants,
+                )
 
             try:
                 before, after = await self._store.change(conference_id, step)
@@ -271,7 +283,11 @@ class ConferenceHandler:
         rules.conference_id(conference_id)
 
         async def change() -> Conference:
-            before, after = await self._store.change(conference_id, lambda c: rules.leave(c, who.username))
+            # This device's place only: a device the place moved away from
+            # (told MOVED) leaving must not take the other one out.
+            before, after = await self._store.change(
+                conference_id, lambda c: rules.leave(c, who.username, session_id=who.session_id)
+            )
             await self._carried_out(before, after, LeaveReason.LEFT, exclude=who.session_id)
             return after
 

@@ -184,15 +184,20 @@ def join(
     now: float,
     draw_feed_id: Callable[[], int],
     room_token: str = "",
+    *,
+    max_participants: int | None = None,
 ) -> Conference:
     """The member in the room from ``session_id`` with ``room_token``: if it
     is there from that device already, its place and feed id kept, else with
-    a feed id no other participant has."""
+    a feed id no other participant has; RESOURCE_EXHAUSTED when the room
+    holds ``max_participants`` others (the media server's bound)."""
     conference = may_join(conference, username)
     present = conference.participant(username)
     if present is not None and present.session_id == session_id:
         kept = tuple(replace(p, room_token=room_token) if p is present else p for p in conference.participants)
         return replace(conference, participants=kept)
+    if present is None and max_participants is not None and len(conference.participants) >= max_participants:
+        raise failures.Exhausted(f"the conference's room is full: at most {max_participants} participants")
     taken = {p.feed_id for p in conference.participants if p.username != username}
     feed_id = draw_feed_id()
     while feed_id in taken:

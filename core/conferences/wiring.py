@@ -54,6 +54,7 @@ async def serve_conferences(
         in_call=in_call,
         ice_config=config.ice,
         device_grace=config.presence.grace_period,
+        max_participants=config.conferences.max_participants,
         clock=clock,
     )
     identity.on_sessions_revoked(handler.sessions_revoked)

@@ -158,3 +158,21 @@ async def test_a_janus_that_does_not_answer_leaves_no_conference(conferences: Co
     assert (await alice.end(made.conference_id)).state == Conference.ENDED
     await bob.expect("conference_ended")
     await bob.quiet()
+
+
+async def test_a_full_room_refuses_a_join(tmp_path: Path) -> None:
+    async with open_conferences(tmp_path, {"WAC_CONFERENCES_MAX_PARTICIPANTS": "2"}) as conferences:
+        alice, bob = await conferences.member("alice"), await conferences.member("bob")
+        carol = await conferences.member("carol")
+        made = await alice.open("bob", "carol")
+        await alice.join(made.conference_id)
+        await bob.join(made.conference_id)
+        error = await fails(grpc.StatusCode.RESOURCE_EXHAUSTED, carol.join(made.conference_id), "at most 2")
+        assert "the conference's room is full" in (error.details() or "")
+        # The room token it was about to be admitted with is taken back.
+        assert conferences.recorded.revoked == [conferences.recorded.admitted[-1]]
+        # A participant's other device may still take its place.
+        phone = await conferences.member("bob", "phone")
+        await phone.join(made.conference_id)
+        await phone.leave(made.conference_id)
+        await carol.join(made.conference_id)

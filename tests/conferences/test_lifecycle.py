@@ -119,6 +119,9 @@ async def test_joining_again_keeps_the_place_and_another_device_takes_it_over(co
     await bob.expect("conference_participant_joined")
     left, joined = await alice.expect("conference_participant_left", "conference_participant_joined")
     assert left.reason == MOVED and joined.conference == moved.conference
+    # The device the place moved away from leaving takes nobody out.
+    assert (await bob.leave(made.conference_id)).participants == moved.conference.participants
+    await alice.quiet()
     await phone.quiet()
 
 

@@ -1320,8 +1320,9 @@ export interface Methods {
    */
   "ConferencesService.KickFromConference": [KickFromConferenceRequest, Conference];
   /**
-   * LeaveConference takes the caller out of the room. The other members get
-   * conferenceParticipantLeft. Leaving a room one is not in changes nothing.
+   * LeaveConference takes the caller's device out of the room. The other
+   * members get conferenceParticipantLeft. Leaving a room the device is not
+   * in (or no longer: another device took the place over) changes nothing.
    */
   "ConferencesService.LeaveConference": [LeaveConferenceRequest, Conference];
   /**
