@@ -9,6 +9,18 @@ export type { StatusName } from "./errors.js";
 export { Call } from "./calls/call.js";
 export type { CallState, CallDirection, CallEvents, CallEndedInfo, MediaOptions, MediaKind } from "./calls/call.js";
 export type { WebRtcEnvironment } from "./calls/webrtc.js";
+export { Conference } from "./conferences/conference.js";
+export type {
+  ConferenceState,
+  ConferenceEvents,
+  ConferenceEndedInfo,
+  ConferenceEndReason,
+  ConferenceJoinOptions,
+  RemoteParticipant,
+} from "./conferences/conference.js";
+export type { ConferencesApi, ConferencesEvents, CreateConferenceOptions } from "./conferences/api.js";
+/** wac's record of a conference (the proto's Conference; `Conference` is the live room). */
+export type { Conference as ConferenceInfo } from "./gen/wac.js";
 export type { PresenceApi } from "./presence.js";
 export type { ContactsApi, PageOptions } from "./contacts.js";
 export type { GoogleLinkApi, GoogleLinkCallback, LinkEnvironment, LinkPopup } from "./google-link.js";

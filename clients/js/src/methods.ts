@@ -21,4 +21,8 @@ export const RETRYABLE_METHODS: ReadonlySet<MethodName> = new Set<MethodName>([
   "CallsService.GetCall",
   "CallsService.ListCalls",
   "CallsService.GetIceServers",
+  // Joining again from the same device keeps its place (a fresh token); leaving twice leaves once.
+  "ConferencesService.JoinConference",
+  "ConferencesService.LeaveConference",
+  "ConferencesService.ListConferences",
 ]);

@@ -1,12 +1,14 @@
 /**
  * Wac: the SDK's one entry point. It keeps one logical connection to the
  * WAPI (WebSocket, or HTTP when WebSockets are blocked), the session and its
- * token refresh, the event stream, and the calls.
+ * token refresh, the event stream, the calls and the conferences.
  */
 import { Call, type CallHost, type MediaOptions } from "./calls/call.js";
 import { CallRegistry } from "./calls/registry.js";
 import { browserWebRtc, type WebRtcEnvironment } from "./calls/webrtc.js";
 import { type Clock, systemClock } from "./clock.js";
+import { ConferencesApi } from "./conferences/api.js";
+import { browserJanusSocket, type JanusSocketFactory } from "./conferences/janus.js";
 import { ContactsApi } from "./contacts.js";
 import { Emitter } from "./emitter.js";
 import { Status, WacError, toWacError } from "./errors.js";
@@ -106,6 +108,8 @@ export interface WacOptions {
   createTransport?: TransportFactory;
   /** @internal JsSIP's UA, or a fake. */
   createSipUa?: SipUaFactory;
+  /** @internal The WebSocket to Janus (conferences), or a fake. */
+  createJanusSocket?: JanusSocketFactory;
 }
 
 /** How `wac.call()` places a call. */
@@ -166,6 +170,8 @@ export class Wac extends Emitter<WacEvents> {
   readonly presence: PresenceApi;
   readonly contacts: ContactsApi;
   readonly googleLink: GoogleLinkApi;
+  /** Conferences: create, invite, list, end, and join a room (Janus); its WAPI events. */
+  readonly conferences: ConferencesApi;
 
   private readonly connection: Connection;
   private readonly calls = new CallRegistry();
@@ -222,6 +228,15 @@ export class Wac extends Emitter<WacEvents> {
       register: (call) => this.calls.add(call, deliverCallEvent),
       forget: (call) => this.calls.remove(call),
     };
+    this.conferences = new ConferencesApi({
+      request,
+      clock: this.clock,
+      webrtc: this.callHost.webrtc,
+      janusUrl: (path) => janusUrl(path, endpoints(this.options.url).wsUrl),
+      createSocket: options.createJanusSocket ?? browserJanusSocket,
+      ...(options.random ? { random: options.random } : {}),
+      username: this.callHost.username,
+    });
     if (options.gateway) this.sip = this.sipStack(options.gateway);
   }
 
@@ -298,13 +313,13 @@ export class Wac extends Emitter<WacEvents> {
     return this.session;
   }
 
-  /** Ends the session: hangs up calls, logs out on the server, disconnects. */
+  /** Ends the session: hangs up calls, leaves conferences, logs out on the server, disconnects. */
   async logout(): Promise<void> {
     if (!this.session) {
       this.connection.stop();
       return;
     }
-    await Promise.allSettled(this.calls.live.map((call) => call.hangup()));
+    await Promise.allSettled([...this.calls.live.map((call) => call.hangup()), this.conferences.leaveAll()]);
     try {
       await this.request("IdentityService.Logout", {}, { timeoutMs: LOGOUT_TIMEOUT_MS });
     } catch {
@@ -395,6 +410,7 @@ export class Wac extends Emitter<WacEvents> {
     this.options.storage?.setItem(this.storageKey, JSON.stringify(this.session));
     this.scheduleRefresh();
     this.syncGateway();
+    this.conferences.refreshTokens();
     this.emit("session", this.session);
   }
 
@@ -515,6 +531,7 @@ export class Wac extends Emitter<WacEvents> {
     this.refreshTimer = null;
     this.options.storage?.removeItem(this.storageKey);
     for (const call of this.calls.live) call.terminate("FAILED", info.error);
+    this.conferences.terminateAll(info.error ?? new WacError(Status.UNAUTHENTICATED, `the session ended: ${info.reason}`));
     this.sip?.stop();
     // The next session learns the gateway again (its login may announce another or none).
     if (!this.options.gateway) this.sip = null;
@@ -560,7 +577,7 @@ export class Wac extends Emitter<WacEvents> {
     else if (event.googleLinkChanged) this.emit("googleLink", event.googleLinkChanged);
     else if (event.sessionRevoked) this.onSessionRevoked(event.sessionRevoked);
     else if (event.callInvited) this.onCallInvited(event);
-    else this.routeCallEvent(event);
+    else if (!this.conferences.handleEvent(event)) this.routeCallEvent(event);
   }
 
   private onSessionRevoked(revoked: SessionRevoked): void {
@@ -646,6 +663,17 @@ export function announcedGateway(announced: SipGateway, wapiUrl: string): Gatewa
   const wapi = new URL(wapiUrl);
   const path = announced.path.startsWith("/") ? announced.path : `/${announced.path}`;
   return { url: `${wapi.protocol}//${wapi.host}${path}`, domain: announced.domain };
+}
+
+/**
+ * Janus's WebSocket URL: the path wac gives (JoinConference's janusPath)
+ * on the scheme (ws/wss) and host of the WAPI URL, as for the gateway; a
+ * ws: or wss: URL as it is.
+ */
+export function janusUrl(path: string, wapiUrl: string): string {
+  if (/^wss?:\/\//i.test(path)) return path;
+  const wapi = new URL(wapiUrl);
+  return `${wapi.protocol}//${wapi.host}${path.startsWith("/") ? path : `/${path}`}`;
 }
 
 export function endpoints(url: string | undefined): { wsUrl: string; httpUrl: string } {

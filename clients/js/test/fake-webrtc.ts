@@ -4,9 +4,20 @@ import type { WebRtcEnvironment } from "../src/calls/webrtc.js";
 export class FakeTrack {
   enabled = true;
   stopped = false;
+  readyState: "live" | "ended" = "live";
+  private readonly listeners: Array<() => void> = [];
   constructor(readonly kind: "audio" | "video") {}
   stop(): void {
     this.stopped = true;
+    this.readyState = "ended";
+  }
+  addEventListener(type: string, listener: () => void): void {
+    if (type === "ended") this.listeners.push(listener);
+  }
+  /** The test's control: the source ended (the browser's "stop sharing"). */
+  end(): void {
+    this.readyState = "ended";
+    for (const listener of this.listeners) listener();
   }
 }
 
@@ -23,7 +34,11 @@ export class FakeStream {
 class FakeTransceiver {
   direction: RTCRtpTransceiverDirection;
   currentDirection: RTCRtpTransceiverDirection | null = null;
-  readonly sender: { track: FakeTrack | null; dtmf: { canInsertDTMF: boolean; tones: string[]; insertDTMF(t: string): void } | null };
+  readonly sender: {
+    track: FakeTrack | null;
+    dtmf: { canInsertDTMF: boolean; tones: string[]; insertDTMF(t: string): void } | null;
+    replaceTrack(track: FakeTrack | null): Promise<void>;
+  };
   constructor(
     readonly kind: string,
     track: FakeTrack | null,
@@ -31,15 +46,21 @@ class FakeTransceiver {
   ) {
     this.direction = direction;
     const tones: string[] = [];
-    this.sender = {
+    const sender: FakeTransceiver["sender"] = {
       track,
       dtmf: kind === "audio" ? { canInsertDTMF: true, tones, insertDTMF: (t: string) => tones.push(t) } : null,
+      replaceTrack: async (next) => {
+        sender.track = next;
+      },
     };
+    this.sender = sender;
   }
 }
 
 export class FakePeerConnection {
   static instances: FakePeerConnection[] = [];
+  /** When set, every setLocalDescription gathers this candidate before it resolves (the earliest a browser could). */
+  static gatherOnSetLocal: string | null = null;
   signalingState: RTCSignalingState = "stable";
   iceConnectionState: RTCIceConnectionState = "new";
   localDescription: RTCSessionDescriptionInit | null = null;
@@ -80,6 +101,7 @@ export class FakePeerConnection {
     }
     this.localDescription = description;
     this.signalingState = description.type === "offer" ? "have-local-offer" : "stable";
+    if (FakePeerConnection.gatherOnSetLocal) this.gather(FakePeerConnection.gatherOnSetLocal);
   }
 
   async setRemoteDescription(description: RTCSessionDescriptionInit): Promise<void> {
@@ -150,6 +172,7 @@ export class FakePeerConnection {
 
 export function fakeWebRtc() {
   const mediaRequests: MediaStreamConstraints[] = [];
+  const displayRequests: DisplayMediaStreamOptions[] = [];
   const env: WebRtcEnvironment = {
     RTCPeerConnection: FakePeerConnection as unknown as WebRtcEnvironment["RTCPeerConnection"],
     getUserMedia: async (constraints) => {
@@ -160,6 +183,10 @@ export function fakeWebRtc() {
       return new FakeStream(tracks) as unknown as MediaStream;
     },
     createMediaStream: () => new FakeStream() as unknown as MediaStream,
+    getDisplayMedia: async (options) => {
+      displayRequests.push(options);
+      return new FakeStream([new FakeTrack("video")]) as unknown as MediaStream;
+    },
   };
-  return { env, mediaRequests };
+  return { env, mediaRequests, displayRequests };
 }

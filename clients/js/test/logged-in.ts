@@ -17,7 +17,7 @@ export async function loggedIn(
 ) {
   const clock = new FakeClock();
   const network = new FakeNetwork();
-  const { env, mediaRequests } = fakeWebRtc();
+  const { env, mediaRequests, displayRequests } = fakeWebRtc();
   const wac = new Wac({
     url: "https://wac.test",
     clock,
@@ -59,5 +59,5 @@ export async function loggedIn(
       return request.params;
     },
   };
-  return { clock, network, wac, server, mediaRequests, registrations };
+  return { clock, network, wac, server, mediaRequests, displayRequests, registrations };
 }

@@ -11,6 +11,8 @@ export interface WebRtcEnvironment {
   getUserMedia(constraints: MediaStreamConstraints): Promise<MediaStream>;
   /** Makes a remote stream when a track arrives without one. */
   createMediaStream(): MediaStream;
+  /** The screen, a window or a tab, for a conference's screen share; absent where the browser cannot. */
+  getDisplayMedia?(options: DisplayMediaStreamOptions): Promise<MediaStream>;
 }
 
 export function browserWebRtc(): WebRtcEnvironment {
@@ -28,6 +30,7 @@ export function browserWebRtc(): WebRtcEnvironment {
     RTCPeerConnection: PeerConnection,
     getUserMedia: (constraints) => devices.getUserMedia(constraints),
     createMediaStream: () => new scope.MediaStream!(),
+    ...(typeof devices.getDisplayMedia === "function" ? { getDisplayMedia: (options) => devices.getDisplayMedia(options) } : {}),
   };
 }
 
