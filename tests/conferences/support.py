@@ -7,16 +7,19 @@ records the rooms made and destroyed, the room tokens admitted and taken
 back, the feeds kicked and the tokens issued, so a test asserts what wac asked of the media server. Janus itself
 is tested end to end in tests/janus.
 
-core/server.py does not serve conferences yet: ``open_conferences`` wires
-them onto the running core with ``core/conferences/wiring.py``, as the
+Until core/server.py serves conferences, ``open_conferences`` wires them
+onto the running core with ``core/conferences/wiring.py``, as the
 composition root will, handing it the calls' own InCall (caught as
-core/server.py builds it), so that presence is told through one mechanism.
+core/server.py builds it), so that presence is told through one mechanism;
+once ``build_core`` takes a ``conference_bridge``, it hands it the double.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -28,6 +31,7 @@ import grpc
 import pytest
 
 import core.server
+import tests.calls.support
 from core import failures
 from core.calls.incall import InCall
 from core.conferences.bridge import ConferenceBridge
@@ -184,7 +188,8 @@ class Conferences:
 
     world: World
     bridge: ConferenceBridge
-    handler: ConferenceHandler
+    # The handler the tests wired (None once the core serves conferences).
+    handler: ConferenceHandler | None
     # Every InCall core/server.py built, the running core's last.
     in_calls: list[InCall]
 
@@ -223,7 +228,14 @@ class Conferences:
         """Stop the core (devices drop) and start a new one on the same data,
         serving conferences again; devices reconnect with ``connect``."""
         await self.world.restart()
-        self.handler = await _serve(self.world, self.in_calls[-1], self.bridge)
+        if not _SERVED_BY_CORE:
+            self.handler = await _serve(self.world, self.in_calls[-1], self.bridge)
+
+
+# Once core/server.py serves conferences itself, build_core takes the bridge
+# (``conference_bridge``) and the tests hand it theirs; until then they
+# serve them on the running core as the composition root will.
+_SERVED_BY_CORE = "conference_bridge" in inspect.signature(core.server.build_core).parameters
 
 
 async def _serve(world: World, in_call: InCall, bridge: ConferenceBridge) -> ConferenceHandler:
@@ -257,7 +269,11 @@ async def open_conferences(
 
     bridge = RecordingBridge() if bridge is None else bridge
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(core.server, "InCall", CaughtInCall)
+        if _SERVED_BY_CORE:
+            build = functools.partial(core.server.build_core, conference_bridge=bridge)
+            patch.setattr(tests.calls.support, "build_core", build)
+        else:
+            patch.setattr(core.server, "InCall", CaughtInCall)
         async with open_world(tmp_path, env, clock=FakeClock()) as world:
-            handler = await _serve(world, built[-1], bridge)
+            handler = None if _SERVED_BY_CORE else await _serve(world, built[-1], bridge)
             yield Conferences(world, bridge, handler, built)
