@@ -465,6 +465,25 @@ describe("conferences", () => {
     assert.equal(pc.signalingState, "stable");
   });
 
+  it("a publisher that adds a stream (a screen share) is subscribed to it too: update, Janus's new offer answered", async () => {
+    const { conference, janus } = await inRoom();
+    const bobPc = conference.participants.get("bob")!.peerConnection as unknown as FakePeerConnection;
+    const starts = janus.sentOf("message", "start").length;
+    janus.publish(BOB, "bob", ["0", "1"]); // nothing new: nothing to do
+    await flush();
+    assert.equal(janus.sentOf("message", "update").length, 0);
+    janus.publish(BOB, "bob", ["0", "1", "2"]);
+    await flush();
+    const update = janus.sentOf("message", "update");
+    assert.equal(update.length, 1);
+    assert.deepEqual(update[0]!.body, { request: "update", subscribe: [{ feed: BOB, mid: "2" }] });
+    assert.equal(janus.sentOf("message", "start").length, starts + 1);
+    assert.equal(janus.sentOf("message", "start").at(-1)!.jsep!.sdp, bobPc.localDescription?.sdp);
+    assert.equal(bobPc.signalingState, "stable");
+    assert.equal(peerConnections().length, 2, "the same peer connection");
+    assert.deepEqual(janus.violations, []);
+  });
+
   it("a join Janus refuses fails: the media is released and wac is told", async () => {
     const janus = new FakeJanus();
     janus.room = ROOM;

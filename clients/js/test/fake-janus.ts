@@ -161,10 +161,10 @@ export class FakeJanus {
 
   // ---- the test's controls ----
 
-  /** Someone else publishes: every publisher in the room hears of it. */
-  publish(feedId: number, display: string): void {
+  /** Someone else publishes (or publishes more: `mids`): every publisher in the room hears of it. */
+  publish(feedId: number, display: string, mids: string[] = ["0", "1"]): void {
     this.remote.set(feedId, display);
-    this.notifyPublishers({ videoroom: "event", room: this.room, publishers: [publisherEntry(feedId, display)] });
+    this.notifyPublishers({ videoroom: "event", room: this.room, publishers: [publisherEntry(feedId, display, mids)] });
   }
 
   unpublish(feedId: number): void {
@@ -302,10 +302,16 @@ export class FakeJanus {
         if (!this.handles("publisher").some((h) => h.privateId === body.private_id)) return error(433, "Unauthorized (this room requires a valid private_id)");
         if (!this.remote.has(feed)) return error(428, `No such feed (${String(feed)})`);
         Object.assign(handle, { ptype: "subscriber", feed });
-        return event(
-          { videoroom: "attached", room: this.room, streams: [{ mid: "0", type: "audio", feed_id: feed }, { mid: "1", type: "video", feed_id: feed }] },
-          { type: "offer", sdp: JANUS_OFFER_SDP },
-        );
+        const streams = [
+          { mid: "0", type: "audio", feed_id: feed, feed_mid: "0" },
+          { mid: "1", type: "video", feed_id: feed, feed_mid: "1" },
+        ];
+        return event({ videoroom: "attached", room: this.room, streams }, { type: "offer", sdp: JANUS_OFFER_SDP });
+      }
+      case "update": {
+        if (handle.ptype !== "subscriber" || !Array.isArray(body.subscribe)) return error(429, "Missing element (subscribe)");
+        if (body.subscribe.some((s: any) => typeof s.feed !== "number")) this.violations.push(`update with feed ${JSON.stringify(body.subscribe)}`);
+        return event({ videoroom: "updated", room: this.room }, { type: "offer", sdp: `${JANUS_OFFER_SDP}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n` });
       }
       case "configure":
         if (request.jsep?.type !== "offer") return error(429, "Missing SDP offer");
@@ -321,13 +327,9 @@ export class FakeJanus {
   }
 }
 
-function publisherEntry(id: number, display: string): object {
-  return {
-    id,
-    display,
-    streams: [
-      { type: "audio", mindex: 0, mid: "0", codec: "opus" },
-      { type: "video", mindex: 1, mid: "1", codec: "vp8" },
-    ],
-  };
+function publisherEntry(id: number, display: string, mids: string[] = ["0", "1"]): object {
+  const streams = mids.map((mid, mindex) =>
+    mindex === 0 ? { type: "audio", mindex, mid, codec: "opus" } : { type: "video", mindex, mid, codec: "vp8" },
+  );
+  return { id, display, streams };
 }

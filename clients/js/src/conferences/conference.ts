@@ -135,7 +135,9 @@ interface Subscription {
   localCandidates: Array<RTCIceCandidateInit | null> | null;
   /** Janus's candidates, until its offer is set. */
   remoteCandidates: Array<RTCIceCandidateInit | null>;
-  /** Offers answered one at a time. */
+  /** The publisher's streams (its mids) subscribed to. */
+  mids: Set<string>;
+  /** Offers answered, and updates made, one at a time. */
   chain: Promise<void>;
   closed: boolean;
 }
@@ -482,7 +484,7 @@ export class Conference extends Emitter<ConferenceEvents> {
     }
     for (const publisher of records(data.publishers)) {
       const id = numberOf(publisher.id);
-      if (id !== null && id !== this.feedId) present.add(this.sawPublisher(id, stringOf(publisher.display)).feedId);
+      if (id !== null && id !== this.feedId) present.add(this.sawPublisher(id, stringOf(publisher.display), publisher.streams).feedId);
     }
     // After a rejoin: whoever left meanwhile is gone.
     for (const participant of [...this.byFeed.values()]) if (!present.has(participant.feedId)) this.removeParticipant(participant);
@@ -613,7 +615,7 @@ export class Conference extends Emitter<ConferenceEvents> {
     if (joiningId !== null && joiningId !== this.feedId) this.sawParticipant(joiningId, stringOf(joining?.display));
     for (const publisher of records(data.publishers)) {
       const id = numberOf(publisher.id);
-      if (id !== null && id !== this.feedId) this.sawPublisher(id, stringOf(publisher.display));
+      if (id !== null && id !== this.feedId) this.sawPublisher(id, stringOf(publisher.display), publisher.streams);
     }
     for (const key of ["unpublished", "leaving", "kicked"]) {
       const id = numberOf(data[key]);
@@ -638,9 +640,20 @@ export class Conference extends Emitter<ConferenceEvents> {
     return participant;
   }
 
-  private sawPublisher(feedId: number, display: string): Participant {
+  /**
+   * A publisher, new or known. A known one that publishes streams it did
+   * not before (an audio-only participant sharing its screen) renegotiated
+   * with Janus: its subscription asks for them ("update"), and Janus offers
+   * them.
+   */
+  private sawPublisher(feedId: number, display: string, streams: unknown): Participant {
     const participant = this.sawParticipant(feedId, display);
-    if (!this.subscriptions.has(feedId)) void this.subscribe(participant);
+    const subscription = this.subscriptions.get(feedId);
+    if (!subscription) void this.subscribe(participant);
+    else if (subscription.handle && subscription.mids.size > 0) {
+      const added = activeMids(streams).filter((mid) => !subscription.mids.has(mid));
+      if (added.length) void this.updateSubscription(subscription, added);
+    }
     return participant;
   }
 
@@ -663,6 +676,7 @@ export class Conference extends Emitter<ConferenceEvents> {
       pc: null,
       localCandidates: [],
       remoteCandidates: [],
+      mids: new Set(),
       chain: Promise.resolve(),
       closed: false,
     };
@@ -678,13 +692,13 @@ export class Conference extends Emitter<ConferenceEvents> {
       handle.on("event", ({ data, jsep }) => {
         if (stale()) return;
         if (data.error_code !== undefined) this.emit("error", new WacError(Status.INTERNAL, `media server: ${String(data.error ?? "error")} (${String(data.error_code)})`));
-        // A renegotiation (the publisher added or removed a stream): answer it too.
-        if (jsep?.type === "offer") this.answerSubscription(subscription, jsep);
+        // A renegotiation (a stream of the publisher went away): answer it too.
+        if (jsep?.type === "offer") this.enqueue(subscription, () => this.answerSubscription(subscription, jsep)).catch(this.reportFor(subscription));
       });
       handle.on("trickle", (candidate) => {
         if (!stale()) void this.addRemoteCandidate(subscription, candidate);
       });
-      const { jsep } = await handle.message({
+      const { data, jsep } = await handle.message({
         request: "join",
         ptype: "subscriber",
         room: this.room,
@@ -693,7 +707,8 @@ export class Conference extends Emitter<ConferenceEvents> {
       });
       if (stale()) return;
       if (jsep?.type !== "offer") throw new WacError(Status.INTERNAL, "the media server sent no offer for the subscription");
-      await this.answerSubscription(subscription, jsep);
+      for (const stream of records(data.streams)) if (typeof stream.feed_mid === "string") subscription.mids.add(stream.feed_mid);
+      await this.enqueue(subscription, () => this.answerSubscription(subscription, jsep));
     } catch (error) {
       if (stale()) return;
       const wacError = toWacError(error);
@@ -703,32 +718,49 @@ export class Conference extends Emitter<ConferenceEvents> {
     }
   }
 
-  /** Answers an offer of a subscription (the first, and any renegotiation), one at a time. */
-  private answerSubscription(subscription: Subscription, offer: Jsep): Promise<void> {
-    const run = async () => {
-      if (subscription.closed) return;
-      const env = this.host.webrtc();
-      let pc = subscription.pc;
-      if (!pc) {
-        pc = this.newPeerConnection(env, subscription);
-        subscription.pc = pc;
-        subscription.participant.peerConnection = pc;
-        pc.ontrack = (event) => {
-          if (!subscription.closed) this.onRemoteTrack(env, subscription.participant, event.track);
-        };
-      }
-      await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
-      await this.flushRemoteCandidates(subscription, pc);
-      await pc.setLocalDescription(await pc.createAnswer());
-      if (subscription.closed || !subscription.handle) return;
-      await subscription.handle.message({ request: "start" }, { type: "answer", sdp: pc.localDescription?.sdp ?? "" });
-      this.flushLocalCandidates(subscription);
-    };
-    const result = subscription.chain.then(run);
-    subscription.chain = result.catch((error: unknown) => {
-      if (!subscription.closed && this.current !== "ended") this.emit("error", toWacError(error));
-    });
+  /** Runs a step of a subscription after the earlier ones (a failed one does not stop the next). */
+  private enqueue(subscription: Subscription, step: () => Promise<void>): Promise<void> {
+    const result = subscription.chain.then(() => (subscription.closed ? undefined : step()));
+    subscription.chain = result.catch(() => {});
     return result;
+  }
+
+  /** Reports a subscription's failure that no caller awaits, unless it is over anyway. */
+  private reportFor(subscription: Subscription): (error: unknown) => void {
+    return (error) => {
+      if (!subscription.closed && this.current !== "ended") this.emit("error", toWacError(error));
+    };
+  }
+
+  /** Answers an offer of a subscription (the first, and any renegotiation). */
+  private async answerSubscription(subscription: Subscription, offer: Jsep): Promise<void> {
+    if (subscription.closed) return;
+    const env = this.host.webrtc();
+    let pc = subscription.pc;
+    if (!pc) {
+      pc = this.newPeerConnection(env, subscription);
+      subscription.pc = pc;
+      subscription.participant.peerConnection = pc;
+      pc.ontrack = (event) => {
+        if (!subscription.closed) this.onRemoteTrack(env, subscription.participant, event.track);
+      };
+    }
+    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    await this.flushRemoteCandidates(subscription, pc);
+    await pc.setLocalDescription(await pc.createAnswer());
+    if (subscription.closed || !subscription.handle) return;
+    await subscription.handle.message({ request: "start" }, { type: "answer", sdp: pc.localDescription?.sdp ?? "" });
+    this.flushLocalCandidates(subscription);
+  }
+
+  /** Subscribes to streams a publisher added; Janus answers with a new offer. */
+  private updateSubscription(subscription: Subscription, mids: string[]): Promise<void> {
+    for (const mid of mids) subscription.mids.add(mid);
+    const feed = subscription.participant.feedId;
+    return this.enqueue(subscription, async () => {
+      const { jsep } = await subscription.handle!.message({ request: "update", subscribe: mids.map((mid) => ({ feed, mid })) });
+      if (jsep?.type === "offer") await this.answerSubscription(subscription, jsep);
+    }).catch(this.reportFor(subscription));
   }
 
   /** A remote track: the participant's stream is made again with it, so that players pick it up. */
@@ -909,6 +941,13 @@ function numberOf(value: unknown): number | null {
     return Number.isSafeInteger(number) ? number : null;
   }
   return null;
+}
+
+/** The mids of a publisher's streams that are not disabled (its "streams" in a publishers list). */
+function activeMids(streams: unknown): string[] {
+  return records(streams)
+    .filter((stream) => stream.disabled !== true && typeof stream.mid === "string")
+    .map((stream) => stream.mid as string);
 }
 
 function stringOf(value: unknown): string {
