@@ -422,6 +422,8 @@ describe("conferences", () => {
 
   it("shareScreen replaces the camera on the video sender; stopScreenShare (or the browser's stop) puts it back", async () => {
     const { conference, janus, displayRequests } = await inRoom();
+    const sharing: boolean[] = [];
+    conference.on("screenShare", (on) => sharing.push(on));
     const pc = conference.peerConnection as unknown as FakePeerConnection;
     const sender = pc.getSenders().find((s) => s.track?.kind === "video")!;
     const camera = sender.track;
@@ -442,6 +444,7 @@ describe("conferences", () => {
     await flush();
     assert.equal(sender.track, camera);
     assert.equal(conference.screenSharing, false);
+    assert.deepEqual(sharing, [true, false, true, false]);
   });
 
   it("shareScreen in an audio-only conference adds video and renegotiates with Janus", async () => {

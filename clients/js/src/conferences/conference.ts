@@ -92,6 +92,8 @@ export interface ConferenceEvents {
   participantLeft: RemoteParticipant;
   /** A participant's `stream` is new: put it in its video element. */
   participantStream: RemoteParticipant;
+  /** This device began (true) or stopped (false) sharing its screen; the browser's own "stop sharing" included. */
+  screenShare: boolean;
   /** This device is out of the room. */
   ended: ConferenceEndedInfo;
   /** wac's record of the conference changed. */
@@ -271,6 +273,7 @@ export class Conference extends Emitter<ConferenceEvents> {
       for (const t of stream.getTracks()) t.stop();
       throw toWacError(error);
     }
+    if (this.screenStream === stream) this.emit("screenShare", true);
     return stream;
   }
 
@@ -280,6 +283,7 @@ export class Conference extends Emitter<ConferenceEvents> {
     if (!stream) return;
     this.screenStream = null;
     for (const track of stream.getTracks()) track.stop();
+    this.emit("screenShare", false);
     if (this.current !== "joined") return;
     const camera = this.localStream?.getTracks().find((t) => t.kind === "video") ?? null;
     const sender = this.publisher?.videoSender;
