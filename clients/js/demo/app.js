@@ -9,7 +9,10 @@
 //
 // For tests and the curious, window.wacDemo holds the Wac instance (`wac`),
 // the call shown in the call panel (`call`, kept after it ends), and each
-// call's end (`ended`: {callId, direction, peer, reason, endedBy}).
+// call's end (`ended`: {callId, direction, peer, reason, endedBy}); the
+// conference this tab is in (`conference`, kept after it ends: its
+// `peerConnection` publishes, each of its `participants` has its own) and
+// each conference's end (`conferencesEnded`: {conferenceId, reason, endedBy}).
 import { Wac, WacError } from "/sdk/wac.js";
 
 const params = new URLSearchParams(location.search);
@@ -60,7 +63,7 @@ const wac = new Wac({
   ...(gateway ? { gateway } : {}),
 });
 
-const demo = { wac, call: null, ended: [], dial, answer };
+const demo = { wac, call: null, ended: [], dial, answer, conference: null, conferencesEnded: [], startConference, joinConference };
 window.wacDemo = demo;
 
 // ---- DOM helpers ----
@@ -190,6 +193,8 @@ async function enterPhone() {
 
 function showLogin(message) {
   for (const call of [...ringing.keys()]) removeIncoming(call);
+  for (const id of [...invitations.keys()]) removeInvitation(id);
+  renderConference();
   document.getElementById("phone-view").hidden = true;
   document.querySelector(".whoami").hidden = true;
   document.getElementById("login-view").hidden = false;
@@ -263,6 +268,7 @@ wac.on("presence", onPresence);
 // ---- contacts ----
 
 let contacts = [];
+const selected = new Set(); // usernames ticked for a conference
 
 async function loadContacts() {
   contacts = await wac.contacts.all();
@@ -272,6 +278,9 @@ async function loadContacts() {
 }
 
 function renderContacts() {
+  // Selected contacts that were deleted are no longer selected.
+  for (const username of [...selected]) if (!contacts.some((c) => c.subscriber === username)) selected.delete(username);
+  renderSelection();
   const list = byTestId("contacts-list");
   list.replaceChildren(
     ...[...contacts]
@@ -286,9 +295,23 @@ function contactItem(contact) {
   const target = contact.subscriber || contact.phoneNumbers?.[0];
   const detail = contact.subscriber ? `@${contact.subscriber}` : contact.phoneNumbers?.join(", ") || contact.emails?.join(", ") || "";
   const dot = el("span", { class: "dot", role: "img", "data-testid": "presence-dot" });
+  const select = contact.subscriber
+    ? el("input", {
+        type: "checkbox",
+        "data-testid": "contact-select",
+        "aria-label": `Invite ${contact.displayName || contact.subscriber} to a conference`,
+        checked: selected.has(contact.subscriber),
+        onchange: (event) => {
+          if (event.currentTarget.checked) selected.add(contact.subscriber);
+          else selected.delete(contact.subscriber);
+          renderSelection();
+        },
+      })
+    : null;
   const item = el(
     "li",
     { "data-testid": "contact", dataset: { contactId: contact.contactId, subscriber: contact.subscriber || undefined } },
+    select,
     contact.subscriber ? dot : el("span", { class: "dot none", "aria-hidden": "true" }),
     el(
       "div",
@@ -674,6 +697,200 @@ function toggleMute(kind) {
   renderCall();
 }
 
+// ---- conferences ----
+
+let conference = null; // the conference in the conference panel
+const invitations = new Map(); // conference id → its invitation's list item
+const tiles = new Map(); // username ("" for this device) → its tile in the grid
+
+function renderSelection() {
+  const names = [...selected].map(nameOf);
+  byTestId("conference-selection").textContent = names.length
+    ? `Inviting: ${names.join(", ")}`
+    : "Tick contacts (☐ beside their names) to invite them.";
+}
+
+/** Creates a conference with the ticked contacts and joins it. */
+async function startConference(title, invitees = [...selected], { video = byTestId("conference-with-video").checked } = {}) {
+  if (!invitees.length) throw new Error("Tick at least one contact to invite.");
+  const info = await wac.conferences.create({ title, invitees, media: video ? "AUDIO_VIDEO" : "AUDIO" });
+  return joinConference(info.conferenceId, info);
+}
+
+async function startFromForm(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const started = await act(() => startConference(form.title.value.trim()));
+  if (started) {
+    form.reset();
+    selected.clear();
+    renderContacts();
+  }
+}
+
+/** Joins a conference (leaving the one this tab is in); the camera too if the conference has video. */
+async function joinConference(conferenceId, info = {}) {
+  removeInvitation(conferenceId);
+  if (conference && conference.state !== "ended") await conference.leave().catch(showError);
+  clearError();
+  const panel = byTestId("conference-panel");
+  panel.dataset.state = "joining";
+  byTestId("conference-title").textContent = info.title || "Conference";
+  byTestId("conference-status").textContent = "Joining…";
+  try {
+    const joined = await wac.conferences.join(conferenceId, { audio: true });
+    showConference(joined);
+    return joined;
+  } catch (error) {
+    renderConference(); // back to the last conference's end, or idle
+    throw error;
+  }
+}
+
+function showConference(joined) {
+  conference = joined;
+  demo.conference = joined;
+  for (const tile of tiles.values()) tile.remove();
+  tiles.clear();
+  const mine = (listener) => (...args) => joined === conference && listener(...args);
+  joined.on("participantJoined", mine(renderConference));
+  joined.on("participantLeft", mine(renderConference));
+  joined.on("participantStream", mine(renderConference));
+  joined.on("state", mine(renderConference));
+  joined.on("updated", mine(renderConference));
+  joined.on("screenShare", mine(renderConference)); // the browser's "Stop sharing" too
+  joined.on("error", (error) => console.warn("wac demo: conference:", error));
+  joined.on("ended", (info) => {
+    demo.conferencesEnded.push({ conferenceId: joined.id, reason: info.reason, endedBy: info.endedBy ?? "" });
+    if (joined === conference) renderConference();
+  });
+  renderConference();
+}
+
+function renderConference() {
+  const panel = byTestId("conference-panel");
+  const c = conference;
+  const state = c?.state ?? "idle";
+  panel.dataset.state = state;
+  if (c) panel.dataset.conferenceId = c.id;
+  if (c?.ended) panel.dataset.endReason = c.ended.reason;
+  else delete panel.dataset.endReason;
+  byTestId("conference-title").textContent = c ? c.info.title || "Conference" : "Conference";
+  byTestId("conference-status").textContent = conferenceStatus(c);
+
+  const live = state === "joined";
+  const button = (id, enabled, text, pressed) => {
+    const node = byTestId(id);
+    node.disabled = !enabled;
+    node.textContent = text;
+    node.setAttribute("aria-pressed", String(Boolean(pressed)));
+  };
+  const hasVideo = Boolean(c?.localStream?.getTracks().some((t) => t.kind === "video"));
+  button("conference-mute", live, live && c.isMuted("audio") ? "Unmute" : "Mute", live && c.isMuted("audio"));
+  button("conference-camera", live && hasVideo, live && c.isMuted("video") ? "Camera on" : "Camera off", live && c.isMuted("video"));
+  button("conference-share", live, live && c.screenSharing ? "Stop sharing" : "Share screen", live && c.screenSharing);
+  button("conference-leave", state === "joined" || state === "reconnecting", "Leave");
+  button("conference-end", (state === "joined" || state === "reconnecting") && c.info.creator === me(), "End for everyone");
+  renderGrid(state === "ended" || !c ? null : c);
+}
+
+function conferenceStatus(c) {
+  if (!c) return "Not in a conference";
+  if (c.state === "ended") {
+    const { reason, endedBy, error } = c.ended ?? {};
+    const text = { left: "You left", ended: "The conference ended", kicked: "You were taken out", error: "Lost the conference" }[reason] ?? reason;
+    const by = endedBy && endedBy !== me() ? ` by ${endedBy}` : "";
+    return `${text}${by}${error ? `: ${describe(error)}` : ""}`;
+  }
+  if (c.state === "joining") return "Joining…";
+  if (c.state === "reconnecting") return "Reconnecting…";
+  const others = c.participants.size;
+  const parts = [others ? `With ${others} other${others === 1 ? "" : "s"}` : "Waiting for the others…"];
+  if (c.isMuted("audio")) parts.push("muted");
+  if (c.screenSharing) parts.push("sharing the screen");
+  return parts.join(" · ");
+}
+
+/** One tile per participant, this device's first; a tile's video element is kept while its participant stays. */
+function renderGrid(c) {
+  const wanted = new Map();
+  if (c) {
+    wanted.set("", { label: "You", stream: c.screenStream ?? c.localStream, local: true });
+    for (const [username, participant] of c.participants) wanted.set(username, { label: nameOf(username), stream: participant.stream, local: false });
+  }
+  for (const [key, tile] of tiles) {
+    if (wanted.has(key)) continue;
+    tile.remove();
+    tiles.delete(key);
+  }
+  const grid = byTestId("conference-grid");
+  for (const [key, { label, stream, local }] of wanted) {
+    let tile = tiles.get(key);
+    if (!tile) {
+      const video = el("video", { autoplay: true, playsinline: true, "data-testid": "conference-video", "aria-label": `${label}'s video` });
+      video.muted = local; // never play this device's own microphone back
+      const dataset = { username: key || me(), local: String(local) };
+      tile = el("figure", { class: local ? "tile local" : "tile", "data-testid": "conference-tile", dataset }, video, el("figcaption", {}, label));
+      tiles.set(key, tile);
+      grid.append(tile);
+    }
+    tile.querySelector("figcaption").textContent = label;
+    tile.classList.toggle("screen", local && Boolean(c?.screenSharing));
+    tile.dataset.hasStream = String(Boolean(stream));
+    const video = tile.querySelector("video");
+    if (stream) playIn(video, stream);
+    else video.srcObject = null;
+  }
+}
+
+async function toggleScreen() {
+  if (!conference) return;
+  try {
+    if (conference.screenSharing) await conference.stopScreenShare();
+    else await conference.shareScreen();
+  } finally {
+    renderConference();
+  }
+}
+
+function toggleConferenceMedia(kind) {
+  if (!conference) return;
+  const muted = conference.isMuted(kind);
+  if (kind === "audio") conference.mute(!muted);
+  else conference.cameraOff(!muted);
+  renderConference();
+}
+
+wac.conferences.on("invited", ({ conference: info, creatorDisplayName }) => {
+  const id = info?.conferenceId;
+  if (!id || invitations.has(id) || conference?.id === id) return;
+  const video = info.media === "AUDIO_VIDEO";
+  const item = el(
+    "li",
+    { class: "card ringing", "data-testid": "conference-invitation", dataset: { conferenceId: id, creator: info.creator ?? "" } },
+    el(
+      "p",
+      {},
+      el("b", { "data-testid": "conference-inviter" }, creatorDisplayName || nameOf(info.creator ?? "")),
+      " invites you to ",
+      el("b", { "data-testid": "conference-invitation-title" }, `“${info.title ?? ""}”`),
+      video ? " (video)" : "",
+    ),
+    el("button", { type: "button", class: "primary", "data-testid": "conference-join", onclick: () => act(() => joinConference(id, info)) }, "Join"),
+    el("button", { type: "button", "data-testid": "conference-dismiss", onclick: () => removeInvitation(id) }, "Dismiss"),
+  );
+  invitations.set(id, item);
+  byTestId("conference-invitations").append(item);
+});
+
+// An invitation to a conference that ended is gone.
+wac.conferences.on("ended", ({ conference: info }) => removeInvitation(info?.conferenceId));
+
+function removeInvitation(id) {
+  invitations.get(id)?.remove();
+  invitations.delete(id);
+}
+
 // ---- history ----
 
 async function loadHistory() {
@@ -714,6 +931,12 @@ byTestId("camera").addEventListener("click", () => toggleMute("video"));
 byTestId("hold").addEventListener("click", () => act(toggleHold));
 byTestId("hangup").addEventListener("click", () => act(hangup));
 byTestId("history-refresh").addEventListener("click", () => act(loadHistory));
+byTestId("conference-form").addEventListener("submit", startFromForm);
+byTestId("conference-mute").addEventListener("click", () => toggleConferenceMedia("audio"));
+byTestId("conference-camera").addEventListener("click", () => toggleConferenceMedia("video"));
+byTestId("conference-share").addEventListener("click", () => act(toggleScreen));
+byTestId("conference-leave").addEventListener("click", () => act(() => conference?.leave()));
+byTestId("conference-end").addEventListener("click", () => act(() => conference && wac.conferences.end(conference.id)));
 
 renderConnection();
 if (wac.resume()) act(enterPhone);
