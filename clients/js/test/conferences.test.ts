@@ -540,6 +540,17 @@ describe("conferences", () => {
     assert.equal((await ending).state, "ENDED");
   });
 
+  it("end() by its creator ends this device's room too, with who ended it", async () => {
+    const { wac, conference, server } = await inRoom();
+    const { ended } = record(conference);
+    const ending = wac.conferences.end("cf1");
+    await server.answer("ConferencesService.EndConference", { conferenceId: "cf1", state: "ENDED", endedBy: "alice" });
+    await ending;
+    assert.deepEqual(ended, [{ reason: "ended", endedBy: "alice" }]);
+    assert.equal(server.link.requests("ConferencesService.LeaveConference").length, 0);
+    assert.deepEqual(wac.conferences.joined, []);
+  });
+
   it("logout leaves the rooms; a session revoked ends them with 'error'", async () => {
     const { wac, conference, server } = await inRoom();
     const { ended } = record(conference);
