@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,9 @@ from core.cluster.call_sets import CallSets, LocalCallSets
 from core.cluster.choose import SharedState, shared_state
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.cluster.leases import Keeper, Leases
+from core.conferences.bridge import ConferenceBridge, NoBridge
+from core.conferences.wiring import SERVICE_NAME as CONFERENCES_SERVICE
+from core.conferences.wiring import serve_conferences
 from core.contacts.handler import ContactsHandler
 from core.contacts.servicer import ContactsServicer
 from core.contacts.store import SqlContactsStore
@@ -96,6 +99,7 @@ SERVICE_NAMES = (
     contacts_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
     calls_pb2.DESCRIPTOR.services_by_name["CallsService"].full_name,
+    CONFERENCES_SERVICE,
     events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name,
 )
 
@@ -202,11 +206,18 @@ def identity_with_followers(
     return identity, SubscriberFollowers(contacts_store, book, directory_store, directory)
 
 
-async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYSTEM_CLOCK) -> Core:
+async def build_core(
+    config: Config,
+    *,
+    migrate: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+    conference_bridge: ConferenceBridge | None = None,
+) -> Core:
     """Open the database, wire every service and start serving. ``clock``:
     every service's time and timers (tokens' expiry, throttle delays, ring
     and grace timeouts, coalescing windows, the event log's retention);
-    tests pass a fake one."""
+    tests pass a fake one. ``conference_bridge``: the conferences' media
+    server; by default Janus's when conferences are on, else none."""
     # A bad connector section stops the start before anything is opened.
     wanted = _configured_connectors(config)
     # The database in it holds the private signing keys: wac's user only.
@@ -390,6 +401,18 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
         DirectoryServicer(directory, connectors=runner, runs=directory_store, google=google), server
     )
     calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls, forwarder), server)
+    bridge, close_bridge = (conference_bridge, None) if conference_bridge else _conference_bridge(config)
+    conferences = await serve_conferences(
+        server,
+        config=config,
+        engine=engine,
+        identity=identity,
+        events=events,
+        devices=devices,
+        in_call=in_call,
+        bridge=bridge,
+        clock=clock,
+    )
 
     # Ready: the database reachable and migrated, and the gateway answering
     # when it is enabled (core/readiness.py); every service's health follows.
@@ -443,6 +466,10 @@ async def build_core(config: Config, *, migrate: bool = True, clock: Clock = SYS
     core.closers.append(identity.stop)
     core.closers.append(presence.stop)
     core.closers.append(calls.stop)
+    # Before the calls stop the InCall both share (closers run in reverse).
+    core.closers.append(conferences.stop)
+    if close_bridge is not None:
+        core.closers.append(close_bridge)
     core.closers.append(functools.partial(setattr, metrics.SOURCES, "calls_by_state", None))
     core.closers.append(functools.partial(setattr, metrics.SOURCES, "events_retained", None))
     if forwarder is not None:
@@ -535,6 +562,27 @@ def _interceptor(
         clock=clock.monotonic,
         tracing=tracing,
     )
+
+
+def _conference_bridge(config: Config) -> tuple[ConferenceBridge, Callable[[], Awaitable[None]] | None]:
+    """Janus's rooms when conferences are on (`wac run` turns them off
+    for its children when Janus is not installed), else none; and what
+    closes the bridge's client."""
+    if not config.conferences.enabled:
+        return NoBridge(), None
+    # The connector (and httpx under it) loads only when conferences are on.
+    from connectors.janus import JanusBridge, JanusRooms, RoomSettings
+    from settings.januskey import janus_secrets
+
+    secrets = janus_secrets(config)
+    rooms = JanusRooms(
+        f"http://{config.conferences.janus_api_listen}/janus",
+        token_secret=secrets.token,
+        room_admin_key=secrets.room_admin,
+        settings=RoomSettings(max_participants=config.conferences.max_participants),
+    )
+    bridge = JanusBridge(rooms)
+    return bridge, bridge.close
 
 
 def _stream_limits(config: Config) -> StreamLimits:

@@ -30,6 +30,8 @@ def test_config(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{free_port()}",
         # Nor its call reports into a test's history.
         "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{free_port()}",
+        # Nor its Janus's rooms: a test's Janus (tests/support/janus.py) says where it is.
+        "WAC_CONFERENCES_JANUS_API_LISTEN": f"127.0.0.1:{free_port()}",
     }
     return load_config(None, {**base, **(env or {})})
 

@@ -4,6 +4,8 @@ the data dir, its configuration rendered there), on free 127.0.0.1 ports."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -11,6 +13,9 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import websockets
 
 from cli import janus
 from settings.config import Config, load_config
@@ -94,3 +99,71 @@ async def running_janus(data_dir: Path, env: Mapping[str, str] | None = None) ->
         yield running
     finally:
         await asyncio.to_thread(stop_janus, running.process)
+
+
+class JanusSocket:
+    """A device's WebSocket to Janus (subprotocol janus-protocol), as the
+    SDK speaks it: every request with the token and a transaction; answers
+    matched by transaction, everything else kept in ``events``."""
+
+    def __init__(self, socket: Any, token: str) -> None:
+        self._socket = socket
+        self._token = token
+        self._transactions = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
+        self.session = 0
+        self.handle = 0
+
+    async def request(self, message: dict[str, Any], *, token: str | None = None) -> dict[str, Any]:
+        """Send ``message``; Janus's answer (its final one: an event after an ack)."""
+        transaction = f"t{next(self._transactions)}"
+        payload = {**message, "transaction": transaction, "token": self._token if token is None else token}
+        if self.session and "session_id" not in payload and message.get("janus") != "create":
+            payload["session_id"] = self.session
+        await self._socket.send(json.dumps(payload))
+        while True:
+            answer = await self.receive()
+            if answer.get("transaction") != transaction:
+                self.events.append(answer)
+                continue
+            if answer.get("janus") != "ack":
+                return answer
+
+    async def receive(self, timeout: float | None = None) -> dict[str, Any]:
+        text = await asyncio.wait_for(self._socket.recv(), seconds() if timeout is None else timeout)
+        message: dict[str, Any] = json.loads(text)
+        return message
+
+    async def event_with(self, word: str, timeout: float | None = None) -> dict[str, Any]:
+        """The first event (kept or next) whose text holds ``word``."""
+        for event in self.events:
+            if word in json.dumps(event):
+                return event
+        async with asyncio.timeout(seconds() if timeout is None else timeout):
+            while True:
+                event = await self.receive()
+                self.events.append(event)
+                if word in json.dumps(event):
+                    return event
+
+    async def open_videoroom(self) -> None:
+        created = await self.request({"janus": "create"})
+        assert created["janus"] == "success", created
+        self.session = created["data"]["id"]
+        attached = await self.request({"janus": "attach", "plugin": "janus.plugin.videoroom"})
+        assert attached["janus"] == "success", attached
+        self.handle = attached["data"]["id"]
+
+    async def videoroom(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A VideoRoom request on the handle; the plugin's data."""
+        answer = await self.request({"janus": "message", "handle_id": self.handle, "body": body})
+        data: dict[str, Any] = answer.get("plugindata", {}).get("data", {})
+        if answer.get("janus") == "error":
+            return {"error_code": answer["error"]["code"], "error": answer["error"]["reason"]}
+        return data
+
+
+@asynccontextmanager
+async def janus_socket(url: str, token: str) -> AsyncIterator[JanusSocket]:
+    async with websockets.connect(url, subprotocols=["janus-protocol"]) as socket:  # type: ignore[list-item]
+        yield JanusSocket(socket, token)
