@@ -258,16 +258,18 @@ async def open_demo(
     env: Mapping[str, str] | None = None,
     *,
     gateway_ws: str | None = None,
+    janus_ws: str | None = None,
     roles: Mapping[str, list[str]] | None = None,
 ) -> AsyncIterator[Demo]:
-    """The stack (its front door's /sip to ``gateway_ws`` when given), alice
-    and bob (with ``roles`` by username when given), and Chromium."""
+    """The stack (its front door's /sip to ``gateway_ws``, /janus to
+    ``janus_ws`` when given), alice and bob (with ``roles`` by username when
+    given), and Chromium."""
     if gateway_ws is None:
         # No Kamailio behind /sip: the core must not announce a gateway at
         # login, or every page would register at a front door answering 503.
         env = {"WAC_GATEWAY_ENABLED": "false", **(env or {})}
     async with AsyncExitStack() as exits:
-        stack = await exits.enter_async_context(running_stack(data_dir, env, gateway_ws=gateway_ws))
+        stack = await exits.enter_async_context(running_stack(data_dir, env, gateway_ws=gateway_ws, janus_ws=janus_ws))
         for username, password in PASSWORDS.items():
             await add_subscriber(
                 stack.core,
