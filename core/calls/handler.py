@@ -78,10 +78,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from core import checks, failures, metrics, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
@@ -107,7 +107,6 @@ from core.calls.machine import (
     is_uri_callee,
 )
 from core.calls.store import CallStore, CallWrite, StoredCall
-from core.calls.tasks import cancelled
 from core.calls.writer import GroupWriter
 from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.cluster.call_sets import CallSets, LocalCallSets
@@ -115,6 +114,7 @@ from core.cluster.devices import DeviceRegistry
 from core.cluster.leases import Keeper, Lease, Leases
 from core.cluster.owners import CallOwners, Orphan
 from core.events.log import EventLog
+from core.tasks import Work, cancelled
 from settings.config import CallsConfig, IceConfig
 
 log = logging.getLogger("wac.calls")
@@ -231,7 +231,7 @@ class CallHandler:
         self._heartbeat: asyncio.Task[None] | None = None
         self._timers: dict[tuple[str, TimerKind], Timer] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._work = Work()
         self._reconnect_check: Timer | None = None
         self._stopped = False
 
@@ -265,7 +265,7 @@ class CallHandler:
         if self._live:
             log.info("restored %d live call(s)", len(self._live))
             self._reconnect_check = self._clock.call_later(
-                self._device_grace, lambda: self._spawn(self._drop_absent_devices(tuple(self._live)))
+                self._device_grace, lambda: self._work.spawn(self._drop_absent_devices(tuple(self._live)))
             )
 
     def live_by_state(self) -> dict[str, int]:
@@ -299,11 +299,7 @@ class CallHandler:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._work.drain()
         await self._writer.close()
         await self._in_call.stop()
         if self._ownership is not None:
@@ -348,7 +344,7 @@ class CallHandler:
             raise
         if machine.state is CallState.ENDED:
             await self._sets.release(call_id, who.username, callee)
-        return await self._run(self._begin(machine, effects, display_name))
+        return await self._work.run(self._begin(machine, effects, display_name))
 
     def _created(
         self,
@@ -485,7 +481,7 @@ class CallHandler:
     # -- the one path of every input ----------------------------------
     async def _act(self, who: Principal, call_id: str, step: Step, *, durable: bool = True) -> CallInfo:
         _check_call_id(call_id)
-        return await self._run(self._locked_step(who, call_id, step, durable))
+        return await self._work.run(self._locked_step(who, call_id, step, durable))
 
     async def _locked_step(self, who: Principal, call_id: str, step: Step, durable: bool) -> CallInfo:
         async with self._locks.hold(call_id):
@@ -665,7 +661,7 @@ class CallHandler:
 
     def _timer_due(self, call_id: str, kind: TimerKind) -> None:
         self._timers.pop((call_id, kind), None)
-        self._spawn(self._internal(call_id, lambda m, now: m.timer_fired(kind, now=now)))
+        self._work.spawn(self._internal(call_id, lambda m, now: m.timer_fired(kind, now=now)))
 
     async def _device_lost(self, username: str, session_id: str) -> None:
         for call_id in await self._sets.calls_of(session_id):
@@ -681,7 +677,7 @@ class CallHandler:
             if owner is not None:
                 await self._ownership.owners.send(owner, call_id, device)
                 return
-        await self._run(self._internal(call_id, _lost(device)))
+        await self._work.run(self._internal(call_id, _lost(device)))
 
     async def _drop_absent_devices(self, call_ids: tuple[str, ...]) -> None:
         """After a restart: the devices of restored calls that never came back are lost."""
@@ -730,7 +726,7 @@ class CallHandler:
     def lease_lost(self, lease: Lease) -> None:
         """The Keeper lost a call's lease: another core may own the call
         now, so this one lets it go (its state stays in the store)."""
-        self._spawn(self._let_go(lease.name.removeprefix(LEASE_PREFIX)))
+        self._work.spawn(self._let_go(lease.name.removeprefix(LEASE_PREFIX)))
 
     async def _own(self, call_id: str) -> None:
         if self._ownership is None:
@@ -798,7 +794,7 @@ class CallHandler:
                 self._arm(call_id, timer.kind, timer.at)
             log.info("call %s taken over%s", call_id, f" from node {orphan.node}" if orphan and orphan.node else "")
         # The devices' state is the cluster's: those gone with the old owner are lost now.
-        self._spawn(self._drop_absent_devices((call_id,)))
+        self._work.spawn(self._drop_absent_devices((call_id,)))
         return None
 
     async def _let_go(self, call_id: str) -> None:
@@ -838,24 +834,6 @@ class CallHandler:
             except Exception:
                 log.warning("calls: the ownership heartbeat failed; retrying", exc_info=True)
             await self._clock.sleep(own.heartbeat_seconds)
-
-    # -- tasks --------------------------------------------------------
-    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        # Retrieved here so that a refusal nobody awaited any more (its RPC
-        # was cancelled) is not reported as an unhandled task error.
-        if not task.cancelled():
-            task.exception()
-
-    async def _run(self, work: Coroutine[Any, Any, T]) -> T:
-        # Shielded: the transition completes even if the RPC is cancelled.
-        return await asyncio.shield(self._spawn(work))
 
 
 def _restorable(stored: StoredCall | None) -> CallMachine | None:

@@ -22,8 +22,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from core.calls.tasks import cancelled
 from core.cluster.call_sets import CallSets
+from core.tasks import cancelled
 
 log = logging.getLogger("wac.calls")
 

@@ -40,12 +40,11 @@ Guarantees:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from core import checks, failures, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
@@ -59,6 +58,7 @@ from core.conferences.rules import Conference, LeaveReason, Media, Participant, 
 from core.conferences.store import ConferenceStore
 from core.events.log import EventLog
 from core.identity.revocations import SessionsRevoked
+from core.tasks import Work
 from settings.config import IceConfig
 
 log = logging.getLogger("wac.conferences")
@@ -70,8 +70,6 @@ ROOM_PREFIX = "conference:"
 # often it looks meanwhile (the device may come online on another core).
 ONLINE_WAIT = 2.0
 ONLINE_POLL = 0.05
-
-T = TypeVar("T")
 
 
 class Subscribers(Protocol):
@@ -127,7 +125,7 @@ class ConferenceHandler:
         self._device_grace = device_grace
         self._max_participants = max_participants
         self._clock = clock
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._work = Work()
         self._reconnect_check: Timer | None = None
         self._stopped = False
 
@@ -142,7 +140,7 @@ class ConferenceHandler:
         if present:
             log.info("%d participant(s) in conference rooms", len(present))
             self._reconnect_check = self._clock.call_later(
-                self._device_grace, lambda: self._spawn(self._drop_absent(present))
+                self._device_grace, lambda: self._work.spawn(self._drop_absent(present))
             )
 
     async def stop(self) -> None:
@@ -150,11 +148,7 @@ class ConferenceHandler:
         self._stopped = True
         if self._reconnect_check is not None:
             self._reconnect_check.cancel()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._work.drain()
 
     async def sessions_revoked(self, event: SessionsRevoked) -> None:
         """identity's listener: the sessions' devices leave every room, at
@@ -162,7 +156,7 @@ class ConferenceHandler:
         session, never by username: a revocation learnt late from another
         core must not take out a device that logged in since."""
         if event.session_ids and not self._stopped:
-            self._spawn(self._leave_rooms(event.session_ids, LeaveReason.SESSION_ENDED))
+            self._work.spawn(self._leave_rooms(event.session_ids, LeaveReason.SESSION_ENDED))
 
     async def _device_lost(self, username: str, session_id: str) -> None:
         if self._stopped:
@@ -172,7 +166,7 @@ class ConferenceHandler:
         reason = LeaveReason.CONNECTION_LOST
         if not await self._events.is_open(session_id):
             reason = LeaveReason.SESSION_ENDED
-        self._spawn(self._leave_rooms((session_id,), reason))
+        self._work.spawn(self._leave_rooms((session_id,), reason))
 
     # -- subscriber inputs --------------------------------------------
     async def create(
@@ -202,7 +196,7 @@ class ConferenceHandler:
             room=0,
             create_time=self._clock.time(),
         )
-        return await self._run(self._begin(conference))
+        return await self._work.run(self._begin(conference))
 
     async def _begin(self, conference: Conference) -> Conference:
         """Make the room, then store the conference in it (in the shielded
@@ -233,7 +227,7 @@ class ConferenceHandler:
             await self._invited(after, after.invitees[len(before.invitees) :])
             return after
 
-        return await self._run(change())
+        return await self._work.run(change())
 
     async def join(self, who: SubscriberPrincipal, conference_id: str) -> Joined:
         rules.conference_id(conference_id)
@@ -273,7 +267,7 @@ class ConferenceHandler:
             await self._carried_out(before, after, LeaveReason.MOVED, exclude=who.session_id)
             return after
 
-        after = await self._run(change())
+        after = await self._work.run(change())
         participant = after.participant(who.username)
         assert participant is not None
         servers, _ = ice.ice_servers(self._ice, who.username, now)
@@ -291,7 +285,7 @@ class ConferenceHandler:
             await self._carried_out(before, after, LeaveReason.LEFT, exclude=who.session_id)
             return after
 
-        return await self._run(change())
+        return await self._work.run(change())
 
     # -- subscriber or operator inputs ---------------------------------
     async def end(self, who: Principal, conference_id: str) -> Conference:
@@ -310,7 +304,7 @@ class ConferenceHandler:
             log.debug("conference %s ended by %s", conference_id, by)
             return after
 
-        return await self._run(change())
+        return await self._work.run(change())
 
     async def kick(self, who: Principal, conference_id: str, username: str) -> Conference:
         """An operator's kick: out of the media server's room first, so that
@@ -335,7 +329,7 @@ class ConferenceHandler:
             await self._carried_out(before, after, LeaveReason.KICKED, kicked=True)
             return after
 
-        return await self._run(change())
+        return await self._work.run(change())
 
     async def list_conferences(
         self, who: Principal, *, page_size: int, page_token: str
@@ -475,24 +469,6 @@ class ConferenceHandler:
             "this device has no open event stream: subscribe to EventsService before "
             "joining, or it would miss the conference's events"
         )
-
-    # -- tasks --------------------------------------------------------
-    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        # Retrieved so that a refusal nobody awaits any more (its RPC was
-        # cancelled) is not reported as an unhandled task error.
-        if not task.cancelled():
-            task.exception()
-
-    async def _run(self, work: Coroutine[Any, Any, T]) -> T:
-        # Shielded: a change completes, announced, even if the RPC is cancelled.
-        return await asyncio.shield(self._spawn(work))
 
 
 def _draw_feed_id() -> int:
