@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -91,17 +92,14 @@ def render_configs(
     ice_interfaces: str = "lo",
     public_address: str = "",
     stun_server: str = "",
-    max_participants: int = 16,
     token_secret: str,
     room_admin_key: str,
     debug_level: int = 3,
     found: Folders | None = None,
 ) -> dict[str, str]:
     """Each of Janus's configuration files by name, for ``directory``.
-
-    ``max_participants`` is not Janus's own setting but each room's, which
-    the core sets when it creates one; it is checked here with the rest.
-    """
+    A room's size is not Janus's setting but each room's: the core sets it
+    when it creates one (connectors/janus.py)."""
     ws_host, ws_port = guard("ws_listen", checks.split_address, ws_listen)
     api_host, api_port = guard("api_listen", checks.split_address, api_listen)
     guard("rtp_ports", checks.rtp_ports, rtp_ports)
@@ -171,15 +169,17 @@ def janus_command(config: Path) -> list[str]:
     return [binary, "--config", str(config), "--configs-folder", str(config.parent), "--disable-colors"]
 
 
-def wait_until_live(api_listen: str, timeout: float, process: object | None = None) -> dict[str, object]:
-    """Janus's own description (GET /janus/info) once its HTTP API answers."""
+def wait_until_live(
+    api_listen: str, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> dict[str, object]:
+    """Janus's own description (GET /janus/info) once its HTTP API answers;
+    JanusError if ``process`` exits first or ``timeout`` passes."""
     host, port = checks.split_address(api_listen)
     deadline = time.monotonic() + timeout
     url = f"http://{host}:{port}/janus/info"
     while True:
-        poll = getattr(process, "poll", None)
-        if poll is not None and poll() is not None:
-            raise JanusError(f"Janus exited with code {poll()} while starting")
+        if process is not None and process.poll() is not None:
+            raise JanusError(f"Janus exited with code {process.returncode} while starting")
         try:
             with urllib.request.urlopen(url, timeout=1) as answer:
                 info: dict[str, object] = json.loads(answer.read())

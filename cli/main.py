@@ -628,30 +628,27 @@ def available_roles(config: Config | None = None) -> list[str]:
     if config.gateway.enabled:
         from cli import gateway
 
-        absent = gateway.missing_programs()
-        if absent:
-            print(
-                f"wac: running without the SIP gateway: {' and '.join(absent)} not installed. "
-                "Add them with `sudo make system-deps` (deps/debian.txt), "
-                "or set [gateway] enabled = false to silence this.",
-                file=sys.stderr,
-            )
-        else:
+        if _installed("the SIP gateway", "gateway", gateway.missing_programs()):
             roles += ["rtpengine", "gateway"]
     if config.conferences.enabled:
         from cli import janus
 
-        absent = janus.missing_programs()
-        if absent:
-            print(
-                f"wac: running without conferences: {' and '.join(absent)} not installed. "
-                "Add it with `sudo make system-deps` (deps/debian.txt), "
-                "or set [conferences] enabled = false to silence this.",
-                file=sys.stderr,
-            )
-        else:
+        if _installed("conferences", "conferences", janus.missing_programs()):
             roles.append("janus")
     return roles
+
+
+def _installed(part: str, section: str, absent: list[str]) -> bool:
+    """Whether ``part``'s programs are all installed; if not, say once which
+    are missing and how to add them (or to silence this)."""
+    if absent:
+        print(
+            f"wac: running without {part}: {' and '.join(absent)} not installed. "
+            "Add them with `sudo make system-deps` (deps/debian.txt), "
+            f"or set [{section}] enabled = false to silence this.",
+            file=sys.stderr,
+        )
+    return not absent
 
 
 # Seconds `wac gateway` waits for the core to write the gateway key.
@@ -737,7 +734,6 @@ def _janus(config: Config) -> int:
             ice_interfaces=settings.ice_interfaces,
             public_address=settings.public_address,
             stun_server=settings.stun_server,
-            max_participants=settings.max_participants,
             token_secret=secrets.token,
             room_admin_key=secrets.room_admin,
         )

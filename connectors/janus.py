@@ -52,6 +52,7 @@ _ROOM_IDS = 1 << 53
 # The VideoRoom's answers: no such room, no such participant.
 NO_SUCH_ROOM = 426
 NO_SUCH_FEED = 428
+ROOM_EXISTS = 427
 
 
 class JanusError(Exception):
@@ -120,8 +121,19 @@ class JanusRooms:
         return hmac.new(self._room_admin.encode(), f"room {room}".encode(), hashlib.sha256).hexdigest()
 
     async def create_room(self, conference_id: str, *, video: bool) -> int:
-        """A private room for the conference; its id."""
+        """A private room for the conference; its id, drawn at random (a
+        second draw if Janus already holds the first: one chance in 2**53)."""
         room = secrets.randbelow(_ROOM_IDS - 1) + 1
+        try:
+            await self._request(self._room_body(room, conference_id, video), "create")
+        except JanusError as exc:
+            if exc.code != ROOM_EXISTS:
+                raise
+            room = secrets.randbelow(_ROOM_IDS - 1) + 1
+            await self._request(self._room_body(room, conference_id, video), "create")
+        return room
+
+    def _room_body(self, room: int, conference_id: str, video: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "request": "create",
             "admin_key": self._room_admin,
@@ -144,8 +156,7 @@ class JanusRooms:
             # An audio-only conference: the SDK publishes audio alone, and
             # a client that sends video anyway gets audio's bitrate.
             body["bitrate"] = 64_000
-        await self._request(body, "create")
-        return room
+        return body
 
     async def destroy_room(self, room: int) -> None:
         """End the room: every participant is told and dropped. A room

@@ -218,8 +218,10 @@ async def build_core(
     and grace timeouts, coalescing windows, the event log's retention);
     tests pass a fake one. ``conference_bridge``: the conferences' media
     server; by default Janus's when conferences are on, else none."""
-    # A bad connector section stops the start before anything is opened.
+    # A bad connector section stops the start before anything is opened;
+    # so does an unreadable Janus secret.
     wanted = _configured_connectors(config)
+    bridge, close_bridge = (conference_bridge, None) if conference_bridge else _conference_bridge(config)
     # The database in it holds the private signing keys: wac's user only.
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if migrate:
@@ -401,7 +403,6 @@ async def build_core(
         DirectoryServicer(directory, connectors=runner, runs=directory_store, google=google), server
     )
     calls_pb2_grpc.add_CallsServiceServicer_to_server(CallsServicer(calls, forwarder), server)
-    bridge, close_bridge = (conference_bridge, None) if conference_bridge else _conference_bridge(config)
     conferences = await serve_conferences(
         server,
         config=config,

@@ -411,6 +411,22 @@ class Config:
     # Connector name -> its table, validated by the connectors package.
     connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # rtpengine and Janus on one machine: a shared port would fail one
+        # call's or one room's media now and then, far from any message.
+        gateway, rooms = self.gateway, self.conferences
+        if (
+            gateway.enabled
+            and rooms.enabled
+            and gateway.rtp_port_min <= rooms.rtp_port_max
+            and rooms.rtp_port_min <= gateway.rtp_port_max
+        ):
+            raise ConfigError(
+                f"[conferences] rtp_port_min-rtp_port_max ({rooms.rtp_port_min}-{rooms.rtp_port_max}) overlaps "
+                f"[gateway]'s ({gateway.rtp_port_min}-{gateway.rtp_port_max}): Janus and rtpengine need ports of "
+                "their own"
+            )
+
     @property
     def database_url(self) -> str:
         return self.core.database_url or sqlite_url(self.data_dir)

@@ -18,7 +18,6 @@ import logging
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,14 +93,14 @@ class _Span:
         self._span = span
 
     def __enter__(self) -> Any:
-        otel = self._tracing.otel
-        self._context_token = otel.attach(otel.set_span_in_context(self._span))
+        tracing = self._tracing
+        self._context_token = tracing.attach(tracing.set_span_in_context(self._span))
         self._trace_token = _current.set(format(self._span.get_span_context().trace_id, "032x"))
         return self._span
 
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._trace_token)
-        self._tracing.otel.detach(self._context_token)
+        self._tracing.detach(self._context_token)
         self._span.end()
 
 
@@ -126,7 +125,9 @@ class Tracing:
         self._status = Status
         self.service = service
         # What _Span needs of OpenTelemetry, looked up once.
-        self.otel = _Otel(context.attach, context.detach, trace.set_span_in_context)
+        self.attach = context.attach
+        self.detach = context.detach
+        self.set_span_in_context = trace.set_span_in_context
 
     def span(self, name: str, traceparent: str, attributes: Mapping[str, str | int]) -> _Span:
         """A server span for one request, current for the code it runs, in
@@ -148,13 +149,6 @@ class Tracing:
     def close(self) -> None:
         """Export what is queued (a few seconds at most), then stop."""
         self._provider.shutdown()
-
-
-@dataclass(frozen=True, slots=True)
-class _Otel:
-    attach: Any
-    detach: Any
-    set_span_in_context: Any
 
 
 def start(config: TracingConfig, service: str, instance: str = "") -> Tracing | None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -328,19 +329,19 @@ class HttpEdge:
         except Exception as exc:
             session.failed(exchange, index, request, internal_error(request.method, exc), None)
             return
-        traceparent = request.traceparent or traceparent
+        # Logins and refreshes of one batch, one after another: the core's
+        # throttle counts each failure before the next attempt is checked.
+        turn = turns if method.opens_session and turns is not None else contextlib.nullcontext()
         try:
-            if method.opens_session and turns is not None:
-                # One after another: the core's throttle counts each failure
-                # before the next attempt is checked.
-                async with turns:
-                    result = await self._dispatcher.call(
-                        method, message, credential, address, traceparent=traceparent, subscriber=login_name(message)
-                    )
-            else:
-                subscriber = login_name(message) if method.opens_session else ""
+            async with turn:
                 result = await self._dispatcher.call(
-                    method, message, credential, address, traceparent=traceparent, subscriber=subscriber
+                    method,
+                    message,
+                    credential,
+                    address,
+                    traceparent=request.traceparent or traceparent,
+                    # Over HTTP the edge knows a subscriber's name only from a Login.
+                    subscriber=login_name(message) if method.opens_session else "",
                 )
             # Not bound to the session it may open: over HTTP every request
             # brings its own token.

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edges.wapi import rpc
 from settings import metrics_port
 from settings.metrics_port import Listener
 
@@ -91,12 +92,12 @@ OK = grpc.StatusCode.OK.name
 # gRPC's statuses, and JSON-RPC's own errors, which the edge answers itself.
 _STATUS_NAMES = {
     **{code.value[0]: code.name for code in grpc.StatusCode},
-    -32700: "PARSE_ERROR",
-    -32600: "INVALID_REQUEST",
-    -32601: "METHOD_NOT_FOUND",
-    -32602: "INVALID_PARAMS",
-    -32603: "INTERNAL_ERROR",
-    -32000: "RATE_LIMITED",
+    rpc.PARSE_ERROR: "PARSE_ERROR",
+    rpc.INVALID_REQUEST: "INVALID_REQUEST",
+    rpc.METHOD_NOT_FOUND: "METHOD_NOT_FOUND",
+    rpc.INVALID_PARAMS: "INVALID_PARAMS",
+    rpc.INTERNAL_ERROR: "INTERNAL_ERROR",
+    rpc.RATE_LIMITED: "RATE_LIMITED",
 }
 
 

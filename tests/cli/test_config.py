@@ -205,3 +205,12 @@ def test_cluster_mistakes_are_named_without_the_redis_password(
         load_config(path, env)
     assert message in str(err.value)
     assert "s3cret" not in str(err.value)
+
+
+def test_the_gateway_s_and_janus_s_media_ports_must_not_overlap() -> None:
+    overlapping = {"WAC_CONFERENCES_RTP_PORT_MIN": "29000", "WAC_CONFERENCES_RTP_PORT_MAX": "30999"}
+    with pytest.raises(ConfigError, match=r"\[conferences\] rtp_port_min-rtp_port_max \(29000-30999\) overlaps"):
+        load_config(None, overlapping)
+    # Either one off: nothing shares the ports.
+    load_config(None, {**overlapping, "WAC_GATEWAY_ENABLED": "false"})
+    load_config(None, {**overlapping, "WAC_CONFERENCES_ENABLED": "false"})
