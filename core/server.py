@@ -38,6 +38,8 @@ from core.cluster.choose import SharedState, shared_state
 from core.cluster.devices import DeviceRegistry, LocalDeviceRegistry
 from core.cluster.leases import Keeper, Leases
 from core.conferences.bridge import ConferenceBridge, NoBridge
+from core.conferences.history import ConferenceHistory
+from core.conferences.store import ConferenceStore
 from core.conferences.wiring import SERVICE_NAME as CONFERENCES_SERVICE
 from core.conferences.wiring import serve_conferences
 from core.contacts.handler import ContactsHandler
@@ -364,6 +366,8 @@ async def build_core(
         gateway=gateway_calls,
         sets=call_sets,
         ownership=ownership,
+        # Conferences are in the call history, Janus running or not.
+        history=(ConferenceHistory(ConferenceStore(engine)),),
         clock=clock,
     )
     shared.on_lost(LEASE_PREFIX, calls.lease_lost)

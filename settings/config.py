@@ -360,6 +360,10 @@ class ConferencesConfig:
     stun_server: str = key("", check=lambda value: value and checks.address(value))
     # Publishers one room holds at most (Janus's "publishers").
     max_participants: int = key(16, between=(2, 100))
+    # Seconds a conference's room may stay empty (from its creation, then
+    # from its last leave) before the conference ends by itself and its
+    # room is destroyed; 0: never (its creator or an operator ends it).
+    idle_timeout: float = key(300.0, between=(0, 604_800))
     # The secret Janus's tokens are signed with and its rooms administered
     # by; the same on every node in a cluster. Empty: janus.key in the data
     # dir, made at the first start. Never echoed.

@@ -28,7 +28,8 @@ Guarantees:
   (``incall.py``, shared with the SIP gateway's calls).
 - Calls through the SIP gateway (``gateway.py``) are in the same history;
   HangupCall ends them through the gateway, and the other inputs, which are
-  SIP's there, are FAILED_PRECONDITION.
+  SIP's there, are FAILED_PRECONDITION. Conferences are entries of the
+  history too (``history.py``: ListCalls merges them in), never calls.
 
 Access rules (the machine then checks which *device* may act):
 
@@ -78,15 +79,16 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from core import checks, failures, metrics, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
-from core.calls import ice, messages
+from core.calls import history, ice, messages
 from core.calls.gateway import GatewayCalls
+from core.calls.history import HistorySource
 from core.calls.incall import InCall
 from core.calls.machine import (
     CallError,
@@ -199,6 +201,7 @@ class CallHandler:
         gateway: GatewayCalls | None = None,
         sets: CallSets | None = None,
         ownership: Ownership | None = None,
+        history: Sequence[HistorySource] = (),
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``device_grace`` is how long a restored call waits for its devices
@@ -206,8 +209,9 @@ class CallHandler:
         ``in_call`` (started and stopped here) tells presence who is in a
         call; ``gateway`` holds the calls through the SIP gateway; ``sets``
         the counts the bounds check and the devices' calls; ``ownership``
-        makes this core one of a cluster; ``clock`` gives the time and runs
-        the calls' timers."""
+        makes this core one of a cluster; ``history`` the entries other
+        services add to the call history (conferences); ``clock`` gives the
+        time and runs the calls' timers."""
         self._store = store
         self._writer = GroupWriter(store)
         self._events = events
@@ -218,6 +222,7 @@ class CallHandler:
         self._device_grace = device_grace
         self._in_call = in_call or InCall()
         self._gateway = gateway
+        self._history = tuple(history)
         self._clock = clock
         self._locks = _CallLocks()
         self._live: dict[str, CallMachine] = {}
@@ -468,7 +473,10 @@ class CallHandler:
             ):
                 raise paging.invalid_token()
             before = (float(position[0]), position[1])
-        calls = await self._store.list_calls(party=party, state=state, before=before, limit=size + 1)
+        pages = [await self._store.list_calls(party=party, state=state, before=before, limit=size + 1)]
+        for source in self._history:
+            pages.append(await source.entries(party=party, state=state, before=before, limit=size + 1))
+        calls = history.merged(pages, size + 1)
         if len(calls) <= size:
             return calls, ""
         last = calls[size - 1]

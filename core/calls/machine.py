@@ -200,10 +200,12 @@ class EndReason(enum.Enum):
 
 class Via(enum.Enum):
     """The signalling path of a call (``wac.v1.Call.Via``): this machine's
-    over the WAPI, or SIP through the gateway, which wac only observes."""
+    over the WAPI, or SIP through the gateway, which wac only observes; a
+    conference is an entry of the history alone (``core/calls/history.py``)."""
 
     WAPI = "WAPI"
     SIP = "SIP"
+    CONFERENCE = "CONFERENCE"
 
 
 class DeviceState(enum.Enum):
@@ -312,6 +314,15 @@ class IceCandidate:
 
 
 @dataclass(frozen=True, slots=True)
+class ConferenceSummary:
+    """A conference's entry in the call history (``wac.v1.ConferenceSummary``)."""
+
+    title: str
+    invitees: tuple[str, ...]
+    attendees: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CallInfo:
     """A read-only view of a call at one moment, the fields of ``wac.v1.Call``.
 
@@ -336,6 +347,7 @@ class CallInfo:
     end_detail: str
     via: Via = Via.WAPI
     sip_call_id: str = ""
+    conference: ConferenceSummary | None = None
 
     @property
     def duration(self) -> float | None:

@@ -82,6 +82,10 @@ def _built(call: m.CallInfo) -> calls_pb2.Call:
     )
     if call.duration is not None:
         message.duration.CopyFrom(duration(call.duration))
+    if call.conference is not None:
+        message.conference.title = call.conference.title
+        message.conference.invitees.extend(call.conference.invitees)
+        message.conference.attendees.extend(call.conference.attendees)
     return message
 
 

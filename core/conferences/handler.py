@@ -32,6 +32,10 @@ Guarantees:
   That token cannot be revoked, so each join also admits the device to
   the room with a room token of its own (``ConferenceBridge.admit``), taken
   back whenever it leaves, before its feed is kicked.
+- A conference whose room stays empty for ``idle_timeout`` seconds ends
+  by itself (``ended_by`` "wac"), its room destroyed: every core sweeps
+  every ``idle_timeout / 4`` seconds (at most a minute), and the rule,
+  applied under the row lock, ends it once whichever core comes first.
 - Ending a conference never fails for the media server: the conference
   ends in wac, and a room the bridge could not destroy is logged.
   Creating and joining need the media server; kicking asks it first, so an
@@ -40,6 +44,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
@@ -54,11 +59,11 @@ from core.clock import SYSTEM_CLOCK, Clock, Timer
 from core.cluster.devices import DeviceRegistry
 from core.conferences import messages, rules
 from core.conferences.bridge import ConferenceBridge
-from core.conferences.rules import Conference, LeaveReason, Media, Participant, State
+from core.conferences.rules import Conference, EndReason, LeaveReason, Media, Participant, State
 from core.conferences.store import ConferenceStore
 from core.events.log import EventLog
 from core.identity.revocations import SessionsRevoked
-from core.tasks import Work
+from core.tasks import Work, cancelled
 from settings.config import IceConfig
 
 log = logging.getLogger("wac.conferences")
@@ -70,6 +75,9 @@ ROOM_PREFIX = "conference:"
 # often it looks meanwhile (the device may come online on another core).
 ONLINE_WAIT = 2.0
 ONLINE_POLL = 0.05
+# The idle sweep's period at most: an empty room outlives its timeout by
+# no more than this (or a quarter of the timeout, when that is shorter).
+MAX_SWEEP_PERIOD = 60.0
 
 
 class Subscribers(Protocol):
@@ -107,6 +115,7 @@ class ConferenceHandler:
         ice_config: IceConfig,
         device_grace: float,
         max_participants: int | None = None,
+        idle_timeout: float = 0.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``in_call`` is the calls' (started and stopped by them): one
@@ -114,7 +123,9 @@ class ConferenceHandler:
         ``device_grace``: how long a restarted core waits for the devices
         of the participants it finds to come back. ``max_participants``:
         the publishers a room of the media server holds (a join past it is
-        refused here, not by the media server after wac admitted it)."""
+        refused here, not by the media server after wac admitted it).
+        ``idle_timeout``: how long a room may stay empty before its
+        conference ends (0: never)."""
         self._store = store
         self._events = events
         self._devices = devices
@@ -124,16 +135,21 @@ class ConferenceHandler:
         self._ice = ice_config
         self._device_grace = device_grace
         self._max_participants = max_participants
+        self._idle_timeout = idle_timeout
         self._clock = clock
         self._work = Work()
         self._reconnect_check: Timer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------
     async def start(self) -> None:
         """Listen for lost devices; count the participants in the store as
-        in a call, and give their devices the grace period to come back."""
+        in a call, and give their devices the grace period to come back;
+        sweep the idle rooms."""
         self._devices.on_lost(self._device_lost)
+        if self._idle_timeout > 0:
+            self._sweeper = asyncio.ensure_future(self._sweep_idle())
         present = await self._store.present()
         for conference_id, username, _ in present:
             self._in_call.joined(ROOM_PREFIX + conference_id, username)
@@ -148,6 +164,8 @@ class ConferenceHandler:
         self._stopped = True
         if self._reconnect_check is not None:
             self._reconnect_check.cancel()
+        if self._sweeper is not None:
+            await cancelled(self._sweeper)
         await self._work.drain()
 
     async def sessions_revoked(self, event: SessionsRevoked) -> None:
@@ -195,6 +213,7 @@ class ConferenceHandler:
             state=State.ACTIVE,
             room=0,
             create_time=self._clock.time(),
+            idle_since=self._clock.time(),
         )
         return await self._work.run(self._begin(conference))
 
@@ -280,7 +299,7 @@ class ConferenceHandler:
             # This device's place only: a device the place moved away from
             # (told MOVED) leaving must not take the other one out.
             before, after = await self._store.change(
-                conference_id, lambda c: rules.leave(c, who.username, session_id=who.session_id)
+                conference_id, lambda c: rules.leave(c, who.username, now=self._clock.time(), session_id=who.session_id)
             )
             await self._carried_out(before, after, LeaveReason.LEFT, exclude=who.session_id)
             return after
@@ -296,10 +315,13 @@ class ConferenceHandler:
         username = None if _operates(who, "conferences.write") else by
         now = self._clock.time()
 
+        def step(conference: Conference | None) -> Conference:
+            conference = rules.may_end(conference, conference_id, username)
+            mine = isinstance(who, SubscriberPrincipal) and who.username == conference.creator
+            return rules.end(conference, by, now, EndReason.CREATOR if mine else EndReason.OPERATOR)
+
         async def change() -> Conference:
-            before, after = await self._store.change(
-                conference_id, lambda c: rules.end(rules.may_end(c, conference_id, username), by, now)
-            )
+            before, after = await self._store.change(conference_id, step)
             await self._carried_out(before, after, LeaveReason.LEFT)
             log.debug("conference %s ended by %s", conference_id, by)
             return after
@@ -322,7 +344,8 @@ class ConferenceHandler:
 
         def step(conference: Conference | None) -> Conference:
             # From that device only: one that took its place since was not kicked.
-            return rules.leave(rules.found(conference, conference_id), username, session_id=participant.session_id)
+            found = rules.found(conference, conference_id)
+            return rules.leave(found, username, now=self._clock.time(), session_id=participant.session_id)
 
         async def change() -> Conference:
             before, after = await self._store.change(conference_id, step)
@@ -435,7 +458,7 @@ class ConferenceHandler:
     async def _leave_room(self, conference_id: str, username: str, session_id: str, reason: LeaveReason) -> None:
         try:
             before, after = await self._store.change(
-                conference_id, lambda c: rules.leave(c, username, session_id=session_id)
+                conference_id, lambda c: rules.leave(c, username, now=self._clock.time(), session_id=session_id)
             )
             await self._carried_out(before, after, reason)
         except Exception:
@@ -446,6 +469,27 @@ class ConferenceHandler:
         for conference_id, username, session_id in present:
             if session_id not in await self._devices.online_devices(username):
                 await self._leave_room(conference_id, username, session_id, LeaveReason.CONNECTION_LOST)
+
+    async def _sweep_idle(self) -> None:
+        """End the conferences whose room stayed empty for the idle timeout."""
+        period = min(MAX_SWEEP_PERIOD, self._idle_timeout / 4)
+        while True:
+            await self._clock.sleep(period)
+            try:
+                now = self._clock.time()
+                for conference_id in await self._store.idle(now - self._idle_timeout):
+                    await self._work.run(self._expire(conference_id, now))
+            except Exception:
+                log.exception("conferences: the idle sweep failed; again in %g s", period)
+
+    async def _expire(self, conference_id: str, now: float) -> None:
+        def step(conference: Conference | None) -> Conference:
+            return rules.expire(rules.found(conference, conference_id), now, self._idle_timeout)
+
+        before, after = await self._store.change(conference_id, step)
+        if after is not before:
+            await self._carried_out(before, after, LeaveReason.LEFT)
+            log.info("conference %s ended: its room stayed empty for %g s", conference_id, self._idle_timeout)
 
     # -- checks -------------------------------------------------------
     async def _require_subscribers(self, field: str, requested: Sequence[str], new: Sequence[str]) -> None:

@@ -10,6 +10,10 @@ input (or a refusal) out; the handler stores it and carries out the rest.
 - A member is in the room from one device at a time: joining again from the
   same device keeps its place and its feed id, joining from another device
   takes the place over with a new feed id (the handler kicks the old feed).
+- A conference whose room stays empty for the idle timeout ends by itself
+  (``expire``): from its creation if nobody comes, from the last leave
+  otherwise. A conference keeps who ever entered its room (its attendees)
+  for the call history.
 """
 
 from __future__ import annotations
@@ -52,6 +56,19 @@ class Media(enum.Enum):
         return self is Media.AUDIO_VIDEO
 
 
+class EndReason(enum.Enum):
+    """Why a conference ended."""
+
+    CREATOR = "CREATOR"
+    OPERATOR = "OPERATOR"
+    # Its room stayed empty for the idle timeout.
+    IDLE = "IDLE"
+
+
+# Who ends a conference that ended by itself (as calls' timeouts do).
+IDLE_ENDER = "wac"
+
+
 class LeaveReason(enum.Enum):
     """Why a participant left the room; the names are the contract's."""
 
@@ -91,6 +108,14 @@ class Conference:
     create_time: float
     end_time: float | None = None
     ended_by: str = ""
+    end_reason: EndReason | None = None
+    # Since when its room has been empty (its creation, then its last
+    # leave); None while someone is in it.
+    idle_since: float | None = None
+    # The members who ever entered its room, in the order they first did,
+    # and when the first one did.
+    attendees: tuple[str, ...] = ()
+    first_join_time: float | None = None
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -204,17 +229,26 @@ def join(
         feed_id = draw_feed_id()
     others = tuple(p for p in conference.participants if p.username != username)
     joined = Participant(username, session_id, feed_id, now, room_token)
-    return replace(conference, participants=(*others, joined))
+    attendees = conference.attendees if username in conference.attendees else (*conference.attendees, username)
+    return replace(
+        conference,
+        participants=(*others, joined),
+        idle_since=None,
+        attendees=attendees,
+        first_join_time=now if conference.first_join_time is None else conference.first_join_time,
+    )
 
 
-def leave(conference: Conference | None, username: str, session_id: str | None = None) -> Conference:
+def leave(conference: Conference | None, username: str, *, now: float, session_id: str | None = None) -> Conference:
     """The member out of the room; unchanged if it is not there (or, with
-    ``session_id``, not there from that device: another device took over)."""
+    ``session_id``, not there from that device: another device took over).
+    The last one out starts the idle timeout."""
     conference = member(conference, username)
     present = conference.participant(username)
     if present is None or (session_id is not None and present.session_id != session_id):
         return conference
-    return replace(conference, participants=tuple(p for p in conference.participants if p.username != username))
+    others = tuple(p for p in conference.participants if p.username != username)
+    return replace(conference, participants=others, idle_since=conference.idle_since if others else now)
 
 
 def to_kick(conference: Conference | None, conference_id: str, username: str) -> Participant:
@@ -226,9 +260,21 @@ def to_kick(conference: Conference | None, conference_id: str, username: str) ->
     return participant
 
 
-def end(conference: Conference, by: str, now: float) -> Conference:
+def end(conference: Conference, by: str, now: float, reason: EndReason) -> Conference:
     """Ended by ``by``; everyone leaves the room."""
-    return replace(conference, state=State.ENDED, participants=(), end_time=now, ended_by=by)
+    return replace(
+        conference, state=State.ENDED, participants=(), end_time=now, ended_by=by, end_reason=reason, idle_since=None
+    )
+
+
+def expire(conference: Conference, now: float, idle_timeout: float) -> Conference:
+    """The conference ended if its room has been empty for ``idle_timeout``
+    seconds; else unchanged."""
+    if conference.state is not State.ACTIVE or conference.idle_since is None:
+        return conference
+    if conference.participants or now - conference.idle_since < idle_timeout:
+        return conference
+    return end(conference, IDLE_ENDER, now, EndReason.IDLE)
 
 
 # -- what changed ------------------------------------------------------

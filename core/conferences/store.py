@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Select, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.conferences import tables as t
-from core.conferences.rules import Conference, Media, Participant, State
+from core.conferences.rules import Conference, EndReason, Media, Participant, State
 from core.db.work import work_for
 
 Step = Callable[[Conference | None], Conference]
@@ -31,6 +31,10 @@ def _conference(row: Any, members: Sequence[Any]) -> Conference:
     ordered = sorted(members, key=lambda r: r._mapping["position"])
     present = [r._mapping for r in ordered if r._mapping["session_id"] is not None]
     present.sort(key=lambda r: (r["join_time"], r["position"]))
+    came = sorted(
+        (r._mapping for r in members if r._mapping["first_join_time"] is not None),
+        key=lambda r: (r["first_join_time"], r["position"]),
+    )
     return Conference(
         conference_id=m["conference_id"],
         title=m["title"],
@@ -46,6 +50,10 @@ def _conference(row: Any, members: Sequence[Any]) -> Conference:
         create_time=m["create_time"],
         end_time=m["end_time"],
         ended_by=m["ended_by"] or "",
+        end_reason=EndReason(m["end_reason"]) if m["end_reason"] else None,
+        idle_since=m["idle_since"],
+        attendees=tuple(r["username"] for r in came),
+        first_join_time=came[0]["first_join_time"] if came else None,
     )
 
 
@@ -88,16 +96,25 @@ def _member_rows(conference: Conference, usernames: Iterable[str], first_positio
     ]
 
 
+def _ended(conference: Conference) -> dict[str, Any]:
+    return {
+        "state": conference.state.value,
+        "end_time": conference.end_time,
+        "ended_by": conference.ended_by or None,
+        "end_reason": conference.end_reason.value if conference.end_reason else None,
+    }
+
+
 def _write_changes(conn: Connection, before: Conference, after: Conference) -> None:
     """Write what ``after`` changed of ``before``: the state, new invitees,
-    who is in the room."""
+    who is in the room, who ever was, since when it is empty."""
     key = before.conference_id
+    row: dict[str, Any] = _ended(after) if after.state is not before.state else {}
+    if after.idle_since != before.idle_since:
+        row["idle_since"] = after.idle_since
+    if row:
+        conn.execute(update(t.conferences).where(_C.conference_id == key).values(**row))
     if after.state is not before.state:
-        conn.execute(
-            update(t.conferences)
-            .where(_C.conference_id == key)
-            .values(state=after.state.value, end_time=after.end_time, ended_by=after.ended_by or None)
-        )
         conn.execute(
             update(t.conference_members).where(_M.conference_id == key).values(active=after.state is State.ACTIVE)
         )
@@ -107,11 +124,19 @@ def _write_changes(conn: Connection, before: Conference, after: Conference) -> N
     for username in after.members:
         was, now = before.participant(username), after.participant(username)
         if was != now and username not in new:
+            values = _in_room(now)
+            if now is not None and username not in before.attendees:
+                values["first_join_time"] = now.join_time
             conn.execute(
-                update(t.conference_members)
-                .where(_M.conference_id == key, _M.username == username)
-                .values(**_in_room(now))
+                update(t.conference_members).where(_M.conference_id == key, _M.username == username).values(**values)
             )
+
+
+def _listed(conn: Connection, query: Select[Any]) -> list[Conference]:
+    """The conferences whose ids ``query`` selects, in its order."""
+    ids = [r[0] for r in conn.execute(query)]
+    loaded = _load(conn, ids)
+    return [loaded[i] for i in ids if i in loaded]
 
 
 class ConferenceStore:
@@ -124,11 +149,10 @@ class ConferenceStore:
             "title": conference.title,
             "creator": conference.creator,
             "media": conference.media.value,
-            "state": conference.state.value,
             "room": conference.room,
             "create_time": conference.create_time,
-            "end_time": conference.end_time,
-            "ended_by": conference.ended_by or None,
+            "idle_since": conference.idle_since,
+            **_ended(conference),
         }
         members = _member_rows(conference, conference.members, 0)
 
@@ -188,13 +212,7 @@ class ConferenceStore:
             # A row value, every column descending: one index walk.
             where.append(tuple_(*key) < tuple_(*before))
         query = select(_M.conference_id).where(*where).order_by(*(c.desc() for c in key)).limit(limit)
-
-        def run(conn: Connection) -> list[Conference]:
-            ids = [r[0] for r in conn.execute(query)]
-            loaded = _load(conn, ids)
-            return [loaded[i] for i in ids if i in loaded]
-
-        return await self._work.read(run)
+        return await self._work.read(lambda conn: _listed(conn, query))
 
     async def list_active(self, *, before: tuple[float, str] | None, limit: int) -> list[Conference]:
         """Every active conference newest first; ``before`` is the (create
@@ -204,10 +222,28 @@ class ConferenceStore:
             where.append(tuple_(_C.create_time, _C.conference_id) < tuple_(*before))
         order = (_C.create_time.desc(), _C.conference_id.desc())
         query = select(_C.conference_id).where(*where).order_by(*order).limit(limit)
+        return await self._work.read(lambda conn: _listed(conn, query))
 
-        def run(conn: Connection) -> list[Conference]:
-            ids = [r[0] for r in conn.execute(query)]
-            loaded = _load(conn, ids)
-            return [loaded[i] for i in ids if i in loaded]
+    async def idle(self, since: float) -> list[str]:
+        """The active conferences whose room has been empty since ``since`` or before."""
+        query = select(_C.conference_id).where(_C.state == State.ACTIVE.value, _C.idle_since <= since)
+        return await self._work.read(lambda conn: [r[0] for r in conn.execute(query)])
 
-        return await self._work.read(run)
+    async def history(
+        self, member: str | None, *, state: State | None, before: tuple[float, str] | None, limit: int
+    ) -> list[Conference]:
+        """Conferences newest first (create time, then id, both descending):
+        ``member``'s, or every one for None; ``before`` is the (create time,
+        id) of the previous page's last entry."""
+        if member is None:
+            key: tuple[Any, ...] = (_C.create_time, _C.conference_id)
+            where = [] if state is None else [_C.state == state.value]
+        else:
+            key = (_M.create_time, _M.conference_id)
+            where = [_M.username == member]
+            if state is not None:
+                where.append(_M.active == (state is State.ACTIVE))
+        if before is not None:
+            where.append(tuple_(*key) < tuple_(*before))
+        query = select(key[1]).where(*where).order_by(*(c.desc() for c in key)).limit(limit)
+        return await self._work.read(lambda conn: _listed(conn, query))

@@ -25,11 +25,18 @@ conferences = Table(
     Column("room", BigInteger, nullable=False),
     Column("create_time", Float, nullable=False),
     Column("end_time", Float, nullable=True),
-    # The creator's username, or the operator's API key name.
+    # The creator's username, the operator's API key name, or "wac".
     Column("ended_by", String(64), nullable=True),
+    # CREATOR, OPERATOR or IDLE (rules.EndReason values) once ended.
+    Column("end_reason", String(16), nullable=True),
+    # Since when its room has been empty, while active; NULL while someone
+    # is in it: the idle sweep's question.
+    Column("idle_since", Float, nullable=True),
 )
 # An operator's list: the active conferences newest first, an index walk.
 Index("ix_conferences_state_create_time", conferences.c.state, conferences.c.create_time, conferences.c.conference_id)
+# Every conference newest first, for operators' call history.
+Index("ix_conferences_create_time", conferences.c.create_time, conferences.c.conference_id)
 
 conference_members = Table(
     "conference_members",
@@ -50,11 +57,21 @@ conference_members = Table(
     Column("feed_id", BigInteger, nullable=True),
     Column("join_time", Float, nullable=True),
     Column("room_token", String(64), nullable=True),
+    # When the member first entered the room (kept after it left): the
+    # attendees of the call history.
+    Column("first_join_time", Float, nullable=True),
 )
 Index(
     "ix_conference_members_username_active",
     conference_members.c.username,
     conference_members.c.active,
+    conference_members.c.create_time,
+    conference_members.c.conference_id,
+)
+# A member's call history: its conferences newest first, both states.
+Index(
+    "ix_conference_members_username_create_time",
+    conference_members.c.username,
     conference_members.c.create_time,
     conference_members.c.conference_id,
 )

@@ -55,6 +55,7 @@ async def serve_conferences(
         ice_config=config.ice,
         device_grace=config.presence.grace_period,
         max_participants=config.conferences.max_participants,
+        idle_timeout=config.conferences.idle_timeout,
         clock=clock,
     )
     identity.on_sessions_revoked(handler.sessions_revoked)

@@ -7,11 +7,8 @@ records the rooms made and destroyed, the room tokens admitted and taken
 back, the feeds kicked and the tokens issued, so a test asserts what wac asked of the media server. Janus itself
 is tested end to end in tests/janus.
 
-Until core/server.py serves conferences, ``open_conferences`` wires them
-onto the running core with ``core/conferences/wiring.py``, as the
-composition root will, handing it the calls' own InCall (caught as
-core/server.py builds it), so that presence is told through one mechanism;
-once ``build_core`` takes a ``conference_bridge``, it hands it the double.
+``open_conferences`` hands the double to ``build_core`` (its
+``conference_bridge``), which serves conferences over it.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,10 +29,7 @@ import pytest
 import core.server
 import tests.calls.support
 from core import failures
-from core.calls.incall import InCall
 from core.conferences.bridge import ConferenceBridge
-from core.conferences.handler import ConferenceHandler
-from core.conferences.wiring import serve_conferences
 from tests.calls.support import Device, World, open_world
 from tests.support.clock import FakeClock
 from tests.support.core import login
@@ -188,10 +181,6 @@ class Conferences:
 
     world: World
     bridge: ConferenceBridge
-    # The handler the tests wired (None once the core serves conferences).
-    handler: ConferenceHandler | None
-    # Every InCall core/server.py built, the running core's last.
-    in_calls: list[InCall]
 
     @property
     def recorded(self) -> RecordingBridge:
@@ -228,52 +217,15 @@ class Conferences:
         """Stop the core (devices drop) and start a new one on the same data,
         serving conferences again; devices reconnect with ``connect``."""
         await self.world.restart()
-        if not _SERVED_BY_CORE:
-            self.handler = await _serve(self.world, self.in_calls[-1], self.bridge)
-
-
-# Once core/server.py serves conferences itself, build_core takes the bridge
-# (``conference_bridge``) and the tests hand it theirs; until then they
-# serve them on the running core as the composition root will.
-_SERVED_BY_CORE = "conference_bridge" in inspect.signature(core.server.build_core).parameters
-
-
-async def _serve(world: World, in_call: InCall, bridge: ConferenceBridge) -> ConferenceHandler:
-    running = world.core
-    handler = await serve_conferences(
-        running.server,
-        config=running.config,
-        engine=running.engine,
-        identity=running.identity,
-        events=running.events,
-        devices=running.devices,
-        in_call=in_call,
-        bridge=bridge,
-        clock=world.clock,
-    )
-    # Closers run in reverse: stopped before the calls stop the InCall.
-    running.closers.append(handler.stop)
-    return handler
 
 
 @asynccontextmanager
 async def open_conferences(
     tmp_path: Path, env: Mapping[str, str] | None = None, *, bridge: ConferenceBridge | None = None
 ) -> AsyncIterator[Conferences]:
-    built: list[InCall] = []
-
-    class CaughtInCall(InCall):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
     bridge = RecordingBridge() if bridge is None else bridge
     with pytest.MonkeyPatch.context() as patch:
-        if _SERVED_BY_CORE:
-            build = functools.partial(core.server.build_core, conference_bridge=bridge)
-            patch.setattr(tests.calls.support, "build_core", build)
-        else:
-            patch.setattr(core.server, "InCall", CaughtInCall)
+        build = functools.partial(core.server.build_core, conference_bridge=bridge)
+        patch.setattr(tests.calls.support, "build_core", build)
         async with open_world(tmp_path, env, clock=FakeClock()) as world:
-            handler = None if _SERVED_BY_CORE else await _serve(world, built[-1], bridge)
-            yield Conferences(world, bridge, handler, built)
+            yield Conferences(world, bridge)

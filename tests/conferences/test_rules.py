@@ -8,7 +8,7 @@ import pytest
 
 from core import failures
 from core.conferences import rules
-from core.conferences.rules import Conference, Media, Participant, State
+from core.conferences.rules import Conference, EndReason, Media, Participant, State
 
 CONFERENCE = Conference(
     conference_id="k",
@@ -20,6 +20,7 @@ CONFERENCE = Conference(
     state=State.ACTIVE,
     room=1,
     create_time=100.0,
+    idle_since=100.0,
 )
 
 
@@ -39,7 +40,7 @@ def test_strangers_and_unknown_conferences_are_refused_alike() -> None:
             rules.may_join(conference, "mallory")
         with pytest.raises(failures.PermissionDenied, match=rules.NOT_INVITED):
             rules.may_end(conference, "k", "mallory")
-    ended = rules.end(CONFERENCE, "alice", 200.0)
+    ended = rules.end(CONFERENCE, "alice", 200.0, EndReason.CREATOR)
     with pytest.raises(failures.PermissionDenied, match=rules.NOT_INVITED):
         rules.may_join(ended, "mallory")
     with pytest.raises(failures.FailedPrecondition, match=rules.HAS_ENDED):
@@ -61,8 +62,8 @@ def test_a_member_is_in_the_room_from_one_device() -> None:
     assert rules.departed(joined, moved) == joined.participants
     assert rules.arrived(joined, moved) == moved.participants
     # A leave of the device that was moved away from changes nothing.
-    assert rules.leave(moved, "bob", session_id="web") is moved
-    assert rules.leave(moved, "bob").participants == ()
+    assert rules.leave(moved, "bob", now=104.0, session_id="web") is moved
+    assert rules.leave(moved, "bob", now=104.0).participants == ()
 
 
 def test_feed_ids_are_unique_in_a_room() -> None:
@@ -80,5 +81,38 @@ def test_only_the_creator_invites_and_an_operator_kicks_participants_only() -> N
         rules.to_kick(CONFERENCE, "k", "bob")
     joined = rules.join(CONFERENCE, "bob", "web", 101.0, lambda: 9)
     assert rules.to_kick(joined, "k", "bob").feed_id == 9
-    ended = rules.end(joined, "operator", 110.0)
+    ended = rules.end(joined, "operator", 110.0, EndReason.OPERATOR)
     assert (ended.state, ended.participants, ended.ended_by) == (State.ENDED, (), "operator")
+    assert ended.end_reason is EndReason.OPERATOR
+
+
+def test_a_room_empty_for_the_idle_timeout_ends_the_conference() -> None:
+    # Nobody came: idle from its creation.
+    assert rules.expire(CONFERENCE, 100.0 + 299.0, 300.0) is CONFERENCE
+    expired = rules.expire(CONFERENCE, 100.0 + 300.0, 300.0)
+    assert (expired.state, expired.ended_by, expired.end_reason) == (State.ENDED, "wac", EndReason.IDLE)
+    assert expired.end_time == 400.0
+    # Somebody in the room: never idle, however long.
+    joined = rules.join(CONFERENCE, "bob", "web", 150.0, lambda: 1)
+    assert joined.idle_since is None
+    assert rules.expire(joined, 10_000.0, 300.0) is joined
+    # The last one out starts the timeout anew; one of two leaving does not.
+    both = rules.join(joined, "carol", "web2", 160.0, lambda: 2)
+    one_left = rules.leave(both, "bob", now=200.0)
+    assert one_left.idle_since is None
+    empty = rules.leave(one_left, "carol", now=500.0)
+    assert empty.idle_since == 500.0
+    assert rules.expire(empty, 799.0, 300.0) is empty
+    assert rules.expire(empty, 800.0, 300.0).state is State.ENDED
+    # An ended conference stays as it ended.
+    ended = rules.end(CONFERENCE, "alice", 200.0, EndReason.CREATOR)
+    assert rules.expire(ended, 10_000.0, 300.0) is ended
+
+
+def test_a_conference_keeps_who_ever_entered_its_room() -> None:
+    bob = rules.join(CONFERENCE, "bob", "web", 101.0, lambda: 1)
+    carol = rules.join(bob, "carol", "web2", 105.0, lambda: 2)
+    out = rules.leave(rules.leave(carol, "bob", now=110.0), "carol", now=111.0)
+    again = rules.join(out, "bob", "phone", 120.0, lambda: 3)
+    assert (again.attendees, again.first_join_time) == (("bob", "carol"), 101.0)
+    assert rules.end(again, "alice", 130.0, EndReason.CREATOR).attendees == ("bob", "carol")

@@ -18,7 +18,7 @@ from sqlalchemy import inspect
 
 from core import failures
 from core.conferences import rules
-from core.conferences.rules import Conference, Media, Participant, State
+from core.conferences.rules import Conference, EndReason, Media, Participant, State
 from core.conferences.store import ConferenceStore
 from core.db.engine import create_engine, sync_url
 from core.db.migrate import alembic_config, upgrade
@@ -116,7 +116,9 @@ async def test_a_conference_round_trips_through_its_changes(store: ConferenceSto
         await store.change("nope", lambda c: rules.join(c, "alice", "a-web", 103.0, draw))
     assert await store.get("k1") == after
 
-    _, ended = await store.change("k1", lambda c: rules.end(rules.may_end(c, "k1", "alice"), "alice", 110.0))
+    _, ended = await store.change(
+        "k1", lambda c: rules.end(rules.may_end(c, "k1", "alice"), "alice", 110.0, EndReason.CREATOR)
+    )
     assert await store.get("k1") == ended
     assert (ended.state, ended.participants, ended.end_time, ended.ended_by) == (State.ENDED, (), 110.0, "alice")
     assert await store.rooms_of(["bob-web", "alice-web"]) == [] and await store.present() == []
@@ -125,8 +127,8 @@ async def test_a_conference_round_trips_through_its_changes(store: ConferenceSto
 async def test_listings_page_active_first_then_newest(store: ConferenceStore) -> None:
     for n in range(5):
         await store.create(conference(f"k{n}", "alice" if n % 2 == 0 else "bob", 100.0 + n, "carol"))
-    await store.change("k3", lambda c: rules.end(c, "bob", 200.0))
-    await store.change("k4", lambda c: rules.end(c, "alice", 200.0))
+    await store.change("k3", lambda c: rules.end(c, "bob", 200.0, EndReason.CREATOR))
+    await store.change("k4", lambda c: rules.end(c, "alice", 200.0, EndReason.CREATOR))
     assert await store.active_created_by("alice") == 2
 
     seen: list[str] = []
@@ -152,3 +154,79 @@ async def test_listings_page_active_first_then_newest(store: ConferenceStore) ->
     assert dataclasses.replace(rest[0], invitees=()) == dataclasses.replace(
         conference("k0", "alice", 100.0), invitees=()
     )
+
+
+async def test_the_history_pages_newest_first_and_keeps_who_entered(store: ConferenceStore) -> None:
+    for n in range(4):
+        await store.create(
+            dataclasses.replace(conference(f"h{n}", "alice", 100.0 + n, "bob", "carol"), idle_since=100.0 + n)
+        )
+    await store.create(dataclasses.replace(conference("other", "dave", 150.0, "erin"), idle_since=150.0))
+    _, joined = await store.change("h1", lambda c: rules.join(c, "carol", "carol-web", 120.0, lambda: 1))
+    assert joined.idle_since is None
+    await store.change("h1", lambda c: rules.join(c, "bob", "bob-web", 121.0, lambda: 2))
+    await store.change("h1", lambda c: rules.leave(c, "carol", now=130.0))
+    _, empty = await store.change("h1", lambda c: rules.leave(c, "bob", now=131.0))
+    assert await store.get("h1") == empty
+    assert (empty.attendees, empty.first_join_time, empty.idle_since) == (("carol", "bob"), 120.0, 131.0)
+    await store.change("h2", lambda c: rules.end(c, "ops-key", 140.0, EndReason.OPERATOR))
+    assert (await store.get("h2")).end_reason is EndReason.OPERATOR  # type: ignore[union-attr]
+
+    seen: list[str] = []
+    position: tuple[float, str] | None = None
+    while True:
+        page = await store.history("bob", state=None, before=position, limit=2)
+        seen += [c.conference_id for c in page]
+        if len(page) < 2:
+            break
+        position = (page[-1].create_time, page[-1].conference_id)
+    assert seen == ["h3", "h2", "h1", "h0"]
+    assert [c.conference_id for c in await store.history("bob", state=State.ENDED, before=None, limit=10)] == ["h2"]
+    assert [c.conference_id for c in await store.history(None, state=None, before=None, limit=3)] == [
+        "other",
+        "h3",
+        "h2",
+    ]
+    assert [c.conference_id for c in await store.history(None, state=State.ACTIVE, before=(103.0, "h3"), limit=9)] == [
+        "h1",
+        "h0",
+    ]
+    assert await store.history("mallory", state=None, before=None, limit=10) == []
+
+    # Idle since 131 (h1), since their creation (h0, h3, other); h2 ended.
+    assert sorted(await store.idle(131.0)) == ["h0", "h1", "h3"]
+    assert sorted(await store.idle(102.9)) == ["h0"]
+
+
+def test_the_0007_migration_gives_existing_conferences_their_history(url: str) -> None:
+    """Conferences stored before 0007: an active one with nobody in its room
+    is idle from its creation, an ended one says who ended it, a member in
+    the room has entered it."""
+    from sqlalchemy import text
+
+    upgrade(url, "0006")
+    engine = create_sync_engine(sync_url(url))
+    try:
+        with engine.begin() as conn:
+            for cid, state, ended_by in (("empty", "ACTIVE", None), ("busy", "ACTIVE", None), ("ops", "ENDED", "key")):
+                conn.execute(
+                    text(
+                        "INSERT INTO conferences (conference_id, title, creator, media, state, room,"
+                        " create_time, ended_by) VALUES (:cid, 't', 'alice', 'AUDIO', :state, 1, 10.0, :ended_by)"
+                    ),
+                    {"cid": cid, "state": state, "ended_by": ended_by},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO conference_members (conference_id, username, position, create_time, active,"
+                    " session_id, feed_id, join_time) VALUES ('busy', 'alice', 0, 10.0, true, 's', 1, 12.0)"
+                )
+            )
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT conference_id, idle_since, end_reason FROM conferences")).all()
+            joined = conn.execute(text("SELECT first_join_time FROM conference_members")).scalar_one()
+    finally:
+        engine.dispose()
+    assert sorted(tuple(r) for r in rows) == [("busy", None, None), ("empty", 10.0, None), ("ops", None, "OPERATOR")]
+    assert joined == 12.0

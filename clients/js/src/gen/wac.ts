@@ -24,10 +24,14 @@ export interface Call {
   callId?: string;
   /**
    * The caller's username; for a call from the trunk through the gateway,
-   * its URI ("tel:+34911222333", or "sip:user@host").
+   * its URI ("tel:+34911222333", or "sip:user@host"); for a conference, its
+   * creator.
    */
   caller?: string;
-  /** The callee: a wac username, or a "tel:" or "sip:" URI. */
+  /**
+   * The callee: a wac username, or a "tel:" or "sip:" URI; empty for a
+   * conference (its conference field names its members).
+   */
   callee?: string;
   /** The call's state. */
   state?: Call_State;
@@ -63,6 +67,12 @@ export interface Call {
    * logs); empty for WAPI calls.
    */
   sipCallId?: string;
+  /**
+   * For a conference (via CONFERENCE): its title and members. Its
+   * answer_time is when the first member entered its room, and ended_by
+   * is "wac" when it ended empty (the [conferences] idle_timeout).
+   */
+  conference?: ConferenceSummary;
 }
 
 /** Why a call ended. */
@@ -111,7 +121,29 @@ export type Call_Via =
    * signalling (answer, reject, ICE) is SIP's, and HangupCall ends it
    * through the gateway.
    */
-  | "SIP";
+  | "SIP"
+  /**
+   * A multi-party conference in a media server's room (ConferencesService),
+   * in the history only: ACTIVE while open, then ENDED (COMPLETED, OPERATOR,
+   * or NO_ANSWER when nobody ever entered its room).
+   */
+  | "CONFERENCE";
+
+/** A conference as the call history shows it (ConferencesService has the rest). */
+export interface ConferenceSummary {
+  /** What the conference is about. */
+  title?: string;
+  /**
+   * The usernames invited, in the order they were invited; the creator is
+   * not among them.
+   */
+  invitees?: string[];
+  /**
+   * The members (the creator among them) who entered its room at least
+   * once, in the order they first did.
+   */
+  attendees?: string[];
+}
 
 /** The request for CreateCall. */
 export interface CreateCallRequest {
@@ -1265,8 +1297,11 @@ export interface Methods {
    */
   "CallsService.HangupCall": [HangupCallRequest, Call];
   /**
-   * ListCalls lists calls newest first: a subscriber's own calls, or any
-   * calls for a service with the calls.read scope.
+   * ListCalls lists the call history newest first: a subscriber's own
+   * calls and the conferences it created or was invited to, or every call
+   * and conference for a service with the calls.read scope. A conference is
+   * one entry (via CONFERENCE, call_id its conference id, caller its
+   * creator, the rest in its conference field); GetCall reads calls only.
    */
   "CallsService.ListCalls": [ListCallsRequest, ListCallsResponse];
   /**
