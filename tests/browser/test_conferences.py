@@ -1,7 +1,9 @@
 """Conferences in the demo softphone, in headless Chromium, through a real
 Janus behind the real front door: three browsers in one room, each
-receiving the two others' audio and video; ending for everyone; a revoked
-subscriber taken out of the room; a page whose Janus socket drops rejoins."""
+receiving the two others' audio and video; ending for everyone, and the
+conference in everyone's call history; a revoked subscriber taken out of
+the room; a page whose Janus socket drops rejoins, and so does one whose
+wac connection is down past the grace period."""
 
 from __future__ import annotations
 
@@ -14,15 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Playwright, WebSocketRoute, expect
+from playwright.async_api import Playwright, Route, WebSocketRoute, expect
 
-from tests.browser.support import Demo, Phone, ms, open_demo
+from tests.browser.support import WAPI_SOCKET, Demo, Phone, ms, open_demo
 from tests.support.core import add_subscriber, api_key
 from tests.support.janus import running_janus
 from tests.support.timing import seconds
 
 CAROL = "carol-secret"
 JANUS_SOCKET = re.compile(r"/janus$")
+WAPI_HTTP = re.compile(r"/wapi/http")
+# A title with markup, shown as text.
+TITLE = "<b>stand-up</b>"
+# Seconds a device may be offline before wac counts it out of its rooms.
+GRACE = 2
 
 # Inbound bytes per remote participant of this page's conference, by kind.
 RECEIVED_JS = """async () => {
@@ -46,7 +53,7 @@ RECEIVED_JS = """async () => {
 
 @pytest.fixture
 async def conferencing(playwright: Playwright, tmp_path: Path) -> AsyncIterator[Demo]:
-    shared = {"WAC_CONFERENCES_JANUS_SECRET": secrets.token_urlsafe(24)}
+    shared = {"WAC_CONFERENCES_JANUS_SECRET": secrets.token_urlsafe(24), "WAC_PRESENCE_GRACE_PERIOD": str(GRACE)}
     async with running_janus(tmp_path / "janus", shared) as janus:
         env = {**shared, "WAC_CONFERENCES_JANUS_API_LISTEN": janus.config.conferences.janus_api_listen}
         async with open_demo(playwright, tmp_path / "data", env, janus_ws=janus.ws_listen) as demo:
@@ -63,7 +70,7 @@ async def three_in_a_room(demo: Demo, bob_janus: Any = None) -> tuple[Phone, Pho
     if bob_janus is not None:
         await bob.page.route_web_socket(JANUS_SOCKET, bob_janus)
     conference_id = await alice.page.evaluate(
-        "async () => (await window.wacDemo.startConference('stand-up', ['bob', 'carol'], {video: true})).id"
+        "async (title) => (await window.wacDemo.startConference(title, ['bob', 'carol'], {video: true})).id", TITLE
     )
     for invitee in (bob, carol):
         invitation = invitee.page.locator(
@@ -113,6 +120,12 @@ async def test_three_browsers_in_one_room_each_receive_the_two_others_and_the_en
         await expect(panel).to_have_attribute("data-state", "ended", timeout=ms(2))
     for phone in (bob, carol):
         await expect(phone.testid("conference-panel")).to_have_attribute("data-end-reason", "ended")
+    # The conference in everyone's call history, its title as text.
+    for phone in (alice, bob, carol):
+        row = phone.page.locator('[data-testid="history-row"][data-via="conference"]')
+        await expect(row).to_have_attribute("data-reason", "COMPLETED", timeout=ms(2))
+        await expect(row).to_contain_text(TITLE)
+        await expect(row.locator("b")).to_have_count(0)
 
 
 async def test_a_revoked_subscriber_is_taken_out_of_the_room_within_a_second(conferencing: Demo) -> None:
@@ -148,5 +161,45 @@ async def test_a_page_whose_janus_socket_drops_rejoins_the_room(conferencing: De
     await sockets[0].close(code=1001, reason="network change")
     await expect(bob.testid("conference-panel")).to_have_attribute("data-state", "joined", timeout=ms(4))
     assert len(sockets) >= 2, "bob's page did not open a new Janus socket"
+    await wait_receiving(bob, {"alice", "carol"})
+    await wait_receiving(alice, {"bob", "carol"})
+
+
+async def test_a_page_whose_wac_connection_is_down_past_the_grace_period_rejoins(conferencing: Demo) -> None:
+    alice, bob, carol, _ = await three_in_a_room(conferencing)
+    await wait_receiving(alice, {"bob", "carol"})
+
+    # bob's network to wac goes away, WebSockets and the HTTP fallback
+    # alike, until it is back (Janus's socket stays: a network is seldom so
+    # choosy, but it is wac's side that is tested here).
+    away = True
+
+    async def network(route: WebSocketRoute) -> None:
+        if away:
+            await route.close()
+        else:
+            route.connect_to_server()
+
+    async def http(route: Route) -> None:
+        await (route.abort() if away else route.continue_())
+
+    await bob.context.route_web_socket(WAPI_SOCKET, network)
+    await bob.context.route(WAPI_HTTP, http)
+    await bob.record_states()
+    await bob.page.evaluate("() => window.dispatchEvent(new Event('offline'))")
+    await expect(bob.testid("connection-state")).to_have_attribute("data-state", "suspended", timeout=ms())
+    # Past the grace period wac counts him out: the others' grids lose him.
+    for phone in (alice, carol):
+        tile = phone.page.locator('[data-testid="conference-tile"][data-username="bob"]')
+        await expect(tile).to_have_count(0, timeout=ms(GRACE + 2))
+
+    # Back: his page hears it and joins again; media flows both ways.
+    away = False
+    await bob.page.evaluate("() => window.dispatchEvent(new Event('online'))")
+    await bob.wait_reconnected()
+    await expect(bob.testid("conference-panel")).to_have_attribute("data-state", "joined", timeout=ms(4))
+    for phone in (alice, carol):
+        tile = phone.page.locator('[data-testid="conference-tile"][data-username="bob"]')
+        await expect(tile).to_have_count(1, timeout=ms(4))
     await wait_receiving(bob, {"alice", "carol"})
     await wait_receiving(alice, {"bob", "carol"})

@@ -740,6 +740,7 @@ async function joinConference(conferenceId, info = {}) {
   try {
     const joined = await wac.conferences.join(conferenceId, { audio: true });
     showConference(joined);
+    act(loadHistory); // the conference's entry, open
     return joined;
   } catch (error) {
     renderConference(); // back to the last conference's end, or idle
@@ -763,6 +764,7 @@ function showConference(joined) {
   joined.on("ended", (info) => {
     demo.conferencesEnded.push({ conferenceId: joined.id, reason: info.reason, endedBy: info.endedBy ?? "" });
     if (joined === conference) renderConference();
+    if (wac.session) act(loadHistory); // the conference's entry, as it stands now
   });
   renderConference();
 }
@@ -901,20 +903,46 @@ async function loadHistory() {
 }
 
 function historyRow(info) {
+  if (info.via === "CONFERENCE") return conferenceRow(info);
   const outgoing = info.caller === me();
   const peer = (outgoing ? info.callee : info.caller) ?? "";
   const when = new Date(info.createTime ?? Date.now());
-  const today = when.toDateString() === new Date().toDateString();
   let result = info.state === "ENDED" ? END_TEXT[info.endReason] ?? info.endReason : info.state === "ACTIVE" ? "In progress" : "Ringing";
   if (info.endReason === "COMPLETED" && info.duration) result += ` · ${Math.round(parseFloat(info.duration))} s`;
   return el(
     "tr",
     { "data-testid": "history-row", dataset: { callId: info.callId, reason: info.endReason ?? info.state, via: info.via === "SIP" ? "sip" : "wapi" } },
-    el("td", {}, el("time", { datetime: when.toISOString() }, today ? when.toLocaleTimeString() : when.toLocaleString())),
+    el("td", {}, timeCell(when)),
     el("td", {}, el("span", { class: "direction", "aria-label": outgoing ? "outgoing" : "incoming" }, outgoing ? "↗ " : "↙ "), nameOf(peer), info.media?.video ? " (video)" : ""),
     el("td", {}, result),
     el("td", {}, el("button", { type: "button", class: "link", onclick: () => act(() => dial(peer)) }, "Call back")),
   );
+}
+
+/** A conference in the history: its title (text, never HTML), who came, and a way back in while it is open. */
+function conferenceRow(info) {
+  const summary = info.conference ?? {};
+  const when = new Date(info.createTime ?? Date.now());
+  const came = (summary.attendees ?? []).map(nameOf).join(", ");
+  let result = info.state === "ENDED" ? (info.endReason === "NO_ANSWER" ? "Nobody joined" : END_TEXT[info.endReason] ?? info.endReason) : "Open";
+  if (info.state === "ENDED" && info.duration && info.endReason !== "NO_ANSWER") result += ` · ${Math.round(parseFloat(info.duration))} s`;
+  if (came) result += ` · ${came}`;
+  const rejoin = info.state === "ACTIVE"
+    ? el("button", { type: "button", class: "link", onclick: () => act(() => joinConference(info.callId, summary)) }, "Join")
+    : "";
+  return el(
+    "tr",
+    { "data-testid": "history-row", dataset: { callId: info.callId, reason: info.endReason ?? info.state, via: "conference" } },
+    el("td", {}, timeCell(when)),
+    el("td", {}, el("span", { class: "direction", "aria-label": "conference" }, "👥 "), summary.title ?? "Conference", info.media?.video ? " (video)" : ""),
+    el("td", {}, result),
+    el("td", {}, rejoin),
+  );
+}
+
+function timeCell(when) {
+  const today = when.toDateString() === new Date().toDateString();
+  return el("time", { datetime: when.toISOString() }, today ? when.toLocaleTimeString() : when.toLocaleString());
 }
 
 // ---- wiring ----

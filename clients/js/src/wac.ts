@@ -236,6 +236,7 @@ export class Wac extends Emitter<WacEvents> {
       createSocket: options.createJanusSocket ?? browserJanusSocket,
       ...(options.random ? { random: options.random } : {}),
       username: this.callHost.username,
+      connected: () => this.connection.state === "connected",
     });
     if (options.gateway) this.sip = this.sipStack(options.gateway);
   }

@@ -408,6 +408,66 @@ describe("conferences", () => {
     assert.ok(tracks(conference.localStream).every((t) => t.stopped));
   });
 
+  it("wac counted this device out while its connection was down (CONNECTION_LOST): it joins again, not ended", async () => {
+    const { conference, janus, server } = await inRoom();
+    const { events, ended } = record(conference);
+    server.event({ conferenceParticipantLeft: { conference: { conferenceId: "cf1" }, username: "alice", reason: "CONNECTION_LOST" } });
+    await flush();
+    assert.equal(conference.state, "reconnecting");
+    assert.equal(server.link.requests("ConferencesService.JoinConference").length, 2);
+    // A second word of it while the rejoin is under way changes nothing.
+    server.event({ conferenceParticipantLeft: { conference: { conferenceId: "cf1" }, username: "alice", reason: "CONNECTION_LOST" } });
+    await flush();
+    assert.equal(server.link.requests("ConferencesService.JoinConference").length, 2);
+    await server.answer("ConferencesService.JoinConference", joined());
+    await flush();
+    assert.equal(conference.state, "joined");
+    assert.deepEqual(ended, []);
+    assert.deepEqual(events.slice(0, 2), ["state reconnecting", "state joined"]);
+    assert.equal(janus.publisher().feedId, ME);
+    assert.deepEqual(janus.violations, []);
+  });
+
+  it("Janus kicks this device while wac's connection is down: it joins again once back, or ends on wac's KICKED", async () => {
+    const { conference, janus, server, clock, wac } = await inRoom();
+    const { ended } = record(conference);
+    const before = server.link;
+    before.fail();
+    await flush();
+    assert.equal(wac.state, "suspended");
+    janus.kick(ME);
+    await flush();
+    assert.equal(conference.state, "reconnecting");
+    assert.deepEqual(ended, []);
+    // Back: the queued JoinConference goes out on the new link, and puts it back in the room.
+    await clock.advance(clock.pending()[0] ?? 0);
+    server.link.accept();
+    await flush();
+    assert.notEqual(server.link, before);
+    await server.answer("ConferencesService.JoinConference", joined());
+    await flush();
+    assert.equal(conference.state, "joined");
+    assert.deepEqual(ended, []);
+
+    // Again, and this time wac's word (replayed on the new link) is an operator's kick: out.
+    const second = server.link;
+    second.fail();
+    await flush();
+    janus.kick(ME);
+    await flush();
+    assert.equal(conference.state, "reconnecting");
+    await clock.advance(clock.pending()[0] ?? 0);
+    server.link.accept();
+    await flush();
+    server.event({ conferenceParticipantLeft: { conference: { conferenceId: "cf1" }, username: "alice", reason: "KICKED" } });
+    await flush();
+    assert.deepEqual(ended, [{ reason: "kicked", leftReason: "KICKED" }]);
+    // The rejoin wac answers after that is taken back.
+    await server.answer("ConferencesService.JoinConference", joined());
+    await flush();
+    assert.equal(server.link.requests("ConferencesService.LeaveConference").length, 1);
+  });
+
   it("a rejoin that Janus refuses ends the conference with 'error'", async () => {
     const { conference, janus, server } = await inRoom();
     const { ended } = record(conference);

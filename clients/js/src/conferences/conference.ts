@@ -23,7 +23,9 @@
  *
  * If Janus's WebSocket drops, the conference joins again once (a fresh
  * JoinConference for fresh tokens, then the room, with new peer
- * connections); if that fails it ends with reason "error". A session refresh
+ * connections); if that fails it ends with reason "error". So does a device
+ * whose wac connection was down past the grace period, when it comes back
+ * and hears that wac counted it out (CONNECTION_LOST). A session refresh
  * fetches a fresh Janus token the same way (JoinConference again from the
  * same device keeps its place): the token expires with the access token.
  */
@@ -115,6 +117,8 @@ export interface ConferenceHost {
   username(): string | undefined;
   /** The conference ended: stop routing events to it. */
   forget(conference: Conference): void;
+  /** Whether wac's connection is up (its events reach this device now). */
+  connected(): boolean;
 }
 
 /** How long leave() waits for Janus to destroy the session. */
@@ -374,8 +378,16 @@ export class Conference extends Emitter<ConferenceEvents> {
     } else if (event.conferenceParticipantLeft) {
       const left = event.conferenceParticipantLeft;
       this.update(left.conference);
-      // wac took this device out (a kick, the session's end, another device's join).
-      if (left.username && left.username === me && !this.leaving && this.current !== "joining") {
+      const mine = left.username !== undefined && left.username === me && !this.leaving;
+      if (mine && left.reason === "CONNECTION_LOST") {
+        // wac counted this device out while its connection was down past
+        // the grace period; the event reached it, so it is back: join again
+        // (unless a lost Janus socket's rejoin is under way already).
+        if (this.current === "joined") {
+          void this.rejoin(new WacError(Status.UNAVAILABLE, "wac counted this device out while its connection was down"));
+        }
+      } else if (mine && this.current !== "joining") {
+        // wac took this device out (a kick, the session's end, another device's join).
         this.end({ reason: "kicked", ...(left.reason ? { leftReason: left.reason } : {}) });
       }
     } else if (event.conferenceEnded) {
@@ -611,7 +623,12 @@ export class Conference extends Emitter<ConferenceEvents> {
       return;
     }
     if (data.leaving === "ok" && data.reason === "kicked") {
-      this.end({ reason: "kicked" });
+      if (this.host.connected()) this.end({ reason: "kicked" });
+      // wac kicked this feed while its connection was down: most likely it
+      // counted the device out (CONNECTION_LOST). Join again; the request
+      // waits for the connection, and if wac's word, replayed first, was
+      // another reason (an operator's KICKED), that ends the rejoin.
+      else this.onJanusLost(new WacError(Status.UNAVAILABLE, "the media server kicked this device while wac's connection was down"));
       return;
     }
     const joining = data.joining as Record<string, unknown> | undefined;
@@ -814,8 +831,9 @@ export class Conference extends Emitter<ConferenceEvents> {
     this.janus = null;
     try {
       const joined = await this.host.request("ConferencesService.JoinConference", { conferenceId: this.id });
-      if (this.current === "ended" && this.leaving) {
-        // Left while wac was answering, and the join may have come after the leave: leave again.
+      if (this.current === "ended") {
+        // Left, or taken out, while wac was answering, and the join may have
+        // come after: out again, or wac would count this device in.
         void this.host.request("ConferencesService.LeaveConference", { conferenceId: this.id }).catch(() => {});
       }
       this.checkNotEnded();
