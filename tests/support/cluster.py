@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -74,18 +74,21 @@ class Deployment:
                 await asyncio.sleep(0.02)
 
 
-async def embedded(stack: AsyncExitStack, tmp_path: Path) -> Deployment:
+async def embedded(stack: AsyncExitStack, tmp_path: Path, env: Mapping[str, str] | None = None) -> Deployment:
     data_dir = tmp_path / "data"
-    core = await build_core(test_config(data_dir, SHARED))
+    core = await build_core(test_config(data_dir, {**SHARED, **(env or {})}))
     stack.push_async_callback(core.stop, 0.2)
     edge = await start_edge(edge_config(data_dir, core.port))
     stack.push_async_callback(edge.stop)
     return Deployment("embedded", (core,), (edge, edge))
 
 
-async def cluster(stack: AsyncExitStack, tmp_path: Path, postgres_url: str, redis_url: str) -> Deployment:
+async def cluster(
+    stack: AsyncExitStack, tmp_path: Path, postgres_url: str, redis_url: str, env: Mapping[str, str] | None = None
+) -> Deployment:
     shared = {
         **SHARED,
+        **(env or {}),
         **CLUSTER,
         "WAC_CORE_DATABASE_URL": postgres_url,
         "WAC_CLUSTER_REDIS_URL": redis_url,
@@ -124,11 +127,21 @@ async def cluster(stack: AsyncExitStack, tmp_path: Path, postgres_url: str, redi
 @pytest.fixture(params=["embedded", "cluster"])
 async def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Deployment]:
     """The test's deployment, stopped (edges, then cores) at its end."""
+    async with open_deployment(request, tmp_path) as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def open_deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Deployment]:
+    """``request.param``'s deployment ("embedded" or "cluster") with ``env``
+    on every node, stopped (edges, then cores) when the block ends."""
     async with AsyncExitStack() as stack:
         if request.param == "embedded":
-            yield await embedded(stack, tmp_path)
+            yield await embedded(stack, tmp_path, env)
         else:
             # Asked for here only: the embedded variant needs neither server.
             postgres_url = request.getfixturevalue("postgres_url")
             redis_url = request.getfixturevalue("redis_url")
-            yield await cluster(stack, tmp_path, postgres_url, redis_url)
+            yield await cluster(stack, tmp_path, postgres_url, redis_url, env)
