@@ -105,6 +105,29 @@ CALL_ENDINGS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+CONFERENCES_CREATED = Counter(
+    "wac_core_conferences_created_total",
+    "Conferences created (their room made on the media server).",
+    registry=REGISTRY,
+)
+CONFERENCE_ENDINGS = Counter(
+    "wac_core_conference_endings_total",
+    "Conferences ended, by reason: CREATOR, OPERATOR, IDLE (the room stayed empty for the idle timeout).",
+    ["reason"],
+    registry=REGISTRY,
+)
+CONFERENCE_JOINS = Counter(
+    "wac_core_conference_joins_total",
+    "Participants entering a conference's room (a device joining again to refresh its tokens is not counted).",
+    registry=REGISTRY,
+)
+CONFERENCE_LEAVES = Counter(
+    "wac_core_conference_leaves_total",
+    "Participants out of a conference's room, by reason: LEFT, KICKED, SESSION_ENDED, CONNECTION_LOST, MOVED "
+    "(those in the room when it ends are not counted).",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 CONNECTOR_RUNS = Counter(
     "wac_core_connector_runs_total",
@@ -168,6 +191,8 @@ LOGINS_BY = Children(LOGINS)
 TOKEN_VERIFICATIONS_BY = Children(TOKEN_VERIFICATIONS)
 SESSION_REVOCATIONS_BY = Children(SESSION_REVOCATIONS)
 CALL_ENDINGS_BY = Children(CALL_ENDINGS)
+CONFERENCE_ENDINGS_BY = Children(CONFERENCE_ENDINGS)
+CONFERENCE_LEAVES_BY = Children(CONFERENCE_LEAVES)
 
 
 def connector_run(outcome: str, seconds: float) -> None:

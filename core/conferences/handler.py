@@ -51,7 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from core import checks, failures, paging
+from core import checks, failures, metrics, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
 from core.calls import ice
 from core.calls.incall import InCall
@@ -227,6 +227,7 @@ class ConferenceHandler:
         except BaseException:
             await self._destroy(conference)  # not stored, so not made
             raise
+        metrics.CONFERENCES_CREATED.inc()
         await self._invited(conference, conference.invitees)
         log.debug("conference %s created by %s", conference.conference_id, conference.creator)
         return conference
@@ -393,6 +394,7 @@ class ConferenceHandler:
         room already."""
         room = ROOM_PREFIX + after.conference_id
         if after.state is State.ENDED and before.state is not State.ENDED:
+            metrics.CONFERENCE_ENDINGS_BY(after.end_reason.value if after.end_reason else "UNKNOWN").inc()
             await self._events.publish(after.members, messages.ended(after))
             for participant in before.participants:
                 self._in_call.left(room, participant.username)
@@ -403,6 +405,7 @@ class ConferenceHandler:
             # A participant whose other device took its place is told so
             # there, and is still in the room: still in a call.
             why = LeaveReason.MOVED if participant.username in stayed else reason
+            metrics.CONFERENCE_LEAVES_BY(why.value).inc()
             await self._events.publish(
                 after.members,
                 messages.participant_left(after, participant.username, why),
@@ -415,6 +418,7 @@ class ConferenceHandler:
                 # accord (it may have left wac only).
                 await self._take_out(after.room, participant)
         for participant in rules.arrived(before, after):
+            metrics.CONFERENCE_JOINS.inc()
             self._in_call.joined(room, participant.username)
             await self._events.publish(
                 after.members, messages.participant_joined(after, participant.username), exclude_session=exclude
