@@ -435,8 +435,11 @@ async def build_core(
         port = 0
     if port == 0:
         raise OSError(f"cannot listen on {config.core.listen}: address in use or not local")
-    await server.start()
+    # Evaluated before the first Check can arrive: until then grpc's health
+    # servicer answers SERVING for "" with no checks, which the edge's /readyz
+    # took for ready without a word about the gateway.
     await health_servicer.refresh()
+    await server.start()
     if call_address is not None:
         calls.advertise(call_address(port))
 

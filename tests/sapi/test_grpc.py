@@ -3,15 +3,19 @@ SAPI, with the same credentials, plus health checking and reflection."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from core.server import build_core
 from tests.sapi.conftest import Sapi
 from tests.sapi.support import sapi_stack
 from tests.support.core import add_subscriber, api_key, login
@@ -102,3 +106,46 @@ async def test_reflection_lists_the_services(front_channel: grpc.aio.Channel) ->
     assert {
         "wac.v1.IdentityService", "wac.v1.CallsService", "wac.v1.EventsService", "grpc.health.v1.Health",
     } <= services  # fmt: skip
+
+
+async def test_no_check_answers_before_the_first_readiness_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A core starting up must never say SERVING without its checks: the
+    edge's /readyz would call the node ready with no word of the gateway.
+    The first evaluation is slowed down; Checks race the start all along."""
+    from core.readiness import Readiness
+    from tests.support.core import test_config
+    from tests.support.server import free_port
+
+    evaluate = Readiness.results
+
+    async def slow(self: Readiness) -> Any:
+        await asyncio.sleep(0.5)
+        return await evaluate(self)
+
+    monkeypatch.setattr(Readiness, "results", slow)
+    port = free_port()
+    config = test_config(tmp_path / "data", {"WAC_CORE_LISTEN": f"127.0.0.1:{port}"})
+    starting = asyncio.create_task(build_core(config))
+    answers: list[tuple[int, dict[str, str]]] = []
+
+    async def check(**options: Any) -> None:
+        # A channel of its own each time: one refused connection would make
+        # a shared one back off past the window that matters.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), **options)
+            status = (await call).status
+            answers.append((status, json.loads(dict(await call.trailing_metadata())["wac-readiness"])))
+
+    while not starting.done():
+        with contextlib.suppress(grpc.aio.AioRpcError):  # not listening yet
+            await check(timeout=0.2)
+        await asyncio.sleep(0.01)
+    core = await starting
+    try:
+        await check(timeout=seconds())
+    finally:
+        await core.stop(0.2)
+    for status, checks in answers:
+        assert set(checks) == {"database", "gateway"}, (status, checks)
