@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, WebSocketRoute, expect
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route, WebSocketRoute, expect
 
 from tests.support.core import add_subscriber
 from tests.support.stack import Stack, running_stack
@@ -52,6 +52,7 @@ PHONES = {"bob": ["+34 600 111 222"]}
 
 # The WAPI's WebSocket, with or without ?access_token= (not /wapi/http).
 WAPI_SOCKET = re.compile(r"/wapi(\?.*)?$")
+WAPI_HTTP = re.compile(r"/wapi/http")
 
 
 def ms(multiple: float = 1.0) -> float:
@@ -111,6 +112,9 @@ class Phone:
     context: BrowserContext
     page: Page
     errors: list[str] = field(default_factory=list)
+    # While True, this phone's network to wac is gone (go_offline).
+    away: bool = False
+    _routed: bool = False
 
     def testid(self, name: str) -> Any:
         return self.page.get_by_test_id(name)
@@ -208,6 +212,31 @@ class Phone:
 
     async def states(self) -> list[str]:
         return list(await self.page.evaluate("window.wacStates"))
+
+    async def go_offline(self) -> None:
+        """The network to wac goes away (the browser's "offline" event drops
+        the link) and refuses WebSockets and the HTTP fallback alike until
+        go_online; the connection state reads "suspended" meanwhile."""
+        if not self._routed:
+            await self.context.route_web_socket(WAPI_SOCKET, self._websocket)
+            await self.context.route(WAPI_HTTP, self._http)
+            self._routed = True
+        self.away = True
+        await self.page.evaluate("() => window.dispatchEvent(new Event('offline'))")
+        await expect(self.testid("connection-state")).to_have_attribute("data-state", "suspended", timeout=ms())
+
+    async def go_online(self) -> None:
+        self.away = False
+        await self.page.evaluate("() => window.dispatchEvent(new Event('online'))")
+
+    async def _websocket(self, route: WebSocketRoute) -> None:
+        if self.away:
+            await route.close()
+        else:
+            route.connect_to_server()
+
+    async def _http(self, route: Route) -> None:
+        await (route.abort() if self.away else route.continue_())
 
 
 async def refuse_websocket(route: WebSocketRoute) -> None:

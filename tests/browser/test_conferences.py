@@ -16,16 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Playwright, Route, WebSocketRoute, expect
+from playwright.async_api import Playwright, WebSocketRoute, expect
 
-from tests.browser.support import WAPI_SOCKET, Demo, Phone, ms, open_demo
+from tests.browser.support import Demo, Phone, ms, open_demo
 from tests.support.core import add_subscriber, api_key
 from tests.support.janus import running_janus
 from tests.support.timing import seconds
 
 CAROL = "carol-secret"
 JANUS_SOCKET = re.compile(r"/janus$")
-WAPI_HTTP = re.compile(r"/wapi/http")
 # A title with markup, shown as text.
 TITLE = "<b>stand-up</b>"
 # Seconds a device may be offline before wac counts it out of its rooms.
@@ -169,33 +168,17 @@ async def test_a_page_whose_wac_connection_is_down_past_the_grace_period_rejoins
     alice, bob, carol, _ = await three_in_a_room(conferencing)
     await wait_receiving(alice, {"bob", "carol"})
 
-    # bob's network to wac goes away, WebSockets and the HTTP fallback
-    # alike, until it is back (Janus's socket stays: a network is seldom so
-    # choosy, but it is wac's side that is tested here).
-    away = True
-
-    async def network(route: WebSocketRoute) -> None:
-        if away:
-            await route.close()
-        else:
-            route.connect_to_server()
-
-    async def http(route: Route) -> None:
-        await (route.abort() if away else route.continue_())
-
-    await bob.context.route_web_socket(WAPI_SOCKET, network)
-    await bob.context.route(WAPI_HTTP, http)
+    # bob's network to wac goes away (Janus's socket stays: a network is
+    # seldom so choosy, but it is wac's side that is tested here).
     await bob.record_states()
-    await bob.page.evaluate("() => window.dispatchEvent(new Event('offline'))")
-    await expect(bob.testid("connection-state")).to_have_attribute("data-state", "suspended", timeout=ms())
+    await bob.go_offline()
     # Past the grace period wac counts him out: the others' grids lose him.
     for phone in (alice, carol):
         tile = phone.page.locator('[data-testid="conference-tile"][data-username="bob"]')
         await expect(tile).to_have_count(0, timeout=ms(GRACE + 2))
 
     # Back: his page hears it and joins again; media flows both ways.
-    away = False
-    await bob.page.evaluate("() => window.dispatchEvent(new Event('online'))")
+    await bob.go_online()
     await bob.wait_reconnected()
     await expect(bob.testid("conference-panel")).to_have_attribute("data-state", "joined", timeout=ms(4))
     for phone in (alice, carol):

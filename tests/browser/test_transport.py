@@ -4,9 +4,9 @@ on it, and its events resume with the next connection)."""
 
 from __future__ import annotations
 
-from playwright.async_api import WebSocketRoute, expect
+from playwright.async_api import expect
 
-from tests.browser.support import WAPI_SOCKET, Demo, ms
+from tests.browser.support import Demo, ms
 
 
 async def test_websocket_blocked_falls_back_to_http(demo: Demo) -> None:
@@ -65,18 +65,8 @@ async def test_hangup_while_the_other_side_is_away(demo: Demo) -> None:
     await alice.record_states()
 
     # alice's network goes away (the browser's "offline" event drops the
-    # link) and refuses new WebSockets until it is back.
-    away = True
-
-    async def network(route: WebSocketRoute) -> None:
-        if away:
-            await route.close()
-        else:
-            route.connect_to_server()
-
-    await alice.context.route_web_socket(WAPI_SOCKET, network)
-    await alice.page.evaluate("() => window.dispatchEvent(new Event('offline'))")
-    await expect(alice.testid("connection-state")).to_have_attribute("data-state", "suspended", timeout=ms())
+    # link) and refuses new connections until it is back.
+    await alice.go_offline()
 
     # bob hangs up meanwhile; the server has it once bob's history shows it.
     await bob.testid("hangup").click()
@@ -84,8 +74,7 @@ async def test_hangup_while_the_other_side_is_away(demo: Demo) -> None:
     await alice.expect_state("active")
 
     # Back online: alice's new link subscribes after her last seq and gets the end.
-    away = False
-    await alice.page.evaluate("() => window.dispatchEvent(new Event('online'))")
+    await alice.go_online()
     await alice.wait_reconnected()
     await alice.expect_ended("COMPLETED")
     [alice_end] = await alice.wait_ended()

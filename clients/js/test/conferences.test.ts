@@ -244,10 +244,14 @@ describe("conferences", () => {
   });
 
   it("kicked ends the conference for this device; so does the room's destruction", async () => {
-    const { wac, conference, janus, server } = await inRoom();
+    const { wac, conference, janus, server, clock } = await inRoom();
     const { ended } = record(conference);
     const local = tracks(conference.localStream);
     janus.kick(ME);
+    await flush();
+    // Janus's word alone: wac's, which says why, is waited for a moment.
+    assert.deepEqual(ended, []);
+    await clock.advance(2_000);
     await flush();
     assert.deepEqual(ended, [{ reason: "kicked" }]);
     assert.equal(conference.state, "ended");
@@ -262,6 +266,37 @@ describe("conferences", () => {
     janus.destroyRoom();
     await flush();
     assert.deepEqual(second.ended, [{ reason: "ended" }]);
+  });
+
+  it("a kick by Janus takes wac's word for why: KICKED ends at once, CONNECTION_LOST joins again", async () => {
+    const { conference, janus, server, wac } = await inRoom();
+    const { ended } = record(conference);
+    janus.kick(ME);
+    await flush();
+    server.event({ conferenceParticipantLeft: { conference: { conferenceId: "cf1" }, username: "alice", reason: "KICKED" } });
+    await flush();
+    assert.deepEqual(ended, [{ reason: "kicked", leftReason: "KICKED" }]);
+
+    // wac's CONNECTION_LOST (the device was counted out while away), with Janus's kick after it or before.
+    for (const janusFirst of [false, true]) {
+      const again = await inRoomAgain(janus, server, wac);
+      const second = record(again);
+      const lost = { conferenceParticipantLeft: { conference: { conferenceId: "cf1" }, username: "alice", reason: "CONNECTION_LOST" } };
+      if (janusFirst) janus.kick(ME);
+      else server.event(lost);
+      await flush();
+      if (janusFirst) server.event(lost);
+      else janus.kick(ME);
+      await flush();
+      assert.equal(again.state, "reconnecting");
+      await server.answer("ConferencesService.JoinConference", joined());
+      await flush();
+      assert.equal(again.state, "joined", `Janus first: ${janusFirst}`);
+      assert.deepEqual(second.ended, []);
+      const leaving = again.leave();
+      await server.answer("ConferencesService.LeaveConference", { conferenceId: "cf1" });
+      await leaving;
+    }
   });
 
   it("wac's events: re-emitted on wac.conferences; conferenceEnded and a kick by wac end the live conference", async () => {

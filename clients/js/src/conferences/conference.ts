@@ -123,6 +123,8 @@ export interface ConferenceHost {
 
 /** How long leave() waits for Janus to destroy the session. */
 const LEAVE_TIMEOUT_MS = 3_000;
+/** How long a kick by Janus waits for wac's word of why before it ends the conference. */
+const KICK_WORD_MS = 2_000;
 
 interface Participant {
   username: string;
@@ -177,6 +179,8 @@ export class Conference extends Emitter<ConferenceEvents> {
   private roomToken = "";
   /** The Janus token every request carries. */
   private token = "";
+  /** Set while a kick by Janus waits for wac's word (onKicked). */
+  private kickTimer: unknown = null;
   private janusPath = "";
   private iceServers: RTCIceServer[] = [];
   private readonly byFeed = new Map<number, Participant>();
@@ -379,6 +383,7 @@ export class Conference extends Emitter<ConferenceEvents> {
       const left = event.conferenceParticipantLeft;
       this.update(left.conference);
       const mine = left.username !== undefined && left.username === me && !this.leaving;
+      if (mine) this.clearKickTimer(); // wac's word, which a kick by Janus waits for
       if (mine && left.reason === "CONNECTION_LOST") {
         // wac counted this device out while its connection was down past
         // the grace period; the event reached it, so it is back: join again
@@ -623,12 +628,7 @@ export class Conference extends Emitter<ConferenceEvents> {
       return;
     }
     if (data.leaving === "ok" && data.reason === "kicked") {
-      if (this.host.connected()) this.end({ reason: "kicked" });
-      // wac kicked this feed while its connection was down: most likely it
-      // counted the device out (CONNECTION_LOST). Join again; the request
-      // waits for the connection, and if wac's word, replayed first, was
-      // another reason (an operator's KICKED), that ends the rejoin.
-      else this.onJanusLost(new WacError(Status.UNAVAILABLE, "the media server kicked this device while wac's connection was down"));
+      this.onKicked();
       return;
     }
     const joining = data.joining as Record<string, unknown> | undefined;
@@ -813,6 +813,37 @@ export class Conference extends Emitter<ConferenceEvents> {
     if (detach && subscription.handle) void subscription.handle.detach().catch(() => {});
   }
 
+  // ---- taken out ----
+
+  /**
+   * Janus kicked this device's feed. Only wac kicks, and wac says why in
+   * its conferenceParticipantLeft, which may come before or after Janus's
+   * word: an operator's KICKED, MOVED, SESSION_ENDED end the conference,
+   * CONNECTION_LOST (wac counted this device out while its connection was
+   * down) joins again. While wac's connection is down the word comes on
+   * reconnection: join again now (the request waits for the connection; a
+   * replayed KICKED ends the rejoin). While it is up, wait for the word a
+   * moment, then end as kicked.
+   */
+  private onKicked(): void {
+    if (this.current !== "joined") return; // reconnecting: the rejoin stands; joining: start() fails
+    if (!this.host.connected()) {
+      this.onJanusLost(new WacError(Status.UNAVAILABLE, "the media server kicked this device while wac's connection was down"));
+      return;
+    }
+    if (this.kickTimer !== null) return;
+    this.kickTimer = this.host.clock.setTimeout(() => {
+      this.kickTimer = null;
+      if (this.current === "joined") this.end({ reason: "kicked" });
+    }, KICK_WORD_MS);
+  }
+
+  private clearKickTimer(): void {
+    if (this.kickTimer === null) return;
+    this.host.clock.clearTimeout(this.kickTimer);
+    this.kickTimer = null;
+  }
+
   // ---- losing Janus ----
 
   /** Janus's socket dropped (or it hung up on our publisher): join again, once. */
@@ -823,6 +854,7 @@ export class Conference extends Emitter<ConferenceEvents> {
   }
 
   private async rejoin(cause: WacError): Promise<void> {
+    this.clearKickTimer();
     this.setState("reconnecting");
     const previous = this.janus;
     const previousSession = previous?.id;
@@ -924,6 +956,7 @@ export class Conference extends Emitter<ConferenceEvents> {
 
   private end(info: ConferenceEndedInfo): void {
     if (this.current === "ended") return;
+    this.clearKickTimer();
     this.endInfo = info;
     this.current = "ended";
     const tellWac = this.inWac && !this.leaving && info.reason === "error";
