@@ -32,6 +32,8 @@ from core.calls.handler import LEASE_PREFIX, CallHandler, Ownership
 from core.calls.incall import InCall
 from core.calls.servicer import CallsServicer
 from core.calls.store import CallStore
+from core.chat.wiring import SERVICE_NAME as MESSAGES_SERVICE
+from core.chat.wiring import serve_chat
 from core.clock import SYSTEM_CLOCK, Clock
 from core.cluster.call_sets import CallSets, LocalCallSets
 from core.cluster.choose import SharedState, shared_state
@@ -102,6 +104,7 @@ SERVICE_NAMES = (
     directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
     calls_pb2.DESCRIPTOR.services_by_name["CallsService"].full_name,
     CONFERENCES_SERVICE,
+    MESSAGES_SERVICE,
     events_pb2.DESCRIPTOR.services_by_name["EventsService"].full_name,
 )
 
@@ -418,6 +421,7 @@ async def build_core(
         bridge=bridge,
         clock=clock,
     )
+    chat = await serve_chat(server, config=config, engine=engine, identity=identity, events=events, clock=clock)
 
     # Ready: the database reachable and migrated, and the gateway answering
     # when it is enabled (core/readiness.py); every service's health follows.
@@ -476,6 +480,7 @@ async def build_core(
     core.closers.append(calls.stop)
     # Before the calls stop the InCall both share (closers run in reverse).
     core.closers.append(conferences.stop)
+    core.closers.append(chat.stop)
     if close_bridge is not None:
         core.closers.append(close_bridge)
     core.closers.append(functools.partial(setattr, metrics.SOURCES, "calls_by_state", None))

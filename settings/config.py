@@ -375,6 +375,17 @@ class ConferencesConfig:
 
 
 @dataclass(frozen=True)
+class MessagesConfig:
+    """Chat (MessagesService, core/chat/)."""
+
+    # The longest text of one message, in bytes of UTF-8.
+    max_text_bytes: int = key(4096, between=(1, 1_048_576))
+    # Seconds a message is kept before it is purged (conversations and read
+    # state stay); 0: for ever.
+    retention: float = key(0.0, between=(0, 3_153_600_000))
+
+
+@dataclass(frozen=True)
 class TracingConfig:
     """OpenTelemetry traces of the core, the edge and Envoy (settings/traces.py)."""
 
@@ -409,6 +420,7 @@ class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     conferences: ConferencesConfig = field(default_factory=ConferencesConfig)
+    messages: MessagesConfig = field(default_factory=MessagesConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     # Role name -> permissions. New subscribers get the "user" role.
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))

@@ -24,6 +24,10 @@ SCOPES = frozenset(
         # one or kick a participant (write).
         "conferences.read",
         "conferences.write",
+        # Operators' chat: list a subscriber's conversations (read), send a
+        # system message or delete a message (write).
+        "messages.read",
+        "messages.write",
         "connectors.admin",
         # The SIP gateway: who owns a phone number (GetPhoneNumberOwner).
         "numbers.lookup",

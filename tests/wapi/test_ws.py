@@ -69,6 +69,7 @@ async def test_every_service_answers_cleanly(edge: Edge) -> None:
         "DirectoryService": ("SearchDirectory", {"query": "alice"}),
         "CallsService": ("GetIceServers", {}),
         "ConferencesService": ("ListConferences", {}),
+        "MessagesService": ("ListConversations", {}),
     }
     services = {method.name.split(".")[0] for method in MethodTable.for_package()}
     assert set(probes) | {"EventsService"} == services

@@ -800,6 +800,22 @@ export interface ContactChanged {
   deleted?: boolean;
 }
 
+/**
+ * A conversation changed; its members as they are now (without the
+ * per-member fields, as in MessageReceived).
+ */
+export interface ConversationChanged {
+  /** The conversation. */
+  conversation?: Conversation;
+  /** The usernames who became members with this change. */
+  added?: string[];
+  /**
+   * The usernames who are no longer members after this change (they get
+   * this event, and no more of the conversation's).
+   */
+  removed?: string[];
+}
+
 /** An Event is one thing that happened, for one session. */
 export interface Event {
   /** Increases by one for each event of the session. */
@@ -893,6 +909,33 @@ export interface Event {
    * (oneof payload: at most one member is set)
    */
   conferenceEnded?: ConferenceEnded;
+  /**
+   * A message in one of this subscriber's conversations (its own from
+   * another of its devices too).
+   *
+   * (oneof payload: at most one member is set)
+   */
+  messageReceived?: MessageReceived;
+  /**
+   * A member of one of this subscriber's conversations read up to a
+   * message (this subscriber too, on another device).
+   *
+   * (oneof payload: at most one member is set)
+   */
+  messageRead?: MessageRead;
+  /**
+   * An operator deleted a message of one of this subscriber's conversations.
+   *
+   * (oneof payload: at most one member is set)
+   */
+  messageDeleted?: MessageDeleted;
+  /**
+   * One of this subscriber's conversations changed: made, renamed, its
+   * members added or removed (this subscriber too).
+   *
+   * (oneof payload: at most one member is set)
+   */
+  conversationChanged?: ConversationChanged;
 }
 
 /** A subscriber's Google link changed. */
@@ -914,6 +957,40 @@ export interface IceCandidateReceived {
   candidate?: IceCandidate;
   /** The other party sent all its candidates. */
   endOfCandidates?: boolean;
+}
+
+/** A message was deleted for everyone. */
+export interface MessageDeleted {
+  /** The conversation's id. */
+  conversationId?: string;
+  /** The message's id. */
+  messageId?: string;
+  /** Its seq. */
+  seq?: string;
+}
+
+/** A member read up to a message. */
+export interface MessageRead {
+  /** The conversation's id. */
+  conversationId?: string;
+  /** The reader's username. */
+  username?: string;
+  /** The last message read, and its seq: every message up to it is read. */
+  messageId?: string;
+  /** The seq of that message. */
+  seq?: string;
+}
+
+/**
+ * A message in a conversation. Its conversation carries what every member
+ * shares (id, type, title, owner, members); the per-member fields
+ * (peer, unread_count, read_seq, last_message) are not set here.
+ */
+export interface MessageReceived {
+  /** The message. */
+  message?: Message;
+  /** Its conversation. */
+  conversation?: Conversation;
 }
 
 /** The session was revoked. */
@@ -1196,6 +1273,220 @@ export type VerifyTokenResponse_Reason =
   | "REVOKED"
   /** The subscriber is disabled or deleted. */
   | "DISABLED";
+
+// ---- wac/v1/messages.proto ----
+
+/** The request for AddConversationMembers. */
+export interface AddConversationMembersRequest {
+  /** The group's id. */
+  conversationId?: string;
+  /** The usernames to add; members already are left as they are. */
+  members?: string[];
+}
+
+/** The request for BlockSubscriber. */
+export interface BlockSubscriberRequest {
+  /** The username to block. */
+  username?: string;
+}
+
+/** The subscribers a subscriber blocks. */
+export interface BlockedSubscribers {
+  /** Their usernames, in the order blocked. */
+  usernames?: string[];
+}
+
+/** A Conversation: one-to-one, a group, or a subscriber's system messages. */
+export interface Conversation {
+  /** The conversation's unguessable id. */
+  conversationId?: string;
+  /** Its kind. */
+  type?: Conversation_Type;
+  /** A group's title, 1 to 200 characters; empty otherwise. */
+  title?: string;
+  /** A group's owner (its creator); empty otherwise. */
+  owner?: string;
+  /** The members' usernames, in the order they became members. */
+  members?: string[];
+  /** Of a one-to-one conversation, the other member (seen by the caller). */
+  peer?: string;
+  /** Its last message, if any is left. */
+  lastMessage?: Message;
+  /** The messages from others the caller has not read yet. */
+  unreadCount?: number;
+  /** The seq of the last message the caller read (0: none). */
+  readSeq?: string;
+  /** When it was made. */
+  createTime?: string;
+  /** Its last activity: its last message, or its creation. */
+  updateTime?: string;
+}
+
+/** The kind of a conversation. */
+export type Conversation_Type =
+  /** Not set. */
+  | "TYPE_UNSPECIFIED"
+  /** Between two subscribers, made by the first message between them. */
+  | "DIRECT"
+  /** A group with a title, an owner and members. */
+  | "GROUP"
+  /** The operator's messages to one subscriber (read only). */
+  | "SYSTEM";
+
+/** The request for CreateConversation. */
+export interface CreateConversationRequest {
+  /** The group's title, 1 to 200 characters. */
+  title?: string;
+  /** The usernames of the other members, at most 499 (the owner is one). */
+  members?: string[];
+}
+
+/** The request for DeleteMessage. */
+export interface DeleteMessageRequest {
+  /** The conversation's id. */
+  conversationId?: string;
+  /** The message's id. */
+  messageId?: string;
+}
+
+/** The request for GetConversation. */
+export interface GetConversationRequest {
+  /** The conversation's id. */
+  conversationId?: string;
+}
+
+/** The request for ListBlockedSubscribers. */
+export type ListBlockedSubscribersRequest = Record<string, never>;
+
+/** The request for ListConversations. */
+export interface ListConversationsRequest {
+  /** Whose conversations: operators only (subscribers list their own). */
+  subscriber?: string;
+  /** The maximum number to return, 1 to 1000 (default 100). */
+  pageSize?: number;
+  /** A page token from a previous call, to fetch the next page. */
+  pageToken?: string;
+}
+
+/** The result of ListConversations. */
+export interface ListConversationsResponse {
+  /** The conversations, the newest activity first. */
+  conversations?: Conversation[];
+  /** A token for the next page; empty on the last page. */
+  nextPageToken?: string;
+}
+
+/** The request for ListMessages. */
+export interface ListMessagesRequest {
+  /** The conversation's id. */
+  conversationId?: string;
+  /** The maximum number to return, 1 to 1000 (default 100). */
+  pageSize?: number;
+  /** A page token from a previous call, to fetch the next page. */
+  pageToken?: string;
+  /**
+   * When set, the messages after this seq, oldest first (to catch up from
+   * the last message a device has); else the newest first.
+   */
+  afterSeq?: string;
+}
+
+/** The result of ListMessages. */
+export interface ListMessagesResponse {
+  /** The messages, newest first (oldest first after after_seq). */
+  messages?: Message[];
+  /** A token for the next page; empty on the last page. */
+  nextPageToken?: string;
+}
+
+/** The request for MarkRead. */
+export interface MarkReadRequest {
+  /** The conversation's id. */
+  conversationId?: string;
+  /** The last message read: it and every message before it are read. */
+  messageId?: string;
+}
+
+/** A Message in a conversation. */
+export interface Message {
+  /** The message's unguessable id. */
+  messageId?: string;
+  /** The conversation it is in. */
+  conversationId?: string;
+  /**
+   * Its place in the conversation: 1 for the first message, then one more
+   * for each message after it (a deleted message keeps its place).
+   */
+  seq?: string;
+  /** The sender's username; empty for a system message. */
+  sender?: string;
+  /** The text as sent, never interpreted. */
+  text?: string;
+  /** When wac took it. */
+  createTime?: string;
+  /** The sender's request_id (its own messages only; empty for the others). */
+  requestId?: string;
+  /** A message from the operator (SendSystemMessage). */
+  system?: boolean;
+}
+
+/** The request for RemoveConversationMembers. */
+export interface RemoveConversationMembersRequest {
+  /** The group's id. */
+  conversationId?: string;
+  /** The usernames to take out; those not members are left out. */
+  members?: string[];
+}
+
+/** The request for SendMessage. */
+export interface SendMessageRequest {
+  /**
+   * A conversation of the caller's (not a system one).
+   *
+   * (oneof target: at most one member is set)
+   */
+  conversationId?: string;
+  /**
+   * A subscriber's username: the one-to-one conversation with it.
+   *
+   * (oneof target: at most one member is set)
+   */
+  recipient?: string;
+  /** The text, 1 to [messages] max_text_bytes bytes of UTF-8 (4096). */
+  text?: string;
+  /**
+   * The client's key for this send, 1 to 64 characters, unique per sender
+   * (a UUID): the same key again returns the message it made.
+   */
+  requestId?: string;
+}
+
+/** The request for SendSystemMessage. */
+export interface SendSystemMessageRequest {
+  /** The subscriber's username. */
+  username?: string;
+  /** The text, 1 to [messages] max_text_bytes bytes of UTF-8. */
+  text?: string;
+  /**
+   * The operator's key for this send, unique per API key: the same key
+   * again returns the message it made.
+   */
+  requestId?: string;
+}
+
+/** The request for UnblockSubscriber. */
+export interface UnblockSubscriberRequest {
+  /** The username to let through again. */
+  username?: string;
+}
+
+/** The request for UpdateConversation. */
+export interface UpdateConversationRequest {
+  /** The group's id. */
+  conversationId?: string;
+  /** The new title, 1 to 200 characters. */
+  title?: string;
+}
 
 // ---- wac/v1/presence.proto ----
 
@@ -1485,6 +1776,76 @@ export interface Methods {
    * and a reason, not an error.
    */
   "IdentityService.VerifyToken": [VerifyTokenRequest, VerifyTokenResponse];
+  /**
+   * AddConversationMembers adds members to a group; only its owner may.
+   * Every member, the new ones included, gets conversationChanged; the new
+   * ones read the group's messages from the start.
+   */
+  "MessagesService.AddConversationMembers": [AddConversationMembersRequest, Conversation];
+  /**
+   * BlockSubscriber stops another subscriber's messages to the caller: its
+   * one-to-one messages are refused, and its messages in groups are not
+   * delivered to nor listed for the caller.
+   */
+  "MessagesService.BlockSubscriber": [BlockSubscriberRequest, BlockedSubscribers];
+  /**
+   * CreateConversation makes a group owned by the caller, with a title and
+   * members; each member's devices get conversationChanged.
+   */
+  "MessagesService.CreateConversation": [CreateConversationRequest, Conversation];
+  /**
+   * DeleteMessage deletes a message for everyone (the messages.write
+   * scope): it is gone from ListMessages and the members get
+   * messageDeleted.
+   */
+  "MessagesService.DeleteMessage": [DeleteMessageRequest, Empty];
+  /** GetConversation reads one conversation of the caller's. */
+  "MessagesService.GetConversation": [GetConversationRequest, Conversation];
+  /** ListBlockedSubscribers lists the subscribers the caller blocks. */
+  "MessagesService.ListBlockedSubscribers": [ListBlockedSubscribersRequest, BlockedSubscribers];
+  /**
+   * ListConversations lists a subscriber's conversations, the newest
+   * activity first, each with the caller's unread count and its last
+   * message. Operators (the messages.read scope) name the subscriber.
+   */
+  "MessagesService.ListConversations": [ListConversationsRequest, ListConversationsResponse];
+  /**
+   * ListMessages reads a conversation's messages: the newest first, page by
+   * page, or (after_seq) the ones after a point, oldest first, to catch up.
+   */
+  "MessagesService.ListMessages": [ListMessagesRequest, ListMessagesResponse];
+  /**
+   * MarkRead marks the caller's messages read up to one message (never
+   * backwards). The other members, and the caller's other devices, get
+   * messageRead.
+   */
+  "MessagesService.MarkRead": [MarkReadRequest, Conversation];
+  /**
+   * RemoveConversationMembers takes members out of a group: its owner any
+   * member but itself, any member itself (leaving). The members, and those
+   * removed, get conversationChanged; those removed no longer read it.
+   */
+  "MessagesService.RemoveConversationMembers": [RemoveConversationMembersRequest, Conversation];
+  /**
+   * SendMessage sends a text to a conversation, or to a subscriber (its
+   * one-to-one conversation with the sender, made by the first message).
+   * A request_id already used by the sender returns the message it made
+   * instead of sending it again, so a client retries safely.
+   */
+  "MessagesService.SendMessage": [SendMessageRequest, Message];
+  /**
+   * SendSystemMessage sends a message from the operator (the messages.write
+   * scope) to a subscriber, in the subscriber's system conversation (sender
+   * empty, system true); the subscriber cannot reply to it.
+   */
+  "MessagesService.SendSystemMessage": [SendSystemMessageRequest, Message];
+  /** UnblockSubscriber lets a blocked subscriber's messages through again. */
+  "MessagesService.UnblockSubscriber": [UnblockSubscriberRequest, BlockedSubscribers];
+  /**
+   * UpdateConversation changes a group's title; only its owner may. The
+   * members get conversationChanged.
+   */
+  "MessagesService.UpdateConversation": [UpdateConversationRequest, Conversation];
   /**
    * BatchGetPresence reads the presence of up to 500 subscribers at once;
    * hidden ones are left out rather than failing the batch.
