@@ -466,6 +466,7 @@ SECTIONS: dict[str, type] = {
     "gateway": GatewayConfig,
     "cluster": ClusterConfig,
     "conferences": ConferencesConfig,
+    "messages": MessagesConfig,
     "tracing": TracingConfig,
 }
 
