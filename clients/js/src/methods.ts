@@ -25,4 +25,13 @@ export const RETRYABLE_METHODS: ReadonlySet<MethodName> = new Set<MethodName>([
   "ConferencesService.JoinConference",
   "ConferencesService.LeaveConference",
   "ConferencesService.ListConferences",
+  // A send carries the client's requestId: the same one again answers the message it made.
+  "MessagesService.SendMessage",
+  "MessagesService.GetConversation",
+  "MessagesService.ListConversations",
+  "MessagesService.ListMessages",
+  "MessagesService.MarkRead",
+  "MessagesService.BlockSubscriber",
+  "MessagesService.UnblockSubscriber",
+  "MessagesService.ListBlockedSubscribers",
 ]);
