@@ -10,6 +10,7 @@ import { type Clock, systemClock } from "./clock.js";
 import { ConferencesApi } from "./conferences/api.js";
 import { browserJanusSocket, type JanusSocketFactory } from "./conferences/janus.js";
 import { ContactsApi } from "./contacts.js";
+import { MessagesApi } from "./messages.js";
 import { Emitter } from "./emitter.js";
 import { Status, WacError, toWacError } from "./errors.js";
 import type {
@@ -172,6 +173,8 @@ export class Wac extends Emitter<WacEvents> {
   readonly googleLink: GoogleLinkApi;
   /** Conferences: create, invite, list, end, and join a room (Janus); its WAPI events. */
   readonly conferences: ConferencesApi;
+  /** Chat: send (queued while offline), conversations, history, read receipts, groups, blocks; its events. */
+  readonly messages: MessagesApi;
 
   private readonly connection: Connection;
   private readonly calls = new CallRegistry();
@@ -217,6 +220,7 @@ export class Wac extends Emitter<WacEvents> {
     const request = this.request.bind(this);
     this.presence = new PresenceApi(request);
     this.contacts = new ContactsApi(request);
+    this.messages = new MessagesApi(request, options.random);
     this.googleLink = new GoogleLinkApi(request, this.clock);
     this.detachNetworkListeners = this.listenToNetwork();
     this.callHost = {
@@ -533,6 +537,7 @@ export class Wac extends Emitter<WacEvents> {
     this.options.storage?.removeItem(this.storageKey);
     for (const call of this.calls.live) call.terminate("FAILED", info.error);
     this.conferences.terminateAll(info.error ?? new WacError(Status.UNAUTHENTICATED, `the session ended: ${info.reason}`));
+    this.messages.abandon(info.error ?? new WacError(Status.UNAUTHENTICATED, `the session ended: ${info.reason}`));
     this.sip?.stop();
     // The next session learns the gateway again (its login may announce another or none).
     if (!this.options.gateway) this.sip = null;
@@ -549,6 +554,7 @@ export class Wac extends Emitter<WacEvents> {
     if (state !== "connected" || !this.session) return;
     if (this.refreshDue) this.onRefreshDue();
     for (const call of this.calls.live) call.handleReconnected();
+    this.messages.resend();
   }
 
   private listenToNetwork(): () => void {
@@ -578,6 +584,7 @@ export class Wac extends Emitter<WacEvents> {
     else if (event.googleLinkChanged) this.emit("googleLink", event.googleLinkChanged);
     else if (event.sessionRevoked) this.onSessionRevoked(event.sessionRevoked);
     else if (event.callInvited) this.onCallInvited(event);
+    else if (this.messages.handleEvent(event)) return;
     else if (!this.conferences.handleEvent(event)) this.routeCallEvent(event);
   }
 
