@@ -12,7 +12,8 @@
 // call's end (`ended`: {callId, direction, peer, reason, endedBy}); the
 // conference this tab is in (`conference`, kept after it ends: its
 // `peerConnection` publishes, each of its `participants` has its own) and
-// each conference's end (`conferencesEnded`: {conferenceId, reason, endedBy}).
+// each conference's end (`conferencesEnded`: {conferenceId, reason, endedBy});
+// `startChat(username)` opens the chat with a user (see "messages" below).
 import { Wac, WacError } from "/sdk/wac.js";
 
 const params = new URLSearchParams(location.search);
@@ -63,7 +64,7 @@ const wac = new Wac({
   ...(gateway ? { gateway } : {}),
 });
 
-const demo = { wac, call: null, ended: [], dial, answer, conference: null, conferencesEnded: [], startConference, joinConference };
+const demo = { wac, call: null, ended: [], dial, answer, conference: null, conferencesEnded: [], startConference, joinConference, startChat };
 window.wacDemo = demo;
 
 // ---- DOM helpers ----
@@ -188,7 +189,7 @@ async function enterPhone() {
   byTestId("me").textContent = name && name !== me() ? `${name} (${me()})` : me();
   renderGateway();
   renderCall();
-  await Promise.all([act(loadMyPresence), act(loadContacts), act(loadHistory)]);
+  await Promise.all([act(loadMyPresence), act(loadContacts), act(loadHistory), act(loadConversations)]);
 }
 
 function showLogin(message) {
@@ -324,6 +325,9 @@ function contactItem(contact) {
       "div",
       { class: "actions" },
       target ? el("button", { type: "button", "data-testid": "contact-call", onclick: () => act(() => dial(target)) }, "Call") : null,
+      contact.subscriber
+        ? el("button", { type: "button", "data-testid": "contact-chat", onclick: () => act(() => startChat(contact.subscriber)) }, "Chat")
+        : null,
       el(
         "button",
         {
@@ -945,6 +949,188 @@ function timeCell(when) {
   return el("time", { datetime: when.toISOString() }, today ? when.toLocaleTimeString() : when.toLocaleString());
 }
 
+// ---- messages ----
+//
+// The conversations with unread badges; one thread open at a time, its
+// messages oldest first, each text put in as text (never as HTML). A send
+// shows at once as "sending" and stays queued by the SDK while wac is out
+// of reach; a tick says wac took it, two that the other side read it.
+
+const conversations = new Map(); // id → the Conversation as ListConversations gave it
+let thread = null; // {conversationId?, to?, title}: the open thread (a new chat has no id until its first message)
+let threadMessages = []; // the open thread's messages, oldest first: {message, state}
+const peerRead = new Map(); // conversation id → the highest seq another member read
+
+async function loadConversations() {
+  const { conversations: listed = [] } = await wac.messages.conversations({ pageSize: 50 });
+  conversations.clear();
+  for (const conversation of listed) conversations.set(conversation.conversationId, conversation);
+  renderConversations();
+}
+
+function conversationTitle(conversation) {
+  if (conversation.type === "GROUP") return conversation.title || "Group";
+  if (conversation.type === "SYSTEM") return "From your operator";
+  return nameOf(conversation.peer ?? "");
+}
+
+function renderConversations() {
+  const items = [...conversations.values()].map((conversation) => {
+    const unread = conversation.unreadCount ?? 0;
+    const open = thread?.conversationId === conversation.conversationId;
+    return el(
+      "li",
+      {
+        "data-testid": "chat-conversation",
+        dataset: { conversationId: conversation.conversationId, peer: conversation.peer || undefined },
+        "aria-current": String(open),
+        onclick: () => act(() => openConversation(conversation.conversationId)),
+      },
+      el(
+        "div",
+        { class: "who" },
+        el("span", { class: "name" }, conversationTitle(conversation)),
+        el("span", { class: "last" }, conversation.lastMessage?.text ?? ""),
+      ),
+      unread && !open ? el("span", { class: "badge", "data-testid": "chat-unread", "aria-label": `${unread} unread` }, String(unread)) : null,
+    );
+  });
+  byTestId("chat-conversations").replaceChildren(...items);
+  byTestId("chat-empty").hidden = items.length > 0 || Boolean(thread);
+}
+
+/** Opens the chat with a user: its one-to-one conversation, or a new one made by the first message. */
+async function startChat(username) {
+  const known = [...conversations.values()].find((c) => c.type === "DIRECT" && c.peer === username);
+  if (known) return openConversation(known.conversationId);
+  thread = { to: username, title: nameOf(username) };
+  threadMessages = [];
+  renderThread();
+  byTestId("chat-text").focus();
+}
+
+async function openConversation(conversationId) {
+  const conversation = conversations.get(conversationId) ?? (await wac.messages.conversation(conversationId));
+  conversations.set(conversationId, conversation);
+  thread = { conversationId, title: conversationTitle(conversation) };
+  const { messages = [] } = await wac.messages.history(conversationId, { pageSize: 50 });
+  threadMessages = messages.reverse().map((message) => ({ message, state: "sent" }));
+  renderThread();
+  renderConversations();
+  await markThreadRead();
+}
+
+async function markThreadRead() {
+  const last = [...threadMessages].reverse().find((m) => m.state === "sent" && m.message.sender !== me());
+  const conversation = conversations.get(thread?.conversationId);
+  if (!last || !conversation || !conversation.unreadCount) return;
+  const read = await wac.messages.markRead(conversation.conversationId, last.message.messageId);
+  conversations.set(read.conversationId, { ...conversation, ...read });
+  renderConversations();
+}
+
+function renderThread() {
+  const panel = byTestId("chat-thread");
+  panel.hidden = !thread;
+  if (!thread) return;
+  panel.dataset.conversationId = thread.conversationId ?? "";
+  byTestId("chat-thread-title").textContent = thread.title;
+  const readUpTo = peerRead.get(thread.conversationId) ?? 0;
+  byTestId("chat-messages").replaceChildren(
+    ...threadMessages.map(({ message, state }) => {
+      const mine = message.sender === me() || state === "sending";
+      const read = mine && state === "sent" && Number(message.seq) <= readUpTo;
+      return el(
+        "li",
+        {
+          "data-testid": "chat-message",
+          class: [mine ? "mine" : "", message.system ? "system" : ""].join(" ").trim() || undefined,
+          dataset: { seq: message.seq ?? "", sender: message.sender ?? "", state },
+        },
+        el("span", { class: "text", "data-testid": "chat-message-text" }, message.text ?? ""),
+        el(
+          "span",
+          { class: "meta" },
+          mine ? "" : `${message.system ? "operator" : nameOf(message.sender)} · `,
+          new Date(message.createTime ?? Date.now()).toLocaleTimeString(),
+          mine
+            ? el("span", { class: "tick", "data-testid": "chat-tick", dataset: { read: String(read) }, "aria-label": state === "sending" ? "sending" : read ? "read" : "sent" }, state === "sending" ? " …" : read ? " ✓✓" : " ✓")
+            : null,
+        ),
+      );
+    }),
+  );
+  byTestId("chat-messages").lastElementChild?.scrollIntoView?.({ block: "nearest" });
+}
+
+async function sendFromForm(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const text = form.text.value;
+  if (!thread || !text.trim()) return;
+  form.reset();
+  const target = thread.conversationId ? { conversationId: thread.conversationId } : { to: thread.to };
+  const entry = { message: { text, sender: me(), createTime: new Date().toISOString() }, state: "sending" };
+  const opened = thread;
+  threadMessages.push(entry);
+  renderThread();
+  try {
+    const message = await wac.messages.send(target, text);
+    entry.message = message;
+    entry.state = "sent";
+    if (opened === thread && !thread.conversationId) {
+      thread.conversationId = message.conversationId; // the first message made the conversation
+      await loadConversations();
+    }
+  } catch (error) {
+    threadMessages.splice(threadMessages.indexOf(entry), 1);
+    showError(error);
+  }
+  if (opened === thread) renderThread();
+}
+
+wac.messages.on("received", ({ message, conversation }) => {
+  if (!message) return;
+  const known = conversations.get(message.conversationId);
+  const open = thread?.conversationId === message.conversationId;
+  if (open && !threadMessages.some((m) => m.message.messageId === message.messageId)) {
+    threadMessages.push({ message, state: "sent" });
+    renderThread();
+  }
+  if (!known) {
+    act(loadConversations);
+    return;
+  }
+  const mine = message.sender === me();
+  conversations.set(message.conversationId, {
+    ...known,
+    ...(conversation?.title ? { title: conversation.title } : {}),
+    lastMessage: message,
+    unreadCount: (known.unreadCount ?? 0) + (mine ? 0 : 1),
+  });
+  renderConversations();
+  if (open && !mine) act(markThreadRead); // read as it arrives in the open thread
+});
+
+wac.messages.on("read", ({ conversationId, username, seq }) => {
+  if (username === me()) {
+    act(loadConversations); // read on another device of mine: the badge follows
+    return;
+  }
+  peerRead.set(conversationId, Math.max(peerRead.get(conversationId) ?? 0, Number(seq)));
+  if (thread?.conversationId === conversationId) renderThread();
+});
+
+wac.messages.on("deleted", ({ conversationId, messageId }) => {
+  if (thread?.conversationId === conversationId) {
+    threadMessages = threadMessages.filter((m) => m.message.messageId !== messageId);
+    renderThread();
+  }
+  act(loadConversations);
+});
+
+wac.messages.on("conversationChanged", () => act(loadConversations));
+
 // ---- wiring ----
 
 byTestId("login-form").addEventListener("submit", login);
@@ -959,6 +1145,8 @@ byTestId("camera").addEventListener("click", () => toggleMute("video"));
 byTestId("hold").addEventListener("click", () => act(toggleHold));
 byTestId("hangup").addEventListener("click", () => act(hangup));
 byTestId("history-refresh").addEventListener("click", () => act(loadHistory));
+byTestId("chat-refresh").addEventListener("click", () => act(loadConversations));
+byTestId("chat-form").addEventListener("submit", sendFromForm);
 byTestId("conference-form").addEventListener("submit", startFromForm);
 byTestId("conference-mute").addEventListener("click", () => toggleConferenceMedia("audio"));
 byTestId("conference-camera").addEventListener("click", () => toggleConferenceMedia("video"));

@@ -1,0 +1,72 @@
+"""Chat in the demo softphone, in headless Chromium, through the real
+front door: a conversation started from the contacts side, its unread
+badge, the text shown as text (never HTML), read ticks, replies in the
+open thread, and a message written while offline sent once back online."""
+
+from __future__ import annotations
+
+from playwright.async_api import expect
+
+from tests.browser.support import Demo, Phone, ms
+
+HTML = '<img src=x onerror="window.pwned=1"><b>bold?</b> & more'
+
+
+def messages(phone: Phone):  # type: ignore[no-untyped-def]
+    return phone.page.locator('[data-testid="chat-message"]')
+
+
+async def write(phone: Phone, text: str) -> None:
+    await phone.testid("chat-text").fill(text)
+    await phone.testid("chat-send").click()
+
+
+async def test_a_chat_between_two_pages(demo: Demo) -> None:
+    alice, bob = await demo.phone("alice"), await demo.phone("bob")
+    await alice.page.evaluate("() => window.wacDemo.startChat('bob')")
+    await write(alice, HTML)
+    await expect(messages(alice).last).to_have_attribute("data-state", "sent", timeout=ms())
+
+    # bob's list shows the new conversation with one unread message.
+    conversation = bob.page.locator('[data-testid="chat-conversation"][data-peer="alice"]')
+    await expect(conversation.get_by_test_id("chat-unread")).to_have_text("1", timeout=ms())
+    await conversation.click()
+    received = messages(bob).last
+    await expect(received.get_by_test_id("chat-message-text")).to_have_text(HTML, timeout=ms())
+    await expect(received.locator("img, b")).to_have_count(0)
+    assert await bob.page.evaluate("window.pwned") is None
+    await expect(conversation.get_by_test_id("chat-unread")).to_have_count(0)
+    # Opened, hence read: alice's tick says so.
+    await expect(messages(alice).last.get_by_test_id("chat-tick")).to_have_attribute("data-read", "true", timeout=ms())
+
+    # bob replies; alice's open thread shows it as it comes.
+    await write(bob, "got it")
+    await expect(messages(alice).last.get_by_test_id("chat-message-text")).to_have_text("got it", timeout=ms())
+    await expect(messages(alice).last).to_have_attribute("data-sender", "bob")
+
+
+async def test_a_message_written_offline_is_sent_once_back_online(demo: Demo) -> None:
+    alice, bob = await demo.phone("alice"), await demo.phone("bob")
+    await alice.page.evaluate("() => window.wacDemo.startChat('bob')")
+    await write(alice, "first")
+    await expect(messages(alice).last).to_have_attribute("data-state", "sent", timeout=ms())
+    await bob.page.locator('[data-testid="chat-conversation"][data-peer="alice"]').click(timeout=ms())
+    await expect(messages(bob)).to_have_count(1, timeout=ms())
+
+    await alice.record_states()
+    await alice.go_offline()
+    await write(alice, "written while offline")
+    await expect(messages(alice).last).to_have_attribute("data-state", "sending")
+    await alice.go_online()
+    await alice.wait_reconnected()
+    await expect(messages(alice).last).to_have_attribute("data-state", "sent", timeout=ms(2))
+    await expect(messages(bob)).to_have_count(2, timeout=ms())
+    await expect(messages(bob).last.get_by_test_id("chat-message-text")).to_have_text("written while offline")
+    # Once: bob's history has it a single time.
+    history = await bob.page.evaluate(
+        """async () => {
+          const [c] = (await window.wacDemo.wac.messages.conversations()).conversations;
+          return (await window.wacDemo.wac.messages.history(c.conversationId)).messages.map((m) => m.text);
+        }"""
+    )
+    assert history == ["written while offline", "first"]
