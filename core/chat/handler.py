@@ -45,6 +45,9 @@ log = logging.getLogger("wac.chat")
 MAX_PURGE_PERIOD = 3600.0
 # Messages one purge statement deletes (then the next, until none are left).
 PURGE_BATCH = 1000
+# One-to-one conversation ids a core keeps (they never change once made).
+MAX_DIRECTS = 100_000
+NOT_ACCEPTED = "the recipient does not accept messages from you"
 
 
 class Subscribers(Protocol):
@@ -80,6 +83,8 @@ class ChatHandler:
         self._clock = clock
         self._work = Work()
         self._purger: asyncio.Task[None] | None = None
+        # rules.direct_key -> the one-to-one conversation's id.
+        self._directs: dict[str, str] = {}
 
     async def start(self) -> None:
         if self._limits.retention > 0:
@@ -95,22 +100,23 @@ class ChatHandler:
         self, who: SubscriberPrincipal, *, conversation_id: str, recipient: str, text: str, request_id: str
     ) -> Message:
         """A text to a conversation of the caller's, or to a subscriber (their
-        one-to-one conversation, made by the first message)."""
+        one-to-one conversation, made by the first message). One write
+        transaction does the checks and the append (``ChatStore.append``)."""
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
-        earlier = await self._store.by_request(who.username, request_id)
-        if earlier is not None:
-            return earlier  # a retry: answered, nobody told again
         if recipient:
-            conversation_id = (await self._direct(who.username, recipient)).conversation_id
+            conversation_id = await self._direct(who.username, recipient)
         elif not conversation_id:
             raise failures.Invalid("recipient", "is required: name a recipient or a conversation_id")
         else:
             rules.conversation_id(conversation_id)
-            known = rules.may_send(await self._store.get(conversation_id), who.username)
-            if known.kind is Kind.DIRECT:
-                await self._require_accepted(who.username, known.peer(who.username))
         now = self._clock.time()
+
+        def check(conversation: Conversation | None, blockers: frozenset[str]) -> Conversation:
+            conversation = rules.may_send(conversation, who.username)
+            if conversation.kind is Kind.DIRECT and conversation.peer(who.username) in blockers:
+                raise failures.PermissionDenied(NOT_ACCEPTED)
+            return conversation
 
         def make(conversation: Conversation) -> Message:
             return Message(
@@ -126,16 +132,10 @@ class ChatHandler:
             )
 
         async def change() -> Message:
-            conversation, message, new = await self._store.append(
-                conversation_id,
-                lambda c: rules.may_send(c, who.username),
-                make,
-                requester=who.username,
-                request_id=request_id,
-            )
-            if new:
-                await self._received(rules.sent(conversation, now), message, who.session_id)
-            return message
+            done = await self._store.append(conversation_id, check, make, requester=who.username, request_id=request_id)
+            if done.conversation is not None:  # else a retry: answered, nobody told again
+                await self._received(rules.sent(done.conversation, now), done.message, who.session_id, done.blockers)
+            return done.message
 
         return await self._work.run(change())
 
@@ -168,33 +168,44 @@ class ChatHandler:
             )
 
         async def change() -> Message:
-            stored, message, new = await self._store.append(
+            done = await self._store.append(
                 conversation.conversation_id,
-                lambda c: rules.member(c, username),
+                lambda c, _: rules.member(c, username),
                 make,
                 requester=requester,
                 request_id=request_id,
             )
-            if new:
-                await self._received(rules.sent(stored, now), message, None)
-            return message
+            if done.conversation is not None:
+                await self._received(rules.sent(done.conversation, now), done.message, None, frozenset())
+            return done.message
 
         return await self._work.run(change())
 
-    async def _direct(self, sender: str, recipient: str) -> Conversation:
+    async def _direct(self, sender: str, recipient: str) -> str:
+        """The id of the one-to-one conversation of the two, made if there is
+        none yet. Kept once known: its members never change."""
         rules.valid_username("recipient", recipient)
         if recipient == sender:
             raise failures.Invalid("recipient", "is the sender: a subscriber does not message itself")
+        key = rules.direct_key(sender, recipient)
+        known = self._directs.get(key)
+        if known is not None:
+            return known
         if not await self._subscribers.exists(recipient):
             raise failures.NotFound(f"subscriber '{recipient}' does not exist", field="recipient")
+        # Not made for a sender its recipient blocks (the send is refused).
         await self._require_accepted(sender, recipient)
         now = self._clock.time()
         made = Conversation(secrets.token_urlsafe(16), Kind.DIRECT, (sender, recipient), now, now)
-        return await self._store.get_or_create(rules.direct_key(sender, recipient), made)
+        conversation_id = (await self._store.get_or_create(key, made)).conversation_id
+        if len(self._directs) >= MAX_DIRECTS:
+            self._directs.pop(next(iter(self._directs)))
+        self._directs[key] = conversation_id
+        return conversation_id
 
     async def _require_accepted(self, sender: str, recipient: str) -> None:
         if await self._store.blockers(sender, (recipient,)):
-            raise failures.PermissionDenied("the recipient does not accept messages from you")
+            raise failures.PermissionDenied(NOT_ACCEPTED)
 
     # -- groups ------------------------------------------------------------
     async def create_group(self, who: SubscriberPrincipal, title: str, members: Sequence[str]) -> View:
@@ -375,8 +386,9 @@ class ChatHandler:
         await self._work.run(change())
 
     # -- telling -----------------------------------------------------------
-    async def _received(self, conversation: Conversation, message: Message, session: str | None) -> None:
-        blockers = await self._store.blockers(message.sender, conversation.members) if message.sender else set()
+    async def _received(
+        self, conversation: Conversation, message: Message, session: str | None, blockers: frozenset[str]
+    ) -> None:
         others = [m for m in conversation.members if m != message.sender and m not in blockers]
         if others:
             await self._events.publish(others, messages.received(replace(message, request_id=""), conversation))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, tuple_, update
@@ -26,6 +27,21 @@ from core.chat.rules import Conversation, Kind, Message, View
 from core.db.work import work_for
 
 Step = Callable[[Conversation | None], Conversation]
+# A send's check: the stored conversation (None: unknown) and the members
+# who block the sender; the conversation it may send to, or a refusal.
+Check = Callable[[Conversation | None, frozenset[str]], Conversation]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What a send did: the conversation before the message (None when the
+    request was made before: nothing was appended), the message, and the
+    members who block its sender (they are not told of it)."""
+
+    conversation: Conversation | None
+    message: Message
+    blockers: frozenset[str]
+
 
 _C = t.conversations.c
 _M = t.conversation_members.c
@@ -180,26 +196,36 @@ class ChatStore:
     async def append(
         self,
         conversation_id: str,
-        check: Step,
+        check: Check,
         make: Callable[[Conversation], Message],
         *,
         requester: str,
         request_id: str,
-    ) -> tuple[Conversation, Message, bool]:
+    ) -> Appended:
         """``make``'s message (by ``requester``, with ``request_id``)
-        appended to the conversation that ``check`` admits, with the next
-        seq; the sender's read seq moves to it. If the requester used that
-        request_id before, the message made then, and False: nothing is
-        appended."""
+        appended, with the next seq, to the conversation that ``check``
+        admits (it is handed the members who block the sender too); the
+        sender's read seq moves to it. If the requester used that
+        request_id before, the message made then, and nothing is appended.
+        One transaction: a send is one unit of work however it goes."""
 
-        def run(conn: Connection) -> tuple[Conversation, Message, bool]:
-            conversation = check(_load(conn, [conversation_id], lock=True).get(conversation_id))
-            message = make(conversation)
+        def run(conn: Connection) -> Appended:
             earlier = conn.execute(
                 select(t.messages).where(_S.requester == requester, _S.request_id == request_id)
             ).first()
             if earlier is not None:
-                return conversation, _message(earlier), False
+                return Appended(None, _message(earlier), frozenset())
+            found = _load(conn, [conversation_id], lock=True).get(conversation_id)
+            blockers: frozenset[str] = frozenset()
+            if found is not None and requester in found.members:
+                blockers = frozenset(
+                    r[0]
+                    for r in conn.execute(
+                        select(_B.username).where(_B.blocked == requester, _B.username.in_(found.members))
+                    )
+                )
+            conversation = check(found, blockers)
+            message = make(conversation)
             conn.execute(
                 update(t.conversations)
                 .where(_C.conversation_id == conversation_id)
@@ -212,7 +238,7 @@ class ChatStore:
                     .where(_M.conversation_id == conversation_id, _M.username == message.sender)
                     .values(read_seq=message.seq)
                 )
-            return conversation, message, True
+            return Appended(conversation, message, blockers)
 
         try:
             return await self._work.write(run)
@@ -221,9 +247,7 @@ class ChatStore:
             again = await self.by_request(requester, request_id)
             if again is None:
                 raise
-            conversation = await self.get(conversation_id)
-            assert conversation is not None
-            return conversation, again, False
+            return Appended(None, again, frozenset())
 
     async def get_message(self, conversation_id: str, message_id: str) -> Message | None:
         query = select(t.messages).where(_S.conversation_id == conversation_id, _S.message_id == message_id)
