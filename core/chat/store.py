@@ -355,15 +355,17 @@ class ChatStore:
                 )
                 unread = {r[0]: int(r[1]) for r in conn.execute(counted)}
             last: dict[str, Message] = {}
-            for conversation_id in found:
-                row = conn.execute(
-                    select(t.messages)
-                    .where(_S.conversation_id == conversation_id, _S.sender.not_in(blocked))
-                    .order_by(_S.seq.desc())
-                    .limit(1)
-                ).first()
-                if row is not None:
-                    last[conversation_id] = _message(row)
+            if found:
+                # Each conversation's last message the member may see, in one query.
+                latest = (
+                    select(_S.conversation_id, func.max(_S.seq).label("seq"))
+                    .where(_S.conversation_id.in_(found), _S.sender.not_in(blocked))
+                    .group_by(_S.conversation_id)
+                    .subquery()
+                )
+                on = and_(_S.conversation_id == latest.c.conversation_id, _S.seq == latest.c.seq)
+                for row in conn.execute(select(t.messages).join(latest, on)):
+                    last[row._mapping["conversation_id"]] = _message(row)
             return [View(loaded[i], read[i], unread.get(i, 0), last.get(i)) for i in found if i in loaded]
 
         return await self._work.read(run)
