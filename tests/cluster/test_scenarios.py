@@ -251,3 +251,40 @@ async def test_event_resume_after_a_dropped_socket(deployment: Deployment) -> No
     seqs = [int(e["seq"]) for e in before + after]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     assert presences(after, "alice") == ["BUSY", "DO_NOT_DISTURB", "AVAILABLE"]
+
+
+async def test_chat_across_the_sides(deployment: Deployment) -> None:
+    for username in ("alice", "bob", "carol"):
+        await deployment.subscriber(username)
+    async with deployment.client(1) as alice, deployment.client(2) as bob, deployment.client(2) as carol:
+        session = await online(deployment, alice, "alice")
+        await online(deployment, bob, "bob")
+        await online(deployment, carol, "carol")
+        sent = await alice.result(
+            "MessagesService.SendMessage", {"recipient": "bob", "text": "hi bob", "requestId": "r-1"}
+        )
+        received = (await bob.events_until("messageReceived"))[-1]["messageReceived"]["message"]
+        assert (received["messageId"], received["text"]) == (sent["messageId"], "hi bob")
+        # A retry through the other side's core is the same message.
+        async with deployment.client(2, session["accessToken"]) as again:
+            retried = await again.result(
+                "MessagesService.SendMessage", {"recipient": "bob", "text": "hi bob", "requestId": "r-1"}
+            )
+        assert retried["messageId"] == sent["messageId"]
+        await bob.result(
+            "MessagesService.MarkRead", {"conversationId": sent["conversationId"], "messageId": sent["messageId"]}
+        )
+        receipt = (await alice.events_until("messageRead"))[-1]["messageRead"]
+        assert (receipt["username"], receipt["seq"]) == ("bob", "1")
+
+        group = await carol.result("MessagesService.CreateConversation", {"title": "Team", "members": ["alice", "bob"]})
+        await alice.events_until("conversationChanged")
+        await alice.result(
+            "MessagesService.SendMessage",
+            {"conversationId": group["conversationId"], "text": "to all", "requestId": "g-1"},
+        )
+        for member in (bob, carol):
+            message = (await member.events_until("messageReceived"))[-1]["messageReceived"]["message"]
+            assert (message["sender"], message["text"]) == ("alice", "to all")
+        listed = await bob.result("MessagesService.ListConversations", {})
+        assert [c.get("unreadCount", 0) for c in listed["conversations"]] == [1, 0]
