@@ -8,7 +8,10 @@ from __future__ import annotations
 from playwright.async_api import expect
 
 from tests.browser.support import Demo, Phone, ms
+from tests.support.core import add_subscriber
 
+CAROL = "carol-secret"
+TITLE = "Team <i>A</i>"
 HTML = '<img src=x onerror="window.pwned=1"><b>bold?</b> & more'
 
 
@@ -70,3 +73,33 @@ async def test_a_message_written_offline_is_sent_once_back_online(demo: Demo) ->
         }"""
     )
     assert history == ["written while offline", "first"]
+
+
+async def test_a_group_chat_in_three_pages(demo: Demo) -> None:
+    await add_subscriber(demo.stack.core, "carol", CAROL, display_name="Carol Danvers")
+    alice, bob = await demo.phone("alice"), await demo.phone("bob")
+    carol = await demo.phone("carol", login=False)
+    await carol.login(CAROL)
+    conversation_id = await alice.page.evaluate(
+        """async (title) => {
+          const group = await window.wacDemo.wac.messages.createGroup(title, ["bob", "carol"]);
+          await window.wacDemo.openConversation(group.conversationId);
+          return group.conversationId;
+        }""",
+        TITLE,
+    )
+    await expect(alice.testid("chat-thread-title")).to_have_text(TITLE)
+    await expect(alice.testid("chat-thread-title").locator("i")).to_have_count(0)
+    for phone in (bob, carol):
+        # conversationChanged put the group in their lists: they open it.
+        await phone.page.locator(f'[data-testid="chat-conversation"][data-conversation-id="{conversation_id}"]').click(
+            timeout=ms()
+        )
+        await expect(phone.testid("chat-thread")).to_have_attribute("data-conversation-id", conversation_id)
+    await write(alice, "hello team")
+    for phone in (bob, carol):
+        await expect(messages(phone).last.get_by_test_id("chat-message-text")).to_have_text("hello team", timeout=ms())
+        await expect(messages(phone).last).to_have_attribute("data-sender", "alice")
+    await write(bob, "hi all")
+    for phone in (alice, carol):
+        await expect(messages(phone).last.get_by_test_id("chat-message-text")).to_have_text("hi all", timeout=ms())

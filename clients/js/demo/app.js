@@ -64,7 +64,7 @@ const wac = new Wac({
   ...(gateway ? { gateway } : {}),
 });
 
-const demo = { wac, call: null, ended: [], dial, answer, conference: null, conferencesEnded: [], startConference, joinConference, startChat };
+const demo = { wac, call: null, ended: [], dial, answer, conference: null, conferencesEnded: [], startConference, joinConference, startChat, openConversation };
 window.wacDemo = demo;
 
 // ---- DOM helpers ----
@@ -427,6 +427,9 @@ function showDirectory(entries, query) {
           "div",
           { class: "actions" },
           target ? el("button", { type: "button", "data-testid": "directory-call", onclick: () => act(() => dial(target)) }, "Call") : null,
+          entry.subscriber && entry.subscriber !== me()
+            ? el("button", { type: "button", "data-testid": "directory-chat", onclick: () => act(() => startChat(entry.subscriber)) }, "Chat")
+            : null,
           el("button", { type: "button", "data-testid": "directory-add", onclick: () => act(() => addFromDirectory(entry)) }, "Add"),
         ),
       );
@@ -1063,6 +1066,18 @@ function renderThread() {
   byTestId("chat-messages").lastElementChild?.scrollIntoView?.({ block: "nearest" });
 }
 
+/** Makes a group of the ticked contacts (the conference panel's selection) and opens it. */
+async function startGroup(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const members = [...selected];
+  if (!members.length) throw new Error("Tick at least one contact to chat with.");
+  const group = await wac.messages.createGroup(form.title.value.trim(), members);
+  form.reset();
+  conversations.set(group.conversationId, group);
+  await openConversation(group.conversationId);
+}
+
 async function sendFromForm(event) {
   event.preventDefault();
   const form = event.currentTarget;
@@ -1147,6 +1162,7 @@ byTestId("hangup").addEventListener("click", () => act(hangup));
 byTestId("history-refresh").addEventListener("click", () => act(loadHistory));
 byTestId("chat-refresh").addEventListener("click", () => act(loadConversations));
 byTestId("chat-form").addEventListener("submit", sendFromForm);
+byTestId("chat-group-form").addEventListener("submit", (event) => act(() => startGroup(event)));
 byTestId("conference-form").addEventListener("submit", startFromForm);
 byTestId("conference-mute").addEventListener("click", () => toggleConferenceMedia("audio"));
 byTestId("conference-camera").addEventListener("click", () => toggleConferenceMedia("video"));
