@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -134,11 +134,15 @@ class Device:
         assert isinstance(registry, LocalDeviceRegistry | RedisDeviceRegistry)
         return registry.streams(self.username, self.session_id) > 0
 
+    # The kinds of event this device collects in its inbox (a subclass
+    # collects another service's).
+    collects: ClassVar[frozenset[str]] = CALL_EVENTS
+
     async def _read(self, stream: Any) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for event in stream:
                 kind = event.WhichOneof("payload")
-                if kind in CALL_EVENTS:
+                if kind in self.collects:
                     await self.inbox.put(event)
                 elif kind == "contact_changed":
                     marker = self._markers.pop(event.contact_changed.contact.contact_id, None)

@@ -3,15 +3,13 @@ MessagesService, and devices that collect their chat events."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 
@@ -36,16 +34,7 @@ class Chatter(Device):
     def chat(self) -> messages_pb2_grpc.MessagesServiceStub:
         return messages_pb2_grpc.MessagesServiceStub(self.channel)
 
-    async def _read(self, stream: Any) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            async for event in stream:
-                kind = event.WhichOneof("payload")
-                if kind in CHAT_EVENTS:
-                    await self.inbox.put(event)
-                elif kind == "contact_changed":
-                    marker = self._markers.pop(event.contact_changed.contact.contact_id, None)
-                    if marker is not None and not marker.done():
-                        marker.set_result(None)
+    collects: ClassVar[frozenset[str]] = CHAT_EVENTS
 
     async def send(
         self, text: str, *, to: str = "", conversation_id: str = "", key: str | None = None

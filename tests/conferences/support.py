@@ -13,15 +13,13 @@ is tested end to end in tests/janus.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -108,16 +106,7 @@ class Member(Device):
     def conferences(self) -> conferences_pb2_grpc.ConferencesServiceStub:
         return conferences_pb2_grpc.ConferencesServiceStub(self.channel)
 
-    async def _read(self, stream: Any) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            async for event in stream:
-                kind = event.WhichOneof("payload")
-                if kind in CONFERENCE_EVENTS:
-                    await self.inbox.put(event)
-                elif kind == "contact_changed":
-                    marker = self._markers.pop(event.contact_changed.contact.contact_id, None)
-                    if marker is not None and not marker.done():
-                        marker.set_result(None)
+    collects: ClassVar[frozenset[str]] = CONFERENCE_EVENTS
 
     async def open(
         self, *invitees: str, title: str = "standup", media: int = Conference.AUDIO_VIDEO
