@@ -233,7 +233,9 @@ async def test_a_stream_cancelled_in_mid_write_logs_no_traceback(
         await offer()
         await offer()
         # Full queues: the streams are stuck in writes the client does not read.
-        await eventually(lambda: all(stream.queued == 8 for stream in servicer.streams))
+        # Six streams of 100 attachments take their 30 KiB deliveries slowly
+        # late in a whole suite's run (5 s was once not enough there).
+        await eventually(lambda: all(stream.queued == 8 for stream in servicer.streams), seconds(3))
         caplog.set_level(logging.DEBUG)
         for call in calls:
             call.cancel()
