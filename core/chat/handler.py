@@ -145,9 +145,6 @@ class ChatHandler:
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
         requester = f"operator:{who.key_name}"
-        earlier = await self._store.by_request(requester, request_id)
-        if earlier is not None:
-            return earlier
         if not await self._subscribers.exists(username):
             raise failures.NotFound(f"subscriber '{username}' does not exist", field="username")
         now = self._clock.time()
@@ -328,25 +325,23 @@ class ChatHandler:
         return found[:size], paging.encode_token(found[size - 1].seq)
 
     async def mark_read(self, who: SubscriberPrincipal, conversation_id: str, message_id: str) -> View:
-        rules.conversation_id(conversation_id)
-        rules.member(await self._store.get(conversation_id), who.username)
         rules.message_id(message_id)
+        before = await self.get(who, conversation_id)  # a member's, or NOT_MEMBER
         message = await self._store.get_message(conversation_id, message_id)
         if message is None:
             raise failures.NotFound(f"message '{message_id}' is not in this conversation", field="message_id")
+        if before.read_seq >= message.seq:
+            return before  # read already: nobody to tell
 
         async def change() -> None:
-            view = await self.get(who, conversation_id)
-            if view.read_seq >= message.seq:
-                return  # read already: nobody to tell
-            await self._store.mark_read(conversation_id, who.username, message.seq)
-            conversation = view.conversation
-            # The caller's other devices learn its badge, the others a receipt.
-            await self._events.publish(
-                conversation.members,
-                messages.read(conversation_id, who.username, message),
-                exclude_session=who.session_id,
-            )
+            # Told once: of two racing marks, only the one that moved the seq.
+            if await self._store.mark_read(conversation_id, who.username, message.seq):
+                # The caller's other devices learn its badge, the others a receipt.
+                await self._events.publish(
+                    before.conversation.members,
+                    messages.read(conversation_id, who.username, message),
+                    exclude_session=who.session_id,
+                )
 
         await self._work.run(change())
         return await self.get(who, conversation_id)

@@ -222,8 +222,8 @@ class ChatStore:
 
     # -- messages --------------------------------------------------------
     async def by_request(self, requester: str, request_id: str) -> Message | None:
-        query = select(t.messages).where(_S.requester == requester, _S.request_id == request_id)
-        row = await self._work.read(lambda conn: conn.execute(query).first())
+        params = {"requester": requester, "request_id": request_id}
+        row = await self._work.read(lambda conn: conn.execute(_EARLIER, params).first())
         return None if row is None else _message(row)
 
     async def append(
@@ -325,13 +325,12 @@ class ChatStore:
         return await self._work.write(run)
 
     # -- read state --------------------------------------------------------
-    async def mark_read(self, conversation_id: str, username: str, seq: int) -> int:
-        """The member's read seq moved up to ``seq`` (never back); the read seq now."""
+    async def mark_read(self, conversation_id: str, username: str, seq: int) -> bool:
+        """The member's read seq moved up to ``seq`` (never back); whether it moved."""
 
-        def run(conn: Connection) -> int:
-            where = (_M.conversation_id == conversation_id, _M.username == username)
-            conn.execute(update(t.conversation_members).where(*where, _M.read_seq < seq).values(read_seq=seq))
-            return int(conn.execute(select(_M.read_seq).where(*where)).scalar_one())
+        def run(conn: Connection) -> bool:
+            where = (_M.conversation_id == conversation_id, _M.username == username, _M.read_seq < seq)
+            return conn.execute(update(t.conversation_members).where(*where).values(read_seq=seq)).rowcount > 0
 
         return await self._work.write(run)
 
