@@ -85,6 +85,7 @@ RULES: dict[str, Rule] = {
     "/wac.v1.MessagesService/RemoveConversationMembers": SUBSCRIBER,
     "/wac.v1.MessagesService/ListMessages": SUBSCRIBER,
     "/wac.v1.MessagesService/MarkRead": SUBSCRIBER,
+    "/wac.v1.MessagesService/SetTyping": SUBSCRIBER,
     "/wac.v1.MessagesService/BlockSubscriber": SUBSCRIBER,
     "/wac.v1.MessagesService/UnblockSubscriber": SUBSCRIBER,
     "/wac.v1.MessagesService/ListBlockedSubscribers": SUBSCRIBER,

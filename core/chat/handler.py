@@ -48,6 +48,9 @@ PURGE_BATCH = 1000
 # One-to-one conversation ids a core keeps (they never change once made).
 MAX_DIRECTS = 100_000
 NOT_ACCEPTED = "the recipient does not accept messages from you"
+# How long a typing event is shown at most: a client that keeps typing
+# says so again before it passes (the SDK every 3 s).
+TYPING_SECONDS = 6.0
 
 
 class Subscribers(Protocol):
@@ -345,6 +348,18 @@ class ChatHandler:
 
         await self._work.run(change())
         return await self.get(who, conversation_id)
+
+    async def typing(self, who: SubscriberPrincipal, conversation_id: str, typing: bool) -> None:
+        """Tells the other members that the caller types in the conversation
+        (or stopped): an event only, never stored; none to those who block it."""
+        rules.conversation_id(conversation_id)
+        conversation = rules.may_send(await self._store.get(conversation_id), who.username)
+        members = [m for m in conversation.members if m != who.username]
+        blockers = await self._store.blockers(who.username, members)
+        others = [m for m in members if m not in blockers]
+        if others:
+            expire = self._clock.time() + TYPING_SECONDS
+            await self._events.publish(others, messages.typing(conversation_id, who.username, typing, expire))
 
     # -- blocks ------------------------------------------------------------
     async def block(self, who: SubscriberPrincipal, username: str) -> list[str]:

@@ -81,3 +81,11 @@ def changed(conversation: Conversation, *, added: tuple[str, ...], removed: tupl
             conversation=conversation_pb(conversation), added=added, removed=removed
         )
     )
+
+
+def typing(conversation_id: str, username: str, typing: bool, expire_time: float) -> events_pb2.Event:
+    return events_pb2.Event(
+        typing=events_pb2.Typing(
+            conversation_id=conversation_id, username=username, typing=typing, expire_time=timestamp(expire_time)
+        )
+    )

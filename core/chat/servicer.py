@@ -105,6 +105,12 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         view = await self._chat.mark_read(who, request.conversation_id, request.message_id)
         return messages.view_pb(view, who.username)
 
+    async def SetTyping(
+        self, request: messages_pb2.SetTypingRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._chat.typing(subscriber(), request.conversation_id, request.typing)
+        return empty_pb2.Empty()
+
     async def BlockSubscriber(
         self, request: messages_pb2.BlockSubscriberRequest, context: grpc.aio.ServicerContext
     ) -> messages_pb2.BlockedSubscribers:

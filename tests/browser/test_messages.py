@@ -1,7 +1,7 @@
 """Chat in the demo softphone, in headless Chromium, through the real
 front door: a conversation started from the contacts side, its unread
-badge, the text shown as text (never HTML), read ticks, replies in the
-open thread, and a message written while offline sent once back online."""
+badge, the text shown as text (never HTML), read ticks, the typing
+indicator, replies in the open thread, and a message written while offline sent once back online."""
 
 from __future__ import annotations
 
@@ -42,10 +42,16 @@ async def test_a_chat_between_two_pages(demo: Demo) -> None:
     # Opened, hence read: alice's tick says so.
     await expect(messages(alice).last.get_by_test_id("chat-tick")).to_have_attribute("data-read", "true", timeout=ms())
 
-    # bob replies; alice's open thread shows it as it comes.
-    await write(bob, "got it")
+    # bob types: alice's open thread says so, until his message comes.
+    await bob.testid("chat-text").press_sequentially("got")
+    await expect(alice.testid("chat-typing")).to_be_visible(timeout=ms())
+    await expect(alice.testid("chat-typing")).to_contain_text("is typing")
+    await expect(bob.testid("chat-typing")).to_be_hidden()  # his own typing is not shown to him
+    await bob.testid("chat-text").press_sequentially(" it")
+    await bob.testid("chat-send").click()
     await expect(messages(alice).last.get_by_test_id("chat-message-text")).to_have_text("got it", timeout=ms())
     await expect(messages(alice).last).to_have_attribute("data-sender", "bob")
+    await expect(alice.testid("chat-typing")).to_be_hidden()
 
 
 async def test_a_message_written_offline_is_sent_once_back_online(demo: Demo) -> None:

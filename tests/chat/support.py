@@ -18,7 +18,7 @@ from tests.calls.support import Device, World, open_world
 from tests.support.core import login
 from wac.v1 import messages_pb2, messages_pb2_grpc
 
-CHAT_EVENTS = frozenset({"message_received", "message_read", "message_deleted", "conversation_changed"})
+CHAT_EVENTS = frozenset({"message_received", "message_read", "message_deleted", "conversation_changed", "typing"})
 _KEYS = itertools.count()
 
 
@@ -82,6 +82,10 @@ class Chatter(Device):
     async def rename(self, conversation_id: str, title: str) -> messages_pb2.Conversation:
         request = messages_pb2.UpdateConversationRequest(conversation_id=conversation_id, title=title)
         return await self.chat.UpdateConversation(request, metadata=self.metadata)
+
+    async def typing(self, conversation_id: str, typing: bool = True) -> None:
+        request = messages_pb2.SetTypingRequest(conversation_id=conversation_id, typing=typing)
+        await self.chat.SetTyping(request, metadata=self.metadata)
 
     async def block(self, username: str) -> list[str]:
         request = messages_pb2.BlockSubscriberRequest(username=username)

@@ -47,6 +47,12 @@ async def test_messages_over_the_wapi(stack: Stack) -> None:
         assert read.get("unreadCount", 0) == 0
         receipt = (await alice.events_until("messageRead"))[-1]["messageRead"]
         assert (receipt["username"], receipt["seq"]) == ("bob", "1")
+        assert (
+            await bob.result("MessagesService.SetTyping", {"conversationId": sent["conversationId"], "typing": True})
+            == {}
+        )
+        typing = (await alice.events_until("typing"))[-1]["typing"]
+        assert (typing["username"], typing["typing"], typing["conversationId"]) == ("bob", True, sent["conversationId"])
 
         too_long = await alice.error(
             "MessagesService.SendMessage", {"recipient": "bob", "text": "x" * 4097, "requestId": "r-2"}

@@ -1036,6 +1036,7 @@ function renderThread() {
   const panel = byTestId("chat-thread");
   panel.hidden = !thread;
   if (!thread) return;
+  renderTyping();
   panel.dataset.conversationId = thread.conversationId ?? "";
   byTestId("chat-thread-title").textContent = thread.title;
   const readUpTo = peerRead.get(thread.conversationId) ?? 0;
@@ -1064,6 +1065,21 @@ function renderThread() {
     }),
   );
   byTestId("chat-messages").lastElementChild?.scrollIntoView?.({ block: "nearest" });
+}
+
+/** "bob is typing…" under the open thread, from the SDK's typing state. */
+function renderTyping() {
+  const line = byTestId("chat-typing");
+  const typers = thread?.conversationId ? wac.messages.typingIn(thread.conversationId) : [];
+  line.hidden = typers.length === 0;
+  line.textContent = typers.length ? `${typers.map(nameOf).join(", ")} ${typers.length > 1 ? "are" : "is"} typing…` : "";
+}
+
+/** Each keystroke in the thread's box: the SDK tells wac at most every 3 s; an emptied box stops it. */
+function typedInThread(event) {
+  if (!thread?.conversationId) return; // a new chat has no conversation until its first message
+  const active = event.currentTarget.value.trim() !== "";
+  wac.messages.typing(thread.conversationId, active).catch(() => {}); // a lost typing sign is harmless
 }
 
 /** Makes a group of the ticked contacts (the conference panel's selection) and opens it. */
@@ -1146,6 +1162,10 @@ wac.messages.on("deleted", ({ conversationId, messageId }) => {
 
 wac.messages.on("conversationChanged", () => act(loadConversations));
 
+wac.messages.on("typing", ({ conversationId }) => {
+  if (thread?.conversationId === conversationId) renderTyping();
+});
+
 // ---- wiring ----
 
 byTestId("login-form").addEventListener("submit", login);
@@ -1162,6 +1182,7 @@ byTestId("hangup").addEventListener("click", () => act(hangup));
 byTestId("history-refresh").addEventListener("click", () => act(loadHistory));
 byTestId("chat-refresh").addEventListener("click", () => act(loadConversations));
 byTestId("chat-form").addEventListener("submit", sendFromForm);
+byTestId("chat-text").addEventListener("input", typedInThread);
 byTestId("chat-group-form").addEventListener("submit", (event) => act(() => startGroup(event)));
 byTestId("conference-form").addEventListener("submit", startFromForm);
 byTestId("conference-mute").addEventListener("click", () => toggleConferenceMedia("audio"));

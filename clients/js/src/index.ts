@@ -23,7 +23,7 @@ export type { ConferencesApi, ConferencesEvents, CreateConferenceOptions } from 
 export type { Conference as ConferenceInfo } from "./gen/wac.js";
 export type { PresenceApi } from "./presence.js";
 export type { ContactsApi, PageOptions } from "./contacts.js";
-export type { MessagesApi, MessagesEvents, MessageTarget, SendOptions, HistoryOptions, PendingMessage } from "./messages.js";
+export type { MessagesApi, MessagesEvents, MessageTarget, SendOptions, HistoryOptions, PendingMessage, TypingState } from "./messages.js";
 export type { GoogleLinkApi, GoogleLinkCallback, LinkEnvironment, LinkPopup } from "./google-link.js";
 export type { ConnectionState, TransportPolicy } from "./transport/machine.js";
 export type { TransportKind } from "./transport/transport.js";

@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from "./clock.js";
 import { Emitter } from "./emitter.js";
 import { Status, type WacError, toWacError } from "./errors.js";
 import type {
@@ -9,6 +10,7 @@ import type {
   MessageDeleted,
   MessageRead,
   MessageReceived,
+  Typing,
   Event as WacEvent,
 } from "./gen/wac.js";
 import type { PageOptions } from "./contacts.js";
@@ -45,7 +47,20 @@ export interface MessagesEvents {
   conversationChanged: ConversationChanged;
   /** The sends waiting for wac changed (one queued, or taken). */
   pending: PendingMessage[];
+  /** Who is typing in a conversation changed: the members typing there now (empty: nobody). */
+  typing: TypingState;
 }
+
+/** Who types in a conversation, as the `typing` event and `typingIn()` tell. */
+export interface TypingState {
+  conversationId: string;
+  usernames: string[];
+}
+
+/** How often a user who keeps typing says so again: well within wac's 6 s. */
+export const TYPING_REFRESH_MS = 3_000;
+/** How long a typing event is shown when wac says nothing of it (older wac). */
+const TYPING_DEFAULT_MS = 6_000;
 
 interface Outgoing {
   pending: PendingMessage;
@@ -66,11 +81,16 @@ const TRANSIENT: ReadonlySet<number> = new Set([Status.UNAVAILABLE, Status.DEADL
  */
 export class MessagesApi extends Emitter<MessagesEvents> {
   private readonly outbox = new Map<string, Outgoing>();
+  /** conversationId -> username -> the timer that ends its typing. */
+  private readonly typers = new Map<string, Map<string, unknown>>();
+  /** conversationId -> when this user last said it types there. */
+  private readonly saidTyping = new Map<string, number>();
 
   /** @internal Made by Wac. */
   constructor(
     private readonly request: Requester,
     private readonly random: () => number = Math.random,
+    private readonly clock: Clock = systemClock,
   ) {
     super();
   }
@@ -116,6 +136,30 @@ export class MessagesApi extends Emitter<MessagesEvents> {
     return this.request("MessagesService.MarkRead", { conversationId, messageId });
   }
 
+  /**
+   * Tells the other members this user types in a conversation (call it on
+   * each keystroke: it goes to wac at most every 3 s), or stopped
+   * (`active` false: only if it said it was typing). Never queued: a
+   * typing sign that cannot go now is worthless later.
+   */
+  async typing(conversationId: string, active = true): Promise<void> {
+    const now = this.clock.now();
+    const said = this.saidTyping.get(conversationId);
+    if (active) {
+      if (said !== undefined && now - said < TYPING_REFRESH_MS) return;
+      this.saidTyping.set(conversationId, now);
+    } else {
+      if (said === undefined) return;
+      this.saidTyping.delete(conversationId);
+    }
+    await this.request("MessagesService.SetTyping", { conversationId, typing: active });
+  }
+
+  /** The members typing in a conversation now. */
+  typingIn(conversationId: string): string[] {
+    return [...(this.typers.get(conversationId)?.keys() ?? [])];
+  }
+
   /** Makes a group this user owns. */
   createGroup(title: string, members: string[]): Promise<Conversation> {
     return this.request("MessagesService.CreateConversation", { title, members });
@@ -148,7 +192,12 @@ export class MessagesApi extends Emitter<MessagesEvents> {
 
   /** @internal An event from the session's stream; whether it was chat's. */
   handleEvent(event: WacEvent): boolean {
-    if (event.messageReceived) this.emit("received", event.messageReceived);
+    if (event.messageReceived) {
+      // A message ends its sender's typing there.
+      const { message } = event.messageReceived;
+      if (message?.conversationId && message.sender) this.stopTyper(message.conversationId, message.sender);
+      this.emit("received", event.messageReceived);
+    } else if (event.typing) this.onTyping(event.typing, event.time);
     else if (event.messageRead) this.emit("read", event.messageRead);
     else if (event.messageDeleted) this.emit("deleted", event.messageDeleted);
     else if (event.conversationChanged) this.emit("conversationChanged", event.conversationChanged);
@@ -169,6 +218,36 @@ export class MessagesApi extends Emitter<MessagesEvents> {
     if (waiting.length) this.emit("pending", []);
   }
 
+  private onTyping(typing: Typing, time: string | undefined): void {
+    const { conversationId, username } = typing;
+    if (!conversationId || !username) return;
+    if (!typing.typing) {
+      this.stopTyper(conversationId, username);
+      return;
+    }
+    // How long wac says to show it, timed from now: the two clocks never meet.
+    const span = time && typing.expireTime ? Date.parse(typing.expireTime) - Date.parse(time) : NaN;
+    const ms = Number.isFinite(span) && span > 0 ? Math.min(span, 60_000) : TYPING_DEFAULT_MS;
+    const typers = this.typers.get(conversationId) ?? new Map<string, unknown>();
+    this.typers.set(conversationId, typers);
+    const known = typers.has(username);
+    if (known) this.clock.clearTimeout(typers.get(username));
+    typers.set(
+      username,
+      this.clock.setTimeout(() => this.stopTyper(conversationId, username), ms),
+    );
+    if (!known) this.emit("typing", { conversationId, usernames: this.typingIn(conversationId) });
+  }
+
+  private stopTyper(conversationId: string, username: string): void {
+    const typers = this.typers.get(conversationId);
+    if (!typers?.has(username)) return;
+    this.clock.clearTimeout(typers.get(username));
+    typers.delete(username);
+    if (!typers.size) this.typers.delete(conversationId);
+    this.emit("typing", { conversationId, usernames: this.typingIn(conversationId) });
+  }
+
   private attempt(requestId: string): void {
     const outgoing = this.outbox.get(requestId);
     if (!outgoing || outgoing.inFlight) return;
@@ -176,7 +255,10 @@ export class MessagesApi extends Emitter<MessagesEvents> {
     const { target, text } = outgoing.pending;
     const params = "to" in target ? { recipient: target.to, text, requestId } : { conversationId: target.conversationId, text, requestId };
     this.request("MessagesService.SendMessage", params).then(
-      (message) => this.settle(requestId, () => outgoing.resolve(message)),
+      (message) => {
+        if (message.conversationId) this.saidTyping.delete(message.conversationId);
+        this.settle(requestId, () => outgoing.resolve(message));
+      },
       (error: unknown) => {
         const wacError = toWacError(error);
         outgoing.inFlight = false;

@@ -220,7 +220,7 @@ export class Wac extends Emitter<WacEvents> {
     const request = this.request.bind(this);
     this.presence = new PresenceApi(request);
     this.contacts = new ContactsApi(request);
-    this.messages = new MessagesApi(request, options.random);
+    this.messages = new MessagesApi(request, options.random, this.clock);
     this.googleLink = new GoogleLinkApi(request, this.clock);
     this.detachNetworkListeners = this.listenToNetwork();
     this.callHost = {

@@ -95,4 +95,72 @@ describe("messages", () => {
     await settle();
     assert.deepEqual(seen, ["received hi", "read bob 1", "deleted m1", "changed Team"]);
   });
+
+  it("typing: goes to wac at most every 3 s, stops once; a sent message lets it go again", async () => {
+    const { wac, server, clock } = await loggedIn();
+    const typing = wac.messages.typing("c1");
+    await settle();
+    assert.deepEqual(server.link.last("MessagesService.SetTyping").params, { conversationId: "c1", typing: true });
+    await server.answer("MessagesService.SetTyping", {});
+    await typing;
+    // More keystrokes within 3 s: nothing more to wac.
+    await wac.messages.typing("c1");
+    await clock.advance(2_999);
+    await wac.messages.typing("c1");
+    assert.equal(server.link.requests("MessagesService.SetTyping").length, 1);
+    await clock.advance(1);
+    void wac.messages.typing("c1");
+    await settle();
+    assert.equal(server.link.requests("MessagesService.SetTyping").length, 2);
+    await server.answer("MessagesService.SetTyping", {});
+    // Stopping: once, and only after typing.
+    void wac.messages.typing("c1", false);
+    await settle();
+    assert.deepEqual(server.link.last("MessagesService.SetTyping").params, { conversationId: "c1", typing: false });
+    await server.answer("MessagesService.SetTyping", {});
+    await wac.messages.typing("c1", false);
+    assert.equal(server.link.requests("MessagesService.SetTyping").length, 3);
+
+    // Sending a message ends it: the next keystroke says so at once.
+    void wac.messages.typing("c1");
+    await settle();
+    await server.answer("MessagesService.SetTyping", {});
+    const sending = wac.messages.send({ conversationId: "c1" }, "done");
+    await settle();
+    await server.answer("MessagesService.SendMessage", MESSAGE);
+    await sending;
+    void wac.messages.typing("c1");
+    await settle();
+    assert.equal(server.link.requests("MessagesService.SetTyping").length, 5);
+  });
+
+  it("typing events: shown for as long as wac says, from when they came; ended by false or a message", async () => {
+    const { wac, server, clock } = await loggedIn();
+    const seen: string[] = [];
+    wac.messages.on("typing", (t) => seen.push(`${t.conversationId}: ${t.usernames.join(",")}`));
+    // wac's clock is an hour off the page's: only the span counts.
+    const typing = (username: string, on = true) =>
+      server.event({
+        time: "2020-01-01T00:00:00Z",
+        typing: { conversationId: "c1", username, typing: on, expireTime: "2020-01-01T00:00:06Z" },
+      });
+    typing("bob");
+    typing("carol");
+    await settle();
+    assert.deepEqual(wac.messages.typingIn("c1"), ["bob", "carol"]);
+    await clock.advance(4_000);
+    typing("bob"); // still typing: his 6 s start again
+    await settle();
+    await clock.advance(2_000);
+    assert.deepEqual(wac.messages.typingIn("c1"), ["bob"]); // carol's 6 s are over
+    typing("bob", false);
+    await settle();
+    assert.deepEqual(wac.messages.typingIn("c1"), []);
+    typing("carol");
+    await settle();
+    server.event({ messageReceived: { message: { ...MESSAGE, sender: "carol" }, conversation: { conversationId: "c1" } } });
+    await settle();
+    assert.deepEqual(wac.messages.typingIn("c1"), []);
+    assert.deepEqual(seen, ["c1: bob", "c1: bob,carol", "c1: bob", "c1: ", "c1: carol", "c1: "]);
+  });
 });

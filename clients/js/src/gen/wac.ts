@@ -936,6 +936,13 @@ export interface Event {
    * (oneof payload: at most one member is set)
    */
   conversationChanged?: ConversationChanged;
+  /**
+   * A member of one of this subscriber's conversations is typing in it,
+   * or stopped (never stored).
+   *
+   * (oneof payload: at most one member is set)
+   */
+  typing?: Typing;
 }
 
 /** A subscriber's Google link changed. */
@@ -1011,6 +1018,27 @@ export interface SubscribeRequest {
    * session: all of them for a session that just logged in.
    */
   afterSeq?: string;
+}
+
+/**
+ * A member is typing in a conversation, or stopped. Shown until
+ * expire_time at most: a client that keeps typing sends it again before
+ * then, and a message from the member ends it too.
+ */
+export interface Typing {
+  /** The conversation's id. */
+  conversationId?: string;
+  /** The member's username. */
+  username?: string;
+  /** Whether it is typing (false: it stopped). */
+  typing?: boolean;
+  /**
+   * Until when to show it, on wac's clock: the event's time plus 6
+   * seconds (the time of the event when it stopped). A client times it from when it got the
+   * event (expire_time minus the event's time), so clocks that disagree
+   * do not matter.
+   */
+  expireTime?: string;
 }
 
 // ---- wac/v1/identity.proto ----
@@ -1474,6 +1502,14 @@ export interface SendSystemMessageRequest {
   requestId?: string;
 }
 
+/** The request for SetTyping. */
+export interface SetTypingRequest {
+  /** The conversation's id (not a system one). */
+  conversationId?: string;
+  /** Whether the caller is typing (true) or stopped (false). */
+  typing?: boolean;
+}
+
 /** The request for UnblockSubscriber. */
 export interface UnblockSubscriberRequest {
   /** The username to let through again. */
@@ -1839,6 +1875,15 @@ export interface Methods {
    * empty, system true); the subscriber cannot reply to it.
    */
   "MessagesService.SendSystemMessage": [SendSystemMessageRequest, Message];
+  /**
+   * SetTyping tells the other members of a conversation that the caller is
+   * typing in it (typing true), or stopped (false): they get a typing
+   * event, which says until when to show it (a client that keeps typing
+   * sets it again every few seconds). It is never stored: no database
+   * write, nothing in ListMessages; members who block the caller get
+   * nothing.
+   */
+  "MessagesService.SetTyping": [SetTypingRequest, Empty];
   /** UnblockSubscriber lets a blocked subscriber's messages through again. */
   "MessagesService.UnblockSubscriber": [UnblockSubscriberRequest, BlockedSubscribers];
   /**
