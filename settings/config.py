@@ -243,7 +243,8 @@ class GatewayConfig:
     # `wac run` starts `wac gateway` and `wac rtpengine` when the programs
     # are installed (deps/debian.txt); without them it runs without the gateway.
     # While enabled, the core keeps the gateway's API key (scopes
-    # identity.verify and numbers.lookup) in gateway.key in the data dir, 0600.
+    # identity.verify, numbers.lookup and messages.deliver) in gateway.key in
+    # the data dir, 0600.
     enabled: bool = True
     # The SIP domain: subscribers register as sip:USERNAME@domain, and the
     # realm of the gateway's Bearer challenges. An IP literal works on
@@ -283,7 +284,8 @@ class GatewayConfig:
     # The gateway's API key towards the SAPI. Empty: the file gateway.key in
     # data_dir, which the core creates (0600) on start. Set it (`wac admin
     # apikey create sip-gateway --scope identity.verify --scope
-    # numbers.lookup`) when several cores share one database: each would
+    # numbers.lookup --scope messages.deliver`) when several cores share
+    # one database: each would
     # otherwise make its own and end the others'.
     api_key: str = key("", check=checks.api_key, secret=True)
     # The gateway's WebSocket URL announced to clients at login (Session
@@ -400,7 +402,7 @@ class TracingConfig:
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
     "user": ("call.audio", "call.video", "presence.publish", "contacts.directory"),
-    "pstn": ("call.pstn",),
+    "pstn": ("call.pstn", "message.pstn"),
     "admin": ("admin",),
 }
 

@@ -20,12 +20,13 @@ from settings.servicekey import wait_for_key_file
 
 FILE_NAME = "gateway.key"
 # The API key's name and its scopes: verify a token (identity:verify,
-# identity:authorize) and find who owns a number (phoneNumbers/{number}).
+# identity:authorize), find who owns a number (phoneNumbers/{number}) and
+# hand in a message from the trunk (phoneNumbers/{number}:receiveMessage).
 # Not "gateway": the README's quick start has operators create a key of
 # that name for their own gateway, and provisioning ends every earlier key
 # of its name.
 NAME = "sip-gateway"
-SCOPES = ("identity.verify", "numbers.lookup")
+SCOPES = ("identity.verify", "numbers.lookup", "messages.deliver")
 
 
 def gateway_key_path(config: Config) -> Path:
@@ -50,7 +51,7 @@ def read_gateway_key(config: Config, wait: float) -> str:
         what="gateway key",
         remedy="Start the core first with [gateway] enabled (it creates the file), or set [gateway] api_key "
         "(WAC_GATEWAY_API_KEY) to a key made with `wac admin apikey create sip-gateway --scope identity.verify "
-        "--scope numbers.lookup`",
+        "--scope numbers.lookup --scope messages.deliver`",
     )
     try:
         # It lands in Kamailio's script: the rule [gateway] api_key follows.

@@ -91,6 +91,7 @@ RULES: dict[str, Rule] = {
     "/wac.v1.MessagesService/ListBlockedSubscribers": SUBSCRIBER,
     "/wac.v1.MessagesService/SendSystemMessage": _services("messages.write"),
     "/wac.v1.MessagesService/DeleteMessage": _services("messages.write"),
+    "/wac.v1.MessagesService/ReceiveMessage": _services("messages.deliver"),
     "/wac.v1.EventsService/Subscribe": SUBSCRIBER,
     # The edge's one stream for all its sockets: only wac's own hops may
     # open it (the hop key); each attachment then carries its session's

@@ -31,6 +31,9 @@ SCOPES = frozenset(
         "connectors.admin",
         # The SIP gateway: who owns a phone number (GetPhoneNumberOwner).
         "numbers.lookup",
+        # The SIP gateway: a message from the trunk to a subscriber's number
+        # (MessagesService.ReceiveMessage).
+        "messages.deliver",
         # wac's own hops (the WAPI edge, Envoy): opens the internal
         # EdgeStreamService.StreamEvents, and vouches for the client
         # address it forwards (x-wac-hop).

@@ -16,6 +16,12 @@ Guarantees:
   conversation (``conversationChanged``, to those removed too) go the same
   way. A change, once stored, is announced: it runs in a task of its own,
   so a client that cancels its RPC cannot leave it unannounced.
+- A message to a party on the gateway's side (a number, a sip: URI of
+  another domain) goes out through the SIP gateway (``MessageGateway``)
+  with the sender's own token, and is kept once the far end took it: the
+  gateway's refusal is the send's. A message from the trunk to a
+  subscriber's number (``receive``) lands in the holder's one-to-one
+  conversation with the sender; the party's URI stands in the members.
 - With ``[messages] retention`` set, every core purges the messages older
   than it every quarter of it (at most an hour); conversations and read
   state stay.
@@ -59,6 +65,29 @@ class Subscribers(Protocol):
     async def exists(self, username: str) -> bool: ...
 
 
+class Numbers(Protocol):
+    """identity's phone numbers (``core/identity/handler.py``)."""
+
+    async def phone_number_owner(self, number: str) -> tuple[str, str]:
+        """The number in E.164 and its holder; NotFound when nobody holds it."""
+        ...
+
+
+class MessageGateway(Protocol):
+    """The SIP gateway, for messages (``connectors/sip_messages.py``)."""
+
+    async def send(self, *, token: str, sender: str, to: str, text: str) -> None:
+        """Returns once the far end took the text; raises a ``failures`` error."""
+        ...
+
+
+class _Outside(Exception):
+    """A send's conversation is with a party on the gateway's side."""
+
+    def __init__(self, party: str) -> None:
+        self.party = party
+
+
 @dataclass(frozen=True, slots=True)
 class ChatLimits:
     """``[messages]``: the text's bytes at most, and how long messages are kept (0: for ever)."""
@@ -77,11 +106,17 @@ class ChatHandler:
         events: EventLog,
         subscribers: Subscribers,
         limits: ChatLimits,
+        numbers: Numbers,
+        gateway: MessageGateway | None = None,
+        domain: str = "",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
         self._events = events
         self._subscribers = subscribers
+        self._numbers = numbers
+        self._gateway = gateway
+        self._domain = domain
         self._limits = limits
         self._clock = clock
         self._work = Work()
@@ -100,44 +135,124 @@ class ChatHandler:
 
     # -- sending ---------------------------------------------------------
     async def send(
-        self, who: SubscriberPrincipal, *, conversation_id: str, recipient: str, text: str, request_id: str
+        self,
+        who: SubscriberPrincipal,
+        *,
+        conversation_id: str,
+        recipient: str,
+        text: str,
+        request_id: str,
+        token: str = "",
     ) -> Message:
         """A text to a conversation of the caller's, or to a subscriber (their
-        one-to-one conversation, made by the first message). One write
-        transaction does the checks and the append (``ChatStore.append``)."""
+        one-to-one conversation, made by the first message), or through the
+        gateway to a party on its side (with ``token``, the caller's). One
+        write transaction does the checks and the append (``ChatStore.append``)."""
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
         if recipient:
-            conversation_id = await self._direct(who.username, recipient)
+            party = rules.external_party("recipient", recipient, self._domain)
+            if party is not None:
+                return await self._send_out(who, token, party, "", text, request_id)
+            conversation_id = await self._direct(who.username, rules.subscriber_of(recipient))
         elif not conversation_id:
             raise failures.Invalid("recipient", "is required: name a recipient or a conversation_id")
         else:
             rules.conversation_id(conversation_id)
-        now = self._clock.time()
 
         def check(conversation: Conversation | None, blockers: frozenset[str]) -> Conversation:
             conversation = rules.may_send(conversation, who.username)
-            if conversation.kind is Kind.DIRECT and conversation.peer(who.username) in blockers:
-                raise failures.PermissionDenied(NOT_ACCEPTED)
+            if conversation.kind is Kind.DIRECT:
+                peer = conversation.peer(who.username)
+                if rules.is_external(peer):
+                    raise _Outside(peer)  # rolled back: it goes through the gateway first
+                if peer in blockers:
+                    raise failures.PermissionDenied(NOT_ACCEPTED)
             return conversation
+
+        try:
+            return await self._append(conversation_id, check, who.username, text, request_id, who.session_id)
+        except _Outside as outside:
+            return await self._send_out(who, token, outside.party, conversation_id, text, request_id)
+
+    async def _send_out(
+        self, who: SubscriberPrincipal, token: str, party: str, conversation_id: str, text: str, request_id: str
+    ) -> Message:
+        """Through the gateway first, then kept: a message is in the
+        conversation once the far end took it. A retry of one already kept
+        answers it and sends nothing."""
+        earlier = await self._store.by_request(who.username, request_id)
+        if earlier is not None:
+            return earlier
+        if self._gateway is None:
+            raise failures.FailedPrecondition(
+                f"messages to {party.partition(':')[0]}: addresses go through the SIP gateway, which is not enabled"
+            )
+        await self._gateway.send(token=token, sender=who.username, to=party, text=text)
+        if not conversation_id:
+            conversation_id = await self._direct_id(who.username, party)
+        return await self._append(
+            conversation_id,
+            lambda c, _: rules.may_send(c, who.username),
+            who.username,
+            text,
+            request_id,
+            who.session_id,
+        )
+
+    async def receive(
+        self, who: ServicePrincipal, phone_number: str, sender: str, text: str, request_id: str
+    ) -> Message:
+        """A message from the trunk to a subscriber's number (the gateway's
+        ReceiveMessage), into the holder's conversation with the sender."""
+        checks.require("phone_number", phone_number)
+        rules.sender_uri("sender", sender)
+        rules.text(text, self._limits.max_text_bytes)
+        rules.request_id(request_id)
+        _, holder = await self._numbers.phone_number_owner(phone_number)
+        conversation_id = await self._direct_id(sender, holder)
+        return await self._append(
+            conversation_id,
+            lambda c, _: rules.member(c, holder),
+            sender,
+            text,
+            request_id,
+            None,
+            requester=f"gateway:{who.key_name}",
+        )
+
+    async def _append(
+        self,
+        conversation_id: str,
+        check: Any,
+        sender: str,
+        text: str,
+        request_id: str,
+        session: str | None,
+        *,
+        requester: str = "",
+    ) -> Message:
+        """Appends ``sender``'s message if ``check`` passes, and tells the members."""
+        requester = requester or sender
+        now = self._clock.time()
 
         def make(conversation: Conversation) -> Message:
             return Message(
                 message_id=secrets.token_urlsafe(16),
                 conversation_id=conversation.conversation_id,
                 seq=conversation.last_seq + 1,
-                sender=who.username,
+                sender=sender,
                 text=text,
                 create_time=now,
                 system=False,
-                requester=who.username,
+                requester=requester,
                 request_id=request_id,
             )
 
         async def change() -> Message:
-            done = await self._store.append(conversation_id, check, make, requester=who.username, request_id=request_id)
+            done = await self._store.append(conversation_id, check, make, requester=requester, request_id=request_id)
             if done.conversation is not None:  # else a retry: answered, nobody told again
-                await self._received(rules.sent(done.conversation, now), done.message, who.session_id, done.blockers)
+                await self._received(rules.sent(done.conversation, now), done.message, session, done.blockers)
             return done.message
 
         return await self._work.run(change())
@@ -195,8 +310,16 @@ class ChatHandler:
             raise failures.NotFound(f"subscriber '{recipient}' does not exist", field="recipient")
         # Not made for a sender its recipient blocks (the send is refused).
         await self._require_accepted(sender, recipient)
+        return await self._direct_id(sender, recipient)
+
+    async def _direct_id(self, first: str, second: str) -> str:
+        """The one-to-one conversation of the two (``first`` wrote first), made if need be."""
+        key = rules.direct_key(first, second)
+        known = self._directs.get(key)
+        if known is not None:
+            return known
         now = self._clock.time()
-        made = Conversation(secrets.token_urlsafe(16), Kind.DIRECT, (sender, recipient), now, now)
+        made = Conversation(secrets.token_urlsafe(16), Kind.DIRECT, (first, second), now, now)
         conversation_id = (await self._store.get_or_create(key, made)).conversation_id
         if len(self._directs) >= MAX_DIRECTS:
             self._directs.pop(next(iter(self._directs)))
@@ -402,7 +525,7 @@ class ChatHandler:
         others = [m for m in conversation.members if m != message.sender and m not in blockers]
         if others:
             await self._events.publish(others, messages.received(replace(message, request_id=""), conversation))
-        if message.sender:
+        if message.sender and not rules.is_external(message.sender):
             # Its request_id, for the sender's other devices to match a send of theirs.
             await self._events.publish(
                 (message.sender,), messages.received(message, conversation), exclude_session=session

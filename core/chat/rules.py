@@ -19,6 +19,7 @@ a refusal) out; the handler stores it and tells the members.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -149,6 +150,58 @@ def direct_key(a: str, b: str) -> str:
     """What makes the one-to-one conversation of ``a`` and ``b`` the only one."""
     low, high = sorted((a, b))
     return f"direct:{low}\x1f{high}"
+
+
+# A party on the gateway's side: its URI stands in the conversation's
+# members where a username would (a username never holds a ':'). E.164 as
+# the gateway reads it (route[TO_NUMBER]); a sip: URI with a plain user and
+# host, nothing that could break out of a SIP header.
+_SEPARATORS = re.compile(r"[\s().-]")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_SIP_URI = re.compile(r"^sips?:([A-Za-z0-9_.!~*'()&=+$,%-]{1,64})@([A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
+_TEL = re.compile(r"^tel:\+?[0-9]{2,15}$")
+
+
+def is_external(party: str) -> bool:
+    """Whether a member is a party on the gateway's side (its URI)."""
+    return ":" in party
+
+
+def external_party(field: str, target: str, domain: str) -> str | None:
+    """The URI of a recipient on the gateway's side ("tel:+34911222333",
+    "sip:ann@example.com"), or None when ``target`` names a subscriber
+    (a username, or a sip: URI of the gateway's own domain: then
+    ``target`` is not changed and the caller reads the username with
+    ``subscriber_of``). Invalid for a number or URI the gateway cannot take."""
+    raw = target.strip()
+    lowered = raw.lower()
+    if lowered.startswith(("sip:", "sips:")):
+        found = _SIP_URI.match(raw)
+        if found is None:
+            raise failures.Invalid(field, f"{raw[:80]!r} is not a sip: URI wac can send to (sip:user@host)")
+        if found.group(2).lower() == domain.lower():
+            return None
+        return raw
+    if not (lowered.startswith("tel:") or raw.startswith("+")):
+        return None
+    number = _SEPARATORS.sub("", (raw[4:] if lowered.startswith("tel:") else raw).split(";", 1)[0])
+    if not _E164.match(number):
+        raise failures.Invalid(field, f"{raw[:80]!r} is not an E.164 number (+ and 2 to 15 digits)")
+    return f"tel:{number}"
+
+
+def subscriber_of(target: str) -> str:
+    """The username a recipient names: itself, or the user of a sip: URI of the gateway's domain."""
+    found = _SIP_URI.match(target.strip())
+    return found.group(1) if found else target
+
+
+def sender_uri(field: str, value: str) -> str:
+    """A sender on the gateway's side, as the gateway hands it in."""
+    checks.require(field, value)
+    if not (_TEL.match(value) or _SIP_URI.match(value)):
+        raise failures.Invalid(field, f"{value[:80]!r} is not a tel: or sip: URI")
+    return value
 
 
 def system_key(username: str) -> str:

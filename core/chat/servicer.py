@@ -21,6 +21,14 @@ def _operator() -> ServicePrincipal:
     return who
 
 
+def _bearer(context: grpc.aio.ServicerContext) -> str:
+    """The caller's access token: a message through the gateway carries it."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
+    return ""
+
+
 class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
     def __init__(self, handler: ChatHandler) -> None:
         self._chat = handler
@@ -35,6 +43,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
             recipient=request.recipient,
             text=request.text,
             request_id=request.request_id,
+            token=_bearer(context),
         )
         return messages.message_pb(message, who.username)
 
@@ -130,6 +139,14 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
         self, request: messages_pb2.SendSystemMessageRequest, context: grpc.aio.ServicerContext
     ) -> messages_pb2.Message:
         message = await self._chat.send_system(_operator(), request.username, request.text, request.request_id)
+        return messages.message_pb(message)
+
+    async def ReceiveMessage(
+        self, request: messages_pb2.ReceiveMessageRequest, context: grpc.aio.ServicerContext
+    ) -> messages_pb2.Message:
+        message = await self._chat.receive(
+            _operator(), request.phone_number, request.sender, request.text, request.request_id
+        )
         return messages.message_pb(message)
 
     async def DeleteMessage(

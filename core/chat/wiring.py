@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.chat.handler import ChatHandler, ChatLimits
+from core.chat.handler import ChatHandler, ChatLimits, MessageGateway
 from core.chat.servicer import MessagesServicer
 from core.chat.store import ChatStore
 from core.clock import SYSTEM_CLOCK, Clock
@@ -29,11 +29,19 @@ async def serve_chat(
     clock: Clock = SYSTEM_CLOCK,
 ) -> ChatHandler:
     """Serve MessagesService on ``server``; the handler, for the caller to stop."""
+    gateway: MessageGateway | None = None
+    if config.gateway.enabled:
+        from connectors.sip_messages import SipMessages
+
+        gateway = SipMessages(ws_listen=config.gateway.ws_listen, domain=config.gateway.domain)
     handler = ChatHandler(
         store=ChatStore(engine),
         events=events,
         subscribers=identity.subscribers,
+        numbers=identity,
         limits=ChatLimits(max_text_bytes=config.messages.max_text_bytes, retention=config.messages.retention),
+        gateway=gateway,
+        domain=config.gateway.domain,
         clock=clock,
     )
     await handler.start()

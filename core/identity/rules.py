@@ -58,6 +58,10 @@ def permissions_for(roles: Iterable[str], role_map: Mapping[str, Iterable[str]])
     return frozenset(granted)
 
 
+# Actions on a phone number, each with its own permission (prefixes allowed).
+PSTN_ACTIONS = frozenset({"call.pstn", "message.pstn"})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
@@ -67,21 +71,22 @@ class Decision:
 def authorize(permissions: frozenset[str], action: str, target: str) -> Decision:
     """May a subscriber with these permissions perform ``action`` on ``target``?
 
-    ``call.pstn`` alone allows any number; ``call.pstn:+34`` allows numbers
-    starting with +34. ``admin`` allows everything.
+    ``call.pstn`` alone allows calls to any number; ``call.pstn:+34`` to
+    numbers starting with +34; ``message.pstn`` the same for messages.
+    ``admin`` allows everything.
     """
     if "admin" in permissions:
         return Decision(True)
-    if action == "call.pstn":
-        prefixes = [p.partition(":")[2] for p in permissions if p.startswith("call.pstn:")]
-        if "call.pstn" in permissions:
+    if action in PSTN_ACTIONS:
+        prefixes = [p.partition(":")[2] for p in permissions if p.startswith(f"{action}:")]
+        if action in permissions:
             return Decision(True)
         if not prefixes:
-            return Decision(False, "no call.pstn permission")
+            return Decision(False, f"no {action} permission")
         number = target.removeprefix("tel:")
         if any(number.startswith(prefix) for prefix in prefixes):
             return Decision(True)
-        return Decision(False, f"call.pstn is limited to numbers starting with {', '.join(sorted(prefixes))}")
+        return Decision(False, f"{action} is limited to numbers starting with {', '.join(sorted(prefixes))}")
     if action in permissions:
         return Decision(True)
     return Decision(False, f"no {action} permission")

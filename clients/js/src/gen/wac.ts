@@ -1336,7 +1336,10 @@ export interface Conversation {
   owner?: string;
   /** The members' usernames, in the order they became members. */
   members?: string[];
-  /** Of a one-to-one conversation, the other member (seen by the caller). */
+  /**
+   * Of a one-to-one conversation, the other member (seen by the caller):
+   * a username, or the URI of a party on the gateway's side.
+   */
   peer?: string;
   /** Its last message, if any is left. */
   lastMessage?: Message;
@@ -1354,7 +1357,11 @@ export interface Conversation {
 export type Conversation_Type =
   /** Not set. */
   | "TYPE_UNSPECIFIED"
-  /** Between two subscribers, made by the first message between them. */
+  /**
+   * Between two subscribers, or a subscriber and a party on the
+   * gateway's side (a number or SIP URI), made by the first message
+   * between them.
+   */
   | "DIRECT"
   /** A group with a title, an owner and members. */
   | "GROUP"
@@ -1446,7 +1453,10 @@ export interface Message {
    * for each message after it (a deleted message keeps its place).
    */
   seq?: string;
-  /** The sender's username; empty for a system message. */
+  /**
+   * The sender's username; empty for a system message; the URI of a
+   * party on the gateway's side (tel:+34911222333, sip:ann@example.com).
+   */
   sender?: string;
   /** The text as sent, never interpreted. */
   text?: string;
@@ -1456,6 +1466,24 @@ export interface Message {
   requestId?: string;
   /** A message from the operator (SendSystemMessage). */
   system?: boolean;
+}
+
+/** The request for ReceiveMessage. */
+export interface ReceiveMessageRequest {
+  /**
+   * The number the message was sent to, as the trunk gave it (E.164, or
+   * national in [phones] default_region).
+   */
+  phoneNumber?: string;
+  /** Who sent it: a tel: or sip: URI. */
+  sender?: string;
+  /** The text, 1 to [messages] max_text_bytes bytes of UTF-8. */
+  text?: string;
+  /**
+   * The gateway's key for this message, 1 to 64 characters (a hash of its
+   * Call-ID and CSeq): a retransmission answers the message it made.
+   */
+  requestId?: string;
 }
 
 /** The request for RemoveConversationMembers. */
@@ -1475,7 +1503,9 @@ export interface SendMessageRequest {
    */
   conversationId?: string;
   /**
-   * A subscriber's username: the one-to-one conversation with it.
+   * A subscriber's username: the one-to-one conversation with it. Or a
+   * phone number (E.164, "+34 911 222 333" or tel:+34911222333) or a
+   * sip: URI: through the gateway, in the conversation with that party.
    *
    * (oneof target: at most one member is set)
    */
@@ -1857,6 +1887,15 @@ export interface Methods {
    */
   "MessagesService.MarkRead": [MarkReadRequest, Conversation];
   /**
+   * ReceiveMessage takes in a message the SIP gateway received from the
+   * trunk for a subscriber's phone number (a SIP MESSAGE, RFC 3428): it
+   * lands in the one-to-one conversation of the number's holder with the
+   * sender, whose devices get messageReceived. For the gateway's key (the
+   * messages.deliver scope). NOT_FOUND when nobody holds the number; the
+   * same request_id again answers the message it made.
+   */
+  "MessagesService.ReceiveMessage": [ReceiveMessageRequest, Message];
+  /**
    * RemoveConversationMembers takes members out of a group: its owner any
    * member but itself, any member itself (leaving). The members, and those
    * removed, get conversationChanged; those removed no longer read it.
@@ -1866,7 +1905,12 @@ export interface Methods {
    * SendMessage sends a text to a conversation, or to a subscriber (its
    * one-to-one conversation with the sender, made by the first message).
    * A request_id already used by the sender returns the message it made
-   * instead of sending it again, so a client retries safely.
+   * instead of sending it again, so a client retries safely. To a phone
+   * number or a SIP URI (or a conversation with one), the message goes
+   * out through the SIP gateway as a SIP MESSAGE (RFC 3428) carrying the
+   * caller's own token, which the gateway checks as it checks a call's
+   * (to a number: the message.pstn permission); it is kept once the far
+   * end took it, and the gateway's refusal is the send's error.
    */
   "MessagesService.SendMessage": [SendMessageRequest, Message];
   /**
