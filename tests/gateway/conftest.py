@@ -92,6 +92,8 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     env = {
         "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}",
         "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{events_port}",
+        # Chat's messages to numbers go in there (connectors/sip_messages.py).
+        "WAC_GATEWAY_WS_LISTEN": f"127.0.0.1:{ws_port}",
     }
     async with running_stack(tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}") as stack:
         core = stack.core

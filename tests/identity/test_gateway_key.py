@@ -32,7 +32,7 @@ async def test_the_core_provisions_the_key_with_its_scopes_only(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         [row] = [row for row in await core.identity.list_api_keys() if row.name == "sip-gateway"]
         assert row.revoke_time is None
-        assert sorted(row.scopes) == ["identity.verify", "numbers.lookup"]
+        assert sorted(row.scopes) == ["identity.verify", "messages.deliver", "numbers.lookup"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
             await _verify_with(channel, key)  # identity.verify: accepted
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -67,7 +67,7 @@ async def test_a_disabled_gateway_gets_no_key(tmp_path: Path) -> None:
 async def test_a_configured_key_wins_and_the_core_makes_none(tmp_path: Path) -> None:
     # Several cores on one database share a key the operator made.
     async with running_core(tmp_path / "data", {"WAC_GATEWAY_ENABLED": "false"}) as core:
-        made = await core.identity.create_api_key("sip-gateway", ["identity.verify", "numbers.lookup"])
+        made = await core.identity.create_api_key("sip-gateway", ["identity.verify", "numbers.lookup", "messages.deliver"])
     async with running_core(tmp_path / "data", {"WAC_GATEWAY_API_KEY": made}) as core:
         assert not gateway_key_path(core.config).exists()
         assert read_gateway_key(core.config, wait=0) == made
