@@ -40,7 +40,7 @@ from core import checks, failures, paging
 from core.auth.principal import Principal, ServicePrincipal, SubscriberPrincipal
 from core.chat import messages, rules
 from core.chat.rules import Conversation, Kind, Message, View
-from core.chat.store import ChatStore
+from core.chat.store import ChatStore, Check
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events.log import EventLog
 from core.tasks import Work, cancelled
@@ -224,7 +224,7 @@ class ChatHandler:
     async def _append(
         self,
         conversation_id: str,
-        check: Any,
+        check: Check,
         sender: str,
         text: str,
         request_id: str,
@@ -232,7 +232,8 @@ class ChatHandler:
         *,
         requester: str = "",
     ) -> Message:
-        """Appends ``sender``'s message if ``check`` passes, and tells the members."""
+        """Appends ``sender``'s message if ``check`` passes, and tells the
+        members; a system message (the operator's) has no sender."""
         requester = requester or sender
         now = self._clock.time()
 
@@ -244,7 +245,7 @@ class ChatHandler:
                 sender=sender,
                 text=text,
                 create_time=now,
-                system=False,
+                system=not sender,
                 requester=requester,
                 request_id=request_id,
             )
@@ -268,33 +269,15 @@ class ChatHandler:
         now = self._clock.time()
         made = Conversation(secrets.token_urlsafe(16), Kind.SYSTEM, (username,), now, now)
         conversation = await self._store.get_or_create(rules.system_key(username), made)
-
-        def make(current: Conversation) -> Message:
-            return Message(
-                secrets.token_urlsafe(16),
-                current.conversation_id,
-                current.last_seq + 1,
-                "",
-                text,
-                now,
-                True,
-                requester,
-                request_id,
-            )
-
-        async def change() -> Message:
-            done = await self._store.append(
-                conversation.conversation_id,
-                lambda c, _: rules.member(c, username),
-                make,
-                requester=requester,
-                request_id=request_id,
-            )
-            if done.conversation is not None:
-                await self._received(rules.sent(done.conversation, now), done.message, None, frozenset())
-            return done.message
-
-        return await self._work.run(change())
+        return await self._append(
+            conversation.conversation_id,
+            lambda c, _: rules.member(c, username),
+            "",
+            text,
+            request_id,
+            None,
+            requester=requester,
+        )
 
     async def _direct(self, sender: str, recipient: str) -> str:
         """The id of the one-to-one conversation of the two, made if there is

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route, WebSocketRoute, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Route, WebSocketRoute, expect
 
 from tests.support.core import add_subscriber
 from tests.support.stack import Stack, running_stack
@@ -314,3 +314,14 @@ async def open_demo(
         yield demo
         for phone in demo.phones:
             assert not phone.errors, f"{phone.username}'s page threw: {phone.errors}"
+
+
+def messages(phone: Phone) -> Locator:
+    """The messages of the chat thread open in the phone's page."""
+    return phone.page.locator('[data-testid="chat-message"]')
+
+
+async def write(phone: Phone, text: str) -> None:
+    """Writes and sends a message in the open chat thread."""
+    await phone.testid("chat-text").fill(text)
+    await phone.testid("chat-send").click()

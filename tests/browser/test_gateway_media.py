@@ -8,15 +8,16 @@ receives what it sends only if media flows both ways through the anchor."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Playwright, expect
 
-from tests.browser.support import Demo, Phone, ms, open_demo
+from tests.browser.support import Demo, Phone, messages, ms, open_demo, write
 from tests.gateway.conftest import Gateway, start_gateway
-from tests.support.gateway import DOMAIN, SCENARIOS, require_gateway, start_sipp, start_sipp_uas, traced
+from tests.support.gateway import DOMAIN, SCENARIOS, Trunk, require_gateway, start_sipp, start_sipp_uas, traced
 from tests.support.server import free_port
 from tests.support.timing import seconds
 
@@ -34,6 +35,8 @@ async def gateway_demo(playwright: Playwright, tmp_path: Path) -> AsyncIterator[
     env = {
         "WAC_GATEWAY_JSONRPC_LISTEN": f"127.0.0.1:{jsonrpc_port}",
         "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{events_port}",
+        # Chat's messages to numbers go in there (connectors/sip_messages.py).
+        "WAC_GATEWAY_WS_LISTEN": f"127.0.0.1:{ws_port}",
     }
     async with open_demo(
         playwright, tmp_path / "data", env, gateway_ws=f"127.0.0.1:{ws_port}", roles={"alice": ["user", "pstn"]}
@@ -172,3 +175,30 @@ async def test_a_call_from_the_trunk_rings_both_browsers_of_the_numbers_holder_a
             carrier.wait()
     [phone_end] = await phone.wait_ended()
     assert phone_end["reason"] == "ANSWERED_ELSEWHERE" and phone_end["direction"] == "incoming", phone_end
+
+
+async def test_a_chat_with_a_number_through_the_gateway_both_ways(gateway_demo: tuple[Demo, Gateway]) -> None:
+    """The demo's chat to a number: out as a SIP MESSAGE through the real
+    Kamailio to the trunk; the trunk's MESSAGE to bob's number in his page."""
+    demo, gateway = gateway_demo
+    alice, bob = await demo.phone("alice"), await demo.phone("bob")
+    trunk = Trunk(gateway)
+    try:
+        await alice.testid("chat-to").fill("+34 911 222 333")
+        await alice.testid("chat-to-start").click()
+        await write(alice, "¿llegas a las 5?")
+        delivered = await asyncio.to_thread(trunk.take, "200 OK")
+        assert delivered.startswith(f"MESSAGE sip:{NUMBER}@") and delivered.endswith("¿llegas a las 5?"), delivered
+        await expect(messages(alice).last).to_have_attribute("data-state", "sent", timeout=ms())
+        peer = alice.page.locator(f'[data-testid="chat-conversation"][data-peer="tel:{NUMBER}"]')
+        await expect(peer).to_have_count(1, timeout=ms())
+
+        answer = await asyncio.to_thread(trunk.message, "+34600111222", "<b>sí</b>".encode(), call_id=uuid.uuid4().hex)
+        assert answer.startswith("SIP/2.0 200 "), answer
+        conversation = bob.page.locator(f'[data-testid="chat-conversation"][data-peer="tel:{CARRIER}"]')
+        await expect(conversation.get_by_test_id("chat-unread")).to_have_text("1", timeout=ms())
+        await conversation.click()
+        await expect(messages(bob).last.get_by_test_id("chat-message-text")).to_have_text("<b>sí</b>", timeout=ms())
+        await expect(messages(bob).last).to_have_attribute("data-sender", f"tel:{CARRIER}")
+    finally:
+        trunk.close()

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
-from tests.browser.support import Demo, Phone, ms
+from tests.browser.support import Demo, messages, ms, write
 from tests.support.core import add_subscriber
 
 CAROL = "carol-secret"
 TITLE = "Team <i>A</i>"
 HTML = '<img src=x onerror="window.pwned=1"><b>bold?</b> & more'
-
-
-def messages(phone: Phone):  # type: ignore[no-untyped-def]
-    return phone.page.locator('[data-testid="chat-message"]')
-
-
-async def write(phone: Phone, text: str) -> None:
-    await phone.testid("chat-text").fill(text)
-    await phone.testid("chat-send").click()
 
 
 async def test_a_chat_between_two_pages(demo: Demo) -> None:

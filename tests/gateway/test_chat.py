@@ -39,40 +39,6 @@ async def chatter(gateway: Gateway, channel: grpc.aio.Channel, username: str) ->
     return device
 
 
-def reply(request: str, status: str) -> str:
-    """A response to a request the gateway sent the trunk."""
-    head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
-    keep = [line for line in head if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
-    return f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
-
-
-def answer_one(trunk: Trunk, status: str) -> str:
-    """The trunk takes one request from the gateway and answers it; the request."""
-    data, address = trunk.sock.recvfrom(65536)
-    request = data.decode()
-    trunk.sock.sendto(reply(request, status).encode(), address)
-    return request
-
-
-def message_in(trunk: Trunk, to: str, text: bytes, *, call_id: str, content_type: str = "text/plain") -> str:
-    """The trunk sends a MESSAGE to a number; the gateway's final answer."""
-    port = trunk.gateway.sip_port
-    head = (
-        f"MESSAGE sip:{to}@127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{trunk.gateway.trunk_port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:{CARRIER}@127.0.0.1>;tag=carrier\r\n"
-        f"To: <sip:{to}@127.0.0.1>\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(text)}\r\n\r\n"
-    )
-    trunk.sock.sendto(head.encode() + text, ("127.0.0.1", port))
-    while True:
-        answer = trunk.sock.recv(65536).decode(errors="replace")
-        if int(answer.split()[1]) >= 200:
-            return answer
-
-
 async def test_a_message_to_a_number_goes_out_as_sip_message_and_is_kept(
     gateway: Gateway, channel: grpc.aio.Channel
 ) -> None:
@@ -82,7 +48,7 @@ async def test_a_message_to_a_number_goes_out_as_sip_message_and_is_kept(
     try:
         key = request_id()
         sending = asyncio.ensure_future(alice.send("hola, ¿qué tal? <b>", to="+34 911 222 333", key=key))
-        delivered = await asyncio.to_thread(answer_one, trunk, "202 Accepted")
+        delivered = await asyncio.to_thread(trunk.take, "202 Accepted")
         sent = await sending
 
         assert delivered.startswith(f"MESSAGE sip:{NUMBER}@127.0.0.1:{gateway.trunk_port} SIP/2.0"), delivered
@@ -103,7 +69,7 @@ async def test_a_message_to_a_number_goes_out_as_sip_message_and_is_kept(
         assert again == sent
         # The next one, by the conversation's id, goes out the same way.
         sending = asyncio.ensure_future(alice.send("¿sigues ahí?", conversation_id=sent.conversation_id))
-        second = await asyncio.to_thread(answer_one, trunk, "200 OK")
+        second = await asyncio.to_thread(trunk.take, "200 OK")
         assert second.endswith("¿sigues ahí?") and "Call-ID" in second
         assert (await sending).seq == 2
         assert await alice.texts(sent.conversation_id) == ["hola, ¿qué tal? <b>", "¿sigues ahí?"]
@@ -125,7 +91,7 @@ async def test_the_gateways_and_the_trunks_refusals_are_the_sends_errors(
     trunk = Trunk(gateway)
     try:
         sending = asyncio.ensure_future(alice.send("anyone?", to=NUMBER))
-        await asyncio.to_thread(answer_one, trunk, "404 Not Found")
+        await asyncio.to_thread(trunk.take, "404 Not Found")
         await fails(grpc.StatusCode.NOT_FOUND, sending, "the gateway answered 404 Not Found")
     finally:
         trunk.close()
@@ -145,14 +111,14 @@ async def test_a_message_from_the_trunk_reaches_the_numbers_holder_once(
     try:
         call_id = uuid.uuid4().hex
         text = "Your code is 1234 & <that's it>"
-        answer = await asyncio.to_thread(message_in, trunk, "+34600111001", text.encode(), call_id=call_id)
+        answer = await asyncio.to_thread(trunk.message, "+34600111001", text.encode(), call_id=call_id)
         assert answer.startswith("SIP/2.0 200 "), answer
         (told,) = await alice.expect("message_received")
         assert (told.message.sender, told.message.text) == (f"tel:{CARRIER}", text)
         assert told.conversation.type == messages_pb2.Conversation.DIRECT
         assert set(told.conversation.members) == {"alice", f"tel:{CARRIER}"}
         # The same request again (a retransmission after a lost 200): kept once.
-        again = await asyncio.to_thread(message_in, trunk, "+34600111001", text.encode(), call_id=call_id)
+        again = await asyncio.to_thread(trunk.message, "+34600111001", text.encode(), call_id=call_id)
         assert again.startswith("SIP/2.0 200 "), again
         await alice.quiet()
         [conversation] = (await alice.conversations()).conversations
@@ -161,18 +127,18 @@ async def test_a_message_from_the_trunk_reaches_the_numbers_holder_once(
 
         # Her reply in that conversation goes back to the trunk.
         sending = asyncio.ensure_future(alice.send("thanks", conversation_id=conversation.conversation_id))
-        back = await asyncio.to_thread(answer_one, trunk, "200 OK")
+        back = await asyncio.to_thread(trunk.take, "200 OK")
         assert back.startswith(f"MESSAGE sip:{CARRIER}@127.0.0.1:{gateway.trunk_port} "), back
         assert (await sending).seq == 2
 
         # Nobody holds the number; not text; not UTF-8.
-        nobody = await asyncio.to_thread(message_in, trunk, "+34600999999", b"hi", call_id=uuid.uuid4().hex)
+        nobody = await asyncio.to_thread(trunk.message, "+34600999999", b"hi", call_id=uuid.uuid4().hex)
         assert nobody.startswith("SIP/2.0 404 "), nobody
         html = await asyncio.to_thread(
-            message_in, trunk, "+34600111001", b"<p>hi</p>", call_id=uuid.uuid4().hex, content_type="text/html"
+            trunk.message, "+34600111001", b"<p>hi</p>", call_id=uuid.uuid4().hex, content_type="text/html"
         )
         assert html.startswith("SIP/2.0 415 ") and "Accept: text/plain" in html, html
-        latin1 = await asyncio.to_thread(message_in, trunk, "+34600111001", "¿qué?".encode("latin-1"), call_id="x1")
+        latin1 = await asyncio.to_thread(trunk.message, "+34600111001", "¿qué?".encode("latin-1"), call_id="x1")
         assert latin1.startswith("SIP/2.0 400 "), latin1
         await alice.quiet()
     finally:

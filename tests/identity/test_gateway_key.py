@@ -67,7 +67,9 @@ async def test_a_disabled_gateway_gets_no_key(tmp_path: Path) -> None:
 async def test_a_configured_key_wins_and_the_core_makes_none(tmp_path: Path) -> None:
     # Several cores on one database share a key the operator made.
     async with running_core(tmp_path / "data", {"WAC_GATEWAY_ENABLED": "false"}) as core:
-        made = await core.identity.create_api_key("sip-gateway", ["identity.verify", "numbers.lookup", "messages.deliver"])
+        made = await core.identity.create_api_key(
+            "sip-gateway", ["identity.verify", "numbers.lookup", "messages.deliver"]
+        )
     async with running_core(tmp_path / "data", {"WAC_GATEWAY_API_KEY": made}) as core:
         assert not gateway_key_path(core.config).exists()
         assert read_gateway_key(core.config, wait=0) == made

@@ -441,6 +441,38 @@ class Trunk:
             ("127.0.0.1", self.gateway.sip_port),
         )
 
+    def take(self, status: str) -> str:
+        """Takes the next request the gateway sends the trunk and answers it
+        with ``status`` ("200 OK"); the request."""
+        data, address = self.sock.recvfrom(65536)
+        request = data.decode()
+        head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        keep = [line for line in head if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        self.sock.sendto(
+            (f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode(), address
+        )
+        return request
+
+    def message(
+        self, number: str, text: bytes, *, call_id: str, sender: str = "+34911000000", content_type: str = "text/plain"
+    ) -> str:
+        """Sends a MESSAGE (RFC 3428) to a number; the gateway's final answer."""
+        port = self.gateway.sip_port
+        head = (
+            f"MESSAGE sip:{number}@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.gateway.trunk_port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{sender}@127.0.0.1>;tag=carrier\r\n"
+            f"To: <sip:{number}@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(text)}\r\n\r\n"
+        )
+        self.sock.sendto(head.encode() + text, ("127.0.0.1", port))
+        while True:
+            answer = self.sock.recv(65536).decode(errors="replace")
+            if int(answer.split()[1]) >= 200:
+                return answer
+
     def final(self) -> str:
         """The final answer to the INVITE (provisional ones skipped), ACKed."""
         while True:

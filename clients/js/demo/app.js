@@ -1004,7 +1004,8 @@ function renderConversations() {
 
 /** Opens the chat with a user: its one-to-one conversation, or a new one made by the first message. */
 async function startChat(username) {
-  const known = [...conversations.values()].find((c) => c.type === "DIRECT" && c.peer === username);
+  const peer = /^\+[\d\s().-]+$/.test(username) ? `tel:${username.replace(/[\s().-]/g, "")}` : username;
+  const known = [...conversations.values()].find((c) => c.type === "DIRECT" && (c.peer === username || c.peer === peer));
   if (known) return openConversation(known.conversationId);
   thread = { to: username, title: nameOf(username) };
   threadMessages = [];
@@ -1184,6 +1185,13 @@ byTestId("chat-refresh").addEventListener("click", () => act(loadConversations))
 byTestId("chat-form").addEventListener("submit", sendFromForm);
 byTestId("chat-text").addEventListener("input", typedInThread);
 byTestId("chat-group-form").addEventListener("submit", (event) => act(() => startGroup(event)));
+// A username, or a number or sip: URI: wac sends those through the SIP gateway.
+byTestId("chat-to-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const to = event.currentTarget.to.value.trim();
+  event.currentTarget.reset();
+  if (to) act(() => startChat(to));
+});
 byTestId("conference-form").addEventListener("submit", startFromForm);
 byTestId("conference-mute").addEventListener("click", () => toggleConferenceMedia("audio"));
 byTestId("conference-camera").addEventListener("click", () => toggleConferenceMedia("video"));
