@@ -92,6 +92,7 @@ from wac.v1 import (
 if TYPE_CHECKING:
     from connectors.kamailio import KamailioRpc, RevokedRegistrations
     from connectors.kamailio_events import KamailioCallEvents
+    from connectors.sip_messages import SipMessages
 
 log = logging.getLogger("wac.core")
 
@@ -421,7 +422,15 @@ async def build_core(
         bridge=bridge,
         clock=clock,
     )
-    chat = await serve_chat(server, config=config, engine=engine, identity=identity, events=events, clock=clock)
+    chat_gateway: SipMessages | None = None
+    if config.gateway.enabled:
+        from connectors.sip_messages import SipMessages
+
+        # Chat's messages to numbers: SIP MESSAGE into the gateway's WebSocket.
+        chat_gateway = SipMessages(ws_listen=config.gateway.ws_listen, domain=config.gateway.domain)
+    chat = await serve_chat(
+        server, config=config, engine=engine, identity=identity, events=events, gateway=chat_gateway, clock=clock
+    )
 
     # Ready: the database reachable and migrated, and the gateway answering
     # when it is enabled (core/readiness.py); every service's health follows.

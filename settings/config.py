@@ -169,7 +169,14 @@ class IdentityConfig:
     # same doubling delay, at most this many seconds, 0: off) and never
     # refuse them: a stranger cannot lock its owner out.
     username_max_delay: float = key(5.0, between=(0, 300))
-    # argon2 checks (64 MiB each) running at once in this core (1..256);
+    # The cost of argon2id, passwords' hash: RFC 9106's second recommended
+    # profile (t=3, 64 MiB, 4 lanes) by default. A hash keeps the cost it was
+    # made with, so a change applies to passwords set after it. Lower only
+    # where passwords need no protection (the test suite).
+    argon2_time_cost: int = key(3, between=(1, 100))
+    argon2_memory_kib: int = key(65536, between=(64, 4_194_304))
+    argon2_parallelism: int = key(4, between=(1, 64))
+    # argon2 checks (64 MiB each by default) running at once in this core (1..256);
     # logins waiting for one (0..10000); logins under way per client
     # address (1..1000; one per username and address), each with
     # login_queue_per_address more waiting in turn (0..100000). Beyond any of

@@ -26,14 +26,11 @@ async def serve_chat(
     engine: AsyncEngine,
     identity: IdentityHandler,
     events: EventLog,
+    gateway: MessageGateway | None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> ChatHandler:
-    """Serve MessagesService on ``server``; the handler, for the caller to stop."""
-    gateway: MessageGateway | None = None
-    if config.gateway.enabled:
-        from connectors.sip_messages import SipMessages
-
-        gateway = SipMessages(ws_listen=config.gateway.ws_listen, domain=config.gateway.domain)
+    """Serve MessagesService on ``server``; the handler, for the caller to
+    stop. ``gateway``: where messages to numbers go (None: nowhere)."""
     handler = ChatHandler(
         store=ChatStore(engine),
         events=events,

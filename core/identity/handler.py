@@ -49,7 +49,7 @@ from core.identity import rules
 from core.identity.keys import DEFAULT_ROTATION_GRACE, ApiKeys, SigningKeys
 from core.identity.limits import PasswordChecks
 from core.identity.logins import Logins
-from core.identity.passwords import hash_password
+from core.identity.passwords import Argon2Cost, Passwords
 from core.identity.results import Inactive, IssuedSession, Verified
 from core.identity.revocations import (
     RevocationCache,
@@ -116,6 +116,13 @@ class IdentityHandler:
             store, interval=identity.revocation_poll, keep_for=identity.access_token_ttl + 60, clock=clock
         )
         self._api_keys = ApiKeys(store, self._revocations, clock)
+        self._passwords = Passwords(
+            Argon2Cost(
+                time_cost=identity.argon2_time_cost,
+                memory_kib=identity.argon2_memory_kib,
+                parallelism=identity.argon2_parallelism,
+            )
+        )
         self._logins = Logins(
             store,
             clock,
@@ -133,6 +140,7 @@ class IdentityHandler:
                 queue_per_address=identity.login_queue_per_address,
             ),
             username_max_delay=identity.username_max_delay,
+            passwords=self._passwords,
         )
         # Public so that tests (and a future metric) can see how many
         # password checks run at once.
@@ -328,7 +336,7 @@ class IdentityHandler:
             email=subscriber.email,
             roles=roles,
             disabled=subscriber.disabled,
-            password_hash=await hash_password(subscriber.password),
+            password_hash=await self._passwords.hash(subscriber.password),
             create_time=now,
             update_time=now,
         )
@@ -393,7 +401,7 @@ class IdentityHandler:
                 changes[path] = subscriber.disabled
             elif path == "password":
                 rules.check_password(field, subscriber.password)
-                changes["password_hash"] = await hash_password(subscriber.password)
+                changes["password_hash"] = await self._passwords.hash(subscriber.password)
         updated = replace(row, **changes, update_time=self._clock.time())  # type: ignore[arg-type]
         try:
             await self._store.update_subscriber(updated)

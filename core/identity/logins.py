@@ -17,7 +17,7 @@ from core.clock import Clock
 from core.failures import Exhausted, Unauthenticated, Unavailable
 from core.identity import rules
 from core.identity.limits import Busy, PasswordChecks
-from core.identity.passwords import verify_password
+from core.identity.passwords import Passwords
 from core.identity.store import IdentityStore, SubscriberRow, ThrottleChange, ThrottleContention
 
 log = logging.getLogger("wac.identity")
@@ -38,8 +38,10 @@ class Logins:
         throttle: rules.ThrottlePolicy,
         checks: PasswordChecks,
         username_max_delay: float,
+        passwords: Passwords,
     ) -> None:
         self._store = store
+        self._passwords = passwords
         self._clock = clock
         self._throttle = throttle
         self._username_max_delay = username_max_delay
@@ -102,7 +104,7 @@ class Logins:
                 await self._clock.sleep(delay)
             async with self.checks.slot():
                 row = await self._store.get_subscriber(username)
-                ok = await verify_password(row.password_hash if row else None, password)
+                ok = await self._passwords.verify(row.password_hash if row else None, password)
         except BaseException:
             # Refused, busy or cancelled before an answer: the attempt was
             # never judged, so it is not a failure.

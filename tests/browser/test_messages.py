@@ -1,9 +1,15 @@
 """Chat in the demo softphone, in headless Chromium, through the real
 front door: a conversation started from the contacts side, its unread
 badge, the text shown as text (never HTML), read ticks, the typing
-indicator, replies in the open thread, and a message written while offline sent once back online."""
+indicator, replies in the open thread, a message written while offline
+sent once back online, a page away longer than the events are kept
+catching up from the history, and a group chat."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 
 from playwright.async_api import expect
 
@@ -70,6 +76,38 @@ async def test_a_message_written_offline_is_sent_once_back_online(demo: Demo) ->
         }"""
     )
     assert history == ["written while offline", "first"]
+
+
+async def test_a_page_away_longer_than_the_events_are_kept_catches_up(
+    demo_with: Callable[[Mapping[str, str]], AbstractAsyncContextManager[Demo]],
+) -> None:
+    # Events kept 1 s: bob's page, away for 3 s, cannot resume them.
+    async with demo_with({"WAC_EVENTS_RETENTION": "1"}) as demo:
+        alice, bob = await demo.phone("alice"), await demo.phone("bob")
+        await alice.page.evaluate("() => window.wacDemo.startChat('bob')")
+        await write(alice, "before")
+        conversation = bob.page.locator('[data-testid="chat-conversation"][data-peer="alice"]')
+        await conversation.click(timeout=ms())
+        await expect(messages(bob)).to_have_count(1, timeout=ms())
+        await bob.page.evaluate("() => { window.resyncs = 0; wacDemo.wac.on('resync', () => window.resyncs++); }")
+
+        await bob.record_states()
+        await bob.go_offline()
+        for text in ("while you were away", "and again"):
+            await write(alice, text)
+            await expect(messages(alice).last).to_have_attribute("data-state", "sent", timeout=ms())
+        await asyncio.sleep(3)
+        await bob.go_online()
+        await bob.wait_reconnected()
+        await expect(messages(bob)).to_have_count(3, timeout=ms())
+        texts = await bob.page.locator('[data-testid="chat-message-text"]').all_text_contents()
+        assert texts == ["before", "while you were away", "and again"]
+        # From the history, not a replay: the SDK had to resync.
+        assert await bob.page.evaluate("window.resyncs") == 1
+        # Read on catching up: alice's ticks say so.
+        await expect(messages(alice).last.get_by_test_id("chat-tick")).to_have_attribute(
+            "data-read", "true", timeout=ms()
+        )
 
 
 async def test_a_group_chat_in_three_pages(demo: Demo) -> None:

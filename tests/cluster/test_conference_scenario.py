@@ -14,12 +14,9 @@ import pytest
 
 from tests.cluster.test_scenarios import online
 from tests.janus.test_conferences_through_janus import enter
-from tests.presence.devices import cheap_password_hashing
 from tests.support.cluster import Deployment, open_deployment
 from tests.support.janus import janus_socket, running_janus
 from tests.support.timing import seconds
-
-__all__ = ["cheap_password_hashing"]
 
 
 @pytest.fixture(params=["embedded", "cluster"])

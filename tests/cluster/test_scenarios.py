@@ -10,13 +10,12 @@ from typing import Any
 
 from tests.calls.support import SDP, VIDEO_SDP
 from tests.calls.test_wapi import CALL_EVENTS, call_event
-from tests.presence.devices import cheap_password_hashing
 from tests.presence.test_wapi import presence_until
 from tests.support.cluster import Deployment, Side, deployment
 from tests.support.timing import seconds
 from tests.wapi.support import WapiClient, close_code
 
-__all__ = ["cheap_password_hashing", "deployment"]
+__all__ = ["deployment"]
 
 
 def presences(events: list[dict[str, Any]], username: str) -> list[str]:

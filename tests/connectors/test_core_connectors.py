@@ -18,15 +18,13 @@ import pytest
 from core.directory.store import DirectoryStore
 from core.server import Core
 from settings.config import ConfigError
-from tests.presence.devices import Device, cheap_password_hashing, eventually, md
+from tests.presence.devices import Device, eventually, md
 from tests.support.cli import cli_env
 from tests.support.cli import wac as run_wac
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.slapd import READER_DN, READER_PASSWORD, SUFFIX, Slapd
 from tests.support.timing import seconds
 from wac.v1 import directory_pb2, directory_pb2_grpc
-
-__all__ = ["cheap_password_hashing"]
 
 USABLE, SKIPPED = 12, 2  # as in fixtures/ldap/10-people.ldif
 SyncRun = directory_pb2.SyncRun

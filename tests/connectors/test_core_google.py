@@ -22,7 +22,7 @@ import pytest
 from core.directory.store import DirectoryStore
 from core.server import Core
 from edges.wapi.server import Edge, start_edge
-from tests.presence.devices import Device, cheap_password_hashing, eventually, md
+from tests.presence.devices import Device, eventually, md
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.core import test_config as config_for
 from tests.support.google_standin import GoogleStandIn
@@ -32,8 +32,6 @@ from tests.support.status import field_violations
 from tests.support.timing import seconds
 from tests.wapi.support import wapi
 from wac.v1 import directory_pb2, directory_pb2_grpc, identity_pb2, identity_pb2_grpc
-
-__all__ = ["cheap_password_hashing"]
 
 CLIENT_ID = "1234-wac.apps.googleusercontent.com"
 CLIENT_SECRET = "client-secret-xyz"

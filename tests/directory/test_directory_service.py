@@ -10,7 +10,7 @@ import pytest
 
 from core.directory.store import DirectoryStore
 from core.server import Core
-from tests.presence.devices import Device, cheap_password_hashing, md  # noqa: F401
+from tests.presence.devices import Device, md
 from tests.support.core import add_subscriber, api_key, running_core
 from tests.support.status import field_violations
 from wac.v1 import directory_pb2, directory_pb2_grpc, identity_pb2

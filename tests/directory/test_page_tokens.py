@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from core.server import Core
-from tests.presence.devices import Device, cheap_password_hashing, md  # noqa: F401
+from tests.presence.devices import Device, md
 from tests.support.core import add_subscriber, api_key
 from tests.support.status import field_violations
 from wac.v1 import calls_pb2, calls_pb2_grpc, contacts_pb2, directory_pb2, identity_pb2, identity_pb2_grpc

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.identity import logins
+from core.identity.passwords import Passwords
 from core.identity.store import IdentityStore
 from tests.support.core import add_subscriber, running_core
 from tests.support.status import retry_after
@@ -30,6 +30,10 @@ REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED
 # Trust 127.0.0.1's x-forwarded-for, and lift the per-caller rate limit of
 # native gRPC so that what refuses a login here is the login throttle.
 BASE = {
+    # argon2id at its real cost: these floods are about checks that take time.
+    "WAC_IDENTITY_ARGON2_TIME_COST": "3",
+    "WAC_IDENTITY_ARGON2_MEMORY_KIB": "65536",
+    "WAC_IDENTITY_ARGON2_PARALLELISM": "4",
     "WAC_CORE_TRUSTED_PROXIES": "127.0.0.1",
     "WAC_CORE_RATE_PER_SECOND": "100000",
     "WAC_CORE_RATE_BURST": "100000",
@@ -64,9 +68,9 @@ class CheckCounter:
         self.flood_peak = 0
         self.finished: list[str] = []
         self.started = asyncio.Event()
-        original = logins.verify_password
+        original = Passwords.verify
 
-        async def verify(password_hash: str | None, password: str) -> bool:
+        async def verify(passwords: Passwords, password_hash: str | None, password: str) -> bool:
             flood = password.startswith("flood ")
             self.running += 1
             self.flood_running += flood
@@ -74,13 +78,13 @@ class CheckCounter:
             self.flood_peak = max(self.flood_peak, self.flood_running)
             self.started.set()
             try:
-                return await original(password_hash, password)
+                return await original(passwords, password_hash, password)
             finally:
                 self.running -= 1
                 self.flood_running -= flood
                 self.finished.append(password)
 
-        monkeypatch.setattr(logins, "verify_password", verify)
+        monkeypatch.setattr(Passwords, "verify", verify)
 
 
 @pytest.fixture

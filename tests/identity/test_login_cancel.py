@@ -17,6 +17,7 @@ from core.identity import rules
 from core.identity import tables as t
 from core.identity.limits import PasswordChecks
 from core.identity.logins import Logins
+from core.identity.passwords import Argon2Cost, Passwords
 from core.identity.store import IdentityStore, ThrottleChange
 from settings.config import sqlite_url
 from tests.support.clock import FakeClock
@@ -54,7 +55,14 @@ async def store(tmp_path: Path) -> AsyncIterator[SlowStore]:
 
 def logins(store: IdentityStore) -> Logins:
     checks = PasswordChecks(total=4, per_address=2, queue=64, queue_per_address=64)
-    return Logins(store, FakeClock(), throttle=POLICY, checks=checks, username_max_delay=0.0)
+    return Logins(
+        store,
+        FakeClock(),
+        throttle=POLICY,
+        checks=checks,
+        username_max_delay=0.0,
+        passwords=Passwords(Argon2Cost(time_cost=1, memory_kib=64, parallelism=1)),
+    )
 
 
 async def test_a_login_cancelled_mid_reservation_leaves_nothing_counted(store: SlowStore) -> None:

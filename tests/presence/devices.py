@@ -11,10 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import pytest
-from argon2 import PasswordHasher
 
-from core.identity import passwords
 from core.server import Core
 from tests.support.core import login
 from tests.support.timing import seconds
@@ -34,13 +31,6 @@ Status = presence_pb2.Presence.Status
 # Numbers the markers Device.drain sends down a stream: contact changes no
 # contact of a real subscriber can have.
 _MARKERS = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests log in many devices; argon2's cost is identity's concern
-    and is tested there, so hash with the cheapest parameters here."""
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def md(token: str) -> tuple[tuple[str, str], ...]:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.support.passwords import TEST_ARGON2
 from tests.support.timing import seconds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ def cli_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str,
         "WAC_DATA_DIR": str(data_dir),
         "WAC_GATEWAY_ENABLED": "false",
         "WAC_CONFERENCES_ENABLED": "false",
+        **TEST_ARGON2,
     }
     env.pop("WAC_CONFIG", None)
     return {**env, **(extra or {})}

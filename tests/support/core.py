@@ -13,6 +13,7 @@ import grpc
 from core.clock import SYSTEM_CLOCK, Clock
 from core.server import Core, build_core
 from settings.config import Config, load_config
+from tests.support.passwords import TEST_ARGON2
 from tests.support.server import free_port
 from wac.v1 import identity_pb2, identity_pb2_grpc
 
@@ -32,6 +33,9 @@ def test_config(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         "WAC_GATEWAY_EVENTS_LISTEN": f"127.0.0.1:{free_port()}",
         # Nor its Janus's rooms: a test's Janus (tests/support/janus.py) says where it is.
         "WAC_CONFERENCES_JANUS_API_LISTEN": f"127.0.0.1:{free_port()}",
+        # Nor its gateway's WebSocket: chat's messages to numbers go in there.
+        "WAC_GATEWAY_WS_LISTEN": f"127.0.0.1:{free_port()}",
+        **TEST_ARGON2,
     }
     return load_config(None, {**base, **(env or {})})
 

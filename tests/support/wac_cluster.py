@@ -26,6 +26,7 @@ from websockets.sync.client import connect
 from cli import envoy
 from cli.throwaway import consecutive_free_ports
 from tests.support.cli import ROOT
+from tests.support.passwords import TEST_ARGON2
 from tests.support.postgres import require_postgres
 from tests.support.redis import require_redis
 from tests.support.server import free_port
@@ -136,6 +137,7 @@ def running_cluster(work: Path, *args: str, env: Mapping[str, str] | None = None
         "WAC_EDGE_LISTEN": f"127.0.0.1:{edge_base}",
         "WAC_EDGE_HTTP_LISTEN": f"127.0.0.1:{edge_base + 1}",
         "WAC_GATEWAY_ENABLED": "false",
+        **TEST_ARGON2,
     }
     for name in ("WAC_CONFIG", "WAC_ENVOY_ADMIN_PORT", "WAC_CORE_DATABASE_URL", "WAC_CLUSTER_REDIS_URL"):
         environment.pop(name, None)

@@ -395,6 +395,7 @@ wac.on("contactChanged", () => act(loadContacts));
 wac.on("resync", () => {
   act(loadMyPresence);
   act(loadContacts);
+  act(catchUpChat);
 });
 
 // ---- directory ----
@@ -1021,6 +1022,28 @@ async function openConversation(conversationId) {
   threadMessages = messages.reverse().map((message) => ({ message, state: "sent" }));
   renderThread();
   renderConversations();
+  await markThreadRead();
+}
+
+/**
+ * Events were lost while away (longer than wac keeps them): the list again,
+ * and the open thread's messages after the last one it shows, page by page.
+ */
+async function catchUpChat() {
+  await loadConversations();
+  const opened = thread;
+  if (!opened?.conversationId) return;
+  const afterSeq = threadMessages.reduce((seq, m) => Math.max(seq, Number(m.message.seq ?? 0)), 0);
+  let pageToken;
+  do {
+    const page = await wac.messages.history(opened.conversationId, { afterSeq, pageSize: 100, ...(pageToken ? { pageToken } : {}) });
+    if (opened !== thread) return;
+    for (const message of page.messages ?? []) {
+      if (!threadMessages.some((m) => m.message.messageId === message.messageId)) threadMessages.push({ message, state: "sent" });
+    }
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  renderThread();
   await markThreadRead();
 }
 
