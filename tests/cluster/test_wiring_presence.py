@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 
 from cli.cluster import provision_hop_key
 from core import failures
@@ -75,12 +76,14 @@ async def restartable(tmp_path: Path, postgres_url: str, private_redis: Redis) -
 
 
 async def retried(step: Callable[[], Awaitable[T]]) -> T:
-    """``step``, again while Redis is coming back (UNAVAILABLE, as a client retries)."""
+    """``step``, again while Redis is coming back: what a client gets as
+    UNAVAILABLE and retries (a redis connection error is UNAVAILABLE at the
+    RPC's edge, core/cluster/choose.py's outage registry)."""
     deadline = asyncio.get_running_loop().time() + seconds(10)
     while True:
         try:
             return await step()
-        except failures.Unavailable:
+        except (failures.Unavailable, redis.ConnectionError, redis.TimeoutError):
             assert asyncio.get_running_loop().time() < deadline, "Redis never came back"
             await asyncio.sleep(0.1)
 
