@@ -40,9 +40,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 import grpc  # noqa: E402
 from common import percentile, table  # noqa: E402
 
+from cli import gateway  # noqa: E402
 from tests.gateway.conftest import PASSWORD, start_gateway  # noqa: E402
 from tests.support.core import add_subscriber, login  # noqa: E402
-from tests.support.gateway import Trunk, require_gateway  # noqa: E402
+from tests.support.gateway import Trunk  # noqa: E402
 from tests.support.server import free_port  # noqa: E402
 from tests.support.stack import running_stack  # noqa: E402
 from wac.v1 import messages_pb2, messages_pb2_grpc  # noqa: E402
@@ -91,7 +92,6 @@ def timed_in_thread(step: object, count: int) -> list[float]:
 
 
 async def run(messages: int) -> list[list[object]]:
-    require_gateway()
     with tempfile.TemporaryDirectory(prefix="bench-chat-gateway-") as tmp:
         work = Path(tmp)
         ws_port = free_port()
@@ -159,6 +159,10 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=300)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    absent = gateway.missing_programs()
+    if absent:
+        print(f"needs kamailio and rtpengine (deps/debian.txt); missing: {', '.join(absent)}")
+        return 1
     rows = asyncio.run(run(args.messages))
     print(table(["path", "n", "p50 ms", "p99 ms", "gateway adds at p50, ms"], rows, "Chat through the SIP gateway"))
     return 0
