@@ -43,6 +43,7 @@ from core.chat.rules import Conversation, Kind, Message, View
 from core.chat.store import ChatStore, Check
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events.log import EventLog
+from core.phones import InvalidPhoneNumber, normalize_e164
 from core.tasks import Work, cancelled
 
 log = logging.getLogger("wac.chat")
@@ -109,6 +110,7 @@ class ChatHandler:
         numbers: Numbers,
         gateway: MessageGateway | None = None,
         domain: str = "",
+        phone_region: str = "ES",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
@@ -117,6 +119,7 @@ class ChatHandler:
         self._numbers = numbers
         self._gateway = gateway
         self._domain = domain
+        self._region = phone_region
         self._limits = limits
         self._clock = clock
         self._work = Work()
@@ -151,7 +154,7 @@ class ChatHandler:
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
         if recipient:
-            party = rules.external_party("recipient", recipient, self._domain)
+            party = self._party("recipient", recipient)
             if party is not None:
                 return await self._send_out(who, token, party, "", text, request_id)
             conversation_id = await self._direct(who.username, rules.subscriber_of(recipient))
@@ -209,7 +212,12 @@ class ChatHandler:
         rules.sender_uri("sender", sender)
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
+        sender = self._party("sender", sender, as_given=True) or sender
         _, holder = await self._numbers.phone_number_owner(phone_number)
+        if await self._store.blockers(sender, (holder,)):
+            # Dropped, and answered as taken: the sender learns nothing.
+            log.info("a message from %s to a subscriber who blocks it was dropped", sender)
+            return Message("", "", 0, sender, "", self._clock.time(), False, "", "")
         conversation_id = await self._direct_id(sender, holder)
         return await self._append(
             conversation_id,
@@ -220,6 +228,19 @@ class ChatHandler:
             None,
             requester=f"gateway:{who.key_name}",
         )
+
+    def _party(self, field: str, target: str, *, as_given: bool = False) -> str | None:
+        """A party on the gateway's side as wac keeps it (``rules.external_party``):
+        a tel: number in national digits is read in ``[phones] default_region``;
+        one that is no number there is refused, or kept ``as_given`` (the trunk's)."""
+        if target.lower().startswith("tel:") and not target[4:].startswith("+"):
+            try:
+                target = "tel:" + normalize_e164(target[4:], self._region)
+            except InvalidPhoneNumber as exc:
+                if as_given:
+                    return target
+                raise failures.Invalid(field, f"{target[:80]!r} {exc.problem}") from None
+        return rules.external_party(field, target, self._domain)
 
     async def _append(
         self,
@@ -469,6 +490,11 @@ class ChatHandler:
 
     # -- blocks ------------------------------------------------------------
     async def block(self, who: SubscriberPrincipal, username: str) -> list[str]:
+        party = self._party("username", username)
+        if party is not None:  # a number or a sip: URI, on the gateway's side
+            await self._store.block(who.username, party, self._clock.time())
+            return await self._store.blocked_by(who.username)
+        username = rules.subscriber_of(username)
         rules.valid_username("username", username)
         if username == who.username:
             raise failures.Invalid("username", "is the caller: a subscriber does not block itself")
@@ -478,8 +504,11 @@ class ChatHandler:
         return await self._store.blocked_by(who.username)
 
     async def unblock(self, who: SubscriberPrincipal, username: str) -> list[str]:
-        rules.valid_username("username", username)
-        await self._store.unblock(who.username, username)
+        party = self._party("username", username)
+        if party is None:
+            username = rules.subscriber_of(username)
+            rules.valid_username("username", username)
+        await self._store.unblock(who.username, party or username)
         return await self._store.blocked_by(who.username)
 
     async def blocked(self, who: SubscriberPrincipal) -> list[str]:

@@ -160,6 +160,8 @@ _SEPARATORS = re.compile(r"[\s().-]")
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _SIP_URI = re.compile(r"^sips?:([A-Za-z0-9_.!~*'()&=+$,%-]{1,64})@([A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?)$")
 _TEL = re.compile(r"^tel:\+?[0-9]{2,15}$")
+# A party's URI stands where a username would, in columns of 64 (tables.py).
+MAX_PARTY = 64
 
 
 def is_external(party: str) -> bool:
@@ -181,6 +183,7 @@ def external_party(field: str, target: str, domain: str) -> str | None:
             raise failures.Invalid(field, f"{raw[:80]!r} is not a sip: URI wac can send to (sip:user@host)")
         if found.group(2).lower() == domain.lower():
             return None
+        checks.max_length(field, raw, MAX_PARTY)
         return raw
     if not (lowered.startswith("tel:") or raw.startswith("+")):
         return None
@@ -199,6 +202,7 @@ def subscriber_of(target: str) -> str:
 def sender_uri(field: str, value: str) -> str:
     """A sender on the gateway's side, as the gateway hands it in."""
     checks.require(field, value)
+    checks.max_length(field, value, MAX_PARTY)
     if not (_TEL.match(value) or _SIP_URI.match(value)):
         raise failures.Invalid(field, f"{value[:80]!r} is not a tel: or sip: URI")
     return value

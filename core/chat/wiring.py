@@ -39,6 +39,7 @@ async def serve_chat(
         limits=ChatLimits(max_text_bytes=config.messages.max_text_bytes, retention=config.messages.retention),
         gateway=gateway,
         domain=config.gateway.domain,
+        phone_region=config.phones.default_region,
         clock=clock,
     )
     await handler.start()

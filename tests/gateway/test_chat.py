@@ -87,6 +87,8 @@ async def test_the_gateways_and_the_trunks_refusals_are_the_sends_errors(
     # Another domain: the gateway relays to nobody else's.
     await fails(grpc.StatusCode.PERMISSION_DENIED, alice.send("hi", to="sip:ann@example.com"), "403")
     await fails(grpc.StatusCode.INVALID_ARGUMENT, alice.send("hi", to="+0 911"), "is not an E.164 number")
+    long_uri = "sip:" + "a" * 50 + "@example.com"  # a party's URI is kept in 64 characters
+    await fails(grpc.StatusCode.INVALID_ARGUMENT, alice.send("hi", to=long_uri), "at most 64")
 
     trunk = Trunk(gateway)
     try:
@@ -125,11 +127,27 @@ async def test_a_message_from_the_trunk_reaches_the_numbers_holder_once(
         assert (conversation.peer, conversation.unread_count) == (f"tel:{CARRIER}", 1)
         assert await alice.texts(conversation.conversation_id) == [text]
 
+        # The carrier's national form of the same number: the same party.
+        national = await asyncio.to_thread(
+            trunk.message, "+34600111001", b"national", call_id=uuid.uuid4().hex, sender="911000000"
+        )
+        assert national.startswith("SIP/2.0 200 "), national
+        (told,) = await alice.expect("message_received")
+        assert (told.message.sender, told.message.conversation_id) == (f"tel:{CARRIER}", conversation.conversation_id)
+
         # Her reply in that conversation goes back to the trunk.
         sending = asyncio.ensure_future(alice.send("thanks", conversation_id=conversation.conversation_id))
         back = await asyncio.to_thread(trunk.take, "200 OK")
         assert back.startswith(f"MESSAGE sip:{CARRIER}@127.0.0.1:{gateway.trunk_port} "), back
-        assert (await sending).seq == 2
+        assert (await sending).seq == 3
+
+        # Blocked (as she types it): dropped, answered as taken, she hears nothing.
+        assert await alice.block("+34 911 000 000") == [f"tel:{CARRIER}"]
+        dropped = await asyncio.to_thread(trunk.message, "+34600111001", b"spam", call_id=uuid.uuid4().hex)
+        assert dropped.startswith("SIP/2.0 200 "), dropped
+        await alice.quiet()
+        assert await alice.unblock(f"tel:{CARRIER}") == []
+        assert await alice.texts(conversation.conversation_id) == [text, "national", "thanks"]
 
         # Nobody holds the number; not text; not UTF-8.
         nobody = await asyncio.to_thread(trunk.message, "+34600999999", b"hi", call_id=uuid.uuid4().hex)

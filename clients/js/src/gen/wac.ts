@@ -1314,7 +1314,10 @@ export interface AddConversationMembersRequest {
 
 /** The request for BlockSubscriber. */
 export interface BlockSubscriberRequest {
-  /** The username to block. */
+  /**
+   * The username to block, or a party on the gateway's side: a phone
+   * number (kept as tel:+E.164) or a sip: URI.
+   */
   username?: string;
 }
 
@@ -1542,7 +1545,7 @@ export interface SetTypingRequest {
 
 /** The request for UnblockSubscriber. */
 export interface UnblockSubscriberRequest {
-  /** The username to let through again. */
+  /** The username (or number, or sip: URI) to let through again. */
   username?: string;
 }
 
@@ -1892,7 +1895,10 @@ export interface Methods {
    * lands in the one-to-one conversation of the number's holder with the
    * sender, whose devices get messageReceived. For the gateway's key (the
    * messages.deliver scope). NOT_FOUND when nobody holds the number; the
-   * same request_id again answers the message it made.
+   * same request_id again answers the message it made. A sender in
+   * national digits is read in [phones] default_region. From a sender the
+   * holder blocks, the message is dropped and answered as taken (a Message
+   * with no id), so the sender learns nothing.
    */
   "MessagesService.ReceiveMessage": [ReceiveMessageRequest, Message];
   /**
