@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -54,14 +55,32 @@ def free_port() -> int:
         return port
 
 
+# Where consecutive ports are chosen from: below the kernel's ephemeral
+# range, which no outgoing connection takes from.
+_LOWEST_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def consecutive_free_ports(count: int) -> int:
     """The first of ``count`` consecutive ports on 127.0.0.1 that were free
-    a moment ago: a base port a cluster's plan adds to."""
+    a moment ago: a base port a cluster's plan adds to. Chosen below the
+    ephemeral range: the cluster's own connections (to its database, to
+    Redis) take ports from there, and one could take a planned port before
+    the node that is to listen on it has started."""
+    ceiling = _ephemeral_low() - count
     for _ in range(200):
-        first = free_port()
+        first = random.randrange(_LOWEST_PORT, ceiling) if ceiling > _LOWEST_PORT else free_port()
         if first + count < 65536 and all(_bindable(port) for port in range(first, first + count)):
             return first
     raise ThrowawayError(f"no {count} consecutive free ports")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands outgoing connections (32768 where it does not say)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _bindable(port: int) -> bool:
