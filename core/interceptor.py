@@ -183,7 +183,7 @@ class CoreInterceptor(grpc.aio.ServerInterceptor):
             principal = await authenticator.authenticate(call.token) if call.token else None
             policy.check(rule, principal, method)
             limit(principal, address)
-            set_current(principal, address)
+            set_current(principal, address, call.token or "")
 
         def check(request: Any) -> None:
             undecodable.refuse(request)

@@ -71,11 +71,13 @@ Principal = SubscriberPrincipal | ServicePrincipal
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("wac_principal", default=None)
 _client_address: contextvars.ContextVar[str] = contextvars.ContextVar("wac_client_address", default="")
+_credential: contextvars.ContextVar[str] = contextvars.ContextVar("wac_credential", default="")
 
 
-def set_current(principal: Principal | None, client_address: str) -> None:
+def set_current(principal: Principal | None, client_address: str, credential: str = "") -> None:
     _current.set(principal)
     _client_address.set(client_address)
+    _credential.set(credential)
 
 
 def current() -> Principal | None:
@@ -85,6 +87,13 @@ def current() -> Principal | None:
 
 def client_address() -> str:
     return _client_address.get()
+
+
+def credential() -> str:
+    """The bearer credential the caller proved itself with ("" for none):
+    for a request wac makes on the caller's behalf with the caller's own
+    credential (chat's SIP MESSAGE through the gateway). Never logged."""
+    return _credential.get()
 
 
 def subscriber() -> SubscriberPrincipal:

@@ -43,7 +43,6 @@ from core.chat.rules import Conversation, Kind, Message, View
 from core.chat.store import ChatStore, Check
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events.log import EventLog
-from core.phones import InvalidPhoneNumber, normalize_e164
 from core.tasks import Work, cancelled
 
 log = logging.getLogger("wac.chat")
@@ -154,7 +153,7 @@ class ChatHandler:
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
         if recipient:
-            party = self._party("recipient", recipient)
+            party = rules.external_party("recipient", recipient, self._domain, self._region)
             if party is not None:
                 return await self._send_out(who, token, party, "", text, request_id)
             conversation_id = await self._direct(who.username, rules.subscriber_of(recipient))
@@ -209,10 +208,9 @@ class ChatHandler:
         """A message from the trunk to a subscriber's number (the gateway's
         ReceiveMessage), into the holder's conversation with the sender."""
         checks.require("phone_number", phone_number)
-        rules.sender_uri("sender", sender)
+        sender = rules.sender_party("sender", sender, self._domain, self._region)
         rules.text(text, self._limits.max_text_bytes)
         rules.request_id(request_id)
-        sender = self._party("sender", sender, as_given=True) or sender
         _, holder = await self._numbers.phone_number_owner(phone_number)
         if await self._store.blockers(sender, (holder,)):
             # Dropped, and answered as taken: the sender learns nothing.
@@ -228,19 +226,6 @@ class ChatHandler:
             None,
             requester=f"gateway:{who.key_name}",
         )
-
-    def _party(self, field: str, target: str, *, as_given: bool = False) -> str | None:
-        """A party on the gateway's side as wac keeps it (``rules.external_party``):
-        a tel: number in national digits is read in ``[phones] default_region``;
-        one that is no number there is refused, or kept ``as_given`` (the trunk's)."""
-        if target.lower().startswith("tel:") and not target[4:].startswith("+"):
-            try:
-                target = "tel:" + normalize_e164(target[4:], self._region)
-            except InvalidPhoneNumber as exc:
-                if as_given:
-                    return target
-                raise failures.Invalid(field, f"{target[:80]!r} {exc.problem}") from None
-        return rules.external_party(field, target, self._domain)
 
     async def _append(
         self,
@@ -490,25 +475,21 @@ class ChatHandler:
 
     # -- blocks ------------------------------------------------------------
     async def block(self, who: SubscriberPrincipal, username: str) -> list[str]:
-        party = self._party("username", username)
-        if party is not None:  # a number or a sip: URI, on the gateway's side
-            await self._store.block(who.username, party, self._clock.time())
-            return await self._store.blocked_by(who.username)
-        username = rules.subscriber_of(username)
-        rules.valid_username("username", username)
-        if username == who.username:
-            raise failures.Invalid("username", "is the caller: a subscriber does not block itself")
-        if not await self._subscribers.exists(username):
-            raise failures.NotFound(f"subscriber '{username}' does not exist", field="username")
-        await self._store.block(who.username, username, self._clock.time())
+        blocked = rules.external_party("username", username, self._domain, self._region)
+        if blocked is None:  # a subscriber; else a number or sip: URI, on the gateway's side
+            blocked = rules.valid_username("username", rules.subscriber_of(username))
+            if blocked == who.username:
+                raise failures.Invalid("username", "is the caller: a subscriber does not block itself")
+            if not await self._subscribers.exists(blocked):
+                raise failures.NotFound(f"subscriber '{blocked}' does not exist", field="username")
+        await self._store.block(who.username, blocked, self._clock.time())
         return await self._store.blocked_by(who.username)
 
     async def unblock(self, who: SubscriberPrincipal, username: str) -> list[str]:
-        party = self._party("username", username)
-        if party is None:
-            username = rules.subscriber_of(username)
-            rules.valid_username("username", username)
-        await self._store.unblock(who.username, party or username)
+        blocked = rules.external_party("username", username, self._domain, self._region)
+        if blocked is None:
+            blocked = rules.valid_username("username", rules.subscriber_of(username))
+        await self._store.unblock(who.username, blocked)
         return await self._store.blocked_by(who.username)
 
     async def blocked(self, who: SubscriberPrincipal) -> list[str]:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from core import checks, failures
+from core.phones import InvalidPhoneNumber, normalize_e164
 
 NOT_MEMBER = "not a member of this conversation"
 MAX_TITLE = 200
@@ -169,12 +170,13 @@ def is_external(party: str) -> bool:
     return ":" in party
 
 
-def external_party(field: str, target: str, domain: str) -> str | None:
+def external_party(field: str, target: str, domain: str, region: str) -> str | None:
     """The URI of a recipient on the gateway's side ("tel:+34911222333",
     "sip:ann@example.com"), or None when ``target`` names a subscriber
-    (a username, or a sip: URI of the gateway's own domain: then
-    ``target`` is not changed and the caller reads the username with
-    ``subscriber_of``). Invalid for a number or URI the gateway cannot take."""
+    (a username, or a sip: URI of the gateway's own domain: then the
+    caller reads the username with ``subscriber_of``). A number is E.164
+    with or without tel: and visual separators, or national digits after
+    tel: (read in ``region``). Invalid for what the gateway cannot take."""
     raw = target.strip()
     lowered = raw.lower()
     if lowered.startswith(("sip:", "sips:")):
@@ -188,6 +190,11 @@ def external_party(field: str, target: str, domain: str) -> str | None:
     if not (lowered.startswith("tel:") or raw.startswith("+")):
         return None
     number = _SEPARATORS.sub("", (raw[4:] if lowered.startswith("tel:") else raw).split(";", 1)[0])
+    if not number.startswith("+"):
+        try:
+            number = normalize_e164(number, region)
+        except InvalidPhoneNumber as exc:
+            raise failures.Invalid(field, f"{raw[:80]!r} {exc.problem}") from None
     if not _E164.match(number):
         raise failures.Invalid(field, f"{raw[:80]!r} is not an E.164 number (+ and 2 to 15 digits)")
     return f"tel:{number}"
@@ -199,13 +206,21 @@ def subscriber_of(target: str) -> str:
     return found.group(1) if found else target
 
 
-def sender_uri(field: str, value: str) -> str:
-    """A sender on the gateway's side, as the gateway hands it in."""
+def sender_party(field: str, value: str, domain: str, region: str) -> str:
+    """A sender on the gateway's side as the gateway hands it in (a tel: or
+    sip: URI), as wac keeps it: a number the way ``external_party`` reads
+    it, else as given (a carrier's digits that are no number in ``region``;
+    a sip: URI, even of the gateway's own domain: it is no subscriber)."""
     checks.require(field, value)
     checks.max_length(field, value, MAX_PARTY)
-    if not (_TEL.match(value) or _SIP_URI.match(value)):
+    if _SIP_URI.match(value):
+        return value
+    if not _TEL.match(value):
         raise failures.Invalid(field, f"{value[:80]!r} is not a tel: or sip: URI")
-    return value
+    try:
+        return external_party(field, value, domain, region) or value
+    except failures.Invalid:
+        return value
 
 
 def system_key(username: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import empty_pb2
 
-from core.auth.principal import ServicePrincipal, current, subscriber
+from core.auth.principal import ServicePrincipal, credential, current, subscriber
 from core.chat import messages
 from core.chat.handler import ChatHandler
 from core.failures import PermissionDenied
@@ -19,14 +19,6 @@ def _operator() -> ServicePrincipal:
     if not isinstance(who, ServicePrincipal):
         raise PermissionDenied("this method is for operators: use an API key")
     return who
-
-
-def _bearer(context: grpc.aio.ServicerContext) -> str:
-    """The caller's access token: a message through the gateway carries it."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-            return value[7:].strip()
-    return ""
 
 
 class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
@@ -43,7 +35,7 @@ class MessagesServicer(messages_pb2_grpc.MessagesServiceServicer):
             recipient=request.recipient,
             text=request.text,
             request_id=request.request_id,
-            token=_bearer(context),
+            token=credential(),  # a message through the gateway carries it
         )
         return messages.message_pb(message, who.username)
 

@@ -17,7 +17,7 @@ import pytest
 from tests.calls.support import fails
 from tests.chat.support import Chatter, request_id
 from tests.gateway.conftest import Gateway
-from tests.support.core import login
+from tests.sapi.support import online
 from tests.support.gateway import Trunk
 from tests.support.timing import seconds
 from wac.v1 import messages_pb2
@@ -33,10 +33,7 @@ async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
 
 
 async def chatter(gateway: Gateway, channel: grpc.aio.Channel, username: str) -> Chatter:
-    session = await login(channel, username, device="web")
-    device = Chatter(username, session.session_id, session.access_token, channel, gateway.stack.core)
-    await device.connect()
-    return device
+    return await online(gateway.stack, channel, username, Chatter)
 
 
 async def test_a_message_to_a_number_goes_out_as_sip_message_and_is_kept(

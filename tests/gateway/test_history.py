@@ -21,6 +21,7 @@ from tests.gateway.conftest import Gateway
 from tests.sapi.support import online, rfc3339, sapi_client
 from tests.support.core import api_key
 from tests.support.gateway import SCENARIOS, SipTcp, Trunk, busy, start_sipp, start_sipp_uas
+from tests.support.gateway import response as sip_response
 from tests.support.server import free_port
 from tests.support.timing import seconds
 from wac.v1 import calls_pb2
@@ -287,7 +288,7 @@ async def test_an_operator_cancels_a_ringing_gateway_call(
             invite = await asyncio.to_thread(phone.read_request)
             assert invite.startswith("INVITE ")
             # A branch is cancelled once it has answered provisionally (RFC 3261 9.1).
-            await asyncio.to_thread(phone.sock.sendall, answer(invite, "180 Ringing").encode())
+            await asyncio.to_thread(phone.sock.sendall, sip_response(invite, "180 Ringing").encode())
 
             async def ringing() -> dict[str, Any] | None:
                 response = await operator.get("/sapi/v1/calls", params={"state": "RINGING"})
@@ -303,7 +304,7 @@ async def test_an_operator_cancels_a_ringing_gateway_call(
             cancel = await asyncio.to_thread(phone.read_request)
             assert cancel.startswith("CANCEL "), cancel
             await asyncio.to_thread(phone.reply, cancel, "200 OK")
-            await asyncio.to_thread(phone.sock.sendall, answer(invite, "487 Request Terminated").encode())
+            await asyncio.to_thread(phone.sock.sendall, sip_response(invite, "487 Request Terminated").encode())
 
             def final() -> int:
                 answer = caller.read()
@@ -318,8 +319,3 @@ async def test_an_operator_cancels_a_ringing_gateway_call(
     finally:
         await alice.disconnect()
         await bob.disconnect()
-
-
-def answer(invite: str, status: str) -> str:
-    """A response (e.g. "180 Ringing") to an INVITE the gateway sent a device."""
-    return busy(invite).replace("486 Busy Here", status, 1)

@@ -7,7 +7,7 @@ import datetime
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -18,6 +18,8 @@ from tests.support.core import login
 from tests.support.stack import Stack, running_stack
 from tests.support.timing import seconds
 from wac.v1 import calls_pb2
+
+D = TypeVar("D", bound=Device)
 
 # A gateway's subscribers may call any number starting with +34, and make
 # audio calls only. Loaded through WAC_CONFIG, as an operator would.
@@ -82,10 +84,11 @@ OFFER_SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TL
 ANSWER_SDP = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
 
-async def online(stack: Stack, channel: grpc.aio.Channel, username: str) -> Device:
-    """A subscriber's device, logged in over gRPC with its event stream open."""
+async def online(stack: Stack, channel: grpc.aio.Channel, username: str, kind: type[D] = Device) -> D:
+    """A subscriber's device (a ``kind`` of Device: which events it
+    collects), logged in over gRPC with its event stream open."""
     session = await login(channel, username, device="web")
-    device = Device(username, session.session_id, session.access_token, channel, stack.core)
+    device = kind(username, session.session_id, session.access_token, channel, stack.core)
     await device.connect()
     return device
 

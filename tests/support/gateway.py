@@ -446,11 +446,7 @@ class Trunk:
         with ``status`` ("200 OK"); the request."""
         data, address = self.sock.recvfrom(65536)
         request = data.decode()
-        head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
-        keep = [line for line in head if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
-        self.sock.sendto(
-            (f"SIP/2.0 {status}\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode(), address
-        )
+        self.sock.sendto(response(request, status).encode(), address)
         return request
 
     def message(
@@ -468,18 +464,18 @@ class Trunk:
             f"Content-Type: {content_type}\r\nContent-Length: {len(text)}\r\n\r\n"
         )
         self.sock.sendto(head.encode() + text, ("127.0.0.1", port))
+        return self._final_answer()
+
+    def _final_answer(self) -> str:
+        """The next final response the gateway sends the trunk (provisional ones skipped)."""
         while True:
-            answer = self.sock.recv(65536).decode(errors="replace")
-            if int(answer.split()[1]) >= 200:
-                return answer
+            text = self.sock.recv(65536).decode(errors="replace")
+            if int(text.split()[1]) >= 200:
+                return text
 
     def final(self) -> str:
         """The final answer to the INVITE (provisional ones skipped), ACKed."""
-        while True:
-            text = self.sock.recv(65536).decode(errors="replace")
-            status = int(text.split()[1])
-            if status >= 200:
-                break
+        text = self._final_answer()
         to = next(line for line in text.split("\r\n") if line.lower().startswith("to:"))
         self.sock.sendto(
             (
@@ -494,13 +490,19 @@ class Trunk:
         return text
 
 
-def busy(invite: str) -> str:
-    """486 Busy Here to an INVITE the gateway sent a device."""
+def response(request: str, status: str) -> str:
+    """A response with no body ("486 Busy Here") to a request the gateway
+    sent: its dialog headers copied back, and a To tag (RFC 3261 8.2.6.2)."""
     keep = [
         line
-        for line in invite.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        for line in request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
         if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq", "record-route")
     ]
-    to = next(line for line in invite.split("\r\n") if line.lower().startswith("to:"))
+    to = next(line for line in request.split("\r\n") if line.lower().startswith("to:"))
     headers = "\r\n".join([*keep, f"{to};tag={uuid.uuid4().hex[:8]}"])
-    return f"SIP/2.0 486 Busy Here\r\n{headers}\r\nContent-Length: 0\r\n\r\n"
+    return f"SIP/2.0 {status}\r\n{headers}\r\nContent-Length: 0\r\n\r\n"
+
+
+def busy(invite: str) -> str:
+    """486 Busy Here to an INVITE the gateway sent a device."""
+    return response(invite, "486 Busy Here")

@@ -210,8 +210,12 @@ export class MessagesApi extends Emitter<MessagesEvents> {
     for (const requestId of this.outbox.keys()) this.attempt(requestId);
   }
 
-  /** @internal The session ended: the queued sends fail with its reason. */
+  /** @internal The session ended: the queued sends fail with its reason; nobody types any more. */
   abandon(error: WacError): void {
+    for (const [conversationId, typers] of [...this.typers]) {
+      for (const username of [...typers.keys()]) this.stopTyper(conversationId, username);
+    }
+    this.saidTyping.clear();
     const waiting = [...this.outbox.values()];
     this.outbox.clear();
     for (const outgoing of waiting) outgoing.reject(error);

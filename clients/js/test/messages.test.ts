@@ -162,5 +162,13 @@ describe("messages", () => {
     await settle();
     assert.deepEqual(wac.messages.typingIn("c1"), []);
     assert.deepEqual(seen, ["c1: bob", "c1: bob,carol", "c1: bob", "c1: ", "c1: carol", "c1: "]);
+
+    // The session's end: nobody types any more, and no timer is left behind.
+    typing("bob");
+    await settle();
+    server.event({ sessionRevoked: { sessionId: "s1", reason: "revoked" } });
+    await settle();
+    assert.deepEqual(wac.messages.typingIn("c1"), []);
+    assert.deepEqual(clock.pending(), []);
   });
 });
